@@ -1,0 +1,111 @@
+# /// script
+# dependencies = ["nox>=2025.2.9"]
+# ///
+"""Nox sessions for hf-optim. `nox` with no arguments runs the full test suite that CI runs."""
+
+from __future__ import annotations
+
+from enum import StrEnum, auto
+from pathlib import Path
+
+import nox
+
+nox.needs_version = ">=2025.2.9"
+# pip sees the local torch wheel; uv does not.
+nox.options.default_venv_backend = "virtualenv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["spec", "tests", "conformance"]
+
+ROOT = Path(__file__).parent
+CONSTRAINTS = ("-c", str(ROOT / "constraints.txt"))
+
+
+class Package(StrEnum):
+    spec = auto()
+    torch = auto()
+    tf = auto()
+
+
+def _group(package: str, group: str) -> list[str]:
+    pyproject = nox.project.load_toml(ROOT / "packages" / package / "pyproject.toml")
+    return list(nox.project.dependency_groups(pyproject, group))
+
+
+def _install(session: nox.Session, *packages: str, groups: tuple[str, ...] = ("test",)) -> None:
+    """Editable installs of our packages (with the frameworks' CPU builds) plus their dependency groups."""
+    targets: list[str] = []
+    for package in packages:
+        path = f"packages/{package}"
+        targets += ["-e", f"{path}[cpu]" if package == "tf" else path]
+    requirements = sorted({req for package in packages for group in groups for req in _group(package, group)})
+    session.install(*CONSTRAINTS, *targets, *requirements)
+
+
+def _pytest(session: nox.Session, *args: str) -> None:
+    session.run("python", "-m", "pytest", *args, *session.posargs, env={"PYTHONHASHSEED": "0"})
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Ruff lint and format check over the whole tree."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on hf_optim_spec."""
+    _install(session, "spec")
+    session.install("mypy>=1.10")
+    session.run("mypy", "--strict", "packages/spec/src/hf_optim_spec")
+
+
+@nox.session
+def spec(session: nox.Session) -> None:
+    """Validate every spec file, regenerate vectors and docs, and fail on any drift."""
+    _install(session, "spec")
+    session.run("python", "tools/check_spec.py")
+    session.run("python", "tools/regen_vectors.py")
+    if (ROOT / "tools" / "gen_docs.py").exists():
+        session.run("python", "tools/gen_docs.py")
+    session.run("git", "diff", "--exit-code", "--stat", "--", "spec", "docs", external=True)
+
+
+@nox.session(default=False)
+def regen(session: nox.Session) -> None:
+    """Fill every case's generated fields from the float64 references (review the diff after)."""
+    _install(session, "spec")
+    session.run("python", "tools/regen_vectors.py")
+
+
+@nox.session
+@nox.parametrize("package", list(Package))
+def tests(session: nox.Session, package: Package) -> None:
+    """Run one package's own unit tests."""
+    _install(session, *dict.fromkeys(["spec", str(package)]))
+    _pytest(session, f"packages/{package}/tests")
+
+
+@nox.session
+def conformance(session: nox.Session) -> None:
+    """Every spec case x every framework, torch <-> Keras side by side; writes docs/conformance.md."""
+    _install(session, "spec", "torch", "tf")
+    _pytest(session, "conformance")
+
+
+@nox.session(default=False)
+def build(session: nox.Session) -> None:
+    """Build sdists and wheels of the three packages and check the spec ships inside hf-optim-spec."""
+    session.install("build>=1.2")
+    out = session.create_tmp()
+    for package in Package:
+        session.run("python", "-m", "build", "--outdir", out, f"packages/{package}")
+    session.run("python", "tools/check_wheel.py", out)
+
+
+@nox.session(default=False)
+def demo(session: nox.Session) -> None:
+    """The main job: every schedule's curve from the spec, side by side."""
+    _install(session, "spec")
+    session.run("python", "tools/schedule_table.py")

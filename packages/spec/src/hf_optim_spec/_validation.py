@@ -1,0 +1,231 @@
+"""Turn spec parameter declarations into the uniform errors both frameworks raise.
+
+Per-parameter rules produce Keras-style messages::
+
+    Argument `num_cycles` must be > 0. Received: num_cycles=-1
+
+Cross-parameter rules (spec ``constraints``) carry their own message, which is transformers'
+verbatim text wherever transformers raises.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import numbers
+from collections.abc import Mapping
+from typing import Any
+
+from ._registry import Parameter, Spec, get
+from .formula import evaluate_constant
+
+__all__ = ["validate", "check_parameter"]
+
+_ERRORS: Mapping[str, type[Exception]] = {
+    "ValueError": ValueError,
+    "TypeError": TypeError,
+    "NotImplementedError": NotImplementedError,
+}
+
+_TYPE_WORDS = {
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "a boolean",
+    "string": "a string",
+    "number_pair": "a pair of numbers",
+    "string_list": "a list of strings",
+    "schedule": "a schedule (a callable of the step)",
+}
+
+
+def _received(label: str, value: Any, with_type: bool = False) -> str:
+    shown = f"{label}={value!r}"
+    return f"{shown} (of type {type(value).__name__})" if with_type else shown
+
+
+def _is_real(value: Any) -> bool:
+    if isinstance(value, (bool, str, bytes)) or value is None:
+        return False
+    if isinstance(value, numbers.Real):
+        return True
+    # 0-d tensors/arrays of any framework (a tensor lr is legal for torch optimizers).
+    return hasattr(value, "__float__") and getattr(value, "ndim", 0) == 0 and not hasattr(value, "__len__")
+
+
+def _is_integer(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, numbers.Integral):
+        return True
+    return isinstance(value, float) and value.is_integer()
+
+
+def _check_range(param: Parameter, label: str, value: float, shown: str) -> None:
+    if math.isnan(value):
+        raise ValueError(f"Argument `{label}` must not be NaN. Received: {shown}")
+    rules = (
+        (param.minimum, lambda b: value >= b, ">="),
+        (param.exclusive_minimum, lambda b: value > b, ">"),
+        (param.maximum, lambda b: value <= b, "<="),
+        (param.exclusive_maximum, lambda b: value < b, "<"),
+    )
+    for bound, ok, symbol in rules:
+        if bound is not None and not ok(bound):
+            raise ValueError(f"Argument `{label}` must be {symbol} {_fmt(bound)}. Received: {shown}")
+
+
+def _fmt(bound: float) -> str:
+    return str(int(bound)) if float(bound).is_integer() else repr(bound)
+
+
+def check_parameter(param: Parameter, value: Any, label: str | None = None) -> None:
+    """Raise the uniform TypeError/ValueError when ``value`` breaks ``param``'s declaration."""
+    label = label or param.name
+    if value is None:
+        if param.nullable:
+            return
+        raise TypeError(f"Argument `{label}` must be {_TYPE_WORDS[param.type]}. Received: {_received(label, value, True)}")
+    kind = param.type
+    bad_type = TypeError(f"Argument `{label}` must be {_TYPE_WORDS[kind]}. Received: {_received(label, value, True)}")
+    if kind == "integer":
+        if not _is_real(value):
+            raise bad_type
+        if not _is_integer(value):
+            raise bad_type
+        _check_range(param, label, float(value), _received(label, value))
+    elif kind == "number":
+        if not _is_real(value):
+            raise bad_type
+        _check_range(param, label, float(value), _received(label, value))
+    elif kind == "boolean":
+        if not isinstance(value, bool) and type(value).__name__ != "bool_":
+            raise bad_type
+    elif kind == "string":
+        if not isinstance(value, str):
+            raise bad_type
+    elif kind == "number_pair":
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
+            raise bad_type
+        for index, item in enumerate(value):
+            if not _is_real(item):
+                raise bad_type
+            _check_range(param, f"{label}[{index}]", float(item), _received(label, value))
+    elif kind == "string_list":
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+            raise bad_type
+        if not all(isinstance(item, str) for item in value):
+            raise bad_type
+    elif kind == "schedule":
+        if not callable(value):
+            raise bad_type
+    else:  # pragma: no cover - the schema rejects other types
+        raise AssertionError(f"unknown parameter type {kind!r}")
+    if param.enum is not None and value not in param.enum:
+        allowed = ", ".join(repr(v) for v in param.enum)
+        raise ValueError(f"Argument `{label}` must be one of {allowed}. Received: {_received(label, value)}")
+
+
+def _spelling(spec: Spec, framework: str | None) -> dict[str, tuple[str, int | None]]:
+    """Map each spelling accepted from ``framework`` to (canonical name, index within a split pair)."""
+    spelling: dict[str, tuple[str, int | None]] = {}
+    for name, param in spec.parameters.items():
+        alias = param.name_for(framework)
+        if isinstance(alias, tuple):
+            for index, part in enumerate(alias):
+                spelling[part] = (name, index)
+        else:
+            spelling[alias] = (name, None)
+    return spelling
+
+
+def validate(
+    spec_id: str | Spec,
+    params: Mapping[str, Any],
+    *,
+    framework: str | None = None,
+    base_lr: float | None = None,
+) -> dict[str, Any]:
+    """Check arguments against a spec and return them complete, under canonical names.
+
+    Args:
+      spec_id: a spec id (or the Spec itself).
+      params: the arguments as the user of ``framework`` spelled them.
+      framework: ``"torch"``, ``"tf"`` or None (canonical spelling).
+      base_lr: the optimizer's default learning rate, for constraints that mention ``base_lr``
+        (they are skipped when it is None).
+
+    Returns:
+      ``{canonical name: value}`` for every parameter, defaults filled in. Split pairs (Keras
+      ``beta_1``/``beta_2``) are joined into the canonical tuple.
+
+    Raises:
+      TypeError: an unknown or missing argument, or a value of the wrong type.
+      ValueError: a value out of range, or a broken cross-parameter constraint.
+    """
+    spec = spec_id if not isinstance(spec_id, str) else get(spec_id)
+    spelling = _spelling(spec, framework)
+    unknown = [key for key in params if key not in spelling]
+    if unknown:
+        key = unknown[0]
+        renamed = spec.parameters[key].name_for(framework) if key in spec.parameters else None
+        close = [renamed] if isinstance(renamed, str) else list(renamed or ())
+        close = close or difflib.get_close_matches(key, list(spelling), n=3)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise TypeError(
+            f"Unknown argument `{key}` for {spec.display_name}.{hint} Valid arguments: {', '.join(spelling)}."
+        )
+    pairs: dict[str, list[Any]] = {}
+    resolved: dict[str, Any] = {}
+    for key, value in params.items():
+        name, index = spelling[key]
+        param = spec.parameters[name]
+        if index is None:
+            check_parameter(param, value, key)
+            resolved[name] = value
+        else:
+            single = Parameter(**{**param.__dict__, "type": "number", "name": key, "framework_names": {}})
+            check_parameter(single, value, key)
+            default = param.default if not param.required else (None, None)
+            pairs.setdefault(name, list(default))[index] = value
+    for name, parts in pairs.items():
+        resolved[name] = tuple(parts)
+    for name, param in spec.parameters.items():
+        if name in resolved:
+            continue
+        if param.required:
+            alias = param.name_for(framework)
+            label = alias if isinstance(alias, str) else "/".join(alias)
+            raise TypeError(f"Missing required argument `{label}` for {spec.display_name}.")
+        default = param.default
+        resolved[name] = tuple(default) if isinstance(default, list) and param.type == "number_pair" else default
+    _check_constraints(spec, resolved, base_lr)
+    return resolved
+
+
+def _check_constraints(spec: Spec, resolved: Mapping[str, Any], base_lr: float | None) -> None:
+    env: dict[str, Any] = {}
+    for name, value in resolved.items():
+        param = spec.parameters[name]
+        if param.type in ("number", "integer") and value is not None:
+            env[name] = float(value)
+        elif param.type in ("string", "boolean") or value is None:
+            env[name] = value
+    for name, value in resolved.items():  # pairs as name_0/name_1 for constraints
+        if spec.parameters[name].type == "number_pair" and value is not None:
+            env[f"{name}_0"], env[f"{name}_1"] = float(value[0]), float(value[1])
+    if base_lr is not None:
+        env["base_lr"] = float(base_lr)
+    for constraint in spec.constraints:
+        if "base_lr" in constraint.when_text and base_lr is None:
+            continue
+        if evaluate_constant(constraint.when, env):
+            fields = {**dict(resolved), "base_lr": base_lr}
+            fields.update({k: v for k, v in env.items() if k.endswith(("_0", "_1"))})
+            raise _ERRORS[constraint.error](constraint.message.format_map(_Fields(fields)))
+
+
+class _Fields(dict):  # type: ignore[type-arg]
+    """format_map that leaves unknown placeholders visible instead of failing."""
+
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"

@@ -1,0 +1,114 @@
+"""The vector generator: fill every case's generated fields from the float64 references.
+
+``regenerate()`` rewrites every spec file in a canonical JSON layout. Running it twice is a no-op,
+which is what the drift check (``nox -s spec``) relies on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ._registry import load_spec, spec_files, spec_root
+from ._schedules import bind
+
+__all__ = ["dumps", "regenerate", "regenerate_file", "schedule_case_expected"]
+
+
+# --------------------------------------------------------------------------- canonical JSON
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"non-finite number {value!r} cannot be stored in a spec file")
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _is_flat(value: Any) -> bool:
+    """Scalars and (nested) lists of scalars are written on one line."""
+    if isinstance(value, list):
+        return all(_is_flat(v) for v in value)
+    return not isinstance(value, dict)
+
+
+def _small_dict(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) <= 4 and all(_is_flat(v) for v in value.values()) and len(
+        json.dumps(value)
+    ) <= 100
+
+
+def _dump(value: Any, indent: int) -> str:
+    pad = "  " * (indent + 1)
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        if _small_dict(value):
+            return "{" + ", ".join(f"{json.dumps(k)}: {_dump(v, indent)}" for k, v in value.items()) + "}"
+        items = [f"{pad}{json.dumps(k, ensure_ascii=False)}: {_dump(v, indent + 1)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + "  " * indent + "}"
+    if isinstance(value, list):
+        if _is_flat(value):
+            return "[" + ", ".join(_dump(v, indent) for v in value) + "]"
+        items = [f"{pad}{_dump(v, indent + 1)}" for v in value]
+        return "[\n" + ",\n".join(items) + "\n" + "  " * indent + "]"
+    return _scalar(value)
+
+
+def dumps(data: Any) -> str:
+    """The canonical text of a spec file (stable, diff-friendly, ends with a newline)."""
+    return _dump(data, 0) + "\n"
+
+
+# --------------------------------------------------------------------------- generation
+
+
+def schedule_case_expected(spec_id: str, case: Mapping[str, Any]) -> list[float]:
+    """The float64 reference values of one schedule case (closed form or stateful)."""
+    from .reference import plateau
+
+    spec = load_spec(spec_root() / "schedules" / f"{spec_id}.json")
+    base_lr = float(case.get("base_lr", 1.0))
+    if spec.stateful:
+        from ._validation import validate
+
+        params = validate(spec, case.get("params", {}), base_lr=base_lr)
+        return plateau.run(params, base_lr, case["metrics"])
+    bound = bind(spec, case.get("params", {}), base_lr=base_lr)
+    return [bound(step) for step in case["steps"]]
+
+
+def _regenerate_case(raw: Mapping[str, Any], case: dict[str, Any]) -> dict[str, Any]:
+    kind = raw["kind"]
+    if kind == "schedule":
+        case["expected"] = schedule_case_expected(raw["id"], case)
+    else:
+        from . import reference
+
+        case = dict(reference.generate_case(raw, case))
+    case.setdefault("provenance", "reference")
+    if case.get("provenance") != "reference" and not str(case["provenance"]).startswith("reference"):
+        case["provenance"] = "reference"
+    # keep provenance last so the generated fields sit together above it
+    provenance = case.pop("provenance")
+    case["provenance"] = provenance
+    return case
+
+
+def regenerate_file(path: Path) -> bool:
+    """Regenerate one spec file in place; True when its text changed."""
+    before = path.read_text(encoding="utf-8")
+    raw = json.loads(before)
+    raw["cases"] = [_regenerate_case(raw, dict(case)) for case in raw.get("cases", [])]
+    after = dumps(raw)
+    if after != before:
+        path.write_text(after, encoding="utf-8")
+        return True
+    return False
+
+
+def regenerate(root: Path | None = None) -> list[Path]:
+    """Regenerate every spec file under ``root``; returns the files that changed."""
+    return [path for path in spec_files(root) if regenerate_file(path)]

@@ -1,0 +1,134 @@
+"""float64 reference of transformers' torch ``AdamW`` (v4.49 numerics, ``correct_bias``).
+
+One line of :func:`adamw_step` per line of the spec formula (``spec/optimizers/adamw.json``), in
+transformers' operation order:
+
+* ``exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)``          -> ``m * beta1 + (1 - beta1) * g``
+* ``exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)`` -> ``v * beta2 + ((1 - beta2) * g) * g``
+* ``denom = exp_avg_sq.sqrt().add_(eps)``                         -> ``sqrt(v) + eps``
+* ``step_size = lr * math.sqrt(bc2) / bc1`` (Python floats)       -> ``(lr * sqrt(bc2)) / bc1``
+* ``p.addcdiv_(exp_avg, denom, value=-step_size)``                -> ``p + (-step_size * m) / denom``
+* ``p.add_(p, alpha=-lr * weight_decay)`` only when ``weight_decay > 0`` -> ``p + (-lr * wd) * p``
+
+Every product is rounded on its own (no fused multiply-add). torch's CPU kernels fuse ``add_`` with
+``alpha`` into an FMA and its float64 ``sqrt`` is not correctly rounded, so a torch port that wants
+float64 bit-equality writes the products out (``add_(grad * (1 - beta1))``) and still differs in
+the last bit where ``sqrt`` does; the spec's float64 tolerance allows for that.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ._case import case_dtype, case_inputs, fill_case, hyperparams, params_to_json
+from ._inputs import Array, to_json
+from ._lowp import round_to
+
+__all__ = ["AdamWState", "adamw_init", "adamw_step", "generate_case", "run", "run_case"]
+
+
+class AdamWState(NamedTuple):
+    """Per-parameter state, named like torch's ``state_dict`` entries."""
+
+    step: int
+    exp_avg: Array
+    exp_avg_sq: Array
+
+
+def adamw_init(param: Array) -> AdamWState:
+    """The state before the first step: step 0 and zero moments."""
+    return AdamWState(step=0, exp_avg=np.zeros_like(param), exp_avg_sq=np.zeros_like(param))
+
+
+def adamw_step(
+    param: Array,
+    grad: Array,
+    state: AdamWState,
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    correct_bias: bool,
+) -> tuple[Array, AdamWState]:
+    """One AdamW step of one parameter that has a gradient; returns the new parameter and state."""
+    step = state.step + 1
+    exp_avg = state.exp_avg * beta1 + (1.0 - beta1) * grad
+    exp_avg_sq = state.exp_avg_sq * beta2 + (1.0 - beta2) * grad * grad
+    denom = np.sqrt(exp_avg_sq) + eps
+    step_size = lr
+    if correct_bias:
+        step_size = lr * math.sqrt(1.0 - beta2**step) / (1.0 - beta1**step)
+    param = param + (-step_size * exp_avg) / denom
+    if weight_decay > 0.0:
+        param = param + (-lr * weight_decay) * param
+    return param, AdamWState(step=step, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq)
+
+
+def _store(param: Array, state: AdamWState, dtype: str) -> tuple[Array, AdamWState]:
+    """Round what the framework stores: the parameter and its state live in the parameter dtype."""
+    return round_to(param, dtype), AdamWState(
+        step=state.step, exp_avg=round_to(state.exp_avg, dtype), exp_avg_sq=round_to(state.exp_avg_sq, dtype)
+    )
+
+
+def run(
+    spec: Mapping[str, Any],
+    case: Mapping[str, Any],
+    params0: dict[str, Array],
+    grads: list[dict[str, Array | None]],
+) -> dict[str, Any]:
+    """Replay ``grads`` from ``params0``; a missing (None) gradient leaves that parameter and its state alone."""
+    hp = hyperparams(spec, case)
+    dtype = case_dtype(case)
+    beta1, beta2 = hp["betas"]
+    params = {name: round_to(value, dtype) for name, value in params0.items()}
+    states: dict[str, AdamWState] = {}
+    history: list[dict[str, Any]] = []
+    for row in grads:
+        for name, grad in row.items():
+            if grad is None:
+                continue
+            state = states.get(name) or adamw_init(params[name])
+            new_param, new_state = adamw_step(
+                params[name],
+                grad,
+                state,
+                lr=float(hp["lr"]),
+                beta1=beta1,
+                beta2=beta2,
+                eps=float(hp["eps"]),
+                weight_decay=float(hp["weight_decay"]),
+                correct_bias=bool(hp["correct_bias"]),
+            )
+            params[name], states[name] = _store(new_param, new_state, dtype)
+        history.append(params_to_json(params))
+    final = {
+        name: (
+            {
+                "step": states[name].step,
+                "exp_avg": to_json(states[name].exp_avg),
+                "exp_avg_sq": to_json(states[name].exp_avg_sq),
+            }
+            if name in states
+            else {}
+        )
+        for name in params
+    }
+    return {"params": history, "state": final}
+
+
+def run_case(spec: Mapping[str, Any], case: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"params": [...], "state": {...}}`` of a case (stored inputs when present, else generated)."""
+    params0, grads = case_inputs(case)
+    return run(spec, case, params0, grads)
+
+
+def generate_case(spec: Mapping[str, Any], case: Mapping[str, Any]) -> dict[str, Any]:
+    """The case with params0, grads and expected filled in."""
+    return fill_case(spec, case, run)

@@ -1,0 +1,220 @@
+"""Adafactor with transformers' (torch) numerics, as a Keras 3 optimizer."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+from keras import ops
+
+from ._common import compute_dtype, pop_legacy_kwargs, slot_name, validate_optimizer
+
+__all__ = ["Adafactor"]
+
+_SPEC_ID = "adafactor"
+
+
+@keras.saving.register_keras_serializable(package="hf_optim")
+class Adafactor(keras.optimizers.Optimizer):
+    r"""Adafactor exactly as transformers' torch ``Adafactor`` computes it (the Keras twin).
+
+    For a variable of rank >= 2 the second moment is factored over the last two dimensions
+    (``exp_avg_sq_row`` has the shape without the last dimension, ``exp_avg_sq_col`` the shape
+    without the second-to-last); other variables keep a full ``exp_avg_sq``.
+
+    .. math::
+
+        \begin{aligned}
+        &t \leftarrow t + 1 \quad\text{(per variable)}, \qquad
+            \mathrm{RMS}(x) = \lVert x \rVert_2 / \sqrt{\mathrm{numel}(x)} \\
+        &\rho_t = \min(10^{-6} t\ \text{if warmup\_init else}\ 10^{-2},\ 1/\sqrt{t})
+            \ \text{if relative\_step else}\ \eta \\
+        &\alpha_t = \max(\epsilon_2, \mathrm{RMS}(\theta))\,\rho_t\ \text{if scale\_parameter else}\ \rho_t \\
+        &\hat\beta_{2t} = 1 - t^{\text{decay\_rate}}, \qquad u = g^2 + \epsilon_1 \\
+        &R \leftarrow \hat\beta_{2t} R + (1-\hat\beta_{2t})\,\mathrm{mean}_{-1}(u), \quad
+         C \leftarrow \hat\beta_{2t} C + (1-\hat\beta_{2t})\,\mathrm{mean}_{-2}(u) \\
+        &U = g \,/\, \sqrt{(R / \mathrm{mean}_{-1} R)\,C}
+            \quad\text{(factored; else } V \leftarrow \hat\beta_{2t} V + (1-\hat\beta_{2t}) u,\ U = g/\sqrt V) \\
+        &U \leftarrow \alpha_t\, U / \max(1, \mathrm{RMS}(U)/d) \\
+        &m \leftarrow \beta_1 m + (1-\beta_1) U,\ U \leftarrow m \quad\text{(if } \beta_1 \text{ is set)} \\
+        &\theta \leftarrow \theta - \lambda\,\alpha_t\,\theta \quad\text{(if } \lambda \ne 0), \qquad
+         \theta \leftarrow \theta - U
+        \end{aligned}
+
+    16-bit variables (float16, bfloat16) are updated in float32 and the state is kept in
+    float32 (torch upcasts the gradient and the parameter and keeps the state like the
+    upcast gradient); the result is rounded back to the variable dtype once per step.
+
+    Args:
+        learning_rate: external learning rate (torch: ``lr``); must be None when
+            ``relative_step=True``. Defaults to None.
+        eps: ``(eps1, eps2)``: regularisation of the squared gradient and of the parameter
+            scale. Defaults to (1e-30, 1e-3).
+        clip_threshold: threshold :math:`d` of the update RMS. Defaults to 1.0.
+        decay_rate: exponent of the second-moment decay. Defaults to -0.8.
+        beta1: first-moment decay; None disables the first moment. Defaults to None.
+        weight_decay: weight decay :math:`\lambda`. Defaults to 0.0.
+        scale_parameter: scale the step by the parameter RMS. Defaults to True.
+        relative_step: use the time-dependent step :math:`\rho_t`. Defaults to True.
+        warmup_init: warm-up form of :math:`\rho_t`. Defaults to False.
+        name: optimizer name. Defaults to ``"Adafactor"``.
+        **kwargs: Keras base-optimizer arguments.
+
+    Differences from transformers:
+        None in the numerics. With ``learning_rate=None`` the Keras ``learning_rate`` attribute
+        holds 0.0 (it is not used); ``get_config`` reports None.
+
+    References:
+        Shazeer & Stern, Adafactor: Adaptive Learning Rates with Sublinear Memory Cost,
+        https://arxiv.org/abs/1804.04235
+
+    Example:
+        >>> opt = Adafactor(learning_rate=1e-3, scale_parameter=False, relative_step=False)
+    """
+
+    def __init__(
+        self,
+        learning_rate: float | keras.optimizers.schedules.LearningRateSchedule | None = None,
+        eps: tuple[float, float] = (1e-30, 1e-3),
+        clip_threshold: float = 1.0,
+        decay_rate: float = -0.8,
+        beta1: float | None = None,
+        weight_decay: float = 0.0,
+        scale_parameter: bool = True,
+        relative_step: bool = True,
+        warmup_init: bool = False,
+        name: str = "Adafactor",
+        **kwargs: Any,
+    ) -> None:
+        learning_rate = pop_legacy_kwargs(kwargs, learning_rate, None, type(self).__name__)
+        super().__init__(learning_rate=learning_rate if learning_rate is not None else 0.0, name=name, **kwargs)
+        validate_optimizer(
+            _SPEC_ID,
+            {
+                "learning_rate": learning_rate,
+                "eps": eps,
+                "clip_threshold": clip_threshold,
+                "decay_rate": decay_rate,
+                "beta1": beta1,
+                "weight_decay": weight_decay,
+                "scale_parameter": scale_parameter,
+                "relative_step": relative_step,
+                "warmup_init": warmup_init,
+            },
+        )
+        self._external_lr = learning_rate is not None
+        self.eps = (float(eps[0]), float(eps[1]))
+        self.clip_threshold = float(clip_threshold)
+        self.decay_rate = float(decay_rate)
+        self.beta1 = None if beta1 is None else float(beta1)
+        self.decoupled_weight_decay = float(weight_decay)
+        self.scale_parameter = bool(scale_parameter)
+        self.relative_step = bool(relative_step)
+        self.warmup_init = bool(warmup_init)
+
+    def build(self, var_list: list[Any]) -> None:
+        """Create the per-variable state: ``step``, ``exp_avg`` (with beta1), and the factored
+        ``exp_avg_sq_row``/``exp_avg_sq_col`` (rank >= 2) or a full ``exp_avg_sq``."""
+        if self.built:
+            return
+        super().build(var_list)
+        self._step: list[Any] = []
+        self._exp_avg: list[Any] = []
+        self._row: list[Any] = []
+        self._col: list[Any] = []
+        self._full: list[Any] = []
+        for variable in var_list:
+            base = slot_name(variable)
+            shape = tuple(variable.shape)
+            dtype = compute_dtype(variable.dtype)
+            self._step.append(self.add_variable(shape=(), dtype="int64", name=f"{base}_step"))
+            self._exp_avg.append(
+                self.add_variable(shape=shape, dtype=dtype, name=f"{base}_exp_avg") if self.beta1 is not None else None
+            )
+            if len(shape) >= 2:
+                self._row.append(self.add_variable(shape=shape[:-1], dtype=dtype, name=f"{base}_exp_avg_sq_row"))
+                self._col.append(
+                    self.add_variable(shape=shape[:-2] + shape[-1:], dtype=dtype, name=f"{base}_exp_avg_sq_col")
+                )
+                self._full.append(None)
+            else:
+                self._row.append(None)
+                self._col.append(None)
+                self._full.append(self.add_variable(shape=shape, dtype=dtype, name=f"{base}_exp_avg_sq"))
+
+    def _apply_weight_decay(self, variables: Any) -> None:
+        return None  # explicit in update_step
+
+    def _step_size(self, step: Any, param_rms: Any, learning_rate: Any) -> Any:
+        """:math:`\\alpha_t` in float64 (torch computes it from Python floats and the RMS)."""
+        if self.relative_step:
+            min_step = 1e-6 * step if self.warmup_init else 1e-2
+            rel = ops.minimum(min_step, 1.0 / ops.sqrt(step))
+        else:
+            rel = ops.cast(learning_rate, "float64")
+        if self.scale_parameter:
+            return ops.maximum(self.eps[1], ops.cast(param_rms, "float64")) * rel
+        return rel
+
+    def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
+        """One Adafactor step for one variable (keras.ops only)."""
+        index = self._get_variable_index(variable)
+        dtype = compute_dtype(variable.dtype)
+        grad = ops.cast(gradient, dtype)
+        param = ops.cast(variable, dtype)
+        step_var = self._step[index]
+        self.assign_add(step_var, ops.ones((), dtype="int64"))
+        step = ops.cast(step_var, "float64")
+        alpha = self._step_size(step, _rms(param), learning_rate)
+        beta2t = 1.0 - ops.power(step, self.decay_rate)
+        keep = ops.cast(beta2t, dtype)
+        mix = ops.cast(1.0 - beta2t, dtype)
+        squared = ops.add(ops.square(grad), ops.cast(self.eps[0], dtype))
+        if self._full[index] is None:
+            row, col = self._row[index], self._col[index]
+            self.assign(row, ops.add(ops.multiply(row, keep), ops.multiply(ops.mean(squared, axis=-1), mix)))
+            self.assign(col, ops.add(ops.multiply(col, keep), ops.multiply(ops.mean(squared, axis=-2), mix)))
+            row_factor = ops.expand_dims(ops.rsqrt(ops.divide(row, ops.mean(row, axis=-1, keepdims=True))), -1)
+            col_factor = ops.expand_dims(ops.rsqrt(col), -2)
+            update = ops.multiply(ops.multiply(row_factor, col_factor), grad)
+        else:
+            full = self._full[index]
+            self.assign(full, ops.add(ops.multiply(full, keep), ops.multiply(squared, mix)))
+            update = ops.multiply(ops.rsqrt(full), grad)
+        update = ops.divide(update, ops.maximum(ops.divide(_rms(update), self.clip_threshold), 1.0))
+        alpha_c = ops.cast(alpha, dtype)
+        update = ops.multiply(update, alpha_c)
+        if self.beta1 is not None:
+            exp_avg = self._exp_avg[index]
+            self.assign(
+                exp_avg, ops.add(ops.multiply(exp_avg, self.beta1), ops.multiply(update, 1.0 - self.beta1))
+            )
+            update = exp_avg
+        if self.decoupled_weight_decay != 0.0:
+            param = ops.add(param, ops.multiply(param, ops.cast(-self.decoupled_weight_decay * alpha, dtype)))
+        self.assign(variable, ops.cast(ops.subtract(param, update), variable.dtype))
+
+    def get_config(self) -> dict[str, Any]:
+        """Keras base keys plus every spec parameter in Keras spelling."""
+        config = super().get_config()
+        if not self._external_lr:
+            config["learning_rate"] = None
+        config.update(
+            {
+                "eps": list(self.eps),
+                "clip_threshold": self.clip_threshold,
+                "decay_rate": self.decay_rate,
+                "beta1": self.beta1,
+                "weight_decay": self.decoupled_weight_decay,
+                "scale_parameter": self.scale_parameter,
+                "relative_step": self.relative_step,
+                "warmup_init": self.warmup_init,
+            }
+        )
+        return config
+
+
+def _rms(x: Any) -> Any:
+    size = math.prod(x.shape) if len(x.shape) else 1
+    return ops.divide(ops.sqrt(ops.sum(ops.square(x))), math.sqrt(size))

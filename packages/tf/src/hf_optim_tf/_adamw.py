@@ -1,0 +1,143 @@
+"""AdamW with transformers' (torch) numerics, as a Keras 3 optimizer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from ._common import pop_legacy_kwargs, slot_name, validate_optimizer
+
+__all__ = ["AdamW"]
+
+_SPEC_ID = "adamw"
+_DEFAULT_LR = 0.001
+
+
+@keras.saving.register_keras_serializable(package="hf_optim")
+class AdamW(keras.optimizers.Optimizer):
+    r"""AdamW exactly as transformers' torch ``AdamW`` computes it (the Keras twin).
+
+    .. math::
+
+        \begin{aligned}
+        &t \leftarrow t + 1 \quad\text{(per variable)} \\
+        &m \leftarrow \beta_1 m + (1-\beta_1) g, \qquad v \leftarrow \beta_2 v + (1-\beta_2) g^2 \\
+        &\alpha = \eta\,\frac{\sqrt{1-\beta_2^t}}{1-\beta_1^t}\ \text{if correct\_bias else}\ \eta \\
+        &\theta \leftarrow \theta - \alpha\,\frac{m}{\sqrt{v} + \epsilon} \\
+        &\theta \leftarrow \theta - \eta\,\lambda\,\theta \quad\text{(after the update, if } \lambda > 0)
+        \end{aligned}
+
+    ``epsilon`` is added to :math:`\sqrt{v}` before the bias correction, which is folded into
+    the step size; the decoupled decay runs after the Adam update, on the updated weights. Each
+    variable keeps its own ``step`` (as torch's per-parameter state), so a variable that got no
+    gradient at some step is not advanced. Scalar coefficients are computed in float64 (torch
+    computes them as Python floats) and cast to the variable dtype; vector math runs in the
+    variable's dtype, as torch does.
+
+    Args:
+        learning_rate: float or ``LearningRateSchedule`` (torch: ``lr``). Defaults to 0.001.
+        beta_1: first-moment decay (torch: ``betas[0]``). Defaults to 0.9.
+        beta_2: second-moment decay (torch: ``betas[1]``). Defaults to 0.999.
+        epsilon: added to :math:`\sqrt{v}` (torch: ``eps``). Defaults to 1e-6.
+        weight_decay: decoupled weight decay :math:`\lambda`. Defaults to 0.0.
+        correct_bias: apply Adam's bias correction. Defaults to True.
+        name: optimizer name. Defaults to ``"AdamW"``.
+        **kwargs: Keras base-optimizer arguments (``clipnorm``, ``clipvalue``,
+            ``global_clipnorm``, ``loss_scale_factor``, ...). Legacy ``lr`` maps to
+            ``learning_rate``.
+
+    Differences from transformers:
+        Keras' own base-class ``weight_decay`` is not used (it decays before the update);
+        ``weight_decay`` here is transformers' decay after the update.
+
+    References:
+        Loshchilov & Hutter, Decoupled Weight Decay Regularization, https://arxiv.org/abs/1711.05101
+
+    Example:
+        >>> opt = AdamW(learning_rate=5e-5, weight_decay=0.01)
+    """
+
+    def __init__(
+        self,
+        learning_rate: float | keras.optimizers.schedules.LearningRateSchedule = 0.001,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-6,
+        weight_decay: float = 0.0,
+        correct_bias: bool = True,
+        name: str = "AdamW",
+        **kwargs: Any,
+    ) -> None:
+        learning_rate = pop_legacy_kwargs(kwargs, learning_rate, _DEFAULT_LR, type(self).__name__)
+        kwargs.pop("no_deprecation_warning", None)
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        validate_optimizer(
+            _SPEC_ID,
+            {
+                "learning_rate": learning_rate,
+                "beta_1": beta_1,
+                "beta_2": beta_2,
+                "epsilon": epsilon,
+                "weight_decay": weight_decay,
+                "correct_bias": correct_bias,
+            },
+        )
+        self.beta_1 = float(beta_1)
+        self.beta_2 = float(beta_2)
+        self.epsilon = float(epsilon)
+        self.decoupled_weight_decay = float(weight_decay)
+        self.correct_bias = bool(correct_bias)
+
+    def build(self, var_list: list[Any]) -> None:
+        """Create ``step``, ``exp_avg`` and ``exp_avg_sq`` per variable."""
+        if self.built:
+            return
+        super().build(var_list)
+        self._exp_avg, self._exp_avg_sq = self.add_optimizer_variables(var_list, ["exp_avg", "exp_avg_sq"])
+        self._step = [
+            self.add_variable(shape=(), dtype="int64", name=f"{slot_name(v)}_step") for v in var_list
+        ]
+
+    def _apply_weight_decay(self, variables: Any) -> None:
+        return None  # explicit in update_step, after the Adam update
+
+    def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
+        """One AdamW step for one variable (keras.ops only)."""
+        index = self._get_variable_index(variable)
+        dtype = variable.dtype
+        gradient = ops.cast(gradient, dtype)
+        lr = ops.cast(learning_rate, "float64")
+        step_var = self._step[index]
+        self.assign_add(step_var, ops.ones((), dtype="int64"))
+        step = ops.cast(step_var, "float64")
+        exp_avg = self._exp_avg[index]
+        exp_avg_sq = self._exp_avg_sq[index]
+        self.assign(exp_avg, ops.add(ops.multiply(exp_avg, self.beta_1), ops.multiply(gradient, 1.0 - self.beta_1)))
+        self.assign(
+            exp_avg_sq,
+            ops.add(ops.multiply(exp_avg_sq, self.beta_2), ops.multiply(ops.square(gradient), 1.0 - self.beta_2)),
+        )
+        denom = ops.add(ops.sqrt(exp_avg_sq), ops.cast(self.epsilon, dtype))
+        step_size = lr
+        if self.correct_bias:
+            step_size = lr * ops.sqrt(1.0 - ops.power(self.beta_2, step)) / (1.0 - ops.power(self.beta_1, step))
+        self.assign_sub(variable, ops.multiply(ops.cast(step_size, dtype), ops.divide(exp_avg, denom)))
+        if self.decoupled_weight_decay > 0.0:
+            self.assign_sub(variable, ops.multiply(variable, ops.cast(lr * self.decoupled_weight_decay, dtype)))
+
+    def get_config(self) -> dict[str, Any]:
+        """Keras base keys plus every spec parameter in Keras spelling."""
+        config = super().get_config()
+        config.update(
+            {
+                "beta_1": self.beta_1,
+                "beta_2": self.beta_2,
+                "epsilon": self.epsilon,
+                "weight_decay": self.decoupled_weight_decay,
+                "correct_bias": self.correct_bias,
+            }
+        )
+        return config
+

@@ -1,0 +1,111 @@
+"""Helpers shared by the Keras optimizer shells: spec validation, legacy kwargs, variable paths."""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import hf_optim_spec as hs
+import keras
+
+__all__ = [
+    "as_list",
+    "compute_dtype",
+    "matches_any",
+    "pop_legacy_kwargs",
+    "slot_name",
+    "validate_optimizer",
+    "variable_path",
+]
+
+_NOT_A_NUMBER_LR = (keras.optimizers.schedules.LearningRateSchedule,)
+
+
+def validate_optimizer(spec_id: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate Keras-spelled optimizer arguments against the spec; returns canonical names.
+
+    A learning rate that is a schedule or a callable is checked by Keras' base class instead
+    (the spec types ``lr`` as a number), so it is left out of the spec check.
+    """
+    checked = dict(arguments)
+    spec = hs.get(spec_id)
+    lr_name = spec.parameters["lr" if "lr" in spec.parameters else "learning_rate"].name_for("tf")
+    lr = checked.get(lr_name)
+    if isinstance(lr, _NOT_A_NUMBER_LR) or (callable(lr) and not isinstance(lr, (int, float))):
+        checked.pop(lr_name)
+    return hs.validate(spec_id, checked, framework="tf")
+
+
+def pop_legacy_kwargs(kwargs: dict[str, Any], learning_rate: Any, default_lr: Any, owner: str) -> Any:
+    """Handle tf.keras 2 (legacy optimizer) keyword arguments that Keras 3 dropped.
+
+    * ``lr``: the legacy alias of ``learning_rate``; mapped to it (DeprecationWarning). Passing
+      both ``lr`` and a non-default ``learning_rate`` is a ValueError.
+    * ``decay``: legacy inverse-time decay of the lr. ``0``/``None`` are accepted and ignored;
+      any other value is a ValueError pointing at ``keras.optimizers.schedules.InverseTimeDecay``
+      (Keras 3 itself would silently ignore it).
+    * ``weight_decay``: Keras 3's own (base-class) decay would be applied on top of this
+      optimizer's decoupled decay; ``None`` is accepted, anything else is a ValueError.
+
+    Returns:
+      The learning rate to use.
+    """
+    if "lr" in kwargs:
+        lr = kwargs.pop("lr")
+        if learning_rate is not default_lr and learning_rate != default_lr:
+            raise ValueError(
+                f"{owner}: pass the learning rate once, as `learning_rate`. "
+                f"Received: lr={lr!r} and learning_rate={learning_rate!r}"
+            )
+        warnings.warn(
+            f"{owner}: the `lr` argument is deprecated; use `learning_rate`.", DeprecationWarning, stacklevel=3
+        )
+        learning_rate = lr
+    decay = kwargs.pop("decay", None)
+    if decay not in (None, 0, 0.0):
+        raise ValueError(
+            f"{owner}: the legacy `decay` argument is not supported by Keras 3 optimizers. Pass "
+            "`learning_rate=keras.optimizers.schedules.InverseTimeDecay(lr, decay_steps=1, "
+            f"decay_rate=decay)` for the same learning rate. Received: decay={decay!r}"
+        )
+    if kwargs.get("weight_decay", None) is not None:
+        raise ValueError(
+            f"{owner} applies its own decoupled weight decay; Keras' base-class `weight_decay` "
+            f"would decay the weights a second time. Received: weight_decay={kwargs['weight_decay']!r}"
+        )
+    kwargs.pop("weight_decay", None)
+    if isinstance(learning_rate, int) and not isinstance(learning_rate, bool):
+        learning_rate = float(learning_rate)
+    return learning_rate
+
+
+def variable_path(variable: Any) -> str:
+    """The full name weight-decay patterns are matched against: ``variable.path`` (Keras 3),
+    falling back to ``variable.name`` for plain ``tf.Variable`` objects."""
+    path = getattr(variable, "path", None)
+    if path:
+        return str(path)
+    return str(getattr(variable, "name", ""))
+
+
+def matches_any(patterns: Iterable[str] | None, name: str) -> bool:
+    """True when one of the regexes matches anywhere in ``name`` (``re.search``)."""
+    return any(re.search(pattern, name) is not None for pattern in patterns or ())
+
+
+def compute_dtype(variable_dtype: str) -> str:
+    """The dtype the update math runs in: float32 for 16-bit variables, else the variable's."""
+    return "float32" if variable_dtype in ("float16", "bfloat16") else variable_dtype
+
+
+def as_list(value: Sequence[str] | None) -> list[str] | None:
+    """A JSON-friendly copy of a pattern list (None stays None)."""
+    return None if value is None else [str(v) for v in value]
+
+
+def slot_name(variable: Any) -> str:
+    """A variable-name prefix for optimizer state, derived from the model variable's path."""
+    return variable_path(variable).replace("/", "_").replace(":", "_") or "var"

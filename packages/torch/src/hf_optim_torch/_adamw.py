@@ -1,0 +1,314 @@
+"""AdamW with transformers' numerics (spec id ``adamw``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from . import _docs
+from ._common import as_step_tensor, spec_validate, use_foreach
+
+__all__ = ["AdamW", "adamw"]
+
+_SPEC_ID = "adamw"
+_HYPERPARAMS = ("lr", "betas", "eps", "weight_decay", "correct_bias")
+
+
+class AdamW(Optimizer):
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-6,
+        weight_decay: float = 0.0,
+        correct_bias: bool = True,
+        no_deprecation_warning: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+    ) -> None:
+        hp = spec_validate(
+            _SPEC_ID,
+            {
+                "lr": lr,
+                "betas": betas,
+                "eps": eps,
+                "weight_decay": weight_decay,
+                "correct_bias": correct_bias,
+                "no_deprecation_warning": no_deprecation_warning,
+            },
+        )
+        defaults: dict[str, Any] = {
+            "lr": lr if isinstance(lr, Tensor) else hp["lr"],
+            "betas": tuple(hp["betas"]),
+            "eps": hp["eps"],
+            "weight_decay": hp["weight_decay"],
+            "correct_bias": hp["correct_bias"],
+            "maximize": maximize,
+            "foreach": foreach,
+        }
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("correct_bias", True)
+            group.setdefault("maximize", False)
+            group.setdefault("foreach", None)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        overrides = {k: v for k, v in param_group.items() if k in _HYPERPARAMS}
+        if overrides and hasattr(self, "defaults"):
+            merged = {k: self.defaults[k] for k in _HYPERPARAMS}
+            merged.update(overrides)
+            spec_validate(_SPEC_ID, merged)
+        super().add_param_group(param_group)
+
+    def _init_group(
+        self,
+        group: dict[str, Any],
+        params: list[Tensor],
+        grads: list[Tensor],
+        exp_avgs: list[Tensor],
+        exp_avg_sqs: list[Tensor],
+        state_steps: list[Tensor],
+    ) -> None:
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse:
+                raise RuntimeError("Adam does not support sparse gradients, please consider SparseAdam instead")
+            state = self.state[p]
+            if len(state) == 0:
+                state["step"] = as_step_tensor(0, p)
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            else:
+                # transformers checkpoints hold an int step; torch.load may leave it on another device.
+                state["step"] = as_step_tensor(state["step"], p)
+            params.append(p)
+            grads.append(p.grad)
+            exp_avgs.append(state["exp_avg"])
+            exp_avg_sqs.append(state["exp_avg_sq"])
+            state_steps.append(state["step"])
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Perform a single optimization step.
+
+        Args:
+            closure (`Callable`, *optional*): A closure that reevaluates the model and returns the loss.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+
+        for group in self.param_groups:
+            params: list[Tensor] = []
+            grads: list[Tensor] = []
+            exp_avgs: list[Tensor] = []
+            exp_avg_sqs: list[Tensor] = []
+            state_steps: list[Tensor] = []
+            self._init_group(group, params, grads, exp_avgs, exp_avg_sqs, state_steps)
+            if not params:
+                continue
+            beta1, beta2 = group["betas"]
+            adamw(
+                params,
+                grads,
+                exp_avgs,
+                exp_avg_sqs,
+                state_steps,
+                foreach=group["foreach"],
+                lr=group["lr"],
+                beta1=beta1,
+                beta2=beta2,
+                eps=group["eps"],
+                weight_decay=group["weight_decay"],
+                correct_bias=group["correct_bias"],
+                maximize=group["maximize"],
+            )
+        return loss
+
+
+AdamW.__doc__ = rf"""Adam with decoupled weight decay, with the numerics of ``transformers.AdamW`` (v4.49).
+
+    Drop-in for the (removed) transformers optimizer: same signature, defaults, state names (``step``,
+    ``exp_avg``, ``exp_avg_sq``) and update order. It differs from ``torch.optim.AdamW``: epsilon is added to
+    :math:`\sqrt{{v_t}}` *before* the bias correction, which is folded into the step size, and the weight decay is
+    applied *after* the Adam update, with the group's ``lr``.
+
+    .. math::
+        \begin{{aligned}}
+            &g_t \leftarrow \nabla_\theta f_t(\theta_{{t-1}}) \quad (-\nabla \text{{ if maximize}}) \\
+            &m_t \leftarrow \beta_1 m_{{t-1}} + (1-\beta_1) g_t \\
+            &v_t \leftarrow \beta_2 v_{{t-1}} + ((1-\beta_2) g_t) g_t \\
+            &\alpha_t \leftarrow \gamma \sqrt{{1-\beta_2^t}} / (1-\beta_1^t)
+                \quad (\alpha_t = \gamma \text{{ if not correct\_bias}}) \\
+            &\theta_t \leftarrow \theta_{{t-1}} + (-\alpha_t m_t) / (\sqrt{{v_t}} + \epsilon) \\
+            &\theta_t \leftarrow \theta_t + (-\gamma\lambda)\,\theta_t \quad \text{{if }} \lambda > 0
+        \end{{aligned}}
+
+    The operations run in exactly this order and rounding (no fused multiply-add), so float64 results are
+    bit-for-bit those of the float64 reference ``hf_optim_spec.reference.adamw``.
+
+    Args:
+        {_docs.PARAMS}
+        lr (`float` or `torch.Tensor`, *optional*, defaults to 1e-3):
+            The learning rate to use. A tensor lr is updated in place by the schedulers, so a compiled
+            training step does not recompile when it changes.
+        betas (`tuple[float, float]`, *optional*, defaults to `(0.9, 0.999)`):
+            Adam's betas parameters (b1, b2).
+        eps (`float`, *optional*, defaults to 1e-6):
+            Adam's epsilon for numerical stability.
+        weight_decay (`float`, *optional*, defaults to 0.0):
+            Decoupled weight decay to apply (as in transformers, only a positive value has an effect).
+        correct_bias (`bool`, *optional*, defaults to `True`):
+            Whether or not to correct bias in Adam (for instance, in Bert TF repository they use `False`).
+        no_deprecation_warning (`bool`, *optional*, defaults to `False`):
+            Accepted for compatibility; this implementation is not deprecated and never warns.
+        {_docs.MAXIMIZE}
+        {_docs.FOREACH}
+
+    State (per parameter):
+        ``step`` (0-dim float32 tensor on the parameter's device; a transformers checkpoint's Python int step
+        loads too), ``exp_avg``, ``exp_avg_sq`` (like the parameter).
+
+    Raises:
+        ValueError: a hyperparameter is out of range (messages from the spec ``adamw``).
+        TypeError: a hyperparameter has the wrong type.
+
+    References:
+        Loshchilov & Hutter, *Decoupled Weight Decay Regularization*, https://arxiv.org/abs/1711.05101
+
+    Example:
+        >>> model = torch.nn.Linear(4, 2)
+        >>> optimizer = AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+        >>> model(torch.randn(8, 4)).sum().backward()
+        >>> optimizer.step()
+    """
+
+
+def adamw(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    state_steps: list[Tensor],
+    foreach: bool | None = None,
+    *,
+    lr: float | Tensor,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    correct_bias: bool,
+    maximize: bool = False,
+) -> None:
+    """Functional AdamW (transformers numerics): updates ``params`` and the state lists in place.
+
+    See :class:`AdamW` for the algorithm. ``state_steps`` are 0-dim tensors incremented here. ``foreach`` picks
+    the multi-tensor path (default: on accelerators only).
+    """
+    func = _multi_tensor_adamw if use_foreach(foreach, params) else _single_tensor_adamw
+    func(
+        params,
+        grads,
+        exp_avgs,
+        exp_avg_sqs,
+        state_steps,
+        lr=lr,
+        beta1=beta1,
+        beta2=beta2,
+        eps=eps,
+        weight_decay=weight_decay,
+        correct_bias=correct_bias,
+        maximize=maximize,
+    )
+
+
+def _step_size(lr: float | Tensor, beta1: float, beta2: float, step: Tensor, correct_bias: bool) -> float | Tensor:
+    """gamma * sqrt(1 - beta2**t) / (1 - beta1**t) in float64, for a step tensor of any shape (no host sync)."""
+    if not correct_bias:
+        return lr
+    t = step.to(torch.float64)
+    bias_correction1 = 1.0 - torch.pow(beta1, t)
+    bias_correction2 = 1.0 - torch.pow(beta2, t)
+    return lr * bias_correction2.sqrt() / bias_correction1
+
+
+def _single_tensor_adamw(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    state_steps: list[Tensor],
+    *,
+    lr: float | Tensor,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    correct_bias: bool,
+    maximize: bool,
+) -> None:
+    for param, grad, exp_avg, exp_avg_sq, step_t in zip(params, grads, exp_avgs, exp_avg_sqs, state_steps):
+        if maximize:
+            grad = -grad
+        step_t += 1
+        exp_avg.mul_(beta1).add_(grad * (1.0 - beta1))
+        exp_avg_sq.mul_(beta2).add_((grad * (1.0 - beta2)).mul_(grad))
+        denom = exp_avg_sq.sqrt().add_(eps)
+        step_size = _step_size(lr, beta1, beta2, step_t, correct_bias)
+        param.add_((exp_avg * -step_size).div_(denom))
+        if weight_decay > 0.0:
+            param.add_(param * (-lr * weight_decay))
+
+
+def _multi_tensor_adamw(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    state_steps: list[Tensor],
+    *,
+    lr: float | Tensor,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    correct_bias: bool,
+    maximize: bool,
+) -> None:
+    grouped = Optimizer._group_tensors_by_device_and_dtype(
+        [params, grads, exp_avgs, exp_avg_sqs, state_steps]  # type: ignore[list-item]
+    )
+    for (d_params, d_grads, d_exp_avgs, d_exp_avg_sqs, d_steps), _ in grouped.values():
+        if maximize:
+            d_grads = torch._foreach_neg(d_grads)
+        torch._foreach_add_(d_steps, 1)
+        torch._foreach_mul_(d_exp_avgs, beta1)
+        torch._foreach_add_(d_exp_avgs, torch._foreach_mul(d_grads, 1.0 - beta1))
+        torch._foreach_mul_(d_exp_avg_sqs, beta2)
+        scaled_sq = torch._foreach_mul(d_grads, 1.0 - beta2)
+        torch._foreach_mul_(scaled_sq, d_grads)
+        torch._foreach_add_(d_exp_avg_sqs, scaled_sq)
+        del scaled_sq
+        denoms = torch._foreach_sqrt(d_exp_avg_sqs)
+        torch._foreach_add_(denoms, eps)
+        step_size = _step_size(lr, beta1, beta2, torch.stack(d_steps), correct_bias)
+        if isinstance(step_size, Tensor) and step_size.dim() == 1:
+            updates = torch._foreach_mul(d_exp_avgs, list(torch.neg(step_size).unbind(0)))
+        else:
+            updates = torch._foreach_mul(d_exp_avgs, -step_size)
+        torch._foreach_div_(updates, denoms)
+        torch._foreach_add_(d_params, updates)
+        del updates, denoms
+        if weight_decay > 0.0:
+            torch._foreach_add_(d_params, torch._foreach_mul(d_params, -lr * weight_decay))
