@@ -28,6 +28,8 @@ class Package(StrEnum):
 
 def _group(package: str, group: str) -> list[str]:
     pyproject = nox.project.load_toml(ROOT / "packages" / package / "pyproject.toml")
+    if group not in pyproject.get("dependency-groups", {}):
+        return []
     return list(nox.project.dependency_groups(pyproject, group))
 
 
@@ -80,7 +82,7 @@ def regen(session: nox.Session) -> None:
 
 
 @nox.session
-@nox.parametrize("package", list(Package))
+@nox.parametrize("package", list(Package), ids=[str(p) for p in Package])
 def tests(session: nox.Session, package: Package) -> None:
     """Run one package's own unit tests."""
     _install(session, *dict.fromkeys(["spec", str(package)]))
@@ -106,6 +108,20 @@ def build(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def demo(session: nox.Session) -> None:
-    """The main job: every schedule's curve from the spec, side by side."""
-    _install(session, "spec")
-    session.run("python", "tools/schedule_table.py")
+    """The main job: train a small model with torch and Keras side by side (table + PNG in out/)."""
+    _install(session, "spec", "torch", "tf", groups=("test", "demo"))
+    session.run("python", "demo/run.py", *session.posargs)
+
+
+@nox.session(default=False)
+def docs(session: nox.Session) -> None:
+    """Generate the reference pages from the spec and build the browsable site into docs/site."""
+    _install(session, "spec", groups=("test", "docs"))
+    session.run("python", "tools/gen_docs.py")
+    session.run("mkdocs", "build", "--strict", "--site-dir", "docs/site")
+
+
+@nox.session(default=False)
+def crosscheck(session: nox.Session) -> None:
+    """Run the spec cases through the real transformers code and record agreement as provenance."""
+    session.run("python", "tools/crosscheck.py", *session.posargs)

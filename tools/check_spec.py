@@ -15,11 +15,10 @@ import re
 import sys
 from pathlib import Path
 
+from hf_optim_spec._registry import DTYPES, load_spec, spec_files, spec_root
 from jsonschema import Draft202012Validator
 from jsonschema.validators import validator_for
 from referencing import Registry, Resource
-
-from hf_optim_spec._registry import DTYPES, load_spec, spec_files, spec_root
 
 SCHEMA_FOR = {"schedule": "schedule", "optimizer": "optimizer", "accumulator": "accumulator"}
 BANNED = re.compile(r"\b(should|test|tests|testing)\b", re.IGNORECASE)
@@ -31,7 +30,7 @@ def _schemas(root: Path) -> tuple[dict[str, dict], Registry]:
     registry = Registry().with_resources(
         [(p.name, Resource.from_contents(json.loads(p.read_text()))) for p in (root / "schema").glob("*.json")]
     )
-    for name, schema in schemas.items():
+    for _name, schema in schemas.items():
         validator_for(schema).check_schema(schema)
     return schemas, registry
 
@@ -50,7 +49,7 @@ def check_file(path: Path, schemas: dict[str, dict], registry: Registry) -> list
         return problems
     try:
         load_spec(path)
-    except Exception as err:  # noqa: BLE001 - report every loading problem the same way
+    except Exception as err:
         problems.append(f"{path.name}: does not load: {err}")
     summary = raw.get("summary", "")
     if "\n" in summary or len(summary) > 150:

@@ -5,9 +5,6 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
 from hf_optim_spec import formula
 from hf_optim_spec.formula import (
     Binary,
@@ -22,6 +19,8 @@ from hf_optim_spec.formula import (
     Unary,
     parse,
 )
+from hypothesis import given
+from hypothesis import strategies as st
 
 # --------------------------------------------------------------------------- the grammar
 
@@ -219,15 +218,15 @@ def test_binding_requires_every_parameter():
 @pytest.mark.parametrize(
     ("text", "check"),
     [
-        ("(step - step) / (step - step)", lambda v: math.isnan(v)),
+        ("(step - step) / (step - step)", math.isnan),
         ("1 / (step - step)", lambda v: v == math.inf),
         ("1 / (step * 0)", lambda v: v == math.inf),
         ("-1 / (step * 0)", lambda v: v == -math.inf),
-        ("sqrt(step - 10)", lambda v: math.isnan(v)),
+        ("sqrt(step - 10)", math.isnan),
         ("log(step * 0)", lambda v: v == -math.inf),
         ("exp(step * 1000)", lambda v: v == math.inf),
-        ("(step - 10) ** 0.5", lambda v: math.isnan(v)),
-        ("step % 0", lambda v: math.isnan(v)),
+        ("(step - 10) ** 0.5", math.isnan),
+        ("step % 0", math.isnan),
     ],
 )
 def test_domain_errors_follow_ieee_instead_of_raising(text, check):

@@ -8,7 +8,6 @@ import re
 
 import numpy as np
 import pytest
-
 from hf_optim_spec import validate
 from hf_optim_spec._registry import load_spec
 
@@ -20,8 +19,13 @@ DEMO = {
         "num_warmup_steps": {"type": "integer", "minimum": 0},
         "num_cycles": {"type": "number", "default": 0.5, "exclusiveMinimum": 0},
         "power": {"type": "number", "default": 1.0, "maximum": 10, "framework_names": {"tf": "exponent"}},
-        "betas": {"type": "number_pair", "default": [0.9, 0.999], "minimum": 0, "exclusiveMaximum": 1,
-                  "framework_names": {"tf": ["beta_1", "beta_2"]}},
+        "betas": {
+            "type": "number_pair",
+            "default": [0.9, 0.999],
+            "minimum": 0,
+            "exclusiveMaximum": 1,
+            "framework_names": {"tf": ["beta_1", "beta_2"]},
+        },
         "min_lr": {"type": "number", "default": None, "nullable": True},
         "min_lr_rate": {"type": "number", "default": None, "nullable": True},
         "kind": {"type": "string", "default": "linear", "enum": ["linear", "cosine"]},
@@ -30,10 +34,16 @@ DEMO = {
         "inner": {"type": "schedule", "default": None, "nullable": True},
     },
     "constraints": [
-        {"when": "min_lr is not None and min_lr_rate is not None", "error": "ValueError",
-         "message": "Only one of min_lr or min_lr_rate should be set"},
-        {"when": "min_lr is not None and min_lr >= base_lr", "error": "ValueError",
-         "message": "min_lr ({min_lr}) must be smaller than initial lr ({base_lr})"},
+        {
+            "when": "min_lr is not None and min_lr_rate is not None",
+            "error": "ValueError",
+            "message": "Only one of min_lr or min_lr_rate should be set",
+        },
+        {
+            "when": "min_lr is not None and min_lr >= base_lr",
+            "error": "ValueError",
+            "message": "min_lr ({min_lr}) must be smaller than initial lr ({base_lr})",
+        },
         {"when": "betas_0 > betas_1", "error": "ValueError", "message": "beta1 {betas_0} exceeds beta2 {betas_1}"},
     ],
 }
@@ -49,36 +59,67 @@ def spec(tmp_path_factory):
 def test_defaults_are_filled_and_names_are_canonical(spec):
     out = validate(spec, {"num_warmup_steps": 3})
     assert out == {
-        "num_warmup_steps": 3, "num_cycles": 0.5, "power": 1.0, "betas": (0.9, 0.999), "min_lr": None,
-        "min_lr_rate": None, "kind": "linear", "clamp": False, "names": None, "inner": None,
+        "num_warmup_steps": 3,
+        "num_cycles": 0.5,
+        "power": 1.0,
+        "betas": (0.9, 0.999),
+        "min_lr": None,
+        "min_lr_rate": None,
+        "kind": "linear",
+        "clamp": False,
+        "names": None,
+        "inner": None,
     }
 
 
 @pytest.mark.parametrize(
     ("params", "error", "message"),
     [
-        ({"num_warmup_steps": -1}, ValueError, "Argument `num_warmup_steps` must be >= 0. Received: num_warmup_steps=-1"),
-        ({"num_warmup_steps": 1.5}, TypeError,
-         "Argument `num_warmup_steps` must be an integer. Received: num_warmup_steps=1.5 (of type float)"),
+        (
+            {"num_warmup_steps": -1},
+            ValueError,
+            "Argument `num_warmup_steps` must be >= 0. Received: num_warmup_steps=-1",
+        ),
+        (
+            {"num_warmup_steps": 1.5},
+            TypeError,
+            "Argument `num_warmup_steps` must be an integer. Received: num_warmup_steps=1.5 (of type float)",
+        ),
         ({"num_warmup_steps": True}, TypeError, "must be an integer. Received: num_warmup_steps=True (of type bool)"),
         ({"num_warmup_steps": "3"}, TypeError, "must be an integer. Received: num_warmup_steps='3' (of type str)"),
         ({"num_warmup_steps": None}, TypeError, "must be an integer. Received: num_warmup_steps=None"),
-        ({"num_warmup_steps": 1, "num_cycles": 0}, ValueError, "Argument `num_cycles` must be > 0. Received: num_cycles=0"),
+        (
+            {"num_warmup_steps": 1, "num_cycles": 0},
+            ValueError,
+            "Argument `num_cycles` must be > 0. Received: num_cycles=0",
+        ),
         ({"num_warmup_steps": 1, "num_cycles": math.nan}, ValueError, "Argument `num_cycles` must not be NaN"),
         ({"num_warmup_steps": 1, "power": 11}, ValueError, "Argument `power` must be <= 10. Received: power=11"),
-        ({"num_warmup_steps": 1, "betas": (0.9, 1.0)}, ValueError,
-         "Argument `betas[1]` must be < 1. Received: betas=(0.9, 1.0)"),
+        (
+            {"num_warmup_steps": 1, "betas": (0.9, 1.0)},
+            ValueError,
+            "Argument `betas[1]` must be < 1. Received: betas=(0.9, 1.0)",
+        ),
         ({"num_warmup_steps": 1, "betas": 0.9}, TypeError, "Argument `betas` must be a pair of numbers"),
-        ({"num_warmup_steps": 1, "kind": "step"}, ValueError,
-         "Argument `kind` must be one of 'linear', 'cosine'. Received: kind='step'"),
+        (
+            {"num_warmup_steps": 1, "kind": "step"},
+            ValueError,
+            "Argument `kind` must be one of 'linear', 'cosine'. Received: kind='step'",
+        ),
         ({"num_warmup_steps": 1, "clamp": 1}, TypeError, "Argument `clamp` must be a boolean"),
         ({"num_warmup_steps": 1, "names": "bias"}, TypeError, "Argument `names` must be a list of strings"),
         ({"num_warmup_steps": 1, "inner": 3}, TypeError, "Argument `inner` must be a schedule"),
         ({}, TypeError, "Missing required argument `num_warmup_steps` for get_demo_schedule."),
-        ({"num_warmup_steps": 1, "num_cycle": 1}, TypeError,
-         "Unknown argument `num_cycle` for get_demo_schedule. Did you mean: num_cycles?"),
-        ({"num_warmup_steps": 1, "min_lr": 0.1, "min_lr_rate": 0.1}, ValueError,
-         "Only one of min_lr or min_lr_rate should be set"),
+        (
+            {"num_warmup_steps": 1, "num_cycle": 1},
+            TypeError,
+            "Unknown argument `num_cycle` for get_demo_schedule. Did you mean: num_cycles?",
+        ),
+        (
+            {"num_warmup_steps": 1, "min_lr": 0.1, "min_lr_rate": 0.1},
+            ValueError,
+            "Only one of min_lr or min_lr_rate should be set",
+        ),
         ({"num_warmup_steps": 1, "betas": (0.99, 0.9)}, ValueError, "beta1 0.99 exceeds beta2 0.9"),
     ],
 )
@@ -104,5 +145,5 @@ def test_framework_spellings_are_accepted_and_named_in_errors(spec):
     assert out["power"] == 2.0 and out["betas"] == (0.5, 0.999)
     with pytest.raises(ValueError, match=re.escape("Argument `beta_2` must be < 1. Received: beta_2=1.5")):
         validate(spec, {"num_warmup_steps": 1, "beta_2": 1.5}, framework="tf")
-    with pytest.raises(TypeError, match="Unknown argument `power`.*Did you mean: exponent"):
+    with pytest.raises(TypeError, match=r"Unknown argument `power`.*Did you mean: exponent"):
         validate(spec, {"num_warmup_steps": 1, "power": 2.0}, framework="tf")

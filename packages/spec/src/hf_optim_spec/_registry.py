@@ -173,7 +173,9 @@ def load_spec(path: Path) -> Spec:
             node = parse(c["when"])
         except FormulaError as err:
             raise FormulaError(f"{spec_id}: constraint {c['when']!r}: {err}") from None
-        constraints.append(Constraint(node, c["when"], c.get("error", "ValueError"), c["message"], c.get("hf_enforced", True)))
+        constraints.append(
+            Constraint(node, c["when"], c.get("error", "ValueError"), c["message"], c.get("hf_enforced", True))
+        )
     hf_name = raw.get("hf_name", [])
     return Spec(
         id=spec_id,

@@ -30,7 +30,9 @@ def bind(spec: str | Spec, params: Mapping[str, Any], base_lr: float = 1.0) -> B
     if spec.program is None:
         raise ValueError(f"schedule {spec.id!r} is stateful and has no closed-form expression")
     concrete = {
-        name: bind(value["schedule"], value.get("params", {}), value.get("base_lr", 1.0)) if is_schedule_ref(value) else value
+        name: bind(value["schedule"], value.get("params", {}), value.get("base_lr", 1.0))
+        if is_schedule_ref(value)
+        else value
         for name, value in params.items()
     }
     resolved = validate(spec, concrete, base_lr=base_lr)

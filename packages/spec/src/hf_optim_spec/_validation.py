@@ -19,7 +19,7 @@ from typing import Any
 from ._registry import Parameter, Spec, get
 from .formula import evaluate_constant
 
-__all__ = ["validate", "check_parameter"]
+__all__ = ["check_parameter", "validate"]
 
 _ERRORS: Mapping[str, type[Exception]] = {
     "ValueError": ValueError,
@@ -84,7 +84,9 @@ def check_parameter(param: Parameter, value: Any, label: str | None = None) -> N
     if value is None:
         if param.nullable:
             return
-        raise TypeError(f"Argument `{label}` must be {_TYPE_WORDS[param.type]}. Received: {_received(label, value, True)}")
+        raise TypeError(
+            f"Argument `{label}` must be {_TYPE_WORDS[param.type]}. Received: {_received(label, value, True)}"
+        )
     kind = param.type
     bad_type = TypeError(f"Argument `{label}` must be {_TYPE_WORDS[kind]}. Received: {_received(label, value, True)}")
     if kind == "integer":

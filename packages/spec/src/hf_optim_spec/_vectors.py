@@ -35,9 +35,12 @@ def _is_flat(value: Any) -> bool:
 
 
 def _small_dict(value: Any) -> bool:
-    return isinstance(value, dict) and len(value) <= 4 and all(_is_flat(v) for v in value.values()) and len(
-        json.dumps(value)
-    ) <= 100
+    return (
+        isinstance(value, dict)
+        and len(value) <= 4
+        and all(_is_flat(v) for v in value.values())
+        and len(json.dumps(value)) <= 100
+    )
 
 
 def _dump(value: Any, indent: int) -> str:

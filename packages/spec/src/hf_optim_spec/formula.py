@@ -29,7 +29,7 @@ import ast
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, Union
+from typing import Any, Protocol
 
 __all__ = [
     "FUNCTIONS",
@@ -52,7 +52,7 @@ __all__ = [
     "parse",
 ]
 
-Scalar = Union[float, int, bool, str, None]
+Scalar = float | int | bool | str | None
 
 
 class FormulaError(ValueError):
@@ -136,7 +136,7 @@ class ScheduleCall:
     arg: Node
 
 
-Node = Union[Const, Name, Unary, Binary, Compare, Logical, Select, Call, ScheduleCall]
+Node = Const | Name | Unary | Binary | Compare | Logical | Select | Call | ScheduleCall
 
 
 # --------------------------------------------------------------------------- float64 semantics
@@ -435,7 +435,9 @@ class Program:
                         f"allowed: {', '.join(sorted(FUNCTIONS))} and schedule parameters"
                     )
             elif name not in known:
-                raise FormulaError(f"{self.where}: {label} uses unknown name `{name}`; known: {', '.join(sorted(known))}")
+                raise FormulaError(
+                    f"{self.where}: {label} uses unknown name `{name}`; known: {', '.join(sorted(known))}"
+                )
         _check_arity(tree, self.schedule_parameters, self.where)
 
     def bind(self, params: Mapping[str, Any], base_lr: float = 1.0) -> Bound:

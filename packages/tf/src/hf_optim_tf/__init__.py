@@ -1,1 +1,57 @@
-"""hf-optim-tf."""
+"""hf-optim-tf: transformers' optimizers, schedules and helpers, exact, in native Keras 3.
+
+Every object is registered with ``keras.saving.register_keras_serializable(package="hf_optim")``,
+so ``.keras`` files that use them load without ``custom_objects``.
+"""
+
+from __future__ import annotations
+
+from ._accumulator import GradientAccumulator
+from ._adafactor import Adafactor
+from ._adam_weight_decay import AdamWeightDecay
+from ._adamw import AdamW
+from ._schedules import (
+    PlateauSchedule,
+    SchedulerType,
+    SpecSchedule,
+    get_constant_schedule,
+    get_constant_schedule_with_warmup,
+    get_cosine_schedule_with_warmup,
+    get_cosine_with_hard_restarts_schedule_with_warmup,
+    get_cosine_with_min_lr_schedule_with_warmup,
+    get_cosine_with_min_lr_schedule_with_warmup_lr_rate,
+    get_inverse_sqrt_schedule,
+    get_linear_schedule_with_warmup,
+    get_polynomial_decay_schedule_with_warmup,
+    get_reduce_on_plateau_schedule,
+    get_scheduler,
+    get_wsd_schedule,
+)
+from ._warmup import PolynomialDecay, WarmUp, create_optimizer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Adafactor",
+    "AdamW",
+    "AdamWeightDecay",
+    "GradientAccumulator",
+    "PlateauSchedule",
+    "PolynomialDecay",
+    "SchedulerType",
+    "SpecSchedule",
+    "WarmUp",
+    "create_optimizer",
+    "get_constant_schedule",
+    "get_constant_schedule_with_warmup",
+    "get_cosine_schedule_with_warmup",
+    "get_cosine_with_hard_restarts_schedule_with_warmup",
+    "get_cosine_with_min_lr_schedule_with_warmup",
+    "get_cosine_with_min_lr_schedule_with_warmup_lr_rate",
+    "get_inverse_sqrt_schedule",
+    "get_linear_schedule_with_warmup",
+    "get_polynomial_decay_schedule_with_warmup",
+    "get_reduce_on_plateau_schedule",
+    "get_scheduler",
+    "get_wsd_schedule",
+]

@@ -7,7 +7,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from ._common import pop_legacy_kwargs, slot_name, validate_optimizer
+from ._common import compute_dtype, pop_legacy_kwargs, slot_name, validate_optimizer
 
 __all__ = ["AdamW"]
 
@@ -34,7 +34,9 @@ class AdamW(keras.optimizers.Optimizer):
     variable keeps its own ``step`` (as torch's per-parameter state), so a variable that got no
     gradient at some step is not advanced. Scalar coefficients are computed in float64 (torch
     computes them as Python floats) and cast to the variable dtype; vector math runs in the
-    variable's dtype, as torch does.
+    variable's dtype, except for 16-bit variables: their math runs in float32 and only what is
+    stored (the variable and its state, both in the variable dtype, as torch keeps them) is
+    rounded, once per step.
 
     Args:
         learning_rate: float or ``LearningRateSchedule`` (torch: ``lr``). Defaults to 0.001.
@@ -104,28 +106,33 @@ class AdamW(keras.optimizers.Optimizer):
         return None  # explicit in update_step, after the Adam update
 
     def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
-        """One AdamW step for one variable (keras.ops only)."""
+        """One AdamW step for one variable (keras.ops only), in transformers' operation order."""
         index = self._get_variable_index(variable)
-        dtype = variable.dtype
-        gradient = ops.cast(gradient, dtype)
+        dtype = compute_dtype(variable.dtype)
+        grad = ops.cast(gradient, dtype)
+        param = ops.cast(variable, dtype)
         lr = ops.cast(learning_rate, "float64")
         step_var = self._step[index]
         self.assign_add(step_var, ops.ones((), dtype="int64"))
         step = ops.cast(step_var, "float64")
-        exp_avg = self._exp_avg[index]
-        exp_avg_sq = self._exp_avg_sq[index]
-        self.assign(exp_avg, ops.add(ops.multiply(exp_avg, self.beta_1), ops.multiply(gradient, 1.0 - self.beta_1)))
-        self.assign(
-            exp_avg_sq,
-            ops.add(ops.multiply(exp_avg_sq, self.beta_2), ops.multiply(ops.square(gradient), 1.0 - self.beta_2)),
+        exp_avg_var, exp_avg_sq_var = self._exp_avg[index], self._exp_avg_sq[index]
+        exp_avg = ops.add(
+            ops.multiply(ops.cast(exp_avg_var, dtype), self.beta_1), ops.multiply(1.0 - self.beta_1, grad)
         )
+        exp_avg_sq = ops.add(
+            ops.multiply(ops.cast(exp_avg_sq_var, dtype), self.beta_2),
+            ops.multiply(ops.multiply(1.0 - self.beta_2, grad), grad),
+        )
+        self.assign(exp_avg_var, ops.cast(exp_avg, exp_avg_var.dtype))
+        self.assign(exp_avg_sq_var, ops.cast(exp_avg_sq, exp_avg_sq_var.dtype))
         denom = ops.add(ops.sqrt(exp_avg_sq), ops.cast(self.epsilon, dtype))
         step_size = lr
         if self.correct_bias:
             step_size = lr * ops.sqrt(1.0 - ops.power(self.beta_2, step)) / (1.0 - ops.power(self.beta_1, step))
-        self.assign_sub(variable, ops.multiply(ops.cast(step_size, dtype), ops.divide(exp_avg, denom)))
+        param = ops.add(param, ops.divide(ops.multiply(ops.cast(-step_size, dtype), exp_avg), denom))
         if self.decoupled_weight_decay > 0.0:
-            self.assign_sub(variable, ops.multiply(variable, ops.cast(lr * self.decoupled_weight_decay, dtype)))
+            param = ops.add(param, ops.multiply(ops.cast(-lr * self.decoupled_weight_decay, dtype), param))
+        self.assign(variable, ops.cast(param, variable.dtype))
 
     def get_config(self) -> dict[str, Any]:
         """Keras base keys plus every spec parameter in Keras spelling."""

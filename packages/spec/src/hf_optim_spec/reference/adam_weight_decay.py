@@ -1,0 +1,286 @@
+"""float64 reference of transformers' TF ``AdamWeightDecay`` (v4.57 numerics, on Keras 3 semantics).
+
+One step of the optimizer (:func:`apply_step`) does, for the parameters that have a gradient:
+
+1. clip the gradients as Keras 3 does (:func:`clip_gradients`): ``clipnorm`` per tensor, else
+   ``global_clipnorm`` over all present gradients, else ``clipvalue`` element-wise;
+2. per parameter (:func:`adam_weight_decay_step`), one line per line of the spec formula:
+   ``p -= (lr * p) * weight_decay_rate`` first, with the scheduled, NOT bias-corrected ``lr``, and
+   only for parameters selected by :func:`do_use_weight_decay`; then legacy Keras Adam:
+   ``alpha = lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)``, ``m += (g - m) * (1 - beta_1)``,
+   ``v += (g**2 - v) * (1 - beta_2)``, ``vhat = max(vhat, v)`` (amsgrad),
+   ``p -= (m * alpha) / (sqrt(v or vhat) + epsilon)`` -- epsilon is not bias-corrected.
+
+``t`` is the optimizer-wide step (Keras ``iterations + 1``): it advances on every call, also for a
+parameter whose gradient is missing (that parameter, its moments and its decay are skipped). The
+learning rate, a number or a schedule, is read at ``iterations`` (0-based), as Keras does.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ._case import case_dtype, case_inputs, fill_case, hyperparams, params_to_json
+from ._inputs import Array, to_json
+from ._lowp import round_to
+
+__all__ = [
+    "AdamWeightDecayState",
+    "adam_weight_decay_init",
+    "adam_weight_decay_step",
+    "apply_step",
+    "clip_gradients",
+    "do_use_weight_decay",
+    "generate_case",
+    "run",
+    "run_case",
+]
+
+ScheduleResolver = Callable[[Any], Callable[[int], float]]
+"""Turns a schedule-typed hyperparameter value ({"schedule": id, "params": {...}}) into lr(iteration)."""
+
+
+class AdamWeightDecayState(NamedTuple):
+    """Per-parameter state (``step`` is the optimizer-wide count, the same for every parameter)."""
+
+    step: int
+    exp_avg: Array
+    exp_avg_sq: Array
+    max_exp_avg_sq: Array | None
+
+
+def adam_weight_decay_init(param: Array, *, amsgrad: bool) -> AdamWeightDecayState:
+    """The state Keras builds for every variable before the first step."""
+    return AdamWeightDecayState(
+        step=0,
+        exp_avg=np.zeros_like(param),
+        exp_avg_sq=np.zeros_like(param),
+        max_exp_avg_sq=np.zeros_like(param) if amsgrad else None,
+    )
+
+
+def do_use_weight_decay(
+    name: str,
+    weight_decay_rate: float,
+    include_in_weight_decay: Sequence[str] | None,
+    exclude_from_weight_decay: Sequence[str] | None,
+) -> bool:
+    """transformers' rule: no decay at rate 0; an include match wins; then an exclude match skips."""
+    if weight_decay_rate == 0:
+        return False
+    if include_in_weight_decay:
+        for pattern in include_in_weight_decay:
+            if re.search(pattern, name) is not None:
+                return True
+    if exclude_from_weight_decay:
+        for pattern in exclude_from_weight_decay:
+            if re.search(pattern, name) is not None:
+                return False
+    return True
+
+
+def _clip_by_norm(grad: Array, clipnorm: float) -> Array:
+    l2sum = np.sum(grad * grad)
+    l2norm = math.sqrt(l2sum) if l2sum > 0 else float(l2sum)
+    result: Array = (grad * clipnorm) / max(l2norm, clipnorm)
+    return result
+
+
+def clip_gradients(
+    grads: Sequence[Array],
+    *,
+    clipnorm: float | None,
+    clipvalue: float | None,
+    global_clipnorm: float | None,
+) -> list[Array]:
+    """Keras 3 ``_clip_gradients`` of the present gradients (a bound of None or <= 0 is off)."""
+    if clipnorm and clipnorm > 0:
+        return [_clip_by_norm(g, clipnorm) for g in grads]
+    if global_clipnorm and global_clipnorm > 0:
+        use_norm = math.sqrt(sum(float(np.sum(g * g)) for g in grads))
+        inverse = 1.0 / use_norm if use_norm > 0 else math.inf
+        scale = global_clipnorm * min(inverse, 1.0 / global_clipnorm) + (use_norm - use_norm)
+        return [g * scale for g in grads]
+    if clipvalue and clipvalue > 0:
+        return [np.clip(g, -clipvalue, clipvalue) for g in grads]
+    return list(grads)
+
+
+def adam_weight_decay_step(
+    param: Array,
+    grad: Array,
+    state: AdamWeightDecayState,
+    *,
+    step: int,
+    lr: float,
+    beta_1: float,
+    beta_2: float,
+    epsilon: float,
+    amsgrad: bool,
+    decay_rate: float,
+) -> tuple[Array, AdamWeightDecayState]:
+    """One step of one parameter at optimizer step ``step`` (1-based); ``decay_rate`` 0 = no decay.
+
+    ``grad`` is the already clipped gradient.
+    """
+    if decay_rate != 0.0:
+        param = param - (lr * param) * decay_rate
+    alpha = lr * math.sqrt(1.0 - beta_2**step) / (1.0 - beta_1**step)
+    exp_avg = state.exp_avg + (grad - state.exp_avg) * (1.0 - beta_1)
+    exp_avg_sq = state.exp_avg_sq + (grad * grad - state.exp_avg_sq) * (1.0 - beta_2)
+    max_exp_avg_sq = state.max_exp_avg_sq
+    denom_sq = exp_avg_sq
+    if amsgrad:
+        assert max_exp_avg_sq is not None
+        max_exp_avg_sq = np.maximum(max_exp_avg_sq, exp_avg_sq)
+        denom_sq = max_exp_avg_sq
+    param = param - (exp_avg * alpha) / (np.sqrt(denom_sq) + epsilon)
+    return param, AdamWeightDecayState(
+        step=step, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq, max_exp_avg_sq=max_exp_avg_sq
+    )
+
+
+def apply_step(
+    params: Mapping[str, Array],
+    grads: Mapping[str, Array | None],
+    states: Mapping[str, AdamWeightDecayState],
+    *,
+    iteration: int,
+    lr: float,
+    beta_1: float,
+    beta_2: float,
+    epsilon: float,
+    amsgrad: bool,
+    weight_decay_rate: float,
+    include_in_weight_decay: Sequence[str] | None = None,
+    exclude_from_weight_decay: Sequence[str] | None = None,
+    clipnorm: float | None = None,
+    clipvalue: float | None = None,
+    global_clipnorm: float | None = None,
+) -> tuple[dict[str, Array], dict[str, AdamWeightDecayState]]:
+    """One ``apply_gradients`` call at Keras ``iterations == iteration`` with the lr read there.
+
+    Raises:
+      ValueError: every gradient is missing (Keras: "No gradients provided for any variable.").
+    """
+    present = [name for name in params if grads.get(name) is not None]
+    if not present:
+        raise ValueError("No gradients provided for any variable.")
+    clipped = clip_gradients(
+        [grads[name] for name in present],  # type: ignore[misc]
+        clipnorm=clipnorm,
+        clipvalue=clipvalue,
+        global_clipnorm=global_clipnorm,
+    )
+    step = iteration + 1
+    new_params = dict(params)
+    new_states = {name: state._replace(step=step) for name, state in states.items()}
+    for name, grad in zip(present, clipped):
+        decay = do_use_weight_decay(name, weight_decay_rate, include_in_weight_decay, exclude_from_weight_decay)
+        new_params[name], new_states[name] = adam_weight_decay_step(
+            params[name],
+            grad,
+            states[name],
+            step=step,
+            lr=lr,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            epsilon=epsilon,
+            amsgrad=amsgrad,
+            decay_rate=weight_decay_rate if decay else 0.0,
+        )
+    return new_params, new_states
+
+
+def _store(param: Array, state: AdamWeightDecayState, dtype: str) -> tuple[Array, AdamWeightDecayState]:
+    """Keras keeps the moments in the variable's dtype."""
+    return round_to(param, dtype), AdamWeightDecayState(
+        step=state.step,
+        exp_avg=round_to(state.exp_avg, dtype),
+        exp_avg_sq=round_to(state.exp_avg_sq, dtype),
+        max_exp_avg_sq=None if state.max_exp_avg_sq is None else round_to(state.max_exp_avg_sq, dtype),
+    )
+
+
+def learning_rate_fn(value: Any, resolve_schedule: ScheduleResolver | None = None) -> Callable[[int], float]:
+    """lr(iteration) for a number, a callable, or a schedule-typed spec value (needs ``resolve_schedule``)."""
+    if callable(value):
+        return value  # type: ignore[no-any-return]
+    if isinstance(value, Mapping):
+        if resolve_schedule is None:
+            raise ValueError("this case uses a learning-rate schedule; pass resolve_schedule to evaluate it")
+        return resolve_schedule(value)
+    constant = float(value)
+    return lambda iteration: constant
+
+
+def run(
+    spec: Mapping[str, Any],
+    case: Mapping[str, Any],
+    params0: dict[str, Array],
+    grads: list[dict[str, Array | None]],
+    *,
+    resolve_schedule: ScheduleResolver | None = None,
+) -> dict[str, Any]:
+    """Replay ``grads`` from ``params0`` (one ``apply_gradients`` call per row)."""
+    hp = hyperparams(spec, case)
+    dtype = case_dtype(case)
+    lr_at = learning_rate_fn(hp["learning_rate"], resolve_schedule)
+    amsgrad = bool(hp["amsgrad"])
+    params = {name: round_to(value, dtype) for name, value in params0.items()}
+    states = {name: adam_weight_decay_init(value, amsgrad=amsgrad) for name, value in params.items()}
+    history: list[dict[str, Any]] = []
+    for iteration, row in enumerate(grads):
+        new_params, new_states = apply_step(
+            params,
+            row,
+            states,
+            iteration=iteration,
+            lr=float(lr_at(iteration)),
+            beta_1=float(hp["beta_1"]),
+            beta_2=float(hp["beta_2"]),
+            epsilon=float(hp["epsilon"]),
+            amsgrad=amsgrad,
+            weight_decay_rate=float(hp["weight_decay_rate"]),
+            include_in_weight_decay=hp["include_in_weight_decay"],
+            exclude_from_weight_decay=hp["exclude_from_weight_decay"],
+            clipnorm=hp["clipnorm"],
+            clipvalue=hp["clipvalue"],
+            global_clipnorm=hp["global_clipnorm"],
+        )
+        for name in params:
+            params[name], states[name] = _store(new_params[name], new_states[name], dtype)
+        history.append(params_to_json(params))
+    final: dict[str, Any] = {}
+    for name, state in states.items():
+        entry: dict[str, Any] = {
+            "step": state.step,
+            "exp_avg": to_json(state.exp_avg),
+            "exp_avg_sq": to_json(state.exp_avg_sq),
+        }
+        if state.max_exp_avg_sq is not None:
+            entry["max_exp_avg_sq"] = to_json(state.max_exp_avg_sq)
+        final[name] = entry
+    return {"params": history, "state": final}
+
+
+def run_case(
+    spec: Mapping[str, Any], case: Mapping[str, Any], *, resolve_schedule: ScheduleResolver | None = None
+) -> dict[str, Any]:
+    """``{"params": [...], "state": {...}}`` of a case (stored inputs when present, else generated)."""
+    params0, grads = case_inputs(case)
+    return run(spec, case, params0, grads, resolve_schedule=resolve_schedule)
+
+
+def generate_case(
+    spec: Mapping[str, Any], case: Mapping[str, Any], *, resolve_schedule: ScheduleResolver | None = None
+) -> dict[str, Any]:
+    """The case with params0, grads and expected filled in."""
+    return fill_case(
+        spec, case, lambda s, c, p, g: run(s, c, p, g, resolve_schedule=resolve_schedule)
+    )

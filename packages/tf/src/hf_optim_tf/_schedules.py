@@ -1,0 +1,558 @@
+"""Every spec schedule as a Keras ``LearningRateSchedule``, lowered generically to ``keras.ops``.
+
+One class, :class:`SpecSchedule`, binds a spec's formula (``hf_optim_spec.formula``) to the
+arguments and lowers the folded tree to ``keras.ops`` on each call: no per-schedule code. The
+public factories below only carry transformers' names and signatures (``learning_rate`` where
+torch takes ``optimizer``).
+
+Numerics: the formula is evaluated in float64 and the final learning rate is cast once to
+``keras.config.floatx()`` (float32 by default). torch's ``LambdaLR`` computes
+``base_lr * factor`` in Python floats and the optimizer rounds it to float32, so both frameworks
+see the same float32 learning rate (up to float64 libm differences in ``cos``/``sqrt``).
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import math
+import numbers
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import hf_optim_spec as hs
+import keras
+from hf_optim_spec import formula
+from keras import ops
+
+__all__ = [
+    "PlateauSchedule",
+    "SchedulerType",
+    "SpecSchedule",
+    "get_constant_schedule",
+    "get_constant_schedule_with_warmup",
+    "get_cosine_schedule_with_warmup",
+    "get_cosine_with_hard_restarts_schedule_with_warmup",
+    "get_cosine_with_min_lr_schedule_with_warmup",
+    "get_cosine_with_min_lr_schedule_with_warmup_lr_rate",
+    "get_inverse_sqrt_schedule",
+    "get_linear_schedule_with_warmup",
+    "get_polynomial_decay_schedule_with_warmup",
+    "get_reduce_on_plateau_schedule",
+    "get_scheduler",
+    "get_wsd_schedule",
+    "lower_to_keras",
+]
+
+_Schedule = keras.optimizers.schedules.LearningRateSchedule
+
+
+# --------------------------------------------------------------------------- lowering
+
+
+def _truth(x: Any) -> Any:
+    return x if str(getattr(x, "dtype", "")) == "bool" else ops.not_equal(x, 0.0)
+
+
+_BINARY: Mapping[str, Callable[[Any, Any], Any]] = {
+    "+": ops.add,
+    "-": ops.subtract,
+    "*": ops.multiply,
+    "/": ops.divide,
+    "%": ops.mod,
+    "**": ops.power,
+}
+_COMPARE: Mapping[str, Callable[[Any, Any], Any]] = {
+    "<": ops.less,
+    "<=": ops.less_equal,
+    ">": ops.greater,
+    ">=": ops.greater_equal,
+    "==": ops.equal,
+    "!=": ops.not_equal,
+}
+_UNARY: Mapping[str, Callable[[Any], Any]] = {
+    "abs": ops.abs,
+    "floor": ops.floor,
+    "sqrt": ops.sqrt,
+    "cos": ops.cos,
+    "sin": ops.sin,
+    "exp": ops.exp,
+    "log": ops.log,
+}
+
+
+class _KerasOps:
+    """``formula.LoweringOps`` for ``keras.ops``, in float64, with ``step`` already a tensor."""
+
+    def __init__(self, step: Any) -> None:
+        self._step = step
+
+    def constant(self, value: float) -> Any:
+        return ops.convert_to_tensor(value, dtype="float64")
+
+    def step(self) -> Any:
+        return self._step
+
+    def binary(self, op: str, a: Any, b: Any) -> Any:
+        return _BINARY[op](a, b)
+
+    def neg(self, a: Any) -> Any:
+        return ops.negative(a)
+
+    def compare(self, op: str, a: Any, b: Any) -> Any:
+        return _COMPARE[op](a, b)
+
+    def logical(self, op: str, a: Any, b: Any) -> Any:
+        fn = ops.logical_and if op == "and" else ops.logical_or
+        return fn(_truth(a), _truth(b))
+
+    def not_(self, a: Any) -> Any:
+        return ops.logical_not(_truth(a))
+
+    def select(self, cond: Any, a: Any, b: Any) -> Any:
+        return ops.where(_truth(cond), a, b)
+
+    def call(self, func: str, args: list[Any]) -> Any:
+        if func in ("min", "max"):
+            fn = ops.minimum if func == "min" else ops.maximum
+            return functools.reduce(fn, args)
+        return _UNARY[func](args[0])
+
+    def schedule(self, schedule: Callable[[Any], Any], arg: Any) -> Any:
+        nested = getattr(schedule, "_lower", None)
+        if nested is not None:  # a spec-lowered schedule: stay in float64, no intermediate cast
+            return nested(arg)
+        return ops.cast(schedule(arg), "float64")
+
+
+def lower_to_keras(bound: formula.Bound, step: Any) -> Any:
+    """The float64 ``keras.ops`` value of a bound formula at ``step`` (any numeric tensor)."""
+    return formula.lower(bound.tree, _KerasOps(ops.cast(step, "float64")))
+
+
+# --------------------------------------------------------------------------- the generic schedule
+
+
+def _tf_params(spec: hs.Spec, canonical: Mapping[str, Any]) -> dict[str, Any]:
+    """Canonical-name values spelled as a Keras user passes them (pairs split)."""
+    out: dict[str, Any] = {}
+    for name, value in canonical.items():
+        alias = spec.parameters[name].name_for("tf")
+        if isinstance(alias, tuple):
+            out[alias[0]], out[alias[1]] = value
+        else:
+            out[alias] = value
+    return out
+
+
+@keras.saving.register_keras_serializable(package="hf_optim")
+class SpecSchedule(_Schedule):
+    """A spec schedule (by id) as a Keras ``LearningRateSchedule``.
+
+    ``spec.output == "factor"`` schedules return ``learning_rate * factor(step)`` (torch's
+    ``LambdaLR``: ``base_lr`` in the formula is ``learning_rate``); ``"lr"`` schedules return
+    the formula's value. The formula is lowered to ``keras.ops`` in float64 and the result is
+    cast to ``keras.config.floatx()``, so it traces inside ``apply_gradients`` and under
+    ``jit_compile=True``.
+
+    Args:
+        spec_id: a schedule id of ``hf_optim_spec.registry()`` (not a stateful one).
+        learning_rate: the optimizer learning rate the factor multiplies (``base_lr``).
+            Required for factor schedules; ignored (may be None) for ``"lr"`` schedules.
+        params: the schedule's arguments, spelled as a Keras user spells them.
+        name: optional name.
+
+    Raises:
+        TypeError, ValueError: the spec's uniform errors for bad arguments.
+    """
+
+    def __init__(
+        self,
+        spec_id: str,
+        learning_rate: float | None = None,
+        params: Mapping[str, Any] | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__()
+        spec = hs.get(spec_id)
+        if spec.kind != "schedule" or spec.program is None:
+            raise ValueError(f"Spec `{spec_id}` is not a closed-form schedule (kind={spec.kind!r}).")
+        given = dict(params or {})
+        if spec.output == "factor":
+            if learning_rate is None or isinstance(learning_rate, bool) or not _is_number(learning_rate):
+                raise TypeError(
+                    f"Argument `learning_rate` must be a number. Received: learning_rate={learning_rate!r}"
+                    f" (of type {type(learning_rate).__name__})"
+                )
+            learning_rate = float(learning_rate)
+        resolved = hs.validate(spec, given, framework="tf", base_lr=learning_rate)
+        self.spec_id = spec.id
+        self.learning_rate = learning_rate
+        self.params = _tf_params(spec, resolved)
+        self.name = name
+        self._spec = spec
+        self._bound = spec.program.bind(resolved, base_lr=1.0 if learning_rate is None else learning_rate)
+
+    def _lower(self, step: Any) -> Any:
+        value = lower_to_keras(self._bound, step)
+        if self._spec.output == "factor":
+            value = ops.multiply(ops.convert_to_tensor(self.learning_rate, dtype="float64"), value)
+        return value
+
+    def __call__(self, step: Any) -> Any:
+        return ops.cast(self._lower(step), keras.config.floatx())
+
+    def get_config(self) -> dict[str, Any]:
+        params = {
+            key: keras.saving.serialize_keras_object(value) if callable(value) else value
+            for key, value in self.params.items()
+        }
+        return {"spec_id": self.spec_id, "learning_rate": self.learning_rate, "params": params, "name": self.name}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> SpecSchedule:
+        config = dict(config)
+        config["params"] = _deserialize_params(config.get("params") or {})
+        return cls(**config)
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, (bool, str, bytes)) or value is None:
+        return False
+    if isinstance(value, numbers.Real):
+        return True
+    return hasattr(value, "__float__") and getattr(value, "ndim", 0) == 0
+
+
+def _deserialize_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in params.items():
+        if isinstance(value, dict) and "class_name" in value:
+            value = keras.saving.deserialize_keras_object(value)
+        out[key] = value
+    return out
+
+
+# --------------------------------------------------------------------------- reduce on plateau
+
+
+@keras.saving.register_keras_serializable(package="hf_optim")
+class PlateauSchedule(_Schedule):
+    """transformers' ``reduce_lr_on_plateau`` (torch ``ReduceLROnPlateau``) for Keras.
+
+    A stateful schedule: the learning rate lives in a non-trainable variable that the traced
+    optimizer step reads, and :meth:`step` updates it on the host from a metric value, with
+    torch's rules (``mode``, ``factor``, ``patience``, ``threshold``, ``threshold_mode``,
+    ``cooldown``, ``min_lr``, ``eps``). Pass it as the optimizer's ``learning_rate`` and either
+    call ``schedule.step(metric)`` after each evaluation or add ``schedule.callback(monitor)``
+    to ``model.fit`` (it steps at the end of every epoch).
+
+    The new lr is computed with Python floats (as torch does) and stored rounded to floatx. The
+    state (``lr``, ``best``, ``num_bad_epochs``, ``cooldown_counter``) is part of
+    ``get_config``, so a saved ``.keras`` model resumes where it stopped.
+
+    Args:
+        learning_rate: the starting learning rate (torch: the optimizer's lr).
+        name: optional name.
+        state: internal; the saved state when restoring from a config.
+        **kwargs: the spec parameters of ``reduce_lr_on_plateau`` (torch spelling).
+    """
+
+    def __init__(
+        self,
+        learning_rate: float,
+        name: str | None = None,
+        state: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__()
+        spec = hs.get("reduce_lr_on_plateau")
+        if isinstance(learning_rate, bool) or not _is_number(learning_rate):
+            raise TypeError(
+                f"Argument `learning_rate` must be a number. Received: learning_rate={learning_rate!r}"
+                f" (of type {type(learning_rate).__name__})"
+            )
+        resolved = hs.validate(spec, kwargs, framework="tf", base_lr=float(learning_rate))
+        self.learning_rate = float(learning_rate)
+        self.params = _tf_params(spec, resolved)
+        self._canonical = resolved
+        self.name = name
+        state = dict(state or {})
+        self.lr = float(state.get("lr", self.learning_rate))
+        self.best = float(state.get("best", math.inf if resolved["mode"] == "min" else -math.inf))
+        self.num_bad_epochs = int(state.get("num_bad_epochs", 0))
+        self.cooldown_counter = int(state.get("cooldown_counter", 0))
+        self._variable = keras.Variable(self.lr, dtype=keras.config.floatx(), trainable=False, name="plateau_lr")
+
+    def _improved(self, metric: float) -> bool:
+        p = self._canonical
+        if p["mode"] == "min":
+            bar = self.best * (1.0 - p["threshold"]) if p["threshold_mode"] == "rel" else self.best - p["threshold"]
+            return metric < bar
+        bar = self.best * (p["threshold"] + 1.0) if p["threshold_mode"] == "rel" else self.best + p["threshold"]
+        return metric > bar
+
+    def step(self, metric: Any) -> float:
+        """Record one metric value; returns the (possibly reduced) learning rate."""
+        p = self._canonical
+        value = float(metric)
+        if self._improved(value):
+            self.best, self.num_bad_epochs = value, 0
+        else:
+            self.num_bad_epochs += 1
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.num_bad_epochs = 0
+        if self.num_bad_epochs > p["patience"]:
+            reduced = max(self.lr * p["factor"], p["min_lr"])
+            if self.lr - reduced > p["eps"]:
+                self.lr = reduced
+            self.cooldown_counter, self.num_bad_epochs = p["cooldown"], 0
+        self._variable.assign(self.lr)
+        return self.lr
+
+    def callback(self, monitor: str = "val_loss") -> keras.callbacks.Callback:
+        """A Keras callback that calls :meth:`step` with ``logs[monitor]`` after every epoch."""
+        return _PlateauCallback(self, monitor)
+
+    def __call__(self, step: Any) -> Any:
+        return ops.convert_to_tensor(self._variable)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "learning_rate": self.learning_rate,
+            "name": self.name,
+            "state": {
+                "lr": self.lr,
+                "best": self.best,
+                "num_bad_epochs": self.num_bad_epochs,
+                "cooldown_counter": self.cooldown_counter,
+            },
+            **self.params,
+        }
+
+
+class _PlateauCallback(keras.callbacks.Callback):
+    def __init__(self, schedule: PlateauSchedule, monitor: str) -> None:
+        super().__init__()
+        self.schedule = schedule
+        self.monitor = monitor
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        logs = logs or {}
+        if self.monitor not in logs:
+            raise KeyError(f"PlateauSchedule monitors `{self.monitor}`, which is not in the logs: {sorted(logs)}")
+        self.schedule.step(logs[self.monitor])
+
+
+# --------------------------------------------------------------------------- public factories
+
+
+def _make(spec_id: str, learning_rate: float, **params: Any) -> SpecSchedule:
+    return SpecSchedule(spec_id, learning_rate, params)
+
+
+def get_constant_schedule(learning_rate: float) -> SpecSchedule:
+    """Constant learning rate (transformers ``get_constant_schedule``)."""
+    return _make("constant", learning_rate)
+
+
+def get_constant_schedule_with_warmup(learning_rate: float, num_warmup_steps: int) -> SpecSchedule:
+    """Linear warmup from 0, then constant (``get_constant_schedule_with_warmup``)."""
+    return _make("constant_with_warmup", learning_rate, num_warmup_steps=num_warmup_steps)
+
+
+def get_linear_schedule_with_warmup(
+    learning_rate: float, num_warmup_steps: int, num_training_steps: int
+) -> SpecSchedule:
+    """Linear warmup, then linear decay to 0 (``get_linear_schedule_with_warmup``)."""
+    return _make(
+        "linear", learning_rate, num_warmup_steps=num_warmup_steps, num_training_steps=num_training_steps
+    )
+
+
+def get_cosine_schedule_with_warmup(
+    learning_rate: float, num_warmup_steps: int, num_training_steps: int, num_cycles: float = 0.5
+) -> SpecSchedule:
+    """Linear warmup, then cosine decay (``get_cosine_schedule_with_warmup``)."""
+    return _make(
+        "cosine",
+        learning_rate,
+        num_warmup_steps=num_warmup_steps,
+        num_training_steps=num_training_steps,
+        num_cycles=num_cycles,
+    )
+
+
+def get_cosine_with_hard_restarts_schedule_with_warmup(
+    learning_rate: float, num_warmup_steps: int, num_training_steps: int, num_cycles: int = 1
+) -> SpecSchedule:
+    """Linear warmup, then cosine decay with hard restarts
+    (``get_cosine_with_hard_restarts_schedule_with_warmup``)."""
+    return _make(
+        "cosine_with_restarts",
+        learning_rate,
+        num_warmup_steps=num_warmup_steps,
+        num_training_steps=num_training_steps,
+        num_cycles=num_cycles,
+    )
+
+
+def get_polynomial_decay_schedule_with_warmup(
+    learning_rate: float, num_warmup_steps: int, num_training_steps: int, lr_end: float = 1e-7, power: float = 1.0
+) -> SpecSchedule:
+    """Linear warmup, then polynomial decay to ``lr_end``
+    (``get_polynomial_decay_schedule_with_warmup``)."""
+    return _make(
+        "polynomial",
+        learning_rate,
+        num_warmup_steps=num_warmup_steps,
+        num_training_steps=num_training_steps,
+        lr_end=lr_end,
+        power=power,
+    )
+
+
+def get_inverse_sqrt_schedule(
+    learning_rate: float, num_warmup_steps: int, timescale: int | None = None
+) -> SpecSchedule:
+    """Linear warmup, then inverse square-root decay (``get_inverse_sqrt_schedule``)."""
+    return _make("inverse_sqrt", learning_rate, num_warmup_steps=num_warmup_steps, timescale=timescale)
+
+
+def get_cosine_with_min_lr_schedule_with_warmup(
+    learning_rate: float,
+    num_warmup_steps: int,
+    num_training_steps: int,
+    num_cycles: float = 0.5,
+    min_lr: float | None = None,
+    min_lr_rate: float | None = None,
+) -> SpecSchedule:
+    """Linear warmup, then cosine decay to a minimum lr
+    (``get_cosine_with_min_lr_schedule_with_warmup``)."""
+    return _make(
+        "cosine_with_min_lr",
+        learning_rate,
+        num_warmup_steps=num_warmup_steps,
+        num_training_steps=num_training_steps,
+        num_cycles=num_cycles,
+        min_lr=min_lr,
+        min_lr_rate=min_lr_rate,
+    )
+
+
+def get_cosine_with_min_lr_schedule_with_warmup_lr_rate(
+    learning_rate: float,
+    num_warmup_steps: int,
+    num_training_steps: int,
+    num_cycles: float = 0.5,
+    min_lr: float | None = None,
+    min_lr_rate: float | None = None,
+    warmup_lr_rate: float | None = None,
+) -> SpecSchedule:
+    """Warmup from a start rate, then cosine decay to a minimum lr
+    (``get_cosine_with_min_lr_schedule_with_warmup_lr_rate``)."""
+    return _make(
+        "cosine_warmup_with_min_lr",
+        learning_rate,
+        num_warmup_steps=num_warmup_steps,
+        num_training_steps=num_training_steps,
+        num_cycles=num_cycles,
+        min_lr=min_lr,
+        min_lr_rate=min_lr_rate,
+        warmup_lr_rate=warmup_lr_rate,
+    )
+
+
+def get_wsd_schedule(
+    learning_rate: float,
+    num_warmup_steps: int,
+    num_decay_steps: int,
+    num_training_steps: int | None = None,
+    num_stable_steps: int | None = None,
+    warmup_type: str = "linear",
+    decay_type: str = "cosine",
+    min_lr_ratio: float = 0,
+    num_cycles: float = 0.5,
+) -> SpecSchedule:
+    """Warmup, stable, decay (``get_wsd_schedule``)."""
+    return _make(
+        "warmup_stable_decay",
+        learning_rate,
+        num_warmup_steps=num_warmup_steps,
+        num_decay_steps=num_decay_steps,
+        num_training_steps=num_training_steps,
+        num_stable_steps=num_stable_steps,
+        warmup_type=warmup_type,
+        decay_type=decay_type,
+        min_lr_ratio=min_lr_ratio,
+        num_cycles=num_cycles,
+    )
+
+
+def get_reduce_on_plateau_schedule(learning_rate: float, **kwargs: Any) -> PlateauSchedule:
+    """Reduce the lr when a metric stops improving (``get_reduce_on_plateau_schedule``).
+
+    Returns a :class:`PlateauSchedule`; step it with ``schedule.step(metric)`` or add
+    ``schedule.callback("val_loss")`` to ``model.fit``.
+    """
+    return PlateauSchedule(learning_rate, **kwargs)
+
+
+# --------------------------------------------------------------------------- SchedulerType, get_scheduler
+
+
+def _scheduler_members() -> dict[str, str]:
+    members = {}
+    for spec in hs.registry().values():
+        for hf in spec.hf_name:
+            if hf.startswith("SchedulerType."):
+                members[hf.split(".", 1)[1]] = spec.id
+    return members
+
+
+SchedulerType = enum.Enum("SchedulerType", _scheduler_members(), type=str, module=__name__)  # type: ignore[misc]
+SchedulerType.__doc__ = "transformers' ``SchedulerType``: the names ``get_scheduler`` accepts (the spec ids)."
+
+
+def _factories() -> dict[str, Callable[..., Any]]:
+    public = {name: globals()[name] for name in __all__ if name.startswith("get_") and name != "get_scheduler"}
+    out = {}
+    for member in SchedulerType:
+        api = hs.get(member.value).api.get("tf")
+        if api in public:
+            out[member.value] = public[api]
+    return out
+
+
+def get_scheduler(
+    name: str | SchedulerType,
+    learning_rate: float,
+    num_warmup_steps: int | None = None,
+    num_training_steps: int | None = None,
+    scheduler_specific_kwargs: dict[str, Any] | None = None,
+) -> _Schedule:
+    """Any schedule by its ``SchedulerType`` name (transformers ``get_scheduler``, Keras flavour).
+
+    Which of ``num_warmup_steps`` / ``num_training_steps`` a schedule takes, and whether it
+    requires them, comes from its spec parameters (transformers' own rules, read from the
+    spec instead of a string ladder): ``constant`` ignores both, ``reduce_lr_on_plateau`` takes
+    only ``scheduler_specific_kwargs``.
+
+    Raises:
+        ValueError: unknown name, or a required step count is missing (transformers' message).
+    """
+    kind = SchedulerType(name)
+    spec = hs.get(kind.value)
+    factory = _factories()[kind.value]
+    extra = dict(scheduler_specific_kwargs or {})
+    parameters = spec.parameters
+    if "num_warmup_steps" in parameters:
+        if num_warmup_steps is None and parameters["num_warmup_steps"].required:
+            raise ValueError(f"{kind} requires `num_warmup_steps`, please provide that argument.")
+        extra["num_warmup_steps"] = num_warmup_steps
+    if "num_training_steps" in parameters:
+        if num_training_steps is None and parameters["num_training_steps"].required:
+            raise ValueError(f"{kind} requires `num_training_steps`, please provide that argument.")
+        extra["num_training_steps"] = num_training_steps
+    return factory(learning_rate, **extra)

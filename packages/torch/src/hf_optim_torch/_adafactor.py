@@ -1,0 +1,620 @@
+"""Adafactor with transformers' numerics (spec id ``adafactor``), plus its proxy schedule."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+
+from . import _docs
+from ._common import as_step_tensor, spec_validate, use_foreach
+
+__all__ = ["Adafactor", "AdafactorSchedule", "adafactor", "get_adafactor_schedule"]
+
+_SPEC_ID = "adafactor"
+_HYPERPARAMS = (
+    "lr",
+    "eps",
+    "clip_threshold",
+    "decay_rate",
+    "beta1",
+    "weight_decay",
+    "scale_parameter",
+    "relative_step",
+    "warmup_init",
+    "first_moment",
+)
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+class Adafactor(Optimizer):
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float | Tensor | None = None,
+        eps: tuple[float, float] = (1e-30, 1e-3),
+        clip_threshold: float = 1.0,
+        decay_rate: float = -0.8,
+        beta1: float | None = None,
+        weight_decay: float = 0.0,
+        scale_parameter: bool = True,
+        relative_step: bool = True,
+        warmup_init: bool = False,
+        *,
+        first_moment: str = "lr_scaled",
+        maximize: bool = False,
+        foreach: bool | None = None,
+    ) -> None:
+        hp = spec_validate(
+            _SPEC_ID,
+            {
+                "lr": lr,
+                "eps": eps,
+                "clip_threshold": clip_threshold,
+                "decay_rate": decay_rate,
+                "beta1": beta1,
+                "weight_decay": weight_decay,
+                "scale_parameter": scale_parameter,
+                "relative_step": relative_step,
+                "warmup_init": warmup_init,
+                "first_moment": first_moment,
+            },
+        )
+        defaults: dict[str, Any] = {name: hp[name] for name in _HYPERPARAMS}
+        if isinstance(lr, Tensor):
+            defaults["lr"] = lr
+        defaults["eps"] = tuple(hp["eps"])
+        defaults["maximize"] = maximize
+        defaults["foreach"] = foreach
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("first_moment", "lr_scaled")
+            group.setdefault("maximize", False)
+            group.setdefault("foreach", None)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        overrides = {k: v for k, v in param_group.items() if k in _HYPERPARAMS}
+        if overrides and hasattr(self, "defaults"):
+            merged = {k: self.defaults[k] for k in _HYPERPARAMS}
+            merged.update(overrides)
+            spec_validate(_SPEC_ID, merged)
+        super().add_param_group(param_group)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a checkpoint (ours or transformers'), keeping the statistics in their saved precision.
+
+        ``torch.optim.Optimizer`` casts floating state to the parameter dtype; Adafactor keeps float32 statistics
+        for bfloat16/float16 parameters, so they are restored from the saved tensors after the base class loads.
+        """
+        super().load_state_dict(state_dict)
+        saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        params = [p for g in self.param_groups for p in g["params"]]
+        for saved_id, p in zip(saved_ids, params):
+            saved = state_dict["state"].get(saved_id)
+            if not saved or p.dtype not in _LOW_PRECISION:
+                continue
+            state = self.state[p]
+            for key, value in saved.items():
+                if key != "step" and isinstance(value, Tensor) and value.is_floating_point():
+                    state[key] = value.to(device=p.device, dtype=torch.float32)
+
+    @staticmethod
+    def _get_lr(param_group: dict[str, Any], param_state: dict[str, Any]) -> Tensor | float:
+        """The learning rate of one parameter at its current step (transformers' ``Adafactor._get_lr``).
+
+        Works on the state after at least one step; returns a tensor and never synchronises with the host.
+        """
+        step = param_state["step"]
+        rms = param_state["RMS"]
+        if not isinstance(step, Tensor):
+            step = torch.tensor(float(step), dtype=torch.float32)
+        if not isinstance(rms, Tensor):
+            rms = torch.tensor(float(rms), dtype=torch.float32, device=step.device)
+        return _adafactor_lr(
+            param_group["lr"],
+            step,
+            rms,
+            eps2=param_group["eps"][1],
+            relative_step=param_group["relative_step"],
+            warmup_init=param_group["warmup_init"],
+            scale_parameter=param_group["scale_parameter"],
+        )
+
+    def get_lr(self) -> list[Tensor | float | None]:
+        """The current learning rate of every param group (of its first parameter, as ``AdafactorSchedule``).
+
+        ``None`` for a group whose first parameter has not been stepped yet. No proxy scheduler needed.
+        """
+        lrs: list[Tensor | float | None] = []
+        for group in self.param_groups:
+            state = self.state.get(group["params"][0], {}) if group["params"] else {}
+            lrs.append(self._get_lr(group, state) if "step" in state else None)
+        return lrs
+
+    def _init_group(
+        self,
+        group: dict[str, Any],
+        params: list[Tensor],
+        grads: list[Tensor],
+        state_steps: list[Tensor],
+        rms_values: list[Tensor],
+        exp_avgs: list[Tensor | None],
+        row_vars: list[Tensor | None],
+        col_vars: list[Tensor | None],
+        full_vars: list[Tensor | None],
+    ) -> None:
+        use_first_moment = group["beta1"] is not None
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            grad = p.grad
+            if grad.is_sparse:
+                raise RuntimeError("Adafactor does not support sparse gradients.")
+            if grad.dtype in _LOW_PRECISION:
+                grad = grad.float()
+            state = self.state[p]
+            factored = grad.dim() >= 2
+            if len(state) == 0:
+                state["step"] = as_step_tensor(0, p)
+                if use_first_moment:
+                    state["exp_avg"] = torch.zeros_like(grad, memory_format=torch.preserve_format)
+                if factored:
+                    state["exp_avg_sq_row"] = torch.zeros_like(grad.select(-1, 0))
+                    state["exp_avg_sq_col"] = torch.zeros_like(grad.select(-2, 0))
+                else:
+                    state["exp_avg_sq"] = torch.zeros_like(grad, memory_format=torch.preserve_format)
+                state["RMS"] = torch.zeros_like(grad, memory_format=torch.contiguous_format).sum()
+            else:
+                state["step"] = as_step_tensor(state["step"], p)
+                if not isinstance(state["RMS"], Tensor):  # a transformers checkpoint holds RMS=0 before a step
+                    state["RMS"] = torch.tensor(float(state["RMS"]), dtype=grad.dtype, device=grad.device)
+                if use_first_moment and "exp_avg" not in state:  # beta1 set on a group that had none
+                    state["exp_avg"] = torch.zeros_like(grad, memory_format=torch.preserve_format)
+            params.append(p)
+            grads.append(grad)
+            state_steps.append(state["step"])
+            rms_values.append(state["RMS"])
+            exp_avgs.append(state.get("exp_avg") if use_first_moment else None)
+            row_vars.append(state.get("exp_avg_sq_row"))
+            col_vars.append(state.get("exp_avg_sq_col"))
+            full_vars.append(state.get("exp_avg_sq"))
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Perform a single optimization step.
+
+        Args:
+            closure (`Callable`, *optional*): A closure that reevaluates the model and returns the loss.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+
+        for group in self.param_groups:
+            params: list[Tensor] = []
+            grads: list[Tensor] = []
+            state_steps: list[Tensor] = []
+            rms_values: list[Tensor] = []
+            exp_avgs: list[Tensor | None] = []
+            row_vars: list[Tensor | None] = []
+            col_vars: list[Tensor | None] = []
+            full_vars: list[Tensor | None] = []
+            self._init_group(group, params, grads, state_steps, rms_values, exp_avgs, row_vars, col_vars, full_vars)
+            if not params:
+                continue
+            adafactor(
+                params,
+                grads,
+                state_steps,
+                rms_values,
+                exp_avgs,
+                row_vars,
+                col_vars,
+                full_vars,
+                foreach=group["foreach"],
+                lr=group["lr"],
+                eps=group["eps"],
+                clip_threshold=group["clip_threshold"],
+                decay_rate=group["decay_rate"],
+                beta1=group["beta1"],
+                weight_decay=group["weight_decay"],
+                scale_parameter=group["scale_parameter"],
+                relative_step=group["relative_step"],
+                warmup_init=group["warmup_init"],
+                first_moment=group["first_moment"],
+                maximize=group["maximize"],
+            )
+        return loss
+
+
+Adafactor.__doc__ = rf"""Adafactor with the numerics of ``transformers.Adafactor`` (v4.57), every flag.
+
+    Drop-in for transformers' optimizer (same signature, defaults, validation and state names ``step``,
+    ``exp_avg``, ``exp_avg_sq_row``, ``exp_avg_sq_col``, ``exp_avg_sq``, ``RMS``). Tensors of rank >= 2 keep
+    factored second moments over their last two dimensions; bfloat16/float16 parameters are updated in float32
+    and stored back, their state stays float32. State tensors are created with ``*_like`` from the gradient.
+    Paper: *Adafactor: Adaptive Learning Rates with Sublinear Memory Cost*, https://arxiv.org/abs/1804.04235
+
+    .. math::
+        \begin{{aligned}}
+            &t \leftarrow t + 1, \quad \mathrm{{RMS}} \leftarrow \lVert\theta\rVert_2 / \sqrt{{n}} \\
+            &\rho_t \leftarrow \min(10^{{-6}} t \text{{ if warmup\_init else }} 10^{{-2}},\ 1/\sqrt{{t}})
+                \text{{ if relative\_step else }} \gamma \\
+            &\alpha_t \leftarrow \max(\epsilon_2, \mathrm{{RMS}})\,\rho_t \text{{ if scale\_parameter else }} \rho_t \\
+            &\hat\beta_{{2t}} \leftarrow 1 - t^{{c}}, \quad u \leftarrow g^2 + \epsilon_1 \\
+            &R \leftarrow \hat\beta_{{2t}} R + (1-\hat\beta_{{2t}})\,\mathrm{{mean}}_{{-1}}(u), \quad
+             C \leftarrow \hat\beta_{{2t}} C + (1-\hat\beta_{{2t}})\,\mathrm{{mean}}_{{-2}}(u) \\
+            &u \leftarrow \big(\mathrm{{rsqrt}}(R / \mathrm{{mean}}_{{-1}}(R)) \otimes \mathrm{{rsqrt}}(C)\big)\, g
+             \quad (\text{{rank}} < 2:\ V \leftarrow \hat\beta_{{2t}} V + (1-\hat\beta_{{2t}}) u,\ u \leftarrow \mathrm{{rsqrt}}(V) g) \\
+            &u \leftarrow u / \max(\mathrm{{RMS}}(u)/d, 1), \quad u \leftarrow \alpha_t u \\
+            &m \leftarrow \beta_1 m + (1-\beta_1) u, \quad u \leftarrow m \quad \text{{if }} \beta_1 \text{{ is set}} \\
+            &\theta \leftarrow \theta + (-\lambda \alpha_t)\,\theta \quad \text{{if }} \lambda \ne 0, \qquad
+             \theta \leftarrow \theta - u
+        \end{{aligned}}
+
+    Every product is rounded on its own (no fused multiply-add), in the order of the float64 reference
+    ``hf_optim_spec.reference.adafactor``.
+
+    Args:
+        {_docs.PARAMS}
+        lr (`float`, *optional*):
+            The external learning rate (required when ``relative_step=False``).
+        eps (`tuple[float, float]`, *optional*, defaults to `(1e-30, 0.001)`):
+            Regularization constants for square gradient and parameter scale respectively.
+        clip_threshold (`float`, *optional*, defaults to 1.0):
+            Threshold of root mean square of final gradient update.
+        decay_rate (`float`, *optional*, defaults to -0.8):
+            Coefficient used to compute running averages of square.
+        beta1 (`float`, *optional*):
+            Coefficient used for computing running averages of gradient.
+        weight_decay (`float`, *optional*, defaults to 0.0):
+            Weight decay (L2 penalty).
+        scale_parameter (`bool`, *optional*, defaults to `True`):
+            If True, learning rate is scaled by root mean square.
+        relative_step (`bool`, *optional*, defaults to `True`):
+            If True, time-dependent learning rate is computed instead of external learning rate.
+        warmup_init (`bool`, *optional*, defaults to `False`):
+            Time-dependent learning rate computation depends on whether warm-up initialization is being used.
+        first_moment (`str`, *optional*, defaults to `"lr_scaled"`):
+            Keyword-only extension. ``"lr_scaled"`` is transformers' behaviour: the first moment averages the
+            update *after* it was multiplied by the learning rate. ``"unscaled"`` averages the clipped update and
+            multiplies the average by the current learning rate (the paper's momentum).
+        {_docs.MAXIMIZE}
+        {_docs.FOREACH}
+
+    Differences from transformers:
+        ``lr=None`` with ``relative_step=False`` is rejected at construction (transformers fails at the first
+        step). The lr and RMS are computed as tensors (no host synchronisation); ``step`` is stored as a 0-dim
+        tensor (transformers' int steps load).
+
+    Raises:
+        ValueError: "Cannot combine manual `lr` and `relative_step=True` options", "`warmup_init=True`
+            requires `relative_step=True`", out-of-range values (spec ``adafactor``).
+
+    Example:
+        >>> model = torch.nn.Linear(4, 2)
+        >>> optimizer = Adafactor(model.parameters(), scale_parameter=False, relative_step=False, lr=1e-3)
+        >>> model(torch.randn(8, 4)).sum().backward()
+        >>> optimizer.step()
+    """
+
+
+def adafactor(
+    params: list[Tensor],
+    grads: list[Tensor],
+    state_steps: list[Tensor],
+    rms_values: list[Tensor],
+    exp_avgs: list[Tensor | None],
+    row_vars: list[Tensor | None],
+    col_vars: list[Tensor | None],
+    full_vars: list[Tensor | None],
+    foreach: bool | None = None,
+    *,
+    lr: float | Tensor | None,
+    eps: tuple[float, float],
+    clip_threshold: float,
+    decay_rate: float,
+    beta1: float | None,
+    weight_decay: float,
+    scale_parameter: bool,
+    relative_step: bool,
+    warmup_init: bool,
+    first_moment: str = "lr_scaled",
+    maximize: bool = False,
+) -> None:
+    """Functional Adafactor (transformers numerics): updates ``params`` and the state lists in place.
+
+    ``grads`` are already in the compute dtype (float32 for low-precision parameters). For a parameter of rank
+    >= 2, ``row_vars``/``col_vars`` hold its factored statistics and ``full_vars`` None; otherwise the reverse.
+    ``exp_avgs`` entries are None when ``beta1`` is None. See :class:`Adafactor` for the algorithm.
+    """
+    func = _multi_tensor_adafactor if use_foreach(foreach, params) else _single_tensor_adafactor
+    func(
+        params,
+        grads,
+        state_steps,
+        rms_values,
+        exp_avgs,
+        row_vars,
+        col_vars,
+        full_vars,
+        lr=lr,
+        eps=eps,
+        clip_threshold=clip_threshold,
+        decay_rate=decay_rate,
+        beta1=beta1,
+        weight_decay=weight_decay,
+        scale_parameter=scale_parameter,
+        relative_step=relative_step,
+        warmup_init=warmup_init,
+        first_moment=first_moment,
+        maximize=maximize,
+    )
+
+
+def _adafactor_lr(
+    lr: float | Tensor | None,
+    step: Tensor,
+    rms: Tensor,
+    *,
+    eps2: float,
+    relative_step: bool,
+    warmup_init: bool,
+    scale_parameter: bool,
+) -> Tensor | float:
+    """transformers' ``_get_lr`` on tensors of any shape: ``max(eps2, RMS) * min(min_step, 1/sqrt(t))``.
+
+    The relative step is computed in float64 (as transformers' Python floats) and multiplied by the RMS in the
+    RMS's dtype; Python's ``min``/``max`` tie and NaN rules are kept with ``torch.where``.
+    """
+    if relative_step:
+        t = step.to(torch.float64)
+        min_step: Tensor | float = 1e-6 * t if warmup_init else 1e-2
+        inv_sqrt = 1.0 / t.sqrt()
+        rel: Tensor | float | None = torch.where(inv_sqrt < min_step, inv_sqrt, min_step)
+    else:
+        rel = lr
+    if rel is None:
+        raise ValueError("Adafactor with relative_step=False needs a manual `lr`")
+    if not scale_parameter:
+        return rel
+    if isinstance(rel, Tensor):
+        return torch.where(rms > eps2, rms * rel.to(rms.dtype), (eps2 * rel).to(rms.dtype))
+    return torch.where(rms > eps2, rms * rel, eps2 * rel)
+
+
+def _rms(tensor: Tensor) -> Tensor:
+    return torch.linalg.vector_norm(tensor) / (tensor.numel() ** 0.5)
+
+
+def _factored_update(row: Tensor, col: Tensor, sq_update: Tensor, grad: Tensor, beta2t: Tensor) -> Tensor:
+    """Update the factored statistics in place and return rsqrt(row/mean(row)) x rsqrt(col) * grad."""
+    row.mul_(beta2t).add_(sq_update.mean(dim=-1).mul_(1.0 - beta2t))
+    col.mul_(beta2t).add_(sq_update.mean(dim=-2).mul_(1.0 - beta2t))
+    r_factor = (row / row.mean(dim=-1, keepdim=True)).rsqrt_().unsqueeze(-1)
+    c_factor = col.unsqueeze(-2).rsqrt()
+    return torch.mul(r_factor, c_factor).mul_(grad)
+
+
+def _single_tensor_adafactor(
+    params: list[Tensor],
+    grads: list[Tensor],
+    state_steps: list[Tensor],
+    rms_values: list[Tensor],
+    exp_avgs: list[Tensor | None],
+    row_vars: list[Tensor | None],
+    col_vars: list[Tensor | None],
+    full_vars: list[Tensor | None],
+    *,
+    lr: float | Tensor | None,
+    eps: tuple[float, float],
+    clip_threshold: float,
+    decay_rate: float,
+    beta1: float | None,
+    weight_decay: float,
+    scale_parameter: bool,
+    relative_step: bool,
+    warmup_init: bool,
+    first_moment: str,
+    maximize: bool,
+) -> None:
+    for i, param in enumerate(params):
+        grad = -grads[i] if maximize else grads[i]
+        step_t = state_steps[i]
+        low_precision = param.dtype in _LOW_PRECISION
+        p32 = param.float() if low_precision else param
+        step_t += 1
+        rms_values[i].copy_(_rms(p32))
+        lr_t = _adafactor_lr(
+            lr,
+            step_t,
+            rms_values[i],
+            eps2=eps[1],
+            relative_step=relative_step,
+            warmup_init=warmup_init,
+            scale_parameter=scale_parameter,
+        )
+        beta2t = 1.0 - torch.pow(step_t.to(torch.float64), decay_rate)
+        sq_update = (grad * grad).add_(eps[0])
+        row, col, full = row_vars[i], col_vars[i], full_vars[i]
+        if row is not None and col is not None:
+            update = _factored_update(row, col, sq_update, grad, beta2t)
+        else:
+            assert full is not None
+            full.mul_(beta2t).add_(sq_update.mul_(1.0 - beta2t))
+            update = full.rsqrt().mul_(grad)
+        update.div_((_rms(update) / clip_threshold).clamp_(min=1.0))
+        exp_avg = exp_avgs[i]
+        if exp_avg is not None and first_moment == "unscaled":
+            exp_avg.mul_(beta1).add_(update.mul_(1.0 - beta1))
+            update = exp_avg * lr_t
+        else:
+            update.mul_(lr_t)
+            if exp_avg is not None:
+                exp_avg.mul_(beta1).add_(update * (1.0 - beta1))
+                update = exp_avg
+        if weight_decay != 0.0:
+            p32.add_(p32 * (-weight_decay * lr_t))
+        p32.sub_(update)
+        if low_precision:
+            param.copy_(p32)
+
+
+def _multi_tensor_adafactor(
+    params: list[Tensor],
+    grads: list[Tensor],
+    state_steps: list[Tensor],
+    rms_values: list[Tensor],
+    exp_avgs: list[Tensor | None],
+    row_vars: list[Tensor | None],
+    col_vars: list[Tensor | None],
+    full_vars: list[Tensor | None],
+    *,
+    lr: float | Tensor | None,
+    eps: tuple[float, float],
+    clip_threshold: float,
+    decay_rate: float,
+    beta1: float | None,
+    weight_decay: float,
+    scale_parameter: bool,
+    relative_step: bool,
+    warmup_init: bool,
+    first_moment: str,
+    maximize: bool,
+) -> None:
+    by_device: dict[torch.device, list[int]] = {}
+    for i, p in enumerate(params):
+        by_device.setdefault(p.device, []).append(i)
+    for indices in by_device.values():
+        d_params = [params[i] for i in indices]
+        d_grads = [grads[i] for i in indices]
+        if maximize:
+            d_grads = torch._foreach_neg(d_grads)
+        d_steps = [state_steps[i] for i in indices]
+        d_rms = [rms_values[i] for i in indices]
+        low = [p.dtype in _LOW_PRECISION for p in d_params]
+        p32s = [p.float() if is_low else p for p, is_low in zip(d_params, low)]
+        sqrt_numels = [p.numel() ** 0.5 for p in p32s]
+
+        torch._foreach_add_(d_steps, 1)
+        torch._foreach_copy_(d_rms, torch._foreach_div(torch._foreach_norm(p32s), sqrt_numels))
+        steps = torch.stack(d_steps)
+        lr_all = _adafactor_lr(
+            lr,
+            steps,
+            torch.stack(d_rms) if len({r.dtype for r in d_rms}) == 1 else torch.stack(d_rms).float(),
+            eps2=eps[1],
+            relative_step=relative_step,
+            warmup_init=warmup_init,
+            scale_parameter=scale_parameter,
+        )
+        lrs: list[Tensor] | float | Tensor | None = (
+            list(lr_all.unbind(0)) if isinstance(lr_all, Tensor) and lr_all.dim() == 1 else lr_all
+        )
+        beta2ts = list((1.0 - torch.pow(steps.to(torch.float64), decay_rate)).unbind(0))
+
+        sq_updates = torch._foreach_mul(d_grads, d_grads)
+        torch._foreach_add_(sq_updates, eps[0])
+        updates: list[Tensor] = [sq_updates[k] for k in range(len(indices))]
+        full_k = [k for k, i in enumerate(indices) if full_vars[i] is not None]
+        for k, i in enumerate(indices):
+            row, col = row_vars[i], col_vars[i]
+            if row is not None and col is not None:
+                updates[k] = _factored_update(row, col, sq_updates[k], d_grads[k], beta2ts[k])
+        if full_k:
+            fulls = [full_vars[indices[k]] for k in full_k]
+            torch._foreach_mul_(fulls, [beta2ts[k] for k in full_k])  # type: ignore[arg-type]
+            scaled = [sq_updates[k] for k in full_k]
+            torch._foreach_mul_(scaled, [1.0 - beta2ts[k] for k in full_k])
+            torch._foreach_add_(fulls, scaled)  # type: ignore[arg-type]
+            rsq = torch._foreach_rsqrt(fulls)  # type: ignore[arg-type]
+            torch._foreach_mul_(rsq, [d_grads[k] for k in full_k])
+            for k, value in zip(full_k, rsq):
+                updates[k] = value
+
+        clip = torch._foreach_div(torch._foreach_norm(updates), sqrt_numels)
+        torch._foreach_div_(clip, clip_threshold)
+        torch._foreach_clamp_min_(clip, 1.0)
+        torch._foreach_div_(updates, clip)
+
+        d_exp_avgs = [exp_avgs[i] for i in indices]
+        if beta1 is not None and first_moment == "unscaled":
+            torch._foreach_mul_(d_exp_avgs, beta1)  # type: ignore[arg-type]
+            torch._foreach_mul_(updates, 1.0 - beta1)
+            torch._foreach_add_(d_exp_avgs, updates)  # type: ignore[arg-type]
+            updates = torch._foreach_mul(d_exp_avgs, lrs)  # type: ignore[arg-type]
+        else:
+            torch._foreach_mul_(updates, lrs)  # type: ignore[arg-type]
+            if beta1 is not None:
+                torch._foreach_mul_(d_exp_avgs, beta1)  # type: ignore[arg-type]
+                torch._foreach_add_(d_exp_avgs, torch._foreach_mul(updates, 1.0 - beta1))  # type: ignore[arg-type]
+                updates = d_exp_avgs  # type: ignore[assignment]
+        if weight_decay != 0.0:
+            coefs = [-weight_decay * lr_k for lr_k in lrs] if isinstance(lrs, list) else -weight_decay * lrs  # type: ignore[operator]
+            torch._foreach_add_(p32s, torch._foreach_mul(p32s, coefs))
+        torch._foreach_sub_(p32s, updates)
+        low_k = [k for k, is_low in enumerate(low) if is_low]
+        if low_k:
+            torch._foreach_copy_([d_params[k] for k in low_k], [p32s[k] for k in low_k])
+
+
+class AdafactorSchedule(LambdaLR):
+    """Proxy scheduler for :class:`Adafactor` (transformers' ``AdafactorSchedule``).
+
+    Adafactor computes its own learning rate; this scheduler reports it (for logging, or for a ``Trainer`` that
+    needs a scheduler). It returns ``initial_lr`` before the first step and the optimizer's current lr after.
+    :meth:`Adafactor.get_lr` reads the same values without a scheduler.
+
+    Args:
+        optimizer (`Adafactor`): The optimizer whose learning rate is reported.
+        initial_lr (`float`, *optional*, defaults to 0.0): The value reported before the first step.
+    """
+
+    def __init__(self, optimizer: Optimizer, initial_lr: float = 0.0) -> None:
+        for group in optimizer.param_groups:
+            group["initial_lr"] = initial_lr
+        super().__init__(optimizer, _ConstantFactor(initial_lr))
+        for group in optimizer.param_groups:
+            del group["initial_lr"]
+
+    def get_lr(self) -> list[Any]:  # type: ignore[override]
+        opt = self.optimizer
+        lrs = [
+            opt._get_lr(group, opt.state[group["params"][0]])  # type: ignore[attr-defined]
+            for group in opt.param_groups
+            if group["params"][0].grad is not None and "step" in opt.state[group["params"][0]]
+        ]
+        if len(lrs) == 0:
+            lrs = self.base_lrs
+        return lrs
+
+
+class _ConstantFactor:
+    """A picklable constant multiplier (plain data in ``__dict__``)."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def __call__(self, step: int) -> float:
+        return self.value
+
+
+def get_adafactor_schedule(optimizer: Optimizer, initial_lr: float = 0.0) -> AdafactorSchedule:
+    """Get a proxy schedule for :class:`Adafactor`.
+
+    Args:
+        optimizer (`torch.optim.Optimizer`): The optimizer for which to schedule the learning rate.
+        initial_lr (`float`, *optional*, defaults to 0.0): Initial lr.
+
+    Returns:
+        :class:`AdafactorSchedule` proxy schedule object.
+    """
+    return AdafactorSchedule(optimizer, initial_lr)
