@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 import math
 import numbers
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._registry import Parameter, Spec, get
@@ -63,7 +63,7 @@ def _is_integer(value: Any) -> bool:
 def _check_range(param: Parameter, label: str, value: float, shown: str) -> None:
     if math.isnan(value):
         raise ValueError(f"Argument `{label}` must not be NaN. Received: {shown}")
-    rules = (
+    rules: tuple[tuple[float | None, Callable[[float], bool], str], ...] = (
         (param.minimum, lambda b: value >= b, ">="),
         (param.exclusive_minimum, lambda b: value > b, ">"),
         (param.maximum, lambda b: value <= b, "<="),

@@ -321,23 +321,23 @@ def _convert(node: ast.AST, text: str) -> Node:
             raise _reject(node.op, text)
         return Binary(_AST_BINARY[type(node.op)], _convert(node.left, text), _convert(node.right, text))
     if isinstance(node, ast.BoolOp):
-        op = "and" if isinstance(node.op, ast.And) else "or"
+        word = "and" if isinstance(node.op, ast.And) else "or"
         operands = [_convert(v, text) for v in node.values]
         result = operands[0]
         for operand in operands[1:]:
-            result = Logical(op, result, operand)
+            result = Logical(word, result, operand)
         return result
     if isinstance(node, ast.Compare):
         # A chained comparison a < b < c means (a < b) and (b < c).
         parts: list[Node] = []
         left = _convert(node.left, text)
-        for op, comparator in zip(node.ops, node.comparators):
-            if type(op) not in _AST_COMPARE:
-                raise _reject(op, text)
+        for cmpop, comparator in zip(node.ops, node.comparators):
+            if type(cmpop) not in _AST_COMPARE:
+                raise _reject(cmpop, text)
             right = _convert(comparator, text)
-            symbol = _AST_COMPARE[type(op)]
+            symbol = _AST_COMPARE[type(cmpop)]
             if symbol in ("is", "is not") and right != Const(None):
-                raise _reject(op, text, "`is` with something other than None")
+                raise _reject(cmpop, text, "`is` with something other than None")
             parts.append(Compare(symbol, left, right))
             left = right
         result = parts[0]

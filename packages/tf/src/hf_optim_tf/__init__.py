@@ -27,12 +27,13 @@ from ._schedules import (
     get_scheduler,
     get_wsd_schedule,
 )
-from ._warmup import PolynomialDecay, WarmUp, create_optimizer
+from ._warmup import AdafactorSchedule, PolynomialDecay, WarmUp, create_optimizer, get_adafactor_schedule
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Adafactor",
+    "AdafactorSchedule",
     "AdamW",
     "AdamWeightDecay",
     "GradientAccumulator",
@@ -42,6 +43,7 @@ __all__ = [
     "SpecSchedule",
     "WarmUp",
     "create_optimizer",
+    "get_adafactor_schedule",
     "get_constant_schedule",
     "get_constant_schedule_with_warmup",
     "get_cosine_schedule_with_warmup",

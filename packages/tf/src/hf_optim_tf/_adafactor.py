@@ -8,7 +8,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from ._common import compute_dtype, pop_legacy_kwargs, slot_name, validate_optimizer
+from ._common import compute_dtype, pop_legacy_kwargs, slot_name, split_kwargs, validate_optimizer
 
 __all__ = ["Adafactor"]
 
@@ -49,15 +49,19 @@ class Adafactor(keras.optimizers.Optimizer):
     Args:
         learning_rate: external learning rate (torch: ``lr``); must be None when
             ``relative_step=True``. Defaults to None.
-        eps: ``(eps1, eps2)``: regularisation of the squared gradient and of the parameter
-            scale. Defaults to (1e-30, 1e-3).
+        epsilon_1: regularisation of the squared gradient (torch: ``eps[0]``). Defaults to 1e-30.
+        epsilon_2: floor of the parameter scale (torch: ``eps[1]``). Defaults to 1e-3.
         clip_threshold: threshold :math:`d` of the update RMS. Defaults to 1.0.
         decay_rate: exponent of the second-moment decay. Defaults to -0.8.
-        beta1: first-moment decay; None disables the first moment. Defaults to None.
+        beta_1: first-moment decay (torch: ``beta1``); None disables the first moment.
+            Defaults to None.
         weight_decay: weight decay :math:`\lambda`. Defaults to 0.0.
         scale_parameter: scale the step by the parameter RMS. Defaults to True.
         relative_step: use the time-dependent step :math:`\rho_t`. Defaults to True.
         warmup_init: warm-up form of :math:`\rho_t`. Defaults to False.
+        first_moment: ``"lr_scaled"`` (transformers: the first moment averages the lr-scaled
+            update) or ``"unscaled"`` (extension: it averages the clipped update and the average
+            is scaled by the current lr). Defaults to ``"lr_scaled"``.
         name: optimizer name. Defaults to ``"Adafactor"``.
         **kwargs: Keras base-optimizer arguments.
 
@@ -76,42 +80,52 @@ class Adafactor(keras.optimizers.Optimizer):
     def __init__(
         self,
         learning_rate: float | keras.optimizers.schedules.LearningRateSchedule | None = None,
-        eps: tuple[float, float] = (1e-30, 1e-3),
+        epsilon_1: float = 1e-30,
+        epsilon_2: float = 1e-3,
         clip_threshold: float = 1.0,
         decay_rate: float = -0.8,
-        beta1: float | None = None,
+        beta_1: float | None = None,
         weight_decay: float = 0.0,
         scale_parameter: bool = True,
         relative_step: bool = True,
         warmup_init: bool = False,
+        first_moment: str = "lr_scaled",
         name: str = "Adafactor",
         **kwargs: Any,
     ) -> None:
         learning_rate = pop_legacy_kwargs(kwargs, learning_rate, None, type(self).__name__)
-        super().__init__(learning_rate=learning_rate if learning_rate is not None else 0.0, name=name, **kwargs)
+        base_kwargs, others = split_kwargs(kwargs)
         validate_optimizer(
             _SPEC_ID,
             {
                 "learning_rate": learning_rate,
-                "eps": eps,
+                "epsilon_1": epsilon_1,
+                "epsilon_2": epsilon_2,
                 "clip_threshold": clip_threshold,
                 "decay_rate": decay_rate,
-                "beta1": beta1,
+                "beta_1": beta_1,
                 "weight_decay": weight_decay,
                 "scale_parameter": scale_parameter,
                 "relative_step": relative_step,
                 "warmup_init": warmup_init,
+                "first_moment": first_moment,
+                **others,
             },
         )
+        super().__init__(
+            learning_rate=learning_rate if learning_rate is not None else 0.0, name=name, **base_kwargs
+        )
         self._external_lr = learning_rate is not None
-        self.eps = (float(eps[0]), float(eps[1]))
+        self.epsilon_1 = float(epsilon_1)
+        self.epsilon_2 = float(epsilon_2)
         self.clip_threshold = float(clip_threshold)
         self.decay_rate = float(decay_rate)
-        self.beta1 = None if beta1 is None else float(beta1)
+        self.beta_1 = None if beta_1 is None else float(beta_1)
         self.decoupled_weight_decay = float(weight_decay)
         self.scale_parameter = bool(scale_parameter)
         self.relative_step = bool(relative_step)
         self.warmup_init = bool(warmup_init)
+        self.first_moment = str(first_moment)
 
     def build(self, var_list: list[Any]) -> None:
         """Create the per-variable state: ``step``, ``exp_avg`` (with beta1), and the factored
@@ -124,13 +138,15 @@ class Adafactor(keras.optimizers.Optimizer):
         self._row: list[Any] = []
         self._col: list[Any] = []
         self._full: list[Any] = []
+        self._rms: list[Any] = []
         for variable in var_list:
             base = slot_name(variable)
             shape = tuple(variable.shape)
             dtype = compute_dtype(variable.dtype)
             self._step.append(self.add_variable(shape=(), dtype="int64", name=f"{base}_step"))
+            self._rms.append(self.add_variable(shape=(), dtype=dtype, name=f"{base}_RMS"))
             self._exp_avg.append(
-                self.add_variable(shape=shape, dtype=dtype, name=f"{base}_exp_avg") if self.beta1 is not None else None
+                self.add_variable(shape=shape, dtype=dtype, name=f"{base}_exp_avg") if self.beta_1 is not None else None
             )
             if len(shape) >= 2:
                 self._row.append(self.add_variable(shape=shape[:-1], dtype=dtype, name=f"{base}_exp_avg_sq_row"))
@@ -154,7 +170,7 @@ class Adafactor(keras.optimizers.Optimizer):
         else:
             rel = ops.cast(learning_rate, "float64")
         if self.scale_parameter:
-            return ops.maximum(self.eps[1], ops.cast(param_rms, "float64")) * rel
+            return ops.maximum(self.epsilon_2, ops.cast(param_rms, "float64")) * rel
         return rel
 
     def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
@@ -166,11 +182,13 @@ class Adafactor(keras.optimizers.Optimizer):
         step_var = self._step[index]
         self.assign_add(step_var, ops.ones((), dtype="int64"))
         step = ops.cast(step_var, "float64")
-        alpha = self._step_size(step, _rms(param), learning_rate)
+        param_rms = _rms(param)
+        self.assign(self._rms[index], param_rms)
+        alpha = self._step_size(step, param_rms, learning_rate)
         beta2t = 1.0 - ops.power(step, self.decay_rate)
         keep = ops.cast(beta2t, dtype)
         mix = ops.cast(1.0 - beta2t, dtype)
-        squared = ops.add(ops.square(grad), ops.cast(self.eps[0], dtype))
+        squared = ops.add(ops.square(grad), ops.cast(self.epsilon_1, dtype))
         if self._full[index] is None:
             row, col = self._row[index], self._col[index]
             self.assign(row, ops.add(ops.multiply(row, keep), ops.multiply(ops.mean(squared, axis=-1), mix)))
@@ -184,16 +202,37 @@ class Adafactor(keras.optimizers.Optimizer):
             update = ops.multiply(ops.rsqrt(full), grad)
         update = ops.divide(update, ops.maximum(ops.divide(_rms(update), self.clip_threshold), 1.0))
         alpha_c = ops.cast(alpha, dtype)
-        update = ops.multiply(update, alpha_c)
-        if self.beta1 is not None:
+        if self.beta_1 is not None:
             exp_avg = self._exp_avg[index]
-            self.assign(
-                exp_avg, ops.add(ops.multiply(exp_avg, self.beta1), ops.multiply(update, 1.0 - self.beta1))
-            )
-            update = exp_avg
+            if self.first_moment == "unscaled":  # extension: average before the lr, then scale
+                averaged = ops.add(ops.multiply(exp_avg, self.beta_1), ops.multiply(1.0 - self.beta_1, update))
+                self.assign(exp_avg, averaged)
+                update = ops.multiply(averaged, alpha_c)
+            else:  # transformers: average the lr-scaled update
+                update = ops.multiply(update, alpha_c)
+                averaged = ops.add(ops.multiply(exp_avg, self.beta_1), ops.multiply(1.0 - self.beta_1, update))
+                self.assign(exp_avg, averaged)
+                update = averaged
+        else:
+            update = ops.multiply(update, alpha_c)
         if self.decoupled_weight_decay != 0.0:
             param = ops.add(param, ops.multiply(param, ops.cast(-self.decoupled_weight_decay * alpha, dtype)))
         self.assign(variable, ops.cast(ops.subtract(param, update), variable.dtype))
+
+    def variable_state(self, variable: Any) -> dict[str, Any]:
+        """The state of one model variable under the spec's names (NumPy values), like torch's
+        ``optimizer.state[param]``."""
+        index = self._get_variable_index(variable)
+        slots = {
+            "exp_avg": self._exp_avg[index],
+            "exp_avg_sq_row": self._row[index],
+            "exp_avg_sq_col": self._col[index],
+            "exp_avg_sq": self._full[index],
+        }
+        state: dict[str, Any] = {"step": int(keras.ops.convert_to_numpy(self._step[index]))}
+        state.update({k: keras.ops.convert_to_numpy(v) for k, v in slots.items() if v is not None})
+        state["RMS"] = float(keras.ops.convert_to_numpy(self._rms[index]))
+        return state
 
     def get_config(self) -> dict[str, Any]:
         """Keras base keys plus every spec parameter in Keras spelling."""
@@ -202,14 +241,16 @@ class Adafactor(keras.optimizers.Optimizer):
             config["learning_rate"] = None
         config.update(
             {
-                "eps": list(self.eps),
+                "epsilon_1": self.epsilon_1,
+                "epsilon_2": self.epsilon_2,
                 "clip_threshold": self.clip_threshold,
                 "decay_rate": self.decay_rate,
-                "beta1": self.beta1,
+                "beta_1": self.beta_1,
                 "weight_decay": self.decoupled_weight_decay,
                 "scale_parameter": self.scale_parameter,
                 "relative_step": self.relative_step,
                 "warmup_init": self.warmup_init,
+                "first_moment": self.first_moment,
             }
         )
         return config

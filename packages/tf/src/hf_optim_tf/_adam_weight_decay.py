@@ -7,12 +7,13 @@ from typing import Any
 import keras
 from keras import ops
 
-from ._common import as_list, matches_any, pop_legacy_kwargs, validate_optimizer, variable_path
+from ._common import as_list, matches_any, pop_legacy_kwargs, split_kwargs, validate_optimizer, variable_path
 
 __all__ = ["AdamWeightDecay"]
 
 _SPEC_ID = "adam_weight_decay"
 _DEFAULT_LR = 0.001
+_CLIP_KEYS = frozenset({"clipnorm", "clipvalue", "global_clipnorm"})
 
 
 @keras.saving.register_keras_serializable(package="hf_optim")
@@ -41,8 +42,8 @@ class AdamWeightDecay(keras.optimizers.Optimizer):
     ``"encoder/LayerNorm/gamma"``), else no if a pattern of ``exclude_from_weight_decay``
     matches, else yes. The step counter is the optimizer's global ``iterations`` (as in
     tf.keras), so a variable that had no gradient for some steps still uses the global step in
-    its bias correction. Scalar coefficients are computed in float64 and cast to the variable
-    dtype; the vector math runs in the variable's dtype.
+    its bias correction. As in tf.keras, the hyperparameters are cast to the variable dtype and
+    all the math (scalars included) runs in that dtype.
 
     Args:
         learning_rate: float or ``LearningRateSchedule``. Defaults to 0.001.
@@ -91,8 +92,8 @@ class AdamWeightDecay(keras.optimizers.Optimizer):
         **kwargs: Any,
     ) -> None:
         learning_rate = pop_legacy_kwargs(kwargs, learning_rate, _DEFAULT_LR, type(self).__name__)
-        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
-        params = validate_optimizer(
+        base_kwargs, others = split_kwargs(kwargs, _CLIP_KEYS)
+        validate_optimizer(
             _SPEC_ID,
             {
                 "learning_rate": learning_rate,
@@ -103,9 +104,10 @@ class AdamWeightDecay(keras.optimizers.Optimizer):
                 "weight_decay_rate": weight_decay_rate,
                 "include_in_weight_decay": include_in_weight_decay,
                 "exclude_from_weight_decay": exclude_from_weight_decay,
+                **others,
             },
         )
-        del params
+        super().__init__(learning_rate=learning_rate, name=name, **base_kwargs)
         self.beta_1 = float(beta_1)
         self.beta_2 = float(beta_2)
         self.epsilon = float(epsilon)
@@ -137,28 +139,47 @@ class AdamWeightDecay(keras.optimizers.Optimizer):
         return None
 
     def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
-        """One AdamWeightDecay step for one variable (keras.ops only)."""
+        """One AdamWeightDecay step for one variable (keras.ops only, all in the variable dtype)."""
         index = self._get_variable_index(variable)
         dtype = variable.dtype
-        lr = ops.cast(learning_rate, "float64")
-        step = ops.cast(self.iterations + 1, "float64")
+        lr = ops.cast(learning_rate, dtype)
+        step = ops.cast(self.iterations + 1, dtype)
         gradient = ops.cast(gradient, dtype)
+        beta_1 = ops.cast(self.beta_1, dtype)
+        beta_2 = ops.cast(self.beta_2, dtype)
         if self._decay_flags[index]:
-            self.assign_sub(variable, ops.multiply(variable, ops.cast(lr * self.weight_decay_rate, dtype)))
+            rate = ops.cast(self.weight_decay_rate, dtype)
+            self.assign_sub(variable, ops.multiply(ops.multiply(lr, variable), rate))
+        alpha = ops.divide(
+            ops.multiply(lr, ops.sqrt(ops.subtract(1.0, ops.power(beta_2, step)))),
+            ops.subtract(1.0, ops.power(beta_1, step)),
+        )
         exp_avg = self._exp_avg[index]
         exp_avg_sq = self._exp_avg_sq[index]
-        self.assign_add(exp_avg, ops.multiply(ops.subtract(gradient, exp_avg), 1.0 - self.beta_1))
-        self.assign_add(exp_avg_sq, ops.multiply(ops.subtract(ops.square(gradient), exp_avg_sq), 1.0 - self.beta_2))
+        self.assign_add(exp_avg, ops.multiply(ops.subtract(gradient, exp_avg), ops.subtract(1.0, beta_1)))
+        self.assign_add(
+            exp_avg_sq, ops.multiply(ops.subtract(ops.square(gradient), exp_avg_sq), ops.subtract(1.0, beta_2))
+        )
         second = exp_avg_sq
         if self.amsgrad:
             max_exp_avg_sq = self._max_exp_avg_sq[index]
             self.assign(max_exp_avg_sq, ops.maximum(max_exp_avg_sq, exp_avg_sq))
             second = max_exp_avg_sq
-        step_size = lr * ops.sqrt(1.0 - ops.power(self.beta_2, step)) / (1.0 - ops.power(self.beta_1, step))
-        update = ops.divide(
-            ops.multiply(exp_avg, ops.cast(step_size, dtype)), ops.add(ops.sqrt(second), ops.cast(self.epsilon, dtype))
-        )
-        self.assign_sub(variable, update)
+        denom = ops.add(ops.sqrt(second), ops.cast(self.epsilon, dtype))
+        self.assign_sub(variable, ops.divide(ops.multiply(exp_avg, alpha), denom))
+
+    def variable_state(self, variable: Any) -> dict[str, Any]:
+        """The state of one model variable under the spec's names (NumPy values); ``step`` is the
+        optimizer's global ``iterations``."""
+        index = self._get_variable_index(variable)
+        state = {
+            "step": int(keras.ops.convert_to_numpy(self.iterations)),
+            "exp_avg": keras.ops.convert_to_numpy(self._exp_avg[index]),
+            "exp_avg_sq": keras.ops.convert_to_numpy(self._exp_avg_sq[index]),
+        }
+        if self.amsgrad:
+            state["max_exp_avg_sq"] = keras.ops.convert_to_numpy(self._max_exp_avg_sq[index])
+        return state
 
     def get_config(self) -> dict[str, Any]:
         """Keras base keys plus every spec parameter (the pattern lists included)."""

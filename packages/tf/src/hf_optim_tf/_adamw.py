@@ -7,7 +7,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from ._common import compute_dtype, pop_legacy_kwargs, slot_name, validate_optimizer
+from ._common import compute_dtype, pop_legacy_kwargs, slot_name, split_kwargs, validate_optimizer
 
 __all__ = ["AdamW"]
 
@@ -45,6 +45,8 @@ class AdamW(keras.optimizers.Optimizer):
         epsilon: added to :math:`\sqrt{v}` (torch: ``eps``). Defaults to 1e-6.
         weight_decay: decoupled weight decay :math:`\lambda`. Defaults to 0.0.
         correct_bias: apply Adam's bias correction. Defaults to True.
+        no_deprecation_warning: accepted for signature parity with transformers; this
+            optimizer never warns. Defaults to False.
         name: optimizer name. Defaults to ``"AdamW"``.
         **kwargs: Keras base-optimizer arguments (``clipnorm``, ``clipvalue``,
             ``global_clipnorm``, ``loss_scale_factor``, ...). Legacy ``lr`` maps to
@@ -69,12 +71,12 @@ class AdamW(keras.optimizers.Optimizer):
         epsilon: float = 1e-6,
         weight_decay: float = 0.0,
         correct_bias: bool = True,
+        no_deprecation_warning: bool = False,
         name: str = "AdamW",
         **kwargs: Any,
     ) -> None:
         learning_rate = pop_legacy_kwargs(kwargs, learning_rate, _DEFAULT_LR, type(self).__name__)
-        kwargs.pop("no_deprecation_warning", None)
-        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        base_kwargs, others = split_kwargs(kwargs)
         validate_optimizer(
             _SPEC_ID,
             {
@@ -84,8 +86,11 @@ class AdamW(keras.optimizers.Optimizer):
                 "epsilon": epsilon,
                 "weight_decay": weight_decay,
                 "correct_bias": correct_bias,
+                "no_deprecation_warning": no_deprecation_warning,
+                **others,
             },
         )
+        super().__init__(learning_rate=learning_rate, name=name, **base_kwargs)
         self.beta_1 = float(beta_1)
         self.beta_2 = float(beta_2)
         self.epsilon = float(epsilon)
@@ -133,6 +138,16 @@ class AdamW(keras.optimizers.Optimizer):
         if self.decoupled_weight_decay > 0.0:
             param = ops.add(param, ops.multiply(ops.cast(-lr * self.decoupled_weight_decay, dtype), param))
         self.assign(variable, ops.cast(param, variable.dtype))
+
+    def variable_state(self, variable: Any) -> dict[str, Any]:
+        """The state of one model variable under the spec's names (NumPy values), like torch's
+        ``optimizer.state[param]``."""
+        index = self._get_variable_index(variable)
+        return {
+            "step": int(keras.ops.convert_to_numpy(self._step[index])),
+            "exp_avg": keras.ops.convert_to_numpy(self._exp_avg[index]),
+            "exp_avg_sq": keras.ops.convert_to_numpy(self._exp_avg_sq[index]),
+        }
 
     def get_config(self) -> dict[str, Any]:
         """Keras base keys plus every spec parameter in Keras spelling."""

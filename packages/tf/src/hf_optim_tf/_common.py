@@ -16,6 +16,7 @@ __all__ = [
     "matches_any",
     "pop_legacy_kwargs",
     "slot_name",
+    "split_kwargs",
     "validate_optimizer",
     "variable_path",
 ]
@@ -38,6 +39,21 @@ def validate_optimizer(spec_id: str, arguments: Mapping[str, Any]) -> dict[str, 
     return hs.validate(spec_id, checked, framework="tf")
 
 
+KERAS_BASE_KWARGS = frozenset(
+    {
+        "clipnorm",
+        "clipvalue",
+        "global_clipnorm",
+        "use_ema",
+        "ema_momentum",
+        "ema_overwrite_frequency",
+        "loss_scale_factor",
+        "gradient_accumulation_steps",
+    }
+)
+"""Keyword arguments forwarded to Keras' base optimizer."""
+
+
 def pop_legacy_kwargs(kwargs: dict[str, Any], learning_rate: Any, default_lr: Any, owner: str) -> Any:
     """Handle tf.keras 2 (legacy optimizer) keyword arguments that Keras 3 dropped.
 
@@ -46,11 +62,12 @@ def pop_legacy_kwargs(kwargs: dict[str, Any], learning_rate: Any, default_lr: An
     * ``decay``: legacy inverse-time decay of the lr. ``0``/``None`` are accepted and ignored;
       any other value is a ValueError pointing at ``keras.optimizers.schedules.InverseTimeDecay``
       (Keras 3 itself would silently ignore it).
-    * ``weight_decay``: Keras 3's own (base-class) decay would be applied on top of this
-      optimizer's decoupled decay; ``None`` is accepted, anything else is a ValueError.
+    * ``weight_decay=None`` (Keras' base-class key, present in every Keras optimizer config) is
+      dropped; a value is left in ``kwargs`` for the spec check, which rejects it as unknown
+      where the optimizer has no such parameter.
 
     Returns:
-      The learning rate to use.
+      The learning rate to use (ints become floats, as Keras requires).
     """
     if "lr" in kwargs:
         lr = kwargs.pop("lr")
@@ -70,15 +87,19 @@ def pop_legacy_kwargs(kwargs: dict[str, Any], learning_rate: Any, default_lr: An
             "`learning_rate=keras.optimizers.schedules.InverseTimeDecay(lr, decay_steps=1, "
             f"decay_rate=decay)` for the same learning rate. Received: decay={decay!r}"
         )
-    if kwargs.get("weight_decay", None) is not None:
-        raise ValueError(
-            f"{owner} applies its own decoupled weight decay; Keras' base-class `weight_decay` "
-            f"would decay the weights a second time. Received: weight_decay={kwargs['weight_decay']!r}"
-        )
-    kwargs.pop("weight_decay", None)
+    if "weight_decay" in kwargs and kwargs["weight_decay"] is None:
+        kwargs.pop("weight_decay")
     if isinstance(learning_rate, int) and not isinstance(learning_rate, bool):
         learning_rate = float(learning_rate)
     return learning_rate
+
+
+def split_kwargs(kwargs: dict[str, Any], spec_keys: frozenset[str] = frozenset()) -> tuple[dict, dict]:
+    """``(keras_base_kwargs, others)``; ``others`` go to the spec check (unknown -> TypeError).
+    Base keys that are also spec parameters (``spec_keys``) are returned in both."""
+    base = {k: v for k, v in kwargs.items() if k in KERAS_BASE_KWARGS}
+    others = {k: v for k, v in kwargs.items() if k not in KERAS_BASE_KWARGS or k in spec_keys}
+    return base, others
 
 
 def variable_path(variable: Any) -> str:

@@ -191,7 +191,9 @@ class SpecSchedule(_Schedule):
         self.params = _tf_params(spec, resolved)
         self.name = name
         self._spec = spec
-        self._bound = spec.program.bind(resolved, base_lr=1.0 if learning_rate is None else learning_rate)
+        # List-valued arguments (create_optimizer's include_in_weight_decay) never enter a formula.
+        scalars = {k: (None if spec.parameters[k].type == "string_list" else v) for k, v in resolved.items()}
+        self._bound = spec.program.bind(scalars, base_lr=1.0 if learning_rate is None else learning_rate)
 
     def _lower(self, step: Any) -> Any:
         value = lower_to_keras(self._bound, step)
@@ -372,15 +374,24 @@ def get_linear_schedule_with_warmup(
 
 
 def get_cosine_schedule_with_warmup(
-    learning_rate: float, num_warmup_steps: int, num_training_steps: int, num_cycles: float = 0.5
+    learning_rate: float,
+    num_warmup_steps: int,
+    num_training_steps: int,
+    num_cycles: float = 0.5,
+    *,
+    clamp_progress: bool = False,
 ) -> SpecSchedule:
-    """Linear warmup, then cosine decay (``get_cosine_schedule_with_warmup``)."""
+    """Linear warmup, then cosine decay (``get_cosine_schedule_with_warmup``).
+
+    ``clamp_progress=True`` (extension) holds the end value past ``num_training_steps`` instead of
+    transformers' rebound."""
     return _make(
         "cosine",
         learning_rate,
         num_warmup_steps=num_warmup_steps,
         num_training_steps=num_training_steps,
         num_cycles=num_cycles,
+        clamp_progress=clamp_progress,
     )
 
 
@@ -427,9 +438,11 @@ def get_cosine_with_min_lr_schedule_with_warmup(
     num_cycles: float = 0.5,
     min_lr: float | None = None,
     min_lr_rate: float | None = None,
+    *,
+    clamp_progress: bool = False,
 ) -> SpecSchedule:
     """Linear warmup, then cosine decay to a minimum lr
-    (``get_cosine_with_min_lr_schedule_with_warmup``)."""
+    (``get_cosine_with_min_lr_schedule_with_warmup``); ``clamp_progress`` is an extension."""
     return _make(
         "cosine_with_min_lr",
         learning_rate,
@@ -438,6 +451,7 @@ def get_cosine_with_min_lr_schedule_with_warmup(
         num_cycles=num_cycles,
         min_lr=min_lr,
         min_lr_rate=min_lr_rate,
+        clamp_progress=clamp_progress,
     )
 
 
@@ -449,9 +463,11 @@ def get_cosine_with_min_lr_schedule_with_warmup_lr_rate(
     min_lr: float | None = None,
     min_lr_rate: float | None = None,
     warmup_lr_rate: float | None = None,
+    *,
+    clamp_progress: bool = False,
 ) -> SpecSchedule:
     """Warmup from a start rate, then cosine decay to a minimum lr
-    (``get_cosine_with_min_lr_schedule_with_warmup_lr_rate``)."""
+    (``get_cosine_with_min_lr_schedule_with_warmup_lr_rate``); ``clamp_progress`` is an extension."""
     return _make(
         "cosine_warmup_with_min_lr",
         learning_rate,
@@ -461,6 +477,7 @@ def get_cosine_with_min_lr_schedule_with_warmup_lr_rate(
         min_lr=min_lr,
         min_lr_rate=min_lr_rate,
         warmup_lr_rate=warmup_lr_rate,
+        clamp_progress=clamp_progress,
     )
 
 

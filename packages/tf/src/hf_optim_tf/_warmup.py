@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import hf_optim_spec as hs
 import keras
 
 from ._adam_weight_decay import AdamWeightDecay
 from ._schedules import SpecSchedule
 
-__all__ = ["PolynomialDecay", "WarmUp", "create_optimizer"]
+__all__ = ["AdafactorSchedule", "PolynomialDecay", "WarmUp", "create_optimizer", "get_adafactor_schedule"]
 
 _DEFAULT_EXCLUDE = ["LayerNorm", "layer_norm", "bias"]
 
@@ -162,7 +163,8 @@ def create_optimizer(
     :class:`AdamWeightDecay` excluding ``["LayerNorm", "layer_norm", "bias"]`` from the decay
     (``include_in_weight_decay`` overrides); otherwise it is ``keras.optimizers.Adam`` with the same
     arguments, as in transformers. (``AdamWeightDecay`` with rate 0 computes the same update as
-    ``keras.optimizers.Adam``; the package tests compare the two.)
+    ``keras.optimizers.Adam`` up to float32 rounding of the scalar coefficients; the package
+    tests compare the two.)
 
     Args:
         init_lr: the lr at the end of the warmup.
@@ -180,7 +182,30 @@ def create_optimizer(
 
     Returns:
         ``(optimizer, lr_schedule)``.
+
+    Raises:
+        TypeError, ValueError: the ``create_optimizer`` spec's errors (for example
+            ``num_train_steps <= num_warmup_steps``, which transformers accepted and then divided
+            by zero or decayed backwards).
     """
+    hs.validate(
+        "create_optimizer",
+        {
+            "init_lr": init_lr,
+            "num_train_steps": num_train_steps,
+            "num_warmup_steps": num_warmup_steps,
+            "min_lr_ratio": min_lr_ratio,
+            "adam_beta1": adam_beta1,
+            "adam_beta2": adam_beta2,
+            "adam_epsilon": adam_epsilon,
+            "adam_clipnorm": adam_clipnorm,
+            "adam_global_clipnorm": adam_global_clipnorm,
+            "weight_decay_rate": weight_decay_rate,
+            "power": power,
+            "include_in_weight_decay": include_in_weight_decay,
+        },
+        framework="tf",
+    )
     lr_schedule: keras.optimizers.schedules.LearningRateSchedule = PolynomialDecay(
         initial_learning_rate=init_lr,
         decay_steps=num_train_steps - num_warmup_steps,
@@ -212,3 +237,74 @@ def create_optimizer(
             global_clipnorm=adam_global_clipnorm,
         )
     return optimizer, lr_schedule
+
+
+@keras.saving.register_keras_serializable(package="hf_optim")
+class AdafactorSchedule(SpecSchedule):
+    r"""The learning rate :class:`Adafactor` uses internally, as a function of its step.
+
+    transformers' torch ``AdafactorSchedule`` is a proxy that reads the lr back from the
+    optimizer for logging. On Keras the same quantity is this closed form (the
+    ``adafactor_relative_step`` spec), evaluated at Adafactor's 1-based per-variable step for a
+    parameter of root-mean-square ``rms``:
+
+    .. math::
+
+        \eta(t) = \max(\epsilon_2, \mathrm{rms})^{[\text{scale\_parameter}]}\cdot
+        \begin{cases}\min(10^{-6} t\ \text{if warmup\_init else}\ 10^{-2},\ 1/\sqrt{t})
+        & \text{relative\_step} \\ \text{lr} & \text{else}\end{cases}
+
+    Args:
+        rms: root mean square of the parameter (``Adafactor`` recomputes it every step).
+        lr: external lr; must be None when ``relative_step``. Defaults to None.
+        scale_parameter: Defaults to True.
+        relative_step: Defaults to True.
+        warmup_init: Defaults to False.
+        eps2: floor of the parameter scale. Defaults to 1e-3.
+        name: optional name.
+    """
+
+    def __init__(
+        self,
+        rms: float,
+        lr: float | None = None,
+        scale_parameter: bool = True,
+        relative_step: bool = True,
+        warmup_init: bool = False,
+        eps2: float = 1e-3,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(
+            "adafactor_relative_step",
+            None,
+            {
+                "lr": lr,
+                "scale_parameter": scale_parameter,
+                "relative_step": relative_step,
+                "warmup_init": warmup_init,
+                "eps2": eps2,
+                "rms": rms,
+            },
+            name=name,
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        return {**self.params, "name": self.name}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> AdafactorSchedule:
+        return cls(**config)
+
+
+def get_adafactor_schedule(
+    rms: float,
+    lr: float | None = None,
+    scale_parameter: bool = True,
+    relative_step: bool = True,
+    warmup_init: bool = False,
+    eps2: float = 1e-3,
+) -> AdafactorSchedule:
+    """:class:`AdafactorSchedule` (the ``get_adafactor_schedule`` name of the torch side)."""
+    return AdafactorSchedule(
+        rms, lr=lr, scale_parameter=scale_parameter, relative_step=relative_step, warmup_init=warmup_init, eps2=eps2
+    )

@@ -1,1 +1,57 @@
-"""hf-optim-torch."""
+"""hf-optim-torch: transformers' optimizers and learning-rate schedules, exact, in native PyTorch.
+
+A drop-in for the names of ``transformers.optimization`` (4.x): ``AdamW`` (v4.49 numerics), ``Adafactor``,
+every schedule factory, ``SchedulerType``/``get_scheduler``, and torch twins of the TensorFlow side
+(``AdamWeightDecay``, ``WarmUp``, ``PolynomialDecay``, ``create_optimizer``, ``GradientAccumulator``).
+Hyperparameters, defaults, errors and schedule formulas come from the ``hf_optim_spec`` registry.
+"""
+
+from __future__ import annotations
+
+from ._adafactor import Adafactor, AdafactorSchedule, adafactor, get_adafactor_schedule
+from ._adamw import AdamW, adamw
+from ._schedules import (
+    SchedulerType,
+    SpecFactor,
+    SpecLR,
+    build_schedule,
+    get_constant_schedule,
+    get_constant_schedule_with_warmup,
+    get_cosine_schedule_with_warmup,
+    get_cosine_with_hard_restarts_schedule_with_warmup,
+    get_cosine_with_min_lr_schedule_with_warmup,
+    get_cosine_with_min_lr_schedule_with_warmup_lr_rate,
+    get_inverse_sqrt_schedule,
+    get_linear_schedule_with_warmup,
+    get_polynomial_decay_schedule_with_warmup,
+    get_reduce_on_plateau_schedule,
+    get_scheduler,
+    get_wsd_schedule,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Adafactor",
+    "AdafactorSchedule",
+    "AdamW",
+    "SchedulerType",
+    "SpecFactor",
+    "SpecLR",
+    "adafactor",
+    "adamw",
+    "build_schedule",
+    "get_adafactor_schedule",
+    "get_constant_schedule",
+    "get_constant_schedule_with_warmup",
+    "get_cosine_schedule_with_warmup",
+    "get_cosine_with_hard_restarts_schedule_with_warmup",
+    "get_cosine_with_min_lr_schedule_with_warmup",
+    "get_cosine_with_min_lr_schedule_with_warmup_lr_rate",
+    "get_inverse_sqrt_schedule",
+    "get_linear_schedule_with_warmup",
+    "get_polynomial_decay_schedule_with_warmup",
+    "get_reduce_on_plateau_schedule",
+    "get_scheduler",
+    "get_wsd_schedule",
+]

@@ -170,7 +170,7 @@ class Adafactor(Optimizer):
                     state["exp_avg_sq_col"] = torch.zeros_like(grad.select(-2, 0))
                 else:
                     state["exp_avg_sq"] = torch.zeros_like(grad, memory_format=torch.preserve_format)
-                state["RMS"] = torch.zeros_like(grad, memory_format=torch.contiguous_format).sum()
+                state["RMS"] = grad.new_zeros(())
             else:
                 state["step"] = as_step_tensor(state["step"], p)
                 if not isinstance(state["RMS"], Tensor):  # a transformers checkpoint holds RMS=0 before a step
@@ -490,10 +490,10 @@ def _multi_tensor_adafactor(
     first_moment: str,
     maximize: bool,
 ) -> None:
-    by_device: dict[torch.device, list[int]] = {}
-    for i, p in enumerate(params):
-        by_device.setdefault(p.device, []).append(i)
-    for indices in by_device.values():
+    by_device_and_dtype: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+    for i, g in enumerate(grads):
+        by_device_and_dtype.setdefault((g.device, g.dtype), []).append(i)
+    for indices in by_device_and_dtype.values():
         d_params = [params[i] for i in indices]
         d_grads = [grads[i] for i in indices]
         if maximize:
@@ -510,7 +510,7 @@ def _multi_tensor_adafactor(
         lr_all = _adafactor_lr(
             lr,
             steps,
-            torch.stack(d_rms) if len({r.dtype for r in d_rms}) == 1 else torch.stack(d_rms).float(),
+            torch.stack(d_rms),
             eps2=eps[1],
             relative_step=relative_step,
             warmup_init=warmup_init,

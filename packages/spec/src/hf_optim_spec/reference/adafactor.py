@@ -107,6 +107,11 @@ def adafactor_lr(
     return param_scale * rel_step_sz
 
 
+def compute_dtype(dtype: str) -> str:
+    """Adafactor computes, and keeps its state, in float32 for every parameter dtype but float64."""
+    return "float64" if dtype == "float64" else "float32"
+
+
 def adafactor_step(
     param: Array,
     grad: Array,
@@ -122,68 +127,63 @@ def adafactor_step(
     relative_step: bool,
     warmup_init: bool,
     first_moment: str = "lr_scaled",
+    dtype: str = "float64",
 ) -> tuple[Array, AdafactorState]:
-    """One Adafactor step of one parameter that has a gradient; returns the new parameter and state."""
+    """One Adafactor step of one parameter that has a gradient; returns the new parameter and state.
+
+    ``dtype`` is the parameter dtype. Every tensor op is rounded with ``q`` to the compute dtype
+    (:func:`compute_dtype`); the new parameter is stored back in ``dtype``.
+    """
     if first_moment not in FIRST_MOMENT:
         raise ValueError(f"first_moment must be one of {FIRST_MOMENT}, got {first_moment!r}")
+
+    def q(x: Any) -> Any:
+        return round_to(x, compute_dtype(dtype))
+
     step = state.step + 1
-    param_rms = rms(param)
+    param_rms = float(q(rms(param)))
     lr_t = adafactor_lr(
-        step, param_rms, lr=lr, eps=eps, relative_step=relative_step, warmup_init=warmup_init,
+        step,
+        param_rms,
+        lr=lr,
+        eps=eps,
+        relative_step=relative_step,
+        warmup_init=warmup_init,
         scale_parameter=scale_parameter,
     )
+    if scale_parameter and param_rms > eps[1]:
+        lr_t = float(q(lr_t))  # max(eps[1], RMS) picked the RMS tensor, so lr is a tensor too
     beta2t = 1.0 - math.pow(step, decay_rate)
-    update = grad * grad + eps[0]
+    update = q(q(grad * grad) + eps[0])
     row = col = full = None
     if is_factored(param.shape):
         assert state.exp_avg_sq_row is not None and state.exp_avg_sq_col is not None
-        row = state.exp_avg_sq_row * beta2t + (1.0 - beta2t) * update.mean(axis=-1)
-        col = state.exp_avg_sq_col * beta2t + (1.0 - beta2t) * update.mean(axis=-2)
-        r_factor = (1.0 / np.sqrt(row / row.mean(axis=-1, keepdims=True)))[..., np.newaxis]
-        c_factor = (1.0 / np.sqrt(col))[..., np.newaxis, :]
-        update = (r_factor * c_factor) * grad
+        row = q(q(state.exp_avg_sq_row * beta2t) + (1.0 - beta2t) * q(update.mean(axis=-1)))
+        col = q(q(state.exp_avg_sq_col * beta2t) + (1.0 - beta2t) * q(update.mean(axis=-2)))
+        r_factor = q(1.0 / np.sqrt(q(row / q(row.mean(axis=-1, keepdims=True)))))[..., np.newaxis]
+        c_factor = q(1.0 / np.sqrt(col))[..., np.newaxis, :]
+        update = q(q(r_factor * c_factor) * grad)
     else:
         assert state.exp_avg_sq is not None
-        full = state.exp_avg_sq * beta2t + (1.0 - beta2t) * update
-        update = (1.0 / np.sqrt(full)) * grad
-    update = update / max(rms(update) / clip_threshold, 1.0)
+        full = q(q(state.exp_avg_sq * beta2t) + (1.0 - beta2t) * update)
+        update = q(q(1.0 / np.sqrt(full)) * grad)
+    update = q(update / max(float(q(q(rms(update)) / clip_threshold)), 1.0))
     exp_avg = state.exp_avg
     if beta1 is not None and first_moment == "unscaled":
         assert exp_avg is not None
-        exp_avg = exp_avg * beta1 + (1.0 - beta1) * update
-        update = exp_avg * lr_t
+        exp_avg = q(q(exp_avg * beta1) + (1.0 - beta1) * update)
+        update = q(exp_avg * lr_t)
     else:
-        update = update * lr_t
+        update = q(update * lr_t)
         if beta1 is not None:
             assert exp_avg is not None
-            exp_avg = exp_avg * beta1 + (1.0 - beta1) * update
+            exp_avg = q(q(exp_avg * beta1) + (1.0 - beta1) * update)
             update = exp_avg
     if weight_decay != 0.0:
-        param = param + (-weight_decay * lr_t) * param
-    param = param - update
+        param = q(param + (-weight_decay * lr_t) * param)
+    param = round_to(q(param - update), dtype)
     return param, AdafactorState(
         step=step, exp_avg=exp_avg, exp_avg_sq_row=row, exp_avg_sq_col=col, exp_avg_sq=full, RMS=param_rms
-    )
-
-
-def state_dtype(dtype: str) -> str:
-    """Adafactor keeps its state in float32 for every parameter dtype but float64."""
-    return "float64" if dtype == "float64" else "float32"
-
-
-def _store(param: Array, state: AdafactorState, dtype: str) -> tuple[Array, AdafactorState]:
-    sdt = state_dtype(dtype)
-
-    def keep(value: Array | None) -> Array | None:
-        return None if value is None else round_to(value, sdt)
-
-    return round_to(param, dtype), AdafactorState(
-        step=state.step,
-        exp_avg=keep(state.exp_avg),
-        exp_avg_sq_row=keep(state.exp_avg_sq_row),
-        exp_avg_sq_col=keep(state.exp_avg_sq_col),
-        exp_avg_sq=keep(state.exp_avg_sq),
-        RMS=float(round_to(state.RMS, sdt)),
     )
 
 
@@ -230,8 +230,7 @@ def run(
             if grad is None:
                 continue
             state = states.get(name) or adafactor_init(params[name], beta1=beta1)
-            new_param, new_state = adafactor_step(params[name], grad, state, **options)
-            params[name], states[name] = _store(new_param, new_state, dtype)
+            params[name], states[name] = adafactor_step(params[name], grad, state, **options, dtype=dtype)
         history.append(params_to_json(params))
     final = {name: state_to_json(states[name]) if name in states else {} for name in params}
     return {"params": history, "state": final}

@@ -84,10 +84,10 @@ def do_use_weight_decay(
     return True
 
 
-def _clip_by_norm(grad: Array, clipnorm: float) -> Array:
-    l2sum = np.sum(grad * grad)
-    l2norm = math.sqrt(l2sum) if l2sum > 0 else float(l2sum)
-    result: Array = (grad * clipnorm) / max(l2norm, clipnorm)
+def _clip_by_norm(grad: Array, clipnorm: float, q: Callable[[Any], Any]) -> Array:
+    l2sum = float(q(np.sum(q(grad * grad))))
+    l2norm = float(q(math.sqrt(l2sum))) if l2sum > 0 else l2sum
+    result: Array = q(q(grad * q(clipnorm)) / max(l2norm, float(q(clipnorm))))
     return result
 
 
@@ -97,17 +97,27 @@ def clip_gradients(
     clipnorm: float | None,
     clipvalue: float | None,
     global_clipnorm: float | None,
+    dtype: str = "float64",
 ) -> list[Array]:
-    """Keras 3 ``_clip_gradients`` of the present gradients (a bound of None or <= 0 is off)."""
+    """Keras 3 ``_clip_gradients`` of the present gradients (a bound of None or <= 0 is off).
+
+    Every op is rounded to ``dtype``, the gradients' dtype.
+    """
+
+    def q(x: Any) -> Any:
+        return round_to(x, dtype)
+
     if clipnorm and clipnorm > 0:
-        return [_clip_by_norm(g, clipnorm) for g in grads]
+        return [_clip_by_norm(g, clipnorm, q) for g in grads]
     if global_clipnorm and global_clipnorm > 0:
-        use_norm = math.sqrt(sum(float(np.sum(g * g)) for g in grads))
-        inverse = 1.0 / use_norm if use_norm > 0 else math.inf
-        scale = global_clipnorm * min(inverse, 1.0 / global_clipnorm) + (use_norm - use_norm)
-        return [g * scale for g in grads]
+        c = float(q(global_clipnorm))
+        use_norm = float(q(math.sqrt(float(q(sum(float(q(np.sum(q(g * g)))) for g in grads))))))
+        inverse = float(q(1.0 / use_norm)) if use_norm > 0 else math.inf
+        scale = float(q(c * min(inverse, float(q(1.0 / c))))) + (use_norm - use_norm)
+        return [q(g * scale) for g in grads]
     if clipvalue and clipvalue > 0:
-        return [np.clip(g, -clipvalue, clipvalue) for g in grads]
+        v = float(q(clipvalue))
+        return [np.clip(g, -v, v) for g in grads]
     return list(grads)
 
 
@@ -123,23 +133,30 @@ def adam_weight_decay_step(
     epsilon: float,
     amsgrad: bool,
     decay_rate: float,
+    dtype: str = "float64",
 ) -> tuple[Array, AdamWeightDecayState]:
     """One step of one parameter at optimizer step ``step`` (1-based); ``decay_rate`` 0 = no decay.
 
-    ``grad`` is the already clipped gradient.
+    ``grad`` is the already clipped gradient. ``dtype`` is the variable dtype: as in TF/Keras, the
+    hyperparameters are first cast to it and every op result is rounded to it (``q``).
     """
+
+    def q(x: Any) -> Any:
+        return round_to(x, dtype)
+
+    lr, beta_1, beta_2, epsilon, decay_rate = (float(q(x)) for x in (lr, beta_1, beta_2, epsilon, decay_rate))
     if decay_rate != 0.0:
-        param = param - (lr * param) * decay_rate
-    alpha = lr * math.sqrt(1.0 - beta_2**step) / (1.0 - beta_1**step)
-    exp_avg = state.exp_avg + (grad - state.exp_avg) * (1.0 - beta_1)
-    exp_avg_sq = state.exp_avg_sq + (grad * grad - state.exp_avg_sq) * (1.0 - beta_2)
+        param = q(param - q(q(lr * param) * decay_rate))
+    alpha = float(q(q(lr * float(q(math.sqrt(float(q(1.0 - float(q(beta_2**step)))))))) / q(1.0 - float(q(beta_1**step)))))
+    exp_avg = q(state.exp_avg + q(q(grad - state.exp_avg) * float(q(1.0 - beta_1))))
+    exp_avg_sq = q(state.exp_avg_sq + q(q(q(grad * grad) - state.exp_avg_sq) * float(q(1.0 - beta_2))))
     max_exp_avg_sq = state.max_exp_avg_sq
     denom_sq = exp_avg_sq
     if amsgrad:
         assert max_exp_avg_sq is not None
         max_exp_avg_sq = np.maximum(max_exp_avg_sq, exp_avg_sq)
         denom_sq = max_exp_avg_sq
-    param = param - (exp_avg * alpha) / (np.sqrt(denom_sq) + epsilon)
+    param = q(param - q(q(exp_avg * alpha) / q(q(np.sqrt(denom_sq)) + epsilon)))
     return param, AdamWeightDecayState(
         step=step, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq, max_exp_avg_sq=max_exp_avg_sq
     )
@@ -162,6 +179,7 @@ def apply_step(
     clipnorm: float | None = None,
     clipvalue: float | None = None,
     global_clipnorm: float | None = None,
+    dtype: str = "float64",
 ) -> tuple[dict[str, Array], dict[str, AdamWeightDecayState]]:
     """One ``apply_gradients`` call at Keras ``iterations == iteration`` with the lr read there.
 
@@ -176,6 +194,7 @@ def apply_step(
         clipnorm=clipnorm,
         clipvalue=clipvalue,
         global_clipnorm=global_clipnorm,
+        dtype=dtype,
     )
     step = iteration + 1
     new_params = dict(params)
@@ -193,18 +212,9 @@ def apply_step(
             epsilon=epsilon,
             amsgrad=amsgrad,
             decay_rate=weight_decay_rate if decay else 0.0,
+            dtype=dtype,
         )
     return new_params, new_states
-
-
-def _store(param: Array, state: AdamWeightDecayState, dtype: str) -> tuple[Array, AdamWeightDecayState]:
-    """Keras keeps the moments in the variable's dtype."""
-    return round_to(param, dtype), AdamWeightDecayState(
-        step=state.step,
-        exp_avg=round_to(state.exp_avg, dtype),
-        exp_avg_sq=round_to(state.exp_avg_sq, dtype),
-        max_exp_avg_sq=None if state.max_exp_avg_sq is None else round_to(state.max_exp_avg_sq, dtype),
-    )
 
 
 def learning_rate_fn(value: Any, resolve_schedule: ScheduleResolver | None = None) -> Callable[[int], float]:
@@ -252,9 +262,9 @@ def run(
             clipnorm=hp["clipnorm"],
             clipvalue=hp["clipvalue"],
             global_clipnorm=hp["global_clipnorm"],
+            dtype=dtype,
         )
-        for name in params:
-            params[name], states[name] = _store(new_params[name], new_states[name], dtype)
+        params, states = new_params, new_states
         history.append(params_to_json(params))
     final: dict[str, Any] = {}
     for name, state in states.items():

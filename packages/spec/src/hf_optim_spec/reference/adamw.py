@@ -10,7 +10,10 @@ transformers' operation order:
 * ``p.addcdiv_(exp_avg, denom, value=-step_size)``                -> ``p + (-step_size * m) / denom``
 * ``p.add_(p, alpha=-lr * weight_decay)`` only when ``weight_decay > 0`` -> ``p + (-lr * wd) * p``
 
-Every product is rounded on its own (no fused multiply-add). torch's CPU kernels fuse ``add_`` with
+Every product is rounded on its own (no fused multiply-add). For a parameter stored in a narrower
+dtype (``dtype`` of the case), every tensor the torch code materialises -- the parameter, the
+moments and ``denom`` after each op -- is rounded to that dtype (:func:`~._lowp.round_to`), as
+torch does for a bfloat16 or float16 parameter whose state is created with ``zeros_like(p)``. torch's CPU kernels fuse ``add_`` with
 ``alpha`` into an FMA and its float64 ``sqrt`` is not correctly rounded, so a torch port that wants
 float64 bit-equality writes the products out (``add_(grad * (1 - beta1))``) and still differs in
 the last bit where ``sqrt`` does; the spec's float64 tolerance allows for that.
@@ -55,26 +58,28 @@ def adamw_step(
     eps: float,
     weight_decay: float,
     correct_bias: bool,
+    dtype: str = "float64",
 ) -> tuple[Array, AdamWState]:
-    """One AdamW step of one parameter that has a gradient; returns the new parameter and state."""
+    """One AdamW step of one parameter that has a gradient; returns the new parameter and state.
+
+    ``dtype`` is the dtype of the parameter and its state: every tensor the torch code
+    materialises (each in-place op) is rounded to it with ``q``; for float64 ``q`` is the identity.
+    """
+
+    def q(x: Array) -> Array:
+        return round_to(x, dtype)
+
     step = state.step + 1
-    exp_avg = state.exp_avg * beta1 + (1.0 - beta1) * grad
-    exp_avg_sq = state.exp_avg_sq * beta2 + (1.0 - beta2) * grad * grad
-    denom = np.sqrt(exp_avg_sq) + eps
+    exp_avg = q(q(state.exp_avg * beta1) + (1.0 - beta1) * grad)
+    exp_avg_sq = q(q(state.exp_avg_sq * beta2) + (1.0 - beta2) * grad * grad)
+    denom = q(q(np.sqrt(exp_avg_sq)) + eps)
     step_size = lr
     if correct_bias:
         step_size = lr * math.sqrt(1.0 - beta2**step) / (1.0 - beta1**step)
-    param = param + (-step_size * exp_avg) / denom
+    param = q(param + (-step_size * exp_avg) / denom)
     if weight_decay > 0.0:
-        param = param + (-lr * weight_decay) * param
+        param = q(param + (-lr * weight_decay) * param)
     return param, AdamWState(step=step, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq)
-
-
-def _store(param: Array, state: AdamWState, dtype: str) -> tuple[Array, AdamWState]:
-    """Round what the framework stores: the parameter and its state live in the parameter dtype."""
-    return round_to(param, dtype), AdamWState(
-        step=state.step, exp_avg=round_to(state.exp_avg, dtype), exp_avg_sq=round_to(state.exp_avg_sq, dtype)
-    )
 
 
 def run(
@@ -105,8 +110,9 @@ def run(
                 eps=float(hp["eps"]),
                 weight_decay=float(hp["weight_decay"]),
                 correct_bias=bool(hp["correct_bias"]),
+                dtype=dtype,
             )
-            params[name], states[name] = _store(new_param, new_state, dtype)
+            params[name], states[name] = new_param, new_state
         history.append(params_to_json(params))
     final = {
         name: (

@@ -1,0 +1,186 @@
+"""Parametrization of the conformance suite: IMPLS x registry() x cases, driven by the spec alone.
+
+A test asks for one of these arguments and gets one test per combination, with the id
+``framework::spec_id::case description`` (``torch-vs-tf::...`` for side-by-side tests):
+
+=====================  ==========================================================
+argument               values
+=====================  ==========================================================
+``schedule_case``      Item(impl, spec, index) for every schedule case
+``optimizer_case``     Item(impl, spec, index) for every optimizer case
+``accumulator_case``   Item(impl, spec, index) for every accumulator case
+``error_case``         Item(impl, spec, index) for every spec ``errors`` entry
+``impl_spec``          Item(impl, spec) for every spec
+``schedule_pair``      Item(None, spec, index) for every schedule case
+``optimizer_pair``     Item(None, spec, index) for every optimizer case
+``error_pair``         Item(None, spec, index) for every spec ``errors`` entry
+``closed_form_spec``   every schedule spec with an expression
+``optimizer_spec``     every optimizer spec
+``any_spec``           every spec
+=====================  ==========================================================
+
+Adding a spec file adds its tests; nothing here names a spec. Expected failures are data:
+``conformance/xfails.toml`` maps a test name pattern (``*`` wildcard) to the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import hf_optim_spec as hs
+
+from ._impls import IMPLS, Impl
+from ._report import REPORT_PATH, RECORDER
+
+HERE = Path(__file__).resolve().parent
+XFAILS_PATH = HERE / "xfails.toml"
+
+# TensorFlow's C++ logging would otherwise flood the output (import happens in the tests).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One parametrization: an implementation (None for side-by-side), a spec, a case index."""
+
+    impl: Impl | None
+    spec: hs.Spec
+    index: int | None = None
+    source: str = "cases"
+
+    @property
+    def case(self) -> Any:
+        assert self.index is not None
+        return getattr(self.spec, self.source)[self.index]
+
+    @property
+    def id(self) -> str:
+        framework = self.impl.name if self.impl is not None else "torch-vs-tf"
+        parts = [framework, self.spec.id]
+        if self.index is not None:
+            parts.append(str(self.case.get("description", f"{self.source}[{self.index}]")))
+        return "::".join(parts)
+
+
+def _specs(kind: str | None = None) -> list[hs.Spec]:
+    return [s for s in hs.registry().values() if kind is None or s.kind == kind]
+
+
+def _per_case(kind: str, *, impls: bool = True, source: str = "cases") -> list[Item]:
+    items = []
+    for spec in _specs(kind):
+        for index in range(len(getattr(spec, source))):
+            if impls:
+                items += [Item(impl, spec, index, source) for impl in IMPLS.values()]
+            else:
+                items.append(Item(None, spec, index, source))
+    return items
+
+
+GENERATORS: dict[str, Callable[[], list[Any]]] = {
+    "schedule_case": lambda: _per_case("schedule"),
+    "optimizer_case": lambda: _per_case("optimizer"),
+    "accumulator_case": lambda: _per_case("accumulator"),
+    "error_case": lambda: _per_case(None, source="errors"),  # type: ignore[arg-type]
+    "impl_spec": lambda: [Item(impl, spec) for spec in _specs() for impl in IMPLS.values()],
+    "schedule_pair": lambda: _per_case("schedule", impls=False),
+    "optimizer_pair": lambda: _per_case("optimizer", impls=False),
+    "error_pair": lambda: _per_case(None, impls=False, source="errors"),  # type: ignore[arg-type]
+    "closed_form_spec": lambda: [s for s in _specs("schedule") if s.program is not None],
+    "optimizer_spec": lambda: _specs("optimizer"),
+    "any_spec": lambda: _specs(),
+}
+
+
+def _ident(value: Any) -> str:
+    return value.id if isinstance(value, (Item, hs.Spec)) else str(value)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    for name, generate in GENERATORS.items():
+        if name in metafunc.fixturenames:
+            values = generate()
+            metafunc.parametrize(name, values, ids=[_ident(v) for v in values])
+
+
+# --------------------------------------------------------------------------- xfails (data, not code)
+
+
+def load_xfails() -> dict[str, str]:
+    """``{test name pattern: reason}`` from xfails.toml (``[xfail]`` table; ``*`` matches anything)."""
+    if not XFAILS_PATH.exists():
+        return {}
+    data = tomllib.loads(XFAILS_PATH.read_text(encoding="utf-8"))
+    table = data.get("xfail", {})
+    bad = [k for k, v in table.items() if not isinstance(v, str) or not v.strip()]
+    if bad:
+        raise pytest.UsageError(f"{XFAILS_PATH}: every entry needs a non-empty reason string: {bad}")
+    return dict(table)
+
+
+def _pattern(text: str) -> re.Pattern[str]:
+    return re.compile("^" + ".*".join(re.escape(part) for part in text.split("*")) + "$")
+
+
+_STATE: dict[str, Any] = {"complete": False, "unmatched": [], "deselected": False}
+
+
+def _test_modules() -> set[str]:
+    return {p.name for p in HERE.glob("test_*.py")}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark xfails (strict) and note entries that match no collected test (checked by test_coverage)."""
+    ours = [item for item in items if Path(str(item.fspath)).resolve().parent == HERE]
+    xfails = load_xfails()
+    RECORDER.xfails = dict(xfails)
+    compiled = {text: _pattern(text) for text in xfails}
+    matched: set[str] = set()
+    for item in ours:
+        for text, pattern in compiled.items():
+            if pattern.match(item.name):
+                matched.add(text)
+                item.add_marker(pytest.mark.xfail(reason=xfails[text], strict=True))
+    collected = {Path(str(item.fspath)).name for item in ours}
+    _STATE["complete"] = _test_modules() <= collected
+    _STATE["unmatched"] = sorted(set(xfails) - matched)
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    if items:
+        _STATE["deselected"] = True
+
+
+def collection_state() -> dict[str, Any]:
+    return _STATE
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Write docs/conformance.md after a run of the whole suite (not after a selection)."""
+    config = session.config
+    selective = bool(config.option.keyword or config.option.markexpr or _STATE["deselected"])
+    interrupted = exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR)
+    partial = bool(config.option.maxfail) or config.option.collectonly
+    if partial or selective or interrupted or not _STATE["complete"]:
+        return
+    if os.environ.get("HF_OPTIM_CONFORMANCE_REPORT", "1") == "0":
+        return
+    REPORT_PATH.parent.mkdir(parents=True, exist_ok=True)
+    REPORT_PATH.write_text(RECORDER.markdown(), encoding="utf-8")
+
+
+def iter_items(name: str) -> Iterator[Any]:
+    """Every parametrization value of ``name`` (used by aggregate tests)."""
+    yield from GENERATORS[name]()

@@ -1,0 +1,241 @@
+"""torch and Keras side by side: the same float32 learning rates, the same trajectories.
+
+* every schedule case: the default group's float32 lr at every step from torch and from Keras are
+  at most 1 ulp apart (the target is bit-for-bit; over all cases >= 99% of the steps must be);
+* every optimizer case: torch's and Keras' trajectories within the spec tolerance of each other;
+* long runs (``LONG_STEPS`` steps, float32 and bfloat16) of every optimizer, built from the spec's
+  first case, against the reference and against each other;
+* Hypothesis: random valid arguments (drawn from the parameter declarations) for every closed-form
+  schedule and every optimizer, both frameworks against the float64 reference.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+import hf_optim_spec as hs
+from hf_optim_spec import _schedules
+from hf_optim_spec.reference import _case as ref_case
+
+from . import _impls, _strategies
+from ._impls import IMPLS, cached_lr_curve, cached_trajectory, reference_trajectory, ulp_distance, within
+from ._report import RECORDER
+from .conftest import iter_items
+from .test_vectors import _fail, _noted, compare_trajectories
+
+MAX_ULP = 1
+MIN_BIT_IDENTICAL = 0.99
+LONG_STEPS = 200
+LONG_DTYPES = ("float32", "bfloat16")
+
+PROPERTY_SETTINGS = settings(
+    max_examples=12,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
+)
+
+
+def _hex(values: np.ndarray) -> str:
+    return " ".join(f"{float(v)!r}({np.float32(v).view(np.uint32):08x})" for v in values)
+
+
+# --------------------------------------------------------------------------- learning rates
+
+
+def test_lr_curves_match(schedule_pair: Any) -> None:
+    spec, case, index = schedule_pair.spec, schedule_pair.case, schedule_pair.index
+    where = f"[torch-vs-tf::{spec.id}::{case.get('description')}]"
+    note = _impls.repro(None, spec, index, "[_impls.IMPLS[f].lr_curve(spec, case).lrs[0] for f in ('torch', 'tf')]")
+    try:
+        torch_lrs = cached_lr_curve("torch", spec.id, index).lrs[0]
+        tf_lrs = cached_lr_curve("tf", spec.id, index).lrs[0]
+    except Exception as error:
+        RECORDER.lr_pair(spec, False, [])
+        raise _noted(error, f"{where} one of the frameworks failed to produce the curve\n{note}")
+    ulps = ulp_distance(torch_lrs, tf_lrs)
+    ok = bool(ulps.max(initial=0) <= MAX_ULP)
+    RECORDER.lr_pair(spec, ok, ulps.tolist())
+    if not ok:
+        point = int(np.argmax(ulps))
+        points = case["metrics"] if spec.stateful else case["steps"]
+        label = "metric #" if spec.stateful else "step "
+        _fail(
+            f"{where} {label}{points[point]}: torch lr {_hex(torch_lrs[point:point + 1])} vs "
+            f"tf lr {_hex(tf_lrs[point:point + 1])}: {int(ulps[point])} ulp apart (max allowed {MAX_ULP}); "
+            f"{int((ulps > MAX_ULP).sum())} of {ulps.size} steps beyond",
+            note,
+        )
+
+
+def test_lr_curves_bit_identical_overall() -> None:
+    """Over every schedule case step: >= 99% bit-identical, none more than 1 ulp apart."""
+    points = identical = worst = 0
+    failed: list[str] = []
+    for item in iter_items("schedule_pair"):
+        try:
+            torch_lrs = cached_lr_curve("torch", item.spec.id, item.index).lrs[0]
+            tf_lrs = cached_lr_curve("tf", item.spec.id, item.index).lrs[0]
+        except Exception:
+            failed.append(item.id)
+            continue
+        ulps = ulp_distance(torch_lrs, tf_lrs)
+        points += ulps.size
+        identical += int((ulps == 0).sum())
+        worst = max(worst, int(ulps.max(initial=0)))
+    assert points > 0, f"no schedule case produced lrs in both frameworks (failed: {failed[:5]})"
+    share = identical / points
+    assert share >= MIN_BIT_IDENTICAL and worst <= MAX_ULP, (
+        f"torch vs Keras lr: {identical}/{points} steps bit-identical ({100 * share:.2f}%, need "
+        f">= {100 * MIN_BIT_IDENTICAL:.0f}%), max {worst} ulp (need <= {MAX_ULP}); "
+        f"{len(failed)} case(s) failed to build: {failed[:5]}"
+    )
+
+
+# --------------------------------------------------------------------------- optimizer trajectories
+
+
+def test_optimizer_trajectories_match(optimizer_pair: Any) -> None:
+    spec, case, index = optimizer_pair.spec, optimizer_pair.case, optimizer_pair.index
+    dtype = ref_case.case_dtype(case)
+    where = f"[torch-vs-tf::{spec.id}::{case.get('description')}] ({dtype})"
+    note = _impls.repro(
+        None, spec, index, f"[_impls.IMPLS[f].run_optimizer(spec, case, {dtype!r}).params[-1] for f in ('torch', 'tf')]"
+    )
+    try:
+        torch_traj = cached_trajectory("torch", spec.id, index, dtype)
+        tf_traj = cached_trajectory("tf", spec.id, index, dtype)
+    except Exception as error:
+        RECORDER.trajectory_pair(spec, dtype, False, np.inf, np.inf)
+        raise _noted(error, f"{where} one of the frameworks failed\n{note}")
+    try:
+        max_abs, max_rel = compare_trajectories(f"{where} tf vs torch", tf_traj, torch_traj, spec.tol(dtype), note)
+    except AssertionError:
+        RECORDER.trajectory_pair(spec, dtype, False, np.inf, np.inf)
+        raise
+    RECORDER.trajectory_pair(spec, dtype, True, max_abs, max_rel)
+
+
+def long_case(spec: hs.Spec, dtype: str) -> dict[str, Any]:
+    """A LONG_STEPS-step case from the spec's first case: its hyperparams, two tensors, a fixed seed."""
+    base = spec.cases[0] if spec.cases else {}
+    return {
+        "description": f"long run ({LONG_STEPS} steps, {dtype}) with the hyperparams of {base.get('description', 'the defaults')!r}",
+        "hyperparams": dict(base.get("hyperparams", {})),
+        "dtype": dtype,
+        "seed": 20240 + LONG_STEPS,
+        "steps": LONG_STEPS,
+        "shapes": {"w": [6, 5], "b": [5]},
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", LONG_DTYPES)
+def test_long_trajectories(optimizer_spec: hs.Spec, dtype: str) -> None:
+    spec = optimizer_spec
+    case = long_case(spec, dtype)
+    expected = reference_trajectory(spec, case)
+    tol = spec.tol(dtype)
+    results = {}
+    for name, impl in IMPLS.items():
+        where = f"[{name}::{spec.id}::{case['description']}]"
+        note = (
+            "Reproduce (run from the repository root):\n    import hf_optim_spec as hs\n"
+            "    from conformance import _impls, test_cross_framework as t\n"
+            f"    spec = hs.get({spec.id!r}); case = t.long_case(spec, {dtype!r})\n"
+            f"    print(_impls.IMPLS[{name!r}].run_optimizer(spec, case, {dtype!r}).params[-1])"
+        )
+        try:
+            results[name] = impl.run_optimizer(spec, case, dtype)
+            compare_trajectories(where, results[name], expected, tol, note)
+        except AssertionError:
+            RECORDER.vector(spec, name, f"{dtype} ({LONG_STEPS} steps)", False)
+            raise
+        except Exception as error:
+            RECORDER.vector(spec, name, f"{dtype} ({LONG_STEPS} steps)", False)
+            raise _noted(error, note)
+        RECORDER.vector(spec, name, f"{dtype} ({LONG_STEPS} steps)", True)
+    compare_trajectories(
+        f"[torch-vs-tf::{spec.id}::{case['description']}] tf vs torch", results["tf"], results["torch"], tol, ""
+    )
+
+
+# --------------------------------------------------------------------------- property tests
+
+
+@PROPERTY_SETTINGS
+@given(data=st.data())
+def test_schedule_properties(closed_form_spec: hs.Spec, data: st.DataObject) -> None:
+    """Random valid arguments and steps: finite where the reference is, equal to it, torch == tf."""
+    spec = closed_form_spec
+    assume(bool(spec.cases))
+    params, base_lr, steps = data.draw(_strategies.schedule_inputs(spec), label="params, base_lr, steps")
+    try:
+        bound = _schedules.bind(spec, params, base_lr=base_lr)
+    except (TypeError, ValueError):
+        assume(False)
+        return
+    factor = np.asarray([bound(s) for s in steps], dtype=np.float64)
+    expected = base_lr * factor if spec.output == "factor" else factor
+    tol = spec.tol("float32")
+    got = {}
+    for name, impl in IMPLS.items():
+        try:
+            got[name] = impl.schedule_at(spec, params, base_lr, steps)
+        except Exception as error:
+            RECORDER.prop(spec, f"{name} == reference", False)
+            raise _noted(error, f"[{name}::{spec.id}] rejected arguments the reference accepts: {params!r}, base_lr={base_lr!r}")
+        ok, max_abs, _ = within(got[name], expected, tol)
+        finite = np.isfinite(got[name]) | ~np.isfinite(expected.astype(np.float32))
+        passed = bool(ok.all() and finite.all())
+        RECORDER.prop(spec, f"{name} == reference", passed)
+        if not passed:
+            bad = int(np.argmin(ok & finite))
+            _fail(
+                f"[{name}::{spec.id}::hypothesis] step {steps[bad]}: lr {float(got[name][bad])!r} != expected "
+                f"{float(expected[bad])!r} (params={params!r}, base_lr={base_lr!r})",
+                f"    _impls.IMPLS[{name!r}].schedule_at(hs.get({spec.id!r}), {params!r}, {base_lr!r}, {steps!r})",
+            )
+    ulps = ulp_distance(got["torch"], got["tf"])
+    same = bool(ulps.max(initial=0) <= MAX_ULP)
+    RECORDER.prop(spec, "torch == tf (<= 1 ulp)", same)
+    if not same:
+        bad = int(np.argmax(ulps))
+        _fail(
+            f"[torch-vs-tf::{spec.id}::hypothesis] step {steps[bad]}: {int(ulps[bad])} ulp apart "
+            f"(torch {_hex(got['torch'][bad:bad + 1])}, tf {_hex(got['tf'][bad:bad + 1])}; params={params!r}, base_lr={base_lr!r})",
+            f"    [_impls.IMPLS[f].schedule_at(hs.get({spec.id!r}), {params!r}, {base_lr!r}, {steps!r}) for f in ('torch', 'tf')]",
+        )
+
+
+@settings(PROPERTY_SETTINGS, max_examples=6)
+@given(data=st.data())
+def test_optimizer_properties(optimizer_spec: hs.Spec, data: st.DataObject) -> None:
+    """Random shapes, hyperparameters and gradients: both frameworks within tolerance of the reference."""
+    spec = optimizer_spec
+    case = data.draw(_strategies.optimizer_case(spec), label="case")
+    try:
+        hs.validate(spec, {k: v for k, v in case["hyperparams"].items() if not _schedules.is_schedule_ref(v)})
+        expected = reference_trajectory(spec, case)
+    except (TypeError, ValueError):
+        assume(False)
+        return
+    dtype = case["dtype"]
+    for name, impl in IMPLS.items():
+        where = f"[{name}::{spec.id}::hypothesis] ({dtype})"
+        note = f"    _impls.IMPLS[{name!r}].run_optimizer(hs.get({spec.id!r}), {case!r}, {dtype!r})"
+        try:
+            actual = impl.run_optimizer(spec, case, dtype)
+            compare_trajectories(where, actual, expected, spec.tol(dtype), note)
+        except Exception as error:
+            RECORDER.prop(spec, f"{name} == reference", False)
+            if not isinstance(error, AssertionError):
+                error.add_note(f"{where} failed on {case!r}")
+            raise
+        RECORDER.prop(spec, f"{name} == reference", True)

@@ -1,0 +1,71 @@
+"""Every spec ``errors`` entry raises the spec's exception type and message in both frameworks."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import hf_optim_spec as hs
+
+from . import _impls
+from ._impls import IMPLS
+from ._report import RECORDER
+from .test_vectors import _fail
+
+
+def _raise(impl: _impls.Impl, spec: hs.Spec, case: Any) -> BaseException | None:
+    try:
+        impl.construct(spec, case["params"], float(case.get("base_lr", 1.0)))
+    except Exception as error:  # the error under test
+        return error
+    return None
+
+
+def test_error_case(error_case: Any) -> None:
+    impl, spec, case, index = error_case.impl, error_case.spec, error_case.case, error_case.index
+    where = f"[{impl.name}::{spec.id}::{case['description']}]"
+    note = _impls.repro(
+        impl.name, spec, index,
+        f"_impls.IMPLS[{impl.name!r}].construct(spec, case['params'], case.get('base_lr', 1.0))",
+        source="errors",
+    )
+    error = _raise(impl, spec, case)
+    ok = error is not None and type(error).__name__ == case["error"] and re.search(case["match"], str(error)) is not None
+    RECORDER.error(spec, impl.name, ok)
+    if error is None:
+        _fail(f"{where} nothing raised; want {case['error']} matching {case['match']!r}", note)
+    if not ok:
+        _fail(f"{where} raised {type(error).__name__}({str(error)!r}); want {case['error']} matching {case['match']!r}", note)
+
+
+def _normalized(message: str, spec: hs.Spec, framework: str) -> str:
+    """The message with the framework's argument spellings replaced by the canonical names."""
+    for name, param in spec.parameters.items():
+        alias = param.name_for(framework)
+        if isinstance(alias, str) and alias != name:
+            message = re.sub(rf"(?<![A-Za-z0-9_]){re.escape(alias)}(?![A-Za-z0-9_])", name, message)
+    return message
+
+
+def _split_pairs(spec: hs.Spec) -> bool:
+    return any(isinstance(p.name_for(f), tuple) for p in spec.parameters.values() for f in IMPLS)
+
+
+def test_error_messages_agree(error_pair: Any) -> None:
+    """Same type and the same message up to each framework's argument spelling.
+
+    Where the spec spells a pair as two arguments in one framework (betas -> beta_1, beta_2), the
+    messages name different arguments by nature; both must then still match the spec's pattern
+    (test_error_case), and the types must agree.
+    """
+    spec, case = error_pair.spec, error_pair.case
+    errors = {name: _raise(impl, spec, case) for name, impl in IMPLS.items()}
+    where = f"[torch-vs-tf::{spec.id}::{case['description']}]"
+    if any(e is None for e in errors.values()):
+        _fail(f"{where} raised in {[n for n, e in errors.items() if e]} only", "see test_error_case for each framework")
+    types = {name: type(e).__name__ for name, e in errors.items()}
+    assert len(set(types.values())) == 1, f"{where} different exception types: {types}"
+    if _split_pairs(spec):
+        return
+    messages = {name: _normalized(str(e), spec, name) for name, e in errors.items()}
+    assert len(set(messages.values())) == 1, f"{where} different messages: {messages}"

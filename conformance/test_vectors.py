@@ -1,0 +1,162 @@
+"""Every spec case in every framework against the spec's float64 expected values.
+
+Schedules: the float32 lr of every param group at every case step (or after every metric, for a
+stateful schedule) within ``spec.tol("float32")``. Optimizers: the parameters after every step and
+the final state within ``spec.tol(case dtype)``. Accumulators: step count, sums and errors after
+every op.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+import pytest
+
+from hf_optim_spec.reference import _case as ref_case
+
+from . import _impls
+from ._impls import cached_lr_curve, cached_reference, cached_trajectory, expected_lr_curve, ulp_distance, within
+from ._report import RECORDER
+
+
+def _fail(message: str, note: str) -> None:
+    error = AssertionError(message)
+    error.add_note(note)
+    raise error
+
+
+def _noted(error: BaseException, note: str) -> BaseException:
+    error.add_note(note)
+    return error
+
+
+def test_schedule_case(schedule_case: Any) -> None:
+    impl, spec, case, index = schedule_case.impl, schedule_case.spec, schedule_case.case, schedule_case.index
+    call = f"_impls.IMPLS[{impl.name!r}].lr_curve(spec, case).lrs"
+    note = _impls.repro(impl.name, spec, index, call)
+    try:
+        curve = cached_lr_curve(impl.name, spec.id, index)
+    except Exception as error:
+        RECORDER.vector(spec, impl.name, "float32", False)
+        raise _noted(error, f"[{impl.name}::{spec.id}::{case.get('description')}] building/evaluating failed\n{note}")
+    wanted_groups = len(_impls.group_lrs(case)) if impl.param_groups and spec.output != "lr" else 1
+    lrs = curve.lrs
+    if lrs.shape[0] < wanted_groups:
+        RECORDER.vector(spec, impl.name, "float32", False)
+        _fail(f"[{impl.name}::{spec.id}::{case.get('description')}] {lrs.shape[0]} param group lr(s), want {wanted_groups}", note)
+    lrs = lrs[:wanted_groups]
+    expected = expected_lr_curve(spec, case, wanted_groups)
+    tol = spec.tol("float32")
+    ok, max_abs, max_rel = within(lrs, expected, tol)
+    ulps = ulp_distance(lrs, expected.astype(np.float32))
+    RECORDER.vector(spec, impl.name, "float32", bool(ok.all()), max_abs=max_abs, max_rel=max_rel, max_ulp=int(ulps.max()))
+    if not ok.all():
+        group, point = (int(i) for i in np.argwhere(~ok)[0])
+        label = "metric #" if spec.stateful else "step "
+        _fail(
+            f"[{impl.name}::{spec.id}::{case.get('description')}] {label}{curve.points[point]} (group {group}): "
+            f"lr {float(lrs[group, point])!r} != expected {float(expected[group, point])!r} "
+            f"(rtol={tol.rtol}, atol={tol.atol}); {int((~ok).sum())} of {ok.size} values off, max abs error {max_abs:.3g}",
+            note,
+        )
+
+
+def _compare_arrays(
+    where: str, label: str, actual: Any, expected: Any, tol: Any, note: str
+) -> tuple[float, float]:
+    try:
+        ok, max_abs, max_rel = within(actual, expected, tol)
+    except AssertionError as error:
+        _fail(f"{where} {label}: {error}", note)
+        raise
+    if not ok.all():
+        position = tuple(int(i) for i in np.argwhere(~np.atleast_1d(ok))[0])
+        a, e = np.atleast_1d(np.asarray(actual))[position], np.atleast_1d(np.asarray(expected))[position]
+        _fail(
+            f"{where} {label}[{', '.join(map(str, position))}]: {float(a)!r} != expected {float(e)!r} "
+            f"(rtol={tol.rtol}, atol={tol.atol}; max abs error {max_abs:.3g})",
+            note,
+        )
+    return max_abs, max_rel
+
+
+def compare_trajectories(
+    where: str, actual: _impls.Trajectory, expected: _impls.Trajectory, tol: Any, note: str
+) -> tuple[float, float]:
+    """Params after every step, then the final state; fails at the first step out of tolerance."""
+    if len(actual.params) != len(expected.params):
+        _fail(f"{where}: {len(actual.params)} steps recorded, want {len(expected.params)}", note)
+    worst_abs = worst_rel = 0.0
+    for step, (got, want) in enumerate(zip(actual.params, expected.params)):
+        for name in want:
+            a, r = _compare_arrays(f"{where} step {step}: param", f"`{name}`", got[name], want[name], tol, note)
+            worst_abs, worst_rel = max(worst_abs, a), max(worst_rel, r)
+    for name, entries in expected.state.items():
+        got_state = actual.state.get(name, {})
+        for key, want in entries.items():
+            if key not in got_state:
+                _fail(f"{where} final state of `{name}`: no `{key}` (has {sorted(got_state)})", note)
+            a, r = _compare_arrays(f"{where} final state:", f"`{name}`.{key}", got_state[key], want, tol, note)
+            worst_abs, worst_rel = max(worst_abs, a), max(worst_rel, r)
+    return worst_abs, worst_rel
+
+
+def test_optimizer_case(optimizer_case: Any) -> None:
+    impl, spec, case, index = optimizer_case.impl, optimizer_case.spec, optimizer_case.case, optimizer_case.index
+    dtype = ref_case.case_dtype(case)
+    where = f"[{impl.name}::{spec.id}::{case.get('description')}] ({dtype})"
+    note = _impls.repro(impl.name, spec, index, f"_impls.IMPLS[{impl.name!r}].run_optimizer(spec, case, {dtype!r}).params[-1]")
+    if dtype not in impl.dtypes:
+        pytest.skip(f"{impl.name} does not run {dtype}")
+    try:
+        actual = cached_trajectory(impl.name, spec.id, index, dtype)
+    except Exception as error:
+        RECORDER.vector(spec, impl.name, dtype, False)
+        raise _noted(error, f"{where} running the case failed\n{note}")
+    expected = cached_reference(spec.id, index)
+    try:
+        max_abs, max_rel = compare_trajectories(where, actual, expected, spec.tol(dtype), note)
+    except AssertionError:
+        RECORDER.vector(spec, impl.name, dtype, False)
+        raise
+    RECORDER.vector(spec, impl.name, dtype, True, max_abs=max_abs, max_rel=max_rel)
+
+
+def test_accumulator_case(accumulator_case: Any) -> None:
+    from hf_optim_spec import reference
+
+    impl, spec, case, index = accumulator_case.impl, accumulator_case.spec, accumulator_case.case, accumulator_case.index
+    dtype = ref_case.case_dtype(case)
+    where = f"[{impl.name}::{spec.id}::{case.get('description')}] ({dtype})"
+    note = _impls.repro(impl.name, spec, index, f"_impls.IMPLS[{impl.name!r}].run_accumulator(spec, case)")
+    expected = list(case.get("expected") or reference.run_case(_impls._plain(spec.raw), _impls._plain(case)))
+    ok = False
+    worst = 0.0
+    try:
+        actual = impl.run_accumulator(spec, case)
+        if len(actual) != len(expected):
+            _fail(f"{where}: {len(actual)} op results, want {len(expected)}", note)
+        tol = spec.tol(dtype)
+        for op, (got, want) in enumerate(zip(actual, expected)):
+            at = f"{where} op {op} ({case['ops'][op]['op']})"
+            if "error" in want:
+                if got.get("error") != want["error"] or not re.search(want["match"], got.get("message", "")):
+                    _fail(f"{at}: want {want['error']} matching {want['match']!r}, got {got}", note)
+                continue
+            if "error" in got:
+                _fail(f"{at}: unexpected {got['error']}: {got['message']}", note)
+            if got["step"] != want["step"]:
+                _fail(f"{at}: step {got['step']} != expected {want['step']}", note)
+            if (got["gradients"] is None) != (want["gradients"] is None):
+                _fail(f"{at}: gradients {got['gradients']!r} vs expected {want['gradients']!r}", note)
+            for slot, (g, w) in enumerate(zip(got["gradients"] or [], want["gradients"] or [])):
+                if (g is None) != (w is None):
+                    _fail(f"{at}: gradient slot {slot} is {g!r}, want {w!r}", note)
+                if g is not None:
+                    a, _ = _compare_arrays(at, f"gradients[{slot}]", g, np.asarray(w, dtype=np.float64), tol, note)
+                    worst = max(worst, a)
+        ok = True
+    finally:
+        RECORDER.vector(spec, impl.name, dtype, ok, max_abs=worst)

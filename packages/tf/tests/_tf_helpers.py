@@ -1,0 +1,48 @@
+"""Helpers shared by the hf_optim_tf tests."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import keras
+import numpy as np
+
+
+@contextlib.contextmanager
+def floatx(dtype: str) -> Iterator[None]:
+    """Run with ``keras.config.floatx() == dtype`` (float64 cases need a float64 lr variable)."""
+    previous = keras.config.floatx()
+    keras.config.set_floatx(dtype)
+    try:
+        yield
+    finally:
+        keras.config.set_floatx(previous)
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str) -> Iterator[None]:
+    """Run under a Keras dtype policy (e.g. ``mixed_bfloat16``)."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def ulps32(a: float, b: float) -> int:
+    """Distance in float32 units in the last place between two values rounded to float32."""
+    ia = int(np.array(a, dtype=np.float32).view(np.int32))
+    ib = int(np.array(b, dtype=np.float32).view(np.int32))
+    if (ia < 0) != (ib < 0):
+        return abs(ia & 0x7FFFFFFF) + abs(ib & 0x7FFFFFFF)
+    return abs(ia - ib)
+
+
+def assert_close(actual: object, expected: object, rtol: float, atol: float, what: str = "") -> None:
+    """|actual - expected| <= atol + rtol * |expected| elementwise (NaN equal to NaN)."""
+    a = np.asarray(actual, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    assert a.shape == e.shape, f"{what}: shape {a.shape} != {e.shape}"
+    np.testing.assert_allclose(a, e, rtol=rtol, atol=atol, equal_nan=True, err_msg=what)

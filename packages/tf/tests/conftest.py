@@ -1,0 +1,29 @@
+"""Test setup: two logical CPU devices (for MirroredStrategy) before TensorFlow initialises."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from collections.abc import Iterator  # noqa: E402
+
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+try:
+    tf.config.set_logical_device_configuration(
+        tf.config.list_physical_devices("CPU")[0],
+        [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()],
+    )
+except RuntimeError:  # the runtime was initialised by an earlier import; the strategy tests skip
+    pass
+
+import keras  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keras_state() -> Iterator[None]:
+    keras.utils.set_random_seed(0)
+    yield
+    keras.backend.clear_session()
