@@ -326,6 +326,10 @@ def _torch_tensor(value: Any, dtype: str) -> Any:
 
 
 def _to_numpy(value: Any) -> np.ndarray:
+    """float64 copy of a torch tensor, a TF tensor, a keras.Variable or a number.
+
+    (``keras.ops.convert_to_numpy`` of a Variable goes through ``np.array(variable)``, which warns.)
+    """
     if hasattr(value, "detach"):
         return value.detach().to("cpu").double().numpy().copy()
     if hasattr(value, "numpy"):
@@ -387,8 +391,8 @@ def _tf_eval(schedule: Any, steps: Sequence[int]) -> np.ndarray:
     """Call the schedule once per step with a scalar int64 step, as a Keras optimizer does."""
     from keras import ops
 
-    values = [ops.convert_to_numpy(schedule(ops.convert_to_tensor(int(step), dtype="int64"))) for step in steps]
-    return np.asarray([np.asarray(v, dtype=np.float32).reshape(()) for v in values], dtype=np.float32)
+    values = [_to_numpy(schedule(ops.convert_to_tensor(int(step), dtype="int64"))) for step in steps]
+    return np.asarray([v.reshape(()) for v in values], dtype=np.float32)
 
 
 def _tf_lr_curve(spec: hs.Spec, case: Mapping[str, Any]) -> LrCurve:
@@ -399,7 +403,7 @@ def _tf_lr_curve(spec: hs.Spec, case: Mapping[str, Any]) -> LrCurve:
         rows = []
         for metric in case["metrics"]:
             obj.step(metric)
-            rows.append(np.asarray(ops.convert_to_numpy(obj(ops.convert_to_tensor(0, dtype="int64"))), np.float32))
+            rows.append(_to_numpy(obj(ops.convert_to_tensor(0, dtype="int64"))).astype(np.float32))
         return LrCurve(tuple(case["metrics"]), np.asarray(rows, dtype=np.float32).reshape(1, -1))
     return LrCurve(tuple(case["steps"]), _tf_eval(obj, case["steps"]).reshape(1, -1))
 
@@ -431,7 +435,7 @@ def _tf_run_optimizer(spec: hs.Spec, case: Mapping[str, Any], dtype: str) -> Tra
         ]
         if pairs:
             optimizer.apply_gradients(pairs)
-        history.append({name: _to_numpy(ops.convert_to_numpy(v)) for name, v in variables.items()})
+        history.append({name: _to_numpy(v) for name, v in variables.items()})
     by_name = {v.name: v for v in optimizer.variables}
     state: dict[str, dict[str, np.ndarray]] = {}
     for name, variable in variables.items():
@@ -441,7 +445,7 @@ def _tf_run_optimizer(spec: hs.Spec, case: Mapping[str, Any], dtype: str) -> Tra
             if found is None and key == "step":
                 found = optimizer.iterations  # Keras counts steps optimizer-wide
             if found is not None:
-                entries[key] = _to_numpy(ops.convert_to_numpy(found))
+                entries[key] = _to_numpy(found)
         state[name] = entries
     return Trajectory(params=history, state=state)
 

@@ -9,7 +9,7 @@ from typing import Any
 __all__ = ["Outcome", "Skip", "hf_kwargs", "is_schedule_ref", "schedule_ref_unsupported"]
 
 
-class Skip(Exception):  # noqa: N818 - a control-flow signal, not an error
+class Skip(Exception):
     """The case has no transformers counterpart (the message says why)."""
 
 

@@ -14,15 +14,14 @@ import re
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
-from collections.abc import Callable, Mapping  # noqa: E402
-from typing import Any  # noqa: E402
+from collections.abc import Callable, Mapping
+from typing import Any
 
-import hf_optim_spec as hs  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import transformers.optimization_tf as hf_tf  # noqa: E402
-
-from _crosscheck_common import Outcome, Skip, hf_kwargs, is_schedule_ref  # noqa: E402
+import hf_optim_spec as hs
+import numpy as np
+import tensorflow as tf
+import transformers.optimization_tf as hf_tf
+from _crosscheck_common import Outcome, Skip, hf_kwargs, is_schedule_ref
 
 __all__ = ["build_schedule", "error_runner", "runner"]
 
@@ -79,7 +78,9 @@ def _adam_weight_decay(spec: Any, case: Mapping[str, Any]) -> Outcome:
     optimizer = hf_tf.AdamWeightDecay(**kwargs)
     history = []
     for row in case["grads"]:
-        pairs = [(None if row.get(name) is None else _tensor(row[name], tf_dtype), var) for name, var in variables.items()]
+        pairs = [
+            (None if row.get(name) is None else _tensor(row[name], tf_dtype), var) for name, var in variables.items()
+        ]
         optimizer.apply_gradients(pairs)
         history.append({name: _numpy(var) for name, var in variables.items()})
     step = int(optimizer.iterations.numpy())
@@ -140,9 +141,7 @@ def runner(spec: Any) -> Callable[[Any, Mapping[str, Any]], Outcome] | None:
 
 
 def _construct_schedule(spec: Any, err: Mapping[str, Any]) -> None:
-    params = {
-        name: build_schedule(value) if is_schedule_ref(value) else value for name, value in err["params"].items()
-    }
+    params = {name: build_schedule(value) if is_schedule_ref(value) else value for name, value in err["params"].items()}
     if spec.id == "polynomial_decay":
         schedule = hf_tf.schedules.PolynomialDecay(**params)
     elif spec.id == "warmup":
@@ -153,9 +152,7 @@ def _construct_schedule(spec: Any, err: Mapping[str, Any]) -> None:
 
 
 def _construct_adam_weight_decay(spec: Any, err: Mapping[str, Any]) -> None:
-    params = {
-        name: build_schedule(value) if is_schedule_ref(value) else value for name, value in err["params"].items()
-    }
+    params = {name: build_schedule(value) if is_schedule_ref(value) else value for name, value in err["params"].items()}
     hf_tf.AdamWeightDecay(**params)
 
 

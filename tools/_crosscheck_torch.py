@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 import transformers.optimization as hf
-
 from _crosscheck_common import Outcome, Skip, hf_kwargs, schedule_ref_unsupported
 
 __all__ = ["error_runner", "runner"]

@@ -17,7 +17,8 @@ Values are compared with the spec's tolerance for the dtype transformers compute
 torch schedules, float32 for Keras schedules, the case dtype for optimizers):
 ``|actual - expected| <= atol + rtol * |expected|``. Error cases (``hf_enforced`` true) must make
 transformers raise the same exception type. Cases that use an extension parameter off its default
-have no counterpart and are skipped.
+have no counterpart and are skipped. A case carrying ``hf_divergence`` (a reason) documents a known
+difference: it is run anyway, must still differ, and is reported as a divergence.
 
 The report goes to ``docs/crosscheck.md`` (one section per transformers version, rewritten by the
 environment that holds it; no timestamps). With ``--write`` the agreeing cases get the provenance
@@ -41,20 +42,22 @@ from importlib import import_module, metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import hf_optim_spec as hs
+import numpy as np
 from hf_optim_spec._vectors import dumps
 from hf_optim_spec.reference._lowp import round_to
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _crosscheck_common import Outcome, Skip  # noqa: E402
+from _crosscheck_common import Outcome, Skip
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = ROOT / "docs" / "crosscheck.md"
 _SOURCE = re.compile(r"^transformers/(?P<file>[A-Za-z0-9_/]+)\.py@v(?P<version>[0-9][0-9A-Za-z.+-]*)$")
 _ADAPTERS = {"optimization": "_crosscheck_torch", "optimization_tf": "_crosscheck_tf"}
 _FRAMEWORK = {"optimization": "torch", "optimization_tf": "tf-keras"}
+DIVERGENCE_KEY = "hf_divergence"
+"""Optional case key (a reason string): a documented difference from transformers. The case is still run;
+transformers disagreeing (or raising) is then expected and reported as a divergence, agreeing is a failure."""
 
 
 # --------------------------------------------------------------------------- results
@@ -66,7 +69,7 @@ class CaseResult:
 
     index: int
     description: str
-    status: str  # agree | disagree | skipped | not generated
+    status: str  # agree | disagree | divergence | skipped | not generated
     dtype: str = ""
     max_abs: float = 0.0
     max_rel: float = 0.0
@@ -128,7 +131,7 @@ def _fmt(x: float) -> str:
     return repr(float(x))
 
 
-def _compare_leaf(label: str, expected: Any, actual: Any, tol: hs.Tolerance, dtype: str, result: Comparison) -> None:
+def _compare_leaf(label: str, expected: Any, actual: Any, *, tol: hs.Tolerance, dtype: str, result: Comparison) -> None:
     if expected is None or actual is None:
         if expected is not actual:
             result.fail(f"{label}: transformers {actual!r}, expected {expected!r}")
@@ -170,26 +173,28 @@ def _numeric(value: Any) -> bool:
     return array.dtype == np.float64
 
 
-def _walk(label: str, expected: Any, actual: Any, tol: hs.Tolerance, dtype: str, result: Comparison) -> None:
+def _walk(label: str, expected: Any, actual: Any, *, tol: hs.Tolerance, dtype: str, result: Comparison) -> None:
     if isinstance(expected, Mapping):
         if not isinstance(actual, Mapping) or set(expected) != set(actual):
             got = sorted(actual) if isinstance(actual, Mapping) else type(actual).__name__
             result.fail(f"{label}: transformers has keys {got}, expected keys {sorted(expected)}")
             return
         for key in expected:
-            _walk(f"{label}.{key}" if label else str(key), expected[key], actual[key], tol, dtype, result)
+            _walk(
+                f"{label}.{key}" if label else str(key), expected[key], actual[key], tol=tol, dtype=dtype, result=result
+            )
     elif expected is None or isinstance(expected, str | bool):
         if actual != expected or type(actual) is not type(expected):
             result.fail(f"{label}: transformers {actual!r}, expected {expected!r}")
     elif _numeric(expected):
-        _compare_leaf(label, expected, actual, tol, dtype, result)
+        _compare_leaf(label, expected, actual, tol=tol, dtype=dtype, result=result)
     else:  # a list of structures (steps, ops) or of arrays of different shapes / None (accumulator slots)
         if not isinstance(actual, Sequence) or len(expected) != len(actual):
             got = len(actual) if isinstance(actual, Sequence) else type(actual).__name__
             result.fail(f"{label}: transformers has {got} entries, expected {len(expected)}")
             return
         for i, (exp, act) in enumerate(zip(expected, actual)):
-            _walk(f"{label}[{i}]", exp, act, tol, dtype, result)
+            _walk(f"{label}[{i}]", exp, act, tol=tol, dtype=dtype, result=result)
 
 
 def compare_schedule(
@@ -201,14 +206,14 @@ def compare_schedule(
         result.fail(f"transformers gave {len(actual)} values, expected {len(expected)}")
         return result
     for label, exp, act in zip(positions, expected, actual):
-        _compare_leaf(label, exp, act, tol, dtype, result)
+        _compare_leaf(label, exp, act, tol=tol, dtype=dtype, result=result)
     return result
 
 
 def compare_structured(expected: Any, actual: Any, tol: hs.Tolerance, dtype: str) -> Comparison:
     """Leaf by leaf: optimizers' ``params[k]`` (after step k, 0-based) and ``state``; accumulators' ``[op]``."""
     result = Comparison()
-    _walk("", expected, actual, tol, dtype, result)
+    _walk("", expected, actual, tol=tol, dtype=dtype, result=result)
     return result
 
 
@@ -231,6 +236,16 @@ def _generated(spec: hs.Spec, case: Mapping[str, Any]) -> bool:
 
 
 def _check_case(spec: hs.Spec, index: int, case: Mapping[str, Any], run: Callable[..., Outcome]) -> CaseResult:
+    result = _run_case(spec, index, case, run)
+    reason = case.get(DIVERGENCE_KEY)
+    if reason and result.status == "disagree":
+        result.status, result.detail = "divergence", f"{reason} Observed: {result.detail}"
+    elif reason and result.status == "agree":
+        result.status, result.detail = "disagree", f"documented {DIVERGENCE_KEY} not observed: transformers agrees"
+    return result
+
+
+def _run_case(spec: hs.Spec, index: int, case: Mapping[str, Any], run: Callable[..., Outcome]) -> CaseResult:
     description = str(case.get("description", ""))
     if not _generated(spec, case):
         return CaseResult(index, description, "not generated", detail="no expected values: run tools/regen_vectors.py")
@@ -283,7 +298,10 @@ def _check_error(index: int, err: Mapping[str, Any], spec: hs.Spec, run: Callabl
         message = str(exc).splitlines()[0] if str(exc) else ""
         if not isinstance(exc, wanted):
             return ErrorResult(
-                index, description, "disagree", f"transformers raised {type(exc).__name__}: {message}, spec {err['error']}"
+                index,
+                description,
+                "disagree",
+                f"transformers raised {type(exc).__name__}: {message}, spec {err['error']}",
             )
         same_text = re.search(err["match"], str(exc)) is not None
         return ErrorResult(index, description, "agree", "same message" if same_text else f"transformers: {message}")
@@ -355,7 +373,8 @@ the dtype transformers computed in (`|actual - expected| <= atol + rtol * |expec
 below is rewritten by the environment of its version. Agreeing cases carry the provenance
 `reference+transformers-<version>` in the spec.
 
-Columns: *cases* value cases; *agree* / *disagree*; *skipped* cases without a transformers counterpart
+Columns: *cases* value cases; *agree* / *disagree*; *divergence* cases that document a difference from
+transformers (`hf_divergence`) and still differ; *skipped* cases without a transformers counterpart
 (an extension parameter off its default); *max abs* / *max rel* the largest error over the checked
 cases; *bit-identical* cases whose every value equals the expected value (rounded to the dtype
 transformers computed in: float64 for torch schedules, float32 for Keras schedules, the case dtype for
@@ -380,18 +399,18 @@ def render_section(version: str, results: Sequence[SpecResult]) -> str:
         _BEGIN.format(version=version),
         f"## transformers {version} ({', '.join(frameworks) or 'no spec names this version'})",
         "",
-        "| spec | dtypes | cases | agree | disagree | skipped | max abs | max rel | bit-identical | errors |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| spec | dtypes | cases | agree | disagree | divergence | skipped | max abs | max rel | bit-identical | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in sorted(results, key=lambda r: r.spec_id):
         if r.note:
-            lines.append(f"| `{r.spec_id}` | - | {len(r.cases)} | - | - | - | - | - | - | {r.note} |")
+            lines.append(f"| `{r.spec_id}` | - | {len(r.cases)} | - | - | - | - | - | - | - | {r.note} |")
             continue
         checked = [c for c in r.cases if c.status in ("agree", "disagree")]
         enforced = [e for e in r.errors if e.status != "skipped"]
         lines.append(
             f"| `{r.spec_id}` | {_dtypes(r)} | {len(r.cases)} | {r.count('agree')} | "
-            f"{r.count('disagree') + r.count('not generated')} | {r.count('skipped')} | "
+            f"{r.count('disagree') + r.count('not generated')} | {r.count('divergence')} | {r.count('skipped')} | "
             f"{_num(max((c.max_abs for c in checked), default=0.0))} | "
             f"{_num(max((c.max_rel for c in checked), default=0.0))} | "
             f"{sum(c.exact for c in checked)}/{len(checked)} | {r.error_count('agree')}/{len(enforced)} |"
@@ -399,18 +418,29 @@ def render_section(version: str, results: Sequence[SpecResult]) -> str:
     total = sum(len(r.cases) for r in results)
     agree = sum(r.count("agree") for r in results)
     skipped = sum(r.count("skipped") for r in results)
-    lines += ["", f"**{agree} of {total - skipped} cases with a transformers counterpart agree** ({skipped} skipped)."]
+    diverging = sum(r.count("divergence") for r in results)
+    lines += [
+        "",
+        f"**{agree} of {total - skipped - diverging} cases with a transformers counterpart agree** "
+        f"({diverging} documented divergences, {skipped} skipped).",
+    ]
     disagreements = [(r.spec_id, c) for r in results for c in r.cases if c.status in ("disagree", "not generated")]
     error_mismatches = [(r.spec_id, e) for r in results for e in r.errors if e.status == "disagree"]
     if disagreements or error_mismatches:
         lines += ["", "### Disagreements", ""]
         lines += [f"- `{sid}` case {c.index} ({c.description}): {c.detail}" for sid, c in disagreements]
         lines += [f"- `{sid}` error case {e.index} ({e.description}): {e.detail}" for sid, e in error_mismatches]
+    divergences = [(r.spec_id, c) for r in results for c in r.cases if c.status == "divergence"]
+    if divergences:
+        lines += ["", f"### Documented divergences (`{DIVERGENCE_KEY}`)", ""]
+        lines += [f"- `{sid}` case {c.index} ({c.description}): {c.detail}" for sid, c in divergences]
     skips = [(r.spec_id, c) for r in results for c in r.cases if c.status == "skipped"]
     if skips:
         lines += ["", "### Skipped (no transformers counterpart)", ""]
         lines += [f"- `{sid}` case {c.index} ({c.description}): {c.detail}" for sid, c in skips]
-    other_text = [(r.spec_id, e) for r in results for e in r.errors if e.status == "agree" and e.detail != "same message"]
+    other_text = [
+        (r.spec_id, e) for r in results for e in r.errors if e.status == "agree" and e.detail != "same message"
+    ]
     if other_text:
         lines += ["", "### Error cases: same exception type, transformers' own message", ""]
         lines += [f"- `{sid}` error case {e.index} ({e.description}): {e.detail}" for sid, e in other_text]
@@ -459,7 +489,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for spec, module in specs:
         result = check_spec(spec, module)
         results.append(result)
-        checked = len(result.cases) - result.count("skipped")
+        checked = len(result.cases) - result.count("skipped") - result.count("divergence")
         flag = "FAIL" if result.failed else "ok"
         print(
             f"  {flag:4s} {spec.id:28s} {result.count('agree')}/{checked} agree, {result.count('skipped')} skipped, "
@@ -468,7 +498,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         for case in result.cases:
             if args.verbose or case.status in ("disagree", "not generated"):
-                print(f"       case {case.index} [{case.status}] {case.description}: {case.detail or _num(case.max_abs)}")
+                print(
+                    f"       case {case.index} [{case.status}] {case.description}: {case.detail or _num(case.max_abs)}"
+                )
         for err in result.errors:
             if err.status == "disagree" or (args.verbose and err.status != "skipped"):
                 print(f"       error case {err.index} [{err.status}] {err.description}: {err.detail}")

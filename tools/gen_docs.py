@@ -109,7 +109,7 @@ def schedule_panels(spec: hs.Spec) -> tuple[list[Panel], list[str]]:
             xlabel = "metric #"
         else:
             c = cli.curve(spec, params, base_lr=base_lr)
-            steps = cli.sample_steps(max(max(case["steps"]), 1))
+            steps = cli.sample_steps(max(*case["steps"], 1))
             points = sorted(s for s in set(case["steps"]) if s <= steps[-1])
             series = [
                 Series("float64 reference", steps, c.values(steps)),
@@ -138,7 +138,7 @@ def _wrap(text: str, width: int = 60) -> str:
 
 
 def optimizer_panels(spec: hs.Spec) -> tuple[list[Panel], list[str]]:
-    """The first case's float64 trajectory: a few elements of each parameter, step by step."""
+    """The first case's float64 trajectory: how far a few elements of each parameter moved, step by step."""
     if not spec.cases or not spec.cases[0].get("expected"):
         return [], []  # the vectors are not generated yet (`nox -s regen`)
     case = _plain(spec.cases[0])
@@ -147,10 +147,12 @@ def optimizer_panels(spec: hs.Spec) -> tuple[list[Panel], list[str]]:
     panels: list[Panel] = []
     for name in list(params0)[:2]:
         first = _flat(params0[name])[:4]
-        columns = [[v, *(_flat(step[name])[i] for step in trajectory)] for i, v in enumerate(first)]
+        columns = [[0.0, *(_flat(step[name])[i] - v for step in trajectory)] for i, v in enumerate(first)]
         xs = list(range(len(trajectory) + 1))
         series = [Series(f"{name}[{i}]", xs, col) for i, col in enumerate(columns)]
-        panels.append(Panel(series, title=f"parameter {name}", xlabel="step", ylabel="value"))
+        panels.append(
+            Panel(series, title=f"parameter {name}: change from its initial value", xlabel="step", ylabel="p - p0")
+        )
     return panels, [f"{case['description']} (float64 reference, {case.get('dtype', 'float32')} case)"]
 
 

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from hf_optim_spec.reference import accumulator, generate_case, run_case
 from hf_optim_spec.reference._lowp import round_to
 

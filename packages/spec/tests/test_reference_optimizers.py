@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from hf_optim_spec.reference import adafactor, adam_weight_decay, adamw, generate_case, run_case
 from hf_optim_spec.reference._inputs import draw, make_inputs
 from hf_optim_spec.reference._lowp import round_to
@@ -36,13 +35,20 @@ def rng_arrays(seed: int, *shapes: tuple[int, ...]) -> list[np.ndarray]:
 
 # --------------------------------------------------------------------------- AdamW
 
-ADAMW_HP = {"lr": 0.01, "beta1": 0.9, "beta2": 0.999, "eps": 1e-6, "weight_decay": 0.0, "correct_bias": True}
+ADAMW_HP: dict[str, Any] = {
+    "lr": 0.01,
+    "beta1": 0.9,
+    "beta2": 0.999,
+    "eps": 1e-6,
+    "weight_decay": 0.0,
+    "correct_bias": True,
+}
 
 
 def test_adamw_first_step_with_eps_0_moves_every_element_by_lr() -> None:
     # m1 = (1-b1) g, v1 = (1-b2) g^2, step size lr sqrt(1-b2)/(1-b1): the update is lr * sign(g).
     param, grad = rng_arrays(0, (3, 4), (3, 4))
-    hp = {**ADAMW_HP, "eps": 0.0}
+    hp: dict[str, Any] = {**ADAMW_HP, "eps": 0.0}
     new, state = adamw.adamw_step(param, grad, adamw.adamw_init(param), **hp)
     np.testing.assert_allclose(new, param - hp["lr"] * np.sign(grad), rtol=RTOL)
     assert state.step == 1
@@ -53,7 +59,7 @@ def test_adamw_first_step_with_eps_0_moves_every_element_by_lr() -> None:
 def test_adamw_matches_textbook_form_over_several_steps(correct_bias: bool, weight_decay: float) -> None:
     """HF folds the bias correction into the step size, so eps acts as eps / sqrt(1 - beta2^t)."""
     param, *grads = rng_arrays(1, (5,), *[(5,)] * 6)
-    hp = {**ADAMW_HP, "correct_bias": correct_bias, "weight_decay": weight_decay}
+    hp: dict[str, Any] = {**ADAMW_HP, "correct_bias": correct_bias, "weight_decay": weight_decay}
     lr, b1, b2, eps = hp["lr"], hp["beta1"], hp["beta2"], hp["eps"]
     state = adamw.adamw_init(param)
     p_ref, m, v = param.copy(), np.zeros(5), np.zeros(5)
@@ -76,7 +82,7 @@ def test_adamw_matches_textbook_form_over_several_steps(correct_bias: bool, weig
 
 def test_adamw_decays_after_the_update_not_before() -> None:
     param, grad = rng_arrays(2, (4,), (4,))
-    hp = {**ADAMW_HP, "eps": 0.0, "weight_decay": 0.5, "lr": 0.1}
+    hp: dict[str, Any] = {**ADAMW_HP, "eps": 0.0, "weight_decay": 0.5, "lr": 0.1}
     new, _ = adamw.adamw_step(param, grad, adamw.adamw_init(param), **hp)
     after = (param - hp["lr"] * np.sign(grad)) * (1 - hp["lr"] * hp["weight_decay"])
     before = param * (1 - hp["lr"] * hp["weight_decay"]) - hp["lr"] * np.sign(grad)
@@ -128,6 +134,7 @@ def test_adafactor_first_step_unfactored() -> None:
     u = grad / np.sqrt(grad**2 + 1e-30)
     u = u / max(_rms(u) / 1.0, 1.0)
     np.testing.assert_allclose(new, param - lr * u, rtol=RTOL)
+    assert state.exp_avg_sq is not None
     np.testing.assert_allclose(state.exp_avg_sq, grad**2 + 1e-30, rtol=RTOL)
     assert state.exp_avg_sq_row is None and state.exp_avg_sq_col is None and state.exp_avg is None
     assert state.RMS == pytest.approx(_rms(param), rel=RTOL)
@@ -137,7 +144,13 @@ def test_adafactor_first_step_unfactored() -> None:
 def test_adafactor_first_step_factored_matches_outer_product_estimate(shape: tuple[int, ...]) -> None:
     """V ~ outer(R, C) / mean(R) over the last two dims, computed slice by slice here."""
     param, grad = rng_arrays(11, shape, shape)
-    hp = {**ADAFACTOR_HP, "lr": 0.01, "relative_step": False, "scale_parameter": False, "clip_threshold": 1e6}
+    hp: dict[str, Any] = {
+        **ADAFACTOR_HP,
+        "lr": 0.01,
+        "relative_step": False,
+        "scale_parameter": False,
+        "clip_threshold": 1e6,
+    }
     new, state = adafactor.adafactor_step(param, grad, adafactor.adafactor_init(param, beta1=None), **hp)
     sq = grad**2 + 1e-30
     flat_sq, flat_g = sq.reshape(-1, *shape[-2:]), grad.reshape(-1, *shape[-2:])
@@ -155,7 +168,13 @@ def test_adafactor_first_step_factored_matches_outer_product_estimate(shape: tup
 
 def test_adafactor_clips_the_update_rms() -> None:
     param, grad = rng_arrays(12, (7,), (7,))
-    hp = {**ADAFACTOR_HP, "lr": 0.1, "relative_step": False, "scale_parameter": False, "clip_threshold": 0.25}
+    hp: dict[str, Any] = {
+        **ADAFACTOR_HP,
+        "lr": 0.1,
+        "relative_step": False,
+        "scale_parameter": False,
+        "clip_threshold": 0.25,
+    }
     new, _ = adafactor.adafactor_step(param, grad, adafactor.adafactor_init(param, beta1=None), **hp)
     assert _rms((param - new) / 0.1) == pytest.approx(0.25, rel=1e-12)
 
@@ -168,7 +187,12 @@ def test_adafactor_relative_step_learning_rate(warmup_init: bool, scale_paramete
         rel = min(1e-6 * step if warmup_init else 1e-2, step**-0.5)
         expected = rel * (max(1e-3, rms) if scale_parameter else 1.0)
         got = adafactor.adafactor_lr(
-            step, rms, lr=None, eps=(1e-30, 1e-3), relative_step=True, warmup_init=warmup_init,
+            step,
+            rms,
+            lr=None,
+            eps=(1e-30, 1e-3),
+            relative_step=True,
+            warmup_init=warmup_init,
             scale_parameter=scale_parameter,
         )
         assert got == pytest.approx(expected, rel=RTOL)
@@ -183,7 +207,13 @@ def test_adafactor_manual_lr_is_floored_by_eps2_when_scaling() -> None:
 
 def test_adafactor_decays_before_subtracting_the_update() -> None:
     param, grad = rng_arrays(13, (5,), (5,))
-    hp = {**ADAFACTOR_HP, "lr": 0.1, "relative_step": False, "scale_parameter": False, "weight_decay": 0.2}
+    hp: dict[str, Any] = {
+        **ADAFACTOR_HP,
+        "lr": 0.1,
+        "relative_step": False,
+        "scale_parameter": False,
+        "weight_decay": 0.2,
+    }
     new, _ = adafactor.adafactor_step(param, grad, adafactor.adafactor_init(param, beta1=None), **hp)
     u = grad / np.sqrt(grad**2 + 1e-30)
     u = u / max(_rms(u), 1.0)
@@ -195,12 +225,17 @@ def test_adafactor_first_moment_over_two_steps_with_changing_lr(first_moment: st
     # decay_rate 0 keeps no second-moment memory (beta2_t = 0), so u_t = g_t / sqrt(g_t^2 + eps1).
     param, g1, g2 = rng_arrays(14, (6,), (6,), (6,))
     b1 = 0.8
-    hp = {**ADAFACTOR_HP, "beta1": b1, "decay_rate": 0.0, "scale_parameter": False, "clip_threshold": 1e6}
+    hp: dict[str, Any] = {
+        **ADAFACTOR_HP,
+        "beta1": b1,
+        "decay_rate": 0.0,
+        "scale_parameter": False,
+        "clip_threshold": 1e6,
+    }
     state = adafactor.adafactor_init(param, beta1=b1)
     p1, state = adafactor.adafactor_step(param, g1, state, **hp, first_moment=first_moment)
     p2, state = adafactor.adafactor_step(p1, g2, state, **hp, first_moment=first_moment)
-    lr1, lr2 = 1e-2, 1e-2  # min(1e-2, 1/sqrt(t)) for t = 1, 2
-    lr1, lr2 = min(lr1, 1.0), min(lr2, 2**-0.5)
+    lr1, lr2 = (min(1e-2, 1 / math.sqrt(t)) for t in (1, 2))  # relative step, no parameter scale
     u1, u2 = (g / np.sqrt(g**2 + 1e-30) for g in (g1, g2))
     if first_moment == "lr_scaled":
         m1 = (1 - b1) * lr1 * u1
@@ -229,7 +264,7 @@ def test_adafactor_low_precision_updates_in_float32_and_stores_the_dtype() -> No
     param = round_to(rng_arrays(15, (3, 4))[0], "float16")
     grad = round_to(rng_arrays(16, (3, 4))[0], "float16")
     state = adafactor.adafactor_init(param, beta1=0.9)
-    hp = {**ADAFACTOR_HP, "beta1": 0.9}
+    hp: dict[str, Any] = {**ADAFACTOR_HP, "beta1": 0.9}
     new, state = adafactor.adafactor_step(param, grad, state, **hp, dtype="float16")
     np.testing.assert_array_equal(new, round_to(new, "float16"))
     assert state.exp_avg is not None and state.exp_avg_sq_row is not None
@@ -239,13 +274,13 @@ def test_adafactor_low_precision_updates_in_float32_and_stores_the_dtype() -> No
 
 # --------------------------------------------------------------------------- AdamWeightDecay
 
-AWD_HP = {"lr": 0.01, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7, "amsgrad": False}
+AWD_HP: dict[str, Any] = {"lr": 0.01, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7, "amsgrad": False}
 
 
 def test_adam_weight_decay_first_step_decays_with_the_plain_lr_first() -> None:
     param, grad = rng_arrays(20, (3, 4), (3, 4))
     lr, wdr = 0.1, 0.3
-    hp = {**AWD_HP, "lr": lr, "epsilon": 0.0}
+    hp: dict[str, Any] = {**AWD_HP, "lr": lr, "epsilon": 0.0}
     state = adam_weight_decay.adam_weight_decay_init(param, amsgrad=False)
     new, state = adam_weight_decay.adam_weight_decay_step(param, grad, state, step=1, decay_rate=wdr, **hp)
     # decay uses lr (not the bias-corrected alpha); the first Adam step with eps 0 is lr * sign(g)
@@ -255,7 +290,7 @@ def test_adam_weight_decay_first_step_decays_with_the_plain_lr_first() -> None:
 
 def test_adam_weight_decay_matches_legacy_keras_adam_over_several_steps() -> None:
     param, *grads = rng_arrays(21, (5,), *[(5,)] * 6)
-    hp = {**AWD_HP, "epsilon": 1e-3}
+    hp: dict[str, Any] = {**AWD_HP, "epsilon": 1e-3}
     lr, b1, b2, eps = hp["lr"], hp["beta_1"], hp["beta_2"], hp["epsilon"]
     state = adam_weight_decay.adam_weight_decay_init(param, amsgrad=False)
     p, p_ref, m, v = param, param.copy(), np.zeros(5), np.zeros(5)
@@ -272,7 +307,7 @@ def test_adam_weight_decay_amsgrad_keeps_the_running_maximum() -> None:
     param = rng_arrays(22, (4,))[0]
     big, small = 10 * np.ones(4), 0.1 * np.ones(4)
     state = adam_weight_decay.adam_weight_decay_init(param, amsgrad=True)
-    hp = {**AWD_HP, "amsgrad": True}
+    hp: dict[str, Any] = {**AWD_HP, "amsgrad": True}
     _, state = adam_weight_decay.adam_weight_decay_step(param, big, state, step=1, decay_rate=0.0, **hp)
     _, state = adam_weight_decay.adam_weight_decay_step(param, small, state, step=2, decay_rate=0.0, **hp)
     v1 = (1 - 0.999) * 100.0
@@ -326,8 +361,13 @@ def test_adam_weight_decay_clipping_modes() -> None:
 def test_adam_weight_decay_missing_gradient_still_advances_the_global_step() -> None:
     spec = load("adam_weight_decay")
     case = {
-        "description": "x", "hyperparams": {"epsilon": 0.0, "learning_rate": 0.1}, "dtype": "float64", "seed": 7,
-        "steps": 2, "shapes": {"a": [3], "b": [3]}, "missing_grads": {"b": [0]},
+        "description": "x",
+        "hyperparams": {"epsilon": 0.0, "learning_rate": 0.1},
+        "dtype": "float64",
+        "seed": 7,
+        "steps": 2,
+        "shapes": {"a": [3], "b": [3]},
+        "missing_grads": {"b": [0]},
     }
     filled = generate_case(spec, case)
     p0, g2 = np.array(filled["params0"]["b"]), np.array(filled["grads"][1]["b"])
@@ -342,7 +382,14 @@ def test_adam_weight_decay_missing_gradient_still_advances_the_global_step() -> 
 
 def test_adam_weight_decay_rejects_a_step_without_any_gradient() -> None:
     spec = load("adam_weight_decay")
-    case = {"description": "x", "hyperparams": {}, "seed": 1, "steps": 2, "shapes": {"a": [2]}, "missing_grads": {"a": [1]}}
+    case = {
+        "description": "x",
+        "hyperparams": {},
+        "seed": 1,
+        "steps": 2,
+        "shapes": {"a": [2]},
+        "missing_grads": {"a": [1]},
+    }
     with pytest.raises(ValueError, match="No gradients provided for any variable"):
         run_case(spec, case)
 
@@ -350,8 +397,13 @@ def test_adam_weight_decay_rejects_a_step_without_any_gradient() -> None:
 def test_adam_weight_decay_uses_the_schedule_at_the_iteration_before_the_step() -> None:
     spec = load("adam_weight_decay")
     case = {
-        "description": "x", "hyperparams": {"learning_rate": {"schedule": "s", "params": {}}, "weight_decay_rate": 0.5},
-        "dtype": "float64", "seed": 3, "steps": 3, "shapes": {"w": [2]}, "zero_grads": [0, 1, 2],
+        "description": "x",
+        "hyperparams": {"learning_rate": {"schedule": "s", "params": {}}, "weight_decay_rate": 0.5},
+        "dtype": "float64",
+        "seed": 3,
+        "steps": 3,
+        "shapes": {"w": [2]},
+        "zero_grads": [0, 1, 2],
     }
     seen: list[int] = []
 
@@ -377,17 +429,22 @@ def test_adam_weight_decay_bfloat16_casts_beta_2_to_one() -> None:
     param = round_to(rng_arrays(24, (4,))[0], "bfloat16")
     grad = round_to(rng_arrays(25, (4,))[0], "bfloat16")
     state = adam_weight_decay.adam_weight_decay_init(param, amsgrad=False)
-    new, _ = adam_weight_decay.adam_weight_decay_step(param, grad, state, step=1, decay_rate=0.0, dtype="bfloat16", **AWD_HP)
+    new, _ = adam_weight_decay.adam_weight_decay_step(
+        param, grad, state, step=1, decay_rate=0.0, dtype="bfloat16", **AWD_HP
+    )
     assert round_to(0.999, "bfloat16") == 1.0
     np.testing.assert_array_equal(new, param)
 
 
 # --------------------------------------------------------------------------- missing vs zero gradients
 
+
 @pytest.mark.parametrize("spec_id", ["adamw", "adafactor"])
 def test_missing_gradient_skips_the_step_zero_gradient_takes_it(spec_id: str) -> None:
     spec = load(spec_id)
-    hp = {"lr": 0.01, "weight_decay": 0.1} if spec_id == "adamw" else {"beta1": 0.9, "weight_decay": 0.1}
+    hp: dict[str, Any] = (
+        {"lr": 0.01, "weight_decay": 0.1} if spec_id == "adamw" else {"beta1": 0.9, "weight_decay": 0.1}
+    )
     base = {"description": "x", "hyperparams": hp, "dtype": "float64", "seed": 9, "steps": 4, "shapes": {"w": [2, 3]}}
     missing = generate_case(spec, {**base, "missing_grads": {"w": [2]}})
     zero = generate_case(spec, {**base, "zero_grads": [2]})
@@ -403,6 +460,7 @@ def test_missing_gradient_skips_the_step_zero_gradient_takes_it(spec_id: str) ->
 
 
 # --------------------------------------------------------------------------- spec cases
+
 
 def _cases() -> list[tuple[str, int]]:
     return [(spec_id, index) for spec_id in OPTIMIZER_IDS for index in range(len(load(spec_id)["cases"]))]
@@ -461,6 +519,7 @@ def test_spec_case_counts() -> None:
 
 
 # --------------------------------------------------------------------------- inputs and rounding
+
 
 def test_inputs_are_deterministic_and_representable() -> None:
     shapes = {"w": [3, 4], "b": [4], "s": []}

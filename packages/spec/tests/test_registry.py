@@ -8,7 +8,7 @@ import re
 
 import hf_optim_spec as hs
 import pytest
-from hf_optim_spec._schedules import bind
+from hf_optim_spec._schedules import bind, is_schedule_ref
 from hf_optim_spec._vectors import dumps, schedule_case_expected
 
 SPECS = hs.registry()
@@ -77,10 +77,7 @@ def test_spec_error_cases_are_raised_by_validation(spec, case):
     error = {"ValueError": ValueError, "TypeError": TypeError, "NotImplementedError": NotImplementedError}[
         case["error"]
     ]
-    params = {
-        k: (bind(v["schedule"], v.get("params", {})) if isinstance(v, dict) and "schedule" in v else v)
-        for k, v in case["params"].items()
-    }
+    params = {k: (bind(v["schedule"], v.get("params", {})) if is_schedule_ref(v) else v) for k, v in case["params"].items()}
     with pytest.raises(error, match=case["match"]):
         hs.validate(spec, params, base_lr=case.get("base_lr"))
 

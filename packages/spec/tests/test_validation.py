@@ -32,6 +32,7 @@ DEMO = {
         "clamp": {"type": "boolean", "default": False},
         "names": {"type": "string_list", "default": None, "nullable": True},
         "inner": {"type": "schedule", "default": None, "nullable": True},
+        "learning_rate": {"type": ["number", "schedule"], "default": 0.001, "minimum": 0},
     },
     "constraints": [
         {
@@ -69,6 +70,7 @@ def test_defaults_are_filled_and_names_are_canonical(spec):
         "clamp": False,
         "names": None,
         "inner": None,
+        "learning_rate": 0.001,
     }
 
 
@@ -109,6 +111,12 @@ def test_defaults_are_filled_and_names_are_canonical(spec):
         ({"num_warmup_steps": 1, "clamp": 1}, TypeError, "Argument `clamp` must be a boolean"),
         ({"num_warmup_steps": 1, "names": "bias"}, TypeError, "Argument `names` must be a list of strings"),
         ({"num_warmup_steps": 1, "inner": 3}, TypeError, "Argument `inner` must be a schedule"),
+        ({"num_warmup_steps": 1, "learning_rate": -1.0}, ValueError, "Argument `learning_rate` must be >= 0"),
+        (
+            {"num_warmup_steps": 1, "learning_rate": "x"},
+            TypeError,
+            "Argument `learning_rate` must be a number or a schedule (a callable of the step). Received: learning_rate='x'",
+        ),
         ({}, TypeError, "Missing required argument `num_warmup_steps` for get_demo_schedule."),
         (
             {"num_warmup_steps": 1, "num_cycle": 1},
@@ -147,3 +155,9 @@ def test_framework_spellings_are_accepted_and_named_in_errors(spec):
         validate(spec, {"num_warmup_steps": 1, "beta_2": 1.5}, framework="tf")
     with pytest.raises(TypeError, match=r"Unknown argument `power`.*Did you mean: exponent"):
         validate(spec, {"num_warmup_steps": 1, "power": 2.0}, framework="tf")
+
+
+def test_a_parameter_may_accept_several_types(spec):
+    schedule = lambda step: 0.1  # noqa: E731
+    assert validate(spec, {"num_warmup_steps": 1, "learning_rate": schedule})["learning_rate"] is schedule
+    assert validate(spec, {"num_warmup_steps": 1, "learning_rate": 0.5})["learning_rate"] == 0.5

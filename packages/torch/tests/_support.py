@@ -58,9 +58,17 @@ def materialize(value: Any) -> Any:
 
 def reference_schedule(spec: hf_optim_spec.Spec, params: Mapping[str, Any], base_lr: float | None) -> Any:
     """The float64 reference of a schedule (the spec formula evaluated by hf_optim_spec)."""
-    from hf_optim_spec import _schedules  # the spec package's own binder (reference side)
-
-    return _schedules.bind(spec, params, base_lr=1.0 if base_lr is None else base_lr)
+    resolved = {
+        name: reference_schedule(hf_optim_spec.get(v["schedule"]), v.get("params", {}), v.get("base_lr"))
+        if isinstance(v, Mapping) and "schedule" in v
+        else v
+        for name, v in params.items()
+    }
+    validated = hf_optim_spec.validate(spec, resolved, base_lr=base_lr)
+    # list-valued arguments never appear in a formula (Program.bind takes scalars only)
+    scalars = {k: None if isinstance(v, (list, tuple)) else v for k, v in validated.items()}
+    assert spec.program is not None
+    return spec.program.bind(scalars, base_lr=1.0 if base_lr is None else base_lr)
 
 
 def assert_close(actual: Any, expected: Any, tol: hf_optim_spec.Tolerance, what: str = "") -> None:

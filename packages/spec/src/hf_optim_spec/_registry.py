@@ -37,7 +37,7 @@ class Parameter:
     """One constructor/factory argument as the spec declares it."""
 
     name: str
-    type: str
+    type: str | tuple[str, ...]
     default: Any = REQUIRED
     nullable: bool = False
     minimum: float | None = None
@@ -126,7 +126,7 @@ def _parameter(name: str, raw: Mapping[str, Any]) -> Parameter:
     names = {k: (tuple(v) if isinstance(v, list) else v) for k, v in raw.get("framework_names", {}).items()}
     return Parameter(
         name=name,
-        type=raw["type"],
+        type=raw["type"] if isinstance(raw["type"], str) else tuple(raw["type"]),
         default=raw.get("default", REQUIRED),
         nullable=raw.get("nullable", False),
         minimum=raw.get("minimum"),
@@ -164,7 +164,7 @@ def load_spec(path: Path) -> Spec:
         program = Program(
             expression.get("values", {}),
             expression["result"],
-            {name: p.type for name, p in parameters.items()},
+            {name: p.type if isinstance(p.type, str) else "|".join(p.type) for name, p in parameters.items()},
             where=spec_id,
         )
     constraints = []

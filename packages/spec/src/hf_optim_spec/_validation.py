@@ -10,6 +10,7 @@ verbatim text wherever transformers raises.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 import numbers
@@ -78,50 +79,52 @@ def _fmt(bound: float) -> str:
     return str(int(bound)) if float(bound).is_integer() else repr(bound)
 
 
+def _is_pair(value: Any) -> bool:
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
+        return False
+    return all(_is_real(item) for item in value)
+
+
+def _is_string_list(value: Any) -> bool:
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        return False
+    return all(isinstance(item, str) for item in value)
+
+
+_IS_TYPE: Mapping[str, Callable[[Any], bool]] = {
+    "integer": lambda v: _is_real(v) and _is_integer(v),
+    "number": _is_real,
+    "boolean": lambda v: isinstance(v, bool) or type(v).__name__ == "bool_",
+    "string": lambda v: isinstance(v, str),
+    "number_pair": _is_pair,
+    "string_list": _is_string_list,
+    "schedule": callable,
+}
+
+
+def _types(param: Parameter) -> tuple[str, ...]:
+    return param.type if isinstance(param.type, tuple) else (param.type,)
+
+
 def check_parameter(param: Parameter, value: Any, label: str | None = None) -> None:
-    """Raise the uniform TypeError/ValueError when ``value`` breaks ``param``'s declaration."""
+    """Raise the uniform TypeError/ValueError when ``value`` breaks ``param``'s declaration.
+
+    A parameter may accept several types (``"type": ["number", "schedule"]``); the first one the
+    value has decides which range rules apply.
+    """
     label = label or param.name
-    if value is None:
-        if param.nullable:
-            return
-        raise TypeError(
-            f"Argument `{label}` must be {_TYPE_WORDS[param.type]}. Received: {_received(label, value, True)}"
-        )
-    kind = param.type
-    bad_type = TypeError(f"Argument `{label}` must be {_TYPE_WORDS[kind]}. Received: {_received(label, value, True)}")
-    if kind == "integer":
-        if not _is_real(value):
-            raise bad_type
-        if not _is_integer(value):
-            raise bad_type
+    types = _types(param)
+    if value is None and param.nullable:
+        return
+    kind = next((t for t in types if value is not None and _IS_TYPE[t](value)), None)
+    if kind is None:
+        wanted = " or ".join(_TYPE_WORDS[t] for t in types)
+        raise TypeError(f"Argument `{label}` must be {wanted}. Received: {_received(label, value, True)}")
+    if kind in ("integer", "number"):
         _check_range(param, label, float(value), _received(label, value))
-    elif kind == "number":
-        if not _is_real(value):
-            raise bad_type
-        _check_range(param, label, float(value), _received(label, value))
-    elif kind == "boolean":
-        if not isinstance(value, bool) and type(value).__name__ != "bool_":
-            raise bad_type
-    elif kind == "string":
-        if not isinstance(value, str):
-            raise bad_type
     elif kind == "number_pair":
-        if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
-            raise bad_type
         for index, item in enumerate(value):
-            if not _is_real(item):
-                raise bad_type
             _check_range(param, f"{label}[{index}]", float(item), _received(label, value))
-    elif kind == "string_list":
-        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-            raise bad_type
-        if not all(isinstance(item, str) for item in value):
-            raise bad_type
-    elif kind == "schedule":
-        if not callable(value):
-            raise bad_type
-    else:  # pragma: no cover - the schema rejects other types
-        raise AssertionError(f"unknown parameter type {kind!r}")
     if param.enum is not None and value not in param.enum:
         allowed = ", ".join(repr(v) for v in param.enum)
         raise ValueError(f"Argument `{label}` must be one of {allowed}. Received: {_received(label, value)}")
@@ -185,7 +188,7 @@ def validate(
             check_parameter(param, value, key)
             resolved[name] = value
         else:
-            single = Parameter(**{**param.__dict__, "type": "number", "name": key, "framework_names": {}})
+            single = dataclasses.replace(param, type="number", name=key, framework_names={})
             check_parameter(single, value, key)
             default = param.default if not param.required else (None, None)
             pairs.setdefault(name, list(default))[index] = value
@@ -208,12 +211,12 @@ def _check_constraints(spec: Spec, resolved: Mapping[str, Any], base_lr: float |
     env: dict[str, Any] = {}
     for name, value in resolved.items():
         param = spec.parameters[name]
-        if param.type in ("number", "integer") and value is not None:
-            env[name] = float(value)
-        elif param.type in ("string", "boolean") or value is None:
+        if value is None or isinstance(value, (str, bool)):
             env[name] = value
+        elif _is_real(value):
+            env[name] = float(value)
     for name, value in resolved.items():  # pairs as name_0/name_1 for constraints
-        if spec.parameters[name].type == "number_pair" and value is not None:
+        if "number_pair" in _types(spec.parameters[name]) and _is_pair(value):
             env[f"{name}_0"], env[f"{name}_1"] = float(value[0]), float(value[1])
     if base_lr is not None:
         env["base_lr"] = float(base_lr)

@@ -8,7 +8,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from ._common import compute_dtype, pop_legacy_kwargs, slot_name, split_kwargs, validate_optimizer
+from ._common import numpy_value as _numpy, compute_dtype, pop_legacy_kwargs, slot_name, split_kwargs, validate_optimizer
 
 __all__ = ["Adafactor"]
 
@@ -229,9 +229,9 @@ class Adafactor(keras.optimizers.Optimizer):
             "exp_avg_sq_col": self._col[index],
             "exp_avg_sq": self._full[index],
         }
-        state: dict[str, Any] = {"step": int(keras.ops.convert_to_numpy(self._step[index]))}
-        state.update({k: keras.ops.convert_to_numpy(v) for k, v in slots.items() if v is not None})
-        state["RMS"] = float(keras.ops.convert_to_numpy(self._rms[index]))
+        state: dict[str, Any] = {"step": int(_numpy(self._step[index]))}
+        state.update({k: _numpy(v) for k, v in slots.items() if v is not None})
+        state["RMS"] = float(_numpy(self._rms[index]))
         return state
 
     def get_config(self) -> dict[str, Any]:

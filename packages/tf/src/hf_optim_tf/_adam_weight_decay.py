@@ -7,7 +7,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from ._common import as_list, matches_any, pop_legacy_kwargs, split_kwargs, validate_optimizer, variable_path
+from ._common import numpy_value as _numpy, as_list, matches_any, pop_legacy_kwargs, split_kwargs, validate_optimizer, variable_path
 
 __all__ = ["AdamWeightDecay"]
 
@@ -173,12 +173,12 @@ class AdamWeightDecay(keras.optimizers.Optimizer):
         optimizer's global ``iterations``."""
         index = self._get_variable_index(variable)
         state = {
-            "step": int(keras.ops.convert_to_numpy(self.iterations)),
-            "exp_avg": keras.ops.convert_to_numpy(self._exp_avg[index]),
-            "exp_avg_sq": keras.ops.convert_to_numpy(self._exp_avg_sq[index]),
+            "step": int(_numpy(self.iterations)),
+            "exp_avg": _numpy(self._exp_avg[index]),
+            "exp_avg_sq": _numpy(self._exp_avg_sq[index]),
         }
         if self.amsgrad:
-            state["max_exp_avg_sq"] = keras.ops.convert_to_numpy(self._max_exp_avg_sq[index])
+            state["max_exp_avg_sq"] = _numpy(self._max_exp_avg_sq[index])
         return state
 
     def get_config(self) -> dict[str, Any]:

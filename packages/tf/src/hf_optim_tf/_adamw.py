@@ -7,7 +7,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from ._common import compute_dtype, pop_legacy_kwargs, slot_name, split_kwargs, validate_optimizer
+from ._common import numpy_value as _numpy, compute_dtype, pop_legacy_kwargs, slot_name, split_kwargs, validate_optimizer
 
 __all__ = ["AdamW"]
 
@@ -144,9 +144,9 @@ class AdamW(keras.optimizers.Optimizer):
         ``optimizer.state[param]``."""
         index = self._get_variable_index(variable)
         return {
-            "step": int(keras.ops.convert_to_numpy(self._step[index])),
-            "exp_avg": keras.ops.convert_to_numpy(self._exp_avg[index]),
-            "exp_avg_sq": keras.ops.convert_to_numpy(self._exp_avg_sq[index]),
+            "step": int(_numpy(self._step[index])),
+            "exp_avg": _numpy(self._exp_avg[index]),
+            "exp_avg_sq": _numpy(self._exp_avg_sq[index]),
         }
 
     def get_config(self) -> dict[str, Any]:

@@ -14,6 +14,7 @@ __all__ = [
     "as_list",
     "compute_dtype",
     "matches_any",
+    "numpy_value",
     "pop_legacy_kwargs",
     "slot_name",
     "split_kwargs",
@@ -129,3 +130,9 @@ def as_list(value: Sequence[str] | None) -> list[str] | None:
 def slot_name(variable: Any) -> str:
     """A variable-name prefix for optimizer state, derived from the model variable's path."""
     return variable_path(variable).replace("/", "_").replace(":", "_") or "var"
+
+
+def numpy_value(value: Any) -> Any:
+    """A NumPy copy of a variable or tensor (through a tensor: NumPy 2 warns on tf.Variable)."""
+    numpy = getattr(value, "numpy", None)
+    return numpy() if numpy is not None else keras.ops.convert_to_numpy(value)

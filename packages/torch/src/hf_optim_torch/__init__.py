@@ -8,7 +8,9 @@ Hyperparameters, defaults, errors and schedule formulas come from the ``hf_optim
 
 from __future__ import annotations
 
+from ._accumulator import GradientAccumulator
 from ._adafactor import Adafactor, AdafactorSchedule, adafactor, get_adafactor_schedule
+from ._adam_weight_decay import AdamWeightDecay, adam_weight_decay
 from ._adamw import AdamW, adamw
 from ._schedules import (
     SchedulerType,
@@ -28,6 +30,7 @@ from ._schedules import (
     get_scheduler,
     get_wsd_schedule,
 )
+from ._warmup import PolynomialDecay, WarmUp, create_optimizer
 
 __version__ = "0.1.0"
 
@@ -35,12 +38,17 @@ __all__ = [
     "Adafactor",
     "AdafactorSchedule",
     "AdamW",
+    "AdamWeightDecay",
+    "GradientAccumulator",
+    "PolynomialDecay",
     "SchedulerType",
     "SpecFactor",
     "SpecLR",
     "adafactor",
+    "adam_weight_decay",
     "adamw",
     "build_schedule",
+    "create_optimizer",
     "get_adafactor_schedule",
     "get_constant_schedule",
     "get_constant_schedule_with_warmup",
@@ -54,4 +62,5 @@ __all__ = [
     "get_reduce_on_plateau_schedule",
     "get_scheduler",
     "get_wsd_schedule",
+    "WarmUp",
 ]

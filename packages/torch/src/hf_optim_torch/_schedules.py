@@ -73,7 +73,10 @@ def _bind(spec_id: str, params: Mapping[str, Any], base_lr: float | None) -> Bou
         for name, value in params.items()
     }
     validated = hf_optim_spec.validate(spec, resolved, base_lr=base_lr)
-    return spec.program.bind(validated, base_lr=1.0 if base_lr is None else base_lr)
+    # List-valued arguments (e.g. create_optimizer's include_in_weight_decay) configure something else and never
+    # appear in a formula; Program.bind only takes scalars.
+    scalars = {name: None if isinstance(value, (list, tuple)) else value for name, value in validated.items()}
+    return spec.program.bind(scalars, base_lr=1.0 if base_lr is None else base_lr)
 
 
 _BOUND: weakref.WeakKeyDictionary[SpecFactor, tuple[tuple[Any, ...], Bound]] = weakref.WeakKeyDictionary()
@@ -173,7 +176,13 @@ def build_schedule(spec_id: str, optimizer: Optimizer, params: Mapping[str, Any]
         hf_optim_spec.validate(spec, params, framework="torch", base_lr=_base_lr(optimizer))
         return ReduceLROnPlateau(optimizer, **params)
     if spec.output == "lr":
-        validated = hf_optim_spec.validate(spec, params, framework="torch")
+        callables = {
+            name: SpecFactor(value["schedule"], value.get("params", {}), value.get("base_lr"))
+            if _is_schedule_ref(value)
+            else value
+            for name, value in params.items()
+        }
+        validated = hf_optim_spec.validate(spec, callables, framework="torch")
         factor = SpecFactor(spec_id, validated)
         factor.bound()
         return SpecLR(optimizer, factor, last_epoch=last_epoch)

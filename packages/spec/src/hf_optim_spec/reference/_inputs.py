@@ -17,7 +17,7 @@ import numpy.typing as npt
 
 from ._lowp import round_to
 
-__all__ = ["Array", "draw", "make_inputs", "to_json", "from_json"]
+__all__ = ["Array", "draw", "from_json", "make_inputs", "to_json"]
 
 Array = npt.NDArray[np.float64]
 

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["FloatFormat", "FORMATS", "round_to", "representable_in"]
+__all__ = ["FORMATS", "FloatFormat", "representable_in", "round_to"]
 
 Array = npt.NDArray[np.float64]
 

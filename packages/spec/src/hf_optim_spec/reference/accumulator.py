@@ -68,9 +68,7 @@ def accumulate(state: AccumulatorState, grads: Sequence[Array | None], *, dtype:
         slots = tuple(None if g is None else np.zeros_like(g) for g in grads)
     if len(grads) != len(slots):
         raise ValueError(f"Expected {len(slots)} gradients, but got {len(grads)}")
-    summed = tuple(
-        acc if acc is None or g is None else acc + g for acc, g in zip(slots, grads)
-    )
+    summed = tuple(acc if acc is None or g is None else round_to(acc + g, dtype) for acc, g in zip(slots, grads))
     return AccumulatorState(gradients=summed, step=state.step + 1)
 
 

@@ -17,9 +17,11 @@ in transformers' operation order:
   multiplies the average by the current lr;
 * ``p -= weight_decay * lr * p`` (when ``weight_decay != 0``), then ``p -= update``.
 
-Low-precision parameters (bfloat16, float16) are updated in float32 by the frameworks and stored back
-in their dtype after each step; the state stays float32. The reference computes in float64 and
-rounds the stored parameter to the case dtype (and the state to float32) after every step.
+transformers computes in float32 for float32, bfloat16 and float16 parameters (a float32 copy of a
+low-precision parameter is updated and copied back), and keeps the state in float32. The reference
+computes in float64 and rounds every tensor op to that compute dtype (:func:`compute_dtype`, the
+identity for float64 parameters); the new parameter is stored in the case dtype after every step.
+Where ``max(eps[1], RMS)`` picks the RMS (a float32 tensor in torch), the lr is rounded as well.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ def is_factored(shape: tuple[int, ...]) -> bool:
 
 def rms(x: Array) -> float:
     """Root mean square: ``norm(x) / sqrt(numel)`` as transformers computes it."""
-    return float(np.sqrt(np.sum(x * x))) / (x.size**0.5)
+    return float(np.sqrt(np.sum(x * x))) / math.sqrt(x.size)
 
 
 def adafactor_init(param: Array, *, beta1: float | None) -> AdafactorState:

@@ -14,6 +14,10 @@ One step of the optimizer (:func:`apply_step`) does, for the parameters that hav
 ``t`` is the optimizer-wide step (Keras ``iterations + 1``): it advances on every call, also for a
 parameter whose gradient is missing (that parameter, its moments and its decay are skipped). The
 learning rate, a number or a schedule, is read at ``iterations`` (0-based), as Keras does.
+
+Narrow dtypes follow TF/Keras: the variable, its moments and every op live in the variable dtype
+and the hyperparameters are cast to it first (so ``beta_2=0.999`` becomes 1.0 in bfloat16 and the
+Adam step vanishes, as it does in TF). The reference rounds each op to the case dtype.
 """
 
 from __future__ import annotations
@@ -147,7 +151,9 @@ def adam_weight_decay_step(
     lr, beta_1, beta_2, epsilon, decay_rate = (float(q(x)) for x in (lr, beta_1, beta_2, epsilon, decay_rate))
     if decay_rate != 0.0:
         param = q(param - q(q(lr * param) * decay_rate))
-    alpha = float(q(q(lr * float(q(math.sqrt(float(q(1.0 - float(q(beta_2**step)))))))) / q(1.0 - float(q(beta_1**step)))))
+    alpha = float(
+        q(q(lr * float(q(math.sqrt(float(q(1.0 - float(q(beta_2**step)))))))) / q(1.0 - float(q(beta_1**step))))
+    )
     exp_avg = q(state.exp_avg + q(q(grad - state.exp_avg) * float(q(1.0 - beta_1))))
     exp_avg_sq = q(state.exp_avg_sq + q(q(q(grad * grad) - state.exp_avg_sq) * float(q(1.0 - beta_2))))
     max_exp_avg_sq = state.max_exp_avg_sq
@@ -157,9 +163,7 @@ def adam_weight_decay_step(
         max_exp_avg_sq = np.maximum(max_exp_avg_sq, exp_avg_sq)
         denom_sq = max_exp_avg_sq
     param = q(param - q(q(exp_avg * alpha) / q(q(np.sqrt(denom_sq)) + epsilon)))
-    return param, AdamWeightDecayState(
-        step=step, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq, max_exp_avg_sq=max_exp_avg_sq
-    )
+    return param, AdamWeightDecayState(step=step, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq, max_exp_avg_sq=max_exp_avg_sq)
 
 
 def apply_step(
@@ -291,6 +295,4 @@ def generate_case(
     spec: Mapping[str, Any], case: Mapping[str, Any], *, resolve_schedule: ScheduleResolver | None = None
 ) -> dict[str, Any]:
     """The case with params0, grads and expected filled in."""
-    return fill_case(
-        spec, case, lambda s, c, p, g: run(s, c, p, g, resolve_schedule=resolve_schedule)
-    )
+    return fill_case(spec, case, lambda s, c, p, g: run(s, c, p, g, resolve_schedule=resolve_schedule))

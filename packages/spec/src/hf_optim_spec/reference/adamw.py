@@ -3,20 +3,23 @@
 One line of :func:`adamw_step` per line of the spec formula (``spec/optimizers/adamw.json``), in
 transformers' operation order:
 
-* ``exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)``          -> ``m * beta1 + (1 - beta1) * g``
+* ``exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)``              -> ``m * beta1 + (1 - beta1) * g``
 * ``exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)`` -> ``v * beta2 + ((1 - beta2) * g) * g``
-* ``denom = exp_avg_sq.sqrt().add_(eps)``                         -> ``sqrt(v) + eps``
-* ``step_size = lr * math.sqrt(bc2) / bc1`` (Python floats)       -> ``(lr * sqrt(bc2)) / bc1``
-* ``p.addcdiv_(exp_avg, denom, value=-step_size)``                -> ``p + (-step_size * m) / denom``
+* ``denom = exp_avg_sq.sqrt().add_(eps)``                           -> ``sqrt(v) + eps``
+* ``step_size = lr * math.sqrt(bc2) / bc1`` (Python floats)         -> ``(lr * sqrt(bc2)) / bc1``
+* ``p.addcdiv_(exp_avg, denom, value=-step_size)``                  -> ``p + (-step_size * m) / denom``
 * ``p.add_(p, alpha=-lr * weight_decay)`` only when ``weight_decay > 0`` -> ``p + (-lr * wd) * p``
 
-Every product is rounded on its own (no fused multiply-add). For a parameter stored in a narrower
-dtype (``dtype`` of the case), every tensor the torch code materialises -- the parameter, the
-moments and ``denom`` after each op -- is rounded to that dtype (:func:`~._lowp.round_to`), as
-torch does for a bfloat16 or float16 parameter whose state is created with ``zeros_like(p)``. torch's CPU kernels fuse ``add_`` with
-``alpha`` into an FMA and its float64 ``sqrt`` is not correctly rounded, so a torch port that wants
-float64 bit-equality writes the products out (``add_(grad * (1 - beta1))``) and still differs in
-the last bit where ``sqrt`` does; the spec's float64 tolerance allows for that.
+Products are rounded on their own (no fused multiply-add); scalars stay Python floats, as torch
+keeps them in its op math. For a parameter stored in a narrower dtype (the case ``dtype``), every
+tensor the torch code materialises -- each in-place op on the moments and the parameter, and
+``denom`` -- is rounded to that dtype, as torch does for a bfloat16/float16 parameter whose state
+is created with ``zeros_like(p)``.
+
+Bit-equality in float64: torch's CPU kernels fuse ``add_(x, alpha=a)`` into an FMA and torch 2.13's
+float64 ``sqrt`` on CPU is not correctly rounded (NumPy's is), so a torch port that writes the
+products out (``exp_avg.mul_(beta1).add_(grad * (1 - beta1))``) matches this reference except in
+the last bit where ``sqrt`` differs; the spec's float64 tolerance (rtol 1e-12) covers that.
 """
 
 from __future__ import annotations

@@ -1,0 +1,436 @@
+"""AdamWeightDecay: transformers' TensorFlow optimizer as a torch twin (spec id ``adam_weight_decay``)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from . import _docs
+from ._common import as_step_tensor, spec_validate, use_foreach
+
+__all__ = ["AdamWeightDecay", "adam_weight_decay", "clip_gradients"]
+
+_SPEC_ID = "adam_weight_decay"
+# group key -> spec parameter name (the group keeps torch's "lr" so that LR schedulers drive it)
+_GROUP_KEYS = {
+    "lr": "learning_rate",
+    "beta_1": "beta_1",
+    "beta_2": "beta_2",
+    "epsilon": "epsilon",
+    "amsgrad": "amsgrad",
+    "weight_decay_rate": "weight_decay_rate",
+    "include_in_weight_decay": "include_in_weight_decay",
+    "exclude_from_weight_decay": "exclude_from_weight_decay",
+}
+_CLIP_KEYS = ("clipnorm", "clipvalue", "global_clipnorm")
+
+
+def do_use_weight_decay(
+    name: str | None,
+    weight_decay_rate: float,
+    include_in_weight_decay: Sequence[str] | None,
+    exclude_from_weight_decay: Sequence[str] | None,
+) -> bool:
+    """transformers' rule: no decay at rate 0; an include match wins; an exclude match skips; else decay."""
+    if weight_decay_rate == 0:
+        return False
+    if name is not None and include_in_weight_decay:
+        if any(re.search(pattern, name) is not None for pattern in include_in_weight_decay):
+            return True
+    if name is not None and exclude_from_weight_decay:
+        if any(re.search(pattern, name) is not None for pattern in exclude_from_weight_decay):
+            return False
+    return True
+
+
+class AdamWeightDecay(Optimizer):
+    def __init__(
+        self,
+        params: Iterable[Any],
+        learning_rate: float | Tensor = 1e-3,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-7,
+        amsgrad: bool = False,
+        weight_decay_rate: float = 0.0,
+        include_in_weight_decay: list[str] | None = None,
+        exclude_from_weight_decay: list[str] | None = None,
+        *,
+        clipnorm: float | None = None,
+        clipvalue: float | None = None,
+        global_clipnorm: float | None = None,
+        foreach: bool | None = None,
+    ) -> None:
+        hp = spec_validate(
+            _SPEC_ID,
+            {
+                "learning_rate": learning_rate,
+                "beta_1": beta_1,
+                "beta_2": beta_2,
+                "epsilon": epsilon,
+                "amsgrad": amsgrad,
+                "weight_decay_rate": weight_decay_rate,
+                "include_in_weight_decay": include_in_weight_decay,
+                "exclude_from_weight_decay": exclude_from_weight_decay,
+                "clipnorm": clipnorm,
+                "clipvalue": clipvalue,
+                "global_clipnorm": global_clipnorm,
+            },
+        )
+        defaults: dict[str, Any] = {key: hp[name] for key, name in _GROUP_KEYS.items()}
+        if isinstance(learning_rate, Tensor):
+            defaults["lr"] = learning_rate
+        for key in ("include_in_weight_decay", "exclude_from_weight_decay"):
+            defaults[key] = None if defaults[key] is None else list(defaults[key])
+        defaults.update({key: hp[key] for key in _CLIP_KEYS})
+        defaults["foreach"] = foreach
+        self._decay_cache: dict[tuple[Any, ...], list[bool]] = {}
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.__dict__.setdefault("_decay_cache", {})
+        for group in self.param_groups:
+            group.setdefault("foreach", None)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        if "names" in param_group and "param_names" not in param_group:
+            param_group["param_names"] = list(param_group.pop("names"))
+        if "learning_rate" in param_group:
+            param_group["lr"] = param_group.pop("learning_rate")
+        overrides = {_GROUP_KEYS[k]: v for k, v in param_group.items() if k in _GROUP_KEYS}
+        if overrides and hasattr(self, "defaults"):
+            merged = {name: self.defaults[key] for key, name in _GROUP_KEYS.items()}
+            merged.update(overrides)
+            spec_validate(_SPEC_ID, merged)
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        patterns = group["include_in_weight_decay"] or group["exclude_from_weight_decay"]
+        if group["weight_decay_rate"] and patterns and "param_names" not in group:
+            self.param_groups.pop()
+            raise ValueError(
+                "AdamWeightDecay matches `include_in_weight_decay`/`exclude_from_weight_decay` against parameter "
+                "names: pass `model.named_parameters()` (or param groups with 'param_names')."
+            )
+
+    def _decay_flags(self, group: dict[str, Any]) -> list[bool]:
+        names = group.get("param_names") or [None] * len(group["params"])
+        include, exclude = group["include_in_weight_decay"], group["exclude_from_weight_decay"]
+        rate = group["weight_decay_rate"]
+        key = (tuple(names), tuple(include or ()), tuple(exclude or ()), float(rate))
+        flags = self._decay_cache.get(key)
+        if flags is None:
+            flags = [do_use_weight_decay(name, rate, include, exclude) for name in names]
+            self._decay_cache[key] = flags
+        return flags
+
+    def _init_state(self, p: Tensor, amsgrad: bool) -> dict[str, Any]:
+        state = self.state[p]
+        if len(state) == 0:
+            state["step"] = as_step_tensor(0, p)
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        else:
+            state["step"] = as_step_tensor(state["step"], p)
+        if amsgrad and "max_exp_avg_sq" not in state:
+            state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return state
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Perform a single optimization step (one Keras ``apply_gradients`` call).
+
+        Args:
+            closure (`Callable`, *optional*): A closure that reevaluates the model and returns the loss.
+
+        A call where no parameter has a gradient does nothing, as for torch optimizers (Keras raises
+        "No gradients provided for any variable." and does not advance either).
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+
+        present = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
+        if not present:
+            return loss
+        for p in present:
+            if p.grad.is_sparse:  # type: ignore[union-attr]
+                raise RuntimeError("AdamWeightDecay does not support sparse gradients.")
+        clipped = clip_gradients(
+            [p.grad for p in present],  # type: ignore[misc]
+            clipnorm=self.defaults["clipnorm"],
+            clipvalue=self.defaults["clipvalue"],
+            global_clipnorm=self.defaults["global_clipnorm"],
+        )
+        clipped_by_param = dict(zip(map(id, present), clipped))
+
+        all_steps: list[Tensor] = []
+        for group in self.param_groups:
+            flags = self._decay_flags(group)
+            params: list[Tensor] = []
+            grads: list[Tensor] = []
+            exp_avgs: list[Tensor] = []
+            exp_avg_sqs: list[Tensor] = []
+            max_exp_avg_sqs: list[Tensor] = []
+            state_steps: list[Tensor] = []
+            decay: list[bool] = []
+            for p, flag in zip(group["params"], flags):
+                state = self._init_state(p, group["amsgrad"])  # Keras builds every variable
+                all_steps.append(state["step"])
+                if p.grad is None:
+                    continue
+                params.append(p)
+                grads.append(clipped_by_param[id(p)])
+                exp_avgs.append(state["exp_avg"])
+                exp_avg_sqs.append(state["exp_avg_sq"])
+                if group["amsgrad"]:
+                    max_exp_avg_sqs.append(state["max_exp_avg_sq"])
+                state_steps.append(state["step"])
+                decay.append(flag)
+            if params:
+                adam_weight_decay(
+                    params,
+                    grads,
+                    exp_avgs,
+                    exp_avg_sqs,
+                    max_exp_avg_sqs,
+                    state_steps,
+                    decay,
+                    foreach=group["foreach"],
+                    lr=group["lr"],
+                    beta_1=group["beta_1"],
+                    beta_2=group["beta_2"],
+                    epsilon=group["epsilon"],
+                    amsgrad=group["amsgrad"],
+                    weight_decay_rate=group["weight_decay_rate"],
+                )
+        # The step count is optimizer-wide (Keras ``iterations``): it advances for every parameter, with or
+        # without a gradient; the update above used ``step + 1``.
+        torch._foreach_add_(all_steps, 1)
+        return loss
+
+
+AdamWeightDecay.__doc__ = rf"""Adam with decoupled weight decay, with the numerics of transformers' TensorFlow ``AdamWeightDecay``.
+
+    A torch twin of the (removed) Keras optimizer, same spec (``adam_weight_decay``) and numerics as
+    ``hf_optim_tf.AdamWeightDecay``: the weight decay is applied *before* the Adam update, with the scheduled lr
+    (not bias-corrected), only to the parameters selected by the include/exclude regexes; the Adam step is
+    legacy Keras Adam (epsilon added to :math:`\sqrt{{v}}`, bias correction folded into the step size). The step
+    count is optimizer-wide, like Keras ``iterations``: it advances for parameters without a gradient too.
+
+    .. math::
+        \begin{{aligned}}
+            &g \leftarrow \mathrm{{clip}}(g) \quad (\text{{clipnorm, else global\_clipnorm, else clipvalue}}) \\
+            &\theta \leftarrow \theta - (\gamma\,\theta)\,\lambda \quad \text{{if decayed}} \\
+            &\alpha_t \leftarrow \gamma \sqrt{{1 - \beta_2^t}} / (1 - \beta_1^t) \\
+            &m \leftarrow m + (g - m)(1 - \beta_1), \quad v \leftarrow v + (g^2 - v)(1 - \beta_2), \quad
+             \hat v \leftarrow \max(\hat v, v) \text{{ (amsgrad)}} \\
+            &\theta \leftarrow \theta - (m\,\alpha_t) / (\sqrt{{v \text{{ or }} \hat v}} + \epsilon)
+        \end{{aligned}}
+
+    As in TF, the hyperparameters are cast to the parameter dtype and every op runs in it.
+
+    Args:
+        {_docs.PARAMS}
+            Weight-decay patterns are matched (``re.search``) against the parameter names, so pass
+            ``model.named_parameters()``; unnamed parameters with patterns set are rejected.
+        learning_rate (`float` or `torch.Tensor`, *optional*, defaults to 1e-3):
+            The learning rate (stored as the group's ``"lr"``, so torch LR schedulers drive it).
+        beta_1 (`float`, *optional*, defaults to 0.9): Decay rate of the first moment.
+        beta_2 (`float`, *optional*, defaults to 0.999): Decay rate of the second moment.
+        epsilon (`float`, *optional*, defaults to 1e-7): Added to :math:`\sqrt{{v}}`.
+        amsgrad (`bool`, *optional*, defaults to `False`): Use the AMSGrad variant.
+        weight_decay_rate (`float`, *optional*, defaults to 0.0): The weight decay to apply.
+        include_in_weight_decay (`list[str]`, *optional*): Regexes of parameter names to decay (wins over the
+            exclude list).
+        exclude_from_weight_decay (`list[str]`, *optional*): Regexes of parameter names not to decay.
+        clipnorm (`float`, *optional*): Keyword-only. Clip each gradient tensor to this L2 norm.
+        clipvalue (`float`, *optional*): Keyword-only. Clip every gradient element to ``[-c, c]``.
+        global_clipnorm (`float`, *optional*): Keyword-only. Clip all gradients together to this joint L2 norm.
+            The clip settings are optimizer-wide (read from the constructor arguments).
+        {_docs.FOREACH}
+
+    State (per parameter): ``step`` (optimizer-wide count), ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``
+    (amsgrad only).
+
+    Raises:
+        ValueError, TypeError: invalid arguments (spec ``adam_weight_decay``), e.g. two clipping options.
+
+    Example:
+        >>> model = torch.nn.Linear(4, 2)
+        >>> optimizer = AdamWeightDecay(model.named_parameters(), learning_rate=1e-3, weight_decay_rate=0.01,
+        ...                             exclude_from_weight_decay=["bias"])
+    """
+
+
+def clip_gradients(
+    grads: list[Tensor],
+    *,
+    clipnorm: float | None,
+    clipvalue: float | None,
+    global_clipnorm: float | None,
+) -> list[Tensor]:
+    """Keras 3 gradient clipping of the present gradients (a bound of None or <= 0 is off); new tensors.
+
+    ``clipnorm`` per tensor: ``g * c / max(norm(g), c)``; else ``global_clipnorm``: every gradient times
+    ``c * min(1 / joint_norm, 1 / c)``; else ``clipvalue``: element-wise clamp. No host synchronisation.
+    """
+    if clipnorm and clipnorm > 0:
+        out = []
+        for g in grads:
+            l2sum = (g * g).sum()
+            l2norm = torch.where(l2sum > 0, l2sum.sqrt(), l2sum)
+            out.append((g * clipnorm) / torch.clamp(l2norm, min=clipnorm))
+        return out
+    if global_clipnorm and global_clipnorm > 0:
+        total: Tensor | None = None
+        for g in grads:
+            partial = (g * g).sum()
+            total = partial if total is None else total + partial
+        assert total is not None
+        use_norm = total.sqrt()
+        inverse = torch.where(use_norm > 0, 1.0 / use_norm, torch.full_like(use_norm, float("inf")))
+        scale = global_clipnorm * torch.clamp(inverse, max=1.0 / global_clipnorm) + (use_norm - use_norm)
+        return [g * scale.to(g.dtype) for g in grads]
+    if clipvalue and clipvalue > 0:
+        return [g.clamp(-clipvalue, clipvalue) for g in grads]
+    return list(grads)
+
+
+def adam_weight_decay(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    max_exp_avg_sqs: list[Tensor],
+    state_steps: list[Tensor],
+    decay: list[bool],
+    foreach: bool | None = None,
+    *,
+    lr: float | Tensor,
+    beta_1: float,
+    beta_2: float,
+    epsilon: float,
+    amsgrad: bool,
+    weight_decay_rate: float,
+) -> None:
+    """Functional AdamWeightDecay of already clipped gradients (TF numerics); updates in place.
+
+    ``state_steps`` hold the optimizer-wide count *before* this step (the caller increments them);
+    ``decay[i]`` says whether parameter ``i`` is decayed.
+    """
+    func = _multi_tensor_adam_weight_decay if use_foreach(foreach, params) else _single_tensor_adam_weight_decay
+    func(
+        params,
+        grads,
+        exp_avgs,
+        exp_avg_sqs,
+        max_exp_avg_sqs,
+        state_steps,
+        decay,
+        lr=lr,
+        beta_1=beta_1,
+        beta_2=beta_2,
+        epsilon=epsilon,
+        amsgrad=amsgrad,
+        weight_decay_rate=weight_decay_rate,
+    )
+
+
+def _coefficients(
+    lr: float | Tensor, beta_1: float, beta_2: float, step: Tensor, like: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """lr, alpha, 1 - beta_1, 1 - beta_2 as 0-dim tensors in the parameter dtype (TF casts hyperparameters first)."""
+    dtype, device = like.dtype, like.device
+    lr_t = torch.as_tensor(lr, device=device).to(dtype)
+    b1 = torch.tensor(beta_1, dtype=dtype, device=device)
+    b2 = torch.tensor(beta_2, dtype=dtype, device=device)
+    t = (step + 1).to(dtype)
+    alpha = (lr_t * (1.0 - torch.pow(b2, t)).sqrt()) / (1.0 - torch.pow(b1, t))
+    return lr_t, alpha, 1.0 - b1, 1.0 - b2
+
+
+def _single_tensor_adam_weight_decay(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    max_exp_avg_sqs: list[Tensor],
+    state_steps: list[Tensor],
+    decay: list[bool],
+    *,
+    lr: float | Tensor,
+    beta_1: float,
+    beta_2: float,
+    epsilon: float,
+    amsgrad: bool,
+    weight_decay_rate: float,
+) -> None:
+    for i, param in enumerate(params):
+        grad, exp_avg, exp_avg_sq = grads[i], exp_avgs[i], exp_avg_sqs[i]
+        lr_t, alpha, one_minus_b1, one_minus_b2 = _coefficients(lr, beta_1, beta_2, state_steps[i], param)
+        if decay[i] and weight_decay_rate != 0.0:
+            param.sub_((lr_t * param).mul_(weight_decay_rate))
+        exp_avg.add_((grad - exp_avg).mul_(one_minus_b1))
+        exp_avg_sq.add_((grad * grad).sub_(exp_avg_sq).mul_(one_minus_b2))
+        denom_sq = exp_avg_sq
+        if amsgrad:
+            torch.maximum(max_exp_avg_sqs[i], exp_avg_sq, out=max_exp_avg_sqs[i])
+            denom_sq = max_exp_avg_sqs[i]
+        param.sub_((exp_avg * alpha).div_(denom_sq.sqrt().add_(epsilon)))
+
+
+def _multi_tensor_adam_weight_decay(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    max_exp_avg_sqs: list[Tensor],
+    state_steps: list[Tensor],
+    decay: list[bool],
+    *,
+    lr: float | Tensor,
+    beta_1: float,
+    beta_2: float,
+    epsilon: float,
+    amsgrad: bool,
+    weight_decay_rate: float,
+) -> None:
+    lists: list[list[Tensor]] = [params, grads, exp_avgs, exp_avg_sqs, state_steps]
+    if amsgrad:
+        lists.append(max_exp_avg_sqs)
+    grouped = Optimizer._group_tensors_by_device_and_dtype(lists)  # type: ignore[arg-type]
+    for tensors, indices in grouped.values():
+        d_params, d_grads, d_exp_avgs, d_exp_avg_sqs, d_steps = tensors[:5]
+        lr_t, alpha, one_minus_b1, one_minus_b2 = _coefficients(lr, beta_1, beta_2, d_steps[0], d_params[0])
+        if weight_decay_rate != 0.0:
+            decayed = [p for p, k in zip(d_params, indices) if decay[k]]
+            if decayed:
+                scaled = torch._foreach_mul(decayed, lr_t)
+                torch._foreach_mul_(scaled, weight_decay_rate)
+                torch._foreach_sub_(decayed, scaled)
+                del scaled
+        diffs = torch._foreach_sub(d_grads, d_exp_avgs)
+        torch._foreach_mul_(diffs, one_minus_b1)
+        torch._foreach_add_(d_exp_avgs, diffs)
+        squares = torch._foreach_mul(d_grads, d_grads)
+        torch._foreach_sub_(squares, d_exp_avg_sqs)
+        torch._foreach_mul_(squares, one_minus_b2)
+        torch._foreach_add_(d_exp_avg_sqs, squares)
+        del diffs, squares
+        denom_sq = d_exp_avg_sqs
+        if amsgrad:
+            d_max = tensors[5]
+            torch._foreach_maximum_(d_max, d_exp_avg_sqs)
+            denom_sq = d_max
+        denoms = torch._foreach_sqrt(denom_sq)
+        torch._foreach_add_(denoms, epsilon)
+        updates = torch._foreach_mul(d_exp_avgs, alpha)
+        torch._foreach_div_(updates, denoms)
+        torch._foreach_sub_(d_params, updates)
