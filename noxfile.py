@@ -14,7 +14,7 @@ nox.needs_version = ">=2025.2.9"
 # pip sees the local torch wheel; uv does not.
 nox.options.default_venv_backend = "virtualenv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["spec", "tests", "conformance"]
+nox.options.sessions = ["spec", "tests", "conformance", "reliability"]
 
 ROOT = Path(__file__).parent
 CONSTRAINTS = ("-c", str(ROOT / "constraints.txt"))
@@ -95,6 +95,13 @@ def conformance(session: nox.Session) -> None:
     _pytest(session, "conformance")
 
 
+@nox.session
+def reliability(session: nox.Session) -> None:
+    """Resume fuzz, bad inputs, mixed precision, distributed and soak (reduced; HF_OPTIM_FULL=1 for the full run)."""
+    _install(session, "spec", "torch", "tf")
+    _pytest(session, "reliability")
+
+
 @nox.session(default=False)
 def build(session: nox.Session) -> None:
     """Build sdists and wheels of the three packages and check the spec ships inside hf-optim-spec."""
@@ -120,7 +127,21 @@ def docs(session: nox.Session) -> None:
     session.run("mkdocs", "build", "--strict")
 
 
+# transformers releases the specs' hf_source names, and what each environment needs besides.
+# tf-keras goes in without dependencies: it requires `tensorflow`, whose CPU build here is
+# `tensorflow-cpu` (pinned in constraints.txt).
+CROSSCHECK = {
+    "4.49.0-torch": ("transformers==4.49.0",),
+    "4.57.6": ("transformers==4.57.6", "tensorflow-cpu"),
+}
+
+
 @nox.session(default=False)
-def crosscheck(session: nox.Session) -> None:
-    """Run the spec cases through the real transformers code and record agreement as provenance."""
+@nox.parametrize("upstream", list(CROSSCHECK))
+def crosscheck(session: nox.Session, upstream: str) -> None:
+    """Run the spec cases through the real transformers code; docs/crosscheck.md (+ provenance with --write)."""
+    _install(session, "spec", groups=())
+    session.install(*CONSTRAINTS, "torch", *CROSSCHECK[upstream])
+    if "tensorflow-cpu" in CROSSCHECK[upstream]:
+        session.install("--no-deps", "tf-keras==2.21.*")
     session.run("python", "tools/crosscheck.py", *session.posargs)

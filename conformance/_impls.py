@@ -250,8 +250,18 @@ def _torch_build(spec: hs.Spec, params: Mapping[str, Any], lrs: Sequence[float])
     """The torch object of a schedule spec (a scheduler or a callable of the step)."""
     factory = resolve_api("torch", spec)
     kwargs = spelled(spec, params, "torch", lambda ref: _torch_nested(ref))
-    args = [_torch_optimizer_for(lrs)] if _takes(factory, "optimizer", spec, "torch") else []
+    args = []
+    if _takes(factory, "optimizer", spec, "torch"):
+        args.append(_torch_optimizer_for(lrs))
+    elif _takes(factory, "params", spec, "torch"):  # builds its own optimizer (create_optimizer)
+        args.append(_torch_named_params())
     return _pick_schedule(factory(*args, **kwargs), "torch")
+
+
+def _torch_named_params() -> list[tuple[str, Any]]:
+    import torch
+
+    return [("w", torch.nn.Parameter(torch.zeros(2, 3)))]
 
 
 def _torch_nested(ref: Mapping[str, Any]) -> Any:
@@ -366,9 +376,7 @@ def _torch_construct(spec: hs.Spec, params: Mapping[str, Any], base_lr: float) -
     factory = resolve_api("torch", spec)
     kwargs = spelled(spec, params, "torch", _torch_nested)
     if spec.kind == "optimizer":
-        import torch
-
-        return factory([("w", torch.nn.Parameter(torch.zeros(2, 3)))], **kwargs)
+        return factory(_torch_named_params(), **kwargs)
     return factory(**kwargs)
 
 
@@ -408,20 +416,31 @@ def _tf_lr_curve(spec: hs.Spec, case: Mapping[str, Any]) -> LrCurve:
     return LrCurve(tuple(case["steps"]), _tf_eval(obj, case["steps"]).reshape(1, -1))
 
 
-def keras_name(name: str) -> str:
-    """Keras variable names cannot contain '/'."""
-    return name.replace("/", "_")
+def keras_variable(name: str, value: np.ndarray, dtype: str) -> Any:
+    """A ``keras.Variable`` whose ``path`` is the case's parameter name.
+
+    ``a/b/kernel`` is built as ``kernel`` inside name scopes ``a`` and ``b`` (Keras names cannot contain
+    ``/``), as a layer's weights are, so weight-decay patterns see the same string as in torch.
+    """
+    import contextlib
+
+    import keras
+
+    *scopes, leaf = name.split("/")
+    with contextlib.ExitStack() as stack:
+        for scope in scopes:
+            stack.enter_context(keras.name_scope(scope))
+        variable = keras.Variable(np.asarray(value, dtype=np.float64), dtype=dtype, name=leaf)
+    if variable.path != name:
+        raise AssertionError(f"cannot build a Keras variable with path {name!r} (got {variable.path!r})")
+    return variable
 
 
 def _tf_run_optimizer(spec: hs.Spec, case: Mapping[str, Any], dtype: str) -> Trajectory:
-    import keras
     from keras import ops
 
     params0, grads = ref_case.case_inputs(case)
-    variables = {
-        name: keras.Variable(np.asarray(value, dtype=np.float64), dtype=dtype, name=keras_name(name))
-        for name, value in params0.items()
-    }
+    variables = {name: keras_variable(name, value, dtype) for name, value in params0.items()}
     factory = resolve_api("tf", spec)
     kwargs = spelled(spec, case.get("hyperparams", {}), "tf", _tf_nested)
     optimizer = factory(**kwargs)
@@ -615,6 +634,8 @@ def public_call(framework: str, spec: hs.Spec, params: Mapping[str, Any], base_l
     if spec.kind == "schedule" and factory is not None:
         if framework == "torch" and _takes(factory, "optimizer", spec, "torch"):
             args.append(f"torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr={base_lr!r})")
+        elif framework == "torch" and _takes(factory, "params", spec, "torch"):
+            args.append("[('w', torch.nn.Parameter(torch.zeros(2, 3)))]")
         if framework == "tf" and _takes(factory, "learning_rate", spec, "tf"):
             args.append(f"learning_rate={base_lr!r}")
     elif spec.kind == "optimizer":

@@ -3,7 +3,7 @@
 A draw starts from the parameters of one of the spec's cases (so required arguments, nested
 schedules and the scale of the numbers are sensible) and redraws each parameter from its
 declaration: ``enum`` -> one of the values; ``boolean``; ``integer``/``number`` within
-``minimum``/``maximum`` (exclusive bounds excluded), or within a factor of 4 of the case value on a
+``minimum``/``maximum`` (exclusive bounds excluded), or within a factor of 2 of the case value on a
 side the spec leaves open; ``nullable`` -> sometimes None. Whether the combination is valid is
 decided by ``hf_optim_spec.validate`` (the constraints), never here.
 """
@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 import hf_optim_spec as hs
 from hf_optim_spec import _schedules
 
-OPEN_FACTOR = 4.0
+OPEN_FACTOR = 2.0
 INT_SPAN = 200
 
 
@@ -89,8 +89,12 @@ def _current(spec: hs.Spec, given: Mapping[str, Any], name: str) -> Any:
 
 
 @st.composite
-def arguments(draw: Any, spec: hs.Spec, key: str) -> dict[str, Any]:
-    """Canonical-name arguments: a case's ``key`` ("params" or "hyperparams") with redrawn values."""
+def arguments(draw: Any, spec_id: str, key: str) -> dict[str, Any]:
+    """Canonical-name arguments: a case's ``key`` ("params" or "hyperparams") with redrawn values.
+
+    Strategies take the spec id, not the Spec: Hypothesis reprs its strategies, and a Spec's repr is huge.
+    """
+    spec = hs.get(spec_id)
     base = draw(st.sampled_from(spec.cases)) if spec.cases else {}
     given = dict(base.get(key, {}))
     out: dict[str, Any] = {}
@@ -105,9 +109,10 @@ def arguments(draw: Any, spec: hs.Spec, key: str) -> dict[str, Any]:
 
 
 @st.composite
-def schedule_inputs(draw: Any, spec: hs.Spec) -> tuple[dict[str, Any], float, list[int]]:
+def schedule_inputs(draw: Any, spec_id: str) -> tuple[dict[str, Any], float, list[int]]:
     """(params, base_lr, steps) for a closed-form schedule."""
-    params = draw(arguments(spec, "params"))
+    spec = hs.get(spec_id)
+    params = draw(arguments(spec_id, "params"))
     case_lrs = sorted({float(c.get("base_lr", 1.0)) for c in spec.cases}) or [1.0]
     base_lr = draw(st.sampled_from([*case_lrs, 1.0, 3e-4, 0.05]))
     ints = [abs(int(v)) for v in params.values() if isinstance(v, int) and not isinstance(v, bool)]
@@ -117,9 +122,9 @@ def schedule_inputs(draw: Any, spec: hs.Spec) -> tuple[dict[str, Any], float, li
 
 
 @st.composite
-def optimizer_case(draw: Any, spec: hs.Spec) -> dict[str, Any]:
+def optimizer_case(draw: Any, spec_id: str) -> dict[str, Any]:
     """A generated optimizer case (shapes, steps, seed, dtype, hyperparams) for the reference to fill."""
-    hyperparams = draw(arguments(spec, "hyperparams"))
+    hyperparams = draw(arguments(spec_id, "hyperparams"))
     shape_w = draw(st.lists(st.integers(1, 4), min_size=0, max_size=3))
     shape_b = draw(st.lists(st.integers(1, 5), min_size=1, max_size=1))
     return {

@@ -137,8 +137,8 @@ def long_case(spec: hs.Spec, dtype: str) -> dict[str, Any]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", LONG_DTYPES)
-def test_long_trajectories(optimizer_spec: hs.Spec, dtype: str) -> None:
-    spec = optimizer_spec
+def test_long_trajectories(optimizer_spec_id: str, dtype: str) -> None:
+    spec = hs.get(optimizer_spec_id)
     case = long_case(spec, dtype)
     expected = reference_trajectory(spec, case)
     tol = spec.tol(dtype)
@@ -171,11 +171,11 @@ def test_long_trajectories(optimizer_spec: hs.Spec, dtype: str) -> None:
 
 @PROPERTY_SETTINGS
 @given(data=st.data())
-def test_schedule_properties(closed_form_spec: hs.Spec, data: st.DataObject) -> None:
+def test_schedule_properties(closed_form_spec_id: str, data: st.DataObject) -> None:
     """Random valid arguments and steps: finite where the reference is, equal to it, torch == tf."""
-    spec = closed_form_spec
+    spec = hs.get(closed_form_spec_id)
     assume(bool(spec.cases))
-    params, base_lr, steps = data.draw(_strategies.schedule_inputs(spec), label="params, base_lr, steps")
+    params, base_lr, steps = data.draw(_strategies.schedule_inputs(spec.id), label="params, base_lr, steps")
     try:
         bound = _schedules.bind(spec, params, base_lr=base_lr)
     except (TypeError, ValueError):
@@ -216,10 +216,10 @@ def test_schedule_properties(closed_form_spec: hs.Spec, data: st.DataObject) -> 
 
 @settings(PROPERTY_SETTINGS, max_examples=6)
 @given(data=st.data())
-def test_optimizer_properties(optimizer_spec: hs.Spec, data: st.DataObject) -> None:
+def test_optimizer_properties(optimizer_spec_id: str, data: st.DataObject) -> None:
     """Random shapes, hyperparameters and gradients: both frameworks within tolerance of the reference."""
-    spec = optimizer_spec
-    case = data.draw(_strategies.optimizer_case(spec), label="case")
+    spec = hs.get(optimizer_spec_id)
+    case = data.draw(_strategies.optimizer_case(spec.id), label="case")
     try:
         hs.validate(spec, {k: v for k, v in case["hyperparams"].items() if not _schedules.is_schedule_ref(v)})
         expected = reference_trajectory(spec, case)

@@ -259,7 +259,7 @@ def _run_case(spec: hs.Spec, index: int, case: Mapping[str, Any], run: Callable[
             index,
             description,
             "disagree",
-            detail=f"transformers raised {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+            detail=f"transformers raised {type(exc).__name__}: {_stable(str(exc))} "
             f"({Path(where.filename).name}:{where.lineno})",
         )
     tol = spec.tol(outcome.dtype)
@@ -283,6 +283,12 @@ def _run_case(spec: hs.Spec, index: int, case: Mapping[str, Any], run: Callable[
     )
 
 
+def _stable(message: str) -> str:
+    """The first line of an exception message with Python set literals sorted (hash order varies per run)."""
+    first = message.splitlines()[0] if message else ""
+    return re.sub(r"\{('[^{}]*')\}", lambda m: "{" + ", ".join(sorted(m[1].split(", "))) + "}", first)
+
+
 def _check_error(index: int, err: Mapping[str, Any], spec: hs.Spec, run: Callable[..., None] | None) -> ErrorResult:
     description = str(err.get("description", ""))
     if not err.get("hf_enforced", True):
@@ -295,7 +301,7 @@ def _check_error(index: int, err: Mapping[str, Any], spec: hs.Spec, run: Callabl
         return ErrorResult(index, description, "skipped", str(skip))
     except Exception as exc:
         wanted = getattr(builtins, err["error"])
-        message = str(exc).splitlines()[0] if str(exc) else ""
+        message = _stable(str(exc))
         if not isinstance(exc, wanted):
             return ErrorResult(
                 index,

@@ -203,7 +203,7 @@ def _parameters(spec: hs.Spec) -> list[str]:
         if rule and not p.hf_enforced:
             rule += " (not enforced by transformers)"
         name = code(p.name) + (" *(extension)*" if p.extension else "")
-        row = [name, p.type, code(cli.default_text(p)) if not p.required else "**required**", cell(rule)]
+        row = [name, p.type_name, code(cli.default_text(p)) if not p.required else "**required**", cell(rule)]
         if has_names:
             row.append(cell(cli.spelling_text(p)))
         row.append(cell(p.description))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -199,11 +200,12 @@ def test_optimizer_case(spec: hs.Spec, case: Mapping[str, Any]) -> None:
         optimizer = _api(spec)(**kwargs)
         variables = {}
         for name, value in params0.items():
-            layer, _, leaf = name.rpartition("/")
-            with keras.name_scope(layer) if layer else _null():
-                variables[name] = keras.Variable(np.asarray(value, np.float64).astype(_np_dtype(dtype)) if dtype !=
-                                                 "bfloat16" else keras.ops.cast(np.asarray(value), "bfloat16"),
-                                                 name=leaf, dtype=dtype)
+            *scopes, leaf = name.split("/")
+            with contextlib.ExitStack() as stack:
+                for scope in scopes:  # the variable's path is the spec's parameter name
+                    stack.enter_context(keras.name_scope(scope))
+                variables[name] = keras.Variable(keras.ops.cast(np.asarray(value, np.float64), dtype), name=leaf)
+            assert variables[name].path == name
         optimizer.build(list(variables.values()))
         for step, row in enumerate(grads):
             names = [n for n, g in row.items() if g is not None]
@@ -222,22 +224,10 @@ def test_optimizer_case(spec: hs.Spec, case: Mapping[str, Any]) -> None:
                 assert_close(np.asarray(ours[key], np.float64), value, tol.rtol, tol.atol, f"state {name}.{key}")
 
 
-def _np_dtype(dtype: str) -> Any:
-    return {"float64": np.float64, "float32": np.float32, "float16": np.float16}[dtype]
-
-
 def _inputs(case: Mapping[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     from hf_optim_spec.reference._case import case_inputs
 
     return case_inputs(case)
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 # --------------------------------------------------------------------------- accumulator

@@ -51,6 +51,11 @@ class Parameter:
     description: str = ""
 
     @property
+    def type_name(self) -> str:
+        """The type for display: ``"number"`` or ``"number | schedule"``."""
+        return self.type if isinstance(self.type, str) else " | ".join(self.type)
+
+    @property
     def required(self) -> bool:
         """True when the caller must pass a value."""
         return self.default is REQUIRED

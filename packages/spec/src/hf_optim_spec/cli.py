@@ -169,7 +169,7 @@ def cmd_show(spec: Spec, out: TextIO) -> None:
     if not spec.parameters:
         print("  (none)", file=out)
     for param in spec.parameters.values():
-        notes = [param.type, f"default {default_text(param)}"]
+        notes = [param.type_name, f"default {default_text(param)}"]
         if rule_text(param):
             notes.append(rule_text(param))
         if param.type == "string" and param.enum is None and string_choices(spec, param.name):

@@ -424,6 +424,8 @@ class Program:
             known.add(name)
         self.result = parse(result)
         self._check_names(self.result, known, "result")
+        self.used = frozenset().union(*(_names(tree) for tree in (*self.values.values(), self.result)))
+        """Every name the formula refers to; parameters outside it (e.g. lists) are not bound."""
 
     def _check_names(self, tree: Node, known: set[str], label: str) -> None:
         for name in sorted(_names(tree)):
@@ -454,6 +456,8 @@ class Program:
         env: dict[str, Node] = {"pi": Const(math.pi), "base_lr": Const(_scalar(base_lr, "base_lr"))}
         schedules: dict[str, Callable[[Any], Any]] = {}
         for name, kind in self.parameters.items():
+            if name not in self.used and f"{name}()" not in self.used:
+                continue
             if name not in params:
                 raise FormulaError(f"{self.where}: no value bound for parameter `{name}`")
             if kind == "schedule":

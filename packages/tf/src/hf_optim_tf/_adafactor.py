@@ -188,7 +188,7 @@ class Adafactor(keras.optimizers.Optimizer):
         beta2t = 1.0 - ops.power(step, self.decay_rate)
         keep = ops.cast(beta2t, dtype)
         mix = ops.cast(1.0 - beta2t, dtype)
-        squared = ops.add(ops.square(grad), ops.cast(self.epsilon_1, dtype))
+        squared = ops.add(ops.square(grad), ops.convert_to_tensor(self.epsilon_1, dtype=dtype))
         if self._full[index] is None:
             row, col = self._row[index], self._col[index]
             self.assign(row, ops.add(ops.multiply(row, keep), ops.multiply(ops.mean(squared, axis=-1), mix)))

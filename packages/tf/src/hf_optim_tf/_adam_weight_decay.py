@@ -145,10 +145,10 @@ class AdamWeightDecay(keras.optimizers.Optimizer):
         lr = ops.cast(learning_rate, dtype)
         step = ops.cast(self.iterations + 1, dtype)
         gradient = ops.cast(gradient, dtype)
-        beta_1 = ops.cast(self.beta_1, dtype)
-        beta_2 = ops.cast(self.beta_2, dtype)
+        beta_1 = ops.convert_to_tensor(self.beta_1, dtype=dtype)
+        beta_2 = ops.convert_to_tensor(self.beta_2, dtype=dtype)
         if self._decay_flags[index]:
-            rate = ops.cast(self.weight_decay_rate, dtype)
+            rate = ops.convert_to_tensor(self.weight_decay_rate, dtype=dtype)
             self.assign_sub(variable, ops.multiply(ops.multiply(lr, variable), rate))
         alpha = ops.divide(
             ops.multiply(lr, ops.sqrt(ops.subtract(1.0, ops.power(beta_2, step)))),
@@ -165,7 +165,7 @@ class AdamWeightDecay(keras.optimizers.Optimizer):
             max_exp_avg_sq = self._max_exp_avg_sq[index]
             self.assign(max_exp_avg_sq, ops.maximum(max_exp_avg_sq, exp_avg_sq))
             second = max_exp_avg_sq
-        denom = ops.add(ops.sqrt(second), ops.cast(self.epsilon, dtype))
+        denom = ops.add(ops.sqrt(second), ops.convert_to_tensor(self.epsilon, dtype=dtype))
         self.assign_sub(variable, ops.divide(ops.multiply(exp_avg, alpha), denom))
 
     def variable_state(self, variable: Any) -> dict[str, Any]:

@@ -34,9 +34,10 @@ class AdamW(keras.optimizers.Optimizer):
     variable keeps its own ``step`` (as torch's per-parameter state), so a variable that got no
     gradient at some step is not advanced. Scalar coefficients are computed in float64 (torch
     computes them as Python floats) and cast to the variable dtype; vector math runs in the
-    variable's dtype, except for 16-bit variables: their math runs in float32 and only what is
-    stored (the variable and its state, both in the variable dtype, as torch keeps them) is
-    rounded, once per step.
+    variable's dtype. For 16-bit variables the math runs in float32 and every tensor torch
+    materialises in the parameter dtype (each in-place op on the moments and the parameter, and
+    the denominator) is rounded to that dtype, so the result matches torch on a bfloat16/float16
+    parameter; the state is kept in the variable dtype, as torch's ``zeros_like(p)``.
 
     Args:
         learning_rate: float or ``LearningRateSchedule`` (torch: ``lr``). Defaults to 0.001.
@@ -114,6 +115,11 @@ class AdamW(keras.optimizers.Optimizer):
         """One AdamW step for one variable (keras.ops only), in transformers' operation order."""
         index = self._get_variable_index(variable)
         dtype = compute_dtype(variable.dtype)
+        store = variable.dtype
+
+        def q(x: Any) -> Any:  # what torch materialises in a 16-bit parameter's dtype
+            return x if store == dtype else ops.cast(ops.cast(x, store), dtype)
+
         grad = ops.cast(gradient, dtype)
         param = ops.cast(variable, dtype)
         lr = ops.cast(learning_rate, "float64")
@@ -121,23 +127,23 @@ class AdamW(keras.optimizers.Optimizer):
         self.assign_add(step_var, ops.ones((), dtype="int64"))
         step = ops.cast(step_var, "float64")
         exp_avg_var, exp_avg_sq_var = self._exp_avg[index], self._exp_avg_sq[index]
-        exp_avg = ops.add(
-            ops.multiply(ops.cast(exp_avg_var, dtype), self.beta_1), ops.multiply(1.0 - self.beta_1, grad)
+        exp_avg = q(ops.add(q(ops.multiply(ops.cast(exp_avg_var, dtype), self.beta_1)), ops.multiply(1.0 - self.beta_1, grad)))
+        exp_avg_sq = q(
+            ops.add(
+                q(ops.multiply(ops.cast(exp_avg_sq_var, dtype), self.beta_2)),
+                ops.multiply(ops.multiply(1.0 - self.beta_2, grad), grad),
+            )
         )
-        exp_avg_sq = ops.add(
-            ops.multiply(ops.cast(exp_avg_sq_var, dtype), self.beta_2),
-            ops.multiply(ops.multiply(1.0 - self.beta_2, grad), grad),
-        )
-        self.assign(exp_avg_var, ops.cast(exp_avg, exp_avg_var.dtype))
-        self.assign(exp_avg_sq_var, ops.cast(exp_avg_sq, exp_avg_sq_var.dtype))
-        denom = ops.add(ops.sqrt(exp_avg_sq), ops.cast(self.epsilon, dtype))
+        self.assign(exp_avg_var, ops.cast(exp_avg, store))
+        self.assign(exp_avg_sq_var, ops.cast(exp_avg_sq, store))
+        denom = q(ops.add(q(ops.sqrt(exp_avg_sq)), ops.convert_to_tensor(self.epsilon, dtype=dtype)))
         step_size = lr
         if self.correct_bias:
             step_size = lr * ops.sqrt(1.0 - ops.power(self.beta_2, step)) / (1.0 - ops.power(self.beta_1, step))
-        param = ops.add(param, ops.divide(ops.multiply(ops.cast(-step_size, dtype), exp_avg), denom))
+        param = q(ops.add(param, ops.divide(ops.multiply(ops.cast(-step_size, dtype), exp_avg), denom)))
         if self.decoupled_weight_decay > 0.0:
-            param = ops.add(param, ops.multiply(ops.cast(-lr * self.decoupled_weight_decay, dtype), param))
-        self.assign(variable, ops.cast(param, variable.dtype))
+            param = q(ops.add(param, ops.multiply(ops.cast(-lr * self.decoupled_weight_decay, dtype), param)))
+        self.assign(variable, ops.cast(param, store))
 
     def variable_state(self, variable: Any) -> dict[str, Any]:
         """The state of one model variable under the spec's names (NumPy values), like torch's

@@ -48,10 +48,12 @@ class Adafactor(Optimizer):
         first_moment: str = "lr_scaled",
         maximize: bool = False,
         foreach: bool | None = None,
+        **kwargs: Any,
     ) -> None:
         hp = spec_validate(
             _SPEC_ID,
             {
+                **kwargs,
                 "lr": lr,
                 "eps": eps,
                 "clip_threshold": clip_threshold,

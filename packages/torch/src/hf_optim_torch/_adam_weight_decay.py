@@ -65,10 +65,12 @@ class AdamWeightDecay(Optimizer):
         clipvalue: float | None = None,
         global_clipnorm: float | None = None,
         foreach: bool | None = None,
+        **kwargs: Any,
     ) -> None:
         hp = spec_validate(
             _SPEC_ID,
             {
+                **kwargs,
                 "learning_rate": learning_rate,
                 "beta_1": beta_1,
                 "beta_2": beta_2,
@@ -103,6 +105,12 @@ class AdamWeightDecay(Optimizer):
             param_group["param_names"] = list(param_group.pop("names"))
         if "learning_rate" in param_group:
             param_group["lr"] = param_group.pop("learning_rate")
+        clip_overrides = sorted(k for k in _CLIP_KEYS if k in param_group)
+        if clip_overrides:
+            raise ValueError(
+                f"Gradient clipping is optimizer-wide in AdamWeightDecay (as in Keras); set {clip_overrides} in the "
+                "constructor, not in a param group."
+            )
         overrides = {_GROUP_KEYS[k]: v for k, v in param_group.items() if k in _GROUP_KEYS}
         if overrides and hasattr(self, "defaults"):
             merged = {name: self.defaults[key] for key, name in _GROUP_KEYS.items()}
@@ -348,7 +356,7 @@ def _coefficients(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """lr, alpha, 1 - beta_1, 1 - beta_2 as 0-dim tensors in the parameter dtype (TF casts hyperparameters first)."""
     dtype, device = like.dtype, like.device
-    lr_t = torch.as_tensor(lr, device=device).to(dtype)
+    lr_t = lr.to(device=device, dtype=dtype) if isinstance(lr, Tensor) else torch.tensor(lr, dtype=dtype, device=device)
     b1 = torch.tensor(beta_1, dtype=dtype, device=device)
     b2 = torch.tensor(beta_2, dtype=dtype, device=device)
     t = (step + 1).to(dtype)
@@ -405,7 +413,7 @@ def _multi_tensor_adam_weight_decay(
     lists: list[list[Tensor]] = [params, grads, exp_avgs, exp_avg_sqs, state_steps]
     if amsgrad:
         lists.append(max_exp_avg_sqs)
-    grouped = Optimizer._group_tensors_by_device_and_dtype(lists)  # type: ignore[arg-type]
+    grouped = Optimizer._group_tensors_by_device_and_dtype(lists, with_indices=True)  # type: ignore[arg-type]
     for tensors, indices in grouped.values():
         d_params, d_grads, d_exp_avgs, d_exp_avg_sqs, d_steps = tensors[:5]
         lr_t, alpha, one_minus_b1, one_minus_b2 = _coefficients(lr, beta_1, beta_2, d_steps[0], d_params[0])

@@ -31,10 +31,12 @@ class AdamW(Optimizer):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        **kwargs: Any,
     ) -> None:
         hp = spec_validate(
             _SPEC_ID,
             {
+                **kwargs,
                 "lr": lr,
                 "betas": betas,
                 "eps": eps,
@@ -173,6 +175,7 @@ AdamW.__doc__ = rf"""Adam with decoupled weight decay, with the numerics of ``tr
             Whether or not to correct bias in Adam (for instance, in Bert TF repository they use `False`).
         no_deprecation_warning (`bool`, *optional*, defaults to `False`):
             Accepted for compatibility; this implementation is not deprecated and never warns.
+        kwargs: Any other keyword is rejected with the spec's TypeError (``Unknown argument `x` ...``).
         {_docs.MAXIMIZE}
         {_docs.FOREACH}
 

@@ -1,0 +1,1 @@
+"""Reliability suite: exact resume, bad inputs, mixed precision, distributed training and soak."""

@@ -1,0 +1,87 @@
+"""Fresh-process worker: ``python -m reliability._worker TASK.json`` (tasks batch many checks per process).
+
+Tasks:
+
+* ``resume``: restore many checkpoints (torch state_dicts; ``.keras`` files; ``tf.train.Checkpoint``) in this
+  fresh process, continue each run to its end and compare it bit for bit with the uninterrupted run.
+* ``soak``: a long run of one optimizer with a schedule; RSS and step times.
+* ``tf_mirrored``: MirroredStrategy on two logical CPUs vs one device (AdamWeightDecay + GradientAccumulator).
+
+The report (JSON) goes to ``task["report"]``.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+
+def _resume(task: dict[str, Any]) -> dict[str, Any]:
+    from reliability import _drive
+
+    with open(task["expected"], "rb") as handle:
+        expected = pickle.load(handle)  # written by the parent test from plain numpy arrays
+    framework = task["framework"]
+    problems: list[str] = []
+    checked = 0
+    for item in task["items"]:
+        scn, k, fmt, path = item["scenario"], item["k"], item["format"], item["path"]
+        where = f"{framework}:{scn['id']}@{k}[{fmt}]"
+        traj, final = expected[scn["id"]]
+        try:
+            run = _restore(framework, scn, fmt, path)
+        except Exception as error:  # noqa: BLE001 - reported with the item
+            problems.append(f"{where}: restore raised {type(error).__name__}: {error}")
+            continue
+        try:
+            problems += _drive.compare(traj[k], run.snapshot(), f"{where} right after restore")
+            for t in range(k, scn["steps"]):
+                run.step(t)
+                problems += _drive.compare(traj[t + 1], run.snapshot(), f"{where} step {t + 1}")
+            problems += _drive.compare(final, run.final_state(), f"{where} final state")
+        except Exception as error:  # noqa: BLE001
+            problems.append(f"{where}: continuing raised {type(error).__name__}: {error}")
+        checked += 1
+    return {"checked": checked, "problems": problems}
+
+
+def _restore(framework: str, scn: dict[str, Any], fmt: str, path: str) -> Any:
+    from reliability import _drive
+
+    if framework == "torch":
+        import torch
+
+        run = _drive.TorchRun(scn)
+        run.restore(torch.load(path, weights_only=True))
+        return run
+    import keras
+
+    _drive.keras_model_class()
+    if fmt == "keras":
+        return _drive.TfRun(scn, model=keras.saving.load_model(path))
+    run = _drive.TfRun(scn)
+    run.build_optimizer()
+    run.tf_checkpoint().read(path).assert_consumed()
+    return run
+
+
+def main(argv: list[str]) -> int:
+    task = json.loads(Path(argv[1]).read_text(encoding="utf-8"))
+    warnings.simplefilter("error")
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(tensorflow|keras|google|absl|h5py).*")
+    handlers = {"resume": _resume}
+    if task["task"] not in handlers:
+        from reliability import _tasks
+
+        handlers = _tasks.HANDLERS
+    report = handlers[task["task"]](task)
+    Path(task["report"]).write_text(json.dumps(report, indent=1), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

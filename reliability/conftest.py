@@ -1,0 +1,112 @@
+"""Reliability suite setup: reduced vs full run, thread limits, and the fresh-process worker runner.
+
+The default run is reduced so that ``nox -s reliability`` fits in the default test command (a few minutes on two
+cores); ``HF_OPTIM_FULL=1`` runs the full version (more interruptions, every schedule with every optimizer, more
+Hypothesis examples, 10,000 soak steps). Both exercise every item.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Before any framework initialises: small thread pools (the suite shares two cores) and quiet TF logs.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+FULL = os.environ.get("HF_OPTIM_FULL", "") not in ("", "0")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much of each item one run does (reduced by default, full with HF_OPTIM_FULL=1)."""
+
+    full: bool
+    hypothesis_examples: int
+    soak_steps: int
+    distributed_steps: int
+    nan_steps: int
+
+    @property
+    def label(self) -> str:
+        return "full" if self.full else "reduced"
+
+
+SIZES = (
+    Sizes(full=True, hypothesis_examples=300, soak_steps=10_000, distributed_steps=12, nan_steps=6)
+    if FULL
+    else Sizes(full=False, hypothesis_examples=40, soak_steps=2_000, distributed_steps=6, nan_steps=4)
+)
+SEED = int(os.environ.get("HF_OPTIM_SEED", "20240601"))
+"""Seed of the resume fuzz (interruption points, gradients); the failing seed is printed on failure."""
+
+
+@pytest.fixture(scope="session")
+def sizes() -> Sizes:
+    return SIZES
+
+
+def worker_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    env.setdefault("PYTHONHASHSEED", "0")
+    return env
+
+
+def run_worker(task: dict[str, Any], workdir: Path, timeout: float = 600) -> dict[str, Any]:
+    """Run ``python -m reliability._worker`` on ``task`` in a fresh process; return its JSON report.
+
+    A crash of the worker fails the calling test with the worker's output.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    task_path = workdir / f"task-{task['task']}-{time.monotonic_ns()}.json"
+    report_path = task_path.with_suffix(".report.json")
+    task = {**task, "report": str(report_path)}
+    task_path.write_text(json.dumps(task), encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, "-m", "reliability._worker", str(task_path)],
+        cwd=ROOT,
+        env=worker_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if proc.returncode != 0 or not report_path.exists():
+        pytest.fail(
+            f"worker {task['task']} exited with {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n"
+            f"--- stderr\n{proc.stderr[-8000:]}",
+            pytrace=False,
+        )
+    report: dict[str, Any] = json.loads(report_path.read_text(encoding="utf-8"))
+    report["_stderr"] = proc.stderr
+    return report
+
+
+RESULTS = ROOT / "out" / "reliability"
+
+
+def record(name: str, numbers: dict[str, Any]) -> None:
+    """Write the measured numbers of one item to out/reliability/<name>.json (README.md quotes them)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {"run": SIZES.label, **numbers}
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Keras' own saving code calls np.array(variable) (keras/src/backend/tensorflow/core.py), which NumPy 2
+    # deprecates; it is not ours and does not affect the saved values.
+    config.addinivalue_line(
+        "filterwarnings", "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
+    )

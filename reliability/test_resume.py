@@ -1,0 +1,113 @@
+"""Resume fuzz: interrupt at random steps and at every schedule boundary, restore in a fresh process, continue.
+
+For every scenario of :func:`reliability._drive.scenarios` (each optimizer alone, each schedule driving an
+optimizer; all from the registry) the test runs the uninterrupted trajectory, then a second run that checkpoints
+at the interruption points (0, every boundary of the schedule such as the end of the warmup and
+``num_training_steps``, the last step, the end, random steps). The second run must equal the first (saving does not
+perturb anything). One fresh worker process per framework then restores every checkpoint, continues to the end and
+compares every step (parameters and learning rates) and the final optimizer state bit for bit.
+
+Formats: torch ``state_dict`` through ``torch.save`` / ``torch.load(weights_only=True)``; Keras ``.keras`` files of
+a compiled model and ``tf.train.Checkpoint`` (both in the full run; alternating in the reduced run).
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from reliability import _drive
+from reliability.conftest import SEED, SIZES, record, run_worker
+
+
+def _save(framework: str, run: Any, fmt: str, path: Path) -> None:
+    if framework == "torch":
+        import torch
+
+        torch.save(run.checkpoint(), path)
+    elif fmt == "keras":
+        run.model.save(path)
+    else:
+        run.build_optimizer()
+        run.tf_checkpoint().write(str(path))
+
+
+def _formats(framework: str, index: int) -> list[str]:
+    if framework == "torch":
+        return ["torch"]
+    both = ["keras", "tfckpt"]
+    return both if SIZES.full else [both[index % 2]]
+
+
+def _suffix(fmt: str) -> str:
+    return {"torch": ".pt", "keras": ".keras", "tfckpt": ""}[fmt]
+
+
+@pytest.mark.parametrize("framework", _drive.FRAMEWORKS)
+def test_resume_in_a_fresh_process_is_bit_identical(framework: str, tmp_path: Path) -> None:
+    if framework == "tf":
+        import keras
+
+        keras.utils.set_random_seed(0)
+    Run = _drive.TorchRun if framework == "torch" else _drive.TfRun
+    rng = np.random.default_rng(SEED)
+    scenarios = _drive.scenarios(framework, SIZES.full, SEED)
+    expected: dict[str, Any] = {}
+    items: list[dict[str, Any]] = []
+    perturbed: list[str] = []
+    unbuildable: list[str] = []
+    counter = 0
+    for scn in scenarios:
+        try:
+            reference = Run(scn)
+        except (TypeError, ValueError) as error:  # reported below, after every other scenario ran
+            unbuildable.append(f"{scn['id']}: {type(error).__name__}: {error}")
+            continue
+        trajectory = [reference.snapshot()]
+        for t in range(scn["steps"]):
+            reference.step(t)
+            trajectory.append(reference.snapshot())
+        expected[scn["id"]] = (trajectory, reference.final_state())
+
+        points = _drive.interruptions(scn, SIZES.full, rng)
+        saving = Run(scn)
+        for t in range(scn["steps"] + 1):
+            if t in points:
+                for fmt in _formats(framework, counter):
+                    path = tmp_path / f"ckpt-{counter}{_suffix(fmt)}"
+                    _save(framework, saving, fmt, path)
+                    items.append({"scenario": scn, "k": t, "format": fmt, "path": str(path)})
+                counter += 1
+            if t < scn["steps"]:
+                saving.step(t)
+                perturbed += _drive.compare(trajectory[t + 1], saving.snapshot(), f"{scn['id']} step {t + 1} (saving run)")
+    assert not perturbed, "checkpointing changed the run:\n" + "\n".join(perturbed[:20])
+
+    expected_path = tmp_path / "expected.pkl"
+    with open(expected_path, "wb") as handle:
+        pickle.dump(expected, handle)
+    report = run_worker(
+        {"task": "resume", "framework": framework, "items": items, "expected": str(expected_path)}, tmp_path
+    )
+    record(
+        f"resume_{framework}",
+        {
+            "scenarios": len(scenarios),
+            "interruptions": len(items),
+            "restored_and_checked": report["checked"],
+            "seed": SEED,
+            "formats": sorted({item["format"] for item in items}),
+            "problems": len(report["problems"]),
+            "first_problems": report["problems"][:30],
+            "unbuildable": unbuildable,
+        },
+    )
+    assert not unbuildable, "scenarios that could not be built:\n" + "\n".join(unbuildable)
+    assert report["checked"] == len(items)
+    assert not report["problems"], f"seed {SEED}: {len(report['problems'])} differences after resume:\n" + "\n".join(
+        report["problems"][:40]
+    )
