@@ -35,9 +35,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
-
 import hf_optim_spec as hs
+import numpy as np
 from hf_optim_spec import _schedules
 from hf_optim_spec.reference import _case as ref_case
 
@@ -91,9 +90,8 @@ def spelled(
     does not declare (error cases for unknown arguments) pass through unchanged.
     """
     out: dict[str, Any] = {}
-    for name, value in params.items():
-        if _schedules.is_schedule_ref(value):
-            value = build_schedule(value)
+    for name, given in params.items():
+        value = build_schedule(given) if _schedules.is_schedule_ref(given) else given
         param = spec.parameters.get(name)
         alias = param.name_for(framework) if param is not None else name
         if isinstance(alias, tuple):
@@ -249,7 +247,7 @@ def _torch_optimizer_for(lrs: Sequence[float]) -> Any:
 def _torch_build(spec: hs.Spec, params: Mapping[str, Any], lrs: Sequence[float]) -> Any:
     """The torch object of a schedule spec (a scheduler or a callable of the step)."""
     factory = resolve_api("torch", spec)
-    kwargs = spelled(spec, params, "torch", lambda ref: _torch_nested(ref))
+    kwargs = spelled(spec, params, "torch", _torch_nested)
     args = []
     if _takes(factory, "optimizer", spec, "torch"):
         args.append(_torch_optimizer_for(lrs))
@@ -365,7 +363,9 @@ def _torch_run_optimizer(spec: hs.Spec, case: Mapping[str, Any], dtype: str) -> 
     state = {}
     for name, param in named.items():
         entries = optimizer.state.get(param, {})
-        state[name] = {key: _to_numpy(entries[key]) for key in spec.state if key in entries and entries[key] is not None}
+        state[name] = {
+            key: _to_numpy(entries[key]) for key in spec.state if key in entries and entries[key] is not None
+        }
     return Trajectory(params=history, state=state)
 
 
@@ -572,20 +572,20 @@ IMPLS: Mapping[str, Impl] = {
 # --------------------------------------------------------------------------- caches shared by the test files
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cached_lr_curve(framework: str, spec_id: str, index: int) -> LrCurve:
     """The lr curve of ``hs.get(spec_id).cases[index]`` (computed once per session)."""
     spec = hs.get(spec_id)
     return IMPLS[framework].lr_curve(spec, spec.cases[index])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cached_trajectory(framework: str, spec_id: str, index: int, dtype: str) -> Trajectory:
     spec = hs.get(spec_id)
     return IMPLS[framework].run_optimizer(spec, spec.cases[index], dtype)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cached_reference(spec_id: str, index: int) -> Trajectory:
     spec = hs.get(spec_id)
     return reference_trajectory(spec, spec.cases[index])
@@ -627,7 +627,9 @@ def public_call(framework: str, spec: hs.Spec, params: Mapping[str, Any], base_l
         factory = None
 
     def nested(ref: Mapping[str, Any]) -> _Source:
-        return _Source(public_call(framework, hs.get(ref["schedule"]), ref.get("params", {}), float(ref.get("base_lr", 1.0))))
+        return _Source(
+            public_call(framework, hs.get(ref["schedule"]), ref.get("params", {}), float(ref.get("base_lr", 1.0)))
+        )
 
     kwargs = spelled(spec, params, framework, nested)
     args: list[str] = []
@@ -653,8 +655,10 @@ class _Source(str):
 
 def repro(framework: str | None, spec: hs.Spec, index: int | None, call: str, *, source: str = "cases") -> str:
     """A snippet to paste into Python at the repository root (conformance importable) to see the failure."""
-    head = "import torch, keras, hf_optim_torch, hf_optim_tf" if framework is None else (
-        "import torch, hf_optim_torch" if framework == "torch" else "import keras, hf_optim_tf"
+    head = (
+        "import torch, keras, hf_optim_torch, hf_optim_tf"
+        if framework is None
+        else ("import torch, hf_optim_torch" if framework == "torch" else "import keras, hf_optim_tf")
     )
     lines = [
         "Reproduce (run from the repository root):",

@@ -14,10 +14,9 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from hypothesis import strategies as st
-
 import hf_optim_spec as hs
 from hf_optim_spec import _schedules
+from hypothesis import strategies as st
 
 OPEN_FACTOR = 2.0
 INT_SPAN = 200
@@ -42,18 +41,29 @@ def _number(param: hs.Parameter, current: Any) -> st.SearchStrategy[float]:
     center = float(current) if isinstance(current, (int, float)) and math.isfinite(current) else 1.0
     lo, hi, exclude_lo, exclude_hi = _number_bounds(param, center)
     return st.floats(
-        lo, hi, exclude_min=exclude_lo, exclude_max=exclude_hi, allow_nan=False, allow_infinity=False,
+        lo,
+        hi,
+        exclude_min=exclude_lo,
+        exclude_max=exclude_hi,
+        allow_nan=False,
+        allow_infinity=False,
         allow_subnormal=False,
     )
 
 
 def _integer(param: hs.Parameter, current: Any) -> st.SearchStrategy[int]:
     center = int(current) if isinstance(current, (int, float)) and not isinstance(current, bool) else 0
-    lo = param.minimum if param.minimum is not None else (
-        param.exclusive_minimum + 1 if param.exclusive_minimum is not None else min(0, center * 4)
+    lo = (
+        param.minimum
+        if param.minimum is not None
+        else (param.exclusive_minimum + 1 if param.exclusive_minimum is not None else min(0, center * 4))
     )
-    hi = param.maximum if param.maximum is not None else (
-        param.exclusive_maximum - 1 if param.exclusive_maximum is not None else max(center * 2, int(lo)) + INT_SPAN
+    hi = (
+        param.maximum
+        if param.maximum is not None
+        else (
+            param.exclusive_maximum - 1 if param.exclusive_maximum is not None else max(center * 2, int(lo)) + INT_SPAN
+        )
     )
     lo, hi = math.ceil(lo), math.floor(hi)
     return st.integers(lo, max(lo, hi))
@@ -61,7 +71,9 @@ def _integer(param: hs.Parameter, current: Any) -> st.SearchStrategy[int]:
 
 def value(param: hs.Parameter, current: Any) -> st.SearchStrategy[Any]:
     """A redraw of one parameter (or its current value)."""
-    if _schedules.is_schedule_ref(current) or param.type in ("schedule", "string_list", "string") and param.enum is None:
+    if _schedules.is_schedule_ref(current) or (
+        param.type in ("schedule", "string_list", "string") and param.enum is None
+    ):
         return st.just(current)
     if param.enum is not None:
         drawn: st.SearchStrategy[Any] = st.sampled_from(param.enum)

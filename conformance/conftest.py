@@ -27,18 +27,17 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import hf_optim_spec as hs
+import pytest
+import tomllib
 
 from ._impls import IMPLS, Impl
-from ._report import REPORT_PATH, RECORDER
+from ._report import RECORDER, REPORT_PATH
 
 HERE = Path(__file__).resolve().parent
 XFAILS_PATH = HERE / "xfails.toml"
@@ -97,7 +96,7 @@ GENERATORS: dict[str, Callable[[], list[Any]]] = {
     # ids, not Spec objects: Hypothesis reprs the arguments of a failing example, and a Spec's repr is huge
     "closed_form_spec_id": lambda: [s.id for s in _specs("schedule") if s.program is not None],
     "optimizer_spec_id": lambda: [s.id for s in _specs("optimizer")],
-    "any_spec": lambda: _specs(),
+    "any_spec": _specs,
 }
 
 
@@ -172,7 +171,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Write docs/conformance.md after a run of the whole suite (not after a selection)."""
     config = session.config
     selective = bool(config.option.keyword or config.option.markexpr or _STATE["deselected"])
-    interrupted = exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR)
+    interrupted = exitstatus in (
+        pytest.ExitCode.INTERRUPTED,
+        pytest.ExitCode.INTERNAL_ERROR,
+        pytest.ExitCode.USAGE_ERROR,
+    )
     partial = bool(config.option.maxfail) or config.option.collectonly
     if partial or selective or interrupted or not _STATE["complete"]:
         return

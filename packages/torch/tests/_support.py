@@ -7,12 +7,11 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import hf_optim_spec
+import hf_optim_torch
 import numpy as np
 import pytest
 import torch
-
-import hf_optim_spec
-import hf_optim_torch
 
 TORCH_DTYPES = {
     "float64": torch.float64,

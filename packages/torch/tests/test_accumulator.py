@@ -5,11 +5,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import hf_optim_spec
 import pytest
 import torch
 from _support import TORCH_DTYPES, api, assert_close, case_params, raises_spec_error, roundtrip, specs
-
-import hf_optim_spec
 from hf_optim_spec.reference import accumulator as reference
 
 ACCUMULATORS = specs("accumulator")

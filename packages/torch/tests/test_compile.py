@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
+import hf_optim_torch
 import pytest
 import torch
 import torch._dynamo
-
-import hf_optim_torch
 
 # torch's own dynamo tracing touches a deprecated torch.jit API; that is not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
@@ -54,7 +54,7 @@ def _train(name: str, backend: str | None, steps: int = 7) -> tuple[list[float],
 def test_compiled_step_does_not_recompile_when_lr_changes(name: str) -> None:
     torch._dynamo.reset()
     lrs, params = _train(name, "eager")
-    assert all(a != b for a, b in zip(lrs, lrs[1:])), "the lr changes every step"
+    assert all(a != b for a, b in itertools.pairwise(lrs)), "the lr changes every step"
     eager_lrs, eager_params = _train(name, None)
     assert lrs == eager_lrs
     for a, b in zip(params, eager_params):

@@ -6,12 +6,11 @@ import os
 import socket
 from pathlib import Path
 
+import hf_optim_torch
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-
-import hf_optim_torch
 
 STEPS = 4
 WORLD = 2
@@ -35,8 +34,13 @@ def _model() -> torch.nn.Module:
 def _data() -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
     gen = torch.Generator().manual_seed(1)
     return [
-        [(torch.randn(5, 4, generator=gen, dtype=torch.float64), torch.randn(5, 2, generator=gen, dtype=torch.float64))
-         for _ in range(WORLD)]
+        [
+            (
+                torch.randn(5, 4, generator=gen, dtype=torch.float64),
+                torch.randn(5, 2, generator=gen, dtype=torch.float64),
+            )
+            for _ in range(WORLD)
+        ]
         for _ in range(STEPS)
     ]
 

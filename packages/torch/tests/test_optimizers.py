@@ -5,13 +5,12 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import hf_optim_spec
+import hf_optim_torch
 import numpy as np
 import pytest
 import torch
 from _support import TORCH_DTYPES, api, assert_close, case_params, raises_spec_error, roundtrip, specs
-
-import hf_optim_spec
-import hf_optim_torch
 from hf_optim_spec.reference import _case as reference_case
 
 OPTIMIZERS = specs("optimizer")

@@ -7,6 +7,8 @@ import inspect
 import pickle
 from typing import Any
 
+import hf_optim_spec
+import hf_optim_torch
 import pytest
 import torch
 from _support import (
@@ -21,11 +23,8 @@ from _support import (
     roundtrip,
     specs,
 )
-from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau
-
-import hf_optim_spec
-import hf_optim_torch
 from hf_optim_torch import SchedulerType, SpecFactor, build_schedule, get_scheduler
+from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau
 
 FACTOR = specs("schedule", stateful=False, output="factor")
 ABSOLUTE = specs("schedule", stateful=False, output="lr")
@@ -106,10 +105,17 @@ def _absolute_values(spec: hf_optim_spec.Spec, params: Any, steps: list[int]) ->
         return [lrs[s][0] for s in steps]
     if target is hf_optim_torch.AdafactorSchedule:  # the lr Adafactor computes (Adafactor._get_lr)
         p = hf_optim_spec.validate(spec, params)
-        group = {"lr": p["lr"], "eps": (1e-30, p["eps2"]), "relative_step": p["relative_step"],
-                 "warmup_init": p["warmup_init"], "scale_parameter": p["scale_parameter"]}
+        group = {
+            "lr": p["lr"],
+            "eps": (1e-30, p["eps2"]),
+            "relative_step": p["relative_step"],
+            "warmup_init": p["warmup_init"],
+            "scale_parameter": p["scale_parameter"],
+        }
         state = {"RMS": torch.tensor(p["rms"], dtype=torch.float64)}
-        return [float(hf_optim_torch.Adafactor._get_lr(group, {**state, "step": torch.tensor(float(s))})) for s in steps]
+        return [
+            float(hf_optim_torch.Adafactor._get_lr(group, {**state, "step": torch.tensor(float(s))})) for s in steps
+        ]
     return None
 
 
@@ -225,7 +231,9 @@ def test_tensor_lr_is_filled_in_place() -> None:
 
 def _error_params(spec_list: list[hf_optim_spec.Spec]) -> list[Any]:
     return [
-        pytest.param(spec, error, id=f"{spec.id}::{error['description']}") for spec in spec_list for error in spec.errors
+        pytest.param(spec, error, id=f"{spec.id}::{error['description']}")
+        for spec in spec_list
+        for error in spec.errors
     ]
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "SchedulerType",
     "SpecFactor",
     "SpecLR",
+    "WarmUp",
     "adafactor",
     "adam_weight_decay",
     "adamw",
@@ -62,5 +63,4 @@ __all__ = [
     "get_reduce_on_plateau_schedule",
     "get_scheduler",
     "get_wsd_schedule",
-    "WarmUp",
 ]

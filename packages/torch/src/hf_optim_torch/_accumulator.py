@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import hf_optim_spec
 import torch
 from torch import Tensor
-
-import hf_optim_spec
 
 __all__ = ["GradientAccumulator"]
 

@@ -433,7 +433,7 @@ def _single_tensor_adafactor(
         step_t = state_steps[i]
         low_precision = param.dtype in _LOW_PRECISION
         p32 = param.float() if low_precision else param
-        step_t += 1
+        step_t.add_(1)
         rms_values[i].copy_(_rms(p32))
         lr_t = _adafactor_lr(
             lr,

@@ -261,10 +261,9 @@ def _single_tensor_adamw(
     correct_bias: bool,
     maximize: bool,
 ) -> None:
-    for param, grad, exp_avg, exp_avg_sq, step_t in zip(params, grads, exp_avgs, exp_avg_sqs, state_steps):
-        if maximize:
-            grad = -grad
-        step_t += 1
+    for param, raw_grad, exp_avg, exp_avg_sq, step_t in zip(params, grads, exp_avgs, exp_avg_sqs, state_steps):
+        grad = -raw_grad if maximize else raw_grad
+        step_t.add_(1)
         exp_avg.mul_(beta1).add_(grad * (1.0 - beta1))
         exp_avg_sq.mul_(beta2).add_((grad * (1.0 - beta2)).mul_(grad))
         denom = exp_avg_sq.sqrt().add_(eps)
@@ -292,9 +291,8 @@ def _multi_tensor_adamw(
     grouped = Optimizer._group_tensors_by_device_and_dtype(
         [params, grads, exp_avgs, exp_avg_sqs, state_steps]  # type: ignore[list-item]
     )
-    for (d_params, d_grads, d_exp_avgs, d_exp_avg_sqs, d_steps), _ in grouped.values():
-        if maximize:
-            d_grads = torch._foreach_neg(d_grads)
+    for (d_params, d_raw_grads, d_exp_avgs, d_exp_avg_sqs, d_steps), _ in grouped.values():
+        d_grads = torch._foreach_neg(d_raw_grads) if maximize else d_raw_grads
         torch._foreach_add_(d_steps, 1)
         torch._foreach_mul_(d_exp_avgs, beta1)
         torch._foreach_add_(d_exp_avgs, torch._foreach_mul(d_grads, 1.0 - beta1))

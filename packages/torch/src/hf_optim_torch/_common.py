@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import torch
-
 import hf_optim_spec
+import torch
 
 __all__ = [
     "as_step_tensor",

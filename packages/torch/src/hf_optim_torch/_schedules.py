@@ -13,12 +13,11 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import hf_optim_spec
 import torch
+from hf_optim_spec.formula import Bound
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, ReduceLROnPlateau
-
-import hf_optim_spec
-from hf_optim_spec.formula import Bound
 
 from . import _docs
 
@@ -204,7 +203,10 @@ def get_linear_schedule_with_warmup(
     optimizer: Optimizer, num_warmup_steps: int, num_training_steps: int, last_epoch: int = -1
 ) -> LambdaLR:
     return _factor_schedule(
-        "linear", optimizer, last_epoch, {"num_warmup_steps": num_warmup_steps, "num_training_steps": num_training_steps}
+        "linear",
+        optimizer,
+        last_epoch,
+        {"num_warmup_steps": num_warmup_steps, "num_training_steps": num_training_steps},
     )
 
 
@@ -359,21 +361,41 @@ def get_reduce_on_plateau_schedule(optimizer: Optimizer, **kwargs: Any) -> Reduc
     return scheduler
 
 
+_TYPE_NAMES = {
+    "integer": "int",
+    "number": "float",
+    "boolean": "bool",
+    "string": "str",
+    "number_pair": "tuple[float, float]",
+    "string_list": "list[str]",
+    "schedule": "Callable",
+}
+
+
 def _schedule_doc(spec_id: str, extra_args: str = "") -> str:
     """A factory docstring from its spec: summary, Args (every parameter with its default), Returns."""
     spec = hf_optim_spec.get(spec_id)
-    lines = [spec.summary, "", "    Args:", "        optimizer ([`~torch.optim.Optimizer`]):",
-             "            The optimizer for which to schedule the learning rate."]
+    lines = [
+        spec.summary,
+        "",
+        "    Args:",
+        "        optimizer ([`~torch.optim.Optimizer`]):",
+        "            The optimizer for which to schedule the learning rate.",
+    ]
     for name, param in spec.parameters.items():
         default = "" if param.required else f", *optional*, defaults to `{param.default!r}`"
-        kind = "keyword-only extension, " if param.extension else ""
-        lines.append(f"        {name} (`{param.type}`{default}):")
+        kind = "Keyword-only. " if param.extension else ""
+        type_name = _TYPE_NAMES.get(param.type, param.type)
+        lines.append(f"        {name} (`{type_name}`{default}):")
         lines.append(f"            {kind}{param.description}")
     if extra_args:
         lines.append(extra_args)
     if spec.constraints or spec.errors:
-        lines += ["", "    Raises:", "        ValueError, TypeError: the spec's errors for invalid arguments (see the spec "
-                  f"``{spec_id}``)."]
+        lines += [
+            "",
+            "    Raises:",
+            f"        ValueError, TypeError: the spec's errors for invalid arguments (see the spec ``{spec_id}``).",
+        ]
     return "\n".join(lines)
 
 
