@@ -103,6 +103,13 @@ def reliability(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """Step time and peak memory against the peers (torch, Keras), written to benchmarks/RESULTS.md."""
+    _install(session, "spec", "torch", "tf", groups=("test", "bench"))
+    session.run("python", "benchmarks/run.py", *session.posargs)
+
+
+@nox.session(default=False)
 def build(session: nox.Session) -> None:
     """Build sdists and wheels of the three packages and check the spec ships inside hf-optim-spec."""
     session.install("build>=1.2")

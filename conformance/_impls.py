@@ -485,7 +485,7 @@ def _run_accumulator(framework: str, spec: hs.Spec, case: Mapping[str, Any]) -> 
     from hf_optim_spec.reference import accumulator as ref_acc
 
     dtype = ref_case.case_dtype(case)
-    rows = iter(ref_acc._case_grads(case))
+    rows = iter(ref_acc.case_grads(case))
     factory = resolve_api(framework, spec)
     acc = factory(**spelled(spec, case.get("params", {}), framework, lambda ref: ref))
     tensor = _torch_tensor if framework == "torch" else _tf_tensor

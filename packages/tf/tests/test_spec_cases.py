@@ -242,7 +242,7 @@ def test_accumulator_case(spec: hs.Spec, case: Mapping[str, Any]) -> None:
     from hf_optim_spec.reference import accumulator as reference
 
     expected = case.get("expected") or reference.run_case(spec.raw, case)
-    rows = iter(reference._case_grads(case))
+    rows = iter(reference.case_grads(case))
     dtype = case.get("dtype", "float32")
     tol = spec.tol(dtype)
     acc = _api(spec)()

@@ -17,7 +17,7 @@ ACCUMULATORS = specs("accumulator")
 @pytest.mark.parametrize(("spec", "case"), list(case_params(ACCUMULATORS)))
 def test_accumulator_case(spec: hf_optim_spec.Spec, case: Any) -> None:
     dtype = TORCH_DTYPES[case.get("dtype", "float32")]
-    rows = iter(reference._case_grads(case))
+    rows = iter(reference.case_grads(case))
     expected = case["expected"] if case.get("expected") else reference.run_case(spec.raw, case)
     accumulator = api(spec)()
     tol = spec.tol(case.get("dtype", "float32"))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from _support import TORCH_DTYPES, api, assert_close, case_params, raises_spec_error, roundtrip, specs
-from hf_optim_spec.reference import _case as reference_case
+from hf_optim_spec import reference as reference_case
 
 OPTIMIZERS = specs("optimizer")
 

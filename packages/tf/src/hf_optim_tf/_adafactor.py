@@ -8,7 +8,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from ._common import numpy_value as _numpy, compute_dtype, pop_legacy_kwargs, slot_name, split_kwargs, validate_optimizer
+from ._common import ReplicaSafeBuild, numpy_value as _numpy, compute_dtype, pop_legacy_kwargs, slot_name, split_kwargs, validate_optimizer
 
 __all__ = ["Adafactor"]
 
@@ -16,7 +16,7 @@ _SPEC_ID = "adafactor"
 
 
 @keras.saving.register_keras_serializable(package="hf_optim")
-class Adafactor(keras.optimizers.Optimizer):
+class Adafactor(ReplicaSafeBuild, keras.optimizers.Optimizer):
     r"""Adafactor exactly as transformers' torch ``Adafactor`` computes it (the Keras twin).
 
     For a variable of rank >= 2 the second moment is factored over the last two dimensions

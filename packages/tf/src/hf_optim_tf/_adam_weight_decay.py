@@ -7,7 +7,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from ._common import numpy_value as _numpy, as_list, matches_any, pop_legacy_kwargs, split_kwargs, validate_optimizer, variable_path
+from ._common import ReplicaSafeBuild, numpy_value as _numpy, as_list, matches_any, pop_legacy_kwargs, split_kwargs, validate_optimizer, variable_path
 
 __all__ = ["AdamWeightDecay"]
 
@@ -17,7 +17,7 @@ _CLIP_KEYS = frozenset({"clipnorm", "clipvalue", "global_clipnorm"})
 
 
 @keras.saving.register_keras_serializable(package="hf_optim")
-class AdamWeightDecay(keras.optimizers.Optimizer):
+class AdamWeightDecay(ReplicaSafeBuild, keras.optimizers.Optimizer):
     r"""Adam with decoupled weight decay applied before the Adam step (transformers' TF optimizer).
 
     The numerics are those of transformers' ``AdamWeightDecay``, which subclassed the legacy

@@ -7,7 +7,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from ._common import numpy_value as _numpy, compute_dtype, pop_legacy_kwargs, slot_name, split_kwargs, validate_optimizer
+from ._common import ReplicaSafeBuild, numpy_value as _numpy, compute_dtype, pop_legacy_kwargs, slot_name, split_kwargs, validate_optimizer
 
 __all__ = ["AdamW"]
 
@@ -16,7 +16,7 @@ _DEFAULT_LR = 0.001
 
 
 @keras.saving.register_keras_serializable(package="hf_optim")
-class AdamW(keras.optimizers.Optimizer):
+class AdamW(ReplicaSafeBuild, keras.optimizers.Optimizer):
     r"""AdamW exactly as transformers' torch ``AdamW`` computes it (the Keras twin).
 
     .. math::

@@ -11,6 +11,7 @@ import hf_optim_spec as hs
 import keras
 
 __all__ = [
+    "ReplicaSafeBuild",
     "as_list",
     "compute_dtype",
     "matches_any",
@@ -136,3 +137,32 @@ def numpy_value(value: Any) -> Any:
     """A NumPy copy of a variable or tensor (through a tensor: NumPy 2 warns on tf.Variable)."""
     numpy = getattr(value, "numpy", None)
     return numpy() if numpy is not None else keras.ops.convert_to_numpy(value)
+
+
+class ReplicaSafeBuild:
+    """Mixin: build the optimizer outside the replica function on the first ``apply``.
+
+    Keras 3 builds an optimizer lazily inside the first ``apply``. Under ``tf.distribute`` that
+    first call often happens in replica context inside a ``tf.function`` (transformers' own
+    ``GradientAccumulator`` test does exactly this), where creating the state variables fails.
+    This mixin moves the build to cross-replica context (``merge_call``) and out of the traced
+    graph (``tf.init_scope``), so the variables are created once, mirrored, as if ``build`` had been
+    called in ``strategy.scope()``.
+    """
+
+    def apply(self, grads: Any, trainable_variables: Any = None) -> Any:
+        if not self.built and trainable_variables is not None:  # type: ignore[attr-defined]
+            variables = list(trainable_variables)
+            import tensorflow as tf
+
+            replica = tf.distribute.get_replica_context()
+            if tf.distribute.has_strategy() and replica is not None:
+                replica.merge_call(lambda _strategy: self._build_eagerly(variables))
+            trainable_variables = variables
+        return super().apply(grads, trainable_variables)  # type: ignore[misc]
+
+    def _build_eagerly(self, variables: list[Any]) -> None:
+        import tensorflow as tf
+
+        with tf.init_scope(), keras.name_scope(self.name, caller=self):  # type: ignore[attr-defined]
+            self.build(variables)  # type: ignore[attr-defined]

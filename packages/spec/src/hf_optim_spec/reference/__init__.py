@@ -16,6 +16,7 @@ from types import ModuleType
 from typing import Any
 
 from . import accumulator, adafactor, adam_weight_decay, adamw
+from ._case import case_dtype, case_inputs
 from ._lowp import round_to
 
 __all__ = [
@@ -23,6 +24,8 @@ __all__ = [
     "adafactor",
     "adam_weight_decay",
     "adamw",
+    "case_dtype",
+    "case_inputs",
     "generate_case",
     "module_for",
     "round_to",

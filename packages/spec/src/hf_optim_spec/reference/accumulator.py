@@ -35,6 +35,7 @@ __all__ = [
     "AccumulatorState",
     "accumulate",
     "accumulator_init",
+    "case_grads",
     "generate_case",
     "gradients",
     "reset",
@@ -90,7 +91,7 @@ def gradients(state: AccumulatorState) -> list[Array | None]:
     return list(state.gradients)
 
 
-def _case_grads(case: Mapping[str, Any]) -> list[list[Array | None]]:
+def case_grads(case: Mapping[str, Any]) -> list[list[Array | None]]:
     """One gradient list per accumulate op, generated from the case seed (stored ones when present)."""
     ops = case["ops"]
     if "grads" in case:
@@ -136,13 +137,13 @@ def run(case: Mapping[str, Any], grads: list[list[Array | None]]) -> list[dict[s
 
 def run_case(spec: Mapping[str, Any], case: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The expected entries of a case (stored gradients when present, else generated)."""
-    return run(case, _case_grads(case))
+    return run(case, case_grads(case))
 
 
 def generate_case(spec: Mapping[str, Any], case: Mapping[str, Any]) -> dict[str, Any]:
     """The case with grads and expected filled in (provenance kept or set)."""
     bare = {key: value for key, value in case.items() if key not in ("grads", "expected", "provenance")}
-    grads = _case_grads(bare)
+    grads = case_grads(bare)
     filled = dict(bare)
     filled["grads"] = [[to_json(g) for g in row] for row in grads]
     filled["expected"] = run(bare, grads)
