@@ -536,6 +536,18 @@ class Impl:
     def api(self, spec: hs.Spec) -> Any:
         return resolve_api(self.name, spec)
 
+    def make_schedule(self, spec: hs.Spec, case: Mapping[str, Any]) -> Callable[[int], np.ndarray]:
+        """``step -> float32 lr of every param group`` for a closed-form schedule case (one build per call)."""
+        return lambda step: self.lr_curve(spec, {**case, "steps": [int(step)]}).lrs[:, 0]
+
+    def raise_error(self, spec: hs.Spec, error_case: Mapping[str, Any]) -> BaseException | None:
+        """The exception building ``spec`` with an error case's params raises (None when nothing is raised)."""
+        try:
+            self.construct(spec, error_case["params"], float(error_case.get("base_lr", 1.0)))
+        except Exception as error:  # the error under test
+            return error
+        return None
+
     def schedule_at(self, spec: hs.Spec, params: Mapping[str, Any], base_lr: float, steps: Sequence[int]) -> np.ndarray:
         """float32 lr of the default group at ``steps`` (property tests)."""
         curve = self.lr_curve(spec, {"params": params, "base_lr": base_lr, "steps": list(steps)})
@@ -597,19 +609,21 @@ def finite_or_equal(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def within(actual: Any, expected: Any, tol: hs.Tolerance) -> tuple[np.ndarray, float, float]:
-    """(ok mask, max abs error, max rel error) of ``|actual - expected| <= atol + rtol * |expected|``."""
+    """(ok mask, max abs error, max rel error) of ``|actual - expected| <= atol + rtol * |expected|``.
+
+    The relative error is taken over the values with ``|expected| > atol`` only (near zero it says nothing).
+    """
     a = np.asarray(actual, dtype=np.float64)
     e = np.asarray(expected, dtype=np.float64)
     if a.shape != e.shape:
         raise AssertionError(f"shape {a.shape} != expected shape {e.shape}")
-    with np.errstate(invalid="ignore", over="ignore"):
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         diff = np.abs(a - e)
         ok = (diff <= tol.atol + tol.rtol * np.abs(e)) | finite_or_equal(a, e)
         finite = np.isfinite(diff)
         max_abs = float(np.max(diff[finite], initial=0.0))
-        scale = np.abs(e)
-        rel = np.where(scale > 0, diff / np.where(scale > 0, scale, 1.0), np.where(diff > 0, math.inf, 0.0))
-        max_rel = float(np.max(rel[np.isfinite(rel)], initial=0.0))
+        scaled = finite & (np.abs(e) > max(tol.atol, 0.0)) & (np.abs(e) > 0)
+        max_rel = float(np.max(diff[scaled] / np.abs(e[scaled]), initial=0.0))
     if not np.all(finite | finite_or_equal(a, e)):
         max_abs = math.inf
     return ok, max_abs, max_rel

@@ -14,14 +14,6 @@ from ._report import RECORDER
 from .test_vectors import _fail
 
 
-def _raise(impl: _impls.Impl, spec: hs.Spec, case: Any) -> BaseException | None:
-    try:
-        impl.construct(spec, case["params"], float(case.get("base_lr", 1.0)))
-    except Exception as error:  # the error under test
-        return error
-    return None
-
-
 def _patterns(spec: hs.Spec, framework: str, match: str) -> list[str]:
     """The spec's pattern, and the same with canonical argument names in ``framework``'s spelling.
 
@@ -60,7 +52,7 @@ def test_error_case(error_case: Any) -> None:
         f"_impls.IMPLS[{impl.name!r}].construct(spec, case['params'], case.get('base_lr', 1.0))",
         source="errors",
     )
-    error = _raise(impl, spec, case)
+    error = impl.raise_error(spec, case)
     patterns = _patterns(spec, impl.name, case["match"])
     ok = (
         error is not None
@@ -100,7 +92,7 @@ def test_error_messages_agree(error_pair: Any) -> None:
     spec, case = error_pair.spec, error_pair.case
     if any(_inexpressible(spec, name, case["params"]) for name in IMPLS):
         pytest.skip("the inputs cannot be written in one of the frameworks")
-    errors = {name: _raise(impl, spec, case) for name, impl in IMPLS.items()}
+    errors = {name: impl.raise_error(spec, case) for name, impl in IMPLS.items()}
     where = f"[torch-vs-tf::{spec.id}::{case['description']}]"
     if any(e is None for e in errors.values()):
         _fail(f"{where} raised in {[n for n, e in errors.items() if e]} only", "see test_error_case for each framework")

@@ -154,17 +154,21 @@ def create_optimizer(
     weight_decay_rate: float = 0.0,
     power: float = 1.0,
     include_in_weight_decay: list[str] | None = None,
-) -> tuple[keras.optimizers.Optimizer, keras.optimizers.schedules.LearningRateSchedule]:
+) -> tuple[AdamWeightDecay, keras.optimizers.schedules.LearningRateSchedule]:
     """An Adam optimizer with warmup + polynomial decay, as transformers' TF ``create_optimizer``.
 
     The schedule is ``PolynomialDecay(init_lr, num_train_steps - num_warmup_steps,
     init_lr * min_lr_ratio, power)``, wrapped in ``WarmUp(init_lr, ..., num_warmup_steps)`` when
-    ``num_warmup_steps`` is not zero. With ``weight_decay_rate > 0`` the optimizer is
-    :class:`AdamWeightDecay` excluding ``["LayerNorm", "layer_norm", "bias"]`` from the decay
-    (``include_in_weight_decay`` overrides); otherwise it is ``keras.optimizers.Adam`` with the same
-    arguments, as in transformers. (``AdamWeightDecay`` with rate 0 computes the same update as
-    ``keras.optimizers.Adam`` up to float32 rounding of the scalar coefficients; the package
-    tests compare the two.)
+    ``num_warmup_steps`` is not zero. The optimizer is :class:`AdamWeightDecay` excluding
+    ``["LayerNorm", "layer_norm", "bias"]`` from the decay (``include_in_weight_decay`` overrides).
+
+    Differences from transformers:
+        transformers returned a plain tf.keras ``Adam`` when ``weight_decay_rate == 0``; this
+        returns ``AdamWeightDecay(weight_decay_rate=0.0, ...)``, which runs the same legacy-Adam
+        update (it differs from ``keras.optimizers.Adam`` only in how ``1 - beta`` is rounded to
+        float32, below 1e-6 relative; the package tests compare the two) and, unlike Keras 3's
+        ``Adam``, can be built lazily inside ``strategy.run`` (transformers' own distributed
+        ``GradientAccumulator`` test applies gradients that way).
 
     Args:
         init_lr: the lr at the end of the warmup.
@@ -214,28 +218,17 @@ def create_optimizer(
     )
     if num_warmup_steps:
         lr_schedule = WarmUp(initial_learning_rate=init_lr, decay_schedule_fn=lr_schedule, warmup_steps=num_warmup_steps)
-    optimizer: keras.optimizers.Optimizer
-    if weight_decay_rate > 0.0:
-        optimizer = AdamWeightDecay(
-            learning_rate=lr_schedule,
-            weight_decay_rate=weight_decay_rate,
-            beta_1=adam_beta1,
-            beta_2=adam_beta2,
-            epsilon=adam_epsilon,
-            clipnorm=adam_clipnorm,
-            global_clipnorm=adam_global_clipnorm,
-            exclude_from_weight_decay=list(_DEFAULT_EXCLUDE),
-            include_in_weight_decay=include_in_weight_decay,
-        )
-    else:
-        optimizer = keras.optimizers.Adam(
-            learning_rate=lr_schedule,
-            beta_1=adam_beta1,
-            beta_2=adam_beta2,
-            epsilon=adam_epsilon,
-            clipnorm=adam_clipnorm,
-            global_clipnorm=adam_global_clipnorm,
-        )
+    optimizer = AdamWeightDecay(
+        learning_rate=lr_schedule,
+        weight_decay_rate=weight_decay_rate,
+        beta_1=adam_beta1,
+        beta_2=adam_beta2,
+        epsilon=adam_epsilon,
+        clipnorm=adam_clipnorm,
+        global_clipnorm=adam_global_clipnorm,
+        exclude_from_weight_decay=list(_DEFAULT_EXCLUDE),
+        include_in_weight_decay=include_in_weight_decay,
+    )
     return optimizer, lr_schedule
 
 

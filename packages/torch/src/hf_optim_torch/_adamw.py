@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -10,7 +11,16 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from . import _docs
-from ._common import as_step_tensor, spec_validate, use_foreach
+from ._common import (
+    FUSED_DOC,
+    advance_steps,
+    as_step_tensor,
+    fused_eligible,
+    saturated_step,
+    spec_validate,
+    use_foreach,
+    use_fused,
+)
 
 __all__ = ["AdamW", "adamw"]
 
@@ -31,6 +41,7 @@ class AdamW(Optimizer):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
         **kwargs: Any,
     ) -> None:
         hp = spec_validate(
@@ -53,7 +64,9 @@ class AdamW(Optimizer):
             "correct_bias": hp["correct_bias"],
             "maximize": maximize,
             "foreach": foreach,
+            "fused": fused,
         }
+        use_fused(fused, foreach)  # rejects foreach=True with fused=True
         super().__init__(params, defaults)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -62,6 +75,7 @@ class AdamW(Optimizer):
             group.setdefault("correct_bias", True)
             group.setdefault("maximize", False)
             group.setdefault("foreach", None)
+            group.setdefault("fused", None)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         overrides = {k: v for k, v in param_group.items() if k in _HYPERPARAMS}
@@ -128,6 +142,7 @@ class AdamW(Optimizer):
                 exp_avg_sqs,
                 state_steps,
                 foreach=group["foreach"],
+                fused=group["fused"],
                 lr=group["lr"],
                 beta1=beta1,
                 beta2=beta2,
@@ -157,8 +172,19 @@ AdamW.__doc__ = rf"""Adam with decoupled weight decay, with the numerics of ``tr
             &\theta_t \leftarrow \theta_t + (-\gamma\lambda)\,\theta_t \quad \text{{if }} \lambda > 0
         \end{{aligned}}
 
-    The operations run in exactly this order and rounding (no fused multiply-add), so float64 results are
-    bit-for-bit those of the float64 reference ``hf_optim_spec.reference.adamw``.
+    The for-loop and foreach paths run the operations in exactly this order and rounding (no fused multiply-add),
+    so float64 results are bit-for-bit those of the float64 reference ``hf_optim_spec.reference.adamw``.
+
+    The fused path (the default for float32/bfloat16 tensors on CPU and CUDA) drives torch's fused AdamW kernel
+    (``torch._fused_adamw_``, one pass per tensor) with an exact reparametrisation of this update. The kernel
+    computes :math:`\theta \leftarrow \theta(1-\gamma'\lambda') - \gamma' m_t/(\sqrt{{v_t}}+\epsilon)` when its
+    bias corrections are 1, which it is made to do by passing it an infinite step count. Since transformers'
+    update is :math:`(\theta - \alpha_t m_t/(\sqrt{{v_t}}+\epsilon))(1-\gamma\lambda)`, the kernel gets
+    :math:`\gamma' = \alpha_t(1-\gamma\lambda)` and :math:`\lambda' = \gamma\lambda/\gamma'`, computed per step
+    in float64 from a host mirror of ``step`` (no device synchronisation). The kernel rounds differently (it keeps
+    intermediates in float32, uses a lerp for :math:`m_t` and one product for the decay), so its results agree with
+    the reference within the spec float32 tolerance, not bit for bit. The state (``step``, ``exp_avg``,
+    ``exp_avg_sq``) is the same on every path.
 
     Args:
         {_docs.PARAMS}
@@ -178,6 +204,7 @@ AdamW.__doc__ = rf"""Adam with decoupled weight decay, with the numerics of ``tr
         kwargs: Any other keyword is rejected with the spec's TypeError (``Unknown argument `x` ...``).
         {_docs.MAXIMIZE}
         {_docs.FOREACH}
+        {FUSED_DOC}
 
     State (per parameter):
         ``step`` (0-dim float32 tensor on the parameter's device; a transformers checkpoint's Python int step
@@ -205,6 +232,7 @@ def adamw(
     exp_avg_sqs: list[Tensor],
     state_steps: list[Tensor],
     foreach: bool | None = None,
+    fused: bool | None = None,
     *,
     lr: float | Tensor,
     beta1: float,
@@ -216,24 +244,28 @@ def adamw(
 ) -> None:
     """Functional AdamW (transformers numerics): updates ``params`` and the state lists in place.
 
-    See :class:`AdamW` for the algorithm. ``state_steps`` are 0-dim tensors incremented here. ``foreach`` picks
-    the multi-tensor path (default: on accelerators only).
+    See :class:`AdamW` for the algorithm. ``state_steps`` are 0-dim tensors incremented here. ``fused`` picks
+    torch's fused kernel (default: float32/bfloat16 CPU/CUDA tensors when ``foreach`` is not given; the others
+    take the paths below), ``foreach`` the multi-tensor path (default: on accelerators only).
     """
+    hyper: dict[str, Any] = {
+        "lr": lr,
+        "beta1": beta1,
+        "beta2": beta2,
+        "eps": eps,
+        "weight_decay": weight_decay,
+        "correct_bias": correct_bias,
+        "maximize": maximize,
+    }
+    if use_fused(fused, foreach, lr):
+        rest = _fused_adamw(params, grads, exp_avgs, exp_avg_sqs, state_steps, strict=bool(fused), **hyper)
+        if not rest:
+            return
+        params, grads, exp_avgs, exp_avg_sqs, state_steps = (
+            [lst[i] for i in rest] for lst in (params, grads, exp_avgs, exp_avg_sqs, state_steps)
+        )
     func = _multi_tensor_adamw if use_foreach(foreach, params) else _single_tensor_adamw
-    func(
-        params,
-        grads,
-        exp_avgs,
-        exp_avg_sqs,
-        state_steps,
-        lr=lr,
-        beta1=beta1,
-        beta2=beta2,
-        eps=eps,
-        weight_decay=weight_decay,
-        correct_bias=correct_bias,
-        maximize=maximize,
-    )
+    func(params, grads, exp_avgs, exp_avg_sqs, state_steps, **hyper)
 
 
 def _step_size(lr: float | Tensor, beta1: float, beta2: float, step: Tensor, correct_bias: bool) -> float | Tensor:
@@ -313,3 +345,75 @@ def _multi_tensor_adamw(
         del updates, denoms
         if weight_decay > 0.0:
             torch._foreach_add_(d_params, torch._foreach_mul(d_params, -lr * weight_decay))
+
+
+def _fused_adamw(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    state_steps: list[Tensor],
+    *,
+    strict: bool,
+    lr: float | Tensor,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    correct_bias: bool,
+    maximize: bool,
+) -> list[int]:
+    """torch's fused AdamW kernel with the reparametrisation in :class:`AdamW`'s docstring.
+
+    Runs the tensors it can take, grouped by device, dtype and step; returns the indices of the others (an error
+    when ``strict``, i.e. ``fused=True``). The kernel sees an infinite step (no bias correction of its own); the
+    bias correction, the learning rate and the decay are folded into its ``lr`` and ``weight_decay``.
+    """
+    if isinstance(lr, Tensor):
+        if lr.device.type != "cpu" or lr.numel() != 1:
+            if strict:
+                raise RuntimeError("fused=True needs a float lr or a one-element CPU tensor lr")
+            return list(range(len(params)))
+        lr = float(lr)
+    decay = lr * weight_decay if weight_decay > 0.0 else 0.0  # transformers decays only for weight_decay > 0
+    if decay == 1.0:  # the update is multiplied by 1 - decay == 0: there is no kernel lr to fold it into
+        if strict:
+            raise RuntimeError("fused=True cannot run lr * weight_decay == 1")
+        return list(range(len(params)))
+    rest: list[int] = []
+    buckets: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+    for i, param in enumerate(params):
+        if fused_eligible(param, grads[i], exp_avgs[i], exp_avg_sqs[i]):
+            buckets.setdefault((param.device, param.dtype), []).append(i)
+        else:
+            rest.append(i)
+    if strict and rest:
+        raise RuntimeError(
+            "fused=True supports dense contiguous float32/bfloat16 tensors on CPU or CUDA; got "
+            f"{sorted({(str(params[i].dtype), params[i].device.type) for i in rest})}"
+        )
+    for (device, _), indices in buckets.items():
+        steps = advance_steps([state_steps[i] for i in indices])
+        by_step: dict[float, list[int]] = {}
+        for i, t in zip(indices, steps):
+            by_step.setdefault(t, []).append(i)
+        for t, group in by_step.items():
+            step_size = lr * math.sqrt(1.0 - beta2**t) / (1.0 - beta1**t) if correct_bias else lr
+            kernel_lr = step_size * (1.0 - decay)
+            kernel_decay = decay / kernel_lr if decay != 0.0 and kernel_lr != 0.0 else 0.0
+            torch._fused_adamw_(
+                [params[i] for i in group],
+                [grads[i] for i in group],
+                [exp_avgs[i] for i in group],
+                [exp_avg_sqs[i] for i in group],
+                [],
+                [saturated_step(device)] * len(group),
+                lr=kernel_lr,
+                beta1=beta1,
+                beta2=beta2,
+                weight_decay=kernel_decay,
+                eps=eps,
+                amsgrad=False,
+                maximize=maximize,
+            )
+    return rest

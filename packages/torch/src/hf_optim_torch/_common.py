@@ -6,13 +6,21 @@ from collections.abc import Mapping
 from typing import Any
 
 import hf_optim_spec
+import numpy as np
 import torch
+from torch.utils.weak import WeakIdKeyDictionary
 
 __all__ = [
+    "FUSED_DOC",
+    "advance_steps",
     "as_step_tensor",
+    "fused_eligible",
+    "host_steps",
     "plain_number",
+    "saturated_step",
     "spec_validate",
     "use_foreach",
+    "use_fused",
 ]
 
 #: dtype of the per-parameter ``state["step"]`` counter (torch.optim's convention: exact up to 2**24 steps).
@@ -59,3 +67,105 @@ def use_foreach(foreach: bool | None, params: list[torch.Tensor]) -> bool:
     if torch.jit.is_scripting() or not params:
         return False
     return all(p.device.type not in ("cpu", "meta") and type(p) is torch.Tensor for p in params)
+
+
+# --------------------------------------------------------------------------- fused paths
+
+FUSED_DOC = """fused (`bool`, *optional*):
+            Keyword-only. Use the fused path (one pass per tensor through torch's fused kernel, or a single in-place
+            pass). By default it is used for float32/bfloat16 tensors on CPU and CUDA unless ``foreach`` is given, the
+            lr is a tensor or the step is being compiled; float64 and other tensors take the exact for-loop path. The fused
+            path reassociates a few products, so it agrees with the float64 reference within the spec float32
+            tolerance rather than bit for bit."""
+
+#: step tensor -> (its version counter, its value): a host mirror of ``state["step"]`` so that the fused paths get
+#: the step as a Python number without reading device memory. A step changed elsewhere (a loaded checkpoint, an
+#: in-place edit) has another version and is read once.
+_HOST_STEPS: WeakIdKeyDictionary = WeakIdKeyDictionary()
+_SATURATED: dict[torch.device, torch.Tensor] = {}
+
+
+def _version(step: torch.Tensor) -> int | None:
+    try:
+        return int(step._version)
+    except RuntimeError:  # inference tensors keep no version counter
+        return None
+
+
+def host_steps(steps: list[torch.Tensor]) -> list[float]:
+    """The values of the step tensors as Python floats, read from the host mirror where it is current."""
+    out = []
+    for step in steps:
+        version = _version(step)
+        cached = _HOST_STEPS.get(step)
+        if version is None or cached is None or cached[0] != version:
+            cached = (version, float(step))
+            if version is not None:
+                _HOST_STEPS[step] = cached
+        out.append(cached[1])
+    return out
+
+
+def advance_steps(steps: list[torch.Tensor]) -> list[float]:
+    """``step += 1`` on every tensor (one foreach op); returns the new values without reading them back."""
+    before = host_steps(steps)
+    torch._foreach_add_(steps, 1)
+    after = []
+    for step, value in zip(steps, before):
+        new = float(np.float32(value + 1.0))  # the rounding of the float32 counter
+        version = _version(step)
+        if version is not None:
+            _HOST_STEPS[step] = (version, new)
+        after.append(new)
+    return after
+
+
+def saturated_step(device: torch.device) -> torch.Tensor:
+    """A float32 ``inf`` step for torch's fused Adam kernels: ``1 - beta**inf == 1``, so they skip bias correction."""
+    tensor = _SATURATED.get(device)
+    if tensor is None:
+        tensor = torch.tensor(float("inf"), dtype=torch.float32, device=device)
+        _SATURATED[device] = tensor
+    return tensor
+
+
+def _compiling() -> bool:
+    is_compiling = getattr(torch.compiler, "is_compiling", None)
+    return bool(is_compiling()) if is_compiling is not None else False
+
+
+def use_fused(fused: bool | None, foreach: bool | None, lr: object = None) -> bool:
+    """Whether to try the fused path: asked for, or by default when no ``foreach`` choice was made.
+
+    Not by default under ``torch.compile`` (the fused paths take per-step Python numbers, which a compiled graph
+    would specialise on) nor with a tensor ``lr`` (the configuration meant for compiled steps: eager and compiled
+    steps then run the same path).
+    """
+    if fused:
+        if foreach:
+            raise ValueError("`foreach` and `fused` cannot both be True.")
+        return True
+    if fused is not None or foreach is not None or isinstance(lr, torch.Tensor):
+        return False
+    return not torch.jit.is_scripting() and not _compiling()
+
+
+_FUSED_DTYPES = (torch.float32, torch.bfloat16)
+
+
+def fused_eligible(
+    param: torch.Tensor, *tensors: torch.Tensor, dtypes: tuple[torch.dtype, ...] = _FUSED_DTYPES
+) -> bool:
+    """A plain dense contiguous float32/bfloat16 tensor on CPU or CUDA, with companions of its dtype and layout."""
+    if type(param) not in (torch.Tensor, torch.nn.Parameter) or param.device.type not in ("cpu", "cuda"):
+        return False
+    if param.dtype not in dtypes:
+        return False
+    return all(
+        t.dtype == param.dtype
+        and t.device == param.device
+        and t.shape == param.shape
+        and t.layout == torch.strided
+        and t.is_contiguous()
+        for t in (param, *tensors)
+    )

@@ -361,6 +361,29 @@ def get_reduce_on_plateau_schedule(optimizer: Optimizer, **kwargs: Any) -> Reduc
     return scheduler
 
 
+def get_adafactor_relative_step_schedule(
+    optimizer: Optimizer,
+    rms: float,
+    lr: float | None = None,
+    scale_parameter: bool = True,
+    relative_step: bool = True,
+    warmup_init: bool = False,
+    eps2: float = 1e-3,
+    last_epoch: int = -1,
+) -> LambdaLR:
+    params = {
+        "rms": rms,
+        "lr": lr,
+        "scale_parameter": scale_parameter,
+        "relative_step": relative_step,
+        "warmup_init": warmup_init,
+        "eps2": eps2,
+    }
+    scheduler = build_schedule("adafactor_relative_step", optimizer, params, last_epoch)
+    assert isinstance(scheduler, LambdaLR)
+    return scheduler
+
+
 _TYPE_NAMES = {
     "integer": "int",
     "number": "float",
@@ -385,7 +408,7 @@ def _schedule_doc(spec_id: str, extra_args: str = "") -> str:
     for name, param in spec.parameters.items():
         default = "" if param.required else f", *optional*, defaults to `{param.default!r}`"
         kind = "Keyword-only. " if param.extension else ""
-        type_name = _TYPE_NAMES.get(param.type, param.type)
+        type_name = " | ".join(_TYPE_NAMES.get(t, t) for t in param.type_name.split(" | "))
         lines.append(f"        {name} (`{type_name}`{default}):")
         lines.append(f"            {kind}{param.description}")
     if extra_args:
@@ -410,6 +433,7 @@ for _func, _id in (
     (get_cosine_with_min_lr_schedule_with_warmup, "cosine_with_min_lr"),
     (get_cosine_with_min_lr_schedule_with_warmup_lr_rate, "cosine_warmup_with_min_lr"),
     (get_wsd_schedule, "warmup_stable_decay"),
+    (get_adafactor_relative_step_schedule, "adafactor_relative_step"),
 ):
     _func.__doc__ = _schedule_doc(_id, f"        {_docs.LAST_EPOCH}") + f"\n\n    {_docs.SCHEDULE_RETURNS}\n"
 get_reduce_on_plateau_schedule.__doc__ = (

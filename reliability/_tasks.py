@@ -1,0 +1,250 @@
+"""Worker tasks that need a process of their own: soak runs and TF MirroredStrategy (see ``_worker``)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+
+import hf_optim_spec as hs
+
+from . import _drive
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as handle:
+            pages = int(handle.read().split()[1])
+    except OSError:
+        return 0
+    import os
+
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def soak_schedule() -> hs.Spec:
+    """The first "factor" schedule of the registry that takes both generic step counts (get_scheduler's)."""
+    return next(
+        s
+        for s in _drive.specs_of("schedule")
+        if s.output == "factor" and {"num_warmup_steps", "num_training_steps"} <= set(s.parameters)
+    )
+
+
+def _soak_scenario(optimizer: hs.Spec, steps: int, seed: int) -> dict[str, Any]:
+    """The optimizer's first case; the soak schedule drives its lr, unless that case computes its own lr
+    (Adafactor's relative step: then that internal schedule is the one soaked)."""
+    case = _drive.optimizer_case(optimizer, needs_lr=False)
+    own_lr = hs.validate(optimizer, _drive.plain(optimizer.cases[case]["hyperparams"]))[_drive.lr_param(optimizer).name] is None
+    schedule = None if own_lr else soak_schedule()
+    params = (
+        {**_drive.schedule_params(schedule), "num_warmup_steps": steps // 10, "num_training_steps": steps}
+        if schedule is not None
+        else {}
+    )
+    return {
+        "id": f"{optimizer.id}+{schedule.id if schedule else 'own lr'}",
+        "optimizer": optimizer.id,
+        "opt_case": case,
+        "schedule": schedule.id if schedule else None,
+        "params": params,
+        "base_lr": schedule.cases[0].get("base_lr") if schedule else None,
+        "shapes": _drive.plain(optimizer.cases[case]["shapes"]),
+        "steps": steps,
+        "bounds": [],
+        "seed": seed,
+    }
+
+
+def _soak_one(framework: str, scn: dict[str, Any]) -> dict[str, Any]:
+    steps = scn["steps"]
+    shapes = scn["shapes"]
+    rng = np.random.default_rng(scn["seed"])
+    grads = [rng.standard_normal((64, *shape)).astype(np.float32) for shape in shapes.values()]  # recycled
+    if framework == "torch":
+        import torch
+
+        run = _drive.TorchRun(scn)
+        tensors = [[torch.from_numpy(g[i]) for g in grads] for i in range(64)]
+        params = list(run.named.values())
+
+        def step(t: int) -> None:
+            for p, g in zip(params, tensors[t % 64]):
+                p.grad = g
+            run.optimizer.step()
+            if run.scheduler is not None:
+                run.scheduler.step()
+
+        def finite() -> bool:
+            return all(bool(torch.isfinite(p).all()) for p in params)
+
+        def lr() -> float:
+            if run.scheduler is not None:
+                return float(run.scheduler.get_last_lr()[0])
+            return float(run.optimizer.get_lr()[0])  # Adafactor's own (relative-step) lr
+    else:
+        import tensorflow as tf
+
+        run = _drive.TfRun(scn)
+        variables = run.model.params
+        tensors = [[tf.constant(g[i]) for g in grads] for i in range(64)]
+
+        @tf.function
+        def apply(*gs: Any) -> None:
+            run.optimizer.apply_gradients(zip(gs, variables))
+
+        def step(t: int) -> None:
+            apply(*tensors[t % 64])
+
+        def finite() -> bool:
+            return all(bool(np.isfinite(v.numpy()).all()) for v in variables)
+
+        def lr() -> float:
+            return float(run.optimizer.learning_rate.numpy())
+
+    warm = max(steps // 10, 1)
+    times: list[float] = []
+    rss_before = 0
+    lrs = []
+    for t in range(steps):
+        if t == warm:
+            rss_before = rss_bytes()  # after warm-up: lazy state, tracing and allocator pools exist
+        start = time.perf_counter()
+        step(t)
+        times.append(time.perf_counter() - start)
+        if t % max(steps // 50, 1) == 0:
+            lrs.append(lr())
+    rss_after = rss_bytes()
+    tenth = max(steps // 10, 1)
+    first = statistics.median(times[tenth : 2 * tenth])  # the first tenth after the warm-up tenth
+    last = statistics.median(times[-tenth:])
+    return {
+        "steps": steps,
+        "rss_before_mib": rss_before / 2**20,
+        "rss_after_mib": rss_after / 2**20,
+        "rss_growth_mib": (rss_after - rss_before) / 2**20,
+        "median_step_ms_first": first * 1e3,
+        "median_step_ms_last": last * 1e3,
+        "drift_ratio": last / first,
+        "finite": finite() and all(np.isfinite(lrs)),
+        "total_s": sum(times),
+    }
+
+
+def soak(task: dict[str, Any]) -> dict[str, Any]:
+    framework = task["framework"]
+    out = {}
+    for index, optimizer in enumerate(_drive.specs_of("optimizer")):
+        scn = _soak_scenario(optimizer, task["steps"], task["seed"] + index)
+        out[scn["id"]] = _soak_one(framework, scn)
+    return {"framework": framework, "runs": out}
+
+
+# --------------------------------------------------------------------------- TF MirroredStrategy
+
+
+def tf_mirrored(task: dict[str, Any]) -> dict[str, Any]:
+    """AdamWeightDecay + GradientAccumulator under MirroredStrategy (2 logical CPUs) vs one device."""
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+
+    import hf_optim_tf
+
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    spec = hs.get("adam_weight_decay")  # the optimizer the issue names for this check
+    case = spec.cases[_first_case_with(spec, "exclude_from_weight_decay")]
+    hyper = _drive.spell(spec, _drive.plain(case["hyperparams"]), "tf", lambda r: r)
+    shapes = {name.replace("/", "_"): tuple(shape) for name, shape in case["shapes"].items()}
+    init = _drive.init_params(task["seed"], shapes)
+    global_batch, accum, steps = 8, task["accumulation"], task["steps"]
+    in_dim = 5
+
+    def data(step: int, micro: int) -> np.ndarray:
+        rng = np.random.default_rng([task["seed"], step, micro])
+        return rng.standard_normal((global_batch, in_dim)).astype(np.float32)
+
+    projections = {name: np.random.default_rng([task["seed"], i]).standard_normal((in_dim, int(np.prod(shape) or 1)))
+                   .astype(np.float32) for i, (name, shape) in enumerate(shapes.items())}
+
+    def run(strategy: tf.distribute.Strategy) -> dict[str, np.ndarray]:
+        with strategy.scope():
+            variables = [keras.Variable(init[name], name=name) for name in shapes]
+            optimizer = hf_optim_tf.AdamWeightDecay(**hyper)
+            accumulator = hf_optim_tf.GradientAccumulator()
+            optimizer.build(variables)
+        proj = {name: tf.constant(p) for name, p in projections.items()}
+
+        def loss_fn(x: tf.Tensor) -> tf.Tensor:
+            total = tf.constant(0.0)
+            for v, name in zip(variables, shapes):
+                flat = tf.reshape(v, [-1])
+                pred = tf.tanh(tf.matmul(x, proj[name]) * flat)  # (local batch, numel)
+                total += tf.reduce_sum(tf.square(pred - 0.1))
+            return total / global_batch / accum  # sum over the local examples / global batch
+
+        @tf.function
+        def accumulate(x: Any) -> None:
+            def replica(local: tf.Tensor) -> None:
+                with tf.GradientTape() as tape:
+                    loss = loss_fn(local)
+                accumulator(tape.gradient(loss, variables))
+
+            strategy.run(replica, args=(x,))
+
+        @tf.function
+        def apply() -> None:
+            def replica() -> None:
+                optimizer.apply_gradients(zip(accumulator.gradients, variables))
+                accumulator.reset()
+
+            strategy.run(replica)
+
+        replicas = strategy.num_replicas_in_sync
+        per = global_batch // replicas
+        for step in range(steps):
+            for micro in range(accum):
+                batch = data(step, micro)
+                x = strategy.experimental_distribute_values_from_function(
+                    lambda ctx, b=batch: tf.constant(b[ctx.replica_id_in_sync_group * per : (ctx.replica_id_in_sync_group + 1) * per])
+                )
+                accumulate(x)
+            apply()
+        return {name: v.numpy().copy() for name, v in zip(shapes, variables)} | {
+            "iterations": np.asarray(int(optimizer.iterations.numpy()))
+        }
+
+    mirrored = run(tf.distribute.MirroredStrategy(devices=devices[:2]))
+    single = run(tf.distribute.OneDeviceStrategy(devices[0]))
+    tol = spec.tol("float32")
+    diffs = {name: float(np.max(np.abs(mirrored[name].astype(np.float64) - single[name]))) for name in shapes}
+    limits = {name: tol.atol + tol.rtol * float(np.max(np.abs(single[name]))) for name in shapes}
+    moved = {name: float(np.max(np.abs(single[name] - init[name]))) for name in shapes}
+    return {
+        "replicas": len(devices[:2]),
+        "case": case["description"],
+        "steps": steps,
+        "accumulation": accum,
+        "iterations": [int(mirrored["iterations"]), int(single["iterations"])],
+        "max_abs_diff": diffs,
+        "limit": limits,
+        "moved": moved,
+        "bitwise": all(np.array_equal(mirrored[n], single[n]) for n in shapes),
+    }
+
+
+def _first_case_with(spec: hs.Spec, name: str) -> int:
+    """First float32 case that sets ``name`` to a truthy value (decay on: the include/exclude path is exercised)."""
+    for index, case in enumerate(spec.cases):
+        if case.get("dtype", "float32") == "float32" and case["hyperparams"].get(name):
+            if not any(_drive.is_ref(v) for v in case["hyperparams"].values()):
+                return index
+    raise LookupError(name)
+
+
+HANDLERS = {"soak": soak, "tf_mirrored": tf_mirrored}
