@@ -283,7 +283,7 @@ def _cases(spec: hs.Spec) -> list[str]:
     if spec.errors:
         lines += ["| rejected input | error | message matches |", "|---|---|---|"]
         for error in spec.errors:
-            lines.append(f"| {cell(error['description'])} | {error['error']} | {code(error['match'])} |")
+            lines.append(f"| {cell(error['description'])} | {error['error']} | {cell(code(error['match']))} |")
         lines.append("")
     return lines
 
