@@ -6,9 +6,8 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
 import hf_optim_spec as hs
+import numpy as np
 
 from . import _drive
 
@@ -50,7 +49,9 @@ def construct(framework: str, spec: hs.Spec, kwargs: Mapping[str, Any]) -> Any:
         import torch
 
         if spec.kind == "optimizer":
-            return func([("w", torch.nn.Parameter(torch.ones(2, 3))), ("b", torch.nn.Parameter(torch.ones(3)))], **kwargs)
+            return func(
+                [("w", torch.nn.Parameter(torch.ones(2, 3))), ("b", torch.nn.Parameter(torch.ones(3)))], **kwargs
+            )
         if "params" in sig and "params" not in spelled:
             return func([("w", torch.nn.Parameter(torch.ones(2, 3)))], **kwargs)
         if "optimizer" in sig and "optimizer" not in spelled:
@@ -95,11 +96,12 @@ def exercise(framework: str, spec: hs.Spec, obj: Any, steps: int = 3) -> None:
     import keras
 
     if isinstance(obj, keras.optimizers.Optimizer):
-        variables = [keras.Variable(np.ones((2, 3), "float32"), name="w"), keras.Variable(np.ones(3, "float32"), name="b")]
+        variables = [
+            keras.Variable(np.ones((2, 3), "float32"), name="w"),
+            keras.Variable(np.ones(3, "float32"), name="b"),
+        ]
         for _ in range(steps):
             obj.apply_gradients([(keras.ops.full(v.shape, 0.5), v) for v in variables])
-    elif hasattr(obj, "step") and not callable(getattr(obj, "__call__", None)):
-        pass
     elif callable(obj):
         for step in range(steps):
             obj(keras.ops.convert_to_tensor(step, dtype="int64"))

@@ -21,11 +21,10 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import hf_optim_spec as hs
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-
-import hf_optim_spec as hs
 
 SHAPES = {"w": (8, 6), "b": (6,)}
 BATCH = 4  # per rank
@@ -126,13 +125,13 @@ def _worker(rank: int, world: int, task: dict[str, Any], init_file: str, out_dir
                         results[key]["state_types"] = sorted(
                             {type(v).__name__ for s in _.state.values() for v in s.values()}
                         )
-                except Exception as error:  # noqa: BLE001 - reported
+                except Exception as error:
                     results[key] = {"error": _describe(error)}
                 dist.barrier()
             key = f"dcp:{spec_id}"
             try:
                 results[key] = {"params": _dcp_roundtrip(spec_id, rank, steps, task["ckpt_dir"])}
-            except Exception as error:  # noqa: BLE001
+            except Exception as error:
                 results[key] = {"error": _describe(error)}
             dist.barrier()
     finally:
@@ -194,8 +193,12 @@ def main(argv: list[str]) -> int:
             diffs = [max(float((a[n] - b[n]).abs().max()) for n in a) for a, b in pairs]
             bitwise = all(all(torch.equal(a[n], b[n]) for n in a) for a, b in pairs)
             scale = max(float(t.abs().max()) for a, _ in pairs for t in a.values())
-            report[key] = {"max_abs_diff": max(diffs), "max_abs_param": scale, "bitwise": bitwise, **{
-                k: v for k, v in entry.items() if k == "state_types"}}
+            report[key] = {
+                "max_abs_diff": max(diffs),
+                "max_abs_param": scale,
+                "bitwise": bitwise,
+                **{k: v for k, v in entry.items() if k == "state_types"},
+            }
     Path(task["report"]).write_text(json.dumps(report, indent=1), encoding="utf-8")
     return 0
 

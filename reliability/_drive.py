@@ -26,9 +26,8 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import numpy as np
-
 import hf_optim_spec as hs
+import numpy as np
 
 FRAMEWORKS = ("torch", "tf")
 
@@ -56,9 +55,8 @@ def plain(value: Any) -> Any:
 def spell(spec: hs.Spec, params: Mapping[str, Any], framework: str, nested: Callable[[Mapping[str, Any]], Any]) -> dict:
     """Canonical arguments spelled for ``framework`` (pairs split where the spec says so; refs built)."""
     out: dict[str, Any] = {}
-    for name, value in params.items():
-        if is_ref(value):
-            value = nested(value)
+    for name, given in params.items():
+        value = nested(given) if is_ref(given) else given
         param = spec.parameters.get(name)
         alias = param.name_for(framework) if param is not None else name
         if isinstance(alias, tuple) and isinstance(value, (list, tuple)) and len(value) == 2:
@@ -66,7 +64,9 @@ def spell(spec: hs.Spec, params: Mapping[str, Any], framework: str, nested: Call
         elif isinstance(alias, tuple):
             out[alias[0]] = value
         else:
-            out[alias] = tuple(value) if isinstance(value, list) and param is not None and param.type == "number_pair" else value
+            out[alias] = (
+                tuple(value) if isinstance(value, list) and param is not None and param.type == "number_pair" else value
+            )
     return out
 
 
@@ -148,10 +148,31 @@ def metric_at(seed: int, step: int) -> float:
 # --------------------------------------------------------------------------- scenarios
 
 
-def _torch_factory(spec: hs.Spec) -> Any:
-    import hf_optim_torch
+class MissingApi(LookupError):
+    """The spec names a public object the package does not export."""
 
-    return getattr(hf_optim_torch, spec.api["torch"])
+
+def api(framework: str, spec: hs.Spec) -> Any:
+    """``spec.api[framework]`` from the package (MissingApi when it is not exported)."""
+    import importlib
+
+    module = importlib.import_module("hf_optim_torch" if framework == "torch" else "hf_optim_tf")
+    name = spec.api.get(framework, "")
+    if not hasattr(module, name):
+        raise MissingApi(f"spec {spec.id!r} names {module.__name__}.{name or '<nothing>'}, which is not exported")
+    return getattr(module, name)
+
+
+def has_api(framework: str, spec: hs.Spec) -> bool:
+    try:
+        api(framework, spec)
+    except MissingApi:
+        return False
+    return True
+
+
+def _torch_factory(spec: hs.Spec) -> Any:
+    return api("torch", spec)
 
 
 def _signature(factory: Any) -> Mapping[str, inspect.Parameter]:
@@ -172,13 +193,7 @@ def torch_is_proxy(spec: hs.Spec) -> bool:
 
 def builds_optimizer(spec: hs.Spec, framework: str) -> bool:
     """The schedule factory returns ``(optimizer, schedule)`` (read from its return annotation)."""
-    if framework == "torch":
-        factory = _torch_factory(spec)
-    else:
-        import hf_optim_tf
-
-        factory = getattr(hf_optim_tf, spec.api["tf"])
-    return str(inspect.signature(factory).return_annotation).startswith("tuple")
+    return str(inspect.signature(api(framework, spec)).return_annotation).startswith("tuple")
 
 
 def _closest_optimizer(spec: hs.Spec) -> hs.Spec:
@@ -219,7 +234,9 @@ def scenarios(framework: str, full: bool, seed: int) -> list[dict[str, Any]]:
     for optimizer in optimizers:
         add(optimizer, None, needs_lr=False)
     for index, schedule in enumerate(specs_of("schedule")):
-        if builds_optimizer(schedule, framework):
+        if not has_api(framework, schedule):  # built (and reported as missing) by the test
+            add(optimizers[index % len(optimizers)], schedule, needs_lr=True)
+        elif builds_optimizer(schedule, framework):
             add(None, schedule, needs_lr=False)
         elif framework == "torch" and torch_is_proxy(schedule):
             add(_closest_optimizer(schedule), schedule, needs_lr=False)
@@ -259,9 +276,8 @@ class TorchRun:
     """One torch training run of a scenario: named parameters, optimizer, scheduler."""
 
     def __init__(self, scn: Mapping[str, Any]) -> None:
-        import torch
-
         import hf_optim_torch
+        import torch
 
         self.scn = scn
         self.named = {
@@ -360,7 +376,7 @@ _KERAS_MODEL: Any = None
 
 def keras_model_class() -> Any:
     """A Keras model that is just a set of named weights (registered so ``.keras`` files reload it)."""
-    global _KERAS_MODEL
+    global _KERAS_MODEL  # noqa: PLW0603 - registered once per process
     if _KERAS_MODEL is not None:
         return _KERAS_MODEL
     import keras
@@ -372,9 +388,7 @@ def keras_model_class() -> Any:
             self.shapes = {name: list(shape) for name, shape in shapes.items()}
             self.param_dtype = param_dtype
             self.params = [
-                self.add_weight(
-                    shape=tuple(shape), initializer="zeros", dtype=param_dtype, name=name.replace("/", "_")
-                )
+                self.add_weight(shape=tuple(shape), initializer="zeros", dtype=param_dtype, name=name.replace("/", "_"))
                 for name, shape in self.shapes.items()
             ]
             self.built = True
@@ -390,9 +404,7 @@ def keras_model_class() -> Any:
 
 
 def _tf_factory(spec: hs.Spec) -> Any:
-    import hf_optim_tf
-
-    return getattr(hf_optim_tf, spec.api["tf"])
+    return api("tf", spec)
 
 
 def _tf_nested(ref: Mapping[str, Any]) -> Any:
@@ -416,7 +428,9 @@ def tf_optimizer(scn: Mapping[str, Any], learning_rate: Any = None, **extra: Any
 class TfRun:
     """One Keras training run of a scenario: a weights-only model compiled with the optimizer."""
 
-    def __init__(self, scn: Mapping[str, Any], model: Any = None) -> None:
+    def __init__(
+        self, scn: Mapping[str, Any], model: Any = None, param_dtype: str = "float32", init_dtype: str = "float32"
+    ) -> None:
         import keras
 
         self.scn = scn
@@ -447,9 +461,9 @@ class TfRun:
         else:
             optimizer = tf_optimizer(scn)
         self.optimizer = optimizer
-        self.model = keras_model_class()(scn["shapes"], name="params")
+        self.model = keras_model_class()(scn["shapes"], param_dtype=param_dtype, name="params")
         for variable, value in zip(self.model.params, init_params(scn["seed"], scn["shapes"]).values()):
-            variable.assign(value)
+            variable.assign(keras.ops.cast(keras.ops.cast(value, init_dtype), param_dtype))
         self.model.compile(optimizer=optimizer)
 
     def step(self, t: int) -> None:
@@ -495,5 +509,7 @@ def compare(expected: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray]
         a, b = np.asarray(expected[key]), np.asarray(actual[key])
         if a.shape != b.shape or a.dtype != b.dtype or a.tobytes() != b.tobytes():
             diff = np.max(np.abs(a.astype(np.float64) - b.astype(np.float64))) if a.shape == b.shape else "shape"
-            problems.append(f"{where}: {key} differs (max |diff| {diff}; expected {a.ravel()[:4]}, got {b.ravel()[:4]})")
+            problems.append(
+                f"{where}: {key} differs (max |diff| {diff}; expected {a.ravel()[:4]}, got {b.ravel()[:4]})"
+            )
     return problems

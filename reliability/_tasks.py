@@ -6,9 +6,8 @@ import statistics
 import time
 from typing import Any
 
-import numpy as np
-
 import hf_optim_spec as hs
+import numpy as np
 
 from . import _drive
 
@@ -38,7 +37,10 @@ def _soak_scenario(optimizer: hs.Spec, steps: int, seed: int) -> dict[str, Any]:
     """The optimizer's first case; the soak schedule drives its lr, unless that case computes its own lr
     (Adafactor's relative step: then that internal schedule is the one soaked)."""
     case = _drive.optimizer_case(optimizer, needs_lr=False)
-    own_lr = hs.validate(optimizer, _drive.plain(optimizer.cases[case]["hyperparams"]))[_drive.lr_param(optimizer).name] is None
+    own_lr = (
+        hs.validate(optimizer, _drive.plain(optimizer.cases[case]["hyperparams"]))[_drive.lr_param(optimizer).name]
+        is None
+    )
     schedule = None if own_lr else soak_schedule()
     params = (
         {**_drive.schedule_params(schedule), "num_warmup_steps": steps // 10, "num_training_steps": steps}
@@ -152,9 +154,8 @@ def tf_mirrored(task: dict[str, Any]) -> dict[str, Any]:
 
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    import keras
-
     import hf_optim_tf
+    import keras
 
     devices = [d.name for d in tf.config.list_logical_devices("CPU")]
     spec = hs.get("adam_weight_decay")  # the optimizer the issue names for this check
@@ -169,8 +170,12 @@ def tf_mirrored(task: dict[str, Any]) -> dict[str, Any]:
         rng = np.random.default_rng([task["seed"], step, micro])
         return rng.standard_normal((global_batch, in_dim)).astype(np.float32)
 
-    projections = {name: np.random.default_rng([task["seed"], i]).standard_normal((in_dim, int(np.prod(shape) or 1)))
-                   .astype(np.float32) for i, (name, shape) in enumerate(shapes.items())}
+    projections = {
+        name: np.random.default_rng([task["seed"], i])
+        .standard_normal((in_dim, int(np.prod(shape) or 1)))
+        .astype(np.float32)
+        for i, (name, shape) in enumerate(shapes.items())
+    }
 
     def run(strategy: tf.distribute.Strategy) -> dict[str, np.ndarray]:
         with strategy.scope():
@@ -211,7 +216,9 @@ def tf_mirrored(task: dict[str, Any]) -> dict[str, Any]:
             for micro in range(accum):
                 batch = data(step, micro)
                 x = strategy.experimental_distribute_values_from_function(
-                    lambda ctx, b=batch: tf.constant(b[ctx.replica_id_in_sync_group * per : (ctx.replica_id_in_sync_group + 1) * per])
+                    lambda ctx, b=batch: tf.constant(
+                        b[ctx.replica_id_in_sync_group * per : (ctx.replica_id_in_sync_group + 1) * per]
+                    )
                 )
                 accumulate(x)
             apply()

@@ -34,7 +34,7 @@ def _resume(task: dict[str, Any]) -> dict[str, Any]:
         traj, final = expected[scn["id"]]
         try:
             run = _restore(framework, scn, fmt, path)
-        except Exception as error:  # noqa: BLE001 - reported with the item
+        except Exception as error:
             problems.append(f"{where}: restore raised {type(error).__name__}: {error}")
             continue
         try:
@@ -43,7 +43,7 @@ def _resume(task: dict[str, Any]) -> dict[str, Any]:
                 run.step(t)
                 problems += _drive.compare(traj[t + 1], run.snapshot(), f"{where} step {t + 1}")
             problems += _drive.compare(final, run.final_state(), f"{where} final state")
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             problems.append(f"{where}: continuing raised {type(error).__name__}: {error}")
         checked += 1
     return {"checked": checked, "problems": problems}
@@ -58,9 +58,8 @@ def _restore(framework: str, scn: dict[str, Any], fmt: str, path: str) -> Any:
         run = _drive.TorchRun(scn)
         run.restore(torch.load(path, weights_only=True))
         return run
-    import keras
-
     import hf_optim_tf  # noqa: F401 - registers the package's serializable classes, as a user's import does
+    import keras
 
     _drive.keras_model_class()
     if fmt == "keras":

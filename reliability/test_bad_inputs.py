@@ -21,12 +21,12 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+import hf_optim_spec as hs
 import hypothesis.strategies as st
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 
-import hf_optim_spec as hs
 from reliability import _construct, _drive
 from reliability.conftest import SIZES, record
 
@@ -34,7 +34,7 @@ SETTINGS = settings(
     max_examples=SIZES.hypothesis_examples,
     deadline=None,
     database=None,
-    derandomize=not SIZES.full,
+    derandomize=True,  # the same examples every run (strict xfails stay stable); the full run draws more
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 
@@ -68,8 +68,27 @@ def _bounds(param: hs.Parameter) -> list[float]:
 
 def bad_values(param: hs.Parameter) -> st.SearchStrategy[Any]:
     """Values of every kind, biased to the declared bounds; the spec decides which ones are bad."""
-    specials = [math.nan, math.inf, -math.inf, -1, -1e-9, 0, 0.0, 1e308, True, False, None, "a", "", b"x",
-                [1.0], {"x": 1}, (1.0, 2.0, 3.0), _Opaque(), 2.5]
+    specials = [
+        math.nan,
+        math.inf,
+        -math.inf,
+        -1,
+        -1e-9,
+        0,
+        0.0,
+        1e308,
+        True,
+        False,
+        None,
+        "a",
+        "",
+        b"x",
+        [1.0],
+        {"x": 1},
+        (1.0, 2.0, 3.0),
+        _Opaque(),
+        2.5,
+    ]
     strategies = [
         st.sampled_from(specials),
         st.sampled_from(_bounds(param) or [0.0]),
@@ -106,6 +125,9 @@ def _cases() -> list[tuple[str, str, str]]:
     out = []
     for framework in _drive.FRAMEWORKS:
         for spec in hs.registry().values():
+            if not _drive.has_api(framework, spec):
+                out.append((framework, spec.id, "<not exported>"))  # fails, naming the missing object
+                continue
             for name in sorted(_drive.spellings(spec, framework)):
                 if _construct.takes(framework, spec, name):
                     out.append((framework, spec.id, name))
@@ -117,6 +139,7 @@ def _not_taken() -> list[str]:
         f"{framework}:{spec.id}:{name}"
         for framework in _drive.FRAMEWORKS
         for spec in hs.registry().values()
+        if _drive.has_api(framework, spec)
         for name in sorted(_drive.spellings(spec, framework))
         if not _construct.takes(framework, spec, name)
     ]
@@ -138,12 +161,13 @@ def test_every_spec_argument_is_taken_or_documented() -> None:
         assert framework == "torch" and _drive.torch_is_proxy(hs.get(spec_id)), entry
 
 
-@pytest.mark.parametrize(("framework", "spec_id", "name"), _cases(), ids=lambda x: str(x))
+@pytest.mark.parametrize(("framework", "spec_id", "name"), _cases(), ids=str)
 @SETTINGS
 @given(data=st.data())
 def test_bad_argument_is_rejected_clearly_or_accepted(framework: str, spec_id: str, name: str, data: Any) -> None:
     spec = hs.get(spec_id)
     _import(framework)
+    _drive.api(framework, spec)  # MissingApi names a spec object the package does not export
     value = data.draw(bad_values(_param_of(spec, framework, name)), label=name)
     kwargs = {**_construct.base_kwargs(framework, spec), name: value}
     expected = _oracle(framework, spec, kwargs)
@@ -158,13 +182,13 @@ def test_bad_argument_is_rejected_clearly_or_accepted(framework: str, spec_id: s
         same = _numbers_as_int(message) == _numbers_as_int(str(expected))  # "-1" vs "-1.0" (ints become floats)
         assert same or name in message, f"{name}={value!r}: message {message!r} does not name it"
         return
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:
         pytest.fail(f"{spec.api[framework]}({name}={value!r}) crashed with {type(error).__name__}: {error}")
     if expected is not None:
         pytest.fail(f"{spec.api[framework]}({name}={value!r}) was accepted; the spec rejects it: {expected!r}")
     try:
         _construct.exercise(framework, spec, obj)
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:
         pytest.fail(f"{spec.api[framework]}({name}={value!r}) was accepted, then using it raised {error!r}")
 
 
@@ -175,6 +199,7 @@ def test_bad_argument_is_rejected_clearly_or_accepted(framework: str, spec_id: s
 def test_unknown_argument_names_are_rejected(framework: str, spec_id: str, name: str) -> None:
     spec = hs.get(spec_id)
     _import(framework)
+    _drive.api(framework, spec)
     assume(name not in _construct.signature(framework, spec) and name not in _drive.spellings(spec, framework))
     kwargs = {**_construct.base_kwargs(framework, spec), name: 1}
     _count(f"{framework}:{spec_id}:unknown-name")
@@ -309,6 +334,7 @@ def test_keras_rejected_or_sparse_step(spec_id: str, bad: str) -> None:
     optimizer.apply_gradients([(tf.fill(v.shape, 0.5), v) for v in variables])
     _count(f"tf:{spec_id}:{bad}")
     if bad == "wrong_shape":
+
         def untouched() -> list[Any]:
             own = [v for v in optimizer.variables if "_b_" in v.path or v.path.endswith("/iteration")]
             return [v.numpy().copy() for v in [variables[1], *own]]

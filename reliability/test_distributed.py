@@ -18,9 +18,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import hf_optim_spec as hs
 import pytest
 
-import hf_optim_spec as hs
 from reliability.conftest import ROOT, SIZES, record, run_worker, worker_env
 
 OPTIMIZERS = ["adamw", "adafactor"]  # the two the issue names for the sharded check
@@ -33,7 +33,12 @@ def _torch_report(tmp_path: Path) -> dict[str, Any]:
     (tmp_path / "task.json").write_text(json.dumps(task), encoding="utf-8")
     proc = subprocess.run(
         [sys.executable, "-m", "reliability._dist_torch", str(tmp_path / "task.json")],
-        cwd=ROOT, env=worker_env(), capture_output=True, text=True, timeout=600, check=False,
+        cwd=ROOT,
+        env=worker_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     if proc.returncode != 0:
         pytest.fail(f"distributed worker failed ({proc.returncode}):\n{proc.stderr[-6000:]}", pytrace=False)

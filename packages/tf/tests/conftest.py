@@ -27,3 +27,13 @@ def _fresh_keras_state() -> Iterator[None]:
     keras.utils.set_random_seed(0)
     yield
     keras.backend.clear_session()
+
+
+@pytest.fixture(scope="session")
+def two_cpu_strategy() -> tf.distribute.MirroredStrategy:
+    """One MirroredStrategy over the two logical CPUs for the whole session (several strategies
+    in one process collide in their collective-op keys)."""
+    devices = tf.config.list_logical_devices("CPU")
+    if len(devices) < 2:
+        pytest.skip("two logical CPU devices are not configured (TF was initialised before conftest)")
+    return tf.distribute.MirroredStrategy(devices=[d.name for d in devices[:2]])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from hf_optim_tf import GradientAccumulator, create_optimizer
 
 
@@ -56,15 +55,8 @@ def test_inside_tf_function() -> None:
     assert int(acc.step) == 3
 
 
-def _two_cpu_strategy() -> tf.distribute.MirroredStrategy:
-    devices = tf.config.list_logical_devices("CPU")
-    if len(devices) < 2:
-        pytest.skip("two logical CPU devices are not configured (TF initialised before conftest)")
-    return tf.distribute.MirroredStrategy(devices=[d.name for d in devices[:2]])
-
-
-def test_mirrored_strategy_accumulates_per_replica() -> None:
-    strategy = _two_cpu_strategy()
+def test_mirrored_strategy_accumulates_per_replica(two_cpu_strategy: tf.distribute.MirroredStrategy) -> None:
+    strategy = two_cpu_strategy
     with strategy.scope():
         acc = GradientAccumulator()
         variable = tf.Variable([4.0, 3.0])
@@ -103,4 +95,3 @@ def test_mirrored_strategy_accumulates_per_replica() -> None:
     assert int(acc.step) == 0
     for local in strategy.experimental_local_results(acc._gradients[0]):
         np.testing.assert_array_equal(local.value().numpy(), [0.0, 0.0])
-

@@ -7,13 +7,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import hf_optim_spec as hs
+import hf_optim_tf
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from _tf_helpers import dtype_policy
-
-import hf_optim_tf
 from hf_optim_tf import (
     Adafactor,
     AdamW,
@@ -133,8 +132,11 @@ def test_bfloat16_variables_with_adafactor_train() -> None:
     assert {str(w.dtype) for w in model.trainable_weights} == {"bfloat16"}
 
 
-@pytest.mark.parametrize("make", [lambda: AdamW(1e-2), lambda: AdamWeightDecay(1e-2, weight_decay_rate=0.01)],
-                         ids=["adamw", "adam_weight_decay"])
+@pytest.mark.parametrize(
+    "make",
+    [lambda: AdamW(1e-2), lambda: AdamWeightDecay(1e-2, weight_decay_rate=0.01)],
+    ids=["adamw", "adam_weight_decay"],
+)
 def test_float16_with_loss_scale_optimizer(make: Callable[[], keras.optimizers.Optimizer]) -> None:
     with dtype_policy("mixed_float16"):
         model = _model()
@@ -146,19 +148,15 @@ def test_float16_with_loss_scale_optimizer(make: Callable[[], keras.optimizers.O
     assert int(inner.iterations) > 0
 
 
-def test_mirrored_strategy_fit_equals_single_device() -> None:
-    devices = tf.config.list_logical_devices("CPU")
-    if len(devices) < 2:
-        pytest.skip("two logical CPU devices are not configured")
+def test_mirrored_strategy_fit_equals_single_device(two_cpu_strategy: tf.distribute.MirroredStrategy) -> None:
     single = _model()
-    single.compile(optimizer=create_optimizer(1e-2, 16, 2, weight_decay_rate=0.01)[0], loss="mse",
-                   jit_compile=False)
+    single.compile(optimizer=create_optimizer(1e-2, 16, 2, weight_decay_rate=0.01)[0], loss="mse", jit_compile=False)
     _fit(single, 2)
-    strategy = tf.distribute.MirroredStrategy([d.name for d in devices[:2]])
-    with strategy.scope():
+    with two_cpu_strategy.scope():
         mirrored = _model()
-        mirrored.compile(optimizer=create_optimizer(1e-2, 16, 2, weight_decay_rate=0.01)[0], loss="mse",
-                         jit_compile=False)
+        mirrored.compile(
+            optimizer=create_optimizer(1e-2, 16, 2, weight_decay_rate=0.01)[0], loss="mse", jit_compile=False
+        )
     _fit(mirrored, 2)
     for a, b in zip(single.get_weights(), mirrored.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
@@ -207,8 +205,9 @@ def test_get_scheduler_covers_every_scheduler_type() -> None:
         SchedulerType("warmup_stable_decay"): {"num_decay_steps": 3},
     }
     for kind in SchedulerType:
-        schedule = get_scheduler(kind, 0.1, num_warmup_steps=2, num_training_steps=10,
-                                 scheduler_specific_kwargs=specific.get(kind))
+        schedule = get_scheduler(
+            kind, 0.1, num_warmup_steps=2, num_training_steps=10, scheduler_specific_kwargs=specific.get(kind)
+        )
         assert isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule)
         api = getattr(hf_optim_tf, hs.get(kind.value).api["tf"])
         del api
@@ -223,8 +222,7 @@ def test_get_scheduler_covers_every_scheduler_type() -> None:
 
 @pytest.mark.filterwarnings(KERAS_SAVE_WARNING)
 def test_plateau_schedule_drives_fit_through_its_callback(tmp_path: Path) -> None:
-    schedule = get_scheduler("reduce_lr_on_plateau", 0.05, scheduler_specific_kwargs={"patience": 0,
-                                                                                         "factor": 0.5})
+    schedule = get_scheduler("reduce_lr_on_plateau", 0.05, scheduler_specific_kwargs={"patience": 0, "factor": 0.5})
     assert isinstance(schedule, PlateauSchedule)
     model = _model()
     model.compile(optimizer=AdamW(schedule), loss="mse", jit_compile=False)
@@ -240,9 +238,15 @@ def test_plateau_schedule_drives_fit_through_its_callback(tmp_path: Path) -> Non
 
 
 def test_schedule_inside_jit_compiled_function() -> None:
-    schedule = get_scheduler("warmup_stable_decay", 0.1, num_warmup_steps=3, num_training_steps=12,
-                             scheduler_specific_kwargs={"num_decay_steps": 4, "decay_type": "1-sqrt"})
+    schedule = get_scheduler(
+        "warmup_stable_decay",
+        0.1,
+        num_warmup_steps=3,
+        num_training_steps=12,
+        scheduler_specific_kwargs={"num_decay_steps": 4, "decay_type": "1-sqrt"},
+    )
     compiled = tf.function(lambda s: schedule(s), jit_compile=True)
     steps = np.arange(0, 14)
-    np.testing.assert_array_equal([float(compiled(tf.constant(s, tf.int64))) for s in steps],
-                                  [float(schedule(int(s))) for s in steps])
+    np.testing.assert_array_equal(
+        [float(compiled(tf.constant(s, tf.int64))) for s in steps], [float(schedule(int(s))) for s in steps]
+    )

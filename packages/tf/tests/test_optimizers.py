@@ -11,7 +11,6 @@ import keras
 import numpy as np
 import pytest
 from _tf_helpers import floatx
-
 from hf_optim_tf import Adafactor, AdamW, AdamWeightDecay
 
 RNG_SEED = 1234
@@ -134,8 +133,14 @@ SHAPES = {"w": (3, 4), "b": (4,)}
 def test_adamw_matches_float64_derivation(correct_bias: bool, weight_decay: float) -> None:
     params, grads = _problem(SHAPES, 12)
     with floatx("float64"):
-        opt = AdamW(learning_rate=0.01, beta_1=0.8, beta_2=0.95, epsilon=1e-6, weight_decay=weight_decay,
-                    correct_bias=correct_bias)
+        opt = AdamW(
+            learning_rate=0.01,
+            beta_1=0.8,
+            beta_2=0.95,
+            epsilon=1e-6,
+            weight_decay=weight_decay,
+            correct_bias=correct_bias,
+        )
         got, _ = _run_keras(opt, params, grads)
     want = _adamw_numpy(params, grads, 0.01, 0.8, 0.95, 1e-6, weight_decay, correct_bias)
     _assert_trajectory(got, want, 1e-12)
@@ -157,9 +162,16 @@ def test_adamw_float32_tracks_the_derivation() -> None:
     params, grads = _problem(SHAPES, 10)
     opt = AdamW(learning_rate=0.01, weight_decay=0.05)
     got, _ = _run_keras(opt, params, grads, dtype="float32")
-    want = _adamw_numpy({k: v.astype(np.float32).astype(np.float64) for k, v in params.items()},
-                        [{k: g.astype(np.float32).astype(np.float64) for k, g in r.items()} for r in grads],
-                        np.float64(np.float32(0.01)), 0.9, 0.999, 1e-6, 0.05, True)
+    want = _adamw_numpy(
+        {k: v.astype(np.float32).astype(np.float64) for k, v in params.items()},
+        [{k: g.astype(np.float32).astype(np.float64) for k, g in r.items()} for r in grads],
+        np.float64(np.float32(0.01)),
+        0.9,
+        0.999,
+        1e-6,
+        0.05,
+        True,
+    )
     _assert_trajectory(got, want, 2e-6)
 
 
@@ -171,8 +183,15 @@ def test_adam_weight_decay_matches_float64_derivation(amsgrad: bool) -> None:
     params, grads = _problem({"dense/kernel": (3, 4), "dense/bias": (4,), "LayerNorm/gamma": (4,)}, 10)
     schedule = keras.optimizers.schedules.PolynomialDecay(0.02, 10, 0.001)
     with floatx("float64"):
-        opt = AdamWeightDecay(learning_rate=schedule, beta_1=0.85, beta_2=0.99, epsilon=1e-7, amsgrad=amsgrad,
-                              weight_decay_rate=0.1, exclude_from_weight_decay=["LayerNorm", "bias"])
+        opt = AdamWeightDecay(
+            learning_rate=schedule,
+            beta_1=0.85,
+            beta_2=0.99,
+            epsilon=1e-7,
+            amsgrad=amsgrad,
+            weight_decay_rate=0.1,
+            exclude_from_weight_decay=["LayerNorm", "bias"],
+        )
         variables = {}
         history = []
         for row in grads:
@@ -184,8 +203,9 @@ def test_adam_weight_decay_matches_float64_derivation(amsgrad: bool) -> None:
             opt.apply([row[k] for k in variables], list(variables.values()))
             history.append({k: v.numpy() for k, v in variables.items()})
     decayed = {k: not ("LayerNorm" in k or "bias" in k) for k in params}
-    want = _adam_weight_decay_numpy(params, grads, lambda t: float(schedule(t)), 0.85, 0.99, 1e-7, 0.1, decayed,
-                                    amsgrad)
+    want = _adam_weight_decay_numpy(
+        params, grads, lambda t: float(schedule(t)), 0.85, 0.99, 1e-7, 0.1, decayed, amsgrad
+    )
     _assert_trajectory(history, want, 1e-7)  # the Keras PolynomialDecay itself runs in float32
 
 
@@ -206,8 +226,11 @@ def _layer_norm_model() -> keras.Model:
 
 def test_decay_patterns_match_the_variable_path_include_first() -> None:
     model = _layer_norm_model()
-    opt = AdamWeightDecay(weight_decay_rate=0.01, exclude_from_weight_decay=["LayerNorm", "layer_norm", "bias"],
-                          include_in_weight_decay=["head/bias"])
+    opt = AdamWeightDecay(
+        weight_decay_rate=0.01,
+        exclude_from_weight_decay=["LayerNorm", "layer_norm", "bias"],
+        include_in_weight_decay=["head/bias"],
+    )
     opt.build(model.trainable_variables)
     flags = {v.path: opt._decay_flags[opt._get_variable_index(v)] for v in model.trainable_variables}
     assert flags == {
@@ -242,8 +265,9 @@ def test_gradient_clipping_goes_through_keras(clip: dict, transform: Callable) -
         clipped = [dict(zip(row, transform(list(row.values())))) for row in grads]
         want, _ = _run_keras(AdamWeightDecay(0.01, weight_decay_rate=0.02), params, clipped)
     _assert_trajectory(got, want, 1e-12)
-    assert not np.allclose(got[-1]["w"], _run_keras(AdamWeightDecay(0.01, weight_decay_rate=0.02), params,
-                                                    grads)[0][-1]["w"])
+    assert not np.allclose(
+        got[-1]["w"], _run_keras(AdamWeightDecay(0.01, weight_decay_rate=0.02), params, grads)[0][-1]["w"]
+    )
 
 
 def test_legacy_lr_maps_and_decay_is_rejected() -> None:
@@ -303,7 +327,7 @@ def test_adafactor_16bit_variables_use_float32_math_and_state(dtype: str) -> Non
     assert {str(s.dtype) for s in opt.variables if "_exp_avg" in s.path} == {"float32"}
     want32, _ = _run_keras(Adafactor(beta_1=0.9), rounded, grads, dtype="float32")
     # one bfloat16/float16 rounding per step of the stored parameter
-    tol = {"bfloat16": 2 ** -7, "float16": 2 ** -10}[dtype] * 6
+    tol = {"bfloat16": 2**-7, "float16": 2**-10}[dtype] * 6
     for k in rounded:
         np.testing.assert_allclose(got[-1][k], want32[-1][k], rtol=tol, atol=tol)
 
@@ -314,11 +338,21 @@ def test_adafactor_16bit_variables_use_float32_math_and_state(dtype: str) -> Non
 @pytest.mark.parametrize(
     "make",
     [
-        lambda: AdamWeightDecay(0.003, beta_1=0.8, amsgrad=True, weight_decay_rate=0.1,
-                                include_in_weight_decay=["kernel"], exclude_from_weight_decay=["bias"],
-                                clipnorm=1.0),
-        lambda: AdamW(learning_rate=keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5), weight_decay=0.2,
-                      correct_bias=False, global_clipnorm=2.0),
+        lambda: AdamWeightDecay(
+            0.003,
+            beta_1=0.8,
+            amsgrad=True,
+            weight_decay_rate=0.1,
+            include_in_weight_decay=["kernel"],
+            exclude_from_weight_decay=["bias"],
+            clipnorm=1.0,
+        ),
+        lambda: AdamW(
+            learning_rate=keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5),
+            weight_decay=0.2,
+            correct_bias=False,
+            global_clipnorm=2.0,
+        ),
         lambda: Adafactor(beta_1=0.9, warmup_init=True, weight_decay=0.1, first_moment="unscaled"),
         lambda: Adafactor(learning_rate=0.01, relative_step=False, epsilon_1=1e-20, epsilon_2=1e-2),
     ],

@@ -8,13 +8,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import hf_optim_spec as hs
+import hf_optim_tf
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from _tf_helpers import assert_close, floatx, ulps32
-
-import hf_optim_tf
 
 REGISTRY = hs.registry()
 
@@ -65,7 +64,8 @@ def _build_schedule(spec: hs.Spec, params: Mapping[str, Any], base_lr: float | N
 def _reference_bound(spec: hs.Spec, raw_params: Mapping[str, Any], base_lr: float | None) -> Any:
     """The float64 evaluator of the spec (nested schedules as their own float64 evaluators)."""
     params = {
-        k: _reference_bound(hs.get(v["schedule"]), v["params"], None) if isinstance(v, Mapping) and "schedule" in v
+        k: _reference_bound(hs.get(v["schedule"]), v["params"], None)
+        if isinstance(v, Mapping) and "schedule" in v
         else (list(v) if isinstance(v, tuple) else v)
         for k, v in raw_params.items()
     }
@@ -153,8 +153,10 @@ def test_error_case(spec: hs.Spec, error: Mapping[str, Any]) -> None:
     params = {k: _materialize(v) for k, v in error["params"].items()}
     for name, value in params.items():
         param = spec.parameters.get(name)
-        if param is not None and isinstance(param.name_for("tf"), tuple) and not (
-            isinstance(value, (list, tuple)) and len(value) == 2
+        if (
+            param is not None
+            and isinstance(param.name_for("tf"), tuple)
+            and not (isinstance(value, (list, tuple)) and len(value) == 2)
         ):
             pytest.skip(f"`{name}` is two Keras arguments {param.name_for('tf')}; a non-pair has no Keras spelling")
     expected_type = {"ValueError": ValueError, "TypeError": TypeError, "NotImplementedError": NotImplementedError}[
@@ -210,13 +212,18 @@ def test_optimizer_case(spec: hs.Spec, case: Mapping[str, Any]) -> None:
                 variables[name] = keras.Variable(keras.ops.cast(np.asarray(value, np.float64), dtype), name=leaf)
             assert variables[name].path == name
         optimizer.build(list(variables.values()))
+        steppers: dict[tuple[str, ...], Any] = {}  # one traced step per set of present gradients
+
+        def stepper(names: tuple[str, ...]) -> Any:
+            if names not in steppers:
+                steppers[names] = tf.function(lambda gs: optimizer.apply(gs, [variables[n] for n in names]))
+            return steppers[names]
+
         for step, row in enumerate(grads):
-            names = [n for n, g in row.items() if g is not None]
-            optimizer.apply(
-                [keras.ops.cast(np.asarray(row[n], np.float64), dtype) for n in names], [variables[n] for n in names]
-            )
+            names = tuple(n for n, g in row.items() if g is not None)
+            stepper(names)([keras.ops.cast(np.asarray(row[n], np.float64), dtype) for n in names])
             for name in variables:
-                got = keras.ops.convert_to_numpy(keras.ops.cast(variables[name], "float64"))
+                got = keras.ops.cast(variables[name], "float64").numpy()
                 assert_close(got, expected["params"][step][name], tol.rtol, tol.atol, f"step {step} {name}")
         for name, state in expected["state"].items():
             if not state:

@@ -27,7 +27,7 @@ from ._schedules import (
     get_scheduler,
     get_wsd_schedule,
 )
-from ._warmup import AdafactorSchedule, PolynomialDecay, WarmUp, create_optimizer, get_adafactor_schedule
+from ._warmup import AdafactorSchedule, PolynomialDecay, WarmUp, create_optimizer, get_adafactor_relative_step_schedule
 
 __version__ = "0.1.0"
 
@@ -43,7 +43,7 @@ __all__ = [
     "SpecSchedule",
     "WarmUp",
     "create_optimizer",
-    "get_adafactor_schedule",
+    "get_adafactor_relative_step_schedule",
     "get_constant_schedule",
     "get_constant_schedule_with_warmup",
     "get_cosine_schedule_with_warmup",

@@ -70,12 +70,10 @@ class GradientAccumulator:
         gradients = list(gradients)
         if not self._gradients:
             self._step_variable()
-            self._gradients.extend(
-                _local_variable(tf.zeros_like(g)) if g is not None else None for g in gradients
-            )
+            self._gradients.extend(_local_variable(tf.zeros_like(g)) if g is not None else None for g in gradients)
         if len(gradients) != len(self._gradients):
             raise ValueError(f"Expected {len(self._gradients)} gradients, but got {len(gradients)}")
-        for accumulated, gradient in zip(self._gradients, gradients):
+        for accumulated, gradient in zip(self._gradients, gradients, strict=True):
             if accumulated is not None and gradient is not None:
                 accumulated.assign_add(tf.cast(gradient, accumulated.dtype))
         self._step_variable().assign_add(1)

@@ -8,7 +8,8 @@ from typing import Any
 import keras
 from keras import ops
 
-from ._common import ReplicaSafeBuild, numpy_value as _numpy, compute_dtype, pop_legacy_kwargs, slot_name, split_kwargs, validate_optimizer
+from ._common import ReplicaSafeBuild, compute_dtype, pop_legacy_kwargs, slot_name, split_kwargs, validate_optimizer
+from ._common import numpy_value as _numpy
 
 __all__ = ["Adafactor"]
 
@@ -112,9 +113,7 @@ class Adafactor(ReplicaSafeBuild, keras.optimizers.Optimizer):
                 **others,
             },
         )
-        super().__init__(
-            learning_rate=learning_rate if learning_rate is not None else 0.0, name=name, **base_kwargs
-        )
+        super().__init__(learning_rate=learning_rate if learning_rate is not None else 0.0, name=name, **base_kwargs)
         self._external_lr = learning_rate is not None
         self.epsilon_1 = float(epsilon_1)
         self.epsilon_2 = float(epsilon_2)
@@ -236,7 +235,7 @@ class Adafactor(ReplicaSafeBuild, keras.optimizers.Optimizer):
 
     def get_config(self) -> dict[str, Any]:
         """Keras base keys plus every spec parameter in Keras spelling."""
-        config = super().get_config()
+        config: dict[str, Any] = super().get_config()
         if not self._external_lr:
             config["learning_rate"] = None
         config.update(

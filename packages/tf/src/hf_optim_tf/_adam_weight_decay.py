@@ -7,7 +7,16 @@ from typing import Any
 import keras
 from keras import ops
 
-from ._common import ReplicaSafeBuild, numpy_value as _numpy, as_list, matches_any, pop_legacy_kwargs, split_kwargs, validate_optimizer, variable_path
+from ._common import (
+    ReplicaSafeBuild,
+    as_list,
+    matches_any,
+    pop_legacy_kwargs,
+    split_kwargs,
+    validate_optimizer,
+    variable_path,
+)
+from ._common import numpy_value as _numpy
 
 __all__ = ["AdamWeightDecay"]
 
@@ -183,7 +192,7 @@ class AdamWeightDecay(ReplicaSafeBuild, keras.optimizers.Optimizer):
 
     def get_config(self) -> dict[str, Any]:
         """Keras base keys plus every spec parameter (the pattern lists included)."""
-        config = super().get_config()
+        config: dict[str, Any] = super().get_config()
         config.update(
             {
                 "beta_1": self.beta_1,

@@ -7,7 +7,8 @@ from typing import Any
 import keras
 from keras import ops
 
-from ._common import ReplicaSafeBuild, numpy_value as _numpy, compute_dtype, pop_legacy_kwargs, slot_name, split_kwargs, validate_optimizer
+from ._common import ReplicaSafeBuild, compute_dtype, pop_legacy_kwargs, slot_name, split_kwargs, validate_optimizer
+from ._common import numpy_value as _numpy
 
 __all__ = ["AdamW"]
 
@@ -104,9 +105,7 @@ class AdamW(ReplicaSafeBuild, keras.optimizers.Optimizer):
             return
         super().build(var_list)
         self._exp_avg, self._exp_avg_sq = self.add_optimizer_variables(var_list, ["exp_avg", "exp_avg_sq"])
-        self._step = [
-            self.add_variable(shape=(), dtype="int64", name=f"{slot_name(v)}_step") for v in var_list
-        ]
+        self._step = [self.add_variable(shape=(), dtype="int64", name=f"{slot_name(v)}_step") for v in var_list]
 
     def _apply_weight_decay(self, variables: Any) -> None:
         return None  # explicit in update_step, after the Adam update
@@ -127,7 +126,9 @@ class AdamW(ReplicaSafeBuild, keras.optimizers.Optimizer):
         self.assign_add(step_var, ops.ones((), dtype="int64"))
         step = ops.cast(step_var, "float64")
         exp_avg_var, exp_avg_sq_var = self._exp_avg[index], self._exp_avg_sq[index]
-        exp_avg = q(ops.add(q(ops.multiply(ops.cast(exp_avg_var, dtype), self.beta_1)), ops.multiply(1.0 - self.beta_1, grad)))
+        exp_avg = q(
+            ops.add(q(ops.multiply(ops.cast(exp_avg_var, dtype), self.beta_1)), ops.multiply(1.0 - self.beta_1, grad))
+        )
         exp_avg_sq = q(
             ops.add(
                 q(ops.multiply(ops.cast(exp_avg_sq_var, dtype), self.beta_2)),
@@ -157,7 +158,7 @@ class AdamW(ReplicaSafeBuild, keras.optimizers.Optimizer):
 
     def get_config(self) -> dict[str, Any]:
         """Keras base keys plus every spec parameter in Keras spelling."""
-        config = super().get_config()
+        config: dict[str, Any] = super().get_config()
         config.update(
             {
                 "beta_1": self.beta_1,
@@ -168,4 +169,3 @@ class AdamW(ReplicaSafeBuild, keras.optimizers.Optimizer):
             }
         )
         return config
-

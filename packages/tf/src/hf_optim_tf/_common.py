@@ -34,7 +34,7 @@ def validate_optimizer(spec_id: str, arguments: Mapping[str, Any]) -> dict[str, 
     """
     checked = dict(arguments)
     spec = hs.get(spec_id)
-    lr_name = spec.parameters["lr" if "lr" in spec.parameters else "learning_rate"].name_for("tf")
+    lr_name = str(spec.parameters["lr" if "lr" in spec.parameters else "learning_rate"].name_for("tf"))
     lr = checked.get(lr_name)
     if isinstance(lr, _NOT_A_NUMBER_LR) or (callable(lr) and not isinstance(lr, (int, float))):
         checked.pop(lr_name)
@@ -96,7 +96,9 @@ def pop_legacy_kwargs(kwargs: dict[str, Any], learning_rate: Any, default_lr: An
     return learning_rate
 
 
-def split_kwargs(kwargs: dict[str, Any], spec_keys: frozenset[str] = frozenset()) -> tuple[dict, dict]:
+def split_kwargs(
+    kwargs: dict[str, Any], spec_keys: frozenset[str] = frozenset()
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(keras_base_kwargs, others)``; ``others`` go to the spec check (unknown -> TypeError).
     Base keys that are also spec parameters (``spec_keys``) are returned in both."""
     base = {k: v for k, v in kwargs.items() if k in KERAS_BASE_KWARGS}

@@ -368,9 +368,7 @@ def get_linear_schedule_with_warmup(
     learning_rate: float, num_warmup_steps: int, num_training_steps: int
 ) -> SpecSchedule:
     """Linear warmup, then linear decay to 0 (``get_linear_schedule_with_warmup``)."""
-    return _make(
-        "linear", learning_rate, num_warmup_steps=num_warmup_steps, num_training_steps=num_training_steps
-    )
+    return _make("linear", learning_rate, num_warmup_steps=num_warmup_steps, num_training_steps=num_training_steps)
 
 
 def get_cosine_schedule_with_warmup(
@@ -548,7 +546,7 @@ def get_scheduler(
     num_warmup_steps: int | None = None,
     num_training_steps: int | None = None,
     scheduler_specific_kwargs: dict[str, Any] | None = None,
-) -> _Schedule:
+) -> keras.optimizers.schedules.LearningRateSchedule:
     """Any schedule by its ``SchedulerType`` name (transformers ``get_scheduler``, Keras flavour).
 
     Which of ``num_warmup_steps`` / ``num_training_steps`` a schedule takes, and whether it

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import hf_optim_spec as hs
@@ -11,7 +11,7 @@ import keras
 from ._adam_weight_decay import AdamWeightDecay
 from ._schedules import SpecSchedule
 
-__all__ = ["AdafactorSchedule", "PolynomialDecay", "WarmUp", "create_optimizer", "get_adafactor_schedule"]
+__all__ = ["AdafactorSchedule", "PolynomialDecay", "WarmUp", "create_optimizer", "get_adafactor_relative_step_schedule"]
 
 _DEFAULT_EXCLUDE = ["LayerNorm", "layer_norm", "bias"]
 
@@ -75,7 +75,7 @@ class WarmUp(SpecSchedule):
         }
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> WarmUp:
+    def from_config(cls, config: Mapping[str, Any]) -> WarmUp:
         config = dict(config)
         fn = config["decay_schedule_fn"]
         if isinstance(fn, dict):
@@ -217,7 +217,9 @@ def create_optimizer(
         power=power,
     )
     if num_warmup_steps:
-        lr_schedule = WarmUp(initial_learning_rate=init_lr, decay_schedule_fn=lr_schedule, warmup_steps=num_warmup_steps)
+        lr_schedule = WarmUp(
+            initial_learning_rate=init_lr, decay_schedule_fn=lr_schedule, warmup_steps=num_warmup_steps
+        )
     optimizer = AdamWeightDecay(
         learning_rate=lr_schedule,
         weight_decay_rate=weight_decay_rate,
@@ -285,11 +287,11 @@ class AdafactorSchedule(SpecSchedule):
         return {**self.params, "name": self.name}
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> AdafactorSchedule:
+    def from_config(cls, config: Mapping[str, Any]) -> AdafactorSchedule:
         return cls(**config)
 
 
-def get_adafactor_schedule(
+def get_adafactor_relative_step_schedule(
     rms: float,
     lr: float | None = None,
     scale_parameter: bool = True,
@@ -297,7 +299,7 @@ def get_adafactor_schedule(
     warmup_init: bool = False,
     eps2: float = 1e-3,
 ) -> AdafactorSchedule:
-    """:class:`AdafactorSchedule` (the ``get_adafactor_schedule`` name of the torch side)."""
+    """The ``adafactor_relative_step`` spec schedule (:class:`AdafactorSchedule`) under its factory name."""
     return AdafactorSchedule(
         rms, lr=lr, scale_parameter=scale_parameter, relative_step=relative_step, warmup_init=warmup_init, eps2=eps2
     )

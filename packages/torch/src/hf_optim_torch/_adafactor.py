@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -11,7 +12,16 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
 from . import _docs
-from ._common import as_step_tensor, spec_validate, use_foreach
+from ._common import (
+    FUSED_DOC,
+    advance_steps,
+    as_step_tensor,
+    fused_eligible,
+    scratch,
+    spec_validate,
+    use_foreach,
+    use_fused,
+)
 
 __all__ = ["Adafactor", "AdafactorSchedule", "adafactor", "get_adafactor_schedule"]
 
@@ -48,6 +58,7 @@ class Adafactor(Optimizer):
         first_moment: str = "lr_scaled",
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
         **kwargs: Any,
     ) -> None:
         hp = spec_validate(
@@ -72,6 +83,8 @@ class Adafactor(Optimizer):
         defaults["eps"] = tuple(hp["eps"])
         defaults["maximize"] = maximize
         defaults["foreach"] = foreach
+        defaults["fused"] = fused
+        use_fused(fused, foreach)  # rejects foreach=True with fused=True
         super().__init__(params, defaults)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -80,6 +93,7 @@ class Adafactor(Optimizer):
             group.setdefault("first_moment", "lr_scaled")
             group.setdefault("maximize", False)
             group.setdefault("foreach", None)
+            group.setdefault("fused", None)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         overrides = {k: v for k, v in param_group.items() if k in _HYPERPARAMS}
@@ -222,6 +236,7 @@ class Adafactor(Optimizer):
                 col_vars,
                 full_vars,
                 foreach=group["foreach"],
+                fused=group["fused"],
                 lr=group["lr"],
                 eps=group["eps"],
                 clip_threshold=group["clip_threshold"],
@@ -262,8 +277,19 @@ Adafactor.__doc__ = rf"""Adafactor with the numerics of ``transformers.Adafactor
              \theta \leftarrow \theta - u
         \end{{aligned}}
 
-    Every product is rounded on its own (no fused multiply-add), in the order of the float64 reference
-    ``hf_optim_spec.reference.adafactor``.
+    On the for-loop and foreach paths every product is rounded on its own (no fused multiply-add), in the order of
+    the float64 reference ``hf_optim_spec.reference.adafactor``.
+
+    The fused path (the default for float32/bfloat16/float16 parameters on CPU and CUDA; the arithmetic is float32
+    for all three) computes the same update in a few in-place passes per tensor, with no host synchronisation
+    (the RMS and the lr stay tensors; the step's functions :math:`\rho_t` and :math:`\hat\beta_{{2t}}` are Python
+    floats, as in transformers) and one temporary per tensor (the update). For a factored tensor it reads
+    :math:`g` twice for the row and column means of :math:`g^2` (as squared norms: :math:`g^2` is never stored),
+    writes :math:`b = g \cdot \mathrm{{rsqrt}}(C)` once, takes the RMS of the update from the row norms of
+    :math:`b` times the row factors, and applies :math:`\theta \leftarrow \theta - b \cdot (r \alpha_t / \text{{clip}})`
+    (or folds it into :math:`m`) in one pass. transformers materialises :math:`g^2`, :math:`g^2+\epsilon_1` and the
+    outer product :math:`R \otimes C` for every tensor. The regrouped products agree with the reference within the
+    spec float32 tolerance, not bit for bit; the state is the same.
 
     Args:
         {_docs.PARAMS}
@@ -291,6 +317,7 @@ Adafactor.__doc__ = rf"""Adafactor with the numerics of ``transformers.Adafactor
             multiplies the average by the current learning rate (the paper's momentum).
         {_docs.MAXIMIZE}
         {_docs.FOREACH}
+        {FUSED_DOC}
 
     Differences from transformers:
         ``lr=None`` with ``relative_step=False`` is rejected at construction (transformers fails at the first
@@ -319,6 +346,7 @@ def adafactor(
     col_vars: list[Tensor | None],
     full_vars: list[Tensor | None],
     foreach: bool | None = None,
+    fused: bool | None = None,
     *,
     lr: float | Tensor | None,
     eps: tuple[float, float],
@@ -336,30 +364,31 @@ def adafactor(
 
     ``grads`` are already in the compute dtype (float32 for low-precision parameters). For a parameter of rank
     >= 2, ``row_vars``/``col_vars`` hold its factored statistics and ``full_vars`` None; otherwise the reverse.
-    ``exp_avgs`` entries are None when ``beta1`` is None. See :class:`Adafactor` for the algorithm.
+    ``exp_avgs`` entries are None when ``beta1`` is None. See :class:`Adafactor` for the algorithm. ``fused``
+    picks the fused path (default: float32/bfloat16/float16 CPU/CUDA parameters when ``foreach`` is not given;
+    the others take the paths below), ``foreach`` the multi-tensor path (default: on accelerators only).
     """
-    func = _multi_tensor_adafactor if use_foreach(foreach, params) else _single_tensor_adafactor
-    func(
-        params,
-        grads,
-        state_steps,
-        rms_values,
-        exp_avgs,
-        row_vars,
-        col_vars,
-        full_vars,
-        lr=lr,
-        eps=eps,
-        clip_threshold=clip_threshold,
-        decay_rate=decay_rate,
-        beta1=beta1,
-        weight_decay=weight_decay,
-        scale_parameter=scale_parameter,
-        relative_step=relative_step,
-        warmup_init=warmup_init,
-        first_moment=first_moment,
-        maximize=maximize,
-    )
+    hyper: dict[str, Any] = {
+        "lr": lr,
+        "eps": eps,
+        "clip_threshold": clip_threshold,
+        "decay_rate": decay_rate,
+        "beta1": beta1,
+        "weight_decay": weight_decay,
+        "scale_parameter": scale_parameter,
+        "relative_step": relative_step,
+        "warmup_init": warmup_init,
+        "first_moment": first_moment,
+        "maximize": maximize,
+    }
+    lists = [params, grads, state_steps, rms_values, exp_avgs, row_vars, col_vars, full_vars]
+    if use_fused(fused, foreach, lr):
+        rest = _fused_adafactor(*lists, strict=bool(fused), **hyper)  # type: ignore[arg-type]
+        if not rest:
+            return
+        lists = [[lst[i] for i in rest] for lst in lists]
+    func = _multi_tensor_adafactor if use_foreach(foreach, lists[0]) else _single_tensor_adafactor  # type: ignore[arg-type]
+    func(*lists, **hyper)  # type: ignore[arg-type]
 
 
 def _adafactor_lr(
@@ -566,6 +595,201 @@ def _multi_tensor_adafactor(
         low_k = [k for k, is_low in enumerate(low) if is_low]
         if low_k:
             torch._foreach_copy_([d_params[k] for k in low_k], [p32s[k] for k in low_k])
+
+
+def _fused_adafactor_tensor(
+    param: Tensor,
+    grad: Tensor,
+    rms: Tensor,
+    exp_avg: Tensor | None,
+    row: Tensor | None,
+    col: Tensor | None,
+    full: Tensor | None,
+    *,
+    rel: float | Tensor,
+    beta2t: float,
+    eps1: float,
+    eps2: float,
+    clip_threshold: float,
+    beta1: float | None,
+    weight_decay: float,
+    scale_parameter: bool,
+    unscaled: bool,
+) -> None:
+    """One parameter of the fused path, in row blocks that stay in cache (see :class:`Adafactor`).
+
+    Sweep 1 reads ``p`` and ``g`` once (RMS of ``p``; the row and column sums of ``g**2``, or ``V``); sweep 2
+    writes the unscaled update ``b`` block by block into one reused buffer and takes its squared norms; sweep 3
+    applies ``b`` times the per-row coefficients. A tensor of one block keeps ``b`` from sweep 2.
+    """
+    unscaled = unscaled and exp_avg is not None
+    low_precision = param.dtype != torch.float32
+    p32 = param.float() if low_precision else param
+    sqrt_numel = math.sqrt(param.numel())
+    factored = row is not None and col is not None
+    if factored:
+        n_rows, n_cols = grad.shape[-2], grad.shape[-1]
+        g3, p3 = grad.reshape(-1, n_rows, n_cols), p32.view(-1, n_rows, n_cols)
+        m3 = exp_avg.view(-1, n_rows, n_cols) if exp_avg is not None else None
+    else:
+        n_rows, n_cols = 1, max(grad.numel(), 1)
+        g3, p3 = grad.reshape(1, 1, -1), p32.view(1, 1, -1)
+        m3 = exp_avg.view(1, 1, -1) if exp_avg is not None else None
+        v3 = full.view(1, 1, -1)  # type: ignore[union-attr]
+    blocks = _row_blocks(g3.shape[0], n_rows, n_cols, grad.device)
+    buffer = scratch(max((r1 - r0) * n_cols for _, r0, r1 in blocks), grad.device)
+
+    def unscaled_update(b: int, r0: int, r1: int) -> Tensor:
+        """b = g * rsqrt(C) (factored; the row factor comes later) or g * rsqrt(V), in the buffer."""
+        out = buffer[: (r1 - r0) * n_cols].view(r1 - r0, n_cols)
+        if factored:
+            return torch.mul(g3[b, r0:r1], col_rsqrt[b], out=out)
+        return torch.mul(torch.rsqrt(v3[b, r0:r1], out=out), g3[b, r0:r1], out=out)
+
+    # sweep 1: RMS of p; row/column means of g**2 + eps1 (factored) or V (not factored)
+    p_sq = p32.new_zeros(())
+    if factored:
+        row_mean = g3.new_empty(g3.shape[0], n_rows)
+        col_sum = g3.new_zeros(g3.shape[0], n_cols)
+    for b, r0, r1 in blocks:
+        p_sq.add_(torch.linalg.vector_norm(p3[b, r0:r1]).square_())
+        if factored:
+            sq = torch.mul(g3[b, r0:r1], g3[b, r0:r1], out=buffer[: (r1 - r0) * n_cols].view(r1 - r0, n_cols))
+            torch.mean(sq, dim=-1, out=row_mean[b, r0:r1])
+            col_sum[b].add_(sq.sum(dim=-2))
+        else:
+            sq = torch.mul(g3[b, r0:r1], g3[b, r0:r1], out=buffer[: (r1 - r0) * n_cols].view(r1 - r0, n_cols))
+            v3[b, r0:r1].mul_(beta2t).add_(sq.add_(eps1), alpha=1.0 - beta2t)
+    torch.div(p_sq.sqrt_(), sqrt_numel, out=rms)
+    lr_t = torch.where(rms > eps2, rms, eps2).mul_(rel) if scale_parameter else rel
+    if factored:
+        row.mul_(beta2t).add_(row_mean.add_(eps1).view_as(row), alpha=1.0 - beta2t)  # type: ignore[union-attr]
+        col.mul_(beta2t).add_(col_sum.div_(n_rows).add_(eps1).view_as(col), alpha=1.0 - beta2t)  # type: ignore[union-attr]
+        row2 = row.view(-1, n_rows)  # type: ignore[union-attr]
+        row_factor = row2.div(row2.mean(dim=-1, keepdim=True)).rsqrt_()  # r, per batch and row
+        col_rsqrt = col.view(-1, n_cols).rsqrt()  # type: ignore[union-attr]
+    else:
+        row_factor = g3.new_ones(1, 1)
+
+    # sweep 2: the squared norm of the update r * b, from the row norms of b
+    row_norms = g3.new_empty(g3.shape[0], n_rows)
+    update = None
+    for b, r0, r1 in blocks:
+        update = unscaled_update(b, r0, r1)
+        torch.linalg.vector_norm(update, dim=-1, out=row_norms[b, r0:r1])
+    clip = row_norms.mul_(row_factor).square_().sum().sqrt_().div_(sqrt_numel).div_(clip_threshold).clamp_(min=1.0)
+    # per-row coefficient of b: r / clip, times lr unless the first moment averages the unscaled update
+    coef = row_factor.div(clip) if unscaled else row_factor.mul(lr_t).div_(clip)
+
+    # sweep 3: first moment, weight decay, parameter
+    lr_tensor = lr_t if isinstance(lr_t, Tensor) else torch.tensor(lr_t, dtype=torch.float32, device=grad.device)
+    for b, r0, r1 in blocks:
+        if len(blocks) > 1:
+            update = unscaled_update(b, r0, r1)
+        assert update is not None
+        c = coef[b, r0:r1].unsqueeze(-1)
+        p_block = p3[b, r0:r1]
+        if m3 is not None:
+            assert beta1 is not None
+            m_block = m3[b, r0:r1]
+            m_block.mul_(beta1).addcmul_(update, c, value=1.0 - beta1)
+        if weight_decay != 0.0:
+            p_block.addcmul_(p_block, lr_tensor, value=-weight_decay)
+        if m3 is None:
+            p_block.addcmul_(update, c, value=-1.0)
+        elif unscaled:
+            p_block.addcmul_(m_block, lr_tensor, value=-1.0)
+        else:
+            p_block.sub_(m_block)
+    if low_precision:
+        param.copy_(p32)
+
+
+#: elements per row block of the fused Adafactor path on CPU (4 MiB of float32: a block of p, g and the buffer
+#: stays in the last-level cache between the passes over it)
+_BLOCK = 1 << 20
+
+
+def _row_blocks(batches: int, n_rows: int, n_cols: int, device: torch.device) -> list[tuple[int, int, int]]:
+    """(batch, first row, end row) blocks of about ``_BLOCK`` elements (whole matrices off CPU)."""
+    rows = n_rows if device.type != "cpu" else max(1, min(n_rows, _BLOCK // max(n_cols, 1)))
+    return [(b, r0, min(r0 + rows, n_rows)) for b in range(batches) for r0 in range(0, n_rows, rows)]
+
+
+_FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _fused_adafactor(
+    params: list[Tensor],
+    grads: list[Tensor],
+    state_steps: list[Tensor],
+    rms_values: list[Tensor],
+    exp_avgs: list[Tensor | None],
+    row_vars: list[Tensor | None],
+    col_vars: list[Tensor | None],
+    full_vars: list[Tensor | None],
+    *,
+    strict: bool,
+    lr: float | Tensor | None,
+    eps: tuple[float, float],
+    clip_threshold: float,
+    decay_rate: float,
+    beta1: float | None,
+    weight_decay: float,
+    scale_parameter: bool,
+    relative_step: bool,
+    warmup_init: bool,
+    first_moment: str,
+    maximize: bool,
+) -> list[int]:
+    """The fused path (see :class:`Adafactor`): a few in-place passes per tensor, one temporary (the update).
+
+    Runs the parameters it can take and returns the indices of the others (an error when ``strict``).
+    """
+    eligible: list[int] = []
+    rest: list[int] = []
+    for i, param in enumerate(params):
+        grad = grads[i]
+        ok = (
+            fused_eligible(param, dtypes=_FUSED_DTYPES)
+            and fused_eligible(grad, *(t for t in (exp_avgs[i], full_vars[i]) if t is not None))
+            and grad.dtype == torch.float32
+            and grad.shape == param.shape
+            and grad.device == param.device
+        )
+        (eligible if ok else rest).append(i)
+    if strict and rest:
+        raise RuntimeError(
+            "fused=True supports dense contiguous float32/bfloat16/float16 parameters on CPU or CUDA; got "
+            f"{sorted({(str(params[i].dtype), params[i].device.type) for i in rest})}"
+        )
+    if not eligible:
+        return rest
+    eps1, eps2 = eps
+    steps = advance_steps([state_steps[i] for i in eligible])
+    for i, t in zip(eligible, steps):
+        rel = min(1e-6 * t if warmup_init else 1e-2, 1.0 / math.sqrt(t)) if relative_step else lr
+        if rel is None:
+            raise ValueError("Adafactor with relative_step=False needs a manual `lr`")
+        _fused_adafactor_tensor(
+            params[i],
+            -grads[i] if maximize else grads[i],
+            rms_values[i],
+            exp_avgs[i],
+            row_vars[i],
+            col_vars[i],
+            full_vars[i],
+            rel=rel,
+            beta2t=1.0 - math.pow(t, decay_rate),
+            eps1=eps1,
+            eps2=eps2,
+            clip_threshold=clip_threshold,
+            beta1=beta1,
+            weight_decay=weight_decay,
+            scale_parameter=scale_parameter,
+            unscaled=first_moment == "unscaled",
+        )
+    return rest
 
 
 class AdafactorSchedule(LambdaLR):

@@ -29,13 +29,9 @@ def scaler_step(scaler: torch.amp.GradScaler, optimizer: Optimizer, scheduler: A
     Returns:
         `bool`: True when the optimizer step was applied, False when it was skipped.
 
-    Raises:
-        ValueError: an enabled scaler whose ``backoff_factor`` is not < 1: a skipped step could not be told
-            apart from an applied one.
-
-    A skipped step is detected from the public scale: ``update()`` multiplies it by ``backoff_factor`` (< 1)
-    exactly when inf/NaN gradients were found; otherwise the scale stays or grows. Reading the scale
-    synchronises with the device once per step, as ``GradScaler.step`` itself already does.
+    A skipped step is detected from the public scale: ``update()`` multiplies it by ``backoff_factor`` (which
+    ``GradScaler`` requires to be < 1) exactly when inf/NaN gradients were found; otherwise the scale stays or
+    grows. Reading the scale synchronises with the device once per step, as ``GradScaler.step`` itself does.
 
     Example:
         >>> scaler = torch.amp.GradScaler("cuda")
@@ -50,11 +46,6 @@ def scaler_step(scaler: torch.amp.GradScaler, optimizer: Optimizer, scheduler: A
         if scheduler is not None:
             scheduler.step(*metrics)
         return True
-    if not scaler.get_backoff_factor() < 1.0:
-        raise ValueError(
-            "scaler_step needs a GradScaler with backoff_factor < 1 to detect skipped steps. "
-            f"Received: backoff_factor={scaler.get_backoff_factor()}"
-        )
     before = scaler.get_scale()
     scaler.step(optimizer)
     scaler.update()

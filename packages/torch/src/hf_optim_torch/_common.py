@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +19,7 @@ __all__ = [
     "host_steps",
     "plain_number",
     "saturated_step",
+    "scratch",
     "spec_validate",
     "use_foreach",
     "use_fused",
@@ -169,3 +171,25 @@ def fused_eligible(
         and t.is_contiguous()
         for t in (param, *tensors)
     )
+
+
+_SCRATCH = threading.local()
+#: the largest buffer kept between steps (float32 elements); bigger requests get a fresh tensor
+_SCRATCH_KEEP = 1 << 22
+
+
+def scratch(numel: int, device: torch.device) -> torch.Tensor:
+    """A flat float32 work buffer of at least ``numel`` elements, reused across calls (per thread and device).
+
+    Fresh multi-megabyte tensors cost page faults on every CPU step; a kept buffer does not. Its contents are
+    undefined; callers write it before reading it and never keep it.
+    """
+    if device.type != "cpu":
+        return torch.empty(numel, dtype=torch.float32, device=device)
+    buffers: dict[torch.device, torch.Tensor] = _SCRATCH.__dict__.setdefault("buffers", {})
+    buffer = buffers.get(device)
+    if buffer is None or buffer.numel() < numel:
+        buffer = torch.empty(numel, dtype=torch.float32, device=device)
+        if numel <= _SCRATCH_KEEP:
+            buffers[device] = buffer
+    return buffer

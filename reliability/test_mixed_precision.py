@@ -1,0 +1,190 @@
+"""Mixed precision, both frameworks, every optimizer of the registry.
+
+* fp16 loss scaling (torch ``GradScaler`` + ``hf_optim_torch._amp.scaler_step``; Keras ``LossScaleOptimizer`` +
+  ``hf_optim_tf._amp.apply_scaled_gradients``): steps with inf gradients are skipped and advance neither the
+  optimizer state nor the schedule; the run equals, bit for bit, a plain run that only sees the applied steps
+  (the scale is a power of two, so scaling and unscaling are exact).
+* bf16 parameters with fp32 math: the bf16 run equals, bit for bit, an emulation that computes the step in fp32
+  and rounds what is stored in bf16 (the parameter, and each state tensor the optimizer keeps in bf16) once per
+  step. Per-op bf16 arithmetic (each intermediate rounded) fails this.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import hf_optim_spec as hs
+import numpy as np
+import pytest
+
+from reliability import _drive, _tasks
+from reliability.conftest import SEED
+
+STEPS = 10
+SKIPPED = {2, 3, 7}  # steps whose gradients hold an inf
+SCALE = 2.0**8
+
+
+def _scenario(optimizer: hs.Spec, steps: int = 2 * STEPS) -> dict[str, Any]:
+    return _tasks._soak_scenario(optimizer, steps, SEED)
+
+
+def _grads(scn: dict[str, Any], t: int) -> list[np.ndarray]:
+    return list(_drive.grads_at(scn["seed"], t, scn["shapes"]).values())
+
+
+OPTIMIZERS = [s.id for s in _drive.specs_of("optimizer")]
+
+
+# --------------------------------------------------------------------------- fp16 loss scaling
+
+
+@pytest.mark.parametrize("spec_id", OPTIMIZERS)
+def test_torch_skipped_step_advances_neither_state_nor_schedule(spec_id: str) -> None:
+    import torch
+    from hf_optim_torch._amp import scaler_step
+
+    scn = _scenario(hs.get(spec_id))
+    scaled, plain = _drive.TorchRun(scn), _drive.TorchRun(scn)
+    scaler = torch.amp.GradScaler("cpu", init_scale=SCALE, growth_interval=10_000)
+    applied_steps = 0
+    for t in range(STEPS):
+        grads = _grads(scn, t)
+        before = scaled.snapshot(), scaled.checkpoint()
+        loss_scale = float(scaler.scale(torch.ones(())))  # what scaler.scale(loss).backward() multiplies by
+        for p, g in zip(scaled.named.values(), grads):
+            big = g * np.float32(loss_scale)
+            if t in SKIPPED:
+                big.flat[0] = np.inf
+            p.grad = torch.from_numpy(big)
+        applied = scaler_step(scaler, scaled.optimizer, scaled.scheduler)
+        assert applied == (t not in SKIPPED)
+        if not applied:
+            after = scaled.snapshot(), scaled.checkpoint()
+            assert not _drive.compare(before[0], after[0], "skip"), f"step {t}: a skipped step changed params / lr"
+            assert repr(before[1]["optimizer"]) == repr(after[1]["optimizer"]), "a skipped step changed the state"
+            assert before[1]["scheduler"] == after[1]["scheduler"], "a skipped step advanced the schedule"
+            continue
+        for p, g in zip(plain.named.values(), grads):
+            p.grad = torch.from_numpy(g)
+        plain.optimizer.step()
+        if plain.scheduler is not None:
+            plain.scheduler.step()
+        applied_steps += 1
+        problems = _drive.compare(plain.snapshot(), scaled.snapshot(), f"{spec_id} step {t}")
+        problems += _drive.compare(plain.final_state(), scaled.final_state(), f"{spec_id} state {t}")
+        assert not problems, "\n".join(problems)
+    assert applied_steps == STEPS - len(SKIPPED)
+
+
+@pytest.mark.parametrize("spec_id", OPTIMIZERS)
+def test_keras_skipped_step_advances_neither_state_nor_schedule(spec_id: str) -> None:
+    pytest.importorskip("keras")
+    import keras
+    import tensorflow as tf
+    from hf_optim_tf._amp import apply_scaled_gradients
+
+    scn = _scenario(hs.get(spec_id))
+    scaled, plain = _drive.TfRun(scn), _drive.TfRun(scn)
+    lso = keras.optimizers.LossScaleOptimizer(scaled.optimizer, initial_scale=SCALE, dynamic_growth_steps=10_000)
+    lso.build(scaled.model.params)
+    for t in range(STEPS):
+        grads = _grads(scn, t)
+        before = scaled.snapshot(), scaled.final_state()
+        scale = np.float32(lso.scale_loss(1.0))  # what opt.scale_loss(loss) multiplies by
+        bad = [g * scale for g in grads]
+        if t in SKIPPED:
+            bad[0].flat[0] = np.inf
+        applied = bool(apply_scaled_gradients(lso, zip([tf.constant(g) for g in bad], scaled.model.params)))
+        assert applied == (t not in SKIPPED)
+        if not applied:
+            after = scaled.snapshot(), scaled.final_state()
+            problems = _drive.compare(before[0], after[0], "skip") + _drive.compare(before[1], after[1], "skip")
+            assert not problems, f"step {t}: a skipped step changed something:\n" + "\n".join(problems)
+            continue
+        plain.optimizer.apply_gradients(zip([tf.constant(g) for g in grads], plain.model.params))
+        problems = _drive.compare(plain.snapshot(), scaled.snapshot(), f"{spec_id} step {t}")
+        problems += _drive.compare(plain.final_state(), scaled.final_state(), f"{spec_id} state {t}")
+        assert not problems, "\n".join(problems)
+    assert int(scaled.optimizer.iterations.numpy()) == STEPS - len(SKIPPED)
+
+
+def test_scaler_step_with_a_disabled_scaler_always_steps() -> None:
+    import torch
+    from hf_optim_torch._amp import scaler_step
+
+    p = torch.nn.Parameter(torch.ones(2))
+    optimizer = torch.optim.SGD([p], lr=0.5)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (1 + step))
+    p.grad = torch.ones(2)
+    assert scaler_step(torch.amp.GradScaler("cpu", enabled=False), optimizer, scheduler) is True
+    assert torch.equal(p.detach(), torch.full((2,), 0.5)) and scheduler.last_epoch == 1
+
+
+# --------------------------------------------------------------------------- bf16 params, fp32 math
+
+
+def _bf16_round_torch(t: Any) -> Any:
+    import torch
+
+    return t.to(torch.bfloat16).to(torch.float32)
+
+
+@pytest.mark.parametrize("spec_id", OPTIMIZERS)
+def test_torch_bf16_params_are_updated_with_fp32_math(spec_id: str) -> None:
+    import torch
+
+    scn = _scenario(hs.get(spec_id))
+    low, emu = _drive.TorchRun(scn), _drive.TorchRun(scn)
+    with torch.no_grad():
+        for p, q in zip(low.named.values(), emu.named.values()):
+            p.data = p.data.to(torch.bfloat16)
+            q.copy_(_bf16_round_torch(q))
+    for t in range(STEPS):
+        for p, q, g in zip(low.named.values(), emu.named.values(), _grads(scn, t)):
+            p.grad = torch.from_numpy(g).to(torch.bfloat16)
+            q.grad = _bf16_round_torch(torch.from_numpy(g))
+        low.optimizer.step()
+        emu.optimizer.step()
+        with torch.no_grad():  # store what the bf16 run stores in bf16, rounded once per step
+            for p, q in zip(low.named.values(), emu.named.values()):
+                q.copy_(_bf16_round_torch(q))
+                for key, value in low.optimizer.state[p].items():
+                    if isinstance(value, torch.Tensor) and value.dtype == torch.bfloat16:
+                        emu.optimizer.state[q][key].copy_(_bf16_round_torch(emu.optimizer.state[q][key]))
+        if low.scheduler is not None:
+            low.scheduler.step()
+            emu.scheduler.step()
+        for name, p, q in zip(low.named, low.named.values(), emu.named.values()):
+            p32, q32 = p.detach().float(), q.detach()
+            assert torch.isfinite(p32).all()
+            diff = float((p32 - q32).abs().max())
+            assert torch.equal(p32, q32), f"{spec_id} step {t}: {name} differs from fp32 math by {diff}"
+
+
+@pytest.mark.parametrize("spec_id", OPTIMIZERS)
+def test_keras_bf16_variables_are_updated_with_fp32_math(spec_id: str) -> None:
+    pytest.importorskip("keras")
+    import tensorflow as tf
+
+    scn = _scenario(hs.get(spec_id))
+    low = _drive.TfRun(scn, param_dtype="bfloat16", init_dtype="bfloat16")
+    emu = _drive.TfRun(scn, param_dtype="float32", init_dtype="bfloat16")
+    low.build_optimizer()
+    emu.build_optimizer()
+    low_state = {v.path.split("/", 1)[-1]: v for v in low.optimizer.variables}
+    for t in range(STEPS):
+        grads = _grads(scn, t)
+        low.optimizer.apply_gradients(zip([tf.constant(g, tf.bfloat16) for g in grads], low.model.params))
+        rounded = [tf.cast(tf.cast(g, tf.bfloat16), tf.float32) for g in grads]
+        emu.optimizer.apply_gradients(zip(rounded, emu.model.params))
+        params = {id(v) for v in emu.model.params}
+        for v in [*emu.model.params, *emu.optimizer.variables]:
+            twin = low_state.get(v.path.split("/", 1)[-1])
+            if id(v) in params or (twin is not None and twin.dtype == "bfloat16"):
+                v.assign(tf.cast(tf.cast(v, tf.bfloat16), v.dtype))
+        for name, a, b in zip(scn["shapes"], low.model.params, emu.model.params):
+            a32 = tf.cast(a, tf.float32).numpy()
+            assert np.isfinite(a32).all()
+            diff = float(np.max(np.abs(a32 - b.numpy())))
+            assert np.array_equal(a32, b.numpy()), f"{spec_id} step {t}: {name} differs from fp32 math by {diff}"
