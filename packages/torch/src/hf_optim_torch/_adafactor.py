@@ -619,8 +619,8 @@ def _fused_adafactor_tensor(
     """One parameter of the fused path, in row blocks that stay in cache (see :class:`Adafactor`).
 
     Sweep 1 reads ``p`` and ``g`` once (RMS of ``p``; the row and column sums of ``g**2``, or ``V``); sweep 2
-    writes the unscaled update ``b`` block by block into one reused buffer and takes its squared norms; sweep 3
-    applies ``b`` times the per-row coefficients. A tensor of one block keeps ``b`` from sweep 2.
+    writes the update before clipping and lr block by block into one reused buffer and sums its squares; sweep 3
+    applies it. A tensor of one block keeps the update from sweep 2.
     """
     unscaled = unscaled and exp_avg is not None
     low_precision = param.dtype != torch.float32
@@ -640,46 +640,47 @@ def _fused_adafactor_tensor(
     buffer = scratch(max((r1 - r0) * n_cols for _, r0, r1 in blocks), grad.device)
 
     def unscaled_update(b: int, r0: int, r1: int) -> Tensor:
-        """b = g * rsqrt(C) (factored; the row factor comes later) or g * rsqrt(V), in the buffer."""
+        """The update before clipping and lr, in the buffer: (r * rsqrt(C)) * g, or rsqrt(V) * g."""
         out = buffer[: (r1 - r0) * n_cols].view(r1 - r0, n_cols)
         if factored:
-            return torch.mul(g3[b, r0:r1], col_rsqrt[b], out=out)
-        return torch.mul(torch.rsqrt(v3[b, r0:r1], out=out), g3[b, r0:r1], out=out)
+            return torch.mul(g3[b, r0:r1], col_rsqrt[b], out=out).mul_(row_factor[b, r0:r1].unsqueeze(-1))
+        return torch.rsqrt(v3[b, r0:r1], out=out).mul_(g3[b, r0:r1])
+
+    def squared_norm(x: Tensor) -> Tensor:
+        flat = x.reshape(-1)
+        return torch.dot(flat, flat)
 
     # sweep 1: RMS of p; row/column means of g**2 + eps1 (factored) or V (not factored)
     p_sq = p32.new_zeros(())
     if factored:
-        row_mean = g3.new_empty(g3.shape[0], n_rows)
+        row_sum = g3.new_empty(g3.shape[0], n_rows)
         col_sum = g3.new_zeros(g3.shape[0], n_cols)
     for b, r0, r1 in blocks:
-        p_sq.add_(torch.linalg.vector_norm(p3[b, r0:r1]).square_())
+        p_sq.add_(squared_norm(p3[b, r0:r1]))
+        sq = torch.mul(g3[b, r0:r1], g3[b, r0:r1], out=buffer[: (r1 - r0) * n_cols].view(r1 - r0, n_cols))
         if factored:
-            sq = torch.mul(g3[b, r0:r1], g3[b, r0:r1], out=buffer[: (r1 - r0) * n_cols].view(r1 - r0, n_cols))
-            torch.mean(sq, dim=-1, out=row_mean[b, r0:r1])
+            torch.sum(sq, dim=-1, out=row_sum[b, r0:r1])
             col_sum[b].add_(sq.sum(dim=-2))
         else:
-            sq = torch.mul(g3[b, r0:r1], g3[b, r0:r1], out=buffer[: (r1 - r0) * n_cols].view(r1 - r0, n_cols))
             v3[b, r0:r1].mul_(beta2t).add_(sq.add_(eps1), alpha=1.0 - beta2t)
     torch.div(p_sq.sqrt_(), sqrt_numel, out=rms)
     lr_t = torch.where(rms > eps2, rms, eps2).mul_(rel) if scale_parameter else rel
     if factored:
-        row.mul_(beta2t).add_(row_mean.add_(eps1).view_as(row), alpha=1.0 - beta2t)  # type: ignore[union-attr]
+        row.mul_(beta2t).add_(row_sum.div_(n_cols).add_(eps1).view_as(row), alpha=1.0 - beta2t)  # type: ignore[union-attr]
         col.mul_(beta2t).add_(col_sum.div_(n_rows).add_(eps1).view_as(col), alpha=1.0 - beta2t)  # type: ignore[union-attr]
         row2 = row.view(-1, n_rows)  # type: ignore[union-attr]
         row_factor = row2.div(row2.mean(dim=-1, keepdim=True)).rsqrt_()  # r, per batch and row
         col_rsqrt = col.view(-1, n_cols).rsqrt()  # type: ignore[union-attr]
-    else:
-        row_factor = g3.new_ones(1, 1)
 
-    # sweep 2: the squared norm of the update r * b, from the row norms of b
-    row_norms = g3.new_empty(g3.shape[0], n_rows)
+    # sweep 2: the squared norm of the update
+    update_sq = g3.new_zeros(())
     update = None
     for b, r0, r1 in blocks:
         update = unscaled_update(b, r0, r1)
-        torch.linalg.vector_norm(update, dim=-1, out=row_norms[b, r0:r1])
-    clip = row_norms.mul_(row_factor).square_().sum().sqrt_().div_(sqrt_numel).div_(clip_threshold).clamp_(min=1.0)
-    # per-row coefficient of b: r / clip, times lr unless the first moment averages the unscaled update
-    coef = row_factor.div(clip) if unscaled else row_factor.mul(lr_t).div_(clip)
+        update_sq.add_(squared_norm(update))
+    clip = update_sq.sqrt_().div_(sqrt_numel).div_(clip_threshold).clamp_(min=1.0)
+    # coefficient of the update: 1 / clip, times lr unless the first moment averages the unscaled update
+    coef = clip.reciprocal_() if unscaled else torch.div(lr_t, clip)
 
     # sweep 3: first moment, weight decay, parameter
     lr_tensor = lr_t if isinstance(lr_t, Tensor) else torch.tensor(lr_t, dtype=torch.float32, device=grad.device)
@@ -687,16 +688,15 @@ def _fused_adafactor_tensor(
         if len(blocks) > 1:
             update = unscaled_update(b, r0, r1)
         assert update is not None
-        c = coef[b, r0:r1].unsqueeze(-1)
         p_block = p3[b, r0:r1]
         if m3 is not None:
             assert beta1 is not None
             m_block = m3[b, r0:r1]
-            m_block.mul_(beta1).addcmul_(update, c, value=1.0 - beta1)
+            m_block.mul_(beta1).addcmul_(update, coef, value=1.0 - beta1)
         if weight_decay != 0.0:
             p_block.addcmul_(p_block, lr_tensor, value=-weight_decay)
         if m3 is None:
-            p_block.addcmul_(update, c, value=-1.0)
+            p_block.addcmul_(update, coef, value=-1.0)
         elif unscaled:
             p_block.addcmul_(m_block, lr_tensor, value=-1.0)
         else:

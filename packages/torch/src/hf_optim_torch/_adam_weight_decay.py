@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -11,7 +12,17 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from . import _docs
-from ._common import as_step_tensor, spec_validate, use_foreach
+from ._common import (
+    FUSED_DOC,
+    advance_steps,
+    as_step_tensor,
+    fused_eligible,
+    host_steps,
+    saturated_step,
+    spec_validate,
+    use_foreach,
+    use_fused,
+)
 
 __all__ = ["AdamWeightDecay", "adam_weight_decay", "clip_gradients"]
 
@@ -65,6 +76,7 @@ class AdamWeightDecay(Optimizer):
         clipvalue: float | None = None,
         global_clipnorm: float | None = None,
         foreach: bool | None = None,
+        fused: bool | None = None,
         **kwargs: Any,
     ) -> None:
         hp = spec_validate(
@@ -91,6 +103,8 @@ class AdamWeightDecay(Optimizer):
             defaults[key] = None if defaults[key] is None else list(defaults[key])
         defaults.update({key: hp[key] for key in _CLIP_KEYS})
         defaults["foreach"] = foreach
+        defaults["fused"] = fused
+        use_fused(fused, foreach)  # rejects foreach=True with fused=True
         self._decay_cache: dict[tuple[Any, ...], list[bool]] = {}
         super().__init__(params, defaults)
 
@@ -99,6 +113,7 @@ class AdamWeightDecay(Optimizer):
         self.__dict__.setdefault("_decay_cache", {})
         for group in self.param_groups:
             group.setdefault("foreach", None)
+            group.setdefault("fused", None)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         if "names" in param_group and "param_names" not in param_group:
@@ -211,6 +226,7 @@ class AdamWeightDecay(Optimizer):
                     state_steps,
                     decay,
                     foreach=group["foreach"],
+                    fused=group["fused"],
                     lr=group["lr"],
                     beta_1=group["beta_1"],
                     beta_2=group["beta_2"],
@@ -220,7 +236,7 @@ class AdamWeightDecay(Optimizer):
                 )
         # The step count is optimizer-wide (Keras ``iterations``): it advances for every parameter, with or
         # without a gradient; the update above used ``step + 1``.
-        torch._foreach_add_(all_steps, 1)
+        advance_steps(all_steps)
         return loss
 
 
@@ -244,6 +260,14 @@ AdamWeightDecay.__doc__ = rf"""Adam with decoupled weight decay, with the numeri
 
     As in TF, the hyperparameters are cast to the parameter dtype and every op runs in it.
 
+    The fused path (the default for float32 parameters on CPU and CUDA) runs torch's fused AdamW kernel
+    (``torch._fused_adamw_``, one pass per tensor), which computes
+    :math:`\theta(1-\gamma'\lambda') - \gamma' m/(\sqrt{{v}}+\epsilon)` when given an infinite step count (no bias
+    correction of its own), with :math:`\gamma' = \alpha_t` and :math:`\lambda' = \gamma\lambda/\alpha_t` (zero for
+    parameters not decayed), from a host mirror of the step (no device synchronisation). It keeps intermediates in
+    float32 and updates :math:`m` as a lerp, so it agrees with the reference within the spec float32 tolerance,
+    not bit for bit. bfloat16/float16 parameters keep the exact path (TF rounds the hyperparameters to them).
+
     Args:
         {_docs.PARAMS}
             Weight-decay patterns are matched (``re.search``) against the parameter names, so pass
@@ -263,6 +287,7 @@ AdamWeightDecay.__doc__ = rf"""Adam with decoupled weight decay, with the numeri
         global_clipnorm (`float`, *optional*): Keyword-only. Clip all gradients together to this joint L2 norm.
             The clip settings are optimizer-wide (read from the constructor arguments).
         {_docs.FOREACH}
+        {FUSED_DOC}
 
     State (per parameter): ``step`` (optimizer-wide count), ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``
     (amsgrad only).
@@ -320,6 +345,7 @@ def adam_weight_decay(
     state_steps: list[Tensor],
     decay: list[bool],
     foreach: bool | None = None,
+    fused: bool | None = None,
     *,
     lr: float | Tensor,
     beta_1: float,
@@ -333,22 +359,22 @@ def adam_weight_decay(
     ``state_steps`` hold the optimizer-wide count *before* this step (the caller increments them);
     ``decay[i]`` says whether parameter ``i`` is decayed.
     """
-    func = _multi_tensor_adam_weight_decay if use_foreach(foreach, params) else _single_tensor_adam_weight_decay
-    func(
-        params,
-        grads,
-        exp_avgs,
-        exp_avg_sqs,
-        max_exp_avg_sqs,
-        state_steps,
-        decay,
-        lr=lr,
-        beta_1=beta_1,
-        beta_2=beta_2,
-        epsilon=epsilon,
-        amsgrad=amsgrad,
-        weight_decay_rate=weight_decay_rate,
-    )
+    hyper: dict[str, Any] = {
+        "lr": lr,
+        "beta_1": beta_1,
+        "beta_2": beta_2,
+        "epsilon": epsilon,
+        "amsgrad": amsgrad,
+        "weight_decay_rate": weight_decay_rate,
+    }
+    lists: list[Any] = [params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, decay]
+    if use_fused(fused, foreach, lr):
+        rest = _fused_adam_weight_decay(*lists, strict=bool(fused), **hyper)
+        if not rest:
+            return
+        lists = [[lst[i] for i in rest] if lst else lst for lst in lists]
+    func = _multi_tensor_adam_weight_decay if use_foreach(foreach, lists[0]) else _single_tensor_adam_weight_decay
+    func(*lists, **hyper)
 
 
 def _coefficients(
@@ -442,3 +468,67 @@ def _multi_tensor_adam_weight_decay(
         updates = torch._foreach_mul(d_exp_avgs, alpha)
         torch._foreach_div_(updates, denoms)
         torch._foreach_sub_(d_params, updates)
+
+
+def _fused_adam_weight_decay(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    max_exp_avg_sqs: list[Tensor],
+    state_steps: list[Tensor],
+    decay: list[bool],
+    *,
+    strict: bool,
+    lr: float | Tensor,
+    beta_1: float,
+    beta_2: float,
+    epsilon: float,
+    amsgrad: bool,
+    weight_decay_rate: float,
+) -> list[int]:
+    """torch's fused AdamW kernel with the reparametrisation in :class:`AdamWeightDecay`'s docstring.
+
+    Runs the float32 tensors (grouped by device, step and whether they are decayed); returns the indices of the
+    others (an error when ``strict``). ``state_steps`` hold the count before this step.
+    """
+    if isinstance(lr, Tensor):
+        if lr.device.type != "cpu" or lr.numel() != 1:
+            if strict:
+                raise RuntimeError("fused=True needs a float lr or a one-element CPU tensor lr")
+            return list(range(len(params)))
+        lr = float(lr)
+    rest: list[int] = []
+    buckets: dict[tuple[torch.device, float, bool], list[int]] = {}
+    steps = host_steps(state_steps)
+    for i, param in enumerate(params):
+        companions = [grads[i], exp_avgs[i], exp_avg_sqs[i]] + ([max_exp_avg_sqs[i]] if amsgrad else [])
+        if fused_eligible(param, *companions, dtypes=(torch.float32,)):
+            decayed = decay[i] and weight_decay_rate != 0.0
+            buckets.setdefault((param.device, steps[i] + 1.0, decayed), []).append(i)
+        else:
+            rest.append(i)
+    if strict and rest:
+        raise RuntimeError(
+            "fused=True supports dense contiguous float32 tensors on CPU or CUDA; got "
+            f"{sorted({(str(params[i].dtype), params[i].device.type) for i in rest})}"
+        )
+    for (device, t, decayed), group in buckets.items():
+        alpha = lr * math.sqrt(1.0 - beta_2**t) / (1.0 - beta_1**t)
+        decay_rate = lr * weight_decay_rate / alpha if decayed and alpha != 0.0 else 0.0
+        torch._fused_adamw_(
+            [params[i] for i in group],
+            [grads[i] for i in group],
+            [exp_avgs[i] for i in group],
+            [exp_avg_sqs[i] for i in group],
+            [max_exp_avg_sqs[i] for i in group] if amsgrad else [],
+            [saturated_step(device)] * len(group),
+            lr=alpha,
+            beta1=beta_1,
+            beta2=beta_2,
+            weight_decay=decay_rate,
+            eps=epsilon,
+            amsgrad=amsgrad,
+            maximize=False,
+        )
+    return rest
