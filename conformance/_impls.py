@@ -437,6 +437,19 @@ def keras_variable(name: str, value: np.ndarray, dtype: str) -> Any:
 
 
 def _tf_run_optimizer(spec: hs.Spec, case: Mapping[str, Any], dtype: str) -> Trajectory:
+    """Run a case the way a Keras user of that dtype does: a float64 model sets floatx to float64,
+    which also makes the optimizer's learning-rate variable float64 (Keras stores it in floatx)."""
+    import keras
+
+    previous = keras.config.floatx()
+    keras.config.set_floatx("float64" if dtype == "float64" else previous)
+    try:
+        return _tf_run_optimizer_in_floatx(spec, case, dtype)
+    finally:
+        keras.config.set_floatx(previous)
+
+
+def _tf_run_optimizer_in_floatx(spec: hs.Spec, case: Mapping[str, Any], dtype: str) -> Trajectory:
     from keras import ops
 
     params0, grads = ref_case.case_inputs(case)

@@ -119,7 +119,9 @@ XFAILS_PATH = Path(__file__).with_name("xfails.toml")
 
 
 def _xfails() -> dict[str, str]:
-    return dict(tomllib.loads(XFAILS_PATH.read_text(encoding="utf-8")).get("xfail", {}))
+    """``[xfail]`` entries, plus ``[xfail_full]`` ones in the full run (failures only its extra examples find)."""
+    data = tomllib.loads(XFAILS_PATH.read_text(encoding="utf-8"))
+    return {**data.get("xfail", {}), **(data.get("xfail_full", {}) if FULL else {})}
 
 
 def _matches(pattern: str, name: str) -> bool:

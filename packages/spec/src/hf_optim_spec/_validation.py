@@ -177,7 +177,8 @@ def validate(
         close = close or difflib.get_close_matches(key, list(spelling), n=3)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         raise TypeError(
-            f"Unknown argument `{key}` for {spec.display_name}.{hint} Valid arguments: {', '.join(spelling)}."
+            f"Unknown argument `{key}` for {spec.display_name}.{hint} "
+            + (f"Valid arguments: {', '.join(spelling)}." if spelling else "It takes no arguments.")
         )
     pairs: dict[str, list[Any]] = {}
     resolved: dict[str, Any] = {}
@@ -210,7 +211,6 @@ def validate(
 def _check_constraints(spec: Spec, resolved: Mapping[str, Any], base_lr: float | None) -> None:
     env: dict[str, Any] = {}
     for name, value in resolved.items():
-        param = spec.parameters[name]
         if value is None or isinstance(value, (str, bool)):
             env[name] = value
         elif _is_real(value):

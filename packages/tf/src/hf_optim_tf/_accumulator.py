@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+import hf_optim_spec as hs
 import tensorflow as tf
 
 __all__ = ["GradientAccumulator"]
@@ -44,7 +46,9 @@ class GradientAccumulator:
             or when ``gradients`` is read before the first call.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, **kwargs: Any) -> None:
+        # The accumulator takes no arguments; the spec check gives the same error as the torch twin.
+        hs.validate("gradient_accumulator", kwargs, framework="tf")
         self._gradients: list[tf.Variable | None] = []
         self._accum_steps: tf.Variable | None = None
 

@@ -30,14 +30,15 @@ def validate_optimizer(spec_id: str, arguments: Mapping[str, Any]) -> dict[str, 
     """Validate Keras-spelled optimizer arguments against the spec; returns canonical names.
 
     A learning rate that is a schedule or a callable is checked by Keras' base class instead
-    (the spec types ``lr`` as a number), so it is left out of the spec check.
+    (the spec types ``lr`` as a number): the spec check sees a stand-in of 1.0, so rules that
+    only ask whether a manual lr is set (Adafactor's ``relative_step``) still apply.
     """
     checked = dict(arguments)
     spec = hs.get(spec_id)
     lr_name = str(spec.parameters["lr" if "lr" in spec.parameters else "learning_rate"].name_for("tf"))
     lr = checked.get(lr_name)
     if isinstance(lr, _NOT_A_NUMBER_LR) or (callable(lr) and not isinstance(lr, (int, float))):
-        checked.pop(lr_name)
+        checked[lr_name] = 1.0
     return hs.validate(spec_id, checked, framework="tf")
 
 

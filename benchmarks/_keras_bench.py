@@ -1,0 +1,157 @@
+"""Keras peers: hf_optim_tf's optimizers against keras.optimizers, eager and under XLA (jit_compile=True)."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import hf_optim_spec
+import hf_optim_tf
+import keras
+import numpy as np
+import tensorflow as tf
+from _layouts import layout_shapes
+from _timing import interleave, step_peak_bytes
+
+__all__ = ["PEERS", "run_optimizers", "run_schedules"]
+
+LR = 1e-3
+WEIGHT_DECAY = 0.01
+
+# name -> (builder, family, bandwidth-floor bytes per fp32 parameter per step)
+PEERS: dict[str, tuple[Callable[[], keras.optimizers.Optimizer], str, int]] = {
+    "hf_optim_tf.AdamW": (lambda: hf_optim_tf.AdamW(learning_rate=LR, weight_decay=WEIGHT_DECAY), "adamw", 28),
+    "hf_optim_tf.AdamWeightDecay": (
+        lambda: hf_optim_tf.AdamWeightDecay(learning_rate=LR, weight_decay_rate=WEIGHT_DECAY),
+        "adam_weight_decay",
+        28,
+    ),
+    "keras.optimizers.AdamW": (
+        lambda: keras.optimizers.AdamW(learning_rate=LR, weight_decay=WEIGHT_DECAY),
+        "adamw",
+        28,
+    ),
+    "hf_optim_tf.Adafactor": (lambda: hf_optim_tf.Adafactor(), "adafactor", 12),
+    "keras.optimizers.Adafactor": (lambda: keras.optimizers.Adafactor(), "adafactor", 12),
+}
+
+
+def _state_bytes(optimizer: keras.optimizers.Optimizer, variables: list[keras.Variable]) -> int:
+    own = {id(v) for v in variables}
+    return sum(
+        int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize
+        for v in optimizer.variables
+        if id(v) not in own and len(v.shape) > 0
+    )
+
+
+def run_optimizers(
+    size: int, layout: str, *, warmup: int, rounds: int, jit: bool = True, log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Every Keras peer eager (and under jit_compile) on its own variables, interleaved; then memory."""
+    rng = np.random.default_rng(0)
+    shapes = layout_shapes(layout, size)
+    values = [(rng.standard_normal(s, dtype=np.float32) * 0.02) for s in shapes]
+    grads = [tf.constant(rng.standard_normal(s, dtype=np.float32) * 1e-3) for s in shapes]
+    steps: dict[str, Callable[[], object]] = {}
+    optimizers: dict[str, keras.optimizers.Optimizer] = {}
+    compile_seconds: dict[str, float] = {}
+    variables: dict[str, list[keras.Variable]] = {}
+    for name, (build, _, _) in PEERS.items():
+        optimizer = build()
+        own = [keras.Variable(v, name=f"w{i}") for i, v in enumerate(values)]
+        optimizer.build(own)
+        optimizers[name], variables[name] = optimizer, own
+
+        def eager(optimizer: Any = optimizer, own: list[keras.Variable] = own) -> None:
+            optimizer.apply(grads, own)
+
+        steps[f"{name} eager"] = eager
+        if jit:
+            compiled = _compiled_apply(optimizer, own)
+            start = time.perf_counter()
+            compiled(grads)
+            compile_seconds[name] = time.perf_counter() - start
+            log(f"    compiled {name} in {compile_seconds[name]:.1f} s")
+            steps[f"{name} jit"] = lambda compiled=compiled: compiled(grads)
+    timings = interleave(steps, warmup=warmup, rounds=rounds)
+    rows = {}
+    for step_name, step in steps.items():
+        name, mode = step_name.rsplit(" ", 1)
+        _, family, per_param = PEERS[name]
+        rows[step_name] = {
+            "family": family,
+            "mode": mode,
+            "timing": timings[step_name],
+            "state_bytes": _state_bytes(optimizers[name], variables[name]),
+            "step_extra_bytes": step_peak_bytes(step),
+            "floor_bytes": per_param * sum(math.prod(s) for s in shapes)
+            + (8 * sum(math.prod(s) for s in shapes if len(s) < 2) if family == "adafactor" else 0),
+            "compile_s": compile_seconds.get(name) if mode == "jit" else None,
+        }
+    return {"tensors": len(shapes), "params": sum(math.prod(s) for s in shapes), "rows": rows}
+
+
+def _compiled_apply(optimizer: keras.optimizers.Optimizer, own: list[keras.Variable]) -> Any:
+    """``optimizer.apply(grads, own)`` as one XLA-compiled function of the gradients."""
+
+    @tf.function(jit_compile=True)
+    def apply(grads: list[tf.Tensor]) -> None:
+        optimizer.apply(grads, own)
+
+    return apply
+
+
+def _schedule_args(spec: hf_optim_spec.Spec) -> dict[str, Any] | None:
+    if not spec.cases:
+        return None
+    params = dict(spec.cases[0].get("params", {}))
+    if any(isinstance(v, Mapping) for v in params.values()):
+        return None
+    return params
+
+
+def run_schedules(calls: int) -> dict[str, tuple[float, float]]:
+    """Seconds per call of every Keras schedule in the registry (first spec case): eager, and compiled with XLA.
+
+    The compiled figure is a whole ``tf.function`` call returning the lr (an upper bound of what the schedule adds
+    to a compiled training step, where it is fused with the update).
+    """
+    import inspect
+
+    out: dict[str, tuple[float, float]] = {}
+    step = keras.Variable(5, dtype="int64", name="iterations")
+    for spec in hf_optim_spec.registry().values():
+        if spec.kind != "schedule" or spec.stateful:
+            continue
+        factory = getattr(hf_optim_tf, (spec.raw.get("api") or {}).get("tf", ""), None)
+        args = _schedule_args(spec)
+        if factory is None or args is None:
+            continue
+        try:
+            if "learning_rate" in inspect.signature(factory).parameters and "learning_rate" not in args:
+                args["learning_rate"] = 0.1
+            schedule = factory(**args)
+        except (TypeError, ValueError):
+            continue
+        if isinstance(schedule, tuple):
+            schedule = next((s for s in schedule if isinstance(s, keras.optimizers.schedules.LearningRateSchedule)), None)
+        if not callable(schedule) or isinstance(schedule, keras.optimizers.Optimizer):
+            continue
+        try:
+            schedule(step)
+        except Exception:  # noqa: BLE001 - a schedule that needs more context is not timed here
+            continue
+        start = time.perf_counter()
+        for _ in range(calls):
+            schedule(step)
+        eager = (time.perf_counter() - start) / calls
+        compiled = tf.function(lambda schedule=schedule: schedule(step), jit_compile=True)
+        compiled()
+        start = time.perf_counter()
+        for _ in range(calls):
+            compiled()
+        out[spec.id] = (eager, (time.perf_counter() - start) / calls)
+    return out

@@ -1,0 +1,107 @@
+"""Interleaved timing and step-memory measurement shared by the torch and Keras benchmarks."""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["Timing", "interleave", "rss_bytes", "step_peak_bytes"]
+
+
+@dataclass
+class Timing:
+    """Step times of one peer (seconds), measured in rounds interleaved with the other peers."""
+
+    times: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+    @property
+    def spread(self) -> float:
+        """Interquartile range over the median (run-to-run spread of this peer's steps)."""
+        if len(self.times) < 4:
+            return 0.0
+        q = statistics.quantiles(self.times, n=4)
+        return (q[2] - q[0]) / self.median
+
+
+def interleave(
+    steps: Mapping[str, Callable[[], object]], *, warmup: int, rounds: int, sync: Callable[[], object] | None = None
+) -> dict[str, Timing]:
+    """Time every peer ``rounds`` times after ``warmup`` untimed rounds, all peers once per round.
+
+    The order alternates (forward, then backward) so that no peer always runs right after the same neighbour.
+    """
+    names = list(steps)
+    timings = {name: Timing() for name in names}
+    for round_ in range(warmup + rounds):
+        order = names if round_ % 2 == 0 else names[::-1]
+        for name in order:
+            start = time.perf_counter()
+            steps[name]()
+            if sync is not None:
+                sync()
+            elapsed = time.perf_counter() - start
+            if round_ >= warmup:
+                timings[name].times.append(elapsed)
+    return timings
+
+
+def ratio_stats(numerator: Timing, denominator: Timing) -> tuple[float, float]:
+    """Median and interquartile spread of the per-round ratios (peers measured in the same round)."""
+    ratios = [a / b for a, b in zip(numerator.times, denominator.times)]
+    median = statistics.median(ratios)
+    if len(ratios) < 4:
+        return median, 0.0
+    q = statistics.quantiles(ratios, n=4)
+    return median, (q[2] - q[0]) / median
+
+
+_LIBC = None
+
+
+def _malloc_trim() -> None:
+    global _LIBC
+    try:
+        if _LIBC is None:
+            _LIBC = ctypes.CDLL("libc.so.6")
+        _LIBC.malloc_trim(0)
+    except OSError:  # not glibc
+        pass
+
+
+def _status_kb(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process."""
+    return _status_kb("VmRSS") * 1024
+
+
+def step_peak_bytes(step: Callable[[], object]) -> int | None:
+    """Memory a step needs beyond what is already resident: peak RSS during the step minus RSS before it.
+
+    Frees and trims the heap first, then resets the kernel's peak-RSS mark (``/proc/self/clear_refs``).
+    None where that is not available (not Linux).
+    """
+    gc.collect()
+    _malloc_trim()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        before = _status_kb("VmRSS")
+        step()
+        peak = _status_kb("VmHWM")
+    except OSError:
+        return None
+    return max(0, peak - before) * 1024

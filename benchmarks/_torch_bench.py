@@ -1,0 +1,153 @@
+"""torch peers: hf_optim_torch's optimizers against torch.optim and transformers-style loops."""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import hf_optim_spec
+import hf_optim_torch
+import torch
+from _hf_style import TransformersStyleAdafactor, TransformersStyleAdamW
+from _layouts import layout_shapes
+from _timing import Timing, interleave, step_peak_bytes
+
+__all__ = ["PEERS", "copy_bandwidth", "run_optimizers", "run_schedules"]
+
+LR = 1e-3
+WEIGHT_DECAY = 0.01
+
+# name -> (builder(params), family, bandwidth-floor bytes per fp32 parameter per step)
+PEERS: dict[str, tuple[Callable[[list[torch.Tensor]], torch.optim.Optimizer], str, int]] = {
+    "hf_optim_torch.AdamW": (lambda ps: hf_optim_torch.AdamW(ps, lr=LR, weight_decay=WEIGHT_DECAY), "adamw", 28),
+    "torch.optim.AdamW(fused=True)": (
+        lambda ps: torch.optim.AdamW(ps, lr=LR, weight_decay=WEIGHT_DECAY, fused=True),
+        "adamw",
+        28,
+    ),
+    "torch.optim.AdamW(foreach=True)": (
+        lambda ps: torch.optim.AdamW(ps, lr=LR, weight_decay=WEIGHT_DECAY, foreach=True),
+        "adamw",
+        28,
+    ),
+    "transformers-style AdamW loop": (
+        lambda ps: TransformersStyleAdamW(ps, lr=LR, weight_decay=WEIGHT_DECAY),
+        "adamw",
+        28,
+    ),
+    "hf_optim_torch.AdamWeightDecay": (
+        lambda ps: hf_optim_torch.AdamWeightDecay(ps, learning_rate=LR, weight_decay_rate=WEIGHT_DECAY),
+        "adam_weight_decay",
+        28,
+    ),
+    "hf_optim_torch.Adafactor": (lambda ps: hf_optim_torch.Adafactor(ps), "adafactor", 12),
+    "transformers-style Adafactor loop": (lambda ps: TransformersStyleAdafactor(ps), "adafactor", 12),
+    "torch.optim.Adafactor": (lambda ps: torch.optim.Adafactor(ps, lr=1e-2), "adafactor", 12),
+}
+# the exact (non-fused) paths, timed at the small size only to show what the fast paths gain
+EXACT_PEERS: dict[str, tuple[Callable[[list[torch.Tensor]], torch.optim.Optimizer], str, int]] = {
+    "hf_optim_torch.AdamW(fused=False)": (
+        lambda ps: hf_optim_torch.AdamW(ps, lr=LR, weight_decay=WEIGHT_DECAY, fused=False),
+        "adamw",
+        28,
+    ),
+    "hf_optim_torch.Adafactor(fused=False)": (lambda ps: hf_optim_torch.Adafactor(ps, fused=False), "adafactor", 12),
+}
+
+
+def _floor_bytes(family: str, shapes: list[tuple[int, ...]], per_param: int) -> int:
+    """Bytes an optimizer must read and write per step: Adafactor's unfactored tensors also move V (8 B/param)."""
+    total = sum(math.prod(s) for s in shapes)
+    if family != "adafactor":
+        return per_param * total
+    unfactored = sum(math.prod(s) for s in shapes if len(s) < 2)
+    return per_param * total + 8 * unfactored
+
+
+def _state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    return sum(
+        v.numel() * v.element_size()
+        for state in optimizer.state.values()
+        for v in state.values()
+        if isinstance(v, torch.Tensor) and v.dim() > 0
+    )
+
+
+def run_optimizers(size: int, layout: str, *, warmup: int, rounds: int, exact: bool) -> dict[str, Any]:
+    """All torch peers on one parameter set (shared tensors), interleaved; then each one's memory."""
+    torch.manual_seed(0)
+    shapes = layout_shapes(layout, size)
+    params = [torch.nn.Parameter(torch.randn(s) * 0.02) for s in shapes]
+    for p in params:
+        p.grad = torch.randn_like(p) * 1e-3
+    peers = dict(PEERS, **(EXACT_PEERS if exact else {}))
+    optimizers = {name: build(params) for name, (build, _, _) in peers.items()}
+    timings: dict[str, Timing] = interleave(
+        {name: opt.step for name, opt in optimizers.items()}, warmup=warmup, rounds=rounds
+    )
+    rows = {}
+    for name, opt in optimizers.items():
+        _, family, per_param = peers[name]
+        rows[name] = {
+            "family": family,
+            "timing": timings[name],
+            "state_bytes": _state_bytes(opt),
+            "step_extra_bytes": step_peak_bytes(opt.step),
+            "floor_bytes": _floor_bytes(family, shapes, per_param),
+        }
+    del optimizers, params
+    return {"tensors": len(shapes), "params": sum(math.prod(s) for s in shapes), "rows": rows}
+
+
+def copy_bandwidth(nbytes: int, repeats: int = 7) -> float:
+    """Memory bandwidth (bytes/s) of a large tensor copy: bytes read plus bytes written over the time."""
+    src = torch.ones(nbytes // 4)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        dst.copy_(src)
+        times.append(time.perf_counter() - start)
+    return 2 * nbytes / statistics.median(times)
+
+
+def _schedule_args(spec: hf_optim_spec.Spec) -> dict[str, Any] | None:
+    """The first case's parameters, or None when a parameter is another schedule (not built generically here)."""
+    if not spec.cases:
+        return None
+    params = dict(spec.cases[0].get("params", {}))
+    if any(isinstance(v, dict) for v in params.values()):
+        return None
+    return params
+
+
+def run_schedules(calls: int) -> dict[str, float]:
+    """Seconds per ``scheduler.step()`` of every torch schedule factory in the registry (first spec case)."""
+    import inspect
+
+    out: dict[str, float] = {}
+    for spec in hf_optim_spec.registry().values():
+        if spec.kind != "schedule" or spec.stateful:
+            continue
+        factory = getattr(hf_optim_torch, (spec.raw.get("api") or {}).get("torch", ""), None)
+        args = _schedule_args(spec)
+        if factory is None or args is None or "optimizer" not in inspect.signature(factory).parameters:
+            continue
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        try:
+            scheduler = factory(optimizer, **args)
+        except (TypeError, ValueError):
+            continue
+        if not hasattr(scheduler, "step"):
+            continue
+        for _ in range(20):
+            scheduler.step()
+        start = time.perf_counter()
+        for _ in range(calls):
+            scheduler.step()
+        out[spec.id] = (time.perf_counter() - start) / calls
+    return out
