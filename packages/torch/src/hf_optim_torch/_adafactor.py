@@ -625,82 +625,99 @@ def _fused_adafactor_tensor(
     unscaled = unscaled and exp_avg is not None
     low_precision = param.dtype != torch.float32
     p32 = param.float() if low_precision else param
-    sqrt_numel = math.sqrt(param.numel())
+    numel = param.numel()
+    sqrt_numel = math.sqrt(numel)
     factored = row is not None and col is not None
-    if factored:
-        n_rows, n_cols = grad.shape[-2], grad.shape[-1]
-        g3, p3 = grad.reshape(-1, n_rows, n_cols), p32.view(-1, n_rows, n_cols)
-        m3 = exp_avg.view(-1, n_rows, n_cols) if exp_avg is not None else None
-    else:
-        n_rows, n_cols = 1, max(grad.numel(), 1)
-        g3, p3 = grad.reshape(1, 1, -1), p32.view(1, 1, -1)
-        m3 = exp_avg.view(1, 1, -1) if exp_avg is not None else None
-        v3 = full.view(1, 1, -1)  # type: ignore[union-attr]
-    blocks = _row_blocks(g3.shape[0], n_rows, n_cols, grad.device)
-    buffer = scratch(max((r1 - r0) * n_cols for _, r0, r1 in blocks), grad.device)
+    n_rows, n_cols = (grad.shape[-2], grad.shape[-1]) if factored else (1, numel)
+    batches = numel // (n_rows * n_cols)
+    spans = _row_blocks(batches, n_rows, n_cols, grad.device)
+    buffer = scratch(max((r1 - r0) * n_cols for _, r0, r1 in spans), grad.device)
+    # (batch, rows, g, p, m, v, buffer) views of every block; a tensor of one block is used as it is
+    shape3 = (batches, n_rows, n_cols)
+    g3, p3 = grad.view(shape3), p32.view(shape3)
+    m3 = exp_avg.view(shape3) if exp_avg is not None else None
+    v3 = full.view(shape3) if full is not None else None
+    blocks = [
+        (
+            b,
+            slice(r0, r1),
+            g3[b, r0:r1],
+            p3[b, r0:r1],
+            m3[b, r0:r1] if m3 is not None else None,
+            v3[b, r0:r1] if v3 is not None else None,
+            buffer[: (r1 - r0) * n_cols].view(r1 - r0, n_cols),
+        )
+        for b, r0, r1 in spans
+    ]
 
-    def unscaled_update(b: int, r0: int, r1: int) -> Tensor:
-        """The update before clipping and lr, in the buffer: (r * rsqrt(C)) * g, or rsqrt(V) * g."""
-        out = buffer[: (r1 - r0) * n_cols].view(r1 - r0, n_cols)
+    # sweep 1: RMS of p; row/column sums of g**2 (factored) or the new V (not factored)
+    p_sq_parts, row_parts, col_parts = [], [], []
+    for _, _, g, p, _, v, buf in blocks:
+        flat = p.reshape(-1)
+        p_sq_parts.append(torch.dot(flat, flat))
+        sq = torch.mul(g, g, out=buf)
         if factored:
-            return torch.mul(g3[b, r0:r1], col_rsqrt[b], out=out).mul_(row_factor[b, r0:r1].unsqueeze(-1))
-        return torch.rsqrt(v3[b, r0:r1], out=out).mul_(g3[b, r0:r1])
-
-    def squared_norm(x: Tensor) -> Tensor:
-        flat = x.reshape(-1)
-        return torch.dot(flat, flat)
-
-    # sweep 1: RMS of p; row/column means of g**2 + eps1 (factored) or V (not factored)
-    p_sq = p32.new_zeros(())
-    if factored:
-        row_sum = g3.new_empty(g3.shape[0], n_rows)
-        col_sum = g3.new_zeros(g3.shape[0], n_cols)
-    for b, r0, r1 in blocks:
-        p_sq.add_(squared_norm(p3[b, r0:r1]))
-        sq = torch.mul(g3[b, r0:r1], g3[b, r0:r1], out=buffer[: (r1 - r0) * n_cols].view(r1 - r0, n_cols))
-        if factored:
-            torch.sum(sq, dim=-1, out=row_sum[b, r0:r1])
-            col_sum[b].add_(sq.sum(dim=-2))
+            row_parts.append(sq.sum(dim=-1))
+            col_parts.append(sq.sum(dim=-2))
         else:
-            v3[b, r0:r1].mul_(beta2t).add_(sq.add_(eps1), alpha=1.0 - beta2t)
+            assert v is not None
+            v.mul_(beta2t).add_(sq.add_(eps1), alpha=1.0 - beta2t)
+    p_sq = p_sq_parts[0] if len(blocks) == 1 else torch.stack(p_sq_parts).sum()
     torch.div(p_sq.sqrt_(), sqrt_numel, out=rms)
     lr_t = torch.where(rms > eps2, rms, eps2).mul_(rel) if scale_parameter else rel
     if factored:
-        row.mul_(beta2t).add_(row_sum.div_(n_cols).add_(eps1).view_as(row), alpha=1.0 - beta2t)  # type: ignore[union-attr]
-        col.mul_(beta2t).add_(col_sum.div_(n_rows).add_(eps1).view_as(col), alpha=1.0 - beta2t)  # type: ignore[union-attr]
-        row2 = row.view(-1, n_rows)  # type: ignore[union-attr]
-        row_factor = row2.div(row2.mean(dim=-1, keepdim=True)).rsqrt_()  # r, per batch and row
-        col_rsqrt = col.view(-1, n_cols).rsqrt()  # type: ignore[union-attr]
+        assert row is not None and col is not None
+        if len(blocks) == 1:
+            row_sum, col_sum = row_parts[0], col_parts[0]
+        else:
+            row_sum = torch.cat(row_parts)
+            col_sum = g3.new_zeros(batches, n_cols)
+            for (b, *_), part in zip(blocks, col_parts):
+                col_sum[b].add_(part)
+        # means of g**2 + eps1 over rows and columns, into the moving averages
+        row.mul_(beta2t).add_(row_sum.view_as(row).div_(n_cols).add_(eps1), alpha=1.0 - beta2t)
+        col.mul_(beta2t).add_(col_sum.view_as(col).div_(n_rows).add_(eps1), alpha=1.0 - beta2t)
+        row2 = row.view(batches, n_rows)
+        row_factor = row2.div(row2.mean(dim=-1, keepdim=True)).rsqrt_().unsqueeze(-1)  # r
+        col_rsqrt = col.view(batches, n_cols).rsqrt()
+
+    def unscaled_update(block: tuple[Any, ...]) -> Tensor:
+        """The update before clipping and lr, in the buffer: (r * rsqrt(C)) * g, or rsqrt(V) * g."""
+        b, rows, g, _, _, v, buf = block
+        if factored:
+            return torch.mul(g, col_rsqrt[b], out=buf).mul_(row_factor[b, rows])
+        return torch.rsqrt(v, out=buf).mul_(g)
 
     # sweep 2: the squared norm of the update
-    update_sq = g3.new_zeros(())
+    update_sq_parts = []
     update = None
-    for b, r0, r1 in blocks:
-        update = unscaled_update(b, r0, r1)
-        update_sq.add_(squared_norm(update))
+    for block in blocks:
+        update = unscaled_update(block)
+        flat = update.view(-1)
+        update_sq_parts.append(torch.dot(flat, flat))
+    update_sq = update_sq_parts[0] if len(blocks) == 1 else torch.stack(update_sq_parts).sum()
     clip = update_sq.sqrt_().div_(sqrt_numel).div_(clip_threshold).clamp_(min=1.0)
     # coefficient of the update: 1 / clip, times lr unless the first moment averages the unscaled update
     coef = clip.reciprocal_() if unscaled else torch.div(lr_t, clip)
 
     # sweep 3: first moment, weight decay, parameter
     lr_tensor = lr_t if isinstance(lr_t, Tensor) else torch.tensor(lr_t, dtype=torch.float32, device=grad.device)
-    for b, r0, r1 in blocks:
+    for block in blocks:
         if len(blocks) > 1:
-            update = unscaled_update(b, r0, r1)
+            update = unscaled_update(block)
         assert update is not None
-        p_block = p3[b, r0:r1]
-        if m3 is not None:
+        p, m = block[3], block[4]
+        if m is not None:
             assert beta1 is not None
-            m_block = m3[b, r0:r1]
-            m_block.mul_(beta1).addcmul_(update, coef, value=1.0 - beta1)
+            m.mul_(beta1).addcmul_(update, coef, value=1.0 - beta1)
         if weight_decay != 0.0:
-            p_block.addcmul_(p_block, lr_tensor, value=-weight_decay)
-        if m3 is None:
-            p_block.addcmul_(update, coef, value=-1.0)
+            p.addcmul_(p, lr_tensor, value=-weight_decay)
+        if m is None:
+            p.addcmul_(update, coef, value=-1.0)
         elif unscaled:
-            p_block.addcmul_(m_block, lr_tensor, value=-1.0)
+            p.addcmul_(m, lr_tensor, value=-1.0)
         else:
-            p_block.sub_(m_block)
+            p.sub_(m)
     if low_precision:
         param.copy_(p32)
 
@@ -754,6 +771,7 @@ def _fused_adafactor(
             fused_eligible(param, dtypes=_FUSED_DTYPES)
             and fused_eligible(grad, *(t for t in (exp_avgs[i], full_vars[i]) if t is not None))
             and grad.dtype == torch.float32
+            and param.numel() > 0
             and grad.shape == param.shape
             and grad.device == param.device
         )
