@@ -64,16 +64,11 @@ def ratio_stats(numerator: Timing, denominator: Timing) -> tuple[float, float]:
     return median, (q[2] - q[0]) / median
 
 
-_LIBC = None
-
-
 def _malloc_trim() -> None:
-    global _LIBC
+    """Give freed heap pages back to the system, so that the next step's temporaries show in the RSS."""
     try:
-        if _LIBC is None:
-            _LIBC = ctypes.CDLL("libc.so.6")
-        _LIBC.malloc_trim(0)
-    except OSError:  # not glibc
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
         pass
 
 

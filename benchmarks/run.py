@@ -228,7 +228,9 @@ def _report(
             f"| {'yes' if ratio <= 1.15 else 'no'} |"
         )
         speed, spread = _ratio(rows, "transformers-style Adafactor loop", "hf_optim_torch.Adafactor")
-        state_ok = rows["hf_optim_torch.Adafactor"]["state_bytes"] <= rows["transformers-style Adafactor loop"]["state_bytes"]
+        state_ok = (
+            rows["hf_optim_torch.Adafactor"]["state_bytes"] <= rows["transformers-style Adafactor loop"]["state_bytes"]
+        )
         lines.append(
             f"| Adafactor >= 3x faster than transformers' loop, no more state | {speed:.2f}x faster (±{spread * speed / 2:.2f}); "
             f"state {_mb(rows['hf_optim_torch.Adafactor']['state_bytes'])} vs "

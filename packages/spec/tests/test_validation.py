@@ -96,6 +96,11 @@ def test_defaults_are_filled_and_names_are_canonical(spec):
             "Argument `num_cycles` must be > 0. Received: num_cycles=0",
         ),
         ({"num_warmup_steps": 1, "num_cycles": math.nan}, ValueError, "Argument `num_cycles` must not be NaN"),
+        (
+            {"num_warmup_steps": 1, "num_cycles": math.inf},
+            ValueError,
+            "Argument `num_cycles` must be finite. Received: num_cycles=inf",
+        ),
         ({"num_warmup_steps": 1, "power": 11}, ValueError, "Argument `power` must be <= 10. Received: power=11"),
         (
             {"num_warmup_steps": 1, "betas": (0.9, 1.0)},

@@ -47,6 +47,7 @@ class Parameter:
     enum: tuple[Any, ...] | None = None
     hf_enforced: bool = True
     extension: bool = False
+    allow_inf: bool = False
     framework_names: Mapping[str, str | tuple[str, ...]] = field(default_factory=dict)
     description: str = ""
 
@@ -141,6 +142,7 @@ def _parameter(name: str, raw: Mapping[str, Any]) -> Parameter:
         enum=tuple(raw["enum"]) if "enum" in raw else None,
         hf_enforced=raw.get("hf_enforced", True),
         extension=raw.get("extension", False),
+        allow_inf=raw.get("allow_inf", False),
         framework_names=MappingProxyType(names),
         description=raw.get("description", ""),
     )

@@ -64,6 +64,8 @@ def _is_integer(value: Any) -> bool:
 def _check_range(param: Parameter, label: str, value: float, shown: str) -> None:
     if math.isnan(value):
         raise ValueError(f"Argument `{label}` must not be NaN. Received: {shown}")
+    if math.isinf(value) and not param.allow_inf:
+        raise ValueError(f"Argument `{label}` must be finite. Received: {shown}")
     rules: tuple[tuple[float | None, Callable[[float], bool], str], ...] = (
         (param.minimum, lambda b: value >= b, ">="),
         (param.exclusive_minimum, lambda b: value > b, ">"),

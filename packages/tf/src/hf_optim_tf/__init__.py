@@ -10,6 +10,7 @@ from ._accumulator import GradientAccumulator
 from ._adafactor import Adafactor
 from ._adam_weight_decay import AdamWeightDecay
 from ._adamw import AdamW
+from ._amp import apply_scaled_gradients
 from ._schedules import (
     PlateauSchedule,
     SchedulerType,
@@ -42,6 +43,7 @@ __all__ = [
     "SchedulerType",
     "SpecSchedule",
     "WarmUp",
+    "apply_scaled_gradients",
     "create_optimizer",
     "get_adafactor_relative_step_schedule",
     "get_constant_schedule",

@@ -12,11 +12,13 @@ from ._accumulator import GradientAccumulator
 from ._adafactor import Adafactor, AdafactorSchedule, adafactor, get_adafactor_schedule
 from ._adam_weight_decay import AdamWeightDecay, adam_weight_decay
 from ._adamw import AdamW, adamw
+from ._amp import scaler_step
 from ._schedules import (
     SchedulerType,
     SpecFactor,
     SpecLR,
     build_schedule,
+    get_adafactor_relative_step_schedule,
     get_constant_schedule,
     get_constant_schedule_with_warmup,
     get_cosine_schedule_with_warmup,
@@ -26,7 +28,6 @@ from ._schedules import (
     get_inverse_sqrt_schedule,
     get_linear_schedule_with_warmup,
     get_polynomial_decay_schedule_with_warmup,
-    get_adafactor_relative_step_schedule,
     get_reduce_on_plateau_schedule,
     get_scheduler,
     get_wsd_schedule,
@@ -51,6 +52,7 @@ __all__ = [
     "adamw",
     "build_schedule",
     "create_optimizer",
+    "get_adafactor_relative_step_schedule",
     "get_adafactor_schedule",
     "get_constant_schedule",
     "get_constant_schedule_with_warmup",
@@ -61,8 +63,8 @@ __all__ = [
     "get_inverse_sqrt_schedule",
     "get_linear_schedule_with_warmup",
     "get_polynomial_decay_schedule_with_warmup",
-    "get_adafactor_relative_step_schedule",
     "get_reduce_on_plateau_schedule",
     "get_scheduler",
     "get_wsd_schedule",
+    "scaler_step",
 ]

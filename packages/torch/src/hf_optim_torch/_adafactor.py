@@ -722,9 +722,9 @@ def _fused_adafactor_tensor(
         param.copy_(p32)
 
 
-#: elements per row block of the fused Adafactor path on CPU (4 MiB of float32: a block of p, g and the buffer
+#: elements per row block of the fused Adafactor path on CPU (2 MiB of float32: a block of p, g and the buffer
 #: stays in the last-level cache between the passes over it)
-_BLOCK = 1 << 20
+_BLOCK = 1 << 19
 
 
 def _row_blocks(batches: int, n_rows: int, n_cols: int, device: torch.device) -> list[tuple[int, int, int]]:
