@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -186,6 +187,21 @@ def test_polynomial_decay_is_keras_polynomial_decay() -> None:
         np.testing.assert_allclose(float(ours(step)), float(theirs(step)), rtol=2e-6)
 
 
+@pytest.mark.parametrize("name", [0.0, 1, b"w", ["w"]])
+def test_schedule_name_must_be_a_string_or_none(name: object) -> None:
+    # The expected message is the spec's own uniform error for `name` (both specs type it as a string).
+    warmup_args = {"initial_learning_rate": 0.1, "decay_schedule_fn": abs, "warmup_steps": 3}
+    with pytest.raises(TypeError) as spec_error:
+        hs.validate("warmup", {**warmup_args, "name": name}, framework="tf")
+    with pytest.raises(TypeError, match=re.escape(str(spec_error.value))):
+        WarmUp(0.1, PolynomialDecay(0.1, 10), 3, name=name)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=re.escape(str(spec_error.value))):
+        PolynomialDecay(0.1, 10, name=name)  # type: ignore[arg-type]
+    assert WarmUp(0.1, abs, 3, name=None).name is None
+    assert PolynomialDecay(0.1, 10, name=None).get_config()["name"] is None
+    assert PolynomialDecay(0.1, 10, name="p").name == "p"
+
+
 def test_create_optimizer_follows_transformers() -> None:
     optimizer, schedule = create_optimizer(3e-5, 100, 10, weight_decay_rate=0.01)
     assert isinstance(optimizer, AdamWeightDecay) and isinstance(schedule, WarmUp)
@@ -235,6 +251,54 @@ def test_plateau_schedule_drives_fit_through_its_callback(tmp_path: Path) -> Non
     model.save(path)
     revived = keras.saving.load_model(path)
     assert revived.optimizer._learning_rate.get_config()["state"] == schedule.get_config()["state"]
+
+
+def _plateau_run(
+    start: int, stop: int, *, restore: str | None = None, save: str | None = None
+) -> tuple[list[float], PlateauSchedule]:
+    """AdamW on a plateau schedule; the metric improves for 3 steps, then stays flat (reductions follow).
+
+    Returns the lr after every step, then the sum of the final weights."""
+    schedule = get_scheduler(
+        "reduce_lr_on_plateau", 0.1, scheduler_specific_kwargs={"patience": 1, "factor": 0.5, "cooldown": 1}
+    )
+    variable = keras.Variable(np.linspace(-1.0, 1.0, 4, dtype="float32"))
+    optimizer = AdamW(schedule, weight_decay=0.01)
+    optimizer.build([variable])
+    if restore is not None:
+        tf.train.Checkpoint(variable=variable, optimizer=optimizer).read(restore).assert_consumed()
+    out = []
+    for t in range(start, stop):
+        optimizer.apply_gradients([(tf.constant(np.cos(np.arange(4.0) + t), tf.float32), variable)])
+        schedule.step(1.0 / (1 + min(t, 3)))
+        out.append(float(optimizer.learning_rate))
+    if save is not None:
+        tf.train.Checkpoint(variable=variable, optimizer=optimizer).write(save)
+    return [*out, float(variable.numpy().sum())], schedule
+
+
+def test_plateau_state_is_saved_by_a_tf_checkpoint_of_the_optimizer(tmp_path: Path) -> None:
+    full, whole = _plateau_run(0, 12)
+    path = str(tmp_path / "ckpt")
+    first, interrupted = _plateau_run(0, 6, save=path)
+    assert interrupted.num_bad_epochs > 0 or interrupted.cooldown_counter > 0  # mid-plateau: state matters
+    rest, resumed = _plateau_run(6, 12, restore=path)
+    assert first[:-1] + rest == full  # lr after every step and the final weights, bit for bit
+    assert resumed.get_config()["state"] == whole.get_config()["state"]
+    assert len(set(full[:-1])) > 2  # the schedule did reduce, more than once
+
+
+def test_plateau_schedule_alone_is_a_checkpoint_dependency(tmp_path: Path) -> None:
+    schedule = get_scheduler("reduce_lr_on_plateau", 0.1, scheduler_specific_kwargs={"patience": 0, "mode": "max"})
+    for metric in [1.0, 2.0, 2.0, 1.5]:
+        schedule.step(metric)
+    path = tf.train.Checkpoint(schedule=schedule).write(str(tmp_path / "s"))
+    fresh = get_scheduler("reduce_lr_on_plateau", 0.1, scheduler_specific_kwargs={"patience": 0, "mode": "max"})
+    assert fresh.get_config()["state"] != schedule.get_config()["state"]
+    tf.train.Checkpoint(schedule=fresh).read(path).assert_consumed()
+    assert fresh.get_config()["state"] == schedule.get_config()["state"]
+    assert [v.dtype for v in fresh.variables] == ["float64", "float64", "int64", "int64"]
+    assert float(fresh(0)) == float(np.float32(fresh.lr))
 
 
 def test_schedule_inside_jit_compiled_function() -> None:

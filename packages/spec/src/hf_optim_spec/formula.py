@@ -192,8 +192,8 @@ FUNCTIONS: Mapping[str, tuple[int | None, Callable[..., float]]] = {
     "abs": (1, lambda x: float(abs(x))),
     "floor": (1, lambda x: float(math.floor(x)) if math.isfinite(x) else x),
     "sqrt": (1, _sqrt),
-    "cos": (1, math.cos),
-    "sin": (1, math.sin),
+    "cos": (1, lambda x: math.cos(x) if math.isfinite(x) else math.nan),
+    "sin": (1, lambda x: math.sin(x) if math.isfinite(x) else math.nan),
     "exp": (1, _exp),
     "log": (1, _log),
 }

@@ -33,12 +33,31 @@ class AdamW(ReplicaSafeBuild, keras.optimizers.Optimizer):
     ``epsilon`` is added to :math:`\sqrt{v}` before the bias correction, which is folded into
     the step size; the decoupled decay runs after the Adam update, on the updated weights. Each
     variable keeps its own ``step`` (as torch's per-parameter state), so a variable that got no
-    gradient at some step is not advanced. Scalar coefficients are computed in float64 (torch
-    computes them as Python floats) and cast to the variable dtype; vector math runs in the
-    variable's dtype. For 16-bit variables the math runs in float32 and every tensor torch
-    materialises in the parameter dtype (each in-place op on the moments and the parameter, and
-    the denominator) is rounded to that dtype, so the result matches torch on a bfloat16/float16
-    parameter; the state is kept in the variable dtype, as torch's ``zeros_like(p)``.
+    gradient at some step is not advanced.
+
+    Precision. Scalar coefficients (bias corrections, step size, :math:`\eta\lambda`) are
+    computed in float64, as torch computes them in Python floats, and cast to the compute dtype
+    once. For float32/float64 variables the compute dtype is the variable's and the state has
+    the variable's dtype.
+
+    16-bit (bfloat16/float16) variables follow the spec reference
+    (``hf_optim_spec.reference.adamw`` with the case ``dtype``), which models transformers'
+    in-place update on a 16-bit parameter; this is *not* "float32 math, rounded once per step":
+
+    * ``exp_avg``, ``exp_avg_sq`` are stored in the variable dtype (torch's ``zeros_like(p)``);
+    * every op runs in float32 and its result is rounded to the variable dtype wherever the torch
+      code materialises a tensor: :math:`\beta_1 m`, the new :math:`m`, :math:`\beta_2 v`, the
+      new :math:`v`, :math:`\sqrt{v}`, :math:`\sqrt{v}+\epsilon`, the updated parameter and the
+      decayed parameter (so from step 2 on the moments differ from a float32 computation
+      rounded once, e.g. :math:`\beta_1 m` is rounded before :math:`(1-\beta_1) g` is added).
+
+    It equals the reference bit for bit except for occasional one-ulp differences (the reference
+    evaluates each op in float64 before rounding, this code in float32) and stays within the
+    spec's bfloat16/float16 tolerance. It is not bit-identical to torch on a 16-bit parameter
+    (torch's CPU kernels fuse ``add_(x, alpha=a)`` into one rounding, and its fused AdamW kernel
+    computes in float32 and rounds once per step). For float32 math
+    and state with 16-bit compute, keep float32 variables under a ``mixed_bfloat16`` /
+    ``mixed_float16`` policy.
 
     Args:
         learning_rate: float or ``LearningRateSchedule`` (torch: ``lr``). Defaults to 0.001.

@@ -22,6 +22,7 @@ from typing import Any
 
 import hf_optim_spec as hs
 import keras
+import tensorflow as tf
 from hf_optim_spec import formula
 from keras import ops
 
@@ -160,7 +161,8 @@ class SpecSchedule(_Schedule):
         learning_rate: the optimizer learning rate the factor multiplies (``base_lr``).
             Required for factor schedules; ignored (may be None) for ``"lr"`` schedules.
         params: the schedule's arguments, spelled as a Keras user spells them.
-        name: optional name.
+        name: optional name (a str or None; checked against the spec when it has a ``name``
+            parameter).
 
     Raises:
         TypeError, ValueError: the spec's uniform errors for bad arguments.
@@ -178,6 +180,8 @@ class SpecSchedule(_Schedule):
         if spec.kind != "schedule" or spec.program is None:
             raise ValueError(f"Spec `{spec_id}` is not a closed-form schedule (kind={spec.kind!r}).")
         given = dict(params or {})
+        if name is not None and "name" in spec.parameters:  # the spec types Keras' name scope (str or None)
+            given["name"] = name
         if spec.output == "factor":
             if learning_rate is None or isinstance(learning_rate, bool) or not _is_number(learning_rate):
                 raise TypeError(
@@ -186,6 +190,7 @@ class SpecSchedule(_Schedule):
                 )
             learning_rate = float(learning_rate)
         resolved = hs.validate(spec, given, framework="tf", base_lr=learning_rate)
+        resolved.pop("name", None)  # not a formula argument; kept in `self.name`
         self.spec_id = spec.id
         self.learning_rate = learning_rate
         self.params = _tf_params(spec, resolved)
@@ -238,28 +243,39 @@ def _deserialize_params(params: Mapping[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- reduce on plateau
 
 
+_Trackable = tf.__internal__.tracking.AutoTrackable
+
+
 @keras.saving.register_keras_serializable(package="hf_optim")
-class PlateauSchedule(_Schedule):
+class PlateauSchedule(_Schedule, _Trackable):
     """transformers' ``reduce_lr_on_plateau`` (torch ``ReduceLROnPlateau``) for Keras.
 
-    A stateful schedule: the learning rate lives in a non-trainable variable that the traced
-    optimizer step reads, and :meth:`step` updates it on the host from a metric value, with
-    torch's rules (``mode``, ``factor``, ``patience``, ``threshold``, ``threshold_mode``,
-    ``cooldown``, ``min_lr``, ``eps``). Pass it as the optimizer's ``learning_rate`` and either
-    call ``schedule.step(metric)`` after each evaluation or add ``schedule.callback(monitor)``
-    to ``model.fit`` (it steps at the end of every epoch).
+    A stateful schedule: :meth:`step` updates the learning rate on the host from a metric value,
+    with torch's rules (``mode``, ``factor``, ``patience``, ``threshold``, ``threshold_mode``,
+    ``cooldown``, ``min_lr``, ``eps``), and the traced optimizer step reads it. Pass it as the
+    optimizer's ``learning_rate`` and either call ``schedule.step(metric)`` after each evaluation
+    or add ``schedule.callback(monitor)`` to ``model.fit`` (it steps at the end of every epoch).
 
-    The new lr is computed with Python floats (as torch does) and stored rounded to floatx. The
-    state (``lr``, ``best``, ``num_bad_epochs``, ``cooldown_counter``) is part of
-    ``get_config``, so a saved ``.keras`` model resumes where it stopped.
+    State: ``lr`` (float64), ``best`` (float64), ``num_bad_epochs`` and ``cooldown_counter``
+    (int64) are non-trainable variables, and the schedule is a TensorFlow trackable object whose
+    checkpoint dependencies are exactly those four names. So ``tf.train.Checkpoint(schedule=s)``,
+    and ``tf.train.Checkpoint(optimizer=opt)`` for an optimizer built on it (the optimizer tracks
+    its learning-rate schedule), save and restore the state, and a restored run continues bit for
+    bit. The state is also part of ``get_config``, so a saved ``.keras`` model resumes where it
+    stopped. The new lr is computed with Python floats (as torch does), kept in float64 and cast
+    to floatx when the optimizer reads it.
 
     Args:
         learning_rate: the starting learning rate (torch: the optimizer's lr).
-        name: optional name.
+        name: optional name (str or None).
         state: internal; the saved state when restoring from a config.
         **kwargs: the spec parameters of ``reduce_lr_on_plateau`` (torch spelling).
+
+    Raises:
+        TypeError, ValueError: the spec's uniform errors for bad arguments.
     """
 
+    @tf.__internal__.tracking.no_automatic_dependency_tracking
     def __init__(
         self,
         learning_rate: float,
@@ -280,45 +296,80 @@ class PlateauSchedule(_Schedule):
         self._canonical = resolved
         self.name = name
         state = dict(state or {})
-        self.lr = float(state.get("lr", self.learning_rate))
-        self.best = float(state.get("best", math.inf if resolved["mode"] == "min" else -math.inf))
-        self.num_bad_epochs = int(state.get("num_bad_epochs", 0))
-        self.cooldown_counter = int(state.get("cooldown_counter", 0))
-        self._variable = keras.Variable(self.lr, dtype=keras.config.floatx(), trainable=False, name="plateau_lr")
+        initial = {
+            "lr": ("float64", float(state.get("lr", self.learning_rate))),
+            "best": ("float64", float(state.get("best", math.inf if resolved["mode"] == "min" else -math.inf))),
+            "num_bad_epochs": ("int64", int(state.get("num_bad_epochs", 0))),
+            "cooldown_counter": ("int64", int(state.get("cooldown_counter", 0))),
+        }
+        self._state: dict[str, Any] = {}
+        for key, (dtype, value) in initial.items():
+            variable = keras.Variable(value, dtype=dtype, trainable=False, autocast=False, name=f"plateau_{key}")
+            self._state[key] = variable
+            self._track_trackable(variable, name=key)
 
-    def _improved(self, metric: float) -> bool:
+    @property
+    def lr(self) -> float:
+        """The current learning rate (Python float; the optimizer reads it cast to floatx)."""
+        return float(self._state["lr"].numpy())
+
+    @property
+    def best(self) -> float:
+        """The best metric seen so far (``inf`` / ``-inf`` before the first one)."""
+        return float(self._state["best"].numpy())
+
+    @property
+    def num_bad_epochs(self) -> int:
+        """Metrics in a row that did not improve on ``best`` (reset by a reduction and by cooldown)."""
+        return int(self._state["num_bad_epochs"].numpy())
+
+    @property
+    def cooldown_counter(self) -> int:
+        """Steps of cooldown left after the last reduction."""
+        return int(self._state["cooldown_counter"].numpy())
+
+    @property
+    def variables(self) -> list[Any]:
+        """The state variables: ``lr``, ``best``, ``num_bad_epochs``, ``cooldown_counter``."""
+        return list(self._state.values())
+
+    def _improved(self, metric: float, best: float) -> bool:
         p = self._canonical
         if p["mode"] == "min":
-            bar = self.best * (1.0 - p["threshold"]) if p["threshold_mode"] == "rel" else self.best - p["threshold"]
+            bar = best * (1.0 - p["threshold"]) if p["threshold_mode"] == "rel" else best - p["threshold"]
             return metric < bar
-        bar = self.best * (p["threshold"] + 1.0) if p["threshold_mode"] == "rel" else self.best + p["threshold"]
+        bar = best * (p["threshold"] + 1.0) if p["threshold_mode"] == "rel" else best + p["threshold"]
         return metric > bar
 
     def step(self, metric: Any) -> float:
         """Record one metric value; returns the (possibly reduced) learning rate."""
         p = self._canonical
         value = float(metric)
-        if self._improved(value):
-            self.best, self.num_bad_epochs = value, 0
+        lr, best = self.lr, self.best
+        num_bad_epochs, cooldown_counter = self.num_bad_epochs, self.cooldown_counter
+        if self._improved(value, best):
+            best, num_bad_epochs = value, 0
         else:
-            self.num_bad_epochs += 1
-        if self.cooldown_counter > 0:
-            self.cooldown_counter -= 1
-            self.num_bad_epochs = 0
-        if self.num_bad_epochs > p["patience"]:
-            reduced = max(self.lr * p["factor"], p["min_lr"])
-            if self.lr - reduced > p["eps"]:
-                self.lr = reduced
-            self.cooldown_counter, self.num_bad_epochs = p["cooldown"], 0
-        self._variable.assign(self.lr)
-        return self.lr
+            num_bad_epochs += 1
+        if cooldown_counter > 0:
+            cooldown_counter -= 1
+            num_bad_epochs = 0
+        if num_bad_epochs > p["patience"]:
+            reduced = max(lr * p["factor"], p["min_lr"])
+            if lr - reduced > p["eps"]:
+                lr = reduced
+            cooldown_counter, num_bad_epochs = p["cooldown"], 0
+        new = {"lr": lr, "best": best, "num_bad_epochs": num_bad_epochs, "cooldown_counter": cooldown_counter}
+        for key, variable in self._state.items():
+            variable.assign(new[key])
+        return lr
 
     def callback(self, monitor: str = "val_loss") -> keras.callbacks.Callback:
         """A Keras callback that calls :meth:`step` with ``logs[monitor]`` after every epoch."""
         return _PlateauCallback(self, monitor)
 
     def __call__(self, step: Any) -> Any:
-        return ops.convert_to_tensor(self._variable)
+        return ops.cast(self._state["lr"], keras.config.floatx())
 
     def get_config(self) -> dict[str, Any]:
         return {

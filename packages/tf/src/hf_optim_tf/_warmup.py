@@ -33,7 +33,7 @@ class WarmUp(SpecSchedule):
             ``LearningRateSchedule`` or callable of the step).
         warmup_steps: number of warmup steps :math:`W`.
         power: exponent :math:`p` of the warmup. Defaults to 1.0 (linear).
-        name: optional name.
+        name: optional name: a str or None (anything else is a TypeError).
 
     Differences from transformers:
         ``get_config`` serializes ``decay_schedule_fn`` (``keras.saving.serialize_keras_object``),
@@ -102,7 +102,7 @@ class PolynomialDecay(keras.optimizers.schedules.PolynomialDecay):
         end_learning_rate: :math:`\eta_{end}`. Defaults to 0.0001.
         power: :math:`p`. Defaults to 1.0.
         cycle: restart the decay after ``decay_steps``. Defaults to False.
-        name: Defaults to ``"PolynomialDecay"``.
+        name: a str or None (anything else is a TypeError). Defaults to ``"PolynomialDecay"``.
     """
 
     def __init__(
@@ -124,6 +124,7 @@ class PolynomialDecay(keras.optimizers.schedules.PolynomialDecay):
                 "power": power,
                 "cycle": cycle,
             },
+            name=name,
         )
         super().__init__(
             initial_learning_rate=initial_learning_rate,

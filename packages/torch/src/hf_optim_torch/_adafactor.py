@@ -14,8 +14,10 @@ from torch.optim.lr_scheduler import LambdaLR
 from . import _docs
 from ._common import (
     FUSED_DOC,
+    SPARSE_LAYOUTS,
     advance_steps,
     as_step_tensor,
+    dtype_scalar,
     fused_eligible,
     scratch,
     spec_validate,
@@ -171,8 +173,6 @@ class Adafactor(Optimizer):
             if p.grad is None:
                 continue
             grad = p.grad
-            if grad.is_sparse:
-                raise RuntimeError("Adafactor does not support sparse gradients.")
             if grad.dtype in _LOW_PRECISION:
                 grad = grad.float()
             state = self.state[p]
@@ -214,6 +214,9 @@ class Adafactor(Optimizer):
             with torch.enable_grad():
                 loss = closure()
 
+        # Every gradient is checked before any state or parameter changes, so a rejected step changes nothing.
+        if any(p.grad is not None and p.grad.layout in SPARSE_LAYOUTS for g in self.param_groups for p in g["params"]):
+            raise RuntimeError("Adafactor does not support sparse gradients.")
         for group in self.param_groups:
             params: list[Tensor] = []
             grads: list[Tensor] = []
@@ -419,7 +422,7 @@ def _adafactor_lr(
         return rel
     if isinstance(rel, Tensor):
         return torch.where(rms > eps2, rms * rel.to(rms.dtype), (eps2 * rel).to(rms.dtype))
-    return torch.where(rms > eps2, rms * rel, eps2 * rel)
+    return torch.where(rms > eps2, rms * rel, dtype_scalar(eps2 * rel, rms.dtype))
 
 
 def _rms(tensor: Tensor) -> Tensor:
@@ -664,7 +667,7 @@ def _fused_adafactor_tensor(
             v.mul_(beta2t).add_(sq.add_(eps1), alpha=1.0 - beta2t)
     p_sq = p_sq_parts[0] if len(blocks) == 1 else torch.stack(p_sq_parts).sum()
     torch.div(p_sq.sqrt_(), sqrt_numel, out=rms)
-    lr_t = torch.where(rms > eps2, rms, eps2).mul_(rel) if scale_parameter else rel
+    lr_t = torch.where(rms > eps2, rms, dtype_scalar(eps2, rms.dtype)).mul_(rel) if scale_parameter else rel
     if factored:
         assert row is not None and col is not None
         if len(blocks) == 1:
@@ -711,7 +714,7 @@ def _fused_adafactor_tensor(
             assert beta1 is not None
             m.mul_(beta1).addcmul_(update, coef, value=1.0 - beta1)
         if weight_decay != 0.0:
-            p.addcmul_(p, lr_tensor, value=-weight_decay)
+            p.addcmul_(p, lr_tensor, value=-dtype_scalar(weight_decay, p.dtype))
         if m is None:
             p.addcmul_(update, coef, value=-1.0)
         elif unscaled:

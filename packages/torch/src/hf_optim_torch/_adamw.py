@@ -13,6 +13,7 @@ from torch.optim import Optimizer
 from . import _docs
 from ._common import (
     FUSED_DOC,
+    SPARSE_LAYOUTS,
     advance_steps,
     as_step_tensor,
     fused_eligible,
@@ -97,8 +98,6 @@ class AdamW(Optimizer):
         for p in group["params"]:
             if p.grad is None:
                 continue
-            if p.grad.is_sparse:
-                raise RuntimeError("Adam does not support sparse gradients, please consider SparseAdam instead")
             state = self.state[p]
             if len(state) == 0:
                 state["step"] = as_step_tensor(0, p)
@@ -125,6 +124,9 @@ class AdamW(Optimizer):
             with torch.enable_grad():
                 loss = closure()
 
+        # Every gradient is checked before any state or parameter changes, so a rejected step changes nothing.
+        if any(p.grad is not None and p.grad.layout in SPARSE_LAYOUTS for g in self.param_groups for p in g["params"]):
+            raise RuntimeError("Adam does not support sparse gradients, please consider SparseAdam instead")
         for group in self.param_groups:
             params: list[Tensor] = []
             grads: list[Tensor] = []

@@ -13,8 +13,10 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 __all__ = [
     "FUSED_DOC",
+    "SPARSE_LAYOUTS",
     "advance_steps",
     "as_step_tensor",
+    "dtype_scalar",
     "fused_eligible",
     "host_steps",
     "plain_number",
@@ -27,6 +29,9 @@ __all__ = [
 
 #: dtype of the per-parameter ``state["step"]`` counter (torch.optim's convention: exact up to 2**24 steps).
 STEP_DTYPE = torch.float32
+
+#: gradient layouts the optimizers reject (transformers' "does not support sparse gradients")
+SPARSE_LAYOUTS = frozenset({torch.sparse_coo, torch.sparse_csr, torch.sparse_csc, torch.sparse_bsr, torch.sparse_bsc})
 
 
 def plain_number(value: object) -> object:
@@ -56,6 +61,19 @@ def as_step_tensor(value: object, like: torch.Tensor) -> torch.Tensor:
             return value.to(device=like.device, dtype=STEP_DTYPE)
         return value
     return torch.tensor(float(value), dtype=STEP_DTYPE, device=like.device)  # type: ignore[arg-type]
+
+
+def dtype_scalar(value: float, dtype: torch.dtype) -> float:
+    """A Python scalar that torch accepts with tensors of ``dtype``: ``value`` rounded to ``dtype`` if it overflows it.
+
+    Some ops (``torch.where``, ``clamp``, the ``value=`` of ``addcmul_``) refuse a Python scalar beyond the
+    tensor dtype's largest finite value ("value cannot be converted to type float without overflow"), while a
+    hyperparameter may be any float64 the spec accepts. Such a value becomes what the conversion to ``dtype``
+    makes of it (an infinity, or the largest finite value for one within rounding); others are returned as is.
+    """
+    if not abs(value) > torch.finfo(dtype).max:  # in range, or NaN
+        return value
+    return float(torch.tensor(value, dtype=torch.float64).to(dtype))
 
 
 def use_foreach(foreach: bool | None, params: list[torch.Tensor]) -> bool:
