@@ -184,7 +184,7 @@ def train_keras(run: Run, data, weights, order, progress) -> None:
     for step, index in enumerate(order):
         if run.relative_step:  # Adafactor's lr for the first kernel: a closed form of its RMS and step
             rms = float(np.sqrt(np.mean(np.square(variables[0].numpy().astype(np.float64)))))
-            relative = hf_optim_tf.get_adafactor_schedule(rms, scale_parameter=True, relative_step=True)
+            relative = hf_optim_tf.get_adafactor_relative_step_schedule(rms, scale_parameter=True, relative_step=True)
         loss, lr = train_step(tf.constant(data[0][index]), tf.constant(data[1][index]))
         lrs.append(float(relative(step + 1)) if run.relative_step else float(lr))
         losses.append(float(loss))
