@@ -198,8 +198,18 @@ def test_schedule_name_must_be_a_string_or_none(name: object) -> None:
     with pytest.raises(TypeError, match=re.escape(str(spec_error.value))):
         PolynomialDecay(0.1, 10, name=name)  # type: ignore[arg-type]
     assert WarmUp(0.1, abs, 3, name=None).name is None
-    assert PolynomialDecay(0.1, 10, name=None).get_config()["name"] is None
     assert PolynomialDecay(0.1, 10, name="p").name == "p"
+
+
+def test_polynomial_decay_name_none_follows_the_spec() -> None:
+    if hs.get("polynomial_decay").parameters["name"].nullable:
+        assert PolynomialDecay(0.1, 10, name=None).get_config()["name"] is None
+        return
+    args = {"initial_learning_rate": 0.1, "decay_steps": 10, "name": None}
+    with pytest.raises(TypeError) as spec_error:
+        hs.validate("polynomial_decay", args, framework="tf")
+    with pytest.raises(TypeError, match=re.escape(str(spec_error.value))):
+        PolynomialDecay(0.1, 10, name=None)  # type: ignore[arg-type]
 
 
 def test_create_optimizer_follows_transformers() -> None:

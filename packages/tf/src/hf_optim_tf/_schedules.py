@@ -161,8 +161,8 @@ class SpecSchedule(_Schedule):
         learning_rate: the optimizer learning rate the factor multiplies (``base_lr``).
             Required for factor schedules; ignored (may be None) for ``"lr"`` schedules.
         params: the schedule's arguments, spelled as a Keras user spells them.
-        name: optional name (a str or None; checked against the spec when it has a ``name``
-            parameter).
+        name: optional name (a str or None). When the spec has a ``name`` parameter, a given
+            name is checked against it (``params["name"]`` is checked too, None included).
 
     Raises:
         TypeError, ValueError: the spec's uniform errors for bad arguments.

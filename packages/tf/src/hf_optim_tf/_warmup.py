@@ -102,7 +102,8 @@ class PolynomialDecay(keras.optimizers.schedules.PolynomialDecay):
         end_learning_rate: :math:`\eta_{end}`. Defaults to 0.0001.
         power: :math:`p`. Defaults to 1.0.
         cycle: restart the decay after ``decay_steps``. Defaults to False.
-        name: a str or None (anything else is a TypeError). Defaults to ``"PolynomialDecay"``.
+        name: a str, as the ``polynomial_decay`` spec types it (anything else, None included, is
+            a TypeError). Defaults to ``"PolynomialDecay"``.
     """
 
     def __init__(
@@ -123,8 +124,8 @@ class PolynomialDecay(keras.optimizers.schedules.PolynomialDecay):
                 "end_learning_rate": end_learning_rate,
                 "power": power,
                 "cycle": cycle,
+                "name": name,  # the spec types it (a str; None only if the spec makes it nullable)
             },
-            name=name,
         )
         super().__init__(
             initial_learning_rate=initial_learning_rate,
