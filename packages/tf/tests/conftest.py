@@ -6,10 +6,10 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from collections.abc import Iterator  # noqa: E402
+from collections.abc import Iterator
 
-import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import pytest
+import tensorflow as tf
 
 try:
     tf.config.set_logical_device_configuration(
@@ -19,7 +19,7 @@ try:
 except RuntimeError:  # the runtime was initialised by an earlier import; the strategy tests skip
     pass
 
-import keras  # noqa: E402
+import keras
 
 
 @pytest.fixture(autouse=True)

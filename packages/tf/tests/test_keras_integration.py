@@ -319,7 +319,7 @@ def test_schedule_inside_jit_compiled_function() -> None:
         num_training_steps=12,
         scheduler_specific_kwargs={"num_decay_steps": 4, "decay_type": "1-sqrt"},
     )
-    compiled = tf.function(lambda s: schedule(s), jit_compile=True)
+    compiled = tf.function(schedule.__call__, jit_compile=True)
     steps = np.arange(0, 14)
     np.testing.assert_array_equal(
         [float(compiled(tf.constant(s, tf.int64))) for s in steps], [float(schedule(int(s))) for s in steps]

@@ -94,7 +94,7 @@ def test_schedule_case(spec: hs.Spec, case: Mapping[str, Any]) -> None:
         tol = spec.tol("float64")
         assert_close(want, [scale * e for e in case["expected"]], tol.rtol, tol.atol, "spec vectors vs evaluator")
     schedule = _build_schedule(spec, params, base_lr)
-    traced = tf.function(lambda s: schedule(s))
+    traced = tf.function(schedule.__call__)
     got = [float(traced(tf.constant(step, tf.int64))) for step in steps]
     tol32 = spec.tol("float32")
     assert_close(got, want, tol32.rtol, tol32.atol, "float32")
@@ -222,8 +222,8 @@ def test_optimizer_case(spec: hs.Spec, case: Mapping[str, Any]) -> None:
         for step, row in enumerate(grads):
             names = tuple(n for n, g in row.items() if g is not None)
             stepper(names)([keras.ops.cast(np.asarray(row[n], np.float64), dtype) for n in names])
-            for name in variables:
-                got = keras.ops.cast(variables[name], "float64").numpy()
+            for name, variable in variables.items():
+                got = keras.ops.cast(variable, "float64").numpy()
                 assert_close(got, expected["params"][step][name], tol.rtol, tol.atol, f"step {step} {name}")
         for name, state in expected["state"].items():
             if not state:

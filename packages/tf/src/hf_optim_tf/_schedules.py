@@ -232,12 +232,10 @@ def _is_number(value: Any) -> bool:
 
 
 def _deserialize_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    out = {}
-    for key, value in params.items():
-        if isinstance(value, dict) and "class_name" in value:
-            value = keras.saving.deserialize_keras_object(value)
-        out[key] = value
-    return out
+    return {
+        key: keras.saving.deserialize_keras_object(value) if isinstance(value, dict) and "class_name" in value else value
+        for key, value in params.items()
+    }
 
 
 # --------------------------------------------------------------------------- reduce on plateau
