@@ -177,7 +177,9 @@ AdamW.__doc__ = rf"""Adam with decoupled weight decay, with the numerics of ``tr
     The for-loop and foreach paths run the operations in exactly this order and rounding (no fused multiply-add),
     so float64 results are bit-for-bit those of the float64 reference ``hf_optim_spec.reference.adamw``.
 
-    The fused path (the default for float32/bfloat16 tensors on CPU and CUDA) drives torch's fused AdamW kernel
+    The fused path (the default for float32 tensors on CPU and CUDA; bfloat16 tensors take it only with
+    ``fused=True``, because the kernel computes in float32 and rounds once, which is more accurate than but not
+    equal to transformers' bfloat16 arithmetic, where every in-place op rounds to bfloat16) drives torch's fused AdamW kernel
     (``torch._fused_adamw_``, one pass per tensor) with an exact reparametrisation of this update. The kernel
     computes :math:`\theta \leftarrow \theta(1-\gamma'\lambda') - \gamma' m_t/(\sqrt{{v_t}}+\epsilon)` when its
     bias corrections are 1, which it is made to do by passing it an infinite step count. Since transformers'
@@ -247,7 +249,8 @@ def adamw(
     """Functional AdamW (transformers numerics): updates ``params`` and the state lists in place.
 
     See :class:`AdamW` for the algorithm. ``state_steps`` are 0-dim tensors incremented here. ``fused`` picks
-    torch's fused kernel (default: float32/bfloat16 CPU/CUDA tensors when ``foreach`` is not given; the others
+    torch's fused kernel (default: float32 CPU/CUDA tensors when ``foreach`` is not given, bfloat16 ones only with
+    ``fused=True``; the others
     take the paths below), ``foreach`` the multi-tensor path (default: on accelerators only).
     """
     hyper: dict[str, Any] = {
@@ -385,7 +388,9 @@ def _fused_adamw(
     rest: list[int] = []
     buckets: dict[tuple[torch.device, torch.dtype], list[int]] = {}
     for i, param in enumerate(params):
-        if fused_eligible(param, grads[i], exp_avgs[i], exp_avg_sqs[i]):
+        # By default only float32 takes the kernel: on bfloat16 it would silently change transformers' numerics.
+        dtypes = (torch.float32, torch.bfloat16) if strict else (torch.float32,)
+        if fused_eligible(param, grads[i], exp_avgs[i], exp_avg_sqs[i], dtypes=dtypes):
             buckets.setdefault((param.device, param.dtype), []).append(i)
         else:
             rest.append(i)
