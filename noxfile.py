@@ -14,7 +14,7 @@ nox.needs_version = ">=2025.2.9"
 # pip sees the local torch wheel; uv does not.
 nox.options.default_venv_backend = "virtualenv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["spec", "tests", "conformance", "reliability"]
+nox.options.sessions = ["lint", "spec", "tests", "conformance", "reliability"]
 
 ROOT = Path(__file__).parent
 CONSTRAINTS = ("-c", str(ROOT / "constraints.txt"))

@@ -77,7 +77,9 @@ def test_spec_error_cases_are_raised_by_validation(spec, case):
     error = {"ValueError": ValueError, "TypeError": TypeError, "NotImplementedError": NotImplementedError}[
         case["error"]
     ]
-    params = {k: (bind(v["schedule"], v.get("params", {})) if is_schedule_ref(v) else v) for k, v in case["params"].items()}
+    params = {
+        k: (bind(v["schedule"], v.get("params", {})) if is_schedule_ref(v) else v) for k, v in case["params"].items()
+    }
     with pytest.raises(error, match=case["match"]):
         hs.validate(spec, params, base_lr=case.get("base_lr"))
 

@@ -233,7 +233,9 @@ def _is_number(value: Any) -> bool:
 
 def _deserialize_params(params: Mapping[str, Any]) -> dict[str, Any]:
     return {
-        key: keras.saving.deserialize_keras_object(value) if isinstance(value, dict) and "class_name" in value else value
+        key: keras.saving.deserialize_keras_object(value)
+        if isinstance(value, dict) and "class_name" in value
+        else value
         for key, value in params.items()
     }
 
