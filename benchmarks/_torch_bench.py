@@ -103,17 +103,30 @@ def run_optimizers(size: int, layout: str, *, warmup: int, rounds: int, exact: b
     return {"tensors": len(shapes), "params": sum(math.prod(s) for s in shapes), "rows": rows}
 
 
-def copy_bandwidth(nbytes: int, repeats: int = 7) -> float:
-    """Memory bandwidth (bytes/s) of a large tensor copy: bytes read plus bytes written over the time."""
-    src = torch.ones(nbytes // 4)
-    dst = torch.empty_like(src)
-    dst.copy_(src)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        dst.copy_(src)
-        times.append(time.perf_counter() - start)
-    return 2 * nbytes / statistics.median(times)
+def copy_bandwidth(nbytes: int, repeats: int = 7) -> dict[str, float]:
+    """Memory bandwidth (bytes read + written per second) of large streaming torch ops, each the median of runs.
+
+    ``copy``: ``dst.copy_(src)``; ``scale``: ``x.mul_(1.0)`` in place; ``add``: ``torch.add(x, y, out=z)``.
+    The best of them is the machine's bandwidth for the floors (an optimizer can stream at least that fast).
+    """
+    x = torch.ones(nbytes // 4)
+    y = torch.ones_like(x)
+    z = torch.empty_like(x)
+    ops = {
+        "copy": (lambda: z.copy_(x), 2),
+        "scale": (lambda: x.mul_(1.0), 2),
+        "add": (lambda: torch.add(x, y, out=z), 3),
+    }
+    out = {}
+    for name, (op, streams) in ops.items():
+        op()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            op()
+            times.append(time.perf_counter() - start)
+        out[name] = streams * nbytes / statistics.median(times)
+    return out
 
 
 def _schedule_args(spec: hf_optim_spec.Spec) -> dict[str, Any] | None:

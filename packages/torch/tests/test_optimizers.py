@@ -367,3 +367,55 @@ def test_optimizers_deepcopy_and_pickle() -> None:
         assert clone.state_dict()["param_groups"] == optimizer.state_dict()["param_groups"]
         again = pickle.loads(pickle.dumps(optimizer))
         assert type(again) is type(optimizer)
+
+
+# --------------------------------------------------------------------------- the default fast path
+
+
+def _twin_runs(factory, dtype, **kwargs):
+    torch.manual_seed(0)
+    w0, grads = torch.randn(6, 5, dtype=dtype), [torch.randn(6, 5, dtype=dtype) for _ in range(12)]
+    results = []
+    for extra in ({}, {"foreach": False}):
+        w = torch.nn.Parameter(w0.clone())
+        optimizer = factory([w], **kwargs, **extra)
+        for g in grads:
+            w.grad = g.clone()
+            optimizer.step()
+        results.append(w.detach().double())
+    return results
+
+
+@pytest.mark.parametrize(
+    ("factory", "kwargs", "spec_id"),
+    [
+        (hf_optim_torch.AdamW, {"lr": 1e-2, "weight_decay": 0.1}, "adamw"),
+        (hf_optim_torch.AdamWeightDecay, {"learning_rate": 1e-2, "weight_decay_rate": 0.1}, "adam_weight_decay"),
+        (hf_optim_torch.Adafactor, {}, "adafactor"),
+    ],
+)
+def test_the_default_float32_path_is_fused_and_within_the_spec_tolerance(monkeypatch, factory, kwargs, spec_id):
+    calls = []
+    real = torch._fused_adamw_
+    monkeypatch.setattr(torch, "_fused_adamw_", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    fused, exact = _twin_runs(factory, torch.float32, **kwargs)
+    if spec_id != "adafactor":  # Adafactor's fast path is its own blocked kernel, not torch's AdamW kernel
+        assert calls, "the default float32 step did not take torch's fused kernel"
+    tol = hf_optim_spec.get(spec_id).tol("float32")
+    torch.testing.assert_close(fused, exact, rtol=tol.rtol, atol=tol.atol)
+
+
+def test_fused_true_refuses_what_it_cannot_run():
+    w = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="cannot both be True"):
+        hf_optim_torch.AdamW([w], fused=True, foreach=True)
+    optimizer = hf_optim_torch.AdamW([w], fused=True)
+    w.grad = torch.ones(3, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="fused=True supports"):
+        optimizer.step()
+
+
+def test_bfloat16_adamw_keeps_transformers_numerics_by_default():
+    """The default path on bf16 is the exact one (per-op bf16 rounding), not the fp32-math kernel."""
+    fused_default, exact = _twin_runs(hf_optim_torch.AdamW, torch.bfloat16, lr=1e-2)
+    assert torch.equal(fused_default, exact)
