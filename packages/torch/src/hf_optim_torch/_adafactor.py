@@ -14,9 +14,9 @@ from torch.optim.lr_scheduler import LambdaLR
 from . import _docs
 from ._common import (
     FUSED_DOC,
-    SPARSE_LAYOUTS,
     advance_steps,
     as_step_tensor,
+    begin_step,
     dtype_scalar,
     fused_eligible,
     scratch,
@@ -209,14 +209,7 @@ class Adafactor(Optimizer):
         Args:
             closure (`Callable`, *optional*): A closure that reevaluates the model and returns the loss.
         """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-
-        # Every gradient is checked before any state or parameter changes, so a rejected step changes nothing.
-        if any(p.grad is not None and p.grad.layout in SPARSE_LAYOUTS for g in self.param_groups for p in g["params"]):
-            raise RuntimeError("Adafactor does not support sparse gradients.")
+        loss = begin_step(self, closure, "Adafactor does not support sparse gradients.")
         for group in self.param_groups:
             params: list[Tensor] = []
             grads: list[Tensor] = []

@@ -16,6 +16,7 @@ from ._common import (
     FUSED_DOC,
     advance_steps,
     as_step_tensor,
+    begin_step,
     dtype_scalar,
     fused_eligible,
     host_steps,
@@ -175,17 +176,10 @@ class AdamWeightDecay(Optimizer):
         A call where no parameter has a gradient does nothing, as for torch optimizers (Keras raises
         "No gradients provided for any variable." and does not advance either).
         """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-
+        loss = begin_step(self, closure, "AdamWeightDecay does not support sparse gradients.")
         present = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
         if not present:
             return loss
-        for p in present:
-            if p.grad.is_sparse:  # type: ignore[union-attr]
-                raise RuntimeError("AdamWeightDecay does not support sparse gradients.")
         clipped = clip_gradients(
             [p.grad for p in present],  # type: ignore[misc]
             clipnorm=self.defaults["clipnorm"],

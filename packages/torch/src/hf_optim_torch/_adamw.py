@@ -13,9 +13,9 @@ from torch.optim import Optimizer
 from . import _docs
 from ._common import (
     FUSED_DOC,
-    SPARSE_LAYOUTS,
     advance_steps,
     as_step_tensor,
+    begin_step,
     fused_eligible,
     saturated_step,
     spec_validate,
@@ -119,14 +119,7 @@ class AdamW(Optimizer):
         Args:
             closure (`Callable`, *optional*): A closure that reevaluates the model and returns the loss.
         """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-
-        # Every gradient is checked before any state or parameter changes, so a rejected step changes nothing.
-        if any(p.grad is not None and p.grad.layout in SPARSE_LAYOUTS for g in self.param_groups for p in g["params"]):
-            raise RuntimeError("Adam does not support sparse gradients, please consider SparseAdam instead")
+        loss = begin_step(self, closure, "Adam does not support sparse gradients, please consider SparseAdam instead")
         for group in self.param_groups:
             params: list[Tensor] = []
             grads: list[Tensor] = []

@@ -16,6 +16,7 @@ __all__ = [
     "SPARSE_LAYOUTS",
     "advance_steps",
     "as_step_tensor",
+    "begin_step",
     "dtype_scalar",
     "fused_eligible",
     "host_steps",
@@ -32,6 +33,23 @@ STEP_DTYPE = torch.float32
 
 #: gradient layouts the optimizers reject (transformers' "does not support sparse gradients")
 SPARSE_LAYOUTS = frozenset({torch.sparse_coo, torch.sparse_csr, torch.sparse_csc, torch.sparse_bsr, torch.sparse_bsc})
+
+
+def begin_step(optimizer: torch.optim.Optimizer, closure: Any, sparse_error: str) -> Any:
+    """The start of every ``step``: run the closure with gradients enabled, then reject sparse gradients.
+
+    Every gradient of every group is checked before any state or parameter changes, so a rejected step
+    changes nothing. Returns the closure's loss (None without a closure).
+    """
+    loss = None
+    if closure is not None:
+        with torch.enable_grad():
+            loss = closure()
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if p.grad is not None and p.grad.layout in SPARSE_LAYOUTS:
+                raise RuntimeError(sparse_error)
+    return loss
 
 
 def plain_number(value: object) -> object:
