@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 import hf_optim_torch
@@ -50,9 +48,10 @@ def _loss(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> t
     return ((model(x) - y) ** 2).mean()
 
 
-def _worker(rank: int, port: int, out_dir: str, names: list[str]) -> None:
-    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+def _worker(rank: int, out_dir: str, names: list[str]) -> None:
+    # A rendezvous file in the test's own directory: no TCP port to race for with concurrent runs.
+    init_method = f"file://{Path(out_dir) / 'rendezvous'}"
+    dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=WORLD)
     try:
         data = _data()
         for name in names:
@@ -64,20 +63,15 @@ def _worker(rank: int, port: int, out_dir: str, names: list[str]) -> None:
                 optimizer.step()
             if rank == 0:
                 torch.save([p.detach() for p in model.module.parameters()], Path(out_dir) / f"{name}.pt")
+        dist.barrier()  # nobody tears gloo down while the other rank still uses it
     finally:
         dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed gloo")
 def test_ddp_matches_single_process_on_averaged_gradients(tmp_path: Path) -> None:
     names = ["AdamW", "Adafactor", "AdamWeightDecay"]
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path), names), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(str(tmp_path), names), nprocs=WORLD, join=True)
     data = _data()
     for name in names:
         model = _model()
