@@ -14,7 +14,9 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["FORMATS", "FloatFormat", "representable_in", "round_to"]
+from ..rounding import round_stochastic, rounding_bits
+
+__all__ = ["FORMATS", "FloatFormat", "representable_in", "round_to", "store"]
 
 Array = npt.NDArray[np.float64]
 
@@ -67,3 +69,22 @@ def representable_in(x: npt.ArrayLike, dtype: str) -> bool:
     """True when every value of ``x`` is exactly a value of ``dtype``."""
     values = np.asarray(x, dtype=np.float64)
     return bool(np.array_equal(round_to(values, dtype), values, equal_nan=True))
+
+
+def store(x: npt.ArrayLike, dtype: str, key: int | None = None) -> Array:
+    """Store values computed in float32 (or wider) in ``dtype``: to nearest, or stochastically when ``key`` is given.
+
+    ``key`` is the :func:`hf_optim_spec.rounding.rounding_key` of the parameter at this step; it only matters for
+    ``bfloat16`` (float32/float64 storage keeps the float32 result as is). The element positions are the
+    row-major flat indices.
+
+    Raises:
+      ValueError: stochastic rounding to ``float16`` (only bfloat16 is defined).
+    """
+    if key is None or dtype in ("float32", "float64"):
+        return round_to(x, dtype)
+    if dtype != "bfloat16":
+        raise ValueError(f"stochastic rounding supports bfloat16 parameters; got a {dtype} parameter")
+    values = round_to(x, "float32")
+    bits = rounding_bits(key, np.arange(values.size, dtype=np.int64)).reshape(values.shape)
+    return round_stochastic(values, bits)

@@ -32,9 +32,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..rounding import rounding_key
 from ._case import case_dtype, case_inputs, fill_case, hyperparams, params_to_json
 from ._inputs import Array, to_json
-from ._lowp import round_to
+from ._lowp import round_to, store
 
 __all__ = [
     "AdafactorState",
@@ -130,11 +131,13 @@ def adafactor_step(
     warmup_init: bool,
     first_moment: str = "lr_scaled",
     dtype: str = "float64",
+    key: int | None = None,
 ) -> tuple[Array, AdafactorState]:
     """One Adafactor step of one parameter that has a gradient; returns the new parameter and state.
 
     ``dtype`` is the parameter dtype. Every tensor op is rounded with ``q`` to the compute dtype
-    (:func:`compute_dtype`); the new parameter is stored back in ``dtype``.
+    (:func:`compute_dtype`); the new parameter is stored back in ``dtype``, stochastically when a rounding
+    ``key`` is given (:func:`~._lowp.store`).
     """
     if first_moment not in FIRST_MOMENT:
         raise ValueError(f"first_moment must be one of {FIRST_MOMENT}, got {first_moment!r}")
@@ -183,7 +186,7 @@ def adafactor_step(
             update = exp_avg
     if weight_decay != 0.0:
         param = q(param + (-weight_decay * lr_t) * param)
-    param = round_to(q(param - update), dtype)
+    param = store(q(param - update), dtype, key)
     return param, AdafactorState(
         step=step, exp_avg=exp_avg, exp_avg_sq_row=row, exp_avg_sq_col=col, exp_avg_sq=full, RMS=param_rms
     )
@@ -227,12 +230,14 @@ def run(
     params = {name: round_to(value, dtype) for name, value in params0.items()}
     states: dict[str, AdafactorState] = {}
     history: list[dict[str, Any]] = []
+    index = {name: i for i, name in enumerate(params)}
     for row in grads:
         for name, grad in row.items():
             if grad is None:
                 continue
             state = states.get(name) or adafactor_init(params[name], beta1=beta1)
-            params[name], states[name] = adafactor_step(params[name], grad, state, **options, dtype=dtype)
+            key = rounding_key(hp["rounding_seed"], index[name], state.step + 1) if hp["stochastic_rounding"] else None
+            params[name], states[name] = adafactor_step(params[name], grad, state, **options, dtype=dtype, key=key)
         history.append(params_to_json(params))
     final = {name: state_to_json(states[name]) if name in states else {} for name in params}
     return {"params": history, "state": final}

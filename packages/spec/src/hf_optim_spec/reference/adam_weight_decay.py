@@ -29,9 +29,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..rounding import rounding_key
 from ._case import case_dtype, case_inputs, fill_case, hyperparams, params_to_json
 from ._inputs import Array, to_json
-from ._lowp import round_to
+from ._lowp import round_to, store
 
 __all__ = [
     "AdamWeightDecayState",
@@ -138,15 +139,21 @@ def adam_weight_decay_step(
     amsgrad: bool,
     decay_rate: float,
     dtype: str = "float64",
+    fp32_math: bool = False,
+    key: int | None = None,
 ) -> tuple[Array, AdamWeightDecayState]:
     """One step of one parameter at optimizer step ``step`` (1-based); ``decay_rate`` 0 = no decay.
 
     ``grad`` is the already clipped gradient. ``dtype`` is the variable dtype: as in TF/Keras, the
-    hyperparameters are first cast to it and every op result is rounded to it (``q``).
+    hyperparameters are first cast to it and every op result is rounded to it (``q``). With ``fp32_math`` a
+    16-bit variable's step runs in float32 instead (hyperparameters cast to float32, ``q`` rounds to float32)
+    and the variable and its state are rounded to ``dtype`` once at the end, the variable stochastically when
+    a rounding ``key`` is given (:func:`~._lowp.store`).
     """
+    compute = "float32" if fp32_math and dtype in ("bfloat16", "float16") else dtype
 
     def q(x: Any) -> Any:
-        return round_to(x, dtype)
+        return round_to(x, compute)
 
     lr, beta_1, beta_2, epsilon, decay_rate = (float(q(x)) for x in (lr, beta_1, beta_2, epsilon, decay_rate))
     if decay_rate != 0.0:
@@ -162,7 +169,10 @@ def adam_weight_decay_step(
         assert max_exp_avg_sq is not None
         max_exp_avg_sq = np.maximum(max_exp_avg_sq, exp_avg_sq)
         denom_sq = max_exp_avg_sq
-    param = q(param - q(q(exp_avg * alpha) / q(q(np.sqrt(denom_sq)) + epsilon)))
+    param = store(q(param - q(q(exp_avg * alpha) / q(q(np.sqrt(denom_sq)) + epsilon))), dtype, key)
+    exp_avg, exp_avg_sq = round_to(exp_avg, dtype), round_to(exp_avg_sq, dtype)
+    if max_exp_avg_sq is not None:
+        max_exp_avg_sq = round_to(max_exp_avg_sq, dtype)
     return param, AdamWeightDecayState(step=step, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq, max_exp_avg_sq=max_exp_avg_sq)
 
 
@@ -184,8 +194,13 @@ def apply_step(
     clipvalue: float | None = None,
     global_clipnorm: float | None = None,
     dtype: str = "float64",
+    fp32_math: bool = False,
+    rounding_seed: int | None = None,
 ) -> tuple[dict[str, Array], dict[str, AdamWeightDecayState]]:
     """One ``apply_gradients`` call at Keras ``iterations == iteration`` with the lr read there.
+
+    ``rounding_seed`` (not None) turns on stochastic rounding of bfloat16 variables, keyed by each variable's
+    position in ``params`` and the step.
 
     Raises:
       ValueError: every gradient is missing (Keras: "No gradients provided for any variable.").
@@ -203,7 +218,9 @@ def apply_step(
     step = iteration + 1
     new_params = dict(params)
     new_states = {name: state._replace(step=step) for name, state in states.items()}
+    index = {name: i for i, name in enumerate(params)}
     for name, grad in zip(present, clipped):
+        key = None if rounding_seed is None else rounding_key(rounding_seed, index[name], step)
         decay = do_use_weight_decay(name, weight_decay_rate, include_in_weight_decay, exclude_from_weight_decay)
         new_params[name], new_states[name] = adam_weight_decay_step(
             params[name],
@@ -217,6 +234,8 @@ def apply_step(
             amsgrad=amsgrad,
             decay_rate=weight_decay_rate if decay else 0.0,
             dtype=dtype,
+            fp32_math=fp32_math,
+            key=key,
         )
     return new_params, new_states
 
@@ -267,6 +286,8 @@ def run(
             clipvalue=hp["clipvalue"],
             global_clipnorm=hp["global_clipnorm"],
             dtype=dtype,
+            fp32_math=bool(hp["fp32_math"]),
+            rounding_seed=int(hp["rounding_seed"]) if hp["stochastic_rounding"] else None,
         )
         params, states = new_params, new_states
         history.append(params_to_json(params))

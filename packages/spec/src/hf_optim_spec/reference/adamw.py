@@ -30,9 +30,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..rounding import rounding_key
 from ._case import case_dtype, case_inputs, fill_case, hyperparams, params_to_json
 from ._inputs import Array, to_json
-from ._lowp import round_to
+from ._lowp import round_to, store
 
 __all__ = ["AdamWState", "adamw_init", "adamw_step", "generate_case", "run", "run_case"]
 
@@ -62,15 +63,21 @@ def adamw_step(
     weight_decay: float,
     correct_bias: bool,
     dtype: str = "float64",
+    fp32_math: bool = False,
+    key: int | None = None,
 ) -> tuple[Array, AdamWState]:
     """One AdamW step of one parameter that has a gradient; returns the new parameter and state.
 
     ``dtype`` is the dtype of the parameter and its state: every tensor the torch code
     materialises (each in-place op) is rounded to it with ``q``; for float64 ``q`` is the identity.
+    With ``fp32_math`` a 16-bit parameter's step is computed in float32 instead (``q`` rounds to float32)
+    and the parameter and moments are rounded to ``dtype`` once at the end, the parameter stochastically
+    when a rounding ``key`` is given (:func:`~._lowp.store`).
     """
+    compute = "float32" if fp32_math and dtype in ("bfloat16", "float16") else dtype
 
     def q(x: Array) -> Array:
-        return round_to(x, dtype)
+        return round_to(x, compute)
 
     step = state.step + 1
     exp_avg = q(q(state.exp_avg * beta1) + (1.0 - beta1) * grad)
@@ -82,6 +89,7 @@ def adamw_step(
     param = q(param + (-step_size * exp_avg) / denom)
     if weight_decay > 0.0:
         param = q(param + (-lr * weight_decay) * param)
+    param, exp_avg, exp_avg_sq = store(param, dtype, key), round_to(exp_avg, dtype), round_to(exp_avg_sq, dtype)
     return param, AdamWState(step=step, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq)
 
 
@@ -98,11 +106,13 @@ def run(
     params = {name: round_to(value, dtype) for name, value in params0.items()}
     states: dict[str, AdamWState] = {}
     history: list[dict[str, Any]] = []
+    index = {name: i for i, name in enumerate(params)}
     for row in grads:
         for name, grad in row.items():
             if grad is None:
                 continue
             state = states.get(name) or adamw_init(params[name])
+            key = rounding_key(hp["rounding_seed"], index[name], state.step + 1) if hp["stochastic_rounding"] else None
             new_param, new_state = adamw_step(
                 params[name],
                 grad,
@@ -114,6 +124,8 @@ def run(
                 weight_decay=float(hp["weight_decay"]),
                 correct_bias=bool(hp["correct_bias"]),
                 dtype=dtype,
+                fp32_math=bool(hp["fp32_math"]),
+                key=key,
             )
             params[name], states[name] = new_param, new_state
         history.append(params_to_json(params))
