@@ -31,6 +31,8 @@ import functools
 import importlib
 import inspect
 import math
+import re
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -599,9 +601,24 @@ IMPLS: Mapping[str, Impl] = {
 
 @functools.cache
 def cached_lr_curve(framework: str, spec_id: str, index: int) -> LrCurve:
-    """The lr curve of ``hs.get(spec_id).cases[index]`` (computed once per session)."""
+    """The lr curve of ``hs.get(spec_id).cases[index]`` (computed once per session).
+
+    Building the schedule must warn exactly what the case's ``warns`` says (a UserWarning matching it), and
+    nothing when the case has no ``warns``.
+    """
     spec = hs.get(spec_id)
-    return IMPLS[framework].lr_curve(spec, spec.cases[index])
+    case = spec.cases[index]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        curve = IMPLS[framework].lr_curve(spec, case)
+    messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    expected = case.get("warns")
+    where = f"{framework} {spec_id} case {index} ({case['description']!r})"
+    if expected is None and messages:
+        raise AssertionError(f"{where}: building the schedule warned {messages}")
+    if expected is not None and not any(re.search(expected, m) for m in messages):
+        raise AssertionError(f"{where}: expected a UserWarning matching {expected!r}, got {messages}")
+    return curve
 
 
 @functools.cache

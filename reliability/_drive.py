@@ -266,7 +266,7 @@ def _torch_nested(ref: Mapping[str, Any]) -> Any:
 
 def _torch_optimizer(scn: Mapping[str, Any], named: Mapping[str, Any]) -> Any:
     spec = hs.get(scn["optimizer"])
-    hyper = plain(spec.cases[scn["opt_case"]].get("hyperparams", {}))
+    hyper = {**plain(spec.cases[scn["opt_case"]].get("hyperparams", {})), **scn.get("extra", {})}
     if scn.get("base_lr") is not None:  # the schedule case's optimizer lr (LambdaLR multiplies it)
         hyper[lr_param(spec).name] = scn["base_lr"]
     return _torch_factory(spec)(list(named.items()), **spell(spec, hyper, "torch", _torch_nested))
@@ -418,7 +418,7 @@ def _tf_nested(ref: Mapping[str, Any]) -> Any:
 
 def tf_optimizer(scn: Mapping[str, Any], learning_rate: Any = None, **extra: Any) -> Any:
     spec = hs.get(scn["optimizer"])
-    hyper = plain(spec.cases[scn["opt_case"]].get("hyperparams", {}))
+    hyper = {**plain(spec.cases[scn["opt_case"]].get("hyperparams", {})), **scn.get("extra", {})}
     kwargs = spell(spec, hyper, "tf", _tf_nested)
     if learning_rate is not None:
         kwargs["learning_rate"] = learning_rate

@@ -4,9 +4,11 @@
   ``hf_optim_tf._amp.apply_scaled_gradients``): steps with inf gradients are skipped and advance neither the
   optimizer state nor the schedule; the run equals, bit for bit, a plain run that only sees the applied steps
   (the scale is a power of two, so scaling and unscaling are exact).
-* bf16 parameters with fp32 math: the bf16 run equals, bit for bit, an emulation that computes the step in fp32
-  and rounds what is stored in bf16 (the parameter, and each state tensor the optimizer keeps in bf16) once per
-  step. Per-op bf16 arithmetic (each intermediate rounded) fails this.
+* bf16 parameters with fp32 math (``fp32_math=True`` where it is an option; Adafactor always): the bf16 run
+  equals, bit for bit, an emulation that computes the step in fp32 and rounds what is stored in bf16 (the
+  parameter, and each state tensor the optimizer keeps in bf16) once per step, to nearest or, with
+  ``stochastic_rounding=True``, with the spec's stochastic rounding (``hf_optim_spec.rounding``, the same bits in
+  every framework). Per-op bf16 arithmetic (each intermediate rounded) fails this.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import hf_optim_spec as hs
 import numpy as np
 import pytest
+from hf_optim_spec.rounding import round_stochastic, rounding_bits, rounding_key
 
 from reliability import _drive, _tasks
 from reliability.conftest import SEED
@@ -123,6 +126,24 @@ def test_scaler_step_with_a_disabled_scaler_always_steps() -> None:
 
 # --------------------------------------------------------------------------- bf16 params, fp32 math
 
+ROUNDING_SEED = 9
+ROUNDINGS = ("nearest", "stochastic")
+
+
+def _low_precision_options(spec: hs.Spec, rounding: str) -> dict[str, Any]:
+    """fp32 math where the optimizer makes it optional (its default keeps transformers' per-op rounding), plus
+    stochastic rounding of the parameters when asked."""
+    options: dict[str, Any] = {"fp32_math": True} if "fp32_math" in spec.parameters else {}
+    if rounding == "stochastic":
+        options.update(stochastic_rounding=True, rounding_seed=ROUNDING_SEED)
+    return options
+
+
+def _stochastic_bf16(values: np.ndarray, index: int, step: int) -> np.ndarray:
+    """float32 ``values`` stochastically rounded to bf16 as the spec defines it (returned as float32)."""
+    bits = rounding_bits(rounding_key(ROUNDING_SEED, index, step), np.arange(values.size, dtype=np.int64))
+    return round_stochastic(values.astype(np.float64), bits.reshape(values.shape)).astype(np.float32)
+
 
 def _bf16_round_torch(t: Any) -> Any:
     import torch
@@ -130,11 +151,14 @@ def _bf16_round_torch(t: Any) -> Any:
     return t.to(torch.bfloat16).to(torch.float32)
 
 
+@pytest.mark.parametrize("rounding", ROUNDINGS)
 @pytest.mark.parametrize("spec_id", OPTIMIZERS)
-def test_torch_bf16_params_are_updated_with_fp32_math(spec_id: str) -> None:
+def test_torch_bf16_params_are_updated_with_fp32_math(spec_id: str, rounding: str) -> None:
+    """bf16 run == float32 run whose parameter (and each state tensor kept in bf16) is rounded once per step."""
     import torch
 
-    scn = _scenario(hs.get(spec_id))
+    spec = hs.get(spec_id)
+    scn = {**_scenario(spec), "extra": _low_precision_options(spec, rounding)}
     low, emu = _drive.TorchRun(scn), _drive.TorchRun(scn)
     with torch.no_grad():
         for p, q in zip(low.named.values(), emu.named.values()):
@@ -147,8 +171,11 @@ def test_torch_bf16_params_are_updated_with_fp32_math(spec_id: str) -> None:
         low.optimizer.step()
         emu.optimizer.step()
         with torch.no_grad():  # store what the bf16 run stores in bf16, rounded once per step
-            for p, q in zip(low.named.values(), emu.named.values()):
-                q.copy_(_bf16_round_torch(q))
+            for index, (p, q) in enumerate(zip(low.named.values(), emu.named.values())):
+                if rounding == "nearest":
+                    q.copy_(_bf16_round_torch(q))
+                else:
+                    q.copy_(torch.from_numpy(_stochastic_bf16(q.numpy(), index, t + 1)))
                 for key, value in low.optimizer.state[p].items():
                     if isinstance(value, torch.Tensor) and value.dtype == torch.bfloat16:
                         emu.optimizer.state[q][key].copy_(_bf16_round_torch(emu.optimizer.state[q][key]))
@@ -162,12 +189,15 @@ def test_torch_bf16_params_are_updated_with_fp32_math(spec_id: str) -> None:
             assert torch.equal(p32, q32), f"{spec_id} step {t}: {name} differs from fp32 math by {diff}"
 
 
+@pytest.mark.parametrize("rounding", ROUNDINGS)
 @pytest.mark.parametrize("spec_id", OPTIMIZERS)
-def test_keras_bf16_variables_are_updated_with_fp32_math(spec_id: str) -> None:
+def test_keras_bf16_variables_are_updated_with_fp32_math(spec_id: str, rounding: str) -> None:
+    """The Keras twin of the torch test: a float32 run rounded once per step is what the bf16 run stores."""
     pytest.importorskip("keras")
     import tensorflow as tf
 
-    scn = _scenario(hs.get(spec_id))
+    spec = hs.get(spec_id)
+    scn = {**_scenario(spec), "extra": _low_precision_options(spec, rounding)}
     low = _drive.TfRun(scn, param_dtype="bfloat16", init_dtype="bfloat16")
     emu = _drive.TfRun(scn, param_dtype="float32", init_dtype="bfloat16")
     low.build_optimizer()
@@ -178,10 +208,15 @@ def test_keras_bf16_variables_are_updated_with_fp32_math(spec_id: str) -> None:
         low.optimizer.apply_gradients(zip([tf.constant(g, tf.bfloat16) for g in grads], low.model.params))
         rounded = [tf.cast(tf.cast(g, tf.bfloat16), tf.float32) for g in grads]
         emu.optimizer.apply_gradients(zip(rounded, emu.model.params))
+        for index, v in enumerate(emu.model.params):
+            if rounding == "nearest":
+                v.assign(tf.cast(tf.cast(v, tf.bfloat16), v.dtype))
+            else:
+                v.assign(_stochastic_bf16(v.numpy(), index, t + 1))
         params = {id(v) for v in emu.model.params}
-        for v in [*emu.model.params, *emu.optimizer.variables]:
+        for v in emu.optimizer.variables:
             twin = low_state.get(v.path.split("/", 1)[-1])
-            if id(v) in params or (twin is not None and twin.dtype == "bfloat16"):
+            if id(v) not in params and twin is not None and twin.dtype == "bfloat16":
                 v.assign(tf.cast(tf.cast(v, tf.bfloat16), v.dtype))
         for name, a, b in zip(scn["shapes"], low.model.params, emu.model.params):
             a32 = tf.cast(a, tf.float32).numpy()

@@ -5,7 +5,8 @@ Per-parameter rules produce Keras-style messages::
     Argument `num_cycles` must be > 0. Received: num_cycles=-1
 
 Cross-parameter rules (spec ``constraints``) carry their own message, which is transformers'
-verbatim text wherever transformers raises.
+verbatim text wherever transformers raises. A rule whose "error" is ``UserWarning`` accepts the input
+and warns its message, where transformers warns.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import dataclasses
 import difflib
 import math
 import numbers
+import sys
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -228,7 +231,22 @@ def _check_constraints(spec: Spec, resolved: Mapping[str, Any], base_lr: float |
         if evaluate_constant(constraint.when, env):
             fields = {**dict(resolved), "base_lr": base_lr}
             fields.update({k: v for k, v in env.items() if k.endswith(("_0", "_1"))})
-            raise _ERRORS[constraint.error](constraint.message.format_map(_Fields(fields)))
+            message = constraint.message.format_map(_Fields(fields))
+            if constraint.error == "UserWarning":  # accepted, as transformers accepts it, with its warning
+                warnings.warn(message, UserWarning, stacklevel=_caller_level())
+                continue
+            raise _ERRORS[constraint.error](message)
+
+
+_OWN_PACKAGES = frozenset({"hf_optim_spec", "hf_optim_torch", "hf_optim_tf"})
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside the hf-optim packages."""
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").partition(".")[0] in _OWN_PACKAGES:
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 class _Fields(dict):  # type: ignore[type-arg]

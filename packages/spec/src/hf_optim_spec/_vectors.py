@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,9 @@ def schedule_case_expected(spec_id: str, case: Mapping[str, Any]) -> list[float]
 def _regenerate_case(raw: Mapping[str, Any], case: dict[str, Any]) -> dict[str, Any]:
     kind = raw["kind"]
     if kind == "schedule":
-        case["expected"] = schedule_case_expected(raw["id"], case)
+        with warnings.catch_warnings():  # a case may hit a UserWarning rule on purpose ("warns"; tested elsewhere)
+            warnings.simplefilter("ignore", UserWarning)
+            case["expected"] = schedule_case_expected(raw["id"], case)
     else:
         from . import reference
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import enum
+import warnings
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -108,7 +109,9 @@ class SpecFactor:
         key = (self.spec_id, self.params, self.base_lr)
         entry = _BOUND.get(self)
         if entry is None or entry[0] != key:
-            entry = (copy.deepcopy(key), _bind(self.spec_id, self.params, self.base_lr))
+            with warnings.catch_warnings():  # the factory warned about these arguments when it built the schedule
+                warnings.simplefilter("ignore", UserWarning)
+                entry = (copy.deepcopy(key), _bind(self.spec_id, self.params, self.base_lr))
             _BOUND[self] = entry
         return entry[1]
 
