@@ -38,8 +38,14 @@ def _optimizer(base_lr: float | None, group_lrs: list[float] | tuple[float, ...]
 
 
 def _factor_scheduler(spec: hf_optim_spec.Spec, case: Any, optimizer: torch.optim.Optimizer) -> LambdaLR:
+    """The case's scheduler; a case that declares ``warns`` must warn it (once), the others nothing."""
     params = {k: materialize(v) for k, v in case["params"].items()}
-    return api(spec)(optimizer, **params)
+    if "warns" not in case:
+        return api(spec)(optimizer, **params)
+    with pytest.warns(UserWarning, match=case["warns"]) as caught:
+        scheduler = api(spec)(optimizer, **params)
+    assert len(caught) == 1, [str(w.message) for w in caught]
+    return scheduler
 
 
 def _expected_factors(spec: hf_optim_spec.Spec, case: Any) -> list[float]:

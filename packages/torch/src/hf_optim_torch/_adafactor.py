@@ -19,8 +19,12 @@ from ._common import (
     begin_step,
     dtype_scalar,
     fused_eligible,
+    note_advanced,
+    rounding_keys,
     scratch,
     spec_validate,
+    store,
+    store_all,
     use_foreach,
     use_fused,
 )
@@ -39,6 +43,8 @@ _HYPERPARAMS = (
     "relative_step",
     "warmup_init",
     "first_moment",
+    "stochastic_rounding",
+    "rounding_seed",
 )
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -61,6 +67,8 @@ class Adafactor(Optimizer):
         maximize: bool = False,
         foreach: bool | None = None,
         fused: bool | None = None,
+        stochastic_rounding: bool = False,
+        rounding_seed: int = 0,
         **kwargs: Any,
     ) -> None:
         hp = spec_validate(
@@ -77,6 +85,8 @@ class Adafactor(Optimizer):
                 "relative_step": relative_step,
                 "warmup_init": warmup_init,
                 "first_moment": first_moment,
+                "stochastic_rounding": stochastic_rounding,
+                "rounding_seed": rounding_seed,
             },
         )
         defaults: dict[str, Any] = {name: hp[name] for name in _HYPERPARAMS}
@@ -96,6 +106,8 @@ class Adafactor(Optimizer):
             group.setdefault("maximize", False)
             group.setdefault("foreach", None)
             group.setdefault("fused", None)
+            group.setdefault("stochastic_rounding", False)
+            group.setdefault("rounding_seed", 0)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         overrides = {k: v for k, v in param_group.items() if k in _HYPERPARAMS}
@@ -210,6 +222,7 @@ class Adafactor(Optimizer):
             closure (`Callable`, *optional*): A closure that reevaluates the model and returns the loss.
         """
         loss = begin_step(self, closure, "Adafactor does not support sparse gradients.")
+        offset = 0  # position of the group's first parameter among all parameters (stochastic rounding keys)
         for group in self.param_groups:
             params: list[Tensor] = []
             grads: list[Tensor] = []
@@ -220,8 +233,13 @@ class Adafactor(Optimizer):
             col_vars: list[Tensor | None] = []
             full_vars: list[Tensor | None] = []
             self._init_group(group, params, grads, state_steps, rms_values, exp_avgs, row_vars, col_vars, full_vars)
+            first, offset = offset, offset + len(group["params"])
             if not params:
                 continue
+            keys = None
+            if group["stochastic_rounding"]:
+                indices = [first + j for j, p in enumerate(group["params"]) if p.grad is not None]
+                keys = rounding_keys(group["rounding_seed"], params, indices, state_steps)
             adafactor(
                 params,
                 grads,
@@ -244,7 +262,10 @@ class Adafactor(Optimizer):
                 warmup_init=group["warmup_init"],
                 first_moment=group["first_moment"],
                 maximize=group["maximize"],
+                rounding_keys=keys,
             )
+            if keys is not None:
+                note_advanced([s for s, key in zip(state_steps, keys) if key is not None])
         return loss
 
 
@@ -314,6 +335,11 @@ Adafactor.__doc__ = rf"""Adafactor with the numerics of ``transformers.Adafactor
         {_docs.MAXIMIZE}
         {_docs.FOREACH}
         {FUSED_DOC}
+        {_docs.STOCHASTIC_ROUNDING}
+            Adafactor always computes a 16-bit parameter's step in float32 (there is no ``fp32_math``
+            argument), so this only changes how that float32 result is stored. The step in the rounding key is
+            the parameter's own ``step`` after the update (1 at the first update).
+        {_docs.ROUNDING_SEED}
 
     Differences from transformers:
         ``lr=None`` with ``relative_step=False`` is rejected at construction (transformers fails at the first
@@ -322,7 +348,8 @@ Adafactor.__doc__ = rf"""Adafactor with the numerics of ``transformers.Adafactor
 
     Raises:
         ValueError: "Cannot combine manual `lr` and `relative_step=True` options", "`warmup_init=True`
-            requires `relative_step=True`", out-of-range values (spec ``adafactor``).
+            requires `relative_step=True`", out-of-range values (spec ``adafactor``); at ``step``, a float16
+            parameter with a gradient in a group with ``stochastic_rounding=True``.
 
     Example:
         >>> model = torch.nn.Linear(4, 2)
@@ -355,8 +382,12 @@ def adafactor(
     warmup_init: bool,
     first_moment: str = "lr_scaled",
     maximize: bool = False,
+    rounding_keys: list[int | None] | None = None,
 ) -> None:
     """Functional Adafactor (transformers numerics): updates ``params`` and the state lists in place.
+
+    ``rounding_keys[i]`` (optional) stores bfloat16 parameter ``i`` with stochastic rounding of its float32
+    result, keyed by :func:`hf_optim_spec.rounding.rounding_key`; None entries round to nearest.
 
     ``grads`` are already in the compute dtype (float32 for low-precision parameters). For a parameter of rank
     >= 2, ``row_vars``/``col_vars`` hold its factored statistics and ``full_vars`` None; otherwise the reverse.
@@ -379,12 +410,14 @@ def adafactor(
     }
     lists = [params, grads, state_steps, rms_values, exp_avgs, row_vars, col_vars, full_vars]
     if use_fused(fused, foreach, lr):
-        rest = _fused_adafactor(*lists, strict=bool(fused), **hyper)  # type: ignore[arg-type]
+        rest = _fused_adafactor(*lists, strict=bool(fused), rounding_keys=rounding_keys, **hyper)  # type: ignore[arg-type]
         if not rest:
             return
         lists = [[lst[i] for i in rest] for lst in lists]
+        if rounding_keys is not None:
+            rounding_keys = [rounding_keys[i] for i in rest]
     func = _multi_tensor_adafactor if use_foreach(foreach, lists[0]) else _single_tensor_adafactor  # type: ignore[arg-type]
-    func(*lists, **hyper)  # type: ignore[arg-type]
+    func(*lists, rounding_keys=rounding_keys, **hyper)  # type: ignore[arg-type]
 
 
 def _adafactor_lr(
@@ -452,6 +485,7 @@ def _single_tensor_adafactor(
     warmup_init: bool,
     first_moment: str,
     maximize: bool,
+    rounding_keys: list[int | None] | None = None,
 ) -> None:
     for i, param in enumerate(params):
         grad = -grads[i] if maximize else grads[i]
@@ -492,7 +526,7 @@ def _single_tensor_adafactor(
             p32.add_(p32 * (-weight_decay * lr_t))
         p32.sub_(update)
         if low_precision:
-            param.copy_(p32)
+            store(param, p32, None if rounding_keys is None else rounding_keys[i])
 
 
 def _multi_tensor_adafactor(
@@ -516,6 +550,7 @@ def _multi_tensor_adafactor(
     warmup_init: bool,
     first_moment: str,
     maximize: bool,
+    rounding_keys: list[int | None] | None = None,
 ) -> None:
     by_device_and_dtype: dict[tuple[torch.device, torch.dtype], list[int]] = {}
     for i, g in enumerate(grads):
@@ -590,7 +625,8 @@ def _multi_tensor_adafactor(
         torch._foreach_sub_(p32s, updates)
         low_k = [k for k, is_low in enumerate(low) if is_low]
         if low_k:
-            torch._foreach_copy_([d_params[k] for k in low_k], [p32s[k] for k in low_k])
+            keys = None if rounding_keys is None else [rounding_keys[indices[k]] for k in low_k]
+            store_all([d_params[k] for k in low_k], [p32s[k] for k in low_k], keys)
 
 
 def _fused_adafactor_tensor(
@@ -611,6 +647,7 @@ def _fused_adafactor_tensor(
     weight_decay: float,
     scale_parameter: bool,
     unscaled: bool,
+    rounding_key: int | None = None,
 ) -> None:
     """One parameter of the fused path, in row blocks that stay in cache (see :class:`Adafactor`).
 
@@ -715,7 +752,7 @@ def _fused_adafactor_tensor(
         else:
             p.sub_(m)
     if low_precision:
-        param.copy_(p32)
+        store(param, p32, rounding_key)
 
 
 #: elements per row block of the fused Adafactor path on CPU (2 MiB of float32: a block of p, g and the buffer
@@ -754,6 +791,7 @@ def _fused_adafactor(
     warmup_init: bool,
     first_moment: str,
     maximize: bool,
+    rounding_keys: list[int | None] | None = None,
 ) -> list[int]:
     """The fused path (see :class:`Adafactor`): a few in-place passes per tensor, one temporary (the update).
 
@@ -802,6 +840,7 @@ def _fused_adafactor(
             weight_decay=weight_decay,
             scale_parameter=scale_parameter,
             unscaled=first_moment == "unscaled",
+            rounding_key=None if rounding_keys is None else rounding_keys[i],
         )
     return rest
 

@@ -20,8 +20,10 @@ from ._common import (
     dtype_scalar,
     fused_eligible,
     host_steps,
+    rounding_keys,
     saturated_step,
     spec_validate,
+    step_in_float32,
     use_foreach,
     use_fused,
 )
@@ -39,6 +41,9 @@ _GROUP_KEYS = {
     "weight_decay_rate": "weight_decay_rate",
     "include_in_weight_decay": "include_in_weight_decay",
     "exclude_from_weight_decay": "exclude_from_weight_decay",
+    "fp32_math": "fp32_math",
+    "stochastic_rounding": "stochastic_rounding",
+    "rounding_seed": "rounding_seed",
 }
 _CLIP_KEYS = ("clipnorm", "clipvalue", "global_clipnorm")
 
@@ -79,6 +84,9 @@ class AdamWeightDecay(Optimizer):
         global_clipnorm: float | None = None,
         foreach: bool | None = None,
         fused: bool | None = None,
+        fp32_math: bool = False,
+        stochastic_rounding: bool = False,
+        rounding_seed: int = 0,
         **kwargs: Any,
     ) -> None:
         hp = spec_validate(
@@ -96,6 +104,9 @@ class AdamWeightDecay(Optimizer):
                 "clipnorm": clipnorm,
                 "clipvalue": clipvalue,
                 "global_clipnorm": global_clipnorm,
+                "fp32_math": fp32_math,
+                "stochastic_rounding": stochastic_rounding,
+                "rounding_seed": rounding_seed,
             },
         )
         defaults: dict[str, Any] = {key: hp[name] for key, name in _GROUP_KEYS.items()}
@@ -116,6 +127,9 @@ class AdamWeightDecay(Optimizer):
         for group in self.param_groups:
             group.setdefault("foreach", None)
             group.setdefault("fused", None)
+            group.setdefault("fp32_math", False)
+            group.setdefault("stochastic_rounding", False)
+            group.setdefault("rounding_seed", 0)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         if "names" in param_group and "param_names" not in param_group:
@@ -198,11 +212,13 @@ class AdamWeightDecay(Optimizer):
             max_exp_avg_sqs: list[Tensor] = []
             state_steps: list[Tensor] = []
             decay: list[bool] = []
+            indices: list[int] = []  # positions among all parameters (stochastic rounding keys)
             for p, flag in zip(group["params"], flags):
                 state = self._init_state(p, group["amsgrad"])  # Keras builds every variable
                 all_steps.append(state["step"])
                 if p.grad is None:
                     continue
+                indices.append(len(all_steps) - 1)
                 params.append(p)
                 grads.append(clipped_by_param[id(p)])
                 exp_avgs.append(state["exp_avg"])
@@ -211,24 +227,26 @@ class AdamWeightDecay(Optimizer):
                     max_exp_avg_sqs.append(state["max_exp_avg_sq"])
                 state_steps.append(state["step"])
                 decay.append(flag)
-            if params:
-                adam_weight_decay(
-                    params,
-                    grads,
-                    exp_avgs,
-                    exp_avg_sqs,
-                    max_exp_avg_sqs,
-                    state_steps,
-                    decay,
-                    foreach=group["foreach"],
-                    fused=group["fused"],
-                    lr=group["lr"],
-                    beta_1=group["beta_1"],
-                    beta_2=group["beta_2"],
-                    epsilon=group["epsilon"],
-                    amsgrad=group["amsgrad"],
-                    weight_decay_rate=group["weight_decay_rate"],
-                )
+            if not params:
+                continue
+            hyper: dict[str, Any] = {
+                "foreach": group["foreach"],
+                "fused": group["fused"],
+                "lr": group["lr"],
+                "beta_1": group["beta_1"],
+                "beta_2": group["beta_2"],
+                "epsilon": group["epsilon"],
+                "amsgrad": group["amsgrad"],
+                "weight_decay_rate": group["weight_decay_rate"],
+            }
+            states = [exp_avgs, exp_avg_sqs, max_exp_avg_sqs]
+            if not group["fp32_math"]:
+                adam_weight_decay(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, decay, **hyper)
+                continue
+            keys = None
+            if group["stochastic_rounding"]:  # keyed by the optimizer-wide step t of this update
+                keys = rounding_keys(group["rounding_seed"], params, indices, state_steps)
+            step_in_float32(adam_weight_decay, params, grads, states, [state_steps, decay], keys, **hyper)
         # The step count is optimizer-wide (Keras ``iterations``): it advances for every parameter, with or
         # without a gradient; the update above used ``step + 1``.
         advance_steps(all_steps)
@@ -253,7 +271,12 @@ AdamWeightDecay.__doc__ = rf"""Adam with decoupled weight decay, with the numeri
             &\theta \leftarrow \theta - (m\,\alpha_t) / (\sqrt{{v \text{{ or }} \hat v}} + \epsilon)
         \end{{aligned}}
 
-    As in TF, the hyperparameters are cast to the parameter dtype and every op runs in it.
+    As in TF, the hyperparameters are cast to the parameter dtype and every op runs in it, unless
+    ``fp32_math=True`` (an extension): then a bfloat16/float16 parameter is stepped as a float32 one
+    (hyperparameters cast to float32; float32 copies of the parameter, its clipped gradient and its moments go
+    through the paths below) and the parameter and its moments are rounded back to its dtype once per step.
+    Clipping is unchanged: it runs on the gradients as given. ``stochastic_rounding=True`` (which needs
+    ``fp32_math=True``) then stores a bfloat16 parameter with stochastic rounding of that float32 result.
 
     The fused path (the default for float32 parameters on CPU and CUDA) runs torch's fused AdamW kernel
     (``torch._fused_adamw_``, one pass per tensor), which computes
@@ -283,12 +306,21 @@ AdamWeightDecay.__doc__ = rf"""Adam with decoupled weight decay, with the numeri
             The clip settings are optimizer-wide (read from the constructor arguments).
         {_docs.FOREACH}
         {FUSED_DOC}
+        {_docs.FP32_MATH}
+            Here the hyperparameters are cast to float32 too (not to the parameter dtype, as TF does); with
+            bfloat16 that keeps ``beta_2=0.999`` from rounding to 1.
+        {_docs.STOCHASTIC_ROUNDING}
+            It needs ``fp32_math=True``: the parameter is rounded from the float32 result of the step. The step in
+            the rounding key is the optimizer-wide step of the update (Keras ``iterations + 1``).
+        {_docs.ROUNDING_SEED}
 
     State (per parameter): ``step`` (optimizer-wide count), ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``
     (amsgrad only).
 
     Raises:
-        ValueError, TypeError: invalid arguments (spec ``adam_weight_decay``), e.g. two clipping options.
+        ValueError, TypeError: invalid arguments (spec ``adam_weight_decay``), e.g. two clipping options, or
+            ``stochastic_rounding=True`` without ``fp32_math=True``. ValueError at ``step``: a float16 parameter
+            with a gradient in a group with ``stochastic_rounding=True``.
 
     Example:
         >>> model = torch.nn.Linear(4, 2)

@@ -17,8 +17,11 @@ from ._common import (
     as_step_tensor,
     begin_step,
     fused_eligible,
+    note_advanced,
+    rounding_keys,
     saturated_step,
     spec_validate,
+    step_in_float32,
     use_foreach,
     use_fused,
 )
@@ -26,7 +29,16 @@ from ._common import (
 __all__ = ["AdamW", "adamw"]
 
 _SPEC_ID = "adamw"
-_HYPERPARAMS = ("lr", "betas", "eps", "weight_decay", "correct_bias")
+_HYPERPARAMS = (
+    "lr",
+    "betas",
+    "eps",
+    "weight_decay",
+    "correct_bias",
+    "fp32_math",
+    "stochastic_rounding",
+    "rounding_seed",
+)
 
 
 class AdamW(Optimizer):
@@ -43,6 +55,9 @@ class AdamW(Optimizer):
         maximize: bool = False,
         foreach: bool | None = None,
         fused: bool | None = None,
+        fp32_math: bool = False,
+        stochastic_rounding: bool = False,
+        rounding_seed: int = 0,
         **kwargs: Any,
     ) -> None:
         hp = spec_validate(
@@ -55,6 +70,9 @@ class AdamW(Optimizer):
                 "weight_decay": weight_decay,
                 "correct_bias": correct_bias,
                 "no_deprecation_warning": no_deprecation_warning,
+                "fp32_math": fp32_math,
+                "stochastic_rounding": stochastic_rounding,
+                "rounding_seed": rounding_seed,
             },
         )
         defaults: dict[str, Any] = {
@@ -66,6 +84,9 @@ class AdamW(Optimizer):
             "maximize": maximize,
             "foreach": foreach,
             "fused": fused,
+            "fp32_math": hp["fp32_math"],
+            "stochastic_rounding": hp["stochastic_rounding"],
+            "rounding_seed": hp["rounding_seed"],
         }
         use_fused(fused, foreach)  # rejects foreach=True with fused=True
         super().__init__(params, defaults)
@@ -77,6 +98,9 @@ class AdamW(Optimizer):
             group.setdefault("maximize", False)
             group.setdefault("foreach", None)
             group.setdefault("fused", None)
+            group.setdefault("fp32_math", False)
+            group.setdefault("stochastic_rounding", False)
+            group.setdefault("rounding_seed", 0)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         overrides = {k: v for k, v in param_group.items() if k in _HYPERPARAMS}
@@ -120,6 +144,7 @@ class AdamW(Optimizer):
             closure (`Callable`, *optional*): A closure that reevaluates the model and returns the loss.
         """
         loss = begin_step(self, closure, "Adam does not support sparse gradients, please consider SparseAdam instead")
+        offset = 0  # position of the group's first parameter among all parameters (stochastic rounding keys)
         for group in self.param_groups:
             params: list[Tensor] = []
             grads: list[Tensor] = []
@@ -127,25 +152,31 @@ class AdamW(Optimizer):
             exp_avg_sqs: list[Tensor] = []
             state_steps: list[Tensor] = []
             self._init_group(group, params, grads, exp_avgs, exp_avg_sqs, state_steps)
+            first, offset = offset, offset + len(group["params"])
             if not params:
                 continue
             beta1, beta2 = group["betas"]
-            adamw(
-                params,
-                grads,
-                exp_avgs,
-                exp_avg_sqs,
-                state_steps,
-                foreach=group["foreach"],
-                fused=group["fused"],
-                lr=group["lr"],
-                beta1=beta1,
-                beta2=beta2,
-                eps=group["eps"],
-                weight_decay=group["weight_decay"],
-                correct_bias=group["correct_bias"],
-                maximize=group["maximize"],
-            )
+            hyper: dict[str, Any] = {
+                "foreach": group["foreach"],
+                "fused": group["fused"],
+                "lr": group["lr"],
+                "beta1": beta1,
+                "beta2": beta2,
+                "eps": group["eps"],
+                "weight_decay": group["weight_decay"],
+                "correct_bias": group["correct_bias"],
+                "maximize": group["maximize"],
+            }
+            if not group["fp32_math"]:
+                adamw(params, grads, exp_avgs, exp_avg_sqs, state_steps, **hyper)
+                continue
+            keys = None
+            if group["stochastic_rounding"]:
+                indices = [first + j for j, p in enumerate(group["params"]) if p.grad is not None]
+                keys = rounding_keys(group["rounding_seed"], params, indices, state_steps)
+            step_in_float32(adamw, params, grads, [exp_avgs, exp_avg_sqs], [state_steps], keys, **hyper)
+            if keys is not None:
+                note_advanced([s for s, key in zip(state_steps, keys) if key is not None])
         return loss
 
 
@@ -183,6 +214,12 @@ AdamW.__doc__ = rf"""Adam with decoupled weight decay, with the numerics of ``tr
     the reference within the spec float32 tolerance, not bit for bit. The state (``step``, ``exp_avg``,
     ``exp_avg_sq``) is the same on every path.
 
+    Mixed precision (extensions, off by default): with ``fp32_math=True`` a bfloat16/float16 parameter is stepped
+    as a float32 one (float32 copies of it, its gradient and its moments go through the path above; the
+    parameter and the moments are rounded back to its dtype once per step), and ``stochastic_rounding=True``
+    (which needs ``fp32_math=True``) stores a bfloat16 parameter with stochastic rounding of that float32
+    result. The float64 reference (``fp32_math``, ``key``) defines both.
+
     Args:
         {_docs.PARAMS}
         lr (`float` or `torch.Tensor`, *optional*, defaults to 1e-3):
@@ -202,13 +239,20 @@ AdamW.__doc__ = rf"""Adam with decoupled weight decay, with the numerics of ``tr
         {_docs.MAXIMIZE}
         {_docs.FOREACH}
         {FUSED_DOC}
+        {_docs.FP32_MATH}
+        {_docs.STOCHASTIC_ROUNDING}
+            It needs ``fp32_math=True``: the parameter is rounded from the float32 result of the step. The step in
+            the rounding key is the parameter's own ``step`` after the update (1 at the first update).
+        {_docs.ROUNDING_SEED}
 
     State (per parameter):
         ``step`` (0-dim float32 tensor on the parameter's device; a transformers checkpoint's Python int step
         loads too), ``exp_avg``, ``exp_avg_sq`` (like the parameter).
 
     Raises:
-        ValueError: a hyperparameter is out of range (messages from the spec ``adamw``).
+        ValueError: a hyperparameter is out of range (messages from the spec ``adamw``), or
+            ``stochastic_rounding=True`` without ``fp32_math=True``; at ``step``, a float16 parameter with a
+            gradient in a group with ``stochastic_rounding=True``.
         TypeError: a hyperparameter has the wrong type.
 
     References:

@@ -1,18 +1,20 @@
-"""Helpers shared by the optimizer shells: spec validation, step counters, code-path choice."""
+"""Helpers shared by the optimizer shells: spec validation, step counters, code-path choice, 16-bit storage."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import hf_optim_spec
 import numpy as np
 import torch
+from hf_optim_spec.rounding import rounding_bits, rounding_key
 from torch.utils.weak import WeakIdKeyDictionary
 
 __all__ = [
     "FUSED_DOC",
+    "LOW_PRECISION",
     "SPARSE_LAYOUTS",
     "advance_steps",
     "as_step_tensor",
@@ -20,10 +22,16 @@ __all__ = [
     "dtype_scalar",
     "fused_eligible",
     "host_steps",
+    "note_advanced",
     "plain_number",
+    "round_stochastic",
+    "rounding_keys",
     "saturated_step",
     "scratch",
     "spec_validate",
+    "step_in_float32",
+    "store",
+    "store_all",
     "use_foreach",
     "use_fused",
 ]
@@ -35,20 +43,35 @@ STEP_DTYPE = torch.float32
 SPARSE_LAYOUTS = frozenset({torch.sparse_coo, torch.sparse_csr, torch.sparse_csc, torch.sparse_bsr, torch.sparse_bsc})
 
 
-def begin_step(optimizer: torch.optim.Optimizer, closure: Any, sparse_error: str) -> Any:
-    """The start of every ``step``: run the closure with gradients enabled, then reject sparse gradients.
+#: the 16-bit floating dtypes: stored in their own dtype, computed in float32 where an optimizer says so
+LOW_PRECISION = (torch.bfloat16, torch.float16)
 
-    Every gradient of every group is checked before any state or parameter changes, so a rejected step
-    changes nothing. Returns the closure's loss (None without a closure).
+
+def begin_step(optimizer: torch.optim.Optimizer, closure: Any, sparse_error: str) -> Any:
+    """The start of every ``step``: run the closure with gradients enabled, then reject what cannot be stepped.
+
+    Sparse gradients are rejected (``RuntimeError(sparse_error)``), and so is a float16 parameter with a gradient
+    in a group with ``stochastic_rounding`` (``ValueError``: only bfloat16 storage has stochastic rounding). Every
+    parameter of every group is checked before any state or parameter changes, so a rejected step changes
+    nothing. Returns the closure's loss (None without a closure).
     """
     loss = None
     if closure is not None:
         with torch.enable_grad():
             loss = closure()
+    index = 0
     for group in optimizer.param_groups:
+        rounding = group.get("stochastic_rounding", False)
         for p in group["params"]:
-            if p.grad is not None and p.grad.layout in SPARSE_LAYOUTS:
-                raise RuntimeError(sparse_error)
+            if p.grad is not None:
+                if p.grad.layout in SPARSE_LAYOUTS:
+                    raise RuntimeError(sparse_error)
+                if rounding and p.dtype == torch.float16:
+                    raise ValueError(
+                        "`stochastic_rounding=True` supports bfloat16 parameters; got a float16 parameter "
+                        f"(index {index})"
+                    )
+            index += 1
     return loss
 
 
@@ -144,18 +167,39 @@ def host_steps(steps: list[torch.Tensor]) -> list[float]:
     return out
 
 
+def _plus_one(value: float) -> float:
+    return float(np.float32(value + 1.0))  # the rounding of the float32 counter
+
+
 def advance_steps(steps: list[torch.Tensor]) -> list[float]:
     """``step += 1`` on every tensor (one foreach op); returns the new values without reading them back."""
     before = host_steps(steps)
     torch._foreach_add_(steps, 1)
     after = []
     for step, value in zip(steps, before):
-        new = float(np.float32(value + 1.0))  # the rounding of the float32 counter
+        new = float(np.float32(value + 1.0))  # the rounding of the float32 counter (inline: compiled steps trace it)
         version = _version(step)
         if version is not None:
             _HOST_STEPS[step] = (version, new)
         after.append(new)
     return after
+
+
+def note_advanced(steps: list[torch.Tensor]) -> None:
+    """Record in the host mirror that a code path did ``step += 1`` (one in-place op) on every tensor.
+
+    A tensor whose mirror is already current (the path used :func:`advance_steps`) is left alone; one that
+    changed by more than one in-place op loses its mirror and is read once at its next use.
+    """
+    for step in steps:
+        version = _version(step)
+        cached = _HOST_STEPS.get(step)
+        if version is None or cached is None or cached[0] == version:
+            continue
+        if cached[0] is not None and version == cached[0] + 1:
+            _HOST_STEPS[step] = (version, _plus_one(cached[1]))
+        else:
+            del _HOST_STEPS[step]
 
 
 def saturated_step(device: torch.device) -> torch.Tensor:
@@ -229,3 +273,96 @@ def scratch(numel: int, device: torch.device) -> torch.Tensor:
         if numel <= _SCRATCH_KEEP:
             buffers[device] = buffer
     return buffer
+
+
+# --------------------------------------------------------------------------- 16-bit storage
+
+
+def round_stochastic(x: torch.Tensor, key: int) -> torch.Tensor:
+    """Float32 values stochastically rounded to bfloat16 values (returned as float32, same shape).
+
+    The torch form of :func:`hf_optim_spec.rounding.round_stochastic`: the 16 random bits of every element (at
+    its row-major position, :func:`hf_optim_spec.rounding.rounding_bits` of ``key``) are added below the
+    bfloat16 significand of the float32 bit pattern, which is then truncated; NaN stays NaN. The result is
+    exactly representable in bfloat16.
+    """
+    if x.dtype != torch.float32:
+        raise TypeError(f"round_stochastic expects float32 values; got {x.dtype}")
+    flat = x.reshape(-1)
+    positions = torch.arange(flat.numel(), dtype=torch.int64, device=flat.device)
+    bits = rounding_bits(key, positions).to(torch.int32)
+    # int32 arithmetic wraps like the reference's uint32; only NaN bit patterns can carry past the sign bit
+    rounded = flat.view(torch.int32).add(bits).bitwise_and_(-65536).view(torch.float32)
+    return torch.where(torch.isnan(flat), flat, rounded).view(x.shape)
+
+
+def store(dst: torch.Tensor, src: torch.Tensor, key: int | None) -> None:
+    """``dst.copy_(src)``: to nearest, or stochastically with ``key`` when ``dst`` is bfloat16 (``src`` float32)."""
+    if key is not None and dst.dtype == torch.bfloat16:
+        src = round_stochastic(src, key)
+    dst.copy_(src)
+
+
+def store_all(dsts: list[torch.Tensor], srcs: list[torch.Tensor], keys: Sequence[int | None] | None) -> None:
+    """:func:`store` for lists: one foreach copy for the ones rounded to nearest, ``keys[k]`` for the others."""
+    if keys is None or all(key is None for key in keys):
+        torch._foreach_copy_(dsts, srcs)
+        return
+    nearest = [k for k, key in enumerate(keys) if key is None]
+    if nearest:
+        torch._foreach_copy_([dsts[k] for k in nearest], [srcs[k] for k in nearest])
+    for dst, src, key in zip(dsts, srcs, keys):
+        if key is not None:
+            store(dst, src, key)
+
+
+def rounding_keys(
+    seed: int, params: Sequence[torch.Tensor], indices: Sequence[int], steps: Sequence[torch.Tensor]
+) -> list[int | None]:
+    """The stochastic-rounding key of every bfloat16 parameter for the coming update, None for the others.
+
+    ``indices`` are the parameters' positions among all parameters of the optimizer; ``steps`` their step
+    tensors before the update, which uses ``step + 1`` (read from the host mirror: no device synchronisation).
+    """
+    keys: list[int | None] = [None] * len(params)
+    wanted = [k for k, p in enumerate(params) if p.dtype == torch.bfloat16]
+    for k, value in zip(wanted, host_steps([steps[k] for k in wanted])):
+        keys[k] = rounding_key(int(seed), int(indices[k]), int(_plus_one(value)))
+    return keys
+
+
+def step_in_float32(
+    fn: Callable[..., None],
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    states: Sequence[list[torch.Tensor]],
+    rest: Sequence[Any],
+    keys: Sequence[int | None] | None,
+    **kwargs: Any,
+) -> None:
+    """``fn(params, grads, *states, *rest, **kwargs)`` with every 16-bit parameter stepped as a float32 one.
+
+    The 16-bit parameters, their gradients and their ``states`` (lists aligned with ``params``, or empty) are
+    upcast to float32 copies, ``fn`` (a functional optimizer) updates the copies exactly as it updates float32
+    parameters, and the results are stored back once: the parameter with :func:`store` (stochastically where
+    ``keys[i]`` is set), the state to nearest. ``rest`` (step counters, flags) is passed as is; other
+    parameters are passed as they are.
+    """
+    low = [i for i, p in enumerate(params) if p.dtype in LOW_PRECISION]
+    if not low:
+        fn(params, grads, *states, *rest, **kwargs)
+        return
+
+    def upcast(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        out = list(tensors)
+        for i in low:
+            out[i] = tensors[i].float()
+        return out
+
+    params32 = upcast(params)
+    states32 = [upcast(state) if state else state for state in states]
+    fn(params32, upcast(grads), *states32, *rest, **kwargs)
+    store_all([params[i] for i in low], [params32[i] for i in low], None if keys is None else [keys[i] for i in low])
+    for state, state32 in zip(states, states32):
+        if state:
+            torch._foreach_copy_([state[i] for i in low], [state32[i] for i in low])
