@@ -85,6 +85,14 @@ def _reference(spec: hs.Spec, raw_params: Mapping[str, Any], base_lr: float | No
 
 @pytest.mark.parametrize(("spec", "case"), _cases("schedule", stateful=False))
 def test_schedule_case(spec: hs.Spec, case: Mapping[str, Any]) -> None:
+    if "warns" not in case:
+        _check_schedule_case(spec, case)
+        return
+    with pytest.warns(UserWarning, match=case["warns"]):  # a spec UserWarning rule: building must warn it
+        _check_schedule_case(spec, case)
+
+
+def _check_schedule_case(spec: hs.Spec, case: Mapping[str, Any]) -> None:
     params = {k: _materialize(v) for k, v in case["params"].items()}
     base_lr = case.get("base_lr", 0.1) if spec.output == "factor" else None
     steps = list(case["steps"])

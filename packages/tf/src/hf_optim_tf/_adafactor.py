@@ -8,7 +8,18 @@ from typing import Any
 import keras
 from keras import ops
 
-from ._common import ReplicaSafeBuild, compute_dtype, pop_legacy_kwargs, slot_name, split_kwargs, validate_optimizer
+from ._common import (
+    ROUNDING_DOC,
+    ReplicaSafeBuild,
+    check_stochastic_rounding,
+    compute_dtype,
+    parameter_rounding_key,
+    pop_legacy_kwargs,
+    slot_name,
+    split_kwargs,
+    store_parameter,
+    validate_optimizer,
+)
 from ._common import numpy_value as _numpy
 
 __all__ = ["Adafactor"]
@@ -45,7 +56,10 @@ class Adafactor(ReplicaSafeBuild, keras.optimizers.Optimizer):
 
     16-bit variables (float16, bfloat16) are updated in float32 and the state is kept in
     float32 (torch upcasts the gradient and the parameter and keeps the state like the
-    upcast gradient); the result is rounded back to the variable dtype once per step.
+    upcast gradient); the result is rounded back to the variable dtype once per step, to nearest
+    or, for bfloat16 with ``stochastic_rounding=True``, stochastically (keyed by the variable's
+    index in the built variable list and its own ``step`` after the increment). There is no
+    ``fp32_math`` argument: Adafactor always computes 16-bit variables in float32.
 
     Args:
         learning_rate: external learning rate (torch: ``lr``); must be None when
@@ -63,12 +77,19 @@ class Adafactor(ReplicaSafeBuild, keras.optimizers.Optimizer):
         first_moment: ``"lr_scaled"`` (transformers: the first moment averages the lr-scaled
             update) or ``"unscaled"`` (extension: it averages the clipped update and the average
             is scaled by the current lr). Defaults to ``"lr_scaled"``.
+        {{rounding_args}}
         name: optimizer name. Defaults to ``"Adafactor"``.
         **kwargs: Keras base-optimizer arguments.
 
     Differences from transformers:
-        None in the numerics. With ``learning_rate=None`` the Keras ``learning_rate`` attribute
-        holds 0.0 (it is not used); ``get_config`` reports None.
+        None in the numerics with the defaults. With ``learning_rate=None`` the Keras
+        ``learning_rate`` attribute holds 0.0 (it is not used); ``get_config`` reports None.
+        ``stochastic_rounding`` and ``rounding_seed`` are extensions.
+
+    Raises:
+        TypeError, ValueError: the spec's uniform errors for bad hyperparameters.
+        ValueError: in ``build`` (so on the first ``apply``), a float16 variable with
+            ``stochastic_rounding=True``.
 
     References:
         Shazeer & Stern, Adafactor: Adaptive Learning Rates with Sublinear Memory Cost,
@@ -76,6 +97,7 @@ class Adafactor(ReplicaSafeBuild, keras.optimizers.Optimizer):
 
     Example:
         >>> opt = Adafactor(learning_rate=1e-3, scale_parameter=False, relative_step=False)
+        >>> bf16 = Adafactor(stochastic_rounding=True, rounding_seed=1)  # for bfloat16 variables
     """
 
     def __init__(
@@ -91,6 +113,8 @@ class Adafactor(ReplicaSafeBuild, keras.optimizers.Optimizer):
         relative_step: bool = True,
         warmup_init: bool = False,
         first_moment: str = "lr_scaled",
+        stochastic_rounding: bool = False,
+        rounding_seed: int = 0,
         name: str = "Adafactor",
         **kwargs: Any,
     ) -> None:
@@ -110,6 +134,8 @@ class Adafactor(ReplicaSafeBuild, keras.optimizers.Optimizer):
                 "relative_step": relative_step,
                 "warmup_init": warmup_init,
                 "first_moment": first_moment,
+                "stochastic_rounding": stochastic_rounding,
+                "rounding_seed": rounding_seed,
                 **others,
             },
         )
@@ -125,12 +151,19 @@ class Adafactor(ReplicaSafeBuild, keras.optimizers.Optimizer):
         self.relative_step = bool(relative_step)
         self.warmup_init = bool(warmup_init)
         self.first_moment = str(first_moment)
+        self.stochastic_rounding = bool(stochastic_rounding)
+        self.rounding_seed = int(rounding_seed)
 
     def build(self, var_list: list[Any]) -> None:
         """Create the per-variable state: ``step``, ``exp_avg`` (with beta1), and the factored
-        ``exp_avg_sq_row``/``exp_avg_sq_col`` (rank >= 2) or a full ``exp_avg_sq``."""
+        ``exp_avg_sq_row``/``exp_avg_sq_col`` (rank >= 2) or a full ``exp_avg_sq``.
+
+        Raises:
+            ValueError: a float16 variable with ``stochastic_rounding=True``.
+        """
         if self.built:
             return
+        check_stochastic_rounding(var_list, self.stochastic_rounding)
         super().build(var_list)
         self._step: list[Any] = []
         self._exp_avg: list[Any] = []
@@ -216,7 +249,10 @@ class Adafactor(ReplicaSafeBuild, keras.optimizers.Optimizer):
             update = ops.multiply(update, alpha_c)
         if self.decoupled_weight_decay != 0.0:
             param = ops.add(param, ops.multiply(param, ops.cast(-self.decoupled_weight_decay * alpha, dtype)))
-        self.assign(variable, ops.cast(ops.subtract(param, update), variable.dtype))
+        key = None
+        if self.stochastic_rounding and variable.dtype == "bfloat16":
+            key = parameter_rounding_key(self.rounding_seed, index, step_var)
+        self.assign(variable, store_parameter(ops.subtract(param, update), variable.dtype, key))
 
     def variable_state(self, variable: Any) -> dict[str, Any]:
         """The state of one model variable under the spec's names (NumPy values), like torch's
@@ -250,9 +286,14 @@ class Adafactor(ReplicaSafeBuild, keras.optimizers.Optimizer):
                 "relative_step": self.relative_step,
                 "warmup_init": self.warmup_init,
                 "first_moment": self.first_moment,
+                "stochastic_rounding": self.stochastic_rounding,
+                "rounding_seed": self.rounding_seed,
             }
         )
         return config
+
+
+Adafactor.__doc__ = (Adafactor.__doc__ or "").replace("        {{rounding_args}}", ROUNDING_DOC)
 
 
 def _rms(x: Any) -> Any:

@@ -8,11 +8,16 @@ import keras
 from keras import ops
 
 from ._common import (
+    ROUNDING_DOC,
     ReplicaSafeBuild,
     as_list,
+    check_stochastic_rounding,
+    compute_dtype,
     matches_any,
+    parameter_rounding_key,
     pop_legacy_kwargs,
     split_kwargs,
+    store_parameter,
     validate_optimizer,
     variable_path,
 )
@@ -52,7 +57,18 @@ class AdamWeightDecay(ReplicaSafeBuild, keras.optimizers.Optimizer):
     matches, else yes. The step counter is the optimizer's global ``iterations`` (as in
     tf.keras), so a variable that had no gradient for some steps still uses the global step in
     its bias correction. As in tf.keras, the hyperparameters are cast to the variable dtype and
-    all the math (scalars included) runs in that dtype.
+    all the math (scalars included) runs in that dtype; in bfloat16 that makes ``beta_2=0.999``
+    round to 1.0, so :math:`v` never moves.
+
+    With ``fp32_math=True`` a bfloat16/float16 variable is stepped in float32 instead: the
+    hyperparameters, learning rate and step are cast to float32, the variable, gradient and moments
+    are upcast, the decay and the Adam step run without intermediate rounding (exactly as for a
+    float32 variable holding the same values), and the variable and its moments (``exp_avg``,
+    ``exp_avg_sq``, ``max_exp_avg_sq``) are rounded back to the variable dtype once per step; the
+    state keeps the variable dtype. With ``stochastic_rounding=True`` as well, the variable's final
+    rounding to bfloat16 is stochastic, keyed by its index in the built variable list and
+    :math:`t` = ``iterations + 1``. Gradient clipping (Keras' base class) is unchanged: it runs on
+    the gradients as given.
 
     Args:
         learning_rate: float or ``LearningRateSchedule``. Defaults to 0.001.
@@ -64,6 +80,10 @@ class AdamWeightDecay(ReplicaSafeBuild, keras.optimizers.Optimizer):
         include_in_weight_decay: regexes of variables always decayed (take precedence).
             Defaults to None.
         exclude_from_weight_decay: regexes of variables never decayed. Defaults to None.
+        fp32_math: bfloat16/float16 variables: compute the step in float32 (hyperparameters cast
+            to float32, not to the variable dtype) and round the variable and the moments to the
+            variable dtype once per step. float32/float64 variables: no effect. Defaults to False.
+        {{rounding_args}}
         name: optimizer name. Defaults to ``"AdamWeightDecay"``.
         **kwargs: Keras base-optimizer arguments (``clipnorm``, ``clipvalue``,
             ``global_clipnorm``, ``use_ema``, ``loss_scale_factor``,
@@ -74,10 +94,14 @@ class AdamWeightDecay(ReplicaSafeBuild, keras.optimizers.Optimizer):
         Keras 3 instead of tf.keras 2; patterns match ``variable.path`` (Keras 3 variable names
         are short, e.g. ``"gamma"``, so ``name`` would never match ``"LayerNorm"``);
         ``get_config`` includes the include/exclude lists (transformers dropped them), and
-        ``from_config`` needs no ``custom_objects``.
+        ``from_config`` needs no ``custom_objects``. ``fp32_math``, ``stochastic_rounding`` and
+        ``rounding_seed`` are extensions (their defaults keep transformers' numerics);
+        ``stochastic_rounding`` needs ``fp32_math=True``.
 
     Raises:
         TypeError, ValueError: the spec's uniform errors for bad hyperparameters.
+        ValueError: in ``build`` (so on the first ``apply``), a float16 variable with
+            ``stochastic_rounding=True``.
 
     References:
         Loshchilov & Hutter, Decoupled Weight Decay Regularization, https://arxiv.org/abs/1711.05101
@@ -97,6 +121,9 @@ class AdamWeightDecay(ReplicaSafeBuild, keras.optimizers.Optimizer):
         weight_decay_rate: float = 0.0,
         include_in_weight_decay: list[str] | None = None,
         exclude_from_weight_decay: list[str] | None = None,
+        fp32_math: bool = False,
+        stochastic_rounding: bool = False,
+        rounding_seed: int = 0,
         name: str = "AdamWeightDecay",
         **kwargs: Any,
     ) -> None:
@@ -113,6 +140,9 @@ class AdamWeightDecay(ReplicaSafeBuild, keras.optimizers.Optimizer):
                 "weight_decay_rate": weight_decay_rate,
                 "include_in_weight_decay": include_in_weight_decay,
                 "exclude_from_weight_decay": exclude_from_weight_decay,
+                "fp32_math": fp32_math,
+                "stochastic_rounding": stochastic_rounding,
+                "rounding_seed": rounding_seed,
                 **others,
             },
         )
@@ -124,6 +154,9 @@ class AdamWeightDecay(ReplicaSafeBuild, keras.optimizers.Optimizer):
         self.weight_decay_rate = float(weight_decay_rate)
         self.include_in_weight_decay = as_list(include_in_weight_decay)
         self.exclude_from_weight_decay = as_list(exclude_from_weight_decay)
+        self.fp32_math = bool(fp32_math)
+        self.stochastic_rounding = bool(stochastic_rounding)
+        self.rounding_seed = int(rounding_seed)
 
     def _do_use_weight_decay(self, param_name: str) -> bool:
         """Whether the variable with this full path is decayed (include first, then exclude)."""
@@ -134,9 +167,14 @@ class AdamWeightDecay(ReplicaSafeBuild, keras.optimizers.Optimizer):
         return not matches_any(self.exclude_from_weight_decay, param_name)
 
     def build(self, var_list: list[Any]) -> None:
-        """Create ``exp_avg``, ``exp_avg_sq`` (and ``max_exp_avg_sq`` with amsgrad) per variable."""
+        """Create ``exp_avg``, ``exp_avg_sq`` (and ``max_exp_avg_sq`` with amsgrad) per variable.
+
+        Raises:
+            ValueError: a float16 variable with ``stochastic_rounding=True``.
+        """
         if self.built:
             return
+        check_stochastic_rounding(var_list, self.stochastic_rounding)
         super().build(var_list)
         self._exp_avg, self._exp_avg_sq = self.add_optimizer_variables(var_list, ["exp_avg", "exp_avg_sq"])
         if self.amsgrad:
@@ -148,34 +186,47 @@ class AdamWeightDecay(ReplicaSafeBuild, keras.optimizers.Optimizer):
         return None
 
     def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
-        """One AdamWeightDecay step for one variable (keras.ops only, all in the variable dtype)."""
+        """One AdamWeightDecay step for one variable (keras.ops only).
+
+        The math runs in the variable dtype (float32 with ``fp32_math`` for a 16-bit variable); every
+        op result is rounded to that dtype, and the variable and state are stored once at the end.
+        """
         index = self._get_variable_index(variable)
-        dtype = variable.dtype
+        store = variable.dtype
+        dtype = compute_dtype(store) if self.fp32_math else store
         lr = ops.cast(learning_rate, dtype)
         step = ops.cast(self.iterations + 1, dtype)
         gradient = ops.cast(gradient, dtype)
         beta_1 = ops.convert_to_tensor(self.beta_1, dtype=dtype)
         beta_2 = ops.convert_to_tensor(self.beta_2, dtype=dtype)
+        param = ops.cast(variable, dtype)
         if self._decay_flags[index]:
             rate = ops.convert_to_tensor(self.weight_decay_rate, dtype=dtype)
-            self.assign_sub(variable, ops.multiply(ops.multiply(lr, variable), rate))
+            param = ops.subtract(param, ops.multiply(ops.multiply(lr, param), rate))
         alpha = ops.divide(
             ops.multiply(lr, ops.sqrt(ops.subtract(1.0, ops.power(beta_2, step)))),
             ops.subtract(1.0, ops.power(beta_1, step)),
         )
-        exp_avg = self._exp_avg[index]
-        exp_avg_sq = self._exp_avg_sq[index]
-        self.assign_add(exp_avg, ops.multiply(ops.subtract(gradient, exp_avg), ops.subtract(1.0, beta_1)))
-        self.assign_add(
+        exp_avg_var, exp_avg_sq_var = self._exp_avg[index], self._exp_avg_sq[index]
+        exp_avg = ops.cast(exp_avg_var, dtype)
+        exp_avg = ops.add(exp_avg, ops.multiply(ops.subtract(gradient, exp_avg), ops.subtract(1.0, beta_1)))
+        exp_avg_sq = ops.cast(exp_avg_sq_var, dtype)
+        exp_avg_sq = ops.add(
             exp_avg_sq, ops.multiply(ops.subtract(ops.square(gradient), exp_avg_sq), ops.subtract(1.0, beta_2))
         )
+        self.assign(exp_avg_var, ops.cast(exp_avg, store))
+        self.assign(exp_avg_sq_var, ops.cast(exp_avg_sq, store))
         second = exp_avg_sq
         if self.amsgrad:
-            max_exp_avg_sq = self._max_exp_avg_sq[index]
-            self.assign(max_exp_avg_sq, ops.maximum(max_exp_avg_sq, exp_avg_sq))
-            second = max_exp_avg_sq
+            max_exp_avg_sq_var = self._max_exp_avg_sq[index]
+            second = ops.maximum(ops.cast(max_exp_avg_sq_var, dtype), exp_avg_sq)
+            self.assign(max_exp_avg_sq_var, ops.cast(second, store))
         denom = ops.add(ops.sqrt(second), ops.convert_to_tensor(self.epsilon, dtype=dtype))
-        self.assign_sub(variable, ops.divide(ops.multiply(exp_avg, alpha), denom))
+        param = ops.subtract(param, ops.divide(ops.multiply(exp_avg, alpha), denom))
+        key = None
+        if self.stochastic_rounding and store == "bfloat16":
+            key = parameter_rounding_key(self.rounding_seed, index, self.iterations + 1)
+        self.assign(variable, store_parameter(param, store, key))
 
     def variable_state(self, variable: Any) -> dict[str, Any]:
         """The state of one model variable under the spec's names (NumPy values); ``step`` is the
@@ -202,6 +253,12 @@ class AdamWeightDecay(ReplicaSafeBuild, keras.optimizers.Optimizer):
                 "weight_decay_rate": self.weight_decay_rate,
                 "include_in_weight_decay": self.include_in_weight_decay,
                 "exclude_from_weight_decay": self.exclude_from_weight_decay,
+                "fp32_math": self.fp32_math,
+                "stochastic_rounding": self.stochastic_rounding,
+                "rounding_seed": self.rounding_seed,
             }
         )
         return config
+
+
+AdamWeightDecay.__doc__ = (AdamWeightDecay.__doc__ or "").replace("        {{rounding_args}}", ROUNDING_DOC)

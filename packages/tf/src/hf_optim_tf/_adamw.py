@@ -7,7 +7,18 @@ from typing import Any
 import keras
 from keras import ops
 
-from ._common import ReplicaSafeBuild, compute_dtype, pop_legacy_kwargs, slot_name, split_kwargs, validate_optimizer
+from ._common import (
+    ROUNDING_DOC,
+    ReplicaSafeBuild,
+    check_stochastic_rounding,
+    compute_dtype,
+    parameter_rounding_key,
+    pop_legacy_kwargs,
+    slot_name,
+    split_kwargs,
+    store_parameter,
+    validate_optimizer,
+)
 from ._common import numpy_value as _numpy
 
 __all__ = ["AdamW"]
@@ -42,7 +53,8 @@ class AdamW(ReplicaSafeBuild, keras.optimizers.Optimizer):
 
     16-bit (bfloat16/float16) variables follow the spec reference
     (``hf_optim_spec.reference.adamw`` with the case ``dtype``), which models transformers'
-    in-place update on a 16-bit parameter; this is *not* "float32 math, rounded once per step":
+    in-place update on a 16-bit parameter; by default (``fp32_math=False``) this is *not*
+    "float32 math, rounded once per step":
 
     * ``exp_avg``, ``exp_avg_sq`` are stored in the variable dtype (torch's ``zeros_like(p)``);
     * every op runs in float32 and its result is rounded to the variable dtype wherever the torch
@@ -55,9 +67,14 @@ class AdamW(ReplicaSafeBuild, keras.optimizers.Optimizer):
     evaluates each op in float64 before rounding, this code in float32) and stays within the
     spec's bfloat16/float16 tolerance. It is not bit-identical to torch on a 16-bit parameter
     (torch's CPU kernels fuse ``add_(x, alpha=a)`` into one rounding, and its fused AdamW kernel
-    computes in float32 and rounds once per step). For float32 math
-    and state with 16-bit compute, keep float32 variables under a ``mixed_bfloat16`` /
-    ``mixed_float16`` policy.
+    computes in float32 and rounds once per step).
+
+    With ``fp32_math=True`` a 16-bit variable is stepped exactly as a float32 variable holding the
+    same values would be (variable, gradient and moments upcast to float32, no intermediate
+    rounding), and the variable and both moments are rounded back to the variable dtype once per
+    step; the moments keep the variable dtype. With ``stochastic_rounding=True`` as well, that final
+    rounding of a bfloat16 variable is stochastic (the moments still round to nearest). For float32
+    state as well, keep float32 variables under a ``mixed_bfloat16`` / ``mixed_float16`` policy.
 
     Args:
         learning_rate: float or ``LearningRateSchedule`` (torch: ``lr``). Defaults to 0.001.
@@ -68,6 +85,11 @@ class AdamW(ReplicaSafeBuild, keras.optimizers.Optimizer):
         correct_bias: apply Adam's bias correction. Defaults to True.
         no_deprecation_warning: accepted for signature parity with transformers; this
             optimizer never warns. Defaults to False.
+        fp32_math: bfloat16/float16 variables: compute the whole step in float32 and round the
+            variable and the moments to the variable dtype once per step (instead of after every
+            op, as transformers' in-place update does). float32/float64 variables: no effect.
+            Defaults to False.
+        {{rounding_args}}
         name: optimizer name. Defaults to ``"AdamW"``.
         **kwargs: Keras base-optimizer arguments (``clipnorm``, ``clipvalue``,
             ``global_clipnorm``, ``loss_scale_factor``, ...). Legacy ``lr`` maps to
@@ -75,13 +97,22 @@ class AdamW(ReplicaSafeBuild, keras.optimizers.Optimizer):
 
     Differences from transformers:
         Keras' own base-class ``weight_decay`` is not used (it decays before the update);
-        ``weight_decay`` here is transformers' decay after the update.
+        ``weight_decay`` here is transformers' decay after the update. ``fp32_math``,
+        ``stochastic_rounding`` and ``rounding_seed`` are extensions (their defaults keep
+        transformers' numerics); ``stochastic_rounding`` needs ``fp32_math=True``.
+
+    Raises:
+        TypeError, ValueError: the spec's uniform errors for bad hyperparameters (e.g.
+            ``stochastic_rounding=True`` without ``fp32_math=True``).
+        ValueError: in ``build`` (so on the first ``apply``), a float16 variable with
+            ``stochastic_rounding=True``.
 
     References:
         Loshchilov & Hutter, Decoupled Weight Decay Regularization, https://arxiv.org/abs/1711.05101
 
     Example:
         >>> opt = AdamW(learning_rate=5e-5, weight_decay=0.01)
+        >>> bf16 = AdamW(learning_rate=5e-5, fp32_math=True, stochastic_rounding=True, rounding_seed=1)
     """
 
     def __init__(
@@ -93,6 +124,9 @@ class AdamW(ReplicaSafeBuild, keras.optimizers.Optimizer):
         weight_decay: float = 0.0,
         correct_bias: bool = True,
         no_deprecation_warning: bool = False,
+        fp32_math: bool = False,
+        stochastic_rounding: bool = False,
+        rounding_seed: int = 0,
         name: str = "AdamW",
         **kwargs: Any,
     ) -> None:
@@ -108,6 +142,9 @@ class AdamW(ReplicaSafeBuild, keras.optimizers.Optimizer):
                 "weight_decay": weight_decay,
                 "correct_bias": correct_bias,
                 "no_deprecation_warning": no_deprecation_warning,
+                "fp32_math": fp32_math,
+                "stochastic_rounding": stochastic_rounding,
+                "rounding_seed": rounding_seed,
                 **others,
             },
         )
@@ -117,11 +154,19 @@ class AdamW(ReplicaSafeBuild, keras.optimizers.Optimizer):
         self.epsilon = float(epsilon)
         self.decoupled_weight_decay = float(weight_decay)
         self.correct_bias = bool(correct_bias)
+        self.fp32_math = bool(fp32_math)
+        self.stochastic_rounding = bool(stochastic_rounding)
+        self.rounding_seed = int(rounding_seed)
 
     def build(self, var_list: list[Any]) -> None:
-        """Create ``step``, ``exp_avg`` and ``exp_avg_sq`` per variable."""
+        """Create ``step``, ``exp_avg`` and ``exp_avg_sq`` per variable.
+
+        Raises:
+            ValueError: a float16 variable with ``stochastic_rounding=True``.
+        """
         if self.built:
             return
+        check_stochastic_rounding(var_list, self.stochastic_rounding)
         super().build(var_list)
         self._exp_avg, self._exp_avg_sq = self.add_optimizer_variables(var_list, ["exp_avg", "exp_avg_sq"])
         self._step = [self.add_variable(shape=(), dtype="int64", name=f"{slot_name(v)}_step") for v in var_list]
@@ -134,9 +179,10 @@ class AdamW(ReplicaSafeBuild, keras.optimizers.Optimizer):
         index = self._get_variable_index(variable)
         dtype = compute_dtype(variable.dtype)
         store = variable.dtype
+        per_op = store != dtype and not self.fp32_math
 
-        def q(x: Any) -> Any:  # what torch materialises in a 16-bit parameter's dtype
-            return x if store == dtype else ops.cast(ops.cast(x, store), dtype)
+        def q(x: Any) -> Any:  # what torch materialises in a 16-bit parameter's dtype (not with fp32_math)
+            return ops.cast(ops.cast(x, store), dtype) if per_op else x
 
         grad = ops.cast(gradient, dtype)
         param = ops.cast(variable, dtype)
@@ -163,7 +209,10 @@ class AdamW(ReplicaSafeBuild, keras.optimizers.Optimizer):
         param = q(ops.add(param, ops.divide(ops.multiply(ops.cast(-step_size, dtype), exp_avg), denom)))
         if self.decoupled_weight_decay > 0.0:
             param = q(ops.add(param, ops.multiply(ops.cast(-lr * self.decoupled_weight_decay, dtype), param)))
-        self.assign(variable, ops.cast(param, store))
+        key = None
+        if self.stochastic_rounding and store == "bfloat16":
+            key = parameter_rounding_key(self.rounding_seed, index, step_var)
+        self.assign(variable, store_parameter(param, store, key))
 
     def variable_state(self, variable: Any) -> dict[str, Any]:
         """The state of one model variable under the spec's names (NumPy values), like torch's
@@ -185,6 +234,12 @@ class AdamW(ReplicaSafeBuild, keras.optimizers.Optimizer):
                 "epsilon": self.epsilon,
                 "weight_decay": self.decoupled_weight_decay,
                 "correct_bias": self.correct_bias,
+                "fp32_math": self.fp32_math,
+                "stochastic_rounding": self.stochastic_rounding,
+                "rounding_seed": self.rounding_seed,
             }
         )
         return config
+
+
+AdamW.__doc__ = (AdamW.__doc__ or "").replace("        {{rounding_args}}", ROUNDING_DOC)

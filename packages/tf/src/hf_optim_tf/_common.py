@@ -1,7 +1,9 @@
-"""Helpers shared by the Keras optimizer shells: spec validation, legacy kwargs, variable paths."""
+"""Helpers shared by the Keras optimizer shells: spec validation, legacy kwargs, variable paths,
+and the parameter store (round to nearest, or stochastically to bfloat16)."""
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -9,16 +11,23 @@ from typing import Any
 
 import hf_optim_spec as hs
 import keras
+from hf_optim_spec.rounding import rounding_bits, rounding_key
+from keras import ops
 
 __all__ = [
+    "ROUNDING_DOC",
     "ReplicaSafeBuild",
     "as_list",
+    "check_stochastic_rounding",
     "compute_dtype",
     "matches_any",
     "numpy_value",
+    "parameter_rounding_key",
     "pop_legacy_kwargs",
+    "round_stochastic_bfloat16",
     "slot_name",
     "split_kwargs",
+    "store_parameter",
     "validate_optimizer",
     "variable_path",
 ]
@@ -124,6 +133,80 @@ def matches_any(patterns: Iterable[str] | None, name: str) -> bool:
 def compute_dtype(variable_dtype: str) -> str:
     """The dtype the update math runs in: float32 for 16-bit variables, else the variable's."""
     return "float32" if variable_dtype in ("float16", "bfloat16") else variable_dtype
+
+
+ROUNDING_DOC = """\
+        stochastic_rounding: store bfloat16 variables with stochastic rounding of the float32
+            result of the step instead of rounding to nearest (unbiased: updates below half a
+            bfloat16 ulp still move the variable on average). The random bits are a hash of
+            ``(rounding_seed, variable index, step, element position)``
+            (``hf_optim_spec.rounding``), not a framework RNG: a run is reproducible, resumes
+            exactly from a checkpoint and rounds like the torch port. State tensors are rounded
+            to nearest. float32/float64 variables: no effect. float16 variables: ValueError in
+            ``build`` (only bfloat16 is defined). Defaults to False.
+        rounding_seed: seed of the stochastic-rounding bits, ``0 <= rounding_seed < 2**32``;
+            runs with the same seed round identically. Defaults to 0."""
+"""The ``Args:`` text of ``stochastic_rounding`` and ``rounding_seed``, shared by the optimizers' docstrings."""
+
+
+def check_stochastic_rounding(var_list: Sequence[Any], stochastic_rounding: bool) -> None:
+    """Reject float16 variables when stochastic rounding is on (called in ``build``, before any
+    state is created or any variable changes).
+
+    Raises:
+      ValueError: a float16 variable with ``stochastic_rounding=True``.
+    """
+    if not stochastic_rounding:
+        return
+    for index, variable in enumerate(var_list):
+        if str(variable.dtype) == "float16":
+            raise ValueError(
+                "`stochastic_rounding=True` supports bfloat16 parameters; got a float16 parameter "
+                f"(index {index}, {variable_path(variable)!r})"
+            )
+
+
+def round_stochastic_bfloat16(x: Any, key: Any) -> Any:
+    """Round float32 values ``x`` stochastically to bfloat16 with the bits of rounding ``key``.
+
+    The Keras twin of ``hf_optim_spec.rounding.round_stochastic``: the 16 random bits of each element
+    (``rounding_bits(key, position)``, positions are the row-major flat indices) are added to the low
+    half of the float32 bit pattern and the low half is dropped, so the result rounds away from zero
+    with probability (dropped bits) / 2**16. Integer ops only (no float arithmetic, so flush-to-zero
+    cannot touch subnormals); NaN stays NaN (its quiet bit is set), infinities stay infinite.
+
+    Args:
+      x: a float32 tensor of static shape.
+      key: ``hf_optim_spec.rounding.rounding_key(seed, index, step)``, an int or an int64 tensor.
+
+    Returns:
+      A bfloat16 tensor of the shape of ``x``.
+    """
+    import tensorflow as tf
+
+    x = ops.cast(x, "float32")
+    shape = tuple(x.shape)
+    positions = ops.reshape(ops.arange(math.prod(shape), dtype="int64"), shape)
+    bits = ops.cast(rounding_bits(key, positions), "int32")  # in [0, 65536)
+    pattern = tf.bitcast(x, tf.int32)
+    # Only a positive NaN's pattern can overflow int32 here, and NaN is replaced below.
+    high = ops.right_shift(ops.bitwise_and(ops.add(pattern, bits), -65536), 16)
+    is_nan = ops.greater(ops.bitwise_and(pattern, 0x7FFFFFFF), 0x7F800000)
+    high = ops.where(is_nan, ops.bitwise_or(ops.right_shift(pattern, 16), 0x40), high)
+    return tf.bitcast(ops.cast(high, "int16"), tf.bfloat16)
+
+
+def store_parameter(value: Any, dtype: str, stochastic_key: Any = None) -> Any:
+    """The new value of a variable of ``dtype`` from its float32 (or wider) result: rounded to nearest,
+    or stochastically (:func:`round_stochastic_bfloat16`) when ``dtype`` is bfloat16 and a key is given."""
+    if stochastic_key is not None and dtype == "bfloat16":
+        return round_stochastic_bfloat16(value, stochastic_key)
+    return ops.cast(value, dtype)
+
+
+def parameter_rounding_key(seed: int, index: int, step: Any) -> Any:
+    """``hf_optim_spec.rounding.rounding_key`` for the variable at ``index`` at ``step`` (an int64 tensor)."""
+    return rounding_key(seed, index, ops.cast(step, "int64"))
 
 
 def as_list(value: Sequence[str] | None) -> list[str] | None:
