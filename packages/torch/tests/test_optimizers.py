@@ -411,8 +411,23 @@ def test_fused_true_refuses_what_it_cannot_run():
         hf_optim_torch.AdamW([w], fused=True, foreach=True)
     optimizer = hf_optim_torch.AdamW([w], fused=True)
     w.grad = torch.ones(3, dtype=torch.float64)
-    with pytest.raises(RuntimeError, match="fused=True supports"):
+    with pytest.raises(RuntimeError, match=r"fused=True cannot step parameter 0: .*float64"):
         optimizer.step()
+
+
+@pytest.mark.parametrize("factory", [hf_optim_torch.AdamW, hf_optim_torch.AdamWeightDecay], ids=lambda f: f.__name__)
+def test_fused_true_rejects_a_later_group_before_stepping_any(factory: Any) -> None:
+    """A parameter the fused kernel cannot take, in the second group, leaves the first group untouched."""
+    first = torch.nn.Parameter(torch.ones(4))
+    later = torch.nn.Parameter(torch.ones(4, dtype=torch.float64))
+    optimizer = factory([{"params": [first]}, {"params": [later]}], fused=True)
+    first.grad, later.grad = torch.ones(4), torch.ones(4, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="cannot step parameter 1"):
+        optimizer.step()
+    assert torch.equal(first.detach(), torch.ones(4)) and not optimizer.state
+    later.data, later.grad = later.data.float(), later.grad.float()  # now it can: fp32 fused step runs
+    optimizer.step()
+    assert not torch.equal(first.detach(), torch.ones(4))
 
 
 def test_bfloat16_adamw_keeps_transformers_numerics_by_default():

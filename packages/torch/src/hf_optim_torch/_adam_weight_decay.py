@@ -190,7 +190,9 @@ class AdamWeightDecay(Optimizer):
         A call where no parameter has a gradient does nothing, as for torch optimizers (Keras raises
         "No gradients provided for any variable." and does not advance either).
         """
-        loss = begin_step(self, closure, "AdamWeightDecay does not support sparse gradients.")
+        loss = begin_step(
+            self, closure, "AdamWeightDecay does not support sparse gradients.", fused_dtypes=(torch.float32,)
+        )
         present = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
         if not present:
             return loss

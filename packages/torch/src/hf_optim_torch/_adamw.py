@@ -143,7 +143,12 @@ class AdamW(Optimizer):
         Args:
             closure (`Callable`, *optional*): A closure that reevaluates the model and returns the loss.
         """
-        loss = begin_step(self, closure, "Adam does not support sparse gradients, please consider SparseAdam instead")
+        loss = begin_step(
+            self,
+            closure,
+            "Adam does not support sparse gradients, please consider SparseAdam instead",
+            fused_dtypes=(torch.float32, torch.bfloat16),
+        )
         offset = 0  # position of the group's first parameter among all parameters (stochastic rounding keys)
         for group in self.param_groups:
             params: list[Tensor] = []

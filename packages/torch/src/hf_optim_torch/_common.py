@@ -21,6 +21,7 @@ __all__ = [
     "begin_step",
     "dtype_scalar",
     "fused_eligible",
+    "fused_problem",
     "host_steps",
     "note_advanced",
     "plain_number",
@@ -47,13 +48,19 @@ SPARSE_LAYOUTS = frozenset({torch.sparse_coo, torch.sparse_csr, torch.sparse_csc
 LOW_PRECISION = (torch.bfloat16, torch.float16)
 
 
-def begin_step(optimizer: torch.optim.Optimizer, closure: Any, sparse_error: str) -> Any:
+def begin_step(
+    optimizer: torch.optim.Optimizer,
+    closure: Any,
+    sparse_error: str,
+    fused_dtypes: tuple[torch.dtype, ...] | None = None,
+) -> Any:
     """The start of every ``step``: run the closure with gradients enabled, then reject what cannot be stepped.
 
     Sparse gradients are rejected (``RuntimeError(sparse_error)``), and so is a float16 parameter with a gradient
-    in a group with ``stochastic_rounding`` (``ValueError``: only bfloat16 storage has stochastic rounding). Every
-    parameter of every group is checked before any state or parameter changes, so a rejected step changes
-    nothing. Returns the closure's loss (None without a closure).
+    in a group with ``stochastic_rounding`` (``ValueError``: only bfloat16 storage has stochastic rounding), and,
+    when ``fused_dtypes`` is given, a parameter of a ``fused=True`` group that the fused kernel cannot take
+    (``RuntimeError``, see :func:`fused_problem`). Every parameter of every group is checked before any state or
+    parameter changes, so a rejected step changes nothing. Returns the closure's loss (None without a closure).
     """
     loss = None
     if closure is not None:
@@ -71,8 +78,33 @@ def begin_step(optimizer: torch.optim.Optimizer, closure: Any, sparse_error: str
                         "`stochastic_rounding=True` supports bfloat16 parameters; got a float16 parameter "
                         f"(index {index})"
                     )
+                if fused_dtypes is not None and group.get("fused"):
+                    problem = fused_problem(p, group, fused_dtypes)
+                    if problem is not None:
+                        raise RuntimeError(f"fused=True cannot step parameter {index}: {problem}")
             index += 1
     return loss
+
+
+def fused_problem(param: torch.Tensor, group: Mapping[str, Any], dtypes: tuple[torch.dtype, ...]) -> str | None:
+    """Why the fused AdamW kernel cannot take ``param`` (with its gradient) in ``group``; None when it can.
+
+    A 16-bit parameter of a group with ``fp32_math`` reaches the kernel as a float32 copy.
+    """
+    lr = group.get("lr")
+    if isinstance(lr, torch.Tensor) and (lr.device.type != "cpu" or lr.numel() != 1):
+        return "it needs a float lr or a one-element CPU tensor lr"
+    grad = param.grad
+    dtype = torch.float32 if group.get("fp32_math") and param.dtype in LOW_PRECISION else param.dtype
+    if type(param) not in (torch.Tensor, torch.nn.Parameter) or param.device.type not in ("cpu", "cuda"):
+        return f"it supports plain CPU/CUDA tensors; got a {type(param).__name__} on {param.device.type}"
+    if dtype not in dtypes:
+        return f"it supports {', '.join(str(d) for d in dtypes)} tensors; got {param.dtype}"
+    if grad is None or grad.dtype != param.dtype or grad.shape != param.shape or grad.device != param.device:
+        return "the gradient must match the parameter's dtype, shape and device"
+    if any(t.layout != torch.strided or not t.is_contiguous() for t in (param, grad)):
+        return "it supports dense contiguous tensors"
+    return None
 
 
 def plain_number(value: object) -> object:
