@@ -48,9 +48,16 @@ def _state_bytes(optimizer: keras.optimizers.Optimizer, variables: list[keras.Va
 
 
 def run_optimizers(
-    size: int, layout: str, *, warmup: int, rounds: int, jit: bool = True, log: Callable[[str], None] = print
+    size: int,
+    layout: str,
+    *,
+    warmup: int,
+    rounds: int,
+    jit: bool = True,
+    eager: bool = True,
+    log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Every Keras peer eager (and under jit_compile) on its own variables, interleaved; then memory."""
+    """Every Keras peer eager and/or under jit_compile on its own variables, interleaved; then memory."""
     rng = np.random.default_rng(0)
     shapes = layout_shapes(layout, size)
     values = [(rng.standard_normal(s, dtype=np.float32) * 0.02) for s in shapes]
@@ -65,10 +72,11 @@ def run_optimizers(
         optimizer.build(own)
         optimizers[name], variables[name] = optimizer, own
 
-        def eager(optimizer: Any = optimizer, own: list[keras.Variable] = own) -> None:
+        def eager_step(optimizer: Any = optimizer, own: list[keras.Variable] = own) -> None:
             optimizer.apply(grads, own)
 
-        steps[f"{name} eager"] = eager
+        if eager:
+            steps[f"{name} eager"] = eager_step
         if jit:
             compiled = _compiled_apply(optimizer, own)
             start = time.perf_counter()

@@ -298,15 +298,19 @@ Adafactor.__doc__ = rf"""Adafactor with the numerics of ``transformers.Adafactor
     the float64 reference ``hf_optim_spec.reference.adafactor``.
 
     The fused path (the default for float32/bfloat16/float16 parameters on CPU and CUDA; the arithmetic is float32
-    for all three) computes the same update in a few in-place passes per tensor, with no host synchronisation
-    (the RMS and the lr stay tensors; the step's functions :math:`\rho_t` and :math:`\hat\beta_{{2t}}` are Python
-    floats, as in transformers) and one temporary per tensor (the update). For a factored tensor it reads
-    :math:`g` twice for the row and column means of :math:`g^2` (as squared norms: :math:`g^2` is never stored),
-    writes :math:`b = g \cdot \mathrm{{rsqrt}}(C)` once, takes the RMS of the update from the row norms of
-    :math:`b` times the row factors, and applies :math:`\theta \leftarrow \theta - b \cdot (r \alpha_t / \text{{clip}})`
-    (or folds it into :math:`m`) in one pass. transformers materialises :math:`g^2`, :math:`g^2+\epsilon_1` and the
-    outer product :math:`R \otimes C` for every tensor. The regrouped products agree with the reference within the
-    spec float32 tolerance, not bit for bit; the state is the same.
+    for all three) computes the same update in two sweeps per tensor, with no host synchronisation (the RMS, the lr
+    and the clipping factor stay tensors; the step's functions :math:`\rho_t` and :math:`\hat\beta_{{2t}}` are
+    Python floats, as in transformers) and one reused work buffer instead of per-step temporaries. For a factored
+    tensor, sweep 1 reads :math:`g` once, in row blocks that stay in cache: :math:`g^2` goes into the buffer, its
+    row sums give the block's new :math:`R`, its column sums the new :math:`C`, and its column sums weighted by
+    :math:`1/R_i` the squared norm of the update without forming it,
+    :math:`\sum_{{ij}} (r_i c_j g_{{ij}})^2 = \mathrm{{mean}}(R) \sum_j C_j^{{-1}} \sum_i g_{{ij}}^2 / R_i`.
+    Sweep 2 writes :math:`b = g \cdot \mathrm{{rsqrt}}(C)` into the buffer and applies
+    :math:`\theta \leftarrow \theta - b \cdot (r \alpha_t / \text{{clip}})` (or folds it into :math:`m`).
+    Small unfactored tensors (biases, norms) on CPU take the multi-tensor path together. transformers
+    materialises :math:`g^2`, :math:`g^2+\epsilon_1` and the outer product :math:`R \otimes C` for every tensor.
+    The regrouped products agree with the reference within the spec float32 tolerance, not bit for bit; the state
+    is the same.
 
     Args:
         {_docs.PARAMS}
@@ -651,102 +655,84 @@ def _fused_adafactor_tensor(
 ) -> None:
     """One parameter of the fused path, in row blocks that stay in cache (see :class:`Adafactor`).
 
-    Sweep 1 reads ``p`` and ``g`` once (RMS of ``p``; the row and column sums of ``g**2``, or ``V``); sweep 2
-    writes the update before clipping and lr block by block into one reused buffer and sums its squares; sweep 3
-    applies it. A tensor of one block keeps the update from sweep 2.
+    Sweep 1 reads ``g`` once: the new row and column statistics (or ``V``) and the squared norm of the update
+    before clipping; then ``p`` is read once for its RMS; sweep 2 reads ``g`` and ``p`` again and writes ``p``
+    (and ``m``). ``g**2`` and the update only live block by block in one reused buffer.
     """
-    unscaled = unscaled and exp_avg is not None
     low_precision = param.dtype != torch.float32
     p32 = param.float() if low_precision else param
     numel = param.numel()
-    sqrt_numel = math.sqrt(numel)
     factored = row is not None and col is not None
     n_rows, n_cols = (grad.shape[-2], grad.shape[-1]) if factored else (1, numel)
     batches = numel // (n_rows * n_cols)
     spans = _row_blocks(batches, n_rows, n_cols, grad.device)
     buffer = scratch(max((r1 - r0) * n_cols for _, r0, r1 in spans), grad.device)
-    # (batch, rows, g, p, m, v, buffer) views of every block; a tensor of one block is used as it is
     shape3 = (batches, n_rows, n_cols)
-    g3, p3 = grad.view(shape3), p32.view(shape3)
-    m3 = exp_avg.view(shape3) if exp_avg is not None else None
-    v3 = full.view(shape3) if full is not None else None
-    blocks = [
-        (
-            b,
-            slice(r0, r1),
-            g3[b, r0:r1],
-            p3[b, r0:r1],
-            m3[b, r0:r1] if m3 is not None else None,
-            v3[b, r0:r1] if v3 is not None else None,
-            buffer[: (r1 - r0) * n_cols].view(r1 - r0, n_cols),
-        )
-        for b, r0, r1 in spans
-    ]
+    g3 = grad.view(shape3)
+    decay = 1.0 - beta2t
 
-    # sweep 1: RMS of p; row/column sums of g**2 (factored) or the new V (not factored)
-    p_sq_parts, row_parts, col_parts = [], [], []
-    for _, _, g, p, _, v, buf in blocks:
-        flat = p.reshape(-1)
-        p_sq_parts.append(torch.dot(flat, flat))
-        sq = torch.mul(g, g, out=buf)
-        if factored:
-            row_parts.append(sq.sum(dim=-1))
-            col_parts.append(sq.sum(dim=-2))
-        else:
-            assert v is not None
-            v.mul_(beta2t).add_(sq.add_(eps1), alpha=1.0 - beta2t)
-    p_sq = p_sq_parts[0] if len(blocks) == 1 else torch.stack(p_sq_parts).sum()
-    torch.div(p_sq.sqrt_(), sqrt_numel, out=rms)
-    lr_t = torch.where(rms > eps2, rms, dtype_scalar(eps2, rms.dtype)).mul_(rel) if scale_parameter else rel
+    # sweep 1. Factored: R and C as means of g**2 + eps1, and the squared norm of the update (r_i c_j g_ij) as
+    # mean(R) * sum_j (sum_i g_ij**2 / R_i) / C_j, where R_i is final once its row block is summed; so the
+    # norm needs no second pass over g
     if factored:
         assert row is not None and col is not None
-        if len(blocks) == 1:
-            row_sum, col_sum = row_parts[0], col_parts[0]
-        else:
-            row_sum = torch.cat(row_parts)
-            col_sum = g3.new_zeros(batches, n_cols)
-            for (b, *_), part in zip(blocks, col_parts):
-                col_sum[b].add_(part)
-        # means of g**2 + eps1 over rows and columns, into the moving averages
-        row.mul_(beta2t).add_(row_sum.view_as(row).div_(n_cols).add_(eps1), alpha=1.0 - beta2t)
-        col.mul_(beta2t).add_(col_sum.view_as(col).div_(n_rows).add_(eps1), alpha=1.0 - beta2t)
-        row2 = row.view(batches, n_rows)
-        row_factor = row2.div(row2.mean(dim=-1, keepdim=True)).rsqrt_().unsqueeze(-1)  # r
-        col_rsqrt = col.view(batches, n_cols).rsqrt()
+        row2, col2 = row.view(batches, n_rows), col.view(batches, n_cols)
+        sums = g3.new_zeros(2, batches, n_cols) if len(spans) > 1 else None
+        for b, r0, r1 in spans:
+            sq = torch.mul(g3[b, r0:r1], g3[b, r0:r1], out=buffer[: (r1 - r0) * n_cols].view(r1 - r0, n_cols))
+            r = row2[b, r0:r1]
+            r.mul_(beta2t).add_(sq.sum(dim=-1), alpha=decay / n_cols).add_(decay * eps1)
+            col_sum, weighted = sq.sum(dim=-2), torch.mv(sq.t(), r.reciprocal())
+            if sums is not None:
+                sums[0, b].add_(col_sum)
+                sums[1, b].add_(weighted)
+        if sums is not None:
+            col_sum, weighted = sums[0], sums[1]
+        col2.mul_(beta2t).add_(col_sum.view_as(col2), alpha=decay / n_rows).add_(decay * eps1)
+        row_mean = row2.mean(dim=-1, keepdim=True)
+        update_sq = torch.div(row_mean, col2).mul_(weighted.view_as(col2)).sum()
+    else:
+        assert full is not None
+        v3 = full.view(shape3)
+        parts = []
+        for b, r0, r1 in spans:
+            g, v = g3[b, r0:r1], v3[b, r0:r1]
+            v.mul_(beta2t).addcmul_(g, g, value=decay).add_(decay * eps1)
+            update = torch.rsqrt(v, out=buffer[: (r1 - r0) * n_cols].view(r1 - r0, n_cols)).mul_(g).view(-1)
+            parts.append(torch.dot(update, update))
+        update_sq = parts[0] if len(parts) == 1 else torch.stack(parts).sum()
 
-    def unscaled_update(block: tuple[Any, ...]) -> Tensor:
-        """The update before clipping and lr, in the buffer: (r * rsqrt(C)) * g, or rsqrt(V) * g."""
-        b, rows, g, _, _, v, buf = block
-        if factored:
-            return torch.mul(g, col_rsqrt[b], out=buf).mul_(row_factor[b, rows])
-        return torch.rsqrt(v, out=buf).mul_(g)
-
-    # sweep 2: the squared norm of the update
-    update_sq_parts = []
-    update = None
-    for block in blocks:
-        update = unscaled_update(block)
-        flat = update.view(-1)
-        update_sq_parts.append(torch.dot(flat, flat))
-    update_sq = update_sq_parts[0] if len(blocks) == 1 else torch.stack(update_sq_parts).sum()
-    clip = update_sq.sqrt_().div_(sqrt_numel).div_(clip_threshold).clamp_(min=1.0)
+    # RMS of p, lr and clipping, as 0-dim tensors (no host synchronisation)
+    p_flat = p32.view(-1)
+    torch.div(torch.dot(p_flat, p_flat).sqrt_(), math.sqrt(numel), out=rms)
+    lr_t = torch.where(rms > eps2, rms, dtype_scalar(eps2, rms.dtype)).mul_(rel) if scale_parameter else rel
+    clip = update_sq.sqrt_().div_(math.sqrt(numel) * clip_threshold).clamp_(min=1.0)
+    unscaled = unscaled and exp_avg is not None
     # coefficient of the update: 1 / clip, times lr unless the first moment averages the unscaled update
     coef = clip.reciprocal_() if unscaled else torch.div(lr_t, clip)
-
-    # sweep 3: first moment, weight decay, parameter
+    if factored:
+        col_rsqrt = col2.rsqrt()
+        coef = row2.div(row_mean).rsqrt_().mul_(coef).unsqueeze(-1)  # per row: r_i * coef
     lr_tensor = lr_t if isinstance(lr_t, Tensor) else torch.tensor(lr_t, dtype=torch.float32, device=grad.device)
-    for block in blocks:
-        if len(blocks) > 1:
-            update = unscaled_update(block)
-        assert update is not None
-        p, m = block[3], block[4]
+    p3 = p32.view(shape3)
+    m3 = exp_avg.view(shape3) if exp_avg is not None else None
+
+    # sweep 2: the update (g * rsqrt(C)) * (r * coef), or rsqrt(V) * g * coef; first moment, weight decay, parameter
+    for b, r0, r1 in spans:
+        g, p = g3[b, r0:r1], p3[b, r0:r1]
+        buf = buffer[: (r1 - r0) * n_cols].view(r1 - r0, n_cols)
+        if factored:
+            update, scale = torch.mul(g, col_rsqrt[b], out=buf), coef[b, r0:r1]
+        else:  # a tensor of one block keeps its update from sweep 1
+            update, scale = (buf if len(spans) == 1 else torch.rsqrt(v3[b, r0:r1], out=buf).mul_(g)), coef
+        m = m3[b, r0:r1] if m3 is not None else None
         if m is not None:
             assert beta1 is not None
-            m.mul_(beta1).addcmul_(update, coef, value=1.0 - beta1)
+            m.mul_(beta1).addcmul_(update, scale, value=1.0 - beta1)
         if weight_decay != 0.0:
             p.addcmul_(p, lr_tensor, value=-dtype_scalar(weight_decay, p.dtype))
         if m is None:
-            p.addcmul_(update, coef, value=-1.0)
+            p.addcmul_(update, scale, value=-1.0)
         elif unscaled:
             p.addcmul_(m, lr_tensor, value=-1.0)
         else:
@@ -755,9 +741,12 @@ def _fused_adafactor_tensor(
         store(param, p32, rounding_key)
 
 
-#: elements per row block of the fused Adafactor path on CPU (2 MiB of float32: a block of p, g and the buffer
-#: stays in the last-level cache between the passes over it)
-_BLOCK = 1 << 19
+#: elements per row block of the fused Adafactor path on CPU (8 MiB of float32: the buffer holding g**2 or the
+#: update stays in the last-level cache between the ops that read it; a transformer's weight matrices are one block)
+_BLOCK = 1 << 21
+#: CPU tensors without factored statistics and at most this many elements (biases, norms) take the multi-tensor
+#: path together: for them the per-op cost of a per-tensor path dominates
+_SMALL = 1 << 15
 
 
 def _row_blocks(batches: int, n_rows: int, n_cols: int, device: torch.device) -> list[tuple[int, int, int]]:
@@ -793,8 +782,9 @@ def _fused_adafactor(
     maximize: bool,
     rounding_keys: list[int | None] | None = None,
 ) -> list[int]:
-    """The fused path (see :class:`Adafactor`): a few in-place passes per tensor, one temporary (the update).
+    """The fused path (see :class:`Adafactor`): two sweeps per tensor, one reused buffer.
 
+    Small unfactored CPU tensors (at most ``_SMALL`` elements) run together on the multi-tensor path instead.
     Runs the parameters it can take and returns the indices of the others (an error when ``strict``).
     """
     eligible: list[int] = []
@@ -815,6 +805,27 @@ def _fused_adafactor(
             "fused=True supports dense contiguous float32/bfloat16/float16 parameters on CPU or CUDA; got "
             f"{sorted({(str(params[i].dtype), params[i].device.type) for i in rest})}"
         )
+    small = [i for i in eligible if full_vars[i] is not None and params[i].numel() <= _SMALL and params[i].is_cpu]
+    if small:
+        lists: list[list[Any]] = [params, grads, state_steps, rms_values, exp_avgs, row_vars, col_vars, full_vars]
+        _multi_tensor_adafactor(
+            *[[lst[i] for i in small] for lst in lists],
+            lr=lr,
+            eps=eps,
+            clip_threshold=clip_threshold,
+            decay_rate=decay_rate,
+            beta1=beta1,
+            weight_decay=weight_decay,
+            scale_parameter=scale_parameter,
+            relative_step=relative_step,
+            warmup_init=warmup_init,
+            first_moment=first_moment,
+            maximize=maximize,
+            rounding_keys=None if rounding_keys is None else [rounding_keys[i] for i in small],
+        )
+        note_advanced([state_steps[i] for i in small])
+        taken = set(small)
+        eligible = [i for i in eligible if i not in taken]
     if not eligible:
         return rest
     eps1, eps2 = eps
