@@ -405,6 +405,27 @@ def test_the_default_float32_path_is_fused_and_within_the_spec_tolerance(monkeyp
     torch.testing.assert_close(fused, exact, rtol=tol.rtol, atol=tol.atol)
 
 
+def test_fused_adafactor_is_exact_under_reduced_float32_matmul_precision() -> None:
+    """Adafactor's fast path makes no BLAS call, so bf16/TF32 matmul settings (fast on AMX CPUs) cannot reach it."""
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    try:
+        torch.manual_seed(0)
+        w0, grads = torch.randn(128, 96), [torch.randn(128, 96) for _ in range(12)]
+        results = []
+        for extra in ({}, {"foreach": False}):
+            w = torch.nn.Parameter(w0.clone())
+            optimizer = hf_optim_torch.Adafactor([w], **extra)
+            for g in grads:
+                w.grad = g.clone()
+                optimizer.step()
+            results.append(w.detach().double())
+    finally:
+        torch.set_float32_matmul_precision(previous)
+    tol = hf_optim_spec.get("adafactor").tol("float32")
+    torch.testing.assert_close(results[0], results[1], rtol=tol.rtol, atol=tol.atol)
+
+
 def test_fused_true_refuses_what_it_cannot_run():
     w = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
     with pytest.raises(ValueError, match="cannot both be True"):

@@ -305,8 +305,10 @@ Adafactor.__doc__ = rf"""Adafactor with the numerics of ``transformers.Adafactor
     row sums give the block's new :math:`R`, its column sums the new :math:`C`, and its column sums weighted by
     :math:`1/R_i` the squared norm of the update without forming it,
     :math:`\sum_{{ij}} (r_i c_j g_{{ij}})^2 = \mathrm{{mean}}(R) \sum_j C_j^{{-1}} \sum_i g_{{ij}}^2 / R_i`.
-    Sweep 2 writes :math:`b = g \cdot \mathrm{{rsqrt}}(C)` into the buffer and applies
-    :math:`\theta \leftarrow \theta - b \cdot (r \alpha_t / \text{{clip}})` (or folds it into :math:`m`).
+    Sweep 2 writes the factors :math:`b_{{ij}} = r_i \alpha_t\, \mathrm{{rsqrt}}(C_j) / \text{{clip}}` of the
+    block into the buffer (no read of :math:`g`) and applies :math:`\theta \leftarrow \theta - g \cdot b` (or
+    folds :math:`g \cdot b` into :math:`m`). No BLAS product is used: under ``torch.set_float32_matmul_precision``
+    below ``"highest"`` a float32 matrix-vector product may run in bfloat16 or TF32.
     Small unfactored tensors (biases, norms) on CPU take the multi-tensor path together. transformers
     materialises :math:`g^2`, :math:`g^2+\epsilon_1` and the outer product :math:`R \otimes C` for every tensor.
     The regrouped products agree with the reference within the spec float32 tolerance, not bit for bit; the state
@@ -657,7 +659,8 @@ def _fused_adafactor_tensor(
 
     Sweep 1 reads ``g`` once: the new row and column statistics (or ``V``) and the squared norm of the update
     before clipping; then ``p`` is read once for its RMS; sweep 2 reads ``g`` and ``p`` again and writes ``p``
-    (and ``m``). ``g**2`` and the update only live block by block in one reused buffer.
+    (and ``m``). ``g**2``, and then the factors ``r_i coef / sqrt(C_j)`` of the update, only live block by block in
+    one reused buffer. No BLAS call: its float32 products may run in reduced precision (``float32_matmul_precision``).
     """
     low_precision = param.dtype != torch.float32
     p32 = param.float() if low_precision else param
@@ -682,7 +685,9 @@ def _fused_adafactor_tensor(
             sq = torch.mul(g3[b, r0:r1], g3[b, r0:r1], out=buffer[: (r1 - r0) * n_cols].view(r1 - r0, n_cols))
             r = row2[b, r0:r1]
             r.mul_(beta2t).add_(sq.sum(dim=-1), alpha=decay / n_cols).add_(decay * eps1)
-            col_sum, weighted = sq.sum(dim=-2), torch.mv(sq.t(), r.reciprocal())
+            col_sum = sq.sum(dim=-2)
+            # elementwise, not torch.mv: a BLAS product may run in bf16/tf32 under float32_matmul_precision
+            weighted = sq.div_(r.unsqueeze(-1)).sum(dim=-2)
             if sums is not None:
                 sums[0, b].add_(col_sum)
                 sums[1, b].add_(weighted)
@@ -717,12 +722,13 @@ def _fused_adafactor_tensor(
     p3 = p32.view(shape3)
     m3 = exp_avg.view(shape3) if exp_avg is not None else None
 
-    # sweep 2: the update (g * rsqrt(C)) * (r * coef), or rsqrt(V) * g * coef; first moment, weight decay, parameter
+    # sweep 2: the update g * (r * coef ⊗ rsqrt(C)) (the outer product written into the buffer, no read of g), or
+    # rsqrt(V) * g * coef; first moment, weight decay, parameter
     for b, r0, r1 in spans:
         g, p = g3[b, r0:r1], p3[b, r0:r1]
         buf = buffer[: (r1 - r0) * n_cols].view(r1 - r0, n_cols)
         if factored:
-            update, scale = torch.mul(g, col_rsqrt[b], out=buf), coef[b, r0:r1]
+            update, scale = g, torch.mul(coef[b, r0:r1], col_rsqrt[b], out=buf)
         else:  # a tensor of one block keeps its update from sweep 1
             update, scale = (buf if len(spans) == 1 else torch.rsqrt(v3[b, r0:r1], out=buf).mul_(g)), coef
         m = m3[b, r0:r1] if m3 is not None else None
