@@ -97,7 +97,7 @@ def conformance(session: nox.Session) -> None:
 
 @nox.session
 def reliability(session: nox.Session) -> None:
-    """Resume fuzz, bad inputs, mixed precision, distributed and soak (reduced; HF_OPTIM_FULL=1 for the full run)."""
+    """Resume fuzz, bad inputs, mixed precision, distributed and soak (the full run; HF_OPTIM_FULL=0 reduces it)."""
     _install(session, "spec", "torch", "tf")
     _pytest(session, "reliability")
 

@@ -58,6 +58,30 @@ class _Opaque:
         return "<opaque object>"
 
 
+_SPECIALS: list[Any] = [
+    math.nan,
+    math.inf,
+    -math.inf,
+    -1,
+    -1e-9,
+    0,
+    0.0,
+    1e308,
+    True,
+    False,
+    None,
+    "a",
+    "",
+    b"x",
+    [1.0],
+    {"x": 1},
+    (1.0, 2.0, 3.0),
+    _Opaque(),
+    2.5,
+]
+"""Values of every kind that any argument may receive."""
+
+
 def _bounds(param: hs.Parameter) -> list[float]:
     values = [param.minimum, param.exclusive_minimum, param.maximum, param.exclusive_maximum]
     out: list[float] = []
@@ -69,29 +93,8 @@ def _bounds(param: hs.Parameter) -> list[float]:
 
 def bad_values(param: hs.Parameter) -> st.SearchStrategy[Any]:
     """Values of every kind, biased to the declared bounds; the spec decides which ones are bad."""
-    specials = [
-        math.nan,
-        math.inf,
-        -math.inf,
-        -1,
-        -1e-9,
-        0,
-        0.0,
-        1e308,
-        True,
-        False,
-        None,
-        "a",
-        "",
-        b"x",
-        [1.0],
-        {"x": 1},
-        (1.0, 2.0, 3.0),
-        _Opaque(),
-        2.5,
-    ]
     strategies = [
-        st.sampled_from(specials),
+        st.sampled_from(_SPECIALS),
         st.sampled_from(_bounds(param) or [0.0]),
         st.floats(allow_nan=True, allow_infinity=True),
         st.integers(min_value=-(2**40), max_value=2**40),
@@ -99,7 +102,7 @@ def bad_values(param: hs.Parameter) -> st.SearchStrategy[Any]:
     ]
     types = param.type if isinstance(param.type, tuple) else (param.type,)
     if "number_pair" in types:
-        item = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from(specials[:9]))
+        item = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from(_SPECIALS[:9]))
         strategies += [st.tuples(item, item), st.lists(item, max_size=3)]
     if "string_list" in types:
         strategies += [st.lists(st.one_of(st.text(max_size=4), st.integers()), max_size=3)]
@@ -167,7 +170,6 @@ def test_every_spec_argument_is_taken_or_documented() -> None:
 @given(data=st.data())
 def test_bad_argument_is_rejected_clearly_or_accepted(framework: str, spec_id: str, name: str, data: Any) -> None:
     spec = hs.get(spec_id)
-    _import(framework)
     _drive.api(framework, spec)  # MissingApi names a spec object the package does not export
     value = data.draw(bad_values(_param_of(spec, framework, name)), label=name)
     with warnings.catch_warnings():  # accepted with a spec UserWarning is an acceptance (warnings: conformance)
@@ -206,7 +208,6 @@ def _check_bad_argument(framework: str, spec: hs.Spec, name: str, value: Any) ->
 @given(name=st.from_regex(r"[a-z][a-z_]{0,12}", fullmatch=True))
 def test_unknown_argument_names_are_rejected(framework: str, spec_id: str, name: str) -> None:
     spec = hs.get(spec_id)
-    _import(framework)
     _drive.api(framework, spec)
     assume(name not in _construct.signature(framework, spec) and name not in _drive.spellings(spec, framework))
     kwargs = {**_construct.base_kwargs(framework, spec), name: 1}
@@ -216,9 +217,76 @@ def test_unknown_argument_names_are_rejected(framework: str, spec_id: str, name:
     assert name in str(info.value)
 
 
-def _import(framework: str) -> None:
-    if framework == "tf":
-        pytest.importorskip("keras", reason="the tf package is not installed in this environment")
+# --------------------------------------------------------------------------- framework-only arguments
+
+_FLAG_RULES: dict[str, tuple[str, Any]] = {
+    # name -> (framework, predicate of the values the API accepts)
+    "maximize": ("torch", lambda v: isinstance(v, (bool, np.bool_))),
+    "foreach": ("torch", lambda v: v is None or isinstance(v, (bool, np.bool_))),
+    "fused": ("torch", lambda v: v is None or isinstance(v, (bool, np.bool_))),
+    "optimizer": ("torch", lambda v: False),  # no drawn value is a torch.optim.Optimizer
+    "learning_rate": (
+        "tf",
+        lambda v: not isinstance(v, (bool, np.bool_)) and isinstance(v, (int, float)) and math.isfinite(v),
+    ),
+}
+
+
+def _framework_cases() -> list[tuple[str, str, str]]:
+    """(framework, spec id, name) for every framework-only argument (not a spec parameter) of a public API."""
+    out = []
+    for framework in _drive.FRAMEWORKS:
+        for spec in hs.registry().values():
+            if not _drive.has_api(framework, spec):
+                continue
+            sig = _construct.signature(framework, spec)
+            for name, (owner, _) in _FLAG_RULES.items():
+                if owner == framework and name in sig and name not in _drive.spellings(spec, framework):
+                    out.append((framework, spec.id, name))
+    return out
+
+
+def test_framework_arguments_are_covered() -> None:
+    covered = {(framework, name) for framework, _, name in _framework_cases()}
+    assert covered == {(owner, name) for name, (owner, _) in _FLAG_RULES.items()}, covered
+
+
+@pytest.mark.parametrize(("framework", "spec_id", "name"), _framework_cases(), ids=str)
+@SETTINGS
+@given(value=st.one_of(st.sampled_from(_SPECIALS), st.floats(), st.integers(-(2**40), 2**40), st.text(max_size=4)))
+def test_bad_framework_argument_is_rejected_clearly_or_accepted(
+    framework: str, spec_id: str, name: str, value: Any
+) -> None:
+    """Arguments the spec does not declare (torch flags, a schedule's optimizer, a Keras schedule's base lr)."""
+    spec = hs.get(spec_id)
+    kwargs = _construct.base_kwargs(framework, spec)
+    accepted = _FLAG_RULES[name][1](value)
+    expected = None  # a legal base lr may still break a spec constraint that names base_lr (the spec's error)
+    if name == "learning_rate" and accepted:
+        try:
+            hs.validate(spec, kwargs, framework=framework, base_lr=float(value))
+        except (TypeError, ValueError) as error:
+            expected = error
+    _count(f"{framework}:{spec_id}:{name}")
+    func = _construct.factory(framework, spec)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            if name in ("optimizer", "learning_rate"):
+                obj = func(value, **kwargs)
+            else:
+                obj = _construct.construct(framework, spec, {**kwargs, name: value})
+    except (TypeError, ValueError) as error:
+        if expected is not None:
+            assert type(error) is type(expected) and str(error) == str(expected), f"{error!r}, spec: {expected!r}"
+            return
+        assert not accepted, f"{spec.api[framework]}({name}={value!r}) raised {error!r}; the value is legal"
+        assert f"`{name}`" in str(error), f"{name}={value!r}: message {str(error)!r} does not name it"
+        return
+    except Exception as error:
+        pytest.fail(f"{spec.api[framework]}({name}={value!r}) crashed with {type(error).__name__}: {error}")
+    assert accepted and expected is None, f"{spec.api[framework]}({name}={value!r}) was accepted"
+    _construct.exercise(framework, spec, obj)
 
 
 # --------------------------------------------------------------------------- torch parameter lists and steps
@@ -294,7 +362,6 @@ def test_torch_rejected_sparse_step_leaves_state_unchanged(spec_id: str) -> None
 @given(first=st.integers(1, 4), second=st.integers(0, 6))
 def test_accumulator_gradient_count_change_is_rejected_without_change(framework: str, first: int, second: int) -> None:
     assume(first != second)
-    _import(framework)
     spec = _drive.specs_of("accumulator")[0]
     accumulator = _construct.factory(framework, spec)()
     if framework == "torch":
@@ -330,7 +397,6 @@ def test_keras_rejected_or_sparse_step(spec_id: str, bad: str) -> None:
     Documented Keras behaviour: ``apply_gradients`` updates variable after variable, so variables *before* the
     failing one are already updated (the same for ``keras.optimizers.Adam``; not something an optimizer can fix).
     """
-    pytest.importorskip("keras")
     import keras
     import tensorflow as tf
 

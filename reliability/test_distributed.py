@@ -68,7 +68,6 @@ def test_torch_distributed_equals_single_process(torch_report: dict[str, Any], e
 
 
 def test_tf_mirrored_strategy_equals_one_device(tmp_path: Path) -> None:
-    pytest.importorskip("tensorflow")
     report = run_worker(
         {"task": "tf_mirrored", "seed": 3, "steps": SIZES.distributed_steps, "accumulation": 2}, tmp_path
     )

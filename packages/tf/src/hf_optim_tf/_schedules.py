@@ -183,12 +183,7 @@ class SpecSchedule(_Schedule):
         if name is not None and "name" in spec.parameters:  # the spec types Keras' name scope (str or None)
             given["name"] = name
         if spec.output == "factor":
-            if learning_rate is None or isinstance(learning_rate, bool) or not _is_number(learning_rate):
-                raise TypeError(
-                    f"Argument `learning_rate` must be a number. Received: learning_rate={learning_rate!r}"
-                    f" (of type {type(learning_rate).__name__})"
-                )
-            learning_rate = float(learning_rate)
+            learning_rate = _checked_learning_rate(learning_rate)
         resolved = hs.validate(spec, given, framework="tf", base_lr=learning_rate)
         resolved.pop("name", None)  # not a formula argument; kept in `self.name`
         self.spec_id = spec.id
@@ -285,13 +280,9 @@ class PlateauSchedule(_Schedule, _Trackable):
     ) -> None:
         super().__init__()
         spec = hs.get("reduce_lr_on_plateau")
-        if isinstance(learning_rate, bool) or not _is_number(learning_rate):
-            raise TypeError(
-                f"Argument `learning_rate` must be a number. Received: learning_rate={learning_rate!r}"
-                f" (of type {type(learning_rate).__name__})"
-            )
-        resolved = hs.validate(spec, kwargs, framework="tf", base_lr=float(learning_rate))
-        self.learning_rate = float(learning_rate)
+        learning_rate = _checked_learning_rate(learning_rate)
+        resolved = hs.validate(spec, kwargs, framework="tf", base_lr=learning_rate)
+        self.learning_rate = learning_rate
         self.params = _tf_params(spec, resolved)
         self._canonical = resolved
         self.name = name
@@ -399,6 +390,22 @@ class _PlateauCallback(keras.callbacks.Callback):
 
 
 # --------------------------------------------------------------------------- public factories
+
+
+def _checked_learning_rate(learning_rate: object) -> float:
+    """The schedule's base learning rate as a float: a real number (TypeError) and finite (ValueError).
+
+    A NaN or infinite base would make every lr of the schedule NaN or infinite without an error.
+    """
+    if learning_rate is None or isinstance(learning_rate, bool) or not _is_number(learning_rate):
+        raise TypeError(
+            f"Argument `learning_rate` must be a number. Received: learning_rate={learning_rate!r}"
+            f" (of type {type(learning_rate).__name__})"
+        )
+    value = float(learning_rate)  # type: ignore[arg-type]
+    if not math.isfinite(value):
+        raise ValueError(f"Argument `learning_rate` must be finite. Received: learning_rate={learning_rate!r}")
+    return value
 
 
 def _make(spec_id: str, learning_rate: float, **params: Any) -> SpecSchedule:

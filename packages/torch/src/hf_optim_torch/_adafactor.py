@@ -17,6 +17,8 @@ from ._common import (
     advance_steps,
     as_step_tensor,
     begin_step,
+    check_flags,
+    check_optimizer,
     dtype_scalar,
     fused_eligible,
     note_advanced,
@@ -96,6 +98,7 @@ class Adafactor(Optimizer):
         defaults["maximize"] = maximize
         defaults["foreach"] = foreach
         defaults["fused"] = fused
+        check_flags(maximize=maximize, foreach=foreach, fused=fused)
         use_fused(fused, foreach)  # rejects foreach=True with fused=True
         super().__init__(params, defaults)
 
@@ -875,6 +878,7 @@ class AdafactorSchedule(LambdaLR):
     """
 
     def __init__(self, optimizer: Optimizer, initial_lr: float = 0.0) -> None:
+        check_optimizer(optimizer)
         for group in optimizer.param_groups:
             group["initial_lr"] = initial_lr
         super().__init__(optimizer, _ConstantFactor(initial_lr))

@@ -17,6 +17,7 @@ from ._common import (
     advance_steps,
     as_step_tensor,
     begin_step,
+    check_flags,
     dtype_scalar,
     fused_eligible,
     host_steps,
@@ -117,6 +118,7 @@ class AdamWeightDecay(Optimizer):
         defaults.update({key: hp[key] for key in _CLIP_KEYS})
         defaults["foreach"] = foreach
         defaults["fused"] = fused
+        check_flags(foreach=foreach, fused=fused)
         use_fused(fused, foreach)  # rejects foreach=True with fused=True
         self._decay_cache: dict[tuple[Any, ...], list[bool]] = {}
         super().__init__(params, defaults)

@@ -16,6 +16,7 @@ from ._common import (
     advance_steps,
     as_step_tensor,
     begin_step,
+    check_flags,
     fused_eligible,
     note_advanced,
     rounding_keys,
@@ -88,6 +89,7 @@ class AdamW(Optimizer):
             "stochastic_rounding": hp["stochastic_rounding"],
             "rounding_seed": hp["rounding_seed"],
         }
+        check_flags(maximize=maximize, foreach=foreach, fused=fused)
         use_fused(fused, foreach)  # rejects foreach=True with fused=True
         super().__init__(params, defaults)
 

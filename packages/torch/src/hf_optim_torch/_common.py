@@ -123,6 +123,31 @@ def spec_validate(spec_id: str, params: Mapping[str, object]) -> dict[str, Any]:
     return dict(hf_optim_spec.validate(spec_id, plain, framework="torch"))
 
 
+def check_flags(**flags: object) -> None:
+    """Reject torch-only flags of the wrong type at construction, in the spec's message format.
+
+    ``maximize`` is a bool; ``foreach`` and ``fused`` are a bool or None. Any other value (``"no"``, ``0``, NaN)
+    would otherwise be taken for its truthiness, or fail deep inside a kernel at the first step.
+    """
+    for name, value in flags.items():
+        nullable = name in ("foreach", "fused")
+        if isinstance(value, (bool, np.bool_)) or (nullable and value is None):
+            continue
+        wanted = "a bool or None" if nullable else "a bool"
+        raise TypeError(
+            f"Argument `{name}` must be {wanted}. Received: {name}={value!r} (of type {type(value).__name__})"
+        )
+
+
+def check_optimizer(optimizer: object) -> None:
+    """A schedule factory's ``optimizer`` must be a ``torch.optim.Optimizer`` (TypeError otherwise)."""
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(
+            "Argument `optimizer` must be a torch.optim.Optimizer. "
+            f"Received: optimizer={optimizer!r} (of type {type(optimizer).__name__})"
+        )
+
+
 def as_step_tensor(value: object, like: torch.Tensor) -> torch.Tensor:
     """``state["step"]`` as a tensor on the parameter's device.
 

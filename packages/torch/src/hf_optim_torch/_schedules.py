@@ -21,6 +21,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, ReduceLROnPlateau
 
 from . import _docs
+from ._common import check_optimizer
 
 __all__ = [
     "SchedulerType",
@@ -150,6 +151,7 @@ class SpecLR(LambdaLR):
 
 
 def _base_lr(optimizer: Optimizer) -> float | None:
+    check_optimizer(optimizer)
     lr = optimizer.defaults.get("lr")
     if isinstance(lr, torch.Tensor):
         return float(lr.item())
@@ -171,6 +173,7 @@ def build_schedule(spec_id: str, optimizer: Optimizer, params: Mapping[str, Any]
     "factor" schedules give ``LambdaLR``, "lr" schedules :class:`SpecLR`, the stateful one ``ReduceLROnPlateau``.
     Errors are the spec's (also for missing arguments: ``Missing required argument `x```).
     """
+    check_optimizer(optimizer)
     spec = hf_optim_spec.get(spec_id)
     if spec.kind != "schedule":
         raise ValueError(f"spec {spec_id!r} is a {spec.kind}, not a schedule")
