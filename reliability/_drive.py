@@ -95,6 +95,22 @@ def optimizer_case(spec: hs.Spec, needs_lr: bool) -> int:
     raise LookupError(f"no usable case in spec {spec.id!r}")
 
 
+def distinct_cases(spec: hs.Spec) -> list[int]:
+    """Float32 cases (no schedule refs) that each set a hyperparameter no earlier pick set: amsgrad, beta1,
+    weight decay, clipping, include/exclude lists, ... so that every kind of state and decay path is resumed."""
+    picks: list[int] = []
+    seen: set[str] = set()
+    for index, case in enumerate(spec.cases):
+        hyper = case.get("hyperparams", {})
+        if case.get("dtype", "float32") != "float32" or any(is_ref(v) for v in hyper.values()):
+            continue
+        changed = {k for k, v in hyper.items() if k not in spec.parameters or v != spec.parameters[k].default}
+        if not picks or changed - seen:
+            picks.append(index)
+            seen |= changed
+    return picks
+
+
 def schedule_params(spec: hs.Spec) -> dict[str, Any]:
     """The first case's arguments (canonical names)."""
     return plain(spec.cases[0].get("params", {}))
@@ -202,20 +218,25 @@ def _closest_optimizer(spec: hs.Spec) -> hs.Spec:
 
 
 def scenarios(framework: str, full: bool, seed: int) -> list[dict[str, Any]]:
-    """Every optimizer alone (its first case) and every schedule driving an optimizer.
+    """Every optimizer alone and every schedule driving an optimizer.
 
-    Reduced run: each schedule drives one optimizer (cycling through them); full run: every optimizer.
+    Full run: each optimizer alone with every case of :func:`distinct_cases`, and each schedule driving every
+    optimizer. Reduced run: each optimizer alone with its first case; each schedule drives one optimizer
+    (cycling through them).
     """
     optimizers = specs_of("optimizer")
     out: list[dict[str, Any]] = []
 
-    def add(optimizer: hs.Spec | None, schedule: hs.Spec | None, needs_lr: bool) -> None:
-        case = optimizer_case(optimizer, needs_lr) if optimizer is not None else None
+    def add(optimizer: hs.Spec | None, schedule: hs.Spec | None, needs_lr: bool, case: int | None = None) -> None:
+        if case is None and optimizer is not None:
+            case = optimizer_case(optimizer, needs_lr)
         shapes = plain(optimizer.cases[case]["shapes"]) if optimizer is not None else {"w": [3, 4], "b": [4]}
         params = schedule_params(schedule) if schedule is not None else {}
         bounds = boundaries(schedule, params) if schedule is not None else []
         steps = scenario_steps(bounds)
         name = "+".join(x.id for x in (optimizer, schedule) if x is not None)
+        if optimizer is not None and case != optimizer_case(optimizer, needs_lr):
+            name += f"#case{case}"
         out.append(
             {
                 "id": name,
@@ -232,7 +253,8 @@ def scenarios(framework: str, full: bool, seed: int) -> list[dict[str, Any]]:
         )
 
     for optimizer in optimizers:
-        add(optimizer, None, needs_lr=False)
+        for case in distinct_cases(optimizer) if full else [optimizer_case(optimizer, needs_lr=False)]:
+            add(optimizer, None, needs_lr=False, case=case)
     for index, schedule in enumerate(specs_of("schedule")):
         if not has_api(framework, schedule):  # built (and reported as missing) by the test
             add(optimizers[index % len(optimizers)], schedule, needs_lr=True)

@@ -223,3 +223,102 @@ def test_keras_bf16_variables_are_updated_with_fp32_math(spec_id: str, rounding:
             assert np.isfinite(a32).all()
             diff = float(np.max(np.abs(a32 - b.numpy())))
             assert np.array_equal(a32, b.numpy()), f"{spec_id} step {t}: {name} differs from fp32 math by {diff}"
+
+
+# --------------------------------------------------------------------------- real float16 training
+
+
+def _fp16_batches(steps: int, overflow: set[int]) -> list[np.ndarray]:
+    """Inputs of a tiny regression; at the ``overflow`` steps large enough that the float16 forward overflows."""
+    rng = np.random.default_rng(SEED)
+    batches = [rng.standard_normal((16, 8)).astype(np.float32) for _ in range(steps)]
+    return [x * np.float32(1e5) if t in overflow else x for t, x in enumerate(batches)]
+
+
+@pytest.mark.parametrize("spec_id", OPTIMIZERS)
+def test_torch_float16_autocast_training_skips_exactly_the_overflowing_steps(spec_id: str) -> None:
+    """A real fp16 forward (``torch.autocast(float16)``) whose overflow makes inf gradients: GradScaler skips
+    those steps, and ``scaler_step`` leaves parameters, optimizer state and schedule exactly as they were."""
+    import torch
+    from hf_optim_torch import get_linear_schedule_with_warmup
+    from hf_optim_torch._amp import scaler_step
+
+    from reliability import _construct
+
+    spec = hs.get(spec_id)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(8, 4)
+    kwargs = _construct.base_kwargs("torch", spec)
+    optimizer = _construct.factory("torch", spec)(list(model.named_parameters()), **kwargs)
+    with_lr = optimizer.defaults.get("lr") is not None  # Adafactor's relative step has no lr to schedule
+    scheduler = get_linear_schedule_with_warmup(optimizer, 0, 2 * STEPS) if with_lr else None
+    scaler = torch.amp.GradScaler("cpu", init_scale=SCALE)
+    applied_count = 0
+    for t, x in enumerate(_fp16_batches(STEPS, SKIPPED)):
+        with torch.autocast("cpu", dtype=torch.float16):
+            out = model(torch.from_numpy(x))
+        loss = out.float().pow(2).mean()
+        optimizer.zero_grad()
+        scaler.scale(loss).backward()
+        before = (
+            [p.detach().clone() for p in model.parameters()],
+            copy.deepcopy(optimizer.state_dict()["state"]),
+            None if scheduler is None else scheduler.state_dict()["last_epoch"],
+        )
+        applied = scaler_step(scaler, optimizer, scheduler)
+        assert applied == (t not in SKIPPED), f"step {t}: applied={applied}, loss={float(loss)}"
+        after_params = list(model.parameters())
+        moved = any(not torch.equal(a, b) for a, b in zip(before[0], after_params))
+        assert moved == applied, f"step {t}: parameters moved={moved}, applied={applied}"
+        if not applied:
+            state = optimizer.state_dict()["state"]
+            assert state.keys() == before[1].keys(), "a skipped step created state"
+            for key, entries in state.items():
+                for name, value in entries.items():
+                    old = before[1][key][name]
+                    same = torch.equal(value, old) if isinstance(value, torch.Tensor) else value == old
+                    assert same, f"step {t}: a skipped step changed state {key}/{name}"
+            if scheduler is not None:
+                assert scheduler.state_dict()["last_epoch"] == before[2], "a skipped step advanced the schedule"
+        applied_count += applied
+    steps = {int(s["step"]) for s in optimizer.state.values()}
+    assert steps == {applied_count}, f"optimizer steps {steps}, applied {applied_count}"
+    if scheduler is not None:
+        assert scheduler.last_epoch == applied_count
+
+
+@pytest.mark.parametrize("spec_id", OPTIMIZERS)
+def test_keras_mixed_float16_training_skips_exactly_the_overflowing_steps(spec_id: str) -> None:
+    """A real ``mixed_float16`` layer (float16 compute, float32 variables) under ``LossScaleOptimizer``: the
+    overflowing steps are skipped and change no variable, no optimizer state and no ``iterations``."""
+    import keras
+    import tensorflow as tf
+    from hf_optim_tf._amp import apply_scaled_gradients
+
+    from reliability import _construct
+
+    spec = hs.get(spec_id)
+    keras.utils.set_random_seed(0)
+    layer = keras.layers.Dense(4, dtype="mixed_float16")
+    layer.build((None, 8))
+    inner = _construct.construct("tf", spec, _construct.base_kwargs("tf", spec))
+    lso = keras.optimizers.LossScaleOptimizer(inner, initial_scale=SCALE, dynamic_growth_steps=10_000)
+    variables = layer.trainable_variables
+    lso.build(variables)
+    applied_count = 0
+    for t, x in enumerate(_fp16_batches(STEPS, SKIPPED)):
+        with tf.GradientTape() as tape:
+            out = layer(tf.constant(x))
+            loss = tf.reduce_mean(tf.square(tf.cast(out, "float32")))
+            scaled = lso.scale_loss(loss)
+        grads = tape.gradient(scaled, variables)
+        before = [v.numpy().copy() for v in variables], [v.numpy().copy() for v in inner.variables]
+        applied = bool(apply_scaled_gradients(lso, zip(grads, variables)))
+        assert applied == (t not in SKIPPED), f"step {t}: applied={applied}, loss={float(loss)}"
+        moved = any(not np.array_equal(a, v.numpy()) for a, v in zip(before[0], variables))
+        assert moved == applied, f"step {t}: variables moved={moved}, applied={applied}"
+        if not applied:
+            for old, v in zip(before[1], inner.variables):
+                assert np.array_equal(old, v.numpy()), f"step {t}: a skipped step changed {v.path}"
+        applied_count += applied
+    assert int(inner.iterations.numpy()) == applied_count

@@ -1,6 +1,7 @@
 """Soak: a long run of every optimizer with a schedule, in each framework, in a fresh process.
 
-Full (default) run 50,000 steps, reduced run 2,000. Measured: RSS after the warm-up tenth and at the end (bound below),
+The objective is a noisy quadratic (gradient = param - target + noise). Full (default) run 50,000 steps,
+reduced run 2,000. Measured: RSS after the warm-up tenth and at the end (bound below),
 median step time of the second tenth vs the last tenth (drift), and that parameters and lrs stay finite.
 """
 
