@@ -329,6 +329,24 @@ def test_torch_empty_and_duplicated_parameter_lists(spec_id: str) -> None:
 
 
 @pytest.mark.parametrize("spec_id", _torch_optimizers())
+def test_keras_empty_and_duplicated_variable_lists(spec_id: str) -> None:
+    import keras
+
+    spec = hs.get(spec_id)
+    optimizer = _construct.construct("tf", spec, _construct.base_kwargs("tf", spec))
+    v = keras.Variable(np.ones(3, dtype="float32"))
+    g = np.full(3, 0.5, dtype="float32")
+    with pytest.raises(ValueError, match="`grads_and_vars` must hold at least one"):
+        optimizer.apply_gradients([])
+    with pytest.raises(ValueError, match="`trainable_variables` must not hold a variable twice"):
+        optimizer.apply_gradients([(g, v), (g, v)])
+    assert np.array_equal(v.numpy(), np.ones(3, dtype="float32")), "a rejected call changed the variable"
+    optimizer.apply_gradients([(g, v)])  # the optimizer still works: one step, counted once
+    assert int(optimizer.iterations.numpy()) == 1
+    _count("tf:variable-lists")
+
+
+@pytest.mark.parametrize("spec_id", _torch_optimizers())
 def test_torch_rejected_sparse_step_leaves_state_unchanged(spec_id: str) -> None:
     """A step with a sparse gradient fails (transformers' RuntimeError naming sparse gradients) and changes nothing.
 

@@ -10,7 +10,7 @@ from keras import ops
 
 from ._common import (
     ROUNDING_DOC,
-    ReplicaSafeBuild,
+    CheckedApply,
     check_stochastic_rounding,
     compute_dtype,
     parameter_rounding_key,
@@ -28,7 +28,7 @@ _SPEC_ID = "adafactor"
 
 
 @keras.saving.register_keras_serializable(package="hf_optim")
-class Adafactor(ReplicaSafeBuild, keras.optimizers.Optimizer):
+class Adafactor(CheckedApply, keras.optimizers.Optimizer):
     r"""Adafactor exactly as transformers' torch ``Adafactor`` computes it (the Keras twin).
 
     For a variable of rank >= 2 the second moment is factored over the last two dimensions

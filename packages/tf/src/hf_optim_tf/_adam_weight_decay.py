@@ -9,7 +9,7 @@ from keras import ops
 
 from ._common import (
     ROUNDING_DOC,
-    ReplicaSafeBuild,
+    CheckedApply,
     as_list,
     check_stochastic_rounding,
     compute_dtype,
@@ -31,7 +31,7 @@ _CLIP_KEYS = frozenset({"clipnorm", "clipvalue", "global_clipnorm"})
 
 
 @keras.saving.register_keras_serializable(package="hf_optim")
-class AdamWeightDecay(ReplicaSafeBuild, keras.optimizers.Optimizer):
+class AdamWeightDecay(CheckedApply, keras.optimizers.Optimizer):
     r"""Adam with decoupled weight decay applied before the Adam step (transformers' TF optimizer).
 
     The numerics are those of transformers' ``AdamWeightDecay``, which subclassed the legacy

@@ -9,7 +9,7 @@ from keras import ops
 
 from ._common import (
     ROUNDING_DOC,
-    ReplicaSafeBuild,
+    CheckedApply,
     check_stochastic_rounding,
     compute_dtype,
     parameter_rounding_key,
@@ -28,7 +28,7 @@ _DEFAULT_LR = 0.001
 
 
 @keras.saving.register_keras_serializable(package="hf_optim")
-class AdamW(ReplicaSafeBuild, keras.optimizers.Optimizer):
+class AdamW(CheckedApply, keras.optimizers.Optimizer):
     r"""AdamW exactly as transformers' torch ``AdamW`` computes it (the Keras twin).
 
     .. math::

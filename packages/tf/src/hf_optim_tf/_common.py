@@ -16,7 +16,7 @@ from keras import ops
 
 __all__ = [
     "ROUNDING_DOC",
-    "ReplicaSafeBuild",
+    "CheckedApply",
     "as_list",
     "check_stochastic_rounding",
     "compute_dtype",
@@ -225,26 +225,45 @@ def numpy_value(value: Any) -> Any:
     return numpy() if numpy is not None else keras.ops.convert_to_numpy(value)
 
 
-class ReplicaSafeBuild:
-    """Mixin: build the optimizer outside the replica function on the first ``apply``.
+class CheckedApply:
+    """Mixin of the optimizers: check the variables given to ``apply``, and build outside the replica function.
 
-    Keras 3 builds an optimizer lazily inside the first ``apply``. Under ``tf.distribute`` that
-    first call often happens in replica context inside a ``tf.function`` (transformers' own
-    ``GradientAccumulator`` test does exactly this), where creating the state variables fails.
-    This mixin moves the build to cross-replica context (``merge_call``) and out of the traced
-    graph (``tf.init_scope``), so the variables are created once, mirrored, as if ``build`` had been
-    called in ``strategy.scope()``.
+    Checks: ``apply_gradients`` with no (gradient, variable) pair raises ValueError (Keras fails with "not enough
+    values to unpack"); the same variable twice in one call raises ValueError (Keras would update it twice,
+    silently). Both are Python-level checks: inside ``tf.function`` they run once, when the step is traced.
+
+    Build: Keras 3 builds an optimizer lazily inside the first ``apply``. Under ``tf.distribute`` that first call
+    often happens in replica context inside a ``tf.function`` (transformers' own ``GradientAccumulator`` test does
+    exactly this), where creating the state variables fails. This mixin moves the build to cross-replica context
+    (``merge_call``) and out of the traced graph (``tf.init_scope``), so the variables are created once, mirrored,
+    as if ``build`` had been called in ``strategy.scope()``.
     """
 
+    def apply_gradients(self, grads_and_vars: Any) -> Any:
+        pairs = list(grads_and_vars)
+        if not pairs:
+            raise ValueError(
+                "Argument `grads_and_vars` must hold at least one (gradient, variable) pair. Received: grads_and_vars=[]"
+            )
+        return super().apply_gradients(pairs)  # type: ignore[misc]
+
     def apply(self, grads: Any, trainable_variables: Any = None) -> Any:
+        if trainable_variables is not None:
+            trainable_variables = list(trainable_variables)
+            seen: set[int] = set()
+            for variable in trainable_variables:
+                if id(variable) in seen:
+                    raise ValueError(
+                        "Argument `trainable_variables` must not hold a variable twice (it would be updated twice). "
+                        f"Received: {getattr(variable, 'path', variable)!r} twice"
+                    )
+                seen.add(id(variable))
         if not self.built and trainable_variables is not None:  # type: ignore[attr-defined]
-            variables = list(trainable_variables)
             import tensorflow as tf
 
             replica = tf.distribute.get_replica_context()
             if tf.distribute.has_strategy() and replica is not None:
-                replica.merge_call(lambda _strategy: self._build_eagerly(variables))
-            trainable_variables = variables
+                replica.merge_call(lambda _strategy, variables=trainable_variables: self._build_eagerly(variables))
         return super().apply(grads, trainable_variables)  # type: ignore[misc]
 
     def _build_eagerly(self, variables: list[Any]) -> None:
