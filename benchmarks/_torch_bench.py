@@ -15,11 +15,25 @@ import torch
 from _hf_style import TransformersStyleAdafactor, TransformersStyleAdamW
 from _layouts import layout_shapes
 from _timing import Timing, interleave, step_peak_bytes
+from hf_optim_torch import _native
 
 __all__ = ["PEERS", "copy_bandwidth", "run_optimizers", "run_schedules"]
 
 LR = 1e-3
 WEIGHT_DECAY = 0.01
+
+
+class _TorchOpsAdafactor(hf_optim_torch.Adafactor):
+    """``hf_optim_torch.Adafactor`` with its native kernel switched off: the fused path in eager torch ops."""
+
+    def step(self, closure: Any = None) -> Any:
+        kernel = _native.adafactor_library()
+        _native._state["adafactor"] = None
+        try:
+            return super().step(closure)
+        finally:
+            _native._state["adafactor"] = kernel
+
 
 # name -> (builder(params), family, bandwidth-floor bytes per fp32 parameter per step)
 PEERS: dict[str, tuple[Callable[[list[torch.Tensor]], torch.optim.Optimizer], str, int]] = {
@@ -45,6 +59,7 @@ PEERS: dict[str, tuple[Callable[[list[torch.Tensor]], torch.optim.Optimizer], st
         28,
     ),
     "hf_optim_torch.Adafactor": (hf_optim_torch.Adafactor, "adafactor", 12),
+    "hf_optim_torch.Adafactor(HF_OPTIM_NATIVE=0)": (_TorchOpsAdafactor, "adafactor", 12),
     "transformers-style Adafactor loop": (TransformersStyleAdafactor, "adafactor", 12),
     "torch.optim.Adafactor": (lambda ps: torch.optim.Adafactor(ps, lr=1e-2), "adafactor", 12),
 }

@@ -45,6 +45,12 @@ def _load() -> str:
         return "n/a"
 
 
+def _native_status() -> str:
+    from hf_optim_torch import _native
+
+    return "`" + _native.status().replace(str(Path.home()), "~") + "`"
+
+
 def _machine() -> list[str]:
     lines = [f"- Python {platform.python_version()} on {platform.platform()}"]
     try:
@@ -243,6 +249,7 @@ def _report(
         "tensors (best is used for the floors): "
         + ", ".join(f"{k} {v / 1e9:.1f} GB/s" for k, v in bandwidths.items())
         + f"; **{bandwidth / 1e9:.1f} GB/s**",
+        f"- Adafactor's native kernel (`hf_optim_torch._native.status()`): {_native_status()}",
         "- No GPU on this machine: the CUDA part of the benchmark (1B parameters, device bandwidth, fused GPU paths) "
         "is left for a machine with one.",
         "",

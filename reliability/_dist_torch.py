@@ -109,8 +109,15 @@ def _params(model: Any) -> dict[str, torch.Tensor]:
     return {name: _full(p.detach()).clone() for name, p in module.named_parameters()}
 
 
+def _stage(out_dir: str, rank: int, name: str) -> None:
+    """Append the stage a rank has reached, so that a rank killed by a signal still says where it was."""
+    with open(os.path.join(out_dir, f"rank{rank}.stages"), "a", encoding="utf-8") as fh:
+        fh.write(name + "\n")
+
+
 def _worker(rank: int, world: int, task: dict[str, Any], init_file: str, out_dir: str) -> None:
     torch.set_num_threads(1)
+    _stage(out_dir, rank, "init")
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     results: dict[str, Any] = {}
     steps = task["steps"]
@@ -118,6 +125,7 @@ def _worker(rank: int, world: int, task: dict[str, Any], init_file: str, out_dir
         for spec_id in task["optimizers"]:
             for engine in ("ddp", "fsdp2"):
                 key = f"{engine}:{spec_id}"
+                _stage(out_dir, rank, key)
                 try:
                     model, _ = _train(engine, spec_id, rank, range(steps))
                     results[key] = {"params": _params(model)}
@@ -129,6 +137,7 @@ def _worker(rank: int, world: int, task: dict[str, Any], init_file: str, out_dir
                     results[key] = {"error": _describe(error)}
                 dist.barrier()
             key = f"dcp:{spec_id}"
+            _stage(out_dir, rank, key)
             try:
                 results[key] = {"params": _dcp_roundtrip(spec_id, rank, steps, task["ckpt_dir"])}
             except Exception as error:
@@ -136,7 +145,13 @@ def _worker(rank: int, world: int, task: dict[str, Any], init_file: str, out_dir
             dist.barrier()
     finally:
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+        _stage(out_dir, rank, "saved")
         dist.destroy_process_group()
+        _stage(out_dir, rank, "destroyed")
+    # skip interpreter finalisation: gloo's threads can abort it (see _spawn); every result is on disk
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _dcp_roundtrip(spec_id: str, rank: int, steps: int, ckpt_dir: str) -> dict[str, torch.Tensor]:
@@ -170,14 +185,38 @@ def _describe(error: BaseException) -> dict[str, str]:
     return {"type": type(error).__name__, "message": str(error)[:1500], "frames": "\n".join(ours[-6:])}
 
 
+def _spawn(world: int, task: dict[str, Any], tmp: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """Run the workers; their results, and a line for each rank that died after saving them.
+
+    gloo's worker threads can abort a process during interpreter finalisation, after ``destroy_process_group``
+    (``terminate called without an active exception``: 1 of 12 runs here, both ranks past "destroyed"), which the
+    workers now skip with ``os._exit``. Should a rank still die after it saved its results, it has finished every
+    check: its results count and the report says what happened; a rank that dies earlier fails the run.
+    """
+    init_file = os.path.join(tmp, "init")
+    task["ckpt_dir"] = os.path.join(tmp, "dcp")
+    teardown: list[str] = []
+    try:
+        mp.spawn(_worker, args=(world, task, init_file, tmp), nprocs=world, join=True)
+    except mp.ProcessExitedException as error:
+        stages = []
+        for r in range(world):
+            path = Path(tmp, f"rank{r}.stages")
+            stages.append(path.read_text(encoding="utf-8").split() if path.exists() else [])
+        reached = "; ".join(f"rank {r}: {' -> '.join(seen)}" for r, seen in enumerate(stages))
+        if not all("saved" in seen for seen in stages):
+            raise RuntimeError(f"a distributed worker died before saving its results ({error}); {reached}") from error
+        teardown.append(f"{error} after every rank saved its results ({reached})")
+        print(f"note: {teardown[-1]}", file=sys.stderr)
+    ranks = [torch.load(os.path.join(tmp, f"rank{r}.pt"), weights_only=False) for r in range(world)]
+    return ranks, teardown
+
+
 def main(argv: list[str]) -> int:
     task = json.loads(Path(argv[1]).read_text(encoding="utf-8"))
     world = 2
     with tempfile.TemporaryDirectory() as tmp:
-        init_file = os.path.join(tmp, "init")
-        task["ckpt_dir"] = os.path.join(tmp, "dcp")
-        mp.spawn(_worker, args=(world, task, init_file, tmp), nprocs=world, join=True)
-        ranks = [torch.load(os.path.join(tmp, f"rank{r}.pt"), weights_only=False) for r in range(world)]
+        ranks, teardown = _spawn(world, task, tmp)
     report: dict[str, Any] = {}
     for spec_id in task["optimizers"]:
         single = reference(spec_id, task["steps"], world)
@@ -199,6 +238,8 @@ def main(argv: list[str]) -> int:
                 "bitwise": bitwise,
                 **{k: v for k, v in entry.items() if k == "state_types"},
             }
+    if teardown:
+        report["teardown"] = teardown
     Path(task["report"]).write_text(json.dumps(report, indent=1), encoding="utf-8")
     return 0
 

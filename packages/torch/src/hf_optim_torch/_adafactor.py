@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import math
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -11,7 +12,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-from . import _docs
+from . import _docs, _native
 from ._common import (
     FUSED_DOC,
     advance_steps,
@@ -312,7 +313,9 @@ Adafactor.__doc__ = rf"""Adafactor with the numerics of ``transformers.Adafactor
     block into the buffer (no read of :math:`g`) and applies :math:`\theta \leftarrow \theta - g \cdot b` (or
     folds :math:`g \cdot b` into :math:`m`). No BLAS product is used: under ``torch.set_float32_matmul_precision``
     below ``"highest"`` a float32 matrix-vector product may run in bfloat16 or TF32.
-    Small unfactored tensors (biases, norms) on CPU take the multi-tensor path together. transformers
+    On CPU, float32 matrices go instead through a C kernel compiled at first use (``_native/adafactor.c``; see
+    ``docs/guarantees.md``, off with ``HF_OPTIM_NATIVE=0``): the same two sweeps, each one pass over memory, with
+    sums in double. Small unfactored tensors (biases, norms) on CPU take the multi-tensor path together. transformers
     materialises :math:`g^2`, :math:`g^2+\epsilon_1` and the outer product :math:`R \otimes C` for every tensor.
     The regrouped products agree with the reference within the spec float32 tolerance, not bit for bit; the state
     is the same.
@@ -750,6 +753,68 @@ def _fused_adafactor_tensor(
         store(param, p32, rounding_key)
 
 
+def _native_eligible(param: Tensor, row: Tensor | None, col: Tensor | None, rms: Tensor) -> bool:
+    """A float32 CPU matrix with float32 contiguous statistics (the gradient and ``m`` passed :func:`fused_eligible`)."""
+    return (
+        param.is_cpu
+        and param.dtype == torch.float32
+        and param.dim() == 2
+        and all(t is not None and t.dtype == torch.float32 and t.is_contiguous() for t in (row, col, rms))
+    )
+
+
+def _pointers(tensors: list[Tensor]) -> Any:
+    return (ctypes.c_void_p * len(tensors))(*(t.data_ptr() for t in tensors))
+
+
+def _native_adafactor(
+    lib: Any,
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor | None] | None,
+    rows: list[Tensor],
+    cols: list[Tensor],
+    rms_values: list[Tensor],
+    *,
+    rels: list[float],
+    beta2ts: list[float],
+    eps: tuple[float, float],
+    clip_threshold: float,
+    beta1: float | None,
+    weight_decay: float,
+    scale_parameter: bool,
+    unscaled: bool,
+) -> None:
+    """Factored float32 CPU matrices in one call of the native kernel (``_native/adafactor.c``): two passes."""
+    count = len(params)
+    grads = [g.contiguous() for g in grads]  # a no-op for the contiguous gradients fused_eligible admitted
+    moments = None if exp_avgs is None else _pointers(exp_avgs)  # type: ignore[arg-type]
+    i64, f64 = ctypes.c_int64 * count, ctypes.c_double * count
+    failed = lib.hf_adafactor_factored(
+        count,
+        _pointers(grads),
+        _pointers(params),
+        moments,
+        _pointers(rows),
+        _pointers(cols),
+        _pointers(rms_values),
+        i64(*(p.shape[0] for p in params)),
+        i64(*(p.shape[1] for p in params)),
+        f64(*rels),
+        f64(*beta2ts),
+        eps[0],
+        eps[1],
+        clip_threshold,
+        -1.0 if beta1 is None else beta1,
+        weight_decay,
+        int(scale_parameter),
+        int(unscaled),
+        torch.get_num_threads(),
+    )
+    if failed:
+        raise MemoryError(f"Adafactor's native kernel could not allocate its work memory for {count} matrices")
+
+
 #: elements per row block of the fused Adafactor path on CPU (8 MiB of float32: the buffer holding g**2 or the
 #: update stays in the last-level cache between the ops that read it; a transformer's weight matrices are one block)
 _BLOCK = 1 << 21
@@ -839,10 +904,43 @@ def _fused_adafactor(
         return rest
     eps1, eps2 = eps
     steps = advance_steps([state_steps[i] for i in eligible])
-    for i, t in zip(eligible, steps):
-        rel = min(1e-6 * t if warmup_init else 1e-2, 1.0 / math.sqrt(t)) if relative_step else lr
-        if rel is None:
-            raise ValueError("Adafactor with relative_step=False needs a manual `lr`")
+    rels = [min(1e-6 * t if warmup_init else 1e-2, 1.0 / math.sqrt(t)) if relative_step else lr for t in steps]
+    if any(rel is None for rel in rels):
+        raise ValueError("Adafactor with relative_step=False needs a manual `lr`")
+    beta2ts = [1.0 - math.pow(t, decay_rate) for t in steps]
+    shared: dict[str, Any] = {
+        "clip_threshold": clip_threshold,
+        "beta1": beta1,
+        "weight_decay": weight_decay,
+        "scale_parameter": scale_parameter,
+        "unscaled": first_moment == "unscaled",
+    }
+    lib = _native.adafactor_library() if not isinstance(lr, Tensor) else None
+    if lib is not None and not torch.compiler.is_compiling():
+        native = [
+            k for k, i in enumerate(eligible) if _native_eligible(params[i], row_vars[i], col_vars[i], rms_values[i])
+        ]
+        if native:
+            grad_list = [-grads[eligible[k]] if maximize else grads[eligible[k]] for k in native]
+            picked = [eligible[k] for k in native]
+            _native_adafactor(
+                lib,
+                [params[i] for i in picked],
+                grad_list,
+                [exp_avgs[i] for i in picked] if beta1 is not None else None,
+                [row_vars[i] for i in picked],  # type: ignore[misc]
+                [col_vars[i] for i in picked],  # type: ignore[misc]
+                [rms_values[i] for i in picked],
+                rels=[rels[k] for k in native],  # type: ignore[misc]
+                beta2ts=[beta2ts[k] for k in native],
+                eps=eps,
+                **shared,
+            )
+            done = set(native)
+            eligible = [i for k, i in enumerate(eligible) if k not in done]
+            rels = [r for k, r in enumerate(rels) if k not in done]
+            beta2ts = [b for k, b in enumerate(beta2ts) if k not in done]
+    for i, rel, beta2t in zip(eligible, rels, beta2ts):
         _fused_adafactor_tensor(
             params[i],
             -grads[i] if maximize else grads[i],
@@ -851,15 +949,11 @@ def _fused_adafactor(
             row_vars[i],
             col_vars[i],
             full_vars[i],
-            rel=rel,
-            beta2t=1.0 - math.pow(t, decay_rate),
+            rel=rel,  # type: ignore[arg-type]
+            beta2t=beta2t,
             eps1=eps1,
             eps2=eps2,
-            clip_threshold=clip_threshold,
-            beta1=beta1,
-            weight_decay=weight_decay,
-            scale_parameter=scale_parameter,
-            unscaled=first_moment == "unscaled",
+            **shared,
             rounding_key=None if rounding_keys is None else rounding_keys[i],
         )
     return rest

@@ -1,0 +1,144 @@
+"""Native CPU kernels, compiled at first use with the system C compiler and called through ctypes.
+
+Only Adafactor's factored update has one (``adafactor.c``): a sequence of eager torch ops must read ``g`` and
+``p`` more often than the two passes the update needs. The library is compiled once per source, compiler and
+CPU into ``$HF_OPTIM_CACHE_DIR`` (default ``~/.cache/hf_optim``), the way Inductor and torch's C++ extensions
+compile at first use. Without a working compiler, or with ``HF_OPTIM_NATIVE=0``, the optimizers use their torch
+paths, which compute the same update within the spec tolerance; :func:`status` says which is in use and why.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+__all__ = ["adafactor_library", "status"]
+
+_LOG = logging.getLogger("hf_optim_torch")
+_SOURCE = Path(__file__).with_name("adafactor.c")
+_FLAGS = ["-O3", "-fopenmp-simd", "-fno-math-errno", "-std=c99", "-shared", "-fPIC", "-pthread"]
+if platform.machine().lower() in ("x86_64", "amd64"):  # this CPU's vector units; 512-bit ones where it has them
+    _FLAGS += ["-march=native", "-mprefer-vector-width=512"]
+_state: dict[str, object] = {}
+
+
+def _cpu_signature() -> str:
+    """What ``-march=native`` depends on (a cache shared between machines must not hand out another CPU's code)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _cache_dir() -> Path:
+    configured = os.environ.get("HF_OPTIM_CACHE_DIR")
+    if configured:
+        return Path(configured)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "hf_optim"
+
+
+def _compile() -> tuple[ctypes.CDLL | None, str]:
+    if os.environ.get("HF_OPTIM_NATIVE", "1") == "0":
+        return None, "disabled by HF_OPTIM_NATIVE=0"
+    if platform.system() not in ("Linux", "Darwin"):
+        return None, f"no native kernels on {platform.system()}"
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if compiler is None:
+        return None, "no C compiler found (set CC)"
+    source = _SOURCE.read_bytes()
+    try:
+        version = subprocess.run(
+            [compiler, "--version"], capture_output=True, text=True, timeout=30, check=False
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as error:
+        return None, f"{compiler} --version failed: {error}"
+    key = hashlib.sha256(
+        b"\0".join(
+            s.encode() if isinstance(s, str) else s
+            for s in (source, " ".join(_FLAGS), version, _cpu_signature(), platform.machine())
+        )
+    ).hexdigest()[:20]
+    library = _cache_dir() / f"adafactor-{key}.so"
+    if not library.exists():
+        try:
+            library.parent.mkdir(parents=True, exist_ok=True)
+            where = library.parent
+        except OSError:
+            where = Path(tempfile.gettempdir())
+            library = where / library.name
+        handle, partial = tempfile.mkstemp(suffix=".so", dir=where)
+        os.close(handle)
+        try:
+            done = subprocess.run(
+                [compiler, *_FLAGS, str(_SOURCE), "-o", partial],
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+            )
+            if done.returncode != 0:
+                return None, f"{compiler} failed ({done.returncode}): {done.stderr.strip()[-500:]}"
+            os.replace(partial, library)  # atomic: processes compiling at once each install a whole file
+        except (OSError, subprocess.SubprocessError) as error:
+            return None, f"compiling with {compiler} failed: {error}"
+        finally:
+            if os.path.exists(partial):
+                os.unlink(partial)
+    try:
+        lib = ctypes.CDLL(str(library))
+    except OSError as error:
+        return None, f"loading {library} failed: {error}"
+    fn = lib.hf_adafactor_factored
+    ptrs = ctypes.POINTER(ctypes.c_void_p)
+    i64 = ctypes.POINTER(ctypes.c_int64)
+    f64 = ctypes.POINTER(ctypes.c_double)
+    d = ctypes.c_double
+    fn.argtypes = [
+        ctypes.c_int64,
+        ptrs,
+        ptrs,
+        ptrs,
+        ptrs,
+        ptrs,
+        ptrs,
+        i64,
+        i64,
+        f64,
+        f64,
+        d,
+        d,
+        d,
+        d,
+        d,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_int,
+    ]
+    fn.restype = ctypes.c_int
+    return lib, f"{library}"
+
+
+def adafactor_library() -> ctypes.CDLL | None:
+    """The compiled Adafactor kernel, or None (see :func:`status`); compiled on the first call of a process."""
+    if "adafactor" not in _state:
+        lib, why = _compile()
+        _state["adafactor"], _state["why"] = lib, why
+        _LOG.info("hf_optim_torch native Adafactor kernel: %s", "loaded from " + why if lib else why)
+    return _state["adafactor"]  # type: ignore[return-value]
+
+
+def status() -> str:
+    """Whether the native Adafactor kernel is in use: ``"native: <library path>"`` or ``"torch: <reason>"``."""
+    lib = adafactor_library()
+    return f"native: {_state['why']}" if lib is not None else f"torch: {_state['why']}"

@@ -1,0 +1,123 @@
+"""The native Adafactor kernel (``hf_optim_torch/_native``): used by default, same update as the torch paths."""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+import hf_optim_spec
+import hf_optim_torch
+import pytest
+import torch
+from hf_optim_torch import _adafactor, _native
+
+SHAPES = [(128, 96), (7, 3), (1, 5), (300, 1), (64,), (2, 3, 4)]  # matrices (native) and others (torch paths)
+VARIANTS = [
+    {},
+    {"beta1": 0.9},
+    {"beta1": 0.9, "first_moment": "unscaled"},
+    {"weight_decay": 0.1},
+    {"scale_parameter": False, "relative_step": False, "lr": 1e-2, "clip_threshold": 0.5},
+    {"maximize": True},
+    {"warmup_init": True},
+]
+
+
+@pytest.fixture
+def kernel() -> Any:
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler on this machine: the native kernel cannot be built (the torch paths run)")
+    lib = _native.adafactor_library()
+    assert lib is not None, _native.status()
+    return lib
+
+
+def _run(monkeypatch: pytest.MonkeyPatch, lib: Any, steps: int = 15, **kwargs: Any) -> tuple[list, list, int]:
+    """Parameters and state after ``steps`` steps; the kernel ``lib`` (None: the torch paths) and its calls."""
+    monkeypatch.setitem(_native._state, "adafactor", lib)
+    calls: list[int] = []
+    real = _adafactor._native_adafactor
+    monkeypatch.setattr(_adafactor, "_native_adafactor", lambda *a, **k: (calls.append(len(a[1])), real(*a, **k)))
+    gen = torch.Generator().manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(s, generator=gen)) for s in SHAPES]
+    optimizer = hf_optim_torch.Adafactor(params, **kwargs)
+    for _ in range(steps):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=gen)
+        optimizer.step()
+    state = [{k: v.clone() for k, v in optimizer.state[p].items()} for p in params]
+    return [p.detach().clone() for p in params], state, sum(calls)
+
+
+@pytest.mark.parametrize("kwargs", VARIANTS, ids=lambda k: ",".join(f"{a}={b}" for a, b in k.items()) or "defaults")
+def test_native_kernel_runs_the_matrices_and_matches_the_torch_path(monkeypatch, kernel, kwargs) -> None:
+    native, native_state, matrices = _run(monkeypatch, kernel, **kwargs)
+    assert matrices == 15 * 4, "each step should hand the four float32 matrices to the native kernel"
+    torch_path, torch_state, none = _run(monkeypatch, None, **kwargs)
+    assert none == 0
+    tol = hf_optim_spec.get("adafactor").tol("float32")
+    for a, b in zip(native, torch_path):
+        torch.testing.assert_close(a, b, rtol=tol.rtol, atol=tol.atol)
+    for sa, sb in zip(native_state, torch_state):
+        assert sa.keys() == sb.keys()
+        for key in sa:
+            assert sa[key].dtype == sb[key].dtype and sa[key].shape == sb[key].shape, key
+            torch.testing.assert_close(sa[key], sb[key], rtol=tol.rtol, atol=tol.atol)
+
+
+def test_native_kernel_matches_the_float64_reference(monkeypatch, kernel) -> None:
+    """The kernel against the spec's float64 reference on a matrix, beside the torch for-loop path."""
+    monkeypatch.setitem(_native._state, "adafactor", kernel)
+    gen = torch.Generator().manual_seed(1)
+    w0 = torch.randn(64, 48, generator=gen, dtype=torch.float64)
+    grads = [torch.randn(64, 48, generator=gen, dtype=torch.float64) for _ in range(10)]
+    results = {}
+    for dtype in (torch.float32, torch.float64):  # float64 takes the torch path: the reference arithmetic
+        w = torch.nn.Parameter(w0.to(dtype))
+        optimizer = hf_optim_torch.Adafactor([w], beta1=0.9, weight_decay=0.01)
+        for g in grads:
+            w.grad = g.to(dtype)
+            optimizer.step()
+        results[dtype] = w.detach().double()
+    tol = hf_optim_spec.get("adafactor").tol("float32")
+    torch.testing.assert_close(results[torch.float32], results[torch.float64], rtol=tol.rtol, atol=tol.atol)
+
+
+def test_native_state_resumes_on_the_torch_path_and_back(monkeypatch, kernel) -> None:
+    """A checkpoint of the native path loads into an optimizer on the torch path (same state) and vice versa."""
+    tol = hf_optim_spec.get("adafactor").tol("float32")
+    gen = torch.Generator().manual_seed(2)
+    w0, grads = torch.randn(32, 16, generator=gen), [torch.randn(32, 16, generator=gen) for _ in range(8)]
+
+    def train(libs: list[Any]) -> torch.Tensor:
+        w = torch.nn.Parameter(w0.clone())
+        optimizer = hf_optim_torch.Adafactor([w])
+        for i, g in enumerate(grads):
+            if i == 4:  # checkpoint and restore into a fresh optimizer
+                saved = optimizer.state_dict()
+                optimizer = hf_optim_torch.Adafactor([w])
+                optimizer.load_state_dict(saved)
+            monkeypatch.setitem(_native._state, "adafactor", libs[i >= 4])
+            w.grad = g.clone()
+            optimizer.step()
+        return w.detach().clone()
+
+    reference = train([None, None])
+    for libs in ([kernel, None], [None, kernel]):
+        torch.testing.assert_close(train(libs), reference, rtol=tol.rtol, atol=tol.atol)
+
+
+def test_native_kernel_can_be_disabled_and_a_failed_build_falls_back(monkeypatch, tmp_path) -> None:
+    monkeypatch.setattr(_native, "_state", {})
+    monkeypatch.setenv("HF_OPTIM_NATIVE", "0")
+    assert _native.status() == "torch: disabled by HF_OPTIM_NATIVE=0"
+    monkeypatch.setattr(_native, "_state", {})
+    monkeypatch.delenv("HF_OPTIM_NATIVE")
+    monkeypatch.setenv("HF_OPTIM_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CC", shutil.which("false") or "false")
+    assert _native.status().startswith("torch: "), _native.status()
+    assert list(tmp_path.iterdir()) == [], "a failed build leaves no file behind"
+    w = torch.nn.Parameter(torch.ones(4, 3))
+    w.grad = torch.full((4, 3), 0.5)
+    hf_optim_torch.Adafactor([w]).step()  # the torch path
+    assert bool(torch.all(w < 1.0))
