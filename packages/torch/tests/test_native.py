@@ -32,14 +32,16 @@ def kernel() -> Any:
     return lib
 
 
-def _run(monkeypatch: pytest.MonkeyPatch, lib: Any, steps: int = 15, **kwargs: Any) -> tuple[list, list, int]:
+def _run(
+    monkeypatch: pytest.MonkeyPatch, lib: Any, steps: int = 15, shapes: list = SHAPES, **kwargs: Any
+) -> tuple[list, list, int]:
     """Parameters and state after ``steps`` steps; the kernel ``lib`` (None: the torch paths) and its calls."""
     monkeypatch.setitem(_native._state, "adafactor", lib)
     calls: list[int] = []
     real = _adafactor._native_adafactor
     monkeypatch.setattr(_adafactor, "_native_adafactor", lambda *a, **k: (calls.append(len(a[1])), real(*a, **k)))
     gen = torch.Generator().manual_seed(0)
-    params = [torch.nn.Parameter(torch.randn(s, generator=gen)) for s in SHAPES]
+    params = [torch.nn.Parameter(torch.randn(s, generator=gen)) for s in shapes]
     optimizer = hf_optim_torch.Adafactor(params, **kwargs)
     for _ in range(steps):
         for p in params:
@@ -63,6 +65,17 @@ def test_native_kernel_runs_the_matrices_and_matches_the_torch_path(monkeypatch,
         for key in sa:
             assert sa[key].dtype == sb[key].dtype and sa[key].shape == sb[key].shape, key
             torch.testing.assert_close(sa[key], sb[key], rtol=tol.rtol, atol=tol.atol)
+
+
+def test_native_kernel_on_matrices_of_more_than_one_group(monkeypatch, kernel) -> None:
+    """Wide matrices whose column sums exceed one group (GROUP_BYTES in adafactor.c): each group is its own job."""
+    shapes = [(3, 9000)] * 6 + [(2, 50000)]  # 6 x 9000 columns > one group of 43690; 50000 > a group on its own
+    native, _, matrices = _run(monkeypatch, kernel, steps=3, shapes=shapes)
+    assert matrices == 3 * len(shapes)
+    torch_path, _, _ = _run(monkeypatch, None, steps=3, shapes=shapes)
+    tol = hf_optim_spec.get("adafactor").tol("float32")
+    for a, b in zip(native, torch_path):
+        torch.testing.assert_close(a, b, rtol=tol.rtol, atol=tol.atol)
 
 
 def test_native_kernel_matches_the_float64_reference(monkeypatch, kernel) -> None:
@@ -121,3 +134,19 @@ def test_native_kernel_can_be_disabled_and_a_failed_build_falls_back(monkeypatch
     w.grad = torch.full((4, 3), 0.5)
     hf_optim_torch.Adafactor([w]).step()  # the torch path
     assert bool(torch.all(w < 1.0))
+
+
+def test_native_results_do_not_depend_on_the_thread_count(monkeypatch, kernel) -> None:
+    """Resume stays exact on a machine with another core count: the kernel's sums are cut the same way."""
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 3, 5):
+            torch.set_num_threads(threads)
+            results.append(_run(monkeypatch, kernel, steps=6, beta1=0.9))
+    finally:
+        torch.set_num_threads(before)
+    first_params, first_state, _ = results[0]
+    for params, state, _ in results[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(params, first_params))
+        assert all(torch.equal(sa[k], sb[k]) for sa, sb in zip(state, first_state) for k in sa)
