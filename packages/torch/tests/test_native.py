@@ -150,3 +150,13 @@ def test_native_results_do_not_depend_on_the_thread_count(monkeypatch, kernel) -
     for params, state, _ in results[1:]:
         assert all(torch.equal(a, b) for a, b in zip(params, first_params))
         assert all(torch.equal(sa[k], sb[k]) for sa, sb in zip(state, first_state) for k in sa)
+
+
+def test_native_kernel_builds_into_an_empty_cache(monkeypatch, tmp_path, kernel) -> None:
+    """What a fresh machine does at its first Adafactor step: compile, install atomically, load."""
+    monkeypatch.setattr(_native, "_state", {})
+    monkeypatch.setenv("HF_OPTIM_CACHE_DIR", str(tmp_path / "cache"))
+    assert _native.status() == f"native: {next((tmp_path / 'cache').iterdir())}"
+    assert [p.suffix for p in (tmp_path / "cache").iterdir()] == [".so"], "only the library is left behind"
+    native, _, matrices = _run(monkeypatch, _native.adafactor_library(), steps=2)
+    assert matrices == 2 * 4 and all(bool(torch.isfinite(p).all()) for p in native)
