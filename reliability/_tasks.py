@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any
 
@@ -58,6 +59,11 @@ def _soak_scenario(optimizer: hs.Spec, steps: int, seed: int) -> dict[str, Any]:
         "bounds": [],
         "seed": seed,
     }
+
+
+def _growth_less_largest_jump(samples: list[int]) -> int:
+    jumps = [max(b - a, 0) for a, b in itertools.pairwise(samples)]
+    return sum(jumps) - max(jumps, default=0)
 
 
 def _soak_one(framework: str, scn: dict[str, Any]) -> dict[str, Any]:
@@ -117,10 +123,13 @@ def _soak_one(framework: str, scn: dict[str, Any]) -> dict[str, Any]:
     warm = max(steps // 10, 1)
     times = np.zeros(steps)  # preallocated: a growing list of floats would itself grow RSS by ~1.6 MiB
     rss_before = 0
+    samples = []  # RSS at every tenth after the warm-up: a leak grows in each, a one-time allocation in one
     lrs = []
     for t in range(steps):
         if t == warm:
             rss_before = rss_bytes()  # after warm-up: lazy state, tracing and allocator pools exist
+        if t >= warm and (t - warm) % warm == 0:
+            samples.append(rss_bytes())
         start = time.perf_counter()
         step(t)
         times[t] = time.perf_counter() - start
@@ -135,6 +144,10 @@ def _soak_one(framework: str, scn: dict[str, Any]) -> dict[str, Any]:
         "rss_before_mib": rss_before / 2**20,
         "rss_after_mib": rss_after / 2**20,
         "rss_growth_mib": (rss_after - rss_before) / 2**20,
+        "rss_samples_mib": [round(x / 2**20, 3) for x in [*samples, rss_after]],
+        # growth with the largest single jump between samples left out: a leak grows in every interval, a one-time
+        # allocation (the heap taking one more arena) in one
+        "rss_growth_less_largest_jump_mib": _growth_less_largest_jump([*samples, rss_after]) / 2**20,
         "median_step_ms_first": first * 1e3,
         "median_step_ms_last": last * 1e3,
         "drift_ratio": last / first,

@@ -128,7 +128,8 @@ def _summary_lines() -> list[str]:
             for run, r in sorted(data["runs"].items()):
                 lines.append(
                     f"{name} {run}: {r['steps']:,} steps, RSS {r['rss_before_mib']:.2f} -> {r['rss_after_mib']:.2f} "
-                    f"MiB, step time x{r['drift_ratio']:.3f}, finite={r['finite']}"
+                    f"MiB ({r['rss_growth_less_largest_jump_mib']:.2f} besides the largest jump), "
+                    f"step time x{r['drift_ratio']:.3f}, finite={r['finite']}"
                 )
         else:
             lines.append(f"{name}: see {RESULTS.relative_to(ROOT) / (name + '.json')}")
