@@ -17,7 +17,7 @@ from _layouts import layout_shapes
 from _timing import Timing, interleave, step_peak_bytes
 from hf_optim_torch import _native
 
-__all__ = ["PEERS", "copy_bandwidth", "run_optimizers", "run_schedules"]
+__all__ = ["CPU_ONLY", "PEERS", "copy_bandwidth", "cuda_step_peak_bytes", "run_optimizers", "run_schedules"]
 
 LR = 1e-3
 WEIGHT_DECAY = 0.01
@@ -63,6 +63,8 @@ PEERS: dict[str, tuple[Callable[[list[torch.Tensor]], torch.optim.Optimizer], st
     "transformers-style Adafactor loop": (TransformersStyleAdafactor, "adafactor", 12),
     "torch.optim.Adafactor": (lambda ps: torch.optim.Adafactor(ps, lr=1e-2), "adafactor", 12),
 }
+CPU_ONLY = frozenset({"hf_optim_torch.Adafactor(HF_OPTIM_NATIVE=0)"})
+"""Peers that differ from another only on CPU (the native kernel is a CPU kernel)."""
 # the exact (non-fused) paths, timed at the small size only to show what the fast paths gain
 EXACT_PEERS: dict[str, tuple[Callable[[list[torch.Tensor]], torch.optim.Optimizer], str, int]] = {
     "hf_optim_torch.AdamW(fused=False)": (
@@ -92,17 +94,39 @@ def _state_bytes(optimizer: torch.optim.Optimizer) -> int:
     )
 
 
-def run_optimizers(size: int, layout: str, *, warmup: int, rounds: int, exact: bool) -> dict[str, Any]:
-    """All torch peers on one parameter set (shared tensors), interleaved; then each one's memory."""
+def cuda_step_peak_bytes(step: Callable[[], object]) -> int:
+    """GPU memory a step allocates beyond what was allocated before it (peak of torch's caching allocator)."""
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    step()
+    torch.cuda.synchronize()
+    return max(0, torch.cuda.max_memory_allocated() - before)
+
+
+def run_optimizers(
+    size: int, layout: str, *, warmup: int, rounds: int, exact: bool, device: str = "cpu"
+) -> dict[str, Any]:
+    """All torch peers on one parameter set (shared tensors), interleaved; then each one's memory.
+
+    On CUDA every timed step ends with a device synchronisation, and the step memory is the allocator's peak;
+    the peer with the native CPU kernel switched off is left out (it is the same path as the default there).
+    """
+    cuda = torch.device(device).type == "cuda"
     torch.manual_seed(0)
     shapes = layout_shapes(layout, size)
-    params = [torch.nn.Parameter(torch.randn(s) * 0.02) for s in shapes]
+    params = [torch.nn.Parameter(torch.randn(s, device=device) * 0.02) for s in shapes]
     for p in params:
         p.grad = torch.randn_like(p) * 1e-3
     peers = dict(PEERS, **(EXACT_PEERS if exact else {}))
+    if cuda:
+        peers = {name: peer for name, peer in peers.items() if name not in CPU_ONLY}
     optimizers = {name: build(params) for name, (build, _, _) in peers.items()}
     timings: dict[str, Timing] = interleave(
-        {name: opt.step for name, opt in optimizers.items()}, warmup=warmup, rounds=rounds
+        {name: opt.step for name, opt in optimizers.items()},
+        warmup=warmup,
+        rounds=rounds,
+        sync=torch.cuda.synchronize if cuda else None,
     )
     rows = {}
     for name, opt in optimizers.items():
@@ -111,21 +135,23 @@ def run_optimizers(size: int, layout: str, *, warmup: int, rounds: int, exact: b
             "family": family,
             "timing": timings[name],
             "state_bytes": _state_bytes(opt),
-            "step_extra_bytes": step_peak_bytes(opt.step),
+            "step_extra_bytes": cuda_step_peak_bytes(opt.step) if cuda else step_peak_bytes(opt.step),
             "floor_bytes": _floor_bytes(family, shapes, per_param),
         }
     del optimizers, params
     return {"tensors": len(shapes), "params": sum(math.prod(s) for s in shapes), "rows": rows}
 
 
-def copy_bandwidth(nbytes: int, repeats: int = 7) -> dict[str, float]:
+def copy_bandwidth(nbytes: int, repeats: int = 7, device: str = "cpu") -> dict[str, float]:
     """Memory bandwidth (bytes read + written per second) of large streaming torch ops, each the median of runs.
 
     ``copy``: ``dst.copy_(src)``; ``scale``: ``x.mul_(1.0)`` in place; ``add``: ``torch.add(x, y, out=z)``.
     The best of them is the machine's bandwidth for the floors (an optimizer can stream at least that fast).
+    On CUDA each run is timed from a device synchronisation to the next.
     """
-    x = torch.ones(nbytes // 4)
-    y = torch.ones_like(x)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    x = torch.rand(nbytes // 4, device=device)  # not zeros: a device can move zeros faster than data
+    y = torch.rand_like(x)
     z = torch.empty_like(x)
     ops = {
         "copy": (lambda: z.copy_(x), 2),
@@ -137,8 +163,10 @@ def copy_bandwidth(nbytes: int, repeats: int = 7) -> dict[str, float]:
         op()
         times = []
         for _ in range(repeats):
+            sync()
             start = time.perf_counter()
             op()
+            sync()
             times.append(time.perf_counter() - start)
         out[name] = streams * nbytes / statistics.median(times)
     return out

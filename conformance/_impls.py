@@ -31,6 +31,7 @@ import functools
 import importlib
 import inspect
 import math
+import os
 import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -55,6 +56,9 @@ __all__ = [
 
 Framework = Literal["torch", "tf"]
 ALL_DTYPES = ("float64", "float32", "bfloat16", "float16")
+TORCH_DEVICE = os.environ.get("HF_OPTIM_TORCH_DEVICE", "cpu")
+"""Where the torch cases' parameters, gradients and accumulated gradients live: ``HF_OPTIM_TORCH_DEVICE=cuda``
+runs every torch case on the GPU (the optimizers' state follows their parameters there)."""
 SEQUENTIAL_LIMIT = 5000
 """Torch schedulers are stepped one step at a time up to this step; beyond it the LambdaLR
 multipliers are evaluated directly (``base_lr * lr_lambda(step)``, exactly what ``LambdaLR`` sets)."""
@@ -332,7 +336,20 @@ def _torch_lr_curve(spec: hs.Spec, case: Mapping[str, Any]) -> LrCurve:
 def _torch_tensor(value: Any, dtype: str) -> Any:
     import torch
 
-    return torch.tensor(np.asarray(value, dtype=np.float64)).to(getattr(torch, dtype))
+    return torch.tensor(np.asarray(value, dtype=np.float64)).to(device=torch_device(), dtype=getattr(torch, dtype))
+
+
+@functools.cache
+def torch_device() -> Any:
+    """``TORCH_DEVICE`` as a ``torch.device``, checked once: a device torch cannot use fails every case loudly."""
+    import torch
+
+    try:
+        device = torch.device(TORCH_DEVICE)
+        torch.zeros(1, device=device)
+    except (RuntimeError, AssertionError) as error:  # torch raises AssertionError for a build without CUDA
+        raise ValueError(f"HF_OPTIM_TORCH_DEVICE must name a device torch can use here; got {TORCH_DEVICE!r} ({error})")
+    return device
 
 
 def _to_numpy(value: Any) -> np.ndarray:

@@ -90,7 +90,9 @@ class Recorder:
 
     # ------------------------------------------------------------------ markdown
 
-    def markdown(self) -> str:
+    def markdown(self, *, selection: bool = False) -> str:
+        from ._impls import TORCH_DEVICE
+
         lines = [
             "# Conformance report",
             "",
@@ -101,6 +103,9 @@ class Recorder:
             "Errors are `|actual - expected|` over every step and every element; ulps are float32 ulps.",
             "",
         ]
+        if selection or TORCH_DEVICE != "cpu":
+            run = "a selection of the suite" if selection else "the whole suite"
+            lines += [f"This report covers {run}, with the torch cases on `{TORCH_DEVICE}`.", ""]
         lines += self._vector_table()
         lines += self._cross_table()
         lines += self._error_table()

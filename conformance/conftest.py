@@ -177,9 +177,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         pytest.ExitCode.USAGE_ERROR,
     )
     partial = bool(config.option.maxfail) or config.option.collectonly
-    if partial or selective or interrupted or not _STATE["complete"]:
+    target = os.environ.get("HF_OPTIM_CONFORMANCE_REPORT", "1")
+    if target not in ("0", "1"):  # a path: the report of whatever ran (a selection too), e.g. a run on CUDA
+        if not (interrupted or config.option.collectonly):
+            Path(target).write_text(RECORDER.markdown(selection=selective or partial), encoding="utf-8")
         return
-    if os.environ.get("HF_OPTIM_CONFORMANCE_REPORT", "1") == "0":
+    if partial or selective or interrupted or not _STATE["complete"] or target == "0":
         return
     REPORT_PATH.parent.mkdir(parents=True, exist_ok=True)
     REPORT_PATH.write_text(RECORDER.markdown(), encoding="utf-8")

@@ -14,10 +14,10 @@ from torch.optim import Optimizer
 from . import _docs
 from ._common import (
     FUSED_DOC,
-    advance_steps,
     as_step_tensor,
     begin_step,
     check_flags,
+    count_steps,
     dtype_scalar,
     fused_eligible,
     host_steps,
@@ -253,7 +253,7 @@ class AdamWeightDecay(Optimizer):
             step_in_float32(adam_weight_decay, params, grads, states, [state_steps, decay], keys, **hyper)
         # The step count is optimizer-wide (Keras ``iterations``): it advances for every parameter, with or
         # without a gradient; the update above used ``step + 1``.
-        advance_steps(all_steps)
+        count_steps(all_steps)
         return loss
 
 

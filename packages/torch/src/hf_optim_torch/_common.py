@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import threading
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -10,7 +12,6 @@ import hf_optim_spec
 import numpy as np
 import torch
 from hf_optim_spec.rounding import rounding_bits, rounding_key
-from torch.utils.weak import WeakIdKeyDictionary
 
 __all__ = [
     "FUSED_DOC",
@@ -19,6 +20,7 @@ __all__ = [
     "advance_steps",
     "as_step_tensor",
     "begin_step",
+    "count_steps",
     "dtype_scalar",
     "fused_eligible",
     "fused_problem",
@@ -196,10 +198,49 @@ FUSED_DOC = """fused (`bool`, *optional*):
             path reassociates a few products, so it agrees with the float64 reference within the spec float32
             tolerance rather than bit for bit."""
 
+
 #: step tensor -> (its version counter, its value): a host mirror of ``state["step"]`` so that the fused paths get
 #: the step as a Python number without reading device memory. A step changed elsewhere (a loaded checkpoint, an
 #: in-place edit) has another version and is read once.
-_HOST_STEPS: WeakIdKeyDictionary = WeakIdKeyDictionary()
+class _StepMirror:
+    """A map from a step tensor (by identity, held weakly) to ``(version, value)``.
+
+    What ``torch.utils.weak.WeakIdKeyDictionary`` does, at a third of its cost per lookup (one dict lookup and one
+    weakref call; the weakref is made once per tensor), which matters on the fused paths: two lookups per
+    parameter per step. An entry goes when its tensor does.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple[weakref.ref[torch.Tensor], tuple[int | None, float]]] = {}
+
+    def _forget(self, key: int, ref: weakref.ref[torch.Tensor]) -> None:
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] is ref:
+            del self._entries[key]
+
+    def get(self, step: torch.Tensor) -> tuple[int | None, float] | None:
+        entry = self._entries.get(id(step))
+        return entry[1] if entry is not None and entry[0]() is step else None
+
+    def __setitem__(self, step: torch.Tensor, cached: tuple[int | None, float]) -> None:
+        key = id(step)
+        entry = self._entries.get(key)
+        if entry is not None and entry[0]() is step:
+            ref = entry[0]
+        else:
+            ref = weakref.ref(step, functools.partial(self._forget, key))
+        self._entries[key] = (ref, cached)
+
+    def __delitem__(self, step: torch.Tensor) -> None:
+        if self.get(step) is None:
+            raise KeyError(step)
+        del self._entries[id(step)]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+_HOST_STEPS = _StepMirror()
 _SATURATED: dict[torch.device, torch.Tensor] = {}
 
 
@@ -233,13 +274,29 @@ def advance_steps(steps: list[torch.Tensor]) -> list[float]:
     before = host_steps(steps)
     torch._foreach_add_(steps, 1)
     after = []
+    plus_one: dict[float, float] = {}  # the steps of one call are usually all equal: round each value once
     for step, value in zip(steps, before):
-        new = float(np.float32(value + 1.0))  # the rounding of the float32 counter (inline: compiled steps trace it)
+        new = plus_one.get(value)
+        if new is None:
+            # the rounding of the float32 counter (inline: compiled steps trace it)
+            new = plus_one[value] = float(np.float32(value + 1.0))
         version = _version(step)
         if version is not None:
             _HOST_STEPS[step] = (version, new)
         after.append(new)
     return after
+
+
+def count_steps(steps: list[torch.Tensor]) -> None:
+    """``step += 1`` on every tensor (one foreach op), the host mirror kept current outside ``torch.compile``.
+
+    Inside a compiled step the mirror is left alone (dynamo does not trace weak references): it goes stale, and the
+    next eager step reads each counter once.
+    """
+    if _compiling():
+        torch._foreach_add_(steps, 1)
+    else:
+        advance_steps(steps)
 
 
 def note_advanced(steps: list[torch.Tensor]) -> None:
@@ -248,6 +305,8 @@ def note_advanced(steps: list[torch.Tensor]) -> None:
     A tensor whose mirror is already current (the path used :func:`advance_steps`) is left alone; one that
     changed by more than one in-place op loses its mirror and is read once at its next use.
     """
+    if _compiling():
+        return
     for step in steps:
         version = _version(step)
         cached = _HOST_STEPS.get(step)
@@ -296,18 +355,22 @@ def fused_eligible(
     param: torch.Tensor, *tensors: torch.Tensor, dtypes: tuple[torch.dtype, ...] = _FUSED_DTYPES
 ) -> bool:
     """A plain dense contiguous float32/bfloat16 tensor on CPU or CUDA, with companions of its dtype and layout."""
-    if type(param) not in (torch.Tensor, torch.nn.Parameter) or param.device.type not in ("cpu", "cuda"):
+    if type(param) not in _PLAIN or param.dtype not in dtypes or param.layout is not _STRIDED:
         return False
-    if param.dtype not in dtypes:
+    device, dtype, shape = param.device, param.dtype, param.shape
+    if device.type not in _FUSED_DEVICES or not param.is_contiguous():
         return False
-    return all(
-        t.dtype == param.dtype
-        and t.device == param.device
-        and t.shape == param.shape
-        and t.layout == torch.strided
-        and t.is_contiguous()
-        for t in (param, *tensors)
-    )
+    for t in tensors:  # a loop, not all(<generator>): this runs for every parameter at every step
+        if t.dtype is not dtype or t.layout is not _STRIDED or t.shape != shape or t.device != device:
+            return False
+        if not t.is_contiguous():
+            return False
+    return True
+
+
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+_STRIDED = torch.strided
+_FUSED_DEVICES = ("cpu", "cuda")
 
 
 _SCRATCH = threading.local()
