@@ -818,8 +818,8 @@ def _native_adafactor(
 #: elements per row block of the fused Adafactor path on CPU (8 MiB of float32: the buffer holding g**2 or the
 #: update stays in the last-level cache between the ops that read it; a transformer's weight matrices are one block)
 _BLOCK = 1 << 21
-#: CPU tensors without factored statistics and at most this many elements (biases, norms) take the multi-tensor
-#: path together: for them the per-op cost of a per-tensor path dominates
+#: tensors without factored statistics and at most this many elements (biases, norms) take the multi-tensor path
+#: together: for them the per-op cost of a per-tensor path dominates (on CUDA, the launch of each op)
 _SMALL = 1 << 15
 
 
@@ -858,7 +858,7 @@ def _fused_adafactor(
 ) -> list[int]:
     """The fused path (see :class:`Adafactor`): two sweeps per tensor, one reused buffer.
 
-    Small unfactored CPU tensors (at most ``_SMALL`` elements) run together on the multi-tensor path instead.
+    Small unfactored tensors (at most ``_SMALL`` elements) run together on the multi-tensor path instead.
     Runs the parameters it can take and returns the indices of the others (an error when ``strict``).
     """
     eligible: list[int] = []
@@ -879,7 +879,7 @@ def _fused_adafactor(
             "fused=True supports dense contiguous float32/bfloat16/float16 parameters on CPU or CUDA; got "
             f"{sorted({(str(params[i].dtype), params[i].device.type) for i in rest})}"
         )
-    small = [i for i in eligible if full_vars[i] is not None and params[i].numel() <= _SMALL and params[i].is_cpu]
+    small = [i for i in eligible if full_vars[i] is not None and params[i].numel() <= _SMALL]
     if small:
         lists: list[list[Any]] = [params, grads, state_steps, rms_values, exp_avgs, row_vars, col_vars, full_vars]
         _multi_tensor_adafactor(
