@@ -160,8 +160,61 @@ def step_costs() -> None:
         print(f"--- {name}: 5 steps, top host functions\n" + "\n".join(lines))
 
 
+def interleaved_adamw() -> None:
+    """The benchmark's setting (1B parameters in ~200 tensors, every peer stepping in turn): host and device time
+    of the AdamW peers, the synchronisations in one step, and the top device kernels of one step."""
+    import warnings
+
+    import _torch_bench
+    from _layouts import layout_shapes
+
+    torch.manual_seed(0)
+    params = [
+        torch.nn.Parameter(torch.randn(s, device="cuda") * 0.02) for s in layout_shapes("transformer", 1_000_000_000)
+    ]
+    for p in params:
+        p.grad = torch.randn_like(p) * 1e-3
+    names = [n for n in _torch_bench.PEERS if n not in _torch_bench.CPU_ONLY]
+    opts = {n: _torch_bench.PEERS[n][0](params) for n in names}
+    for _ in range(2):
+        for opt in opts.values():
+            opt.step()
+    torch.cuda.synchronize()
+    for name in ("hf_optim_torch.AdamW", "torch.optim.AdamW(fused=True)", "hf_optim_torch.AdamWeightDecay"):
+        host, wall = [], []
+        for _ in range(5):
+            for other in opts.values():
+                other.step()
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            opts[name].step()
+            t1 = time.perf_counter()
+            torch.cuda.synchronize()
+            host.append(t1 - t0)
+            wall.append(time.perf_counter() - t0)
+        torch.cuda.set_sync_debug_mode("warn")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            opts[name].step()
+            torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode(0)
+        syncs = [str(w.message)[:80] for w in caught if "synchroniz" in str(w.message)]
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            opts[name].step()
+            torch.cuda.synchronize()
+        top = sorted(
+            (e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA),
+            key=lambda e: -e.device_time_total,
+        )[:3]
+        kernels = "; ".join(f"{e.key[:50]} x{e.count} {e.device_time_total / 1e3:.2f} ms" for e in top)
+        print(
+            f"{name}: host {np.median(host) * 1e3:.2f} ms, wall {np.median(wall) * 1e3:.2f} ms, "
+            f"{len(syncs)} syncs {syncs[:2]}; kernels: {kernels}"
+        )
+
+
 if __name__ == "__main__":
-    for part in (fused_kernel_rounding, conformance_margins, step_costs):
+    for part in (conformance_margins, step_costs, interleaved_adamw):
         print(f"=== {part.__name__}", flush=True)
         try:
             part()

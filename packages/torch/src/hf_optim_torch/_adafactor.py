@@ -872,6 +872,9 @@ def _fused_adafactor(
             and param.numel() > 0
             and grad.shape == param.shape
             and grad.device == param.device
+            # by default CPU only: on CUDA the per-tensor sweeps are bound by kernel launches (~30 per matrix), and
+            # the multi-tensor path, with a few launches for all tensors, is faster
+            and (strict or param.is_cpu)
         )
         (eligible if ok else rest).append(i)
     if strict and rest:

@@ -21,6 +21,7 @@ from ._common import (
     dtype_scalar,
     fused_eligible,
     host_steps,
+    kernel_moment_ratios,
     rounding_keys,
     saturated_step,
     spec_validate,
@@ -558,7 +559,8 @@ def _fused_adam_weight_decay(
             f"{sorted({(str(params[i].dtype), params[i].device.type) for i in rest})}"
         )
     for (device, t, decayed), group in buckets.items():
-        alpha = lr * math.sqrt(1.0 - beta_2**t) / (1.0 - beta_1**t)
+        q, r = kernel_moment_ratios(device, beta_1, beta_2, t)  # (1, 1) on CPU; see kernel_moment_ratios
+        alpha = lr * math.sqrt(1.0 - beta_2**t) / (1.0 - beta_1**t) * math.sqrt(r) / q
         decay_rate = lr * weight_decay_rate / alpha if decayed and alpha != 0.0 else 0.0
         torch._fused_adamw_(
             [params[i] for i in group],
@@ -571,7 +573,7 @@ def _fused_adam_weight_decay(
             beta1=beta_1,
             beta2=beta_2,
             weight_decay=decay_rate,
-            eps=epsilon,
+            eps=epsilon * math.sqrt(r),
             amsgrad=amsgrad,
             maximize=False,
         )

@@ -18,6 +18,7 @@ from ._common import (
     begin_step,
     check_flags,
     fused_eligible,
+    kernel_moment_ratios,
     note_advanced,
     rounding_keys,
     saturated_step,
@@ -450,6 +451,8 @@ def _fused_adamw(
             by_step.setdefault(t, []).append(i)
         for t, group in by_step.items():
             step_size = lr * math.sqrt(1.0 - beta2**t) / (1.0 - beta1**t) if correct_bias else lr
+            q, r = kernel_moment_ratios(device, beta1, beta2, t)  # (1, 1) on CPU; see kernel_moment_ratios
+            step_size *= math.sqrt(r) / q
             kernel_lr = step_size * (1.0 - decay)
             kernel_decay = decay / kernel_lr if decay != 0.0 and kernel_lr != 0.0 else 0.0
             torch._fused_adamw_(
@@ -463,7 +466,7 @@ def _fused_adamw(
                 beta1=beta1,
                 beta2=beta2,
                 weight_decay=kernel_decay,
-                eps=eps,
+                eps=eps * math.sqrt(r),
                 amsgrad=False,
                 maximize=maximize,
             )

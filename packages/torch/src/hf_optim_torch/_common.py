@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -25,6 +26,7 @@ __all__ = [
     "fused_eligible",
     "fused_problem",
     "host_steps",
+    "kernel_moment_ratios",
     "note_advanced",
     "plain_number",
     "round_stochastic",
@@ -186,7 +188,7 @@ def use_foreach(foreach: bool | None, params: list[torch.Tensor]) -> bool:
         return bool(foreach)
     if torch.jit.is_scripting() or not params:
         return False
-    return all(p.device.type not in ("cpu", "meta") and type(p) is torch.Tensor for p in params)
+    return all(p.device.type not in ("cpu", "meta") and type(p) in _PLAIN for p in params)
 
 
 # --------------------------------------------------------------------------- fused paths
@@ -325,6 +327,62 @@ def saturated_step(device: torch.device) -> torch.Tensor:
         tensor = torch.tensor(float("inf"), dtype=torch.float32, device=device)
         _SATURATED[device] = tensor
     return tensor
+
+
+#: (device, beta1, beta2) -> the weights torch's fused Adam kernel gives a new gradient in m and in v there
+_KERNEL_WEIGHTS: dict[tuple[torch.device, float, float], tuple[float, float]] = {}
+
+
+def _kernel_weights(device: torch.device, beta1: float, beta2: float) -> tuple[float, float]:
+    """``(w1, w2)``: what torch's fused Adam kernel on ``device`` computes for ``1 - beta1`` and ``1 - beta2``.
+
+    Read from the kernel itself, once per device and betas: one call on one element with ``m = v = 0`` and
+    ``g = 1`` leaves ``m = w1`` and ``v = w2`` (one device read). The CPU kernel forms ``1 - beta`` in double
+    precision; torch's CUDA kernel rounds ``beta`` to float32 first, so that ``w2 = 1 - float32(0.999)`` is
+    ``1.3e-5`` below ``0.001``.
+    """
+    key = (device, beta1, beta2)
+    weights = _KERNEL_WEIGHTS.get(key)
+    if weights is None:
+        probe = [torch.zeros(1, device=device) for _ in range(3)]
+        torch._fused_adamw_(
+            [probe[0]],
+            [torch.ones(1, device=device)],
+            [probe[1]],
+            [probe[2]],
+            [],
+            [saturated_step(device)],
+            lr=0.0,
+            beta1=beta1,
+            beta2=beta2,
+            weight_decay=0.0,
+            eps=1.0,
+            amsgrad=False,
+            maximize=False,
+        )
+        weights = _KERNEL_WEIGHTS[key] = (float(probe[1]), float(probe[2]))
+    return weights
+
+
+def _one_minus_power(weight: float, t: float) -> float:
+    """``1 - (1 - weight)**t`` without cancellation."""
+    return 1.0 if weight >= 1.0 else -math.expm1(t * math.log1p(-weight))
+
+
+def kernel_moment_ratios(device: torch.device, beta1: float, beta2: float, t: float) -> tuple[float, float]:
+    """``(q, r)``: the first and second moments torch's fused Adam kernel holds at step ``t``, over transformers'.
+
+    Where the kernel weighs a new gradient by ``w = 1 - b`` for some ``b`` other than ``beta`` (CUDA: ``b`` is
+    float32(``beta``)), its moments are exponential averages in ``b``: ``m_k = (1 - b1**t) / (1 - beta1**t) * m``
+    and likewise ``v_k = r v``, up to ``|b - beta| * t`` (1.3e-8 per step for 0.999). A fused step then passes
+    ``step_size * sqrt(r) / q`` and ``eps * sqrt(r)``, which gives transformers' update from the kernel's moments.
+    ``(1.0, 1.0)`` where the kernel's weights are ``1 - beta`` rounded once (CPU).
+    """
+    w1, w2 = _kernel_weights(device, beta1, beta2)
+    exact1, exact2 = float(np.float32(1.0 - beta1)), float(np.float32(1.0 - beta2))
+    q = 1.0 if w1 == exact1 else _one_minus_power(w1, t) / _one_minus_power(1.0 - beta1, t)
+    r = 1.0 if w2 == exact2 else _one_minus_power(w2, t) / _one_minus_power(1.0 - beta2, t)
+    return q, r
 
 
 def _compiling() -> bool:
