@@ -33,8 +33,14 @@ timeout 240 python3 benchmarks/cuda.py --out "$OUT/RESULTS_CUDA.md" 2>&1 | tee "
 bench=$?
 
 echo "== torch package tests on this torch (CPU tensors)"
-timeout 100 python3 -m pytest -q -p no:cacheprovider packages/torch/tests >"$OUT/torch_tests.log" 2>&1
+timeout 100 python3 -m pytest -q -p no:cacheprovider packages/torch/tests --ignore=packages/torch/tests/test_compile.py \
+  >"$OUT/torch_tests.log" 2>&1
 tests=$?
+echo "== torch.compile tests on this torch"
+timeout 90 python3 -m pytest -q -p no:cacheprovider -p no:logging --tb=line packages/torch/tests/test_compile.py \
+  >"$OUT/torch_compile_tests.log" 2>&1
+grep -E "^(FAILED|ERROR|E  )|^/.*Error" "$OUT/torch_compile_tests.log" | head -n 12
+tail -n 1 "$OUT/torch_compile_tests.log"
 grep -E "^(FAILED|ERROR)" "$OUT/torch_tests.log" | head -n 20
 tail -n 1 "$OUT/torch_tests.log"
 [ -f "$OUT/RESULTS_CUDA.md" ] && sed -n '/^## Targets/,/^## torch/p' "$OUT/RESULTS_CUDA.md"
