@@ -823,6 +823,11 @@ _BLOCK = 1 << 21
 _SMALL = 1 << 15
 
 
+#: on CUDA, tensors of at least this many elements take the per-tensor sweeps by default (their launches cost
+#: less than their data: one 1-D tensor of 1B elements, 17.3 ms a step, against 31.1 ms on the multi-tensor path)
+_CUDA_SWEEP = 1 << 26
+
+
 def _row_blocks(batches: int, n_rows: int, n_cols: int, device: torch.device) -> list[tuple[int, int, int]]:
     """(batch, first row, end row) blocks of about ``_BLOCK`` elements (whole matrices off CPU)."""
     rows = n_rows if device.type != "cpu" else max(1, min(n_rows, _BLOCK // max(n_cols, 1)))
@@ -872,9 +877,9 @@ def _fused_adafactor(
             and param.numel() > 0
             and grad.shape == param.shape
             and grad.device == param.device
-            # by default CPU only: on CUDA the per-tensor sweeps are bound by kernel launches (~30 per matrix), and
-            # the multi-tensor path, with a few launches for all tensors, is faster
-            and (strict or param.is_cpu)
+            # by default on CPU, and on CUDA for large tensors only: there the per-tensor sweeps are bound by
+            # kernel launches (~30 per tensor) unless the tensor is large, and the multi-tensor path is faster
+            and (strict or param.is_cpu or param.numel() >= _CUDA_SWEEP)
         )
         (eligible if ok else rest).append(i)
     if strict and rest:

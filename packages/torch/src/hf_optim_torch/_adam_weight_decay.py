@@ -159,6 +159,8 @@ class AdamWeightDecay(Optimizer):
                 "AdamWeightDecay matches `include_in_weight_decay`/`exclude_from_weight_decay` against parameter "
                 "names: pass `model.named_parameters()` (or param groups with 'param_names')."
             )
+        # match the patterns now: a compiled step then finds the flags in the cache (dynamo does not trace `re`)
+        self._decay_flags(group)
 
     def _decay_flags(self, group: dict[str, Any]) -> list[bool]:
         names = group.get("param_names") or [None] * len(group["params"])
