@@ -250,8 +250,8 @@ def _report(
         + ", ".join(f"{k} {v / 1e9:.1f} GB/s" for k, v in bandwidths.items())
         + f"; **{bandwidth / 1e9:.1f} GB/s**",
         f"- Adafactor's native kernel (`hf_optim_torch._native.status()`): {_native_status()}",
-        "- No GPU on this machine: the CUDA part of the benchmark (1B parameters, device bandwidth, fused GPU paths) "
-        "is left for a machine with one.",
+        "- CUDA (1B parameters, device bandwidth, the GPU paths, conformance on the GPU): RESULTS_CUDA.md, "
+        "written by `benchmarks/cuda.py` on a GPU machine.",
         "",
         "fp32 parameters and gradients. Peers of one framework share the machine in the same process, interleaved "
         f"one step each per round, order alternating; {_plan_text(args)}. *Ratios* are medians "

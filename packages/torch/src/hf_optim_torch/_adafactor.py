@@ -301,8 +301,9 @@ Adafactor.__doc__ = rf"""Adafactor with the numerics of ``transformers.Adafactor
     On the for-loop and foreach paths every product is rounded on its own (no fused multiply-add), in the order of
     the float64 reference ``hf_optim_spec.reference.adafactor``.
 
-    The fused path (the default for float32/bfloat16/float16 parameters on CPU and CUDA; the arithmetic is float32
-    for all three) computes the same update in two sweeps per tensor, with no host synchronisation (the RMS, the lr
+    The fused path (the default for float32/bfloat16/float16 parameters on CPU, and on CUDA for tensors of at least
+    64M elements, where the launches of a per-tensor path cost less than its data; the arithmetic is float32 for
+    all three) computes the same update in two sweeps per tensor, with no host synchronisation (the RMS, the lr
     and the clipping factor stay tensors; the step's functions :math:`\rho_t` and :math:`\hat\beta_{{2t}}` are
     Python floats, as in transformers) and one reused work buffer instead of per-step temporaries. For a factored
     tensor, sweep 1 reads :math:`g` once, in row blocks that stay in cache: :math:`g^2` goes into the buffer, its
@@ -404,8 +405,8 @@ def adafactor(
     ``grads`` are already in the compute dtype (float32 for low-precision parameters). For a parameter of rank
     >= 2, ``row_vars``/``col_vars`` hold its factored statistics and ``full_vars`` None; otherwise the reverse.
     ``exp_avgs`` entries are None when ``beta1`` is None. See :class:`Adafactor` for the algorithm. ``fused``
-    picks the fused path (default: float32/bfloat16/float16 CPU/CUDA parameters when ``foreach`` is not given;
-    the others take the paths below), ``foreach`` the multi-tensor path (default: on accelerators only).
+    picks the fused path (default: float32/bfloat16/float16 CPU parameters, and CUDA ones of at least 64M
+    elements, when ``foreach`` is not given; the others take the paths below), ``foreach`` the multi-tensor path (default: on accelerators only).
     """
     hyper: dict[str, Any] = {
         "lr": lr,
