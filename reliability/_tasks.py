@@ -122,12 +122,11 @@ def _soak_one(framework: str, scn: dict[str, Any]) -> dict[str, Any]:
 
     warm = max(steps // 10, 1)
     times = np.zeros(steps)  # preallocated: a growing list of floats would itself grow RSS by ~1.6 MiB
-    rss_before = 0
-    samples = []  # RSS at every tenth after the warm-up: a leak grows in each, a one-time allocation in one
+    # RSS at every tenth from the end of the warm-up (lazy state, tracing and allocator pools exist by then): a
+    # leak grows in each interval, a one-time allocation in one
+    samples = []
     lrs = []
     for t in range(steps):
-        if t == warm:
-            rss_before = rss_bytes()  # after warm-up: lazy state, tracing and allocator pools exist
         if t >= warm and (t - warm) % warm == 0:
             samples.append(rss_bytes())
         start = time.perf_counter()
@@ -135,7 +134,7 @@ def _soak_one(framework: str, scn: dict[str, Any]) -> dict[str, Any]:
         times[t] = time.perf_counter() - start
         if t % max(steps // 50, 1) == 0:
             lrs.append(lr())
-    rss_after = rss_bytes()
+    rss_before, rss_after = samples[0], rss_bytes()
     tenth = max(steps // 10, 1)
     first = float(np.median(times[tenth : 2 * tenth]))  # the first tenth after the warm-up tenth
     last = float(np.median(times[-tenth:]))

@@ -46,3 +46,34 @@ def test_moment_ratios_undo_a_kernel_that_rounds_beta(
 def test_cpu_kernel_needs_no_correction() -> None:
     for betas in [(0.9, 0.999), (0.0, 0.5), (0.95, 0.98)]:
         assert _common.kernel_moment_ratios(CPU, *betas, 7.0) == (1.0, 1.0)
+
+
+@pytest.mark.parametrize("name", ["AdamW", "AdamWeightDecay"])
+def test_fused_step_applies_the_moment_ratios(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the kernel's weights set to a rounding kernel's, the fused path must pass step size and eps scaled by
+    sqrt(r) / q and sqrt(r): one step from zero state against that formula in float64 (the CPU kernel itself
+    rounds beta once, so the scaled update is what it computes)."""
+    import hf_optim_torch
+
+    b1, b2, lr, eps = 0.9, 0.999, 1e-2, 1e-6
+    monkeypatch.setitem(
+        _common._KERNEL_WEIGHTS, (CPU, b1, b2), (1.0 - float(np.float32(b1)), 1.0 - float(np.float32(b2)))
+    )
+    torch.manual_seed(0)
+    p0, g = torch.randn(256) * 1e-3, torch.randn(256) * 1e-3  # small p: the update's digits stay
+    param = torch.nn.Parameter(p0.clone())
+    param.grad = g.clone()
+    if name == "AdamW":
+        opt = hf_optim_torch.AdamW([param], lr=lr, betas=(b1, b2), eps=eps, fused=True)
+    else:
+        opt = hf_optim_torch.AdamWeightDecay([param], learning_rate=lr, beta_1=b1, beta_2=b2, epsilon=eps, fused=True)
+    opt.step()
+    q, r = _common.kernel_moment_ratios(CPU, b1, b2, 1.0)
+    assert q != 1.0 and r != 1.0
+    m, v = (1 - b1) * g.double(), (1 - b2) * g.double() ** 2
+    step = lr * math.sqrt(1 - b2) / (1 - b1) * math.sqrt(r) / q
+    expected = p0.double() - step * m / (v.sqrt() + eps * math.sqrt(r))
+    atol = 5e-9  # float32 rounding of an update of ~1e-2 is ~1e-9
+    torch.testing.assert_close(param.detach().double(), expected, rtol=0.0, atol=atol)
+    unscaled = p0.double() - lr * math.sqrt(1 - b2) / (1 - b1) * m / (v.sqrt() + eps)
+    assert (expected - unscaled).abs().max() > 4 * atol  # the scaling (~6.5e-8 here) is visible at this tolerance

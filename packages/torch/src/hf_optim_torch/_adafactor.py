@@ -406,7 +406,8 @@ def adafactor(
     >= 2, ``row_vars``/``col_vars`` hold its factored statistics and ``full_vars`` None; otherwise the reverse.
     ``exp_avgs`` entries are None when ``beta1`` is None. See :class:`Adafactor` for the algorithm. ``fused``
     picks the fused path (default: float32/bfloat16/float16 CPU parameters, and CUDA ones of at least 64M
-    elements, when ``foreach`` is not given; the others take the paths below), ``foreach`` the multi-tensor path (default: on accelerators only).
+    elements, when ``foreach`` is not given; the others take the paths below), ``foreach`` the multi-tensor path
+    (default: on accelerators only).
     """
     hyper: dict[str, Any] = {
         "lr": lr,

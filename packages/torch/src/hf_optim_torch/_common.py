@@ -329,17 +329,18 @@ def saturated_step(device: torch.device) -> torch.Tensor:
     return tensor
 
 
-#: (device, beta1, beta2) -> the weights torch's fused Adam kernel gives a new gradient in m and in v there
-_KERNEL_WEIGHTS: dict[tuple[torch.device, float, float], tuple[float, float]] = {}
+#: (device, beta1, beta2) -> the weights torch's fused Adam kernel gives a new gradient in m and in v there, each
+#: None where it is ``1 - beta`` rounded once (no correction needed)
+_KERNEL_WEIGHTS: dict[tuple[torch.device, float, float], tuple[float | None, float | None]] = {}
 
 
-def _kernel_weights(device: torch.device, beta1: float, beta2: float) -> tuple[float, float]:
+def _kernel_weights(device: torch.device, beta1: float, beta2: float) -> tuple[float | None, float | None]:
     """``(w1, w2)``: what torch's fused Adam kernel on ``device`` computes for ``1 - beta1`` and ``1 - beta2``.
 
     Read from the kernel itself, once per device and betas: one call on one element with ``m = v = 0`` and
     ``g = 1`` leaves ``m = w1`` and ``v = w2`` (one device read). The CPU kernel forms ``1 - beta`` in double
-    precision; torch's CUDA kernel rounds ``beta`` to float32 first, so that ``w2 = 1 - float32(0.999)`` is
-    ``1.3e-5`` below ``0.001``.
+    precision (both None); torch's CUDA kernel rounds ``beta`` to float32 first, so that
+    ``w2 = 1 - float32(0.999)`` is ``1.3e-5`` below ``0.001``.
     """
     key = (device, beta1, beta2)
     weights = _KERNEL_WEIGHTS.get(key)
@@ -360,7 +361,9 @@ def _kernel_weights(device: torch.device, beta1: float, beta2: float) -> tuple[f
             amsgrad=False,
             maximize=False,
         )
-        weights = _KERNEL_WEIGHTS[key] = (float(probe[1]), float(probe[2]))
+        measured = ((float(probe[1]), beta1), (float(probe[2]), beta2))
+        w1, w2 = (None if w == float(np.float32(1.0 - beta)) else w for w, beta in measured)
+        weights = _KERNEL_WEIGHTS[key] = (w1, w2)
     return weights
 
 
@@ -379,9 +382,8 @@ def kernel_moment_ratios(device: torch.device, beta1: float, beta2: float, t: fl
     ``(1.0, 1.0)`` where the kernel's weights are ``1 - beta`` rounded once (CPU).
     """
     w1, w2 = _kernel_weights(device, beta1, beta2)
-    exact1, exact2 = float(np.float32(1.0 - beta1)), float(np.float32(1.0 - beta2))
-    q = 1.0 if w1 == exact1 else _one_minus_power(w1, t) / _one_minus_power(1.0 - beta1, t)
-    r = 1.0 if w2 == exact2 else _one_minus_power(w2, t) / _one_minus_power(1.0 - beta2, t)
+    q = 1.0 if w1 is None else _one_minus_power(w1, t) / _one_minus_power(1.0 - beta1, t)
+    r = 1.0 if w2 is None else _one_minus_power(w2, t) / _one_minus_power(1.0 - beta2, t)
     return q, r
 
 
