@@ -273,4 +273,20 @@ def _first_case_with(spec: hs.Spec, name: str) -> int:
     raise LookupError(name)
 
 
-HANDLERS = {"soak": soak, "tf_mirrored": tf_mirrored}
+def fuzz_state(task: dict[str, Any]) -> dict[str, Any]:
+    """Malformed-checkpoint batches (``_fuzz_torch`` / ``_fuzz_keras``): one report per item."""
+    reports = []
+    for item in task["items"]:
+        if item["framework"] == "torch":
+            from . import _fuzz_torch as fuzz
+
+            if item["route"] == "load_state_dict":
+                reports.append(fuzz.run_schedule_batch(item["seed"], item["count"]))
+                continue
+        else:
+            from . import _fuzz_keras as fuzz  # type: ignore[no-redef]
+        reports.append(fuzz.run_batch(item["optimizer"], item["route"], item["dtype"], item["seed"], item["count"]))
+    return {"reports": reports}
+
+
+HANDLERS = {"soak": soak, "tf_mirrored": tf_mirrored, "fuzz_state": fuzz_state}

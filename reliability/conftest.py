@@ -122,6 +122,14 @@ def _summary_lines() -> list[str]:
                 f"{name}: {data['scenarios']} scenarios, {data['interruptions']} interruptions restored in a fresh "
                 f"process ({', '.join(data['formats'])}), {data['problems']} differences"
             )
+        elif name == "malformed_state":
+            per = ", ".join(f"{k} {v:,}" for k, v in sorted(data["per_optimizer_and_framework"].items()))
+            lines.append(
+                f"malformed_state: {data['mutations']:,} mutated checkpoints in {data['batches']} processes ({per}); "
+                f"crashes {data['crashes']}, silent acceptances {data['silent']}, unclear errors {data['unclear']}, "
+                f"changed on rejection {data['changed']}, harmless rejected {data['false_rejections']}, "
+                f"harmless accepted {sum(data['accepted_harmless'].values()):,}"
+            )
         elif name == "bad_inputs":
             lines.append(f"bad_inputs: {data['total']:,} bad inputs tried")
         elif name.startswith("soak_"):

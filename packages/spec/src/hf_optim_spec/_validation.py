@@ -91,7 +91,8 @@ def _is_pair(value: Any) -> bool:
 
 
 def _is_string_list(value: Any) -> bool:
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+    # a sequence (list, tuple): a mapping or a set would pass as its keys, and a string as its characters
+    if isinstance(value, (str, bytes, Mapping, set, frozenset)) or not hasattr(value, "__iter__"):
         return False
     return all(isinstance(item, str) for item in value)
 

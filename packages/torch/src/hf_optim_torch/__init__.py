@@ -14,8 +14,10 @@ from ._adam_weight_decay import AdamWeightDecay, adam_weight_decay
 from ._adamw import AdamW, adamw
 from ._amp import scaler_step
 from ._schedules import (
+    PlateauLR,
     SchedulerType,
     SpecFactor,
+    SpecFactorLR,
     SpecLR,
     build_schedule,
     get_adafactor_relative_step_schedule,
@@ -42,9 +44,11 @@ __all__ = [
     "AdamW",
     "AdamWeightDecay",
     "GradientAccumulator",
+    "PlateauLR",
     "PolynomialDecay",
     "SchedulerType",
     "SpecFactor",
+    "SpecFactorLR",
     "SpecLR",
     "WarmUp",
     "adafactor",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -29,6 +29,7 @@ from ._common import (
     use_foreach,
     use_fused,
 )
+from ._state_check import COUNTER, CheckedOptimizer, Slot
 
 __all__ = ["AdamWeightDecay", "adam_weight_decay", "clip_gradients"]
 
@@ -68,7 +69,15 @@ def do_use_weight_decay(
     return True
 
 
-class AdamWeightDecay(Optimizer):
+class AdamWeightDecay(CheckedOptimizer, Optimizer):
+    _LEGACY_DEFAULTS: ClassVar[Mapping[str, Any]] = {
+        "foreach": None,
+        "fused": None,
+        "fp32_math": False,
+        "stochastic_rounding": False,
+        "rounding_seed": 0,
+    }
+
     def __init__(
         self,
         params: Iterable[Any],
@@ -127,12 +136,6 @@ class AdamWeightDecay(Optimizer):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self.__dict__.setdefault("_decay_cache", {})
-        for group in self.param_groups:
-            group.setdefault("foreach", None)
-            group.setdefault("fused", None)
-            group.setdefault("fp32_math", False)
-            group.setdefault("stochastic_rounding", False)
-            group.setdefault("rounding_seed", 0)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         if "names" in param_group and "param_names" not in param_group:
@@ -145,11 +148,8 @@ class AdamWeightDecay(Optimizer):
                 f"Gradient clipping is optimizer-wide in AdamWeightDecay (as in Keras); set {clip_overrides} in the "
                 "constructor, not in a param group."
             )
-        overrides = {_GROUP_KEYS[k]: v for k, v in param_group.items() if k in _GROUP_KEYS}
-        if overrides and hasattr(self, "defaults"):
-            merged = {name: self.defaults[key] for key, name in _GROUP_KEYS.items()}
-            merged.update(overrides)
-            spec_validate(_SPEC_ID, merged)
+        if hasattr(self, "defaults") and any(key in self.defaults for key in param_group):  # else checked in __init__
+            self._check_group({**self.defaults, **param_group})
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         patterns = group["include_in_weight_decay"] or group["exclude_from_weight_decay"]
@@ -161,6 +161,19 @@ class AdamWeightDecay(Optimizer):
             )
         # match the patterns now: a compiled step then finds the flags in the cache (dynamo does not trace `re`)
         self._decay_flags(group)
+
+    def _check_group(self, group: Mapping[str, Any]) -> None:
+        names = {**_GROUP_KEYS, **{key: key for key in _CLIP_KEYS}}
+        spec_validate(_SPEC_ID, {name: group[key] for key, name in names.items() if key in group})
+        check_flags(foreach=group.get("foreach"), fused=group.get("fused"))
+        use_fused(group.get("fused"), group.get("foreach"))
+
+    def _state_layout(self, param: Tensor, group: Mapping[str, Any]) -> dict[str, Slot]:
+        shape = tuple(param.shape)
+        slots = {"step": COUNTER, "exp_avg": Slot(shape), "exp_avg_sq": Slot(shape, nonnegative=True)}
+        if group["amsgrad"]:
+            slots["max_exp_avg_sq"] = Slot(shape, nonnegative=True)
+        return slots
 
     def _decay_flags(self, group: dict[str, Any]) -> list[bool]:
         names = group.get("param_names") or [None] * len(group["params"])

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -27,6 +27,7 @@ from ._common import (
     use_foreach,
     use_fused,
 )
+from ._state_check import COUNTER, CheckedOptimizer, Slot
 
 __all__ = ["AdamW", "adamw"]
 
@@ -43,7 +44,17 @@ _HYPERPARAMS = (
 )
 
 
-class AdamW(Optimizer):
+class AdamW(CheckedOptimizer, Optimizer):
+    _LEGACY_DEFAULTS: ClassVar[Mapping[str, Any]] = {
+        "correct_bias": True,
+        "maximize": False,
+        "foreach": None,
+        "fused": None,
+        "fp32_math": False,
+        "stochastic_rounding": False,
+        "rounding_seed": 0,
+    }
+
     def __init__(
         self,
         params: Iterable[Any],
@@ -94,24 +105,19 @@ class AdamW(Optimizer):
         use_fused(fused, foreach)  # rejects foreach=True with fused=True
         super().__init__(params, defaults)
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("correct_bias", True)
-            group.setdefault("maximize", False)
-            group.setdefault("foreach", None)
-            group.setdefault("fused", None)
-            group.setdefault("fp32_math", False)
-            group.setdefault("stochastic_rounding", False)
-            group.setdefault("rounding_seed", 0)
-
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        overrides = {k: v for k, v in param_group.items() if k in _HYPERPARAMS}
-        if overrides and hasattr(self, "defaults"):
-            merged = {k: self.defaults[k] for k in _HYPERPARAMS}
-            merged.update(overrides)
-            spec_validate(_SPEC_ID, merged)
+        if hasattr(self, "defaults") and any(key in self.defaults for key in param_group):  # else checked in __init__
+            self._check_group({**self.defaults, **param_group})
         super().add_param_group(param_group)
+
+    def _check_group(self, group: Mapping[str, Any]) -> None:
+        spec_validate(_SPEC_ID, {k: group[k] for k in _HYPERPARAMS if k in group})
+        check_flags(maximize=group.get("maximize", False), foreach=group.get("foreach"), fused=group.get("fused"))
+        use_fused(group.get("fused"), group.get("foreach"))
+
+    def _state_layout(self, param: Tensor, group: Mapping[str, Any]) -> dict[str, Slot]:
+        shape = tuple(param.shape)
+        return {"step": COUNTER, "exp_avg": Slot(shape), "exp_avg_sq": Slot(shape, nonnegative=True)}
 
     def _init_group(
         self,

@@ -1,0 +1,194 @@
+"""Loading state: a checkpoint that does not fit is rejected with a clear error before anything changes."""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+from hf_optim_torch import (
+    Adafactor,
+    AdafactorSchedule,
+    AdamW,
+    AdamWeightDecay,
+    create_optimizer,
+    get_cosine_schedule_with_warmup,
+    get_linear_schedule_with_warmup,
+    get_reduce_on_plateau_schedule,
+)
+
+PATHS = {"for-loop": {"foreach": False, "fused": False}, "foreach": {"foreach": True}, "default": {}}
+BUILDERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "adamw": lambda params, **kw: AdamW(params, lr=1e-2, **kw),
+    "adafactor": lambda params, **kw: Adafactor(params, beta1=0.9, lr=1e-2, relative_step=False, **kw),
+    "adafactor_relative": Adafactor,
+    "adam_weight_decay": lambda params, **kw: AdamWeightDecay(params, learning_rate=1e-2, amsgrad=True, **kw),
+}
+
+
+def _params(rows: int = 10) -> list[torch.nn.Parameter]:
+    gen = torch.Generator().manual_seed(0)
+    return [torch.nn.Parameter(torch.randn(shape, generator=gen)) for shape in ((rows, 8), (2, 3, 4), (8,))]
+
+
+def _trained(name: str, path: str = "default") -> dict[str, Any]:
+    params = _params()
+    optimizer = BUILDERS[name](params, **PATHS[path])
+    for seed in range(2):
+        gen = torch.Generator().manual_seed(seed)
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=gen)
+        optimizer.step()
+    return copy.deepcopy(optimizer.state_dict())
+
+
+def _rejects(name: str, state_dict: Any, match: str, path: str = "default", rows: int = 10) -> None:
+    optimizer = BUILDERS[name](_params(rows), **PATHS[path])
+    groups = copy.deepcopy([{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups])
+    with pytest.raises((ValueError, TypeError), match=match):
+        optimizer.load_state_dict(state_dict)
+    assert len(optimizer.state) == 0, "a rejected checkpoint left state behind"
+    assert [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups] == groups
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("name", BUILDERS)
+def test_a_resized_embedding_is_rejected_naming_group_parameter_key_and_shapes(name: str, path: str) -> None:
+    key = "exp_avg" if name != "adafactor_relative" else "exp_avg_sq_row"
+    expected = "(12, 8)" if key == "exp_avg" else "(12,)"
+    received = "(10, 8)" if key == "exp_avg" else "(10,)"
+    match = (
+        rf"param group 0, parameter 0 \(shape \(12, 8\)\), state `{key}` must have shape {re.escape(expected)}; "
+        rf"got shape {re.escape(received)}"
+    )
+    _rejects(name, _trained(name, path), match, path, rows=12)
+
+
+@pytest.mark.parametrize(("saved", "loaded"), [(a, b) for a in BUILDERS for b in BUILDERS if a[:5] != b[:5]])
+def test_another_optimizers_state_is_rejected(saved: str, loaded: str) -> None:
+    _rejects(loaded, _trained(saved), r"(lacks the hyperparameters|must hold exactly)")
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [(math.nan, "integer >= 0"), (-1.0, "integer >= 0"), (1.5, "integer >= 0"), ("2", "real number"), (True, "real")],
+)
+def test_a_bad_step_is_rejected(value: Any, error: str) -> None:
+    sd = _trained("adamw")
+    sd["state"][0]["step"] = torch.tensor(value) if isinstance(value, float) else value
+    _rejects("adamw", sd, rf"parameter 0 \(shape \(10, 8\)\), state `step` must be .*{error}")
+
+
+def test_transformers_int_steps_and_float64_state_load_as_torch_casts_them() -> None:
+    sd = _trained("adamw")
+    clean = copy.deepcopy(sd)
+    for entry in sd["state"].values():
+        entry["step"] = int(entry["step"])
+        entry["exp_avg"] = entry["exp_avg"].double()
+    optimizer = BUILDERS["adamw"](_params())
+    optimizer.load_state_dict(sd)
+    for p, key in zip(optimizer.param_groups[0]["params"], sorted(clean["state"])):
+        assert optimizer.state[p]["exp_avg"].dtype == torch.float32
+        assert torch.equal(optimizer.state[p]["exp_avg"], clean["state"][key]["exp_avg"])
+
+
+@pytest.mark.parametrize("key", ["exp_avg_sq", "max_exp_avg_sq"])
+def test_a_negative_second_moment_is_rejected(key: str) -> None:
+    sd = _trained("adam_weight_decay")
+    sd["state"][2][key][3] = -1.0
+    _rejects("adam_weight_decay", sd, rf"state `{key}` holds negative values")
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.bool, torch.complex64])
+def test_a_non_floating_state_is_rejected(dtype: torch.dtype) -> None:
+    sd = _trained("adafactor")
+    sd["state"][0]["exp_avg"] = sd["state"][0]["exp_avg"].to(dtype)
+    _rejects("adafactor", sd, r"state `exp_avg` must be a floating-point tensor")
+
+
+def test_missing_extra_meta_and_unknown_entries_are_rejected() -> None:
+    sd = _trained("adafactor")
+    del sd["state"][1]["exp_avg_sq_col"]
+    _rejects("adafactor", sd, r"missing \['exp_avg_sq_col'\], unexpected \[\]")
+    sd = _trained("adafactor")
+    sd["state"][2]["momentum_buffer"] = torch.zeros(8)
+    _rejects("adafactor", sd, r"unexpected \['momentum_buffer'\]")
+    sd = _trained("adafactor")
+    sd["state"][0]["exp_avg"] = sd["state"][0]["exp_avg"].to("meta")
+    _rejects("adafactor", sd, r"holds no data \(a tensor on the meta device\)")
+    sd = _trained("adafactor")
+    sd["state"][99] = sd["state"][0]
+    _rejects("adafactor", sd, r"entries for parameter ids \[99\]")
+    sd = _trained("adafactor")
+    sd["param_groups"][0]["params"].pop()
+    _rejects("adafactor", sd, r"param group 0 holds 2 parameters in state_dict; this optimizer's group has 3")
+    sd = _trained("adafactor")
+    sd["param_groups"][0]["lr"] = "fast"
+    _rejects("adafactor", sd, r"param group 0 in state_dict: Argument `lr`")
+
+
+def test_a_checkpoint_without_state_for_a_parameter_starts_it_afresh() -> None:
+    sd = _trained("adamw")
+    del sd["state"][1]
+    optimizer = BUILDERS["adamw"](_params())
+    optimizer.load_state_dict(sd)
+    assert len(optimizer.state) == 2
+
+
+def _schedulers() -> dict[str, Callable[[], Any]]:
+    def adamw() -> torch.optim.Optimizer:
+        return AdamW([torch.nn.Parameter(torch.ones(2))], lr=0.1)
+
+    return {
+        "linear": lambda: get_linear_schedule_with_warmup(adamw(), 2, 10),
+        "cosine": lambda: get_cosine_schedule_with_warmup(adamw(), 2, 10),
+        "plateau": lambda: get_reduce_on_plateau_schedule(adamw()),
+        "adafactor": lambda: AdafactorSchedule(Adafactor([torch.nn.Parameter(torch.ones(2))])),
+        "create_optimizer": lambda: create_optimizer([torch.nn.Parameter(torch.ones(2))], 1e-3, 10, 2)[1],
+    }
+
+
+@pytest.mark.parametrize(("saved", "loaded"), [(a, b) for a in _schedulers() for b in _schedulers() if a != b])
+def test_another_schedulers_state_is_rejected_and_nothing_changes(saved: str, loaded: str) -> None:
+    scheduler = _schedulers()[loaded]()
+    before = repr(scheduler.state_dict())
+    with pytest.raises(
+        ValueError, match=r"(another scheduler|is the state of the schedule|must be a dict with the keys)"
+    ):
+        scheduler.load_state_dict(_schedulers()[saved]().state_dict())
+    assert repr(scheduler.state_dict()) == before
+
+
+@pytest.mark.parametrize(
+    ("name", "edit", "match"),
+    [
+        ("linear", lambda sd: sd["lr_lambdas"][0]["params"].update(num_training_steps=-3), "`num_training_steps`"),
+        ("linear", lambda sd: sd.update(last_epoch=2.5), r"\['last_epoch'\] must be an integer >= -1"),
+        ("linear", lambda sd: sd.update(base_lrs=[0.1, 0.1]), r"\['base_lrs'\] must be a list of 1"),
+        ("cosine", lambda sd: sd.pop("lr_lambdas"), r"missing \['lr_lambdas'\]"),
+        ("plateau", lambda sd: sd.update(num_bad_epochs=-1), r"\['num_bad_epochs'\] must be an integer >= 0"),
+        ("plateau", lambda sd: sd.update(best="low"), r"\['best'\] must be a real number"),
+        ("plateau", lambda sd: sd.update(factor=2.0), r"PlateauLR state_dict: Factor should be < 1.0"),
+        ("plateau", lambda sd: sd.update(mode_worse=-math.inf), r"\['mode_worse'\] must be inf"),
+        ("adafactor", lambda sd: sd["lr_lambdas"][0].update(value=math.nan), r"\['value'\] must be finite"),
+        ("create_optimizer", lambda sd: sd["lr_lambdas"][0]["params"].update(power="x"), "`power`"),
+    ],
+)
+def test_garbled_scheduler_fields_are_rejected_by_name(name: str, edit: Callable[[Any], Any], match: str) -> None:
+    scheduler = _schedulers()[name]()
+    sd = copy.deepcopy(scheduler.state_dict())
+    edit(sd)
+    before = repr(scheduler.state_dict())
+    with pytest.raises((ValueError, TypeError), match=match):
+        scheduler.load_state_dict(sd)
+    assert repr(scheduler.state_dict()) == before
+
+
+@pytest.mark.parametrize("name", list(_schedulers()))
+def test_a_schedulers_own_state_loads(name: str) -> None:
+    scheduler = _schedulers()[name]()
+    scheduler.load_state_dict(copy.deepcopy(scheduler.state_dict()))
