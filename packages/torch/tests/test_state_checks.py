@@ -192,3 +192,26 @@ def test_garbled_scheduler_fields_are_rejected_by_name(name: str, edit: Callable
 def test_a_schedulers_own_state_loads(name: str) -> None:
     scheduler = _schedulers()[name]()
     scheduler.load_state_dict(copy.deepcopy(scheduler.state_dict()))
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda sd: sd.update(step=-1), r"\['step'\] must be an integer >= 0"),
+        (lambda sd: sd.update(step=1.5), r"\['step'\] must be an integer >= 0"),
+        (lambda sd: sd.update(gradients=["g", None]), r"must be a list of tensors or None"),
+        (lambda sd: sd["gradients"].append(torch.zeros(2)), r"holds 3 slots; this accumulator has 2"),
+        (lambda sd: sd["gradients"].__setitem__(0, torch.zeros(3)), r"\[0\] has shape \(3,\); expected \(2, 2\)"),
+        (lambda sd: sd.pop("step"), r"must be a dict with 'gradients' and 'step'"),
+    ],
+)
+def test_a_garbled_accumulator_state_is_rejected_and_nothing_changes(edit: Callable[[Any], Any], match: str) -> None:
+    from hf_optim_torch import GradientAccumulator
+
+    accumulator = GradientAccumulator()
+    accumulator([torch.ones(2, 2), None])
+    sd = copy.deepcopy(accumulator.state_dict())
+    edit(sd)
+    with pytest.raises((ValueError, TypeError), match=match):
+        accumulator.load_state_dict(sd)
+    assert int(accumulator.step) == 1 and torch.equal(accumulator.gradients[0], torch.ones(2, 2))

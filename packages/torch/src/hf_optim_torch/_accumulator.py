@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import hf_optim_spec
 import torch
 from torch import Tensor
+
+from ._state_check import check_count
 
 __all__ = ["GradientAccumulator"]
 
@@ -90,5 +92,36 @@ class GradientAccumulator:
         return {"gradients": list(self._gradients), "step": self.step.clone()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._gradients = [None if g is None else g.clone() for g in state_dict["gradients"]]
-        self._accum_steps = state_dict["step"].clone()
+        """Restore the sums and the step count of :meth:`state_dict`, checked first.
+
+        Raises:
+            ValueError, TypeError: not a dict with ``gradients`` (a list of tensors or None) and ``step`` (an integer
+                >= 0); or, once this accumulator holds sums, a different number of slots or another shape of a
+                slot. Nothing is changed then.
+        """
+        if not isinstance(state_dict, Mapping) or set(state_dict) != {"gradients", "step"}:
+            raise ValueError(
+                f"GradientAccumulator state_dict must be a dict with 'gradients' and 'step'; got {state_dict!r:.100}"
+            )
+        saved = state_dict["gradients"]
+        if not isinstance(saved, Sequence) or any(g is not None and not isinstance(g, Tensor) for g in saved):
+            raise TypeError(
+                f"GradientAccumulator state_dict['gradients'] must be a list of tensors or None; got {saved!r:.100}"
+            )
+        step = check_count(state_dict["step"], "GradientAccumulator state_dict['step']")
+        if self._gradients:
+            if len(saved) != len(self._gradients):
+                raise ValueError(
+                    f"GradientAccumulator state_dict['gradients'] holds {len(saved)} slots; this accumulator has "
+                    f"{len(self._gradients)}"
+                )
+            for k, (mine, theirs) in enumerate(zip(self._gradients, saved)):
+                if (mine is None) != (theirs is None) or (mine is not None and mine.shape != theirs.shape):
+                    shape = None if theirs is None else tuple(theirs.shape)
+                    expected = None if mine is None else tuple(mine.shape)
+                    raise ValueError(
+                        f"GradientAccumulator state_dict['gradients'][{k}] has shape {shape}; expected {expected}"
+                    )
+        self._gradients = [None if g is None else g.clone() for g in saved]
+        device = next((g.device for g in self._gradients if g is not None), torch.device("cpu"))
+        self._accum_steps = torch.tensor(step, dtype=torch.int64, device=device)
