@@ -26,7 +26,32 @@ def main(outdir: str) -> int:
     for problem in problems:
         print(problem)
     print(f"{len(expected)} spec files; wheel ships {len(shipped)}, sdist ships {len(in_sdist)}")
-    return 1 if problems or not expected else 0
+    legal = _legal_problems(Path(outdir))
+    for problem in legal:
+        print(problem)
+    return 1 if problems or legal or not expected else 0
+
+
+def _legal_problems(outdir: Path) -> list[str]:
+    """Every wheel and sdist carries the root LICENSE and NOTICE, byte for byte."""
+    wanted = {name: (ROOT / name).read_bytes() for name in ("LICENSE", "NOTICE")}
+    problems = []
+    for dist in sorted(outdir.glob("hf_optim_*")):
+        if dist.suffix == ".whl":
+            with zipfile.ZipFile(dist) as wheel:
+                found = {Path(n).name: wheel.read(n) for n in wheel.namelist() if ".dist-info/licenses/" in n}
+        else:
+            with tarfile.open(dist) as sdist:
+                found = {}
+                for member in sdist.getmembers():
+                    if member.name.count("/") == 1 and Path(member.name).name in wanted:
+                        handle = sdist.extractfile(member)
+                        found[Path(member.name).name] = handle.read() if handle else b""
+        for name, content in wanted.items():
+            if found.get(name) != content:
+                problems.append(f"{dist.name}: {name} {'differs from the root one' if name in found else 'missing'}")
+    print(f"LICENSE and NOTICE checked in {len(list(outdir.glob('hf_optim_*')))} distributions")
+    return problems
 
 
 if __name__ == "__main__":
