@@ -22,7 +22,7 @@ difference: it is run anyway, must still differ, and is reported as a divergence
 
 The report goes to ``docs/crosscheck.md`` (one section per transformers version, rewritten by the
 environment that holds it; no timestamps). With ``--write`` the agreeing cases get the provenance
-``reference+transformers-<version>`` (the others ``reference``), written with the canonical writer
+``reference+transformers-<version>#<digest of the case>`` (the others ``reference``), written with the canonical writer
 so that ``nox -s spec`` stays clean. Provenance is the only field this tool ever writes.
 
 Exit status: 0 when every case that has a counterpart agrees, 1 otherwise.
@@ -44,7 +44,7 @@ from typing import Any
 
 import hf_optim_spec as hs
 import numpy as np
-from hf_optim_spec._vectors import dumps
+from hf_optim_spec._vectors import case_digest, dumps
 from hf_optim_spec.reference._lowp import round_to
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -295,6 +295,9 @@ def _check_error(index: int, err: Mapping[str, Any], spec: hs.Spec, run: Callabl
         return ErrorResult(index, description, "skipped", "hf_enforced: false (transformers accepts it)")
     if run is None:
         return ErrorResult(index, description, "skipped", "no transformers constructor to feed")
+    extensions = sorted(k for k in err.get("params", {}) if k in spec.parameters and spec.parameters[k].extension)
+    if extensions:
+        return ErrorResult(index, description, "skipped", f"extension {extensions} (not in transformers)")
     try:
         run(spec, err)
     except Skip as skip:
@@ -344,8 +347,9 @@ def specs_for(version: str, only: Sequence[str]) -> Iterator[tuple[hs.Spec, str]
 # --------------------------------------------------------------------------- provenance
 
 
-def provenance_label(version: str) -> str:
-    return f"reference+transformers-{version}"
+def provenance_label(version: str, case: dict[str, Any]) -> str:
+    """The claim of an agreeing case, bound to its content (``case_digest``): it goes stale when the case changes."""
+    return f"reference+transformers-{version}#{case_digest(case)}"
 
 
 def write_provenance(spec: hs.Spec, result: SpecResult, version: str) -> bool:
@@ -357,7 +361,8 @@ def write_provenance(spec: hs.Spec, result: SpecResult, version: str) -> bool:
     for case in result.cases:
         if case.status == "not generated":
             continue
-        raw["cases"][case.index]["provenance"] = provenance_label(version) if case.status == "agree" else "reference"
+        stored = raw["cases"][case.index]
+        stored["provenance"] = provenance_label(version, stored) if case.status == "agree" else "reference"
     after = dumps(raw)
     if after == text:
         return False

@@ -328,7 +328,9 @@ def test_get_scheduler_rules(kind: Any) -> None:
         if param is None or not param.required or spec.stateful:
             continue
         args = {"num_warmup_steps": warmup, "num_training_steps": training, count: None}
-        with pytest.raises(ValueError, match=f"^{kind.value} requires `{count}`, please provide that argument.$"):
+        with pytest.raises(
+            ValueError, match=f"^SchedulerType.{kind.name} requires `{count}`, please provide that argument.$"
+        ):
             get_scheduler(kind, _optimizer(0.1), **args, scheduler_specific_kwargs=params)
     with pytest.raises(TypeError, match="Unknown argument `not_an_argument`"):
         get_scheduler(kind, _optimizer(0.1), warmup, training, {**params, "not_an_argument": 1})

@@ -20,7 +20,6 @@ __all__ = ["Constraint", "Parameter", "Spec", "Tolerance", "get", "registry", "s
 REQUIRED: Any = type("Required", (), {"__repr__": lambda self: "<required>"})()
 """Sentinel default of a parameter that has none."""
 
-KINDS = ("schedule", "optimizer", "accumulator")
 DTYPES = ("float64", "float32", "bfloat16", "float16")
 
 

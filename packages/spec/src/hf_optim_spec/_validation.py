@@ -52,7 +52,7 @@ def _is_real(value: Any) -> bool:
         return False
     if isinstance(value, numbers.Real):
         return True
-    # 0-d tensors/arrays of any framework (a tensor lr is legal for torch optimizers).
+    # NumPy scalars and other non-container numbers (a torch tensor lr is unwrapped by the torch shell first).
     return hasattr(value, "__float__") and getattr(value, "ndim", 0) == 0 and not hasattr(value, "__len__")
 
 

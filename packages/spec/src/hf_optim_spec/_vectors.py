@@ -6,6 +6,7 @@ which is what the drift check (``nox -s spec``) relies on.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import warnings
@@ -16,7 +17,14 @@ from typing import Any
 from ._registry import load_spec, spec_files, spec_root
 from ._schedules import bind
 
-__all__ = ["dumps", "regenerate", "regenerate_file", "schedule_case_expected"]
+__all__ = [
+    "case_digest",
+    "claimed_provenance",
+    "dumps",
+    "regenerate",
+    "regenerate_file",
+    "schedule_case_expected",
+]
 
 
 # --------------------------------------------------------------------------- canonical JSON
@@ -69,11 +77,11 @@ def dumps(data: Any) -> str:
 # --------------------------------------------------------------------------- generation
 
 
-def schedule_case_expected(spec_id: str, case: Mapping[str, Any]) -> list[float]:
-    """The float64 reference values of one schedule case (closed form or stateful)."""
+def schedule_case_expected(spec_id: str, case: Mapping[str, Any], root: Path | None = None) -> list[float]:
+    """The float64 reference values of one schedule case (closed form or stateful), from the spec under ``root``."""
     from .reference import plateau
 
-    spec = load_spec(spec_root() / "schedules" / f"{spec_id}.json")
+    spec = load_spec((root or spec_root()) / "schedules" / f"{spec_id}.json")
     base_lr = float(case.get("base_lr", 1.0))
     if spec.stateful:
         from ._validation import validate
@@ -84,30 +92,46 @@ def schedule_case_expected(spec_id: str, case: Mapping[str, Any]) -> list[float]
     return [bound(step) for step in case["steps"]]
 
 
-def _regenerate_case(raw: Mapping[str, Any], case: dict[str, Any]) -> dict[str, Any]:
+def case_digest(case: Mapping[str, Any]) -> str:
+    """A fingerprint of what a cross-check verifies: the case's inputs and expected values (not its wording).
+
+    ``nox -s crosscheck -- --write`` stores it in the provenance of an agreeing case
+    (``reference+transformers-4.57.6#<digest>``); a case whose digest no longer matches loses the claim.
+    """
+    checked = {key: value for key, value in case.items() if key not in ("description", "provenance")}
+    return hashlib.sha256(dumps(checked).encode("utf-8")).hexdigest()[:12]
+
+
+def claimed_provenance(case: Mapping[str, Any]) -> str:
+    """The case's provenance if its cross-check claim (if any) still holds for its content, else ``"reference"``."""
+    provenance = str(case.get("provenance", "reference"))
+    claim, _, digest = provenance.partition("#")
+    if claim == "reference" or (claim.startswith("reference+transformers-") and digest == case_digest(case)):
+        return provenance
+    return "reference"
+
+
+def _regenerate_case(raw: Mapping[str, Any], case: dict[str, Any], root: Path | None) -> dict[str, Any]:
     kind = raw["kind"]
     if kind == "schedule":
         with warnings.catch_warnings():  # a case may hit a UserWarning rule on purpose ("warns"; tested elsewhere)
             warnings.simplefilter("ignore", UserWarning)
-            case["expected"] = schedule_case_expected(raw["id"], case)
+            case["expected"] = schedule_case_expected(raw["id"], case, root)
     else:
         from . import reference
 
         case = dict(reference.generate_case(raw, case))
-    case.setdefault("provenance", "reference")
-    if case.get("provenance") != "reference" and not str(case["provenance"]).startswith("reference"):
-        case["provenance"] = "reference"
-    # keep provenance last so the generated fields sit together above it
-    provenance = case.pop("provenance")
-    case["provenance"] = provenance
+    # provenance last, so the generated fields sit together above it; a stale transformers claim is dropped
+    case["provenance"] = claimed_provenance(case)
+    case["provenance"] = case.pop("provenance")
     return case
 
 
-def regenerate_file(path: Path) -> bool:
-    """Regenerate one spec file in place; True when its text changed."""
+def regenerate_file(path: Path, root: Path | None = None) -> bool:
+    """Regenerate one spec file (of the spec tree ``root``, by default the package's) in place; True when changed."""
     before = path.read_text(encoding="utf-8")
     raw = json.loads(before)
-    raw["cases"] = [_regenerate_case(raw, dict(case)) for case in raw.get("cases", [])]
+    raw["cases"] = [_regenerate_case(raw, dict(case), root) for case in raw.get("cases", [])]
     after = dumps(raw)
     if after != before:
         path.write_text(after, encoding="utf-8")
@@ -117,4 +141,4 @@ def regenerate_file(path: Path) -> bool:
 
 def regenerate(root: Path | None = None) -> list[Path]:
     """Regenerate every spec file under ``root``; returns the files that changed."""
-    return [path for path in spec_files(root) if regenerate_file(path)]
+    return [path for path in spec_files(root) if regenerate_file(path, root)]

@@ -33,7 +33,6 @@ __all__ = ["CliError", "Curve", "Request", "analyse", "curve", "main", "parse_va
 
 PROG = "hf-optim"
 COMMANDS = ("list", "show", "plot", "explain")
-GLOBAL_OPTIONS = ("--steps", "--base-lr", "--output", "-o", "--csv", "--title", "--log", "--variant", "--metrics")
 SWEEPABLE = ("integer", "number", "boolean", "string")
 # The arguments transformers' get_scheduler takes for every SchedulerType and silently drops for
 # the schedules that have no such parameter.
@@ -106,10 +105,6 @@ def spelling_text(param: Parameter) -> str:
         shown = "/".join(alias) if isinstance(alias, tuple) else alias
         parts.append(f"{framework}: {shown}")
     return ", ".join(parts)
-
-
-def _schedule_ids() -> list[str]:
-    return [s.id for s in registry().values() if s.kind == "schedule"]
 
 
 def _spec(spec_id: str) -> Spec:

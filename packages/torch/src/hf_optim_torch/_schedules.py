@@ -599,7 +599,7 @@ def get_scheduler(
 
     Raises:
         ValueError: unknown name, or a required count is None
-            ("cosine requires `num_training_steps`, please provide that argument.").
+            ("SchedulerType.COSINE requires `num_training_steps`, please provide that argument.").
         TypeError: an argument the schedule does not take.
     """
     kind = SchedulerType(name)  # type: ignore[operator]
@@ -612,7 +612,8 @@ def get_scheduler(
             if param is None:
                 continue
             if value is None and param.required:
-                raise ValueError(f"{kind.value} requires `{count_name}`, please provide that argument.")
+                # transformers formats the enum member (Python >= 3.11): "SchedulerType.COSINE requires ..."
+                raise ValueError(f"SchedulerType.{kind.name} requires `{count_name}`, please provide that argument.")
             if count_name in kwargs:
                 raise TypeError(f"{spec.api['torch']}() got multiple values for argument '{count_name}'")
             kwargs[count_name] = value

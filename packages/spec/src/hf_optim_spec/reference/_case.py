@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from .._registry import DTYPES
 from ._inputs import Array, from_json, make_inputs, to_json
 
 __all__ = [
@@ -18,8 +19,6 @@ __all__ = [
     "hyperparams",
     "params_to_json",
 ]
-
-DTYPES = ("float64", "float32", "bfloat16", "float16")
 
 StepRunner = Callable[
     [Mapping[str, Any], Mapping[str, Any], dict[str, Array], list[dict[str, Array | None]]],
