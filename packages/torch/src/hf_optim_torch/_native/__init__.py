@@ -103,28 +103,10 @@ def _compile() -> tuple[ctypes.CDLL | None, str]:
     ptrs = ctypes.POINTER(ctypes.c_void_p)
     i64 = ctypes.POINTER(ctypes.c_int64)
     f64 = ctypes.POINTER(ctypes.c_double)
-    d = ctypes.c_double
-    fn.argtypes = [
-        ctypes.c_int64,
-        ptrs,
-        ptrs,
-        ptrs,
-        ptrs,
-        ptrs,
-        ptrs,
-        i64,
-        i64,
-        f64,
-        f64,
-        d,
-        d,
-        d,
-        d,
-        d,
-        ctypes.c_int,
-        ctypes.c_int,
-        ctypes.c_int,
-    ]
+    d, i = ctypes.c_double, ctypes.c_int
+    # count; g, p, m, row, col, rms; rows, cols, numel; rel, beta2t; eps1, eps2, clip_threshold, beta1,
+    # weight_decay; scale_parameter, unscaled, threads; bad_index (see the comment above it in adafactor.c)
+    fn.argtypes = [ctypes.c_int64, *[ptrs] * 6, i64, i64, i64, f64, f64, d, d, d, d, d, i, i, i, i64]
     fn.restype = ctypes.c_int
     return lib, f"{library}"
 

@@ -18,12 +18,20 @@
  *
  * The result does not depend on the number of threads: every matrix is cut into SPANS row spans (and SPANS column
  * spans between the passes) whatever the thread count, each span has its own partial sums, and the partial sums are
- * added in span order. Matrices are processed in groups whose partial sums fit in GROUP_BYTES.
+ * added in span order. Matrices are processed in groups whose partial sums fit in GROUP_BYTES. The threads are those
+ * of a pool kept between calls (see claim_pool): the calling thread is thread 0.
+ *
+ * Nothing a caller hands over is trusted: with the pointers come the element counts of every buffer, and before it
+ * reads or writes any data the kernel checks every matrix's shape and every buffer's count and pointer against each
+ * other (see check and the HF_E_* codes). A call that fails a check returns a negative code, the index of the
+ * matrix at fault, and changes nothing; so does one whose work memory cannot be allocated.
  */
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/types.h>
+#include <unistd.h>
 
 #define SPANS 12                  /* divisible by 1, 2, 3, 4 and 6 threads; more threads than SPANS are not used */
 #define FLOAT_ROWS 32             /* rows whose column sums are accumulated in float, then added in double */
@@ -192,7 +200,99 @@ static void *pass2(void *arg) {
     return NULL;
 }
 
-static void run_threads(job_t *job, void *(*fn)(void *)) {
+/* The threads of a call: a pool of workers started at the first call that needs them and kept (a pthread_create
+ * and join per pass and group cost about as much as the pass itself on small matrices). One call at a time owns the
+ * pool; a call made while another one runs (from another Python thread) starts threads of its own, as does a call
+ * whose pool could not be created. After fork() the child's pool is abandoned (its threads do not exist there, its
+ * locks may be held) and a new one is started: the pool records the pid that created it. */
+typedef struct pool pool_t;
+
+typedef struct {
+    pool_t *pool;
+    int index;
+    unsigned long seen;           /* the generation when the worker was started: it waits for the next one */
+} member_t;
+
+struct pool {
+    pthread_mutex_t lock;
+    pthread_cond_t start, done;
+    pid_t pid;                    /* the process whose threads these are */
+    int size;                     /* workers started, with indices 1..size */
+    unsigned long generation;     /* incremented by each dispatch */
+    int active, pending;          /* threads of the current dispatch (the caller is index 0); workers still at it */
+    job_t *job;
+    void *(*fn)(void *);
+    member_t members[SPANS];
+};
+
+static pool_t *the_pool;          /* replaced after fork, never freed: the parent's copy may have held its locks */
+static pid_t pool_claim;          /* pid of the process whose call owns the pool, 0 when none does */
+
+static void *member_main(void *arg) {
+    member_t *self = (member_t *)arg;
+    pool_t *pool = self->pool;
+    pthread_mutex_lock(&pool->lock);
+    unsigned long seen = self->seen;
+    for (;;) {
+        while (pool->generation == seen) pthread_cond_wait(&pool->start, &pool->lock);
+        seen = pool->generation;
+        if (self->index < pool->active) {
+            worker_t w = {pool->job, self->index};
+            void *(*fn)(void *) = pool->fn;
+            pthread_mutex_unlock(&pool->lock);
+            fn(&w);
+            pthread_mutex_lock(&pool->lock);
+            if (--pool->pending == 0) pthread_cond_signal(&pool->done);
+        }
+    }
+    return NULL;
+}
+
+/* The pool for this call with at least threads - 1 workers (as many as could be started), or NULL when another call
+ * owns it or it could not be made; release_pool gives it back. */
+static pool_t *claim_pool(int threads) {
+    if (threads < 2) return NULL;
+    pid_t self = getpid(), owner = __atomic_load_n(&pool_claim, __ATOMIC_ACQUIRE);
+    if (owner == self) return NULL;  /* another call of this process runs on it */
+    /* free, or claimed by the parent of a forked process: a claim that no thread of this process will release */
+    if (!__atomic_compare_exchange_n(&pool_claim, &owner, self, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) return NULL;
+    pool_t *pool = the_pool;
+    if (pool == NULL || pool->pid != self) {  /* first use, or a forked child's copy of its parent's pool */
+        pool = calloc(1, sizeof(pool_t));
+        if (pool == NULL || pthread_mutex_init(&pool->lock, NULL) != 0 || pthread_cond_init(&pool->start, NULL) != 0 ||
+            pthread_cond_init(&pool->done, NULL) != 0) {
+            free(pool);
+            __atomic_store_n(&pool_claim, 0, __ATOMIC_RELEASE);
+            return NULL;
+        }
+        pool->pid = self;
+        the_pool = pool;
+    }
+    while (pool->size < threads - 1) {  /* no dispatch is in flight: a new worker waits for the next generation */
+        int index = pool->size + 1;
+        pthread_t handle;
+        pthread_attr_t attr;
+        member_t *member = &pool->members[index];
+        member->pool = pool;
+        member->index = index;
+        member->seen = pool->generation;
+        if (pthread_attr_init(&attr) != 0) break;
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        int failed = pthread_create(&handle, &attr, member_main, member);
+        pthread_attr_destroy(&attr);
+        if (failed) break;
+        pool->size = index;
+    }
+    return pool;
+}
+
+static void release_pool(pool_t *pool) {
+    if (pool != NULL) __atomic_store_n(&pool_claim, 0, __ATOMIC_RELEASE);
+}
+
+/* fn for every thread index of the job: on the pool's workers when there is a pool, else on threads started here;
+ * the calling thread runs index 0, and the share of any thread that could not start after that */
+static void run_threads(pool_t *pool, job_t *job, void *(*fn)(void *)) {
     pthread_t handles[SPANS];
     worker_t workers[SPANS];
     int started = 0;
@@ -200,32 +300,109 @@ static void run_threads(job_t *job, void *(*fn)(void *)) {
         workers[t].job = job;
         workers[t].index = t;
     }
-    for (int t = 1; t < job->threads; t++) {
-        if (pthread_create(&handles[t], NULL, fn, &workers[t]) != 0) break;
-        started = t;
+    if (pool != NULL) {
+        started = pool->size < job->threads - 1 ? pool->size : job->threads - 1;
+        if (started > 0) {
+            pthread_mutex_lock(&pool->lock);
+            pool->job = job;
+            pool->fn = fn;
+            pool->active = started + 1;
+            pool->pending = started;
+            pool->generation++;
+            pthread_cond_broadcast(&pool->start);
+            pthread_mutex_unlock(&pool->lock);
+        }
+    } else {
+        for (int t = 1; t < job->threads; t++) {
+            if (pthread_create(&handles[t], NULL, fn, &workers[t]) != 0) break;
+            started = t;
+        }
     }
-    fn(&workers[0]);  /* a thread that could not start: the calling thread does its share after its own */
+    fn(&workers[0]);
     for (int t = started + 1; t < job->threads; t++) fn(&workers[t]);
-    for (int t = 1; t <= started; t++) pthread_join(handles[t], NULL);
+    if (pool != NULL) {
+        if (started > 0) {
+            pthread_mutex_lock(&pool->lock);
+            while (pool->pending > 0) pthread_cond_wait(&pool->done, &pool->lock);
+            pthread_mutex_unlock(&pool->lock);
+        }
+    } else {
+        for (int t = 1; t <= started; t++) pthread_join(handles[t], NULL);
+    }
 }
 
-/* Returns 0, or -1 when work memory could not be allocated (then nothing was changed). */
+/* The buffers of matrix k, in the order of hf_adafactor_factored's arguments and of its numel array. */
+enum { BUF_G, BUF_P, BUF_M, BUF_ROW, BUF_COL, BUF_RMS, BUFFERS };
+/* hf_adafactor_factored's other arrays, numbered after the buffers (for HF_E_ARRAY). */
+enum { ARG_ROWS = BUFFERS, ARG_COLS, ARG_NUMEL, ARG_REL, ARG_BETA2T };
+
+#define HF_E_NOMEM (-1)        /* work memory could not be allocated */
+#define HF_E_COUNT (-2)        /* count < 0, or more than MAX_ELEMENTS */
+#define HF_E_THREADS (-3)      /* threads < 1 */
+#define HF_E_ROWS (-4)         /* rows[k] < 1 */
+#define HF_E_COLS (-5)         /* cols[k] < 1 */
+#define HF_E_TOO_LARGE (-6)    /* rows[k] * cols[k] overflows int64_t or exceeds MAX_ELEMENTS */
+#define HF_E_NULL (-10)        /* - buffer: matrix k's pointer to that buffer is NULL */
+#define HF_E_ALIGN (-20)       /* - buffer: that pointer is not aligned to a float */
+#define HF_E_SIZE (-30)        /* - buffer: its element count differs from what rows[k] and cols[k] need */
+#define HF_E_ARRAY (-40)       /* - buffer or ARG_*: that array argument is NULL (bad_index -1) */
+/* elements of one matrix at most (2^54 floats: more than any address space holds), so that no size computed from
+ * rows, cols and count (times SPANS, 2, sizeof(double) and the thread count) overflows */
+#define MAX_ELEMENTS ((int64_t)1 << 54)
+
+static int check(int64_t count, float **const buffers[BUFFERS], const int64_t *rows, const int64_t *cols,
+                 const int64_t *numel, const double *rel, const double *beta2t, int threads, int64_t *bad_index) {
+    *bad_index = -1;
+    if (count < 0 || count > MAX_ELEMENTS) return HF_E_COUNT;
+    if (threads < 1) return HF_E_THREADS;
+    for (int b = 0; b < BUFFERS; b++)
+        if (buffers[b] == NULL && b != BUF_M) return HF_E_ARRAY - b;  /* m: NULL as a whole without a first moment */
+    const void *arrays[] = {rows, cols, numel, rel, beta2t};
+    for (int a = ARG_ROWS; a <= ARG_BETA2T; a++)
+        if (arrays[a - ARG_ROWS] == NULL) return HF_E_ARRAY - a;
+    for (int64_t k = 0; k < count; k++) {
+        *bad_index = k;
+        if (rows[k] < 1) return HF_E_ROWS;
+        if (cols[k] < 1) return HF_E_COLS;
+        if (rows[k] > MAX_ELEMENTS / cols[k]) return HF_E_TOO_LARGE;
+        int64_t need[BUFFERS] = {rows[k] * cols[k], rows[k] * cols[k], rows[k] * cols[k], rows[k], cols[k], 1};
+        for (int b = 0; b < BUFFERS; b++) {
+            if (buffers[b] == NULL) continue;
+            int64_t have = numel[b * count + k];
+            if (b == BUF_RMS ? have < need[b] : have != need[b]) return HF_E_SIZE - b;
+            if (buffers[b][k] == NULL) return HF_E_NULL - b;  /* (an empty buffer may have none: its size is wrong) */
+            if ((uintptr_t)buffers[b][k] % sizeof(float) != 0) return HF_E_ALIGN - b;
+        }
+    }
+    *bad_index = -1;
+    return 0;
+}
+
+/* One Adafactor step of count matrices. numel holds BUFFERS * count element counts: numel[b * count + k] is that of
+ * matrix k's buffer b (in the order g, p, m, row, col, rms; the counts of m are not read when m is NULL). Checks every
+ * argument first and changes nothing when one is wrong: returns 0, HF_E_NOMEM, or the HF_E_* code of the first
+ * problem, with the matrix's index in *bad_index (-1 when the problem is not one matrix's; bad_index may be NULL). */
 int hf_adafactor_factored(int64_t count, float **g, float **p, float **m, float **row, float **col, float **rms,
-                          const int64_t *rows, const int64_t *cols, const double *rel, const double *beta2t,
-                          double eps1, double eps2, double clip_threshold, double beta1, double weight_decay,
-                          int scale_parameter, int unscaled, int threads) {
+                          const int64_t *rows, const int64_t *cols, const int64_t *numel, const double *rel,
+                          const double *beta2t, double eps1, double eps2, double clip_threshold, double beta1,
+                          double weight_decay, int scale_parameter, int unscaled, int threads, int64_t *bad_index) {
+    int64_t ignored;
+    float **const buffers[BUFFERS] = {g, p, m, row, col, rms};
+    int problem = check(count, buffers, rows, cols, numel, rel, beta2t, threads, bad_index ? bad_index : &ignored);
+    if (problem != 0) return problem;
     int64_t group_cols = GROUP_BYTES / (2 * SPANS * (int64_t)sizeof(double)), max_cols = 0, widest = 0;
     for (int64_t k = 0; k < count; k++) {
         max_cols = cols[k] > max_cols ? cols[k] : max_cols;
         widest = cols[k] > widest ? cols[k] : widest;
     }
     group_cols = max_cols > group_cols ? max_cols : group_cols;
-    threads = threads < 1 ? 1 : (threads > SPANS ? SPANS : threads);
+    threads = threads > SPANS ? SPANS : threads;
     int64_t *col_offset = malloc(sizeof(int64_t) * (size_t)(count + 1));
     double *sums = malloc(sizeof(double) * 2 * SPANS * (size_t)group_cols);
     double *per_matrix = malloc(sizeof(double) * (2 * SPANS + 3) * (size_t)count);
     float *floats = malloc(sizeof(float) * ((size_t)group_cols + 2 * (size_t)widest * (size_t)threads));
     int failed = !col_offset || !sums || !per_matrix || !floats;
+    pool_t *pool = failed || count == 0 ? NULL : claim_pool(threads);
     for (int64_t first = 0; !failed && first < count;) {
         int64_t last = first, width = 0;
         while (last < count && (last == first || width + cols[last] <= group_cols)) width += cols[last++];
@@ -243,15 +420,16 @@ int hf_adafactor_factored(int64_t count, float **g, float **p, float **m, float 
         job.lr = job.coef + job.count;
         col_offset[0] = 0;
         for (int64_t k = 0; k < job.count; k++) col_offset[k + 1] = col_offset[k] + job.cols[k];
-        run_threads(&job, pass1);
-        run_threads(&job, columns);
+        run_threads(pool, &job, pass1);
+        run_threads(pool, &job, columns);
         scalars(&job);
-        run_threads(&job, pass2);
+        run_threads(pool, &job, pass2);
         first = last;
     }
+    release_pool(pool);
     free(col_offset);
     free(sums);
     free(per_matrix);
     free(floats);
-    return failed ? -1 : 0;
+    return failed ? HF_E_NOMEM : 0;
 }
