@@ -5,13 +5,12 @@ from __future__ import annotations
 import array
 import ctypes
 import math
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LambdaLR
 
 from . import _docs, _native
 from ._common import (
@@ -32,6 +31,8 @@ from ._common import (
     use_foreach,
     use_fused,
 )
+from ._schedules import SpecFactorLR
+from ._state_check import COUNTER, CheckedOptimizer, Slot
 
 __all__ = ["Adafactor", "AdafactorSchedule", "adafactor", "get_adafactor_schedule"]
 
@@ -53,7 +54,16 @@ _HYPERPARAMS = (
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
-class Adafactor(Optimizer):
+class Adafactor(CheckedOptimizer, Optimizer):
+    _LEGACY_DEFAULTS: ClassVar[Mapping[str, Any]] = {
+        "first_moment": "lr_scaled",
+        "maximize": False,
+        "foreach": None,
+        "fused": None,
+        "stochastic_rounding": False,
+        "rounding_seed": 0,
+    }
+
     def __init__(
         self,
         params: Iterable[Any],
@@ -104,29 +114,37 @@ class Adafactor(Optimizer):
         use_fused(fused, foreach)  # rejects foreach=True with fused=True
         super().__init__(params, defaults)
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("first_moment", "lr_scaled")
-            group.setdefault("maximize", False)
-            group.setdefault("foreach", None)
-            group.setdefault("fused", None)
-            group.setdefault("stochastic_rounding", False)
-            group.setdefault("rounding_seed", 0)
-
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        overrides = {k: v for k, v in param_group.items() if k in _HYPERPARAMS}
-        if overrides and hasattr(self, "defaults"):
-            merged = {k: self.defaults[k] for k in _HYPERPARAMS}
-            merged.update(overrides)
-            spec_validate(_SPEC_ID, merged)
+        if hasattr(self, "defaults") and any(key in self.defaults for key in param_group):  # else checked in __init__
+            self._check_group({**self.defaults, **param_group})
         super().add_param_group(param_group)
 
+    def _check_group(self, group: Mapping[str, Any]) -> None:
+        spec_validate(_SPEC_ID, {k: group[k] for k in _HYPERPARAMS if k in group})
+        check_flags(maximize=group.get("maximize", False), foreach=group.get("foreach"), fused=group.get("fused"))
+        use_fused(group.get("fused"), group.get("foreach"))
+
+    def _state_layout(self, param: Tensor, group: Mapping[str, Any]) -> dict[str, Slot]:
+        shape = tuple(param.shape)
+        slots = {"step": COUNTER, "RMS": Slot((), number_ok=True)}
+        if group["beta1"] is not None:
+            slots["exp_avg"] = Slot(shape)
+        if len(shape) >= 2:
+            slots["exp_avg_sq_row"] = Slot(shape[:-1], nonnegative=True)
+            slots["exp_avg_sq_col"] = Slot(shape[:-2] + shape[-1:], nonnegative=True)
+        else:
+            slots["exp_avg_sq"] = Slot(shape, nonnegative=True)
+        return slots
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a checkpoint (ours or transformers'), keeping the statistics in their saved precision.
+        """Load a checkpoint (ours or transformers'), checked first, keeping the statistics in their saved precision.
 
         ``torch.optim.Optimizer`` casts floating state to the parameter dtype; Adafactor keeps float32 statistics
         for bfloat16/float16 parameters, so they are restored from the saved tensors after the base class loads.
+
+        Raises:
+            ValueError, TypeError: the checkpoint does not fit these parameters (a state of another shape or
+                optimizer, a bad step, bad hyperparameters); nothing is changed.
         """
         super().load_state_dict(state_dict)
         saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
@@ -1016,7 +1034,7 @@ def _fused_adafactor(
     return rest
 
 
-class AdafactorSchedule(LambdaLR):
+class AdafactorSchedule(SpecFactorLR):
     """Proxy scheduler for :class:`Adafactor` (transformers' ``AdafactorSchedule``).
 
     Adafactor computes its own learning rate; this scheduler reports it (for logging, or for a ``Trainer`` that
