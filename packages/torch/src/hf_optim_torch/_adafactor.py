@@ -343,23 +343,27 @@ Adafactor.__doc__ = rf"""Adafactor with the numerics of ``transformers.Adafactor
     Args:
         {_docs.PARAMS}
         lr (`float`, *optional*):
-            The external learning rate (required when ``relative_step=False``).
+            A fixed step size, used when ``relative_step=False`` (and then required). With ``relative_step=True``
+            the step size comes from the step count instead and ``lr`` must stay None.
         eps (`tuple[float, float]`, *optional*, defaults to `(1e-30, 0.001)`):
-            Regularization constants for square gradient and parameter scale respectively.
+            ``(eps1, eps2)``: ``eps1`` is added to every squared gradient before it enters the second-moment
+            statistics; ``eps2`` is the smallest parameter RMS the step size is scaled by.
         clip_threshold (`float`, *optional*, defaults to 1.0):
-            Threshold of root mean square of final gradient update.
+            The update is divided by ``max(1, RMS(update) / clip_threshold)``, so its RMS never exceeds this value.
         decay_rate (`float`, *optional*, defaults to -0.8):
-            Coefficient used to compute running averages of square.
+            The exponent ``c`` of the second-moment decay ``beta2_t = 1 - t**c``: closer to 0 forgets faster.
         beta1 (`float`, *optional*):
-            Coefficient used for computing running averages of gradient.
+            Decay of a first moment (momentum) of the update; None (the default) keeps no first moment and saves
+            its memory.
         weight_decay (`float`, *optional*, defaults to 0.0):
-            Weight decay (L2 penalty).
+            Decoupled weight decay: each step the parameter shrinks by ``weight_decay`` times the step size.
         scale_parameter (`bool`, *optional*, defaults to `True`):
-            If True, learning rate is scaled by root mean square.
+            Multiply the step size by the parameter's RMS (at least ``eps2``), so that updates are relative to the
+            parameter's scale.
         relative_step (`bool`, *optional*, defaults to `True`):
-            If True, time-dependent learning rate is computed instead of external learning rate.
+            Derive the step size from the step count, ``min(0.01, 1/sqrt(t))``, instead of taking ``lr``.
         warmup_init (`bool`, *optional*, defaults to `False`):
-            Time-dependent learning rate computation depends on whether warm-up initialization is being used.
+            With ``relative_step``, start the step size at ``1e-6 * t`` (a linear warm-up) instead of 0.01.
         first_moment (`str`, *optional*, defaults to `"lr_scaled"`):
             Keyword-only extension. ``"lr_scaled"`` is transformers' behaviour: the first moment averages the
             update *after* it was multiplied by the learning rate. ``"unscaled"`` averages the clipped update and
@@ -1080,7 +1084,7 @@ def get_adafactor_schedule(optimizer: Optimizer, initial_lr: float = 0.0) -> Ada
     """Get a proxy schedule for :class:`Adafactor`.
 
     Args:
-        optimizer (`torch.optim.Optimizer`): The optimizer for which to schedule the learning rate.
+        optimizer (`torch.optim.Optimizer`): The optimizer whose learning rate the schedule drives.
         initial_lr (`float`, *optional*, defaults to 0.0): Initial lr.
 
     Returns:

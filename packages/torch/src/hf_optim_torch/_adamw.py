@@ -237,16 +237,18 @@ AdamW.__doc__ = rf"""Adam with decoupled weight decay, with the numerics of ``tr
     Args:
         {_docs.PARAMS}
         lr (`float` or `torch.Tensor`, *optional*, defaults to 1e-3):
-            The learning rate to use. A tensor lr is updated in place by the schedulers, so a compiled
+            The step size. A tensor lr is updated in place by the schedulers, so a compiled
             training step does not recompile when it changes.
         betas (`tuple[float, float]`, *optional*, defaults to `(0.9, 0.999)`):
-            Adam's betas parameters (b1, b2).
+            Decay rates ``(beta1, beta2)`` of the first and second moment averages.
         eps (`float`, *optional*, defaults to 1e-6):
-            Adam's epsilon for numerical stability.
+            Added to ``sqrt(v)`` in the denominator of the update (keeps it away from zero).
         weight_decay (`float`, *optional*, defaults to 0.0):
-            Decoupled weight decay to apply (as in transformers, only a positive value has an effect).
+            Weight decay decoupled from the gradient, applied after the Adam update (only a positive value acts,
+            as in transformers).
         correct_bias (`bool`, *optional*, defaults to `True`):
-            Whether or not to correct bias in Adam (for instance, in Bert TF repository they use `False`).
+            Fold Adam's bias corrections into the step size; False reproduces the original BERT optimizer, which
+            has none.
         no_deprecation_warning (`bool`, *optional*, defaults to `False`):
             Accepted for compatibility; this implementation is not deprecated and never warns.
         kwargs: Any other keyword is rejected with the spec's TypeError (``Unknown argument `x` ...``).

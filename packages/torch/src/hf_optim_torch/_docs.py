@@ -47,7 +47,7 @@ ROUNDING_SEED = """rounding_seed (`int`, *optional*, defaults to 0):
             seed round identically."""
 
 LAST_EPOCH = """last_epoch (`int`, *optional*, defaults to -1):
-            The index of the last epoch when resuming training."""
+            The step the schedule last produced; -1 (the default) starts a new schedule at step 0."""
 
 SCHEDULE_RETURNS = """Returns:
         `torch.optim.lr_scheduler.LambdaLR` with the appropriate schedule. Its ``lr_lambda`` is a

@@ -499,7 +499,7 @@ def _schedule_doc(spec_id: str, extra_args: str = "") -> str:
         "",
         "    Args:",
         "        optimizer ([`~torch.optim.Optimizer`]):",
-        "            The optimizer for which to schedule the learning rate.",
+        "            The optimizer whose learning rate the schedule drives.",
     ]
     for name, param in spec.parameters.items():
         default = "" if param.required else f", *optional*, defaults to `{param.default!r}`"

@@ -150,17 +150,17 @@ def create_optimizer(
     Args:
         params (`Iterable`): ``model.named_parameters()`` (names are needed when ``weight_decay_rate > 0``), or
             parameters / param groups.
-        init_lr (`float`): The desired learning rate at the end of the warmup phase.
-        num_train_steps (`int`): The total number of training steps.
-        num_warmup_steps (`int`): The number of warmup steps.
+        init_lr (`float`): The peak learning rate, reached when the warmup ends.
+        num_train_steps (`int`): How many optimizer steps the whole run takes (the end of the decay).
+        num_warmup_steps (`int`): Steps of the linear ramp from 0 to ``init_lr``.
         min_lr_ratio (`float`, *optional*, defaults to 0): The final lr is ``init_lr * min_lr_ratio``.
-        adam_beta1 (`float`, *optional*, defaults to 0.9): The beta1 to use in Adam.
-        adam_beta2 (`float`, *optional*, defaults to 0.999): The beta2 to use in Adam.
-        adam_epsilon (`float`, *optional*, defaults to 1e-8): The epsilon to use in Adam.
+        adam_beta1 (`float`, *optional*, defaults to 0.9): Decay rate of Adam's first moment.
+        adam_beta2 (`float`, *optional*, defaults to 0.999): Decay rate of Adam's second moment.
+        adam_epsilon (`float`, *optional*, defaults to 1e-8): Added to ``sqrt(v)`` in Adam's update.
         adam_clipnorm (`float`, *optional*): Clip the gradient norm of each weight tensor to this value.
         adam_global_clipnorm (`float`, *optional*): Clip the joint gradient norm to this value.
-        weight_decay_rate (`float`, *optional*, defaults to 0): The weight decay to use.
-        power (`float`, *optional*, defaults to 1.0): The power to use for PolynomialDecay.
+        weight_decay_rate (`float`, *optional*, defaults to 0): Decoupled weight decay (0: none).
+        power (`float`, *optional*, defaults to 1.0): Exponent of the polynomial decay after the warmup (1: linear).
         include_in_weight_decay (`list[str]`, *optional*): Regexes of parameter names to decay (by default every
             parameter except bias and layer norm parameters).
 
