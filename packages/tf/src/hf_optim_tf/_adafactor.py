@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import keras
@@ -21,6 +22,7 @@ from ._common import (
     validate_optimizer,
 )
 from ._common import numpy_value as _numpy
+from ._state_check import CheckedRestore
 
 __all__ = ["Adafactor"]
 
@@ -28,7 +30,7 @@ _SPEC_ID = "adafactor"
 
 
 @keras.saving.register_keras_serializable(package="hf_optim")
-class Adafactor(CheckedApply, keras.optimizers.Optimizer):
+class Adafactor(CheckedApply, CheckedRestore, keras.optimizers.Optimizer):
     r"""Adafactor exactly as transformers' torch ``Adafactor`` computes it (the Keras twin).
 
     For a variable of rank >= 2 the second moment is factored over the last two dimensions
@@ -160,6 +162,8 @@ class Adafactor(CheckedApply, keras.optimizers.Optimizer):
 
         Raises:
             ValueError: a float16 variable with ``stochastic_rounding=True``.
+            ValueError, TypeError: a ``tf.train.Checkpoint`` restored before the build holds state that does not
+                fit the variables (checked here, once the state exists; ``hf_optim_tf._state_check``).
         """
         if self.built:
             return
@@ -190,6 +194,16 @@ class Adafactor(CheckedApply, keras.optimizers.Optimizer):
                 self._row.append(None)
                 self._col.append(None)
                 self._full.append(self.add_variable(shape=shape, dtype=dtype, name=f"{base}_exp_avg_sq"))
+        self._finish_build()
+
+    def _state_slots(self) -> Iterator[tuple[Any, Any, str]]:
+        for index, variable in enumerate(self._trainable_variables):
+            yield self._step[index], variable, "step"
+            yield self._rms[index], variable, "RMS"
+            yield self._exp_avg[index], variable, "exp_avg"
+            yield self._row[index], variable, "exp_avg_sq_row"
+            yield self._col[index], variable, "exp_avg_sq_col"
+            yield self._full[index], variable, "exp_avg_sq"
 
     def _apply_weight_decay(self, variables: Any) -> None:
         return None  # explicit in update_step

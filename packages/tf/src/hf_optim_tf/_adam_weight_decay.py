@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import keras
@@ -22,6 +23,7 @@ from ._common import (
     variable_path,
 )
 from ._common import numpy_value as _numpy
+from ._state_check import CheckedRestore
 
 __all__ = ["AdamWeightDecay"]
 
@@ -31,7 +33,7 @@ _CLIP_KEYS = frozenset({"clipnorm", "clipvalue", "global_clipnorm"})
 
 
 @keras.saving.register_keras_serializable(package="hf_optim")
-class AdamWeightDecay(CheckedApply, keras.optimizers.Optimizer):
+class AdamWeightDecay(CheckedApply, CheckedRestore, keras.optimizers.Optimizer):
     r"""Adam with decoupled weight decay applied before the Adam step (transformers' TF optimizer).
 
     The numerics are those of transformers' ``AdamWeightDecay``, which subclassed the legacy
@@ -171,6 +173,8 @@ class AdamWeightDecay(CheckedApply, keras.optimizers.Optimizer):
 
         Raises:
             ValueError: a float16 variable with ``stochastic_rounding=True``.
+            ValueError, TypeError: a ``tf.train.Checkpoint`` restored before the build holds state that does not
+                fit the variables (checked here, once the state exists; ``hf_optim_tf._state_check``).
         """
         if self.built:
             return
@@ -180,6 +184,14 @@ class AdamWeightDecay(CheckedApply, keras.optimizers.Optimizer):
         if self.amsgrad:
             self._max_exp_avg_sq = self.add_optimizer_variables(var_list, "max_exp_avg_sq")
         self._decay_flags = [self._do_use_weight_decay(variable_path(v)) for v in var_list]
+        self._finish_build()
+
+    def _state_slots(self) -> Iterator[tuple[Any, Any, str]]:
+        for index, variable in enumerate(self._trainable_variables):
+            yield self._exp_avg[index], variable, "exp_avg"
+            yield self._exp_avg_sq[index], variable, "exp_avg_sq"
+            if self.amsgrad:
+                yield self._max_exp_avg_sq[index], variable, "max_exp_avg_sq"
 
     def _apply_weight_decay(self, variables: Any) -> None:
         # The decay is explicit in update_step (before the Adam step, per the build-time flags).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import keras
@@ -20,6 +21,7 @@ from ._common import (
     validate_optimizer,
 )
 from ._common import numpy_value as _numpy
+from ._state_check import CheckedRestore
 
 __all__ = ["AdamW"]
 
@@ -28,7 +30,7 @@ _DEFAULT_LR = 0.001
 
 
 @keras.saving.register_keras_serializable(package="hf_optim")
-class AdamW(CheckedApply, keras.optimizers.Optimizer):
+class AdamW(CheckedApply, CheckedRestore, keras.optimizers.Optimizer):
     r"""AdamW exactly as transformers' torch ``AdamW`` computes it (the Keras twin).
 
     .. math::
@@ -163,6 +165,8 @@ class AdamW(CheckedApply, keras.optimizers.Optimizer):
 
         Raises:
             ValueError: a float16 variable with ``stochastic_rounding=True``.
+            ValueError, TypeError: a ``tf.train.Checkpoint`` restored before the build holds state that does not
+                fit the variables (checked here, once the state exists; ``hf_optim_tf._state_check``).
         """
         if self.built:
             return
@@ -170,6 +174,13 @@ class AdamW(CheckedApply, keras.optimizers.Optimizer):
         super().build(var_list)
         self._exp_avg, self._exp_avg_sq = self.add_optimizer_variables(var_list, ["exp_avg", "exp_avg_sq"])
         self._step = [self.add_variable(shape=(), dtype="int64", name=f"{slot_name(v)}_step") for v in var_list]
+        self._finish_build()
+
+    def _state_slots(self) -> Iterator[tuple[Any, Any, str]]:
+        for index, variable in enumerate(self._trainable_variables):
+            yield self._exp_avg[index], variable, "exp_avg"
+            yield self._exp_avg_sq[index], variable, "exp_avg_sq"
+            yield self._step[index], variable, "step"
 
     def _apply_weight_decay(self, variables: Any) -> None:
         return None  # explicit in update_step, after the Adam update

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import inspect
 import math
 import numbers
 from collections.abc import Callable, Mapping
@@ -25,6 +26,8 @@ import keras
 import tensorflow as tf
 from hf_optim_spec import formula
 from keras import ops
+
+from ._state_check import StagedRestore, StateSlot, checked_value
 
 __all__ = [
     "PlateauSchedule",
@@ -176,13 +179,21 @@ class SpecSchedule(_Schedule):
         name: str | None = None,
     ) -> None:
         super().__init__()
-        spec = hs.get(spec_id)
-        if spec.kind != "schedule" or spec.program is None:
-            raise ValueError(f"Spec `{spec_id}` is not a closed-form schedule (kind={spec.kind!r}).")
+        spec = _schedule_spec(spec_id)
+        if params is not None and not isinstance(params, Mapping):
+            raise TypeError(
+                f"Argument `params` must be a dict of the schedule's arguments. Received: params={params!r} "
+                f"(of type {type(params).__name__})"
+            )
         given = dict(params or {})
-        if name is not None and "name" in spec.parameters:  # the spec types Keras' name scope (str or None)
-            given["name"] = name
-        if spec.output == "factor":
+        if "name" in spec.parameters:  # the spec types Keras' name scope (str or None)
+            if name is not None:
+                given["name"] = name
+        elif name is not None and not isinstance(name, str):
+            raise TypeError(
+                f"Argument `name` must be a str or None. Received: name={name!r} (of type {type(name).__name__})"
+            )
+        if spec.output == "factor" or learning_rate is not None:
             learning_rate = _checked_learning_rate(learning_rate)
         resolved = hs.validate(spec, given, framework="tf", base_lr=learning_rate)
         resolved.pop("name", None)  # not a formula argument; kept in `self.name`
@@ -213,9 +224,73 @@ class SpecSchedule(_Schedule):
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> SpecSchedule:
-        config = dict(config)
-        config["params"] = _deserialize_params(config.get("params") or {})
+        """The schedule of a :meth:`get_config` dict.
+
+        Raises:
+            TypeError: ``config`` is not a dict, lacks a required field or holds a field the class does not take
+                (for example another schedule class's config); the spec's uniform errors for bad fields.
+        """
+        config = checked_config(cls, config)
+        if isinstance(config.get("params"), Mapping):
+            config["params"] = _deserialize_params(config["params"])
         return cls(**config)
+
+
+def _schedule_spec(spec_id: object) -> hs.Spec:
+    """The spec of a closed-form schedule: ``spec_id`` a str (TypeError) naming one (ValueError)."""
+    if not isinstance(spec_id, str):
+        raise TypeError(
+            f"Argument `spec_id` must be a str (a schedule id of hf_optim_spec). Received: spec_id={spec_id!r} "
+            f"(of type {type(spec_id).__name__})"
+        )
+    try:
+        spec = hs.get(spec_id)
+    except KeyError:
+        spec = None
+    if spec is None or spec.kind != "schedule" or spec.program is None:
+        known = sorted(s.id for s in hs.registry().values() if s.kind == "schedule" and s.program is not None)
+        raise ValueError(
+            f"Argument `spec_id` must be the id of a closed-form schedule spec ({', '.join(known)}). "
+            f"Received: spec_id={spec_id!r}"
+        )
+    return spec
+
+
+def checked_config(cls: type, config: object) -> dict[str, Any]:
+    """A copy of ``config`` after checking its fields against ``cls.__init__``'s arguments.
+
+    Keras rebuilds a schedule from a ``.keras`` file with ``cls.from_config(config)``; a garbled config, or the
+    config of another schedule class, must fail there with an error that names the field.
+
+    Raises:
+        TypeError: ``config`` is not a dict, has a key that is not a str, lacks a required argument of ``cls`` or
+            holds one ``cls`` does not take (and ``cls.__init__`` takes no ``**kwargs``).
+    """
+    name = cls.__name__
+    if not isinstance(config, Mapping):
+        raise TypeError(
+            f"Argument `config` must be a dict (the output of {name}.get_config()). Received: config={config!r} "
+            f"(of type {type(config).__name__})"
+        )
+    parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    named = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    for key in config:
+        if not isinstance(key, str):
+            raise TypeError(f"The config of {name} must have str keys. Received: a key {key!r}")
+    if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+        unknown = [key for key in config if key not in named]
+        if unknown:
+            raise TypeError(
+                f"Unknown field `{unknown[0]}` in the config of {name} (the config of another schedule?). "
+                f"Valid fields: {', '.join(named)}. Received: fields {sorted(config)}"
+            )
+    missing = [p.name for p in parameters if p.name in named and p.default is p.empty and p.name not in config]
+    if missing:
+        raise TypeError(
+            f"Missing field `{missing[0]}` in the config of {name} (the config of another schedule?). "
+            f"Received: fields {sorted(config)}"
+        )
+    return dict(config)
 
 
 def _is_number(value: Any) -> bool:
@@ -241,8 +316,11 @@ def _deserialize_params(params: Mapping[str, Any]) -> dict[str, Any]:
 _Trackable = tf.__internal__.tracking.AutoTrackable
 
 
+_PLATEAU_STATE = ("lr", "best", "num_bad_epochs", "cooldown_counter")
+
+
 @keras.saving.register_keras_serializable(package="hf_optim")
-class PlateauSchedule(_Schedule, _Trackable):
+class PlateauSchedule(StagedRestore, _Schedule, _Trackable):
     """transformers' ``reduce_lr_on_plateau`` (torch ``ReduceLROnPlateau``) for Keras.
 
     A stateful schedule: :meth:`step` updates the learning rate on the host from a metric value,
@@ -260,6 +338,11 @@ class PlateauSchedule(_Schedule, _Trackable):
     stopped. The new lr is computed with Python floats (as torch does), kept in float64 and cast
     to floatx when the optimizer reads it.
 
+    A restored state (``state`` of a config, or the four variables from a ``tf.train.Checkpoint``) is checked
+    before any of it is set: ``lr`` finite and >= 0, ``best`` not NaN (``inf``/``-inf`` before the first metric),
+    ``num_bad_epochs`` and ``cooldown_counter`` non-negative integers; a checkpoint must hold all four and
+    nothing else (``hf_optim_tf._state_check``).
+
     Args:
         learning_rate: the starting learning rate (torch: the optimizer's lr).
         name: optional name (str or None).
@@ -267,7 +350,8 @@ class PlateauSchedule(_Schedule, _Trackable):
         **kwargs: the spec parameters of ``reduce_lr_on_plateau`` (torch spelling).
 
     Raises:
-        TypeError, ValueError: the spec's uniform errors for bad arguments.
+        TypeError, ValueError: the spec's uniform errors for bad arguments; a ``state`` that is not a dict of the
+            four values, or a value that breaks the rules above.
     """
 
     @tf.__internal__.tracking.no_automatic_dependency_tracking
@@ -285,19 +369,52 @@ class PlateauSchedule(_Schedule, _Trackable):
         self.learning_rate = learning_rate
         self.params = _tf_params(spec, resolved)
         self._canonical = resolved
+        if name is not None and not isinstance(name, str):
+            raise TypeError(
+                f"Argument `name` must be a str or None. Received: name={name!r} (of type {type(name).__name__})"
+            )
         self.name = name
-        state = dict(state or {})
         initial = {
-            "lr": ("float64", float(state.get("lr", self.learning_rate))),
-            "best": ("float64", float(state.get("best", math.inf if resolved["mode"] == "min" else -math.inf))),
-            "num_bad_epochs": ("int64", int(state.get("num_bad_epochs", 0))),
-            "cooldown_counter": ("int64", int(state.get("cooldown_counter", 0))),
+            "lr": ("float64", self.learning_rate),
+            "best": ("float64", math.inf if resolved["mode"] == "min" else -math.inf),
+            "num_bad_epochs": ("int64", 0),
+            "cooldown_counter": ("int64", 0),
         }
         self._state: dict[str, Any] = {}
         for key, (dtype, value) in initial.items():
             variable = keras.Variable(value, dtype=dtype, trainable=False, autocast=False, name=f"plateau_{key}")
             self._state[key] = variable
+            self._hook_restore(variable)  # before TF tracks it: tracking may restore it (a deferred restore)
             self._track_trackable(variable, name=key)
+        if state is not None:
+            self._set_state(state)
+
+    def _restore_slots(self) -> list[StateSlot]:
+        return [
+            StateSlot(index, variable, key, label="state variable")
+            for index, (key, variable) in enumerate(self._state.items())
+        ]
+
+    def _set_state(self, state: object) -> None:
+        """Check a saved ``state`` dict (all four values) and set it; nothing is set if any value is wrong."""
+        if not isinstance(state, Mapping):
+            raise TypeError(
+                f"Argument `state` must be a dict with {', '.join(_PLATEAU_STATE)}. Received: state={state!r} "
+                f"(of type {type(state).__name__})"
+            )
+        unknown = [str(key) for key in state if key not in _PLATEAU_STATE]
+        missing = [key for key in _PLATEAU_STATE if key not in state]
+        if unknown or missing:
+            raise TypeError(
+                f"Argument `state` must hold exactly {', '.join(_PLATEAU_STATE)}. Received: missing {missing}, "
+                f"unknown {unknown}"
+            )
+        checked = [
+            (slot.variable, checked_value(slot, state[slot.key], f"state[{slot.key!r}]", type(self).__name__))
+            for slot in self._restore_slots()
+        ]
+        for variable, value in checked:
+            variable.assign(value)
 
     @property
     def lr(self) -> float:
@@ -361,6 +478,11 @@ class PlateauSchedule(_Schedule, _Trackable):
 
     def __call__(self, step: Any) -> Any:
         return ops.cast(self._state["lr"], keras.config.floatx())
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> PlateauSchedule:
+        """The schedule of a :meth:`get_config` dict, its state checked (see the class docstring)."""
+        return cls(**checked_config(cls, config))
 
     def get_config(self) -> dict[str, Any]:
         return {

@@ -9,7 +9,7 @@ import hf_optim_spec as hs
 import keras
 
 from ._adam_weight_decay import AdamWeightDecay
-from ._schedules import SpecSchedule
+from ._schedules import SpecSchedule, checked_config
 
 __all__ = ["AdafactorSchedule", "PolynomialDecay", "WarmUp", "create_optimizer", "get_adafactor_relative_step_schedule"]
 
@@ -76,7 +76,12 @@ class WarmUp(SpecSchedule):
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> WarmUp:
-        config = dict(config)
+        """The schedule of a :meth:`get_config` dict (``decay_schedule_fn`` deserialized).
+
+        Raises:
+            TypeError, ValueError: a garbled config or another schedule's (see ``SpecSchedule.from_config``).
+        """
+        config = checked_config(cls, config)
         fn = config["decay_schedule_fn"]
         if isinstance(fn, dict):
             config["decay_schedule_fn"] = keras.saving.deserialize_keras_object(fn)
@@ -135,6 +140,11 @@ class PolynomialDecay(keras.optimizers.schedules.PolynomialDecay):
             cycle=cycle,
             name=name,
         )
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> PolynomialDecay:
+        """The schedule of a :meth:`get_config` dict (its fields checked, see ``SpecSchedule.from_config``)."""
+        return cls(**checked_config(cls, config))
 
     def _lower(self, step: Any) -> Any:
         return self._formula._lower(step)
@@ -290,7 +300,8 @@ class AdafactorSchedule(SpecSchedule):
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> AdafactorSchedule:
-        return cls(**config)
+        """The schedule of a :meth:`get_config` dict (its fields checked, see ``SpecSchedule.from_config``)."""
+        return cls(**checked_config(cls, config))
 
 
 def get_adafactor_relative_step_schedule(
