@@ -152,7 +152,10 @@ def _mutations(
 
     def shrink(t: torch.Tensor) -> torch.Tensor | None:
         dims = [d for d in range(t.dim()) if t.shape[d] > 1]
-        return t.narrow(rng.choice(dims), 0, t.shape[rng.choice(dims)] - 1) if dims else None
+        if not dims:
+            return None
+        d = rng.choice(dims)
+        return t.narrow(d, 0, t.shape[d] - 1)
 
     def set_key(key_value: Callable[[torch.Tensor], Any], label: str, step: bool = False) -> Callable[[], Mutation]:
         def make() -> Mutation:

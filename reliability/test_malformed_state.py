@@ -24,8 +24,8 @@ from reliability.conftest import ROOT, SEED, SIZES, record, worker_env
 TORCH_COUNT = 450 if SIZES.full else 60
 """Mutations per torch (optimizer, code path, dtype)."""
 SCHEDULE_COUNT = 600 if SIZES.full else 60
-KERAS_COUNT = 100 if SIZES.full else 15
-"""Mutations per Keras (optimizer, route, dtype): each restore builds Keras objects, ~10x a torch load."""
+KERAS_COUNT = 200 if SIZES.full else 20
+"""Mutations per Keras (optimizer, route, dtype): each restore builds Keras objects, ~3-5x a torch load."""
 KERAS_ROUTES = ("keras_store", "set_weights", "tf_checkpoint")
 LISTS = ("silent", "unclear", "changed", "false_rejections")
 
