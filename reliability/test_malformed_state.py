@@ -85,8 +85,8 @@ def test_malformed_checkpoints_are_rejected_or_harmless(tmp_path: Path) -> None:
         key = f"{report['framework']} {report['optimizer']}"
         per_target[key] = per_target.get(key, 0) + report["tried"]
         for reason, n in report["accepted_harmless"].items():
-            reason = f"{report['framework']}: {reason.removeprefix('harmless:')}"
-            harmless[reason] = harmless.get(reason, 0) + n
+            label = f"{report['framework']}: {reason.removeprefix('harmless:')}"
+            harmless[label] = harmless.get(label, 0) + n
     findings = {name: [entry for report in reports for entry in report[name]] for name in LISTS}
     total = sum(per_target.values())
     record(
