@@ -103,6 +103,17 @@ def reliability(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def mutation(session: nox.Session) -> None:
+    """Plant known mistakes in every tier (tools/mutations.toml) in a copy of HEAD; fails unless the tests catch each.
+
+    About 9 minutes on two cores, so not in the default run. ``-- --write`` records the table in docs/mutation.md,
+    ``-- --worktree`` tests the working tree's files instead of HEAD, ``-- -k text`` runs the matching mistakes only.
+    """
+    _install(session, "spec", "torch", "tf")
+    session.run("python", "tools/mutation.py", *session.posargs)
+
+
+@nox.session(default=False)
 def bench(session: nox.Session) -> None:
     """Step time and peak memory against the peers (torch, Keras), written to benchmarks/RESULTS.md."""
     _install(session, "spec", "torch", "tf", groups=("test", "bench"))

@@ -90,6 +90,37 @@ def test_adamw_decays_after_the_update_not_before() -> None:
     assert not np.allclose(new, before, rtol=1e-6)
 
 
+def test_adamw_cases_named_for_the_decay_order_can_tell_the_orders_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A case that says "after the update" fails an implementation that decays first, within its own tolerance.
+
+    Decaying first changes a step by lr * weight_decay * update; with a small lr that stays below the float32
+    tolerance and the case would pass either order (found by ``nox -s mutation``).
+    """
+    spec = load("adamw")
+    cases = [case for case in spec["cases"] if "after the update" in case["description"]]
+    assert cases, "no AdamW case checks the order of the weight decay"
+    step = adamw.adamw_step
+
+    def decay_first(param: np.ndarray, grad: np.ndarray, state: Any, **hp: Any) -> Any:
+        lr, weight_decay, dtype = hp["lr"], hp.pop("weight_decay"), hp.get("dtype", "float64")
+        if weight_decay > 0.0:
+            param = round_to(param + (-lr * weight_decay) * param, dtype)
+        return step(param, grad, state, weight_decay=0.0, **hp)
+
+    for case in cases:
+        right = run_case(spec, case)
+        with monkeypatch.context() as patch:
+            patch.setattr(adamw, "adamw_step", decay_first)
+            wrong = run_case(spec, case)
+        tol = spec["tolerance"][case.get("dtype", "float32")]
+        worst = max(
+            float(np.max(np.abs(np.subtract(w[name], r[name])) / (tol["atol"] + tol["rtol"] * np.abs(r[name]))))
+            for w, r in zip(wrong["params"], right["params"])
+            for name in r
+        )
+        assert worst > 2.0, f"{case['description']!r}: decaying first stays within tolerance ({worst:.2f} of it)"
+
+
 def test_adamw_ignores_a_negative_weight_decay_like_transformers() -> None:
     param, grad = rng_arrays(3, (4,), (4,))
     plain, _ = adamw.adamw_step(param, grad, adamw.adamw_init(param), **ADAMW_HP)
