@@ -151,6 +151,7 @@ def docs(session: nox.Session) -> None:
 CROSSCHECK = {
     "4.49.0-torch": ("transformers==4.49.0",),
     "4.57.6": ("transformers==4.57.6", "tensorflow-cpu"),
+    "5.25.0": ("transformers==5.25.0",),  # the greedy schedule (GreedyLR, 5.23+); v5 has no TensorFlow side
 }
 
 

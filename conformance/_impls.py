@@ -151,7 +151,8 @@ def expected_lr_curve(spec: hs.Spec, case: Mapping[str, Any], groups: int) -> np
     """float64 expected lr per group and point, from the case's ``expected`` (the reference if empty).
 
     ``output == "factor"``: lr = group lr x factor; ``"lr"``: the value itself (one group).
-    Stateful cases: the stored lrs are those of the default group; other groups run the reference.
+    Stateful cases: the stored lrs are those of the default group; the other groups come from the reference run
+    of all the case's groups together (a stateful schedule may couple them).
     """
     points = case["metrics"] if spec.stateful else case["steps"]
     stored = list(case.get("expected", ()))
@@ -159,11 +160,13 @@ def expected_lr_curve(spec: hs.Spec, case: Mapping[str, Any], groups: int) -> np
         stored = reference_values(spec, case)
     lrs = group_lrs(case)[:groups]
     if spec.stateful:
-        from hf_optim_spec.reference import plateau
+        from hf_optim_spec.reference import run_stateful
 
         rows = [np.asarray(stored, dtype=np.float64)]
-        params = hs.validate(spec, case.get("params", {}), base_lr=lrs[0])
-        rows += [np.asarray(plateau.run(params, lr, case["metrics"]), dtype=np.float64) for lr in lrs[1:]]
+        if len(lrs) > 1:
+            params = hs.validate(spec, case.get("params", {}), base_lr=lrs[0])
+            joint = run_stateful(spec.id, params, group_lrs(case), case["metrics"])
+            rows += [np.asarray(row, dtype=np.float64) for row in joint[1 : len(lrs)]]
         return np.stack(rows)
     values = np.asarray(stored, dtype=np.float64)
     if spec.output == "factor":
@@ -175,9 +178,10 @@ def reference_values(spec: hs.Spec, case: Mapping[str, Any]) -> list[float]:
     """The float64 reference of a schedule case (factor or lr per step; lr per metric if stateful)."""
     base_lr = case_base_lr(case)
     if spec.stateful:
-        from hf_optim_spec.reference import plateau
+        from hf_optim_spec.reference import run_stateful
 
-        return plateau.run(hs.validate(spec, case.get("params", {}), base_lr=base_lr), base_lr, case["metrics"])
+        params = hs.validate(spec, case.get("params", {}), base_lr=base_lr)
+        return run_stateful(spec.id, params, group_lrs(case), case["metrics"])[0]
     bound = _schedules.bind(spec, case.get("params", {}), base_lr=base_lr)
     return [bound(step) for step in case["steps"]]
 
@@ -567,6 +571,11 @@ class Impl:
 
     def api(self, spec: hs.Spec) -> Any:
         return resolve_api(self.name, spec)
+
+    def runs(self, spec: hs.Spec, case: Mapping[str, Any]) -> bool:
+        """Whether this framework can run a schedule case: a stateful case with several param groups needs them
+        (a stateful schedule may couple its groups, and a Keras optimizer has one learning rate)."""
+        return self.param_groups or not (spec.stateful and case.get("group_lrs"))
 
     def make_schedule(self, spec: hs.Spec, case: Mapping[str, Any]) -> Callable[[int], np.ndarray]:
         """``step -> float32 lr of every param group`` for a closed-form schedule case (one build per call)."""

@@ -74,12 +74,15 @@ def _specs(kind: str | None = None) -> list[hs.Spec]:
 
 
 def _per_case(kind: str, *, impls: bool = True, source: str = "cases") -> list[Item]:
+    """One item per case (and framework); a case a framework cannot run (``Impl.runs``: a stateful case with
+    several param groups in Keras) has no item for it, nor a side-by-side one."""
     items = []
     for spec in _specs(kind):
-        for index in range(len(getattr(spec, source))):
+        for index, case in enumerate(getattr(spec, source)):
+            able = [impl for impl in IMPLS.values() if source != "cases" or impl.runs(spec, case)]
             if impls:
-                items += [Item(impl, spec, index, source) for impl in IMPLS.values()]
-            else:
+                items += [Item(impl, spec, index, source) for impl in able]
+            elif len(able) == len(IMPLS):
                 items.append(Item(None, spec, index, source))
     return items
 

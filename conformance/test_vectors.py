@@ -42,7 +42,8 @@ def test_schedule_case(schedule_case: Any) -> None:
     except Exception as error:
         RECORDER.vector(spec, impl.name, "float32", False)
         raise _noted(error, f"[{impl.name}::{spec.id}::{case.get('description')}] building/evaluating failed\n{note}")
-    wanted_groups = len(_impls.group_lrs(case)) if impl.param_groups and spec.output != "lr" else 1
+    # every param group: factor schedules scale each group's lr; a stateful schedule steps all of them
+    wanted_groups = len(_impls.group_lrs(case)) if impl.param_groups and (spec.output != "lr" or spec.stateful) else 1
     lrs = curve.lrs
     if lrs.shape[0] < wanted_groups:
         RECORDER.vector(spec, impl.name, "float32", False)

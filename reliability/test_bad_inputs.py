@@ -114,7 +114,7 @@ def bad_values(param: hs.Parameter) -> st.SearchStrategy[Any]:
 def _oracle(framework: str, spec: hs.Spec, kwargs: dict[str, Any]) -> Exception | None:
     lr = _construct.base_lr(spec) if spec.output == "factor" or spec.stateful else None
     try:
-        hs.validate(spec, kwargs, framework=framework, base_lr=lr)
+        hs.validate(spec, kwargs, framework=framework, base_lr=lr, param_groups=1)  # _construct: one param group
     except (TypeError, ValueError) as error:
         return error
     return None

@@ -63,11 +63,12 @@ def _factor_schedule(spec: Any, case: Mapping[str, Any]) -> Outcome:
     return Outcome(values, "float64")
 
 
-def _plateau(spec: Any, case: Mapping[str, Any]) -> Outcome:
-    """The lr of the dummy optimizer after each ``scheduler.step(metric)``."""
+def _metric_driven(spec: Any, case: Mapping[str, Any]) -> Outcome:
+    """The lr of the dummy optimizer's default group after each ``scheduler.step(metric)`` (stateful schedules:
+    ReduceLROnPlateau, GreedyLR); the case's ``group_lrs`` groups take part (GreedyLR couples the groups)."""
     kwargs = hf_kwargs(spec, case.get("params", {}))
     optimizer = _dummy_optimizer(case)
-    scheduler = hf.get_reduce_on_plateau_schedule(optimizer, **kwargs)
+    scheduler = _hf_callable(spec)(optimizer, **kwargs)
     values = []
     for metric in case["metrics"]:
         scheduler.step(metric)
@@ -142,7 +143,8 @@ def _adafactor(spec: Any, case: Mapping[str, Any]) -> Outcome:
 
 
 _SPECIAL: dict[str, Callable[[Any, Mapping[str, Any]], Outcome]] = {
-    "reduce_lr_on_plateau": _plateau,
+    "reduce_lr_on_plateau": _metric_driven,
+    "greedy": _metric_driven,
     "adafactor_relative_step": _adafactor_lr,
     "adamw": _adamw,
     "adafactor": _adafactor,
@@ -167,10 +169,7 @@ def _construct_schedule(spec: Any, err: Mapping[str, Any]) -> None:
     optimizer = _dummy_optimizer(err)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if spec.id == "reduce_lr_on_plateau":
-            hf.get_reduce_on_plateau_schedule(optimizer, **params)
-        else:
-            _hf_callable(spec)(optimizer, **params)
+        _hf_callable(spec)(optimizer, **params)
 
 
 def _construct_adafactor_lr(spec: Any, err: Mapping[str, Any]) -> None:
@@ -198,6 +197,6 @@ def error_runner(spec: Any) -> Callable[[Any, Mapping[str, Any]], None] | None:
         return _construct_adafactor_lr
     if spec.id in ("adamw", "adafactor"):
         return _construct_optimizer
-    if spec.kind == "schedule" and (spec.output == "factor" or spec.id == "reduce_lr_on_plateau"):
+    if spec.kind == "schedule" and (spec.output == "factor" or spec.stateful):
         return _construct_schedule
     return None

@@ -6,8 +6,8 @@ transformers version and checks the specs that name it:
 
 * torch schedules: transformers' ``get_*_schedule*`` factories on a dummy SGD optimizer (``base_lr``
   as its default lr, ``group_lrs`` as extra param groups); every group's ``lr_lambda`` must give
-  the expected factor. ``reduce_lr_on_plateau`` steps the real ReduceLROnPlateau through the
-  metrics; ``adafactor_relative_step`` calls ``Adafactor._get_lr``.
+  the expected factor. The stateful schedules step the real ReduceLROnPlateau (4.x) and GreedyLR (5.23+)
+  through the metrics; ``adafactor_relative_step`` calls ``Adafactor._get_lr``.
 * torch optimizers (AdamW of 4.49, Adafactor of 4.57): the case's params0/grads replayed through
   ``optimizer.step()``; every step's parameters and the final state are compared.
 * TF (``optimization_tf.py`` on tf-keras): WarmUp, Keras PolynomialDecay, the schedule

@@ -166,3 +166,17 @@ def test_a_parameter_may_accept_several_types(spec):
     schedule = lambda step: 0.1  # noqa: E731
     assert validate(spec, {"num_warmup_steps": 1, "learning_rate": schedule})["learning_rate"] is schedule
     assert validate(spec, {"num_warmup_steps": 1, "learning_rate": 0.5})["learning_rate"] == 0.5
+
+
+def test_number_or_list_is_one_bound_or_one_per_param_group():
+    greedy = load_spec(__import__("hf_optim_spec").spec_root() / "schedules" / "greedy.json")
+    assert validate(greedy, {"min_lr": 0.01})["min_lr"] == 0.01
+    assert validate(greedy, {"min_lr": [0.01, 0.02]}, param_groups=2)["min_lr"] == [0.01, 0.02]
+    assert validate(greedy, {"max_lr": (0.5,)})["max_lr"] == (0.5,)  # the length is checked only when known
+    with pytest.raises(ValueError, match=r"^expected 2 min_lrs, got 3$"):
+        validate(greedy, {"min_lr": [0.1, 0.2, 0.3]}, param_groups=2)
+    with pytest.raises(ValueError, match=re.escape("Argument `max_lr[1]` must be >= 0. Received: max_lr=[1.0, -1.0]")):
+        validate(greedy, {"max_lr": [1.0, -1.0]}, param_groups=2)
+    for bad in ("0.1", {"a": 0.1}, {0.1}, [0.1, "x"], None):
+        with pytest.raises(TypeError, match=r"Argument `min_lr` must be a number or a list of numbers"):
+            validate(greedy, {"min_lr": bad})

@@ -23,7 +23,7 @@ from _support import (
     roundtrip,
     specs,
 )
-from hf_optim_torch import PlateauLR, SchedulerType, SpecFactor, SpecFactorLR, build_schedule, get_scheduler
+from hf_optim_torch import GreedyLR, PlateauLR, SchedulerType, SpecFactor, SpecFactorLR, build_schedule, get_scheduler
 from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau
 
 FACTOR = specs("schedule", stateful=False, output="factor")
@@ -152,10 +152,11 @@ def test_stateful_case(spec: hf_optim_spec.Spec, case: Any) -> None:
     if case.get("expected"):
         expected = list(case["expected"])
     else:
-        from hf_optim_spec.reference import plateau
+        from hf_optim_spec.reference import run_stateful
 
         validated = hf_optim_spec.validate(spec, case["params"], framework="torch")
-        expected = plateau.run(validated, case.get("base_lr", 1.0), case["metrics"])
+        base_lrs = [case.get("base_lr", 1.0), *case.get("group_lrs", [])]
+        expected = run_stateful(spec.id, validated, base_lrs, case["metrics"])[0]
     assert_close(lrs, expected, spec.tol("float64"), spec.id)
 
 
@@ -318,7 +319,7 @@ def test_get_scheduler_rules(kind: Any) -> None:
     optimizer = _optimizer(case.get("base_lr", 0.1))
     scheduler = get_scheduler(kind.value, optimizer, warmup, training, params or None)
     # transformers returns these classes; ours are subclasses whose load_state_dict checks the state first
-    assert type(scheduler) is (PlateauLR if spec.stateful else SpecFactorLR)
+    assert type(scheduler) is {"reduce_lr_on_plateau": PlateauLR, "greedy": GreedyLR}.get(spec.id, SpecFactorLR)
     assert isinstance(scheduler, ReduceLROnPlateau if spec.stateful else LambdaLR)
     if not spec.stateful:
         direct = _factor_scheduler(spec, case, _optimizer(case.get("base_lr", 0.1)))

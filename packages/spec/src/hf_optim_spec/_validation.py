@@ -37,6 +37,7 @@ _TYPE_WORDS = {
     "boolean": "a boolean",
     "string": "a string",
     "number_pair": "a pair of numbers",
+    "number_or_list": "a number or a list of numbers (one per param group)",
     "string_list": "a list of strings",
     "schedule": "a schedule (a callable of the step)",
 }
@@ -90,6 +91,15 @@ def _is_pair(value: Any) -> bool:
     return all(_is_real(item) for item in value)
 
 
+def _is_number_list(value: Any) -> bool:
+    # a list or tuple (what transformers' per-group bounds accept), never a mapping, set or string
+    return isinstance(value, (list, tuple)) and all(_is_real(item) for item in value)
+
+
+def _is_number_or_list(value: Any) -> bool:
+    return _is_real(value) or _is_number_list(value)
+
+
 def _is_string_list(value: Any) -> bool:
     # a sequence (list, tuple): a mapping or a set would pass as its keys, and a string as its characters
     if isinstance(value, (str, bytes, Mapping, set, frozenset)) or not hasattr(value, "__iter__"):
@@ -103,6 +113,7 @@ _IS_TYPE: Mapping[str, Callable[[Any], bool]] = {
     "boolean": lambda v: isinstance(v, bool) or type(v).__name__ == "bool_",
     "string": lambda v: isinstance(v, str),
     "number_pair": _is_pair,
+    "number_or_list": _is_number_or_list,
     "string_list": _is_string_list,
     "schedule": callable,
 }
@@ -126,9 +137,9 @@ def check_parameter(param: Parameter, value: Any, label: str | None = None) -> N
     if kind is None:
         wanted = " or ".join(_TYPE_WORDS[t] for t in types)
         raise TypeError(f"Argument `{label}` must be {wanted}. Received: {_received(label, value, True)}")
-    if kind in ("integer", "number"):
+    if kind in ("integer", "number") or (kind == "number_or_list" and _is_real(value)):
         _check_range(param, label, float(value), _received(label, value))
-    elif kind == "number_pair":
+    elif kind in ("number_pair", "number_or_list"):
         for index, item in enumerate(value):
             _check_range(param, f"{label}[{index}]", float(item), _received(label, value))
     if param.enum is not None and value not in param.enum:
@@ -155,6 +166,7 @@ def validate(
     *,
     framework: str | None = None,
     base_lr: float | None = None,
+    param_groups: int | None = None,
 ) -> dict[str, Any]:
     """Check arguments against a spec and return them complete, under canonical names.
 
@@ -164,6 +176,8 @@ def validate(
       framework: ``"torch"``, ``"tf"`` or None (canonical spelling).
       base_lr: the optimizer's default learning rate, for constraints that mention ``base_lr``
         (they are skipped when it is None).
+      param_groups: the number of param groups the schedule drives (1 for a Keras schedule): a list given for a
+        ``number_or_list`` parameter (a per-group bound) must have that many entries (not checked when None).
 
     Returns:
       ``{canonical name: value}`` for every parameter, defaults filled in. Split pairs (Keras
@@ -171,7 +185,8 @@ def validate(
 
     Raises:
       TypeError: an unknown or missing argument, or a value of the wrong type.
-      ValueError: a value out of range, or a broken cross-parameter constraint.
+      ValueError: a value out of range, a per-group list of another length (transformers' message
+        ``expected 2 min_lrs, got 3``), or a broken cross-parameter constraint.
     """
     spec = spec_id if not isinstance(spec_id, str) else get(spec_id)
     spelling = _spelling(spec, framework)
@@ -210,6 +225,11 @@ def validate(
             raise TypeError(f"Missing required argument `{label}` for {spec.display_name}.")
         default = param.default
         resolved[name] = tuple(default) if isinstance(default, list) and param.type == "number_pair" else default
+    if param_groups is not None:
+        for name, value in resolved.items():
+            if "number_or_list" in _types(spec.parameters[name]) and _is_number_list(value):
+                if len(value) != param_groups:
+                    raise ValueError(f"expected {param_groups} {name}s, got {len(value)}")
     _check_constraints(spec, resolved, base_lr)
     return resolved
 

@@ -78,8 +78,12 @@ def dumps(data: Any) -> str:
 
 
 def schedule_case_expected(spec_id: str, case: Mapping[str, Any], root: Path | None = None) -> list[float]:
-    """The float64 reference values of one schedule case (closed form or stateful), from the spec under ``root``."""
-    from .reference import plateau
+    """The float64 reference values of one schedule case (closed form or stateful), from the spec under ``root``.
+
+    A stateful case gives the lr of its default param group after each metric; its ``group_lrs`` (extra param
+    groups) take part in the run, since a schedule may couple the groups (greedy's reset).
+    """
+    from .reference import run_stateful
 
     spec = load_spec((root or spec_root()) / "schedules" / f"{spec_id}.json")
     base_lr = float(case.get("base_lr", 1.0))
@@ -87,7 +91,8 @@ def schedule_case_expected(spec_id: str, case: Mapping[str, Any], root: Path | N
         from ._validation import validate
 
         params = validate(spec, case.get("params", {}), base_lr=base_lr)
-        return plateau.run(params, base_lr, case["metrics"])
+        base_lrs = [base_lr, *(float(lr) for lr in case.get("group_lrs", ()))]
+        return run_stateful(spec.id, params, base_lrs, case["metrics"])[0]
     bound = bind(spec, case.get("params", {}), base_lr=base_lr)
     return [bound(step) for step in case["steps"]]
 

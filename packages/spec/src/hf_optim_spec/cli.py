@@ -249,6 +249,15 @@ def parse_value(param: Parameter, text: str, *, label: str | None = None) -> Any
         if len(pair) != 2:
             raise bad("two numbers like 0.9,0.999")
         return pair
+    if kind == "number_or_list":  # one number, or one per param group: 0.001 or 0.001,0.0001
+        parts = [p for p in re.split(r"[,\s]+", text.strip("()[] ")) if p]
+        try:
+            numbers = [float(p) for p in parts]
+        except ValueError:
+            raise bad("a number or numbers like 0.001,0.0001") from None
+        if not numbers:
+            raise bad("a number or numbers like 0.001,0.0001")
+        return numbers[0] if len(numbers) == 1 and "," not in text else numbers
     if kind == "string_list":
         return [p.strip() for p in text.split(",") if p.strip()]
     if kind == "schedule":
@@ -1130,7 +1139,7 @@ commands:
 plot/explain options:
   --PARAM VALUE     a parameter of the id before it (`{PROG} show ID` lists them); none = null
   --variant NAME    a named variant of the id before it (a preset of parameters)
-  --metrics a,b,..  the metric sequence for a stateful schedule (reduce-on-plateau)
+  --metrics a,b,..  the metric sequence for a stateful schedule (reduce-on-plateau, greedy)
   --steps N         show steps 0..N (default: 1.25 x the training length)
   --base-lr X       the optimizer lr: plot lr = X * factor instead of the factor
   -o FILE.png       write the figure (needs matplotlib: pip install 'hf-optim-spec[plot]')

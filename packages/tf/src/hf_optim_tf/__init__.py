@@ -11,6 +11,7 @@ from ._adafactor import Adafactor
 from ._adam_weight_decay import AdamWeightDecay
 from ._adamw import AdamW
 from ._amp import apply_scaled_gradients
+from ._greedy import GreedySchedule, get_greedy_schedule
 from ._schedules import (
     PlateauSchedule,
     SchedulerType,
@@ -38,6 +39,7 @@ __all__ = [
     "AdamW",
     "AdamWeightDecay",
     "GradientAccumulator",
+    "GreedySchedule",
     "PlateauSchedule",
     "PolynomialDecay",
     "SchedulerType",
@@ -52,6 +54,7 @@ __all__ = [
     "get_cosine_with_hard_restarts_schedule_with_warmup",
     "get_cosine_with_min_lr_schedule_with_warmup",
     "get_cosine_with_min_lr_schedule_with_warmup_lr_rate",
+    "get_greedy_schedule",
     "get_inverse_sqrt_schedule",
     "get_linear_schedule_with_warmup",
     "get_polynomial_decay_schedule_with_warmup",

@@ -711,7 +711,10 @@ SchedulerType.__doc__ = "transformers' ``SchedulerType``: the names ``get_schedu
 
 
 def _factories() -> dict[str, Callable[..., Any]]:
+    from ._greedy import get_greedy_schedule  # in its own module, which imports this one
+
     public = {name: globals()[name] for name in __all__ if name.startswith("get_") and name != "get_scheduler"}
+    public["get_greedy_schedule"] = get_greedy_schedule
     out = {}
     for member in SchedulerType:
         api = hs.get(member.value).api.get("tf")

@@ -1,7 +1,7 @@
 """hf-optim-torch: transformers' optimizers and learning-rate schedules, exact, in native PyTorch.
 
-A drop-in for the names of ``transformers.optimization`` (4.x): ``AdamW`` (v4.49 numerics), ``Adafactor``,
-every schedule factory, ``SchedulerType``/``get_scheduler``, and torch twins of the TensorFlow side
+A drop-in for the names of ``transformers.optimization`` (4.x, and 5.x's ``GreedyLR``): ``AdamW`` (v4.49 numerics),
+``Adafactor``, every schedule factory, ``SchedulerType``/``get_scheduler``, and torch twins of the TensorFlow side
 (``AdamWeightDecay``, ``WarmUp``, ``PolynomialDecay``, ``create_optimizer``, ``GradientAccumulator``).
 Hyperparameters, defaults, errors and schedule formulas come from the ``hf_optim_spec`` registry.
 """
@@ -14,6 +14,7 @@ from ._adam_weight_decay import AdamWeightDecay, adam_weight_decay
 from ._adamw import AdamW, adamw
 from ._amp import scaler_step
 from ._schedules import (
+    GreedyLR,
     PlateauLR,
     SchedulerType,
     SpecFactor,
@@ -27,6 +28,7 @@ from ._schedules import (
     get_cosine_with_hard_restarts_schedule_with_warmup,
     get_cosine_with_min_lr_schedule_with_warmup,
     get_cosine_with_min_lr_schedule_with_warmup_lr_rate,
+    get_greedy_schedule,
     get_inverse_sqrt_schedule,
     get_linear_schedule_with_warmup,
     get_polynomial_decay_schedule_with_warmup,
@@ -44,6 +46,7 @@ __all__ = [
     "AdamW",
     "AdamWeightDecay",
     "GradientAccumulator",
+    "GreedyLR",
     "PlateauLR",
     "PolynomialDecay",
     "SchedulerType",
@@ -64,6 +67,7 @@ __all__ = [
     "get_cosine_with_hard_restarts_schedule_with_warmup",
     "get_cosine_with_min_lr_schedule_with_warmup",
     "get_cosine_with_min_lr_schedule_with_warmup_lr_rate",
+    "get_greedy_schedule",
     "get_inverse_sqrt_schedule",
     "get_linear_schedule_with_warmup",
     "get_polynomial_decay_schedule_with_warmup",

@@ -23,9 +23,11 @@ from torch.optim.lr_scheduler import LambdaLR, LRScheduler, ReduceLROnPlateau
 
 from . import _docs
 from ._common import check_optimizer
+from ._greedy import GreedyLR, get_greedy_schedule
 from ._state_check import CheckedLoad, check_count, check_real
 
 __all__ = [
+    "GreedyLR",
     "PlateauLR",
     "SchedulerType",
     "SpecFactor",
@@ -37,6 +39,7 @@ __all__ = [
     "get_cosine_with_hard_restarts_schedule_with_warmup",
     "get_cosine_with_min_lr_schedule_with_warmup",
     "get_cosine_with_min_lr_schedule_with_warmup_lr_rate",
+    "get_greedy_schedule",
     "get_inverse_sqrt_schedule",
     "get_linear_schedule_with_warmup",
     "get_polynomial_decay_schedule_with_warmup",
@@ -260,8 +263,9 @@ def _factor_schedule(spec_id: str, optimizer: Optimizer, last_epoch: int, params
 def build_schedule(spec_id: str, optimizer: Optimizer, params: Mapping[str, Any], last_epoch: int = -1) -> LRScheduler:
     """Any spec schedule from its id and a dict of arguments (torch spelling).
 
-    "factor" schedules give ``LambdaLR``, "lr" schedules :class:`SpecLR`, the stateful one ``ReduceLROnPlateau``.
-    Errors are the spec's (also for missing arguments: ``Missing required argument `x```).
+    "factor" schedules give ``LambdaLR``, "lr" schedules :class:`SpecLR`, the stateful ones their native class
+    (:class:`PlateauLR`, a ``ReduceLROnPlateau``; :class:`GreedyLR`). Errors are the spec's (also for missing
+    arguments: ``Missing required argument `x```).
     """
     check_optimizer(optimizer)
     spec = hf_optim_spec.get(spec_id)
@@ -269,7 +273,7 @@ def build_schedule(spec_id: str, optimizer: Optimizer, params: Mapping[str, Any]
         raise ValueError(f"spec {spec_id!r} is a {spec.kind}, not a schedule")
     if spec.stateful:
         hf_optim_spec.validate(spec, params, framework="torch", base_lr=_base_lr(optimizer))
-        return PlateauLR(optimizer, **params)
+        return _STATEFUL[spec_id](optimizer, **params)
     if spec.output == "lr":
         callables = {
             name: SpecFactor(value["schedule"], value.get("params", {}), value.get("base_lr"))
@@ -451,6 +455,10 @@ def get_wsd_schedule(
     )
 
 
+_STATEFUL: dict[str, Callable[..., LRScheduler]] = {"reduce_lr_on_plateau": PlateauLR, "greedy": GreedyLR}
+"""The native class of each stateful (metric-driven) schedule spec."""
+
+
 def get_reduce_on_plateau_schedule(optimizer: Optimizer, **kwargs: Any) -> ReduceLROnPlateau:
     scheduler = build_schedule("reduce_lr_on_plateau", optimizer, kwargs)
     assert isinstance(scheduler, ReduceLROnPlateau)
@@ -486,6 +494,7 @@ _TYPE_NAMES = {
     "boolean": "bool",
     "string": "str",
     "number_pair": "tuple[float, float]",
+    "number_or_list": "float | list[float]",
     "string_list": "list[str]",
     "schedule": "Callable",
 }
@@ -535,6 +544,11 @@ for _func, _id in (
 get_reduce_on_plateau_schedule.__doc__ = (
     _schedule_doc("reduce_lr_on_plateau")
     + "\n\n    Returns:\n        `torch.optim.lr_scheduler.ReduceLROnPlateau` with the validated arguments.\n"
+)
+get_greedy_schedule.__doc__ = (
+    _schedule_doc("greedy")
+    + "\n\n    Returns:\n        :class:`GreedyLR` with the validated arguments; call ``scheduler.step(metric)`` after each"
+    " evaluation.\n"
 )
 
 
@@ -595,7 +609,7 @@ def get_scheduler(
             kwargs of constant, constant_with_warmup and inverse_sqrt).
 
     Returns:
-        The scheduler built by the schedule's factory (``LambdaLR`` or ``ReduceLROnPlateau``).
+        The scheduler built by the schedule's factory (``LambdaLR``, ``ReduceLROnPlateau`` or :class:`GreedyLR`).
 
     Raises:
         ValueError: unknown name, or a required count is None
@@ -636,5 +650,6 @@ _FACTORIES: dict[str, Callable[..., LRScheduler]] = {
         get_cosine_with_min_lr_schedule_with_warmup_lr_rate,
         get_wsd_schedule,
         get_reduce_on_plateau_schedule,
+        get_greedy_schedule,
     )
 }
