@@ -215,3 +215,14 @@ def test_a_garbled_accumulator_state_is_rejected_and_nothing_changes(edit: Calla
     with pytest.raises((ValueError, TypeError), match=match):
         accumulator.load_state_dict(sd)
     assert int(accumulator.step) == 1 and torch.equal(accumulator.gradients[0], torch.ones(2, 2))
+
+
+def test_a_checkpoint_keyed_by_parameter_names_loads() -> None:
+    """torch.distributed.checkpoint hands load_state_dict parameter names instead of numbers."""
+    sd = _trained("adamw")
+    names = {0: "emb.weight", 1: "w3", 2: "bias"}
+    sd["state"] = {names[k]: v for k, v in sd["state"].items()}
+    sd["param_groups"][0]["params"] = [names[k] for k in sd["param_groups"][0]["params"]]
+    optimizer = BUILDERS["adamw"](_params())
+    optimizer.load_state_dict(sd)
+    assert len(optimizer.state) == 3

@@ -154,8 +154,9 @@ def check_optimizer_state(
                 f"{len(group['params'])} (shapes {[tuple(p.shape) for p in group['params']]})"
             )
         for index, pid in enumerate(ids):
-            if isinstance(pid, bool) or not isinstance(pid, int):
-                raise TypeError(f"{where}: parameter id {index} must be an int; got {_describe(pid)}")
+            # torch numbers the parameters; torch.distributed.checkpoint names them by their fully qualified name
+            if isinstance(pid, bool) or not isinstance(pid, (int, str)):
+                raise TypeError(f"{where}: parameter id {index} must be an int or a name; got {_describe(pid)}")
             if pid in seen:
                 raise ValueError(f"{where}: parameter id {pid} is listed twice (also in {seen[pid]})")
             seen[pid] = where
