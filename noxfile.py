@@ -88,6 +88,24 @@ def tests(session: nox.Session, package: Package) -> None:
     _pytest(session, f"packages/{package}/tests")
 
 
+# Keras' other backends, each in its own environment without TensorFlow (KERAS_BACKEND is read when Keras is
+# imported: one process per backend): hf-optim-tf's backend tests and the spec cases on that backend.
+KERAS_BACKENDS = ("jax", "torch")
+
+
+@nox.session(default=False)
+@nox.parametrize("backend", KERAS_BACKENDS)
+def keras_backends(session: nox.Session, backend: str) -> None:
+    """hf-optim-tf on Keras' JAX / torch backend without TensorFlow (about 3 minutes each on two cores)."""
+    session.install(*CONSTRAINTS, "-e", "packages/spec", "-e", f"packages/tf[{backend}]", *_group("tf", "test"))
+    session.run("python", "-c", "import importlib.util as u, sys; sys.exit(u.find_spec('tensorflow') is not None)")
+    tests = ("packages/tf/tests/test_backends.py", "packages/tf/tests/test_spec_cases.py")
+    env = {"PYTHONHASHSEED": "0", "KERAS_BACKEND": backend}
+    # JAX without x64 warns wherever float64 / int64 is asked for (schedules, step counts) and gives 32 bits
+    warn = ("-W", "ignore:Explicitly requested dtype:UserWarning") if backend == "jax" else ()
+    session.run("python", "-m", "pytest", *warn, *tests, *session.posargs, env=env)
+
+
 @nox.session
 def conformance(session: nox.Session) -> None:
     """Every spec case x every framework, torch <-> Keras side by side; writes docs/conformance.md."""

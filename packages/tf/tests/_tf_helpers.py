@@ -3,10 +3,28 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
+from typing import Any
 
 import keras
 import numpy as np
+
+BACKEND = keras.backend.backend()
+# float64 is float64 on TensorFlow and torch; JAX keeps it only with jax_enable_x64 (and warns when it truncates).
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    FLOAT64 = keras.backend.standardize_dtype(keras.ops.convert_to_tensor(0.0, dtype="float64").dtype) == "float64"
+
+
+def traced(fn: Any) -> Any:
+    """``fn`` traced the way the backend compiles a train step: ``tf.function`` on TensorFlow, eager elsewhere
+    (JAX's jit needs stateless functions; Keras' own JAX trainer threads the optimizer state through)."""
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn)
+    return fn
 
 
 @contextlib.contextmanager

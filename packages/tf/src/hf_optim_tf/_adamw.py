@@ -13,6 +13,7 @@ from ._common import (
     CheckedApply,
     check_stochastic_rounding,
     compute_dtype,
+    one_minus_power,
     parameter_rounding_key,
     pop_legacy_kwargs,
     slot_name,
@@ -216,7 +217,7 @@ class AdamW(CheckedApply, CheckedRestore, keras.optimizers.Optimizer):
         denom = q(ops.add(q(ops.sqrt(exp_avg_sq)), ops.convert_to_tensor(self.epsilon, dtype=dtype)))
         step_size = lr
         if self.correct_bias:
-            step_size = lr * ops.sqrt(1.0 - ops.power(self.beta_2, step)) / (1.0 - ops.power(self.beta_1, step))
+            step_size = lr * ops.sqrt(one_minus_power(self.beta_2, step)) / one_minus_power(self.beta_1, step)
         param = q(ops.add(param, ops.divide(ops.multiply(ops.cast(-step_size, dtype), exp_avg), denom)))
         if self.decoupled_weight_decay > 0.0:
             param = q(ops.add(param, ops.multiply(ops.cast(-lr * self.decoupled_weight_decay, dtype), param)))

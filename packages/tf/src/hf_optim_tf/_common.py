@@ -11,7 +11,7 @@ from typing import Any
 
 import hf_optim_spec as hs
 import keras
-from hf_optim_spec.rounding import rounding_bits, rounding_key
+from hf_optim_spec.rounding import MASK32, fmix32, rounding_bits, rounding_key
 from keras import ops
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "compute_dtype",
     "matches_any",
     "numpy_value",
+    "one_minus_power",
     "parameter_rounding_key",
     "pop_legacy_kwargs",
     "round_stochastic_bfloat16",
@@ -177,23 +178,80 @@ def round_stochastic_bfloat16(x: Any, key: Any) -> Any:
 
     Args:
       x: a float32 tensor of static shape.
-      key: ``hf_optim_spec.rounding.rounding_key(seed, index, step)``, an int or an int64 tensor.
+      key: ``hf_optim_spec.rounding.rounding_key(seed, index, step)``, an int or an int64 tensor (uint32 on JAX).
 
     Returns:
       A bfloat16 tensor of the shape of ``x``.
     """
-    import tensorflow as tf
-
     x = ops.cast(x, "float32")
     shape = tuple(x.shape)
-    positions = ops.reshape(ops.arange(math.prod(shape), dtype="int64"), shape)
-    bits = ops.cast(rounding_bits(key, positions), "int32")  # in [0, 65536)
-    pattern = tf.bitcast(x, tf.int32)
+    if _uint32_hash():
+        positions = ops.reshape(ops.arange(math.prod(shape), dtype="uint32"), shape)
+        bits = ops.cast(_rounding_bits_uint32(key, positions), "int32")  # in [0, 65536)
+    else:
+        positions = ops.reshape(ops.arange(math.prod(shape), dtype="int64"), shape)
+        bits = ops.cast(rounding_bits(key, positions), "int32")  # in [0, 65536)
+    pattern = _bitcast(x, "int32")
     # Only a positive NaN's pattern can overflow int32 here, and NaN is replaced below.
     high = ops.right_shift(ops.bitwise_and(ops.add(pattern, bits), -65536), 16)
     is_nan = ops.greater(ops.bitwise_and(pattern, 0x7FFFFFFF), 0x7F800000)
     high = ops.where(is_nan, ops.bitwise_or(ops.right_shift(pattern, 16), 0x40), high)
-    return tf.bitcast(ops.cast(high, "int16"), tf.bfloat16)
+    return _bitcast(ops.cast(high, "int16"), "bfloat16")
+
+
+def _bitcast(x: Any, dtype: str) -> Any:
+    """``x``'s bits reinterpreted as ``dtype`` of the same width (``keras.ops.view`` where Keras has it)."""
+    view = getattr(ops, "view", None)
+    if view is not None:
+        return view(x, dtype)
+    backend = keras.backend.backend()  # pragma: no cover - Keras before ops.view
+    if backend == "tensorflow":  # pragma: no cover
+        import tensorflow as tf
+
+        return tf.bitcast(x, getattr(tf, dtype))
+    if backend == "jax":  # pragma: no cover
+        import jax
+
+        return jax.lax.bitcast_convert_type(x, dtype)
+    if backend == "torch":  # pragma: no cover
+        import torch
+
+        return x.view(getattr(torch, dtype))
+    raise NotImplementedError(  # pragma: no cover
+        f"stochastic rounding needs a bitcast; Keras {keras.__version__} has no `keras.ops.view` and the "
+        f"{backend!r} backend is not one of tensorflow, jax, torch. Upgrade Keras."
+    )
+
+
+def _uint32_hash() -> bool:
+    """Whether the rounding hash runs in uint32 (wrapping multiply) instead of int64: on JAX, whose int64 is
+    int32 unless ``jax_enable_x64`` is set (the int64 route would overflow). Both give the same bits."""
+    return keras.backend.backend() == "jax"
+
+
+def _fmix32_uint32(h: Any) -> Any:
+    """``hf_optim_spec.rounding.fmix32`` on a uint32 tensor: shifts and the wrapping uint32 multiply."""
+    c1 = ops.convert_to_tensor(0x85EBCA6B, dtype="uint32")
+    c2 = ops.convert_to_tensor(0xC2B2AE35, dtype="uint32")
+    h = ops.bitwise_xor(h, ops.right_shift(h, 16))
+    h = ops.multiply(h, c1)
+    h = ops.bitwise_xor(h, ops.right_shift(h, 13))
+    h = ops.multiply(h, c2)
+    return ops.bitwise_xor(h, ops.right_shift(h, 16))
+
+
+def _rounding_key_uint32(seed: int, index: int, step: Any) -> Any:
+    """``hf_optim_spec.rounding.rounding_key`` as a uint32 tensor (the ``(seed, index)`` part in Python ints)."""
+    partial = fmix32(fmix32(seed & MASK32) ^ (index & MASK32))
+    step32 = ops.cast(step, "uint32")  # steps are below 2**31; the key takes step mod 2**32 anyway
+    return _fmix32_uint32(ops.bitwise_xor(ops.convert_to_tensor(partial, dtype="uint32"), step32))
+
+
+def _rounding_bits_uint32(key: Any, positions: Any) -> Any:
+    """``hf_optim_spec.rounding.rounding_bits`` for a uint32 key and uint32 positions."""
+    if isinstance(key, int):
+        key = ops.convert_to_tensor(key & MASK32, dtype="uint32")
+    return ops.right_shift(_fmix32_uint32(ops.bitwise_xor(positions, ops.cast(key, "uint32"))), 16)
 
 
 def store_parameter(value: Any, dtype: str, stochastic_key: Any = None) -> Any:
@@ -205,8 +263,24 @@ def store_parameter(value: Any, dtype: str, stochastic_key: Any = None) -> Any:
 
 
 def parameter_rounding_key(seed: int, index: int, step: Any) -> Any:
-    """``hf_optim_spec.rounding.rounding_key`` for the variable at ``index`` at ``step`` (an int64 tensor)."""
+    """``hf_optim_spec.rounding.rounding_key`` for the variable at ``index`` at ``step`` (an int64 tensor; a
+    uint32 tensor on JAX, see :func:`_uint32_hash`)."""
+    if _uint32_hash():
+        return _rounding_key_uint32(seed, index, step)
     return rounding_key(seed, index, ops.cast(step, "int64"))
+
+
+def one_minus_power(beta: float, step: Any) -> Any:
+    """``1 - beta ** step`` for a Python float ``beta`` and a float64 ``step`` tensor, in float64.
+
+    ``beta`` enters as a float64 tensor (the torch backend would otherwise convert the Python float to float32
+    first). JAX without ``jax_enable_x64`` computes in float32, where ``1 - 0.999 ** 1`` loses four digits to
+    cancellation; there it is ``-expm1(step * log(beta))`` with ``log(beta)`` taken in Python float64."""
+    if keras.backend.standardize_dtype(step.dtype) != "float64":
+        if beta == 0.0:  # 0 ** step == 0 from the first step on
+            return ops.ones_like(step)
+        return ops.negative(ops.expm1(ops.multiply(step, math.log(beta))))
+    return 1.0 - ops.power(ops.convert_to_tensor(beta, dtype="float64"), step)
 
 
 def as_list(value: Sequence[str] | None) -> list[str] | None:
@@ -221,6 +295,8 @@ def slot_name(variable: Any) -> str:
 
 def numpy_value(value: Any) -> Any:
     """A NumPy copy of a variable or tensor (through a tensor: NumPy 2 warns on tf.Variable)."""
+    if isinstance(value, keras.Variable) and keras.backend.backend() != "tensorflow":
+        return keras.ops.convert_to_numpy(value.value)  # Variable.numpy() is np.array(variable): NumPy 2 warns
     numpy = getattr(value, "numpy", None)
     return numpy() if numpy is not None else keras.ops.convert_to_numpy(value)
 
@@ -258,7 +334,8 @@ class CheckedApply:
                         f"Received: {getattr(variable, 'path', variable)!r} twice"
                     )
                 seen.add(id(variable))
-        if not self.built and trainable_variables is not None:  # type: ignore[attr-defined]
+        built = self.built  # type: ignore[attr-defined]
+        if not built and trainable_variables is not None and keras.backend.backend() == "tensorflow":
             import tensorflow as tf
 
             replica = tf.distribute.get_replica_context()

@@ -23,7 +23,6 @@ from typing import Any
 
 import hf_optim_spec as hs
 import keras
-import tensorflow as tf
 from hf_optim_spec import formula
 from keras import ops
 
@@ -313,7 +312,22 @@ def _deserialize_params(params: Mapping[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- reduce on plateau
 
 
-_Trackable = tf.__internal__.tracking.AutoTrackable
+if keras.backend.backend() == "tensorflow":
+    import tensorflow as tf
+
+    # A TF trackable: tf.train.Checkpoint saves and restores the schedule's state variables.
+    _Trackable = tf.__internal__.tracking.AutoTrackable
+    _no_automatic_dependency_tracking = tf.__internal__.tracking.no_automatic_dependency_tracking
+else:
+
+    class _Trackable:  # type: ignore[no-redef]
+        """Off TensorFlow there is no ``tf.train.Checkpoint``: the state lives in ``get_config`` (``.keras``)."""
+
+        def _track_trackable(self, trackable: Any, name: str) -> Any:
+            return trackable
+
+    def _no_automatic_dependency_tracking(method: Any) -> Any:  # type: ignore[no-redef]
+        return method
 
 
 _PLATEAU_STATE = ("lr", "best", "num_bad_epochs", "cooldown_counter")
@@ -354,7 +368,7 @@ class PlateauSchedule(StagedRestore, _Schedule, _Trackable):
             four values, or a value that breaks the rules above.
     """
 
-    @tf.__internal__.tracking.no_automatic_dependency_tracking
+    @_no_automatic_dependency_tracking
     def __init__(
         self,
         learning_rate: float,
@@ -381,11 +395,16 @@ class PlateauSchedule(StagedRestore, _Schedule, _Trackable):
             "cooldown_counter": ("int64", 0),
         }
         self._state: dict[str, Any] = {}
+        # Off TensorFlow the variables are written only here (no tf.train.Checkpoint), and JAX without x64 keeps
+        # float64 as float32: the host copy keeps torch's Python-float state exactly, the variables mirror it.
+        self._host: dict[str, Any] | None = None if keras.backend.backend() == "tensorflow" else {}
         for key, (dtype, value) in initial.items():
             variable = keras.Variable(value, dtype=dtype, trainable=False, autocast=False, name=f"plateau_{key}")
             self._state[key] = variable
             self._hook_restore(variable)  # before TF tracks it: tracking may restore it (a deferred restore)
             self._track_trackable(variable, name=key)
+            if self._host is not None:
+                self._host[key] = value
         if state is not None:
             self._set_state(state)
 
@@ -415,26 +434,28 @@ class PlateauSchedule(StagedRestore, _Schedule, _Trackable):
         ]
         for variable, value in checked:
             variable.assign(value)
+        if self._host is not None:
+            self._host.update({slot.key: value for slot, (_, value) in zip(self._restore_slots(), checked)})
 
     @property
     def lr(self) -> float:
         """The current learning rate (Python float; the optimizer reads it cast to floatx)."""
-        return float(self._state["lr"].numpy())
+        return float(self._read("lr"))
 
     @property
     def best(self) -> float:
         """The best metric seen so far (``inf`` / ``-inf`` before the first one)."""
-        return float(self._state["best"].numpy())
+        return float(self._read("best"))
 
     @property
     def num_bad_epochs(self) -> int:
         """Metrics in a row that did not improve on ``best`` (reset by a reduction and by cooldown)."""
-        return int(self._state["num_bad_epochs"].numpy())
+        return int(self._read("num_bad_epochs"))
 
     @property
     def cooldown_counter(self) -> int:
         """Steps of cooldown left after the last reduction."""
-        return int(self._state["cooldown_counter"].numpy())
+        return int(self._read("cooldown_counter"))
 
     @property
     def variables(self) -> list[Any]:
@@ -470,13 +491,29 @@ class PlateauSchedule(StagedRestore, _Schedule, _Trackable):
         new = {"lr": lr, "best": best, "num_bad_epochs": num_bad_epochs, "cooldown_counter": cooldown_counter}
         for key, variable in self._state.items():
             variable.assign(new[key])
+        if self._host is not None:
+            self._host.update(new)
         return lr
 
     def callback(self, monitor: str = "val_loss") -> keras.callbacks.Callback:
         """A Keras callback that calls :meth:`step` with ``logs[monitor]`` after every epoch."""
         return _PlateauCallback(self, monitor)
 
+    def _read(self, key: str) -> Any:
+        if self._host is not None:
+            return self._host[key]
+        return self._state[key].numpy()
+
     def __call__(self, step: Any) -> Any:
+        if keras.backend.backend() == "jax":
+            # Keras' JAX trainer compiles the step with the optimizer's variables as its state; ours are not among
+            # them, so a plain read would freeze the lr of the first trace. The host callback reads it every step.
+            import jax
+            import numpy as np
+            from jax.experimental import io_callback
+
+            dtype = jax.dtypes.canonicalize_dtype(keras.config.floatx())
+            return io_callback(lambda: np.asarray(self.lr, dtype), jax.ShapeDtypeStruct((), dtype), ordered=False)
         return ops.cast(self._state["lr"], keras.config.floatx())
 
     @classmethod

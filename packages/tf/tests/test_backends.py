@@ -1,0 +1,132 @@
+"""What must hold on every Keras backend (KERAS_BACKEND = tensorflow, jax, torch): no TensorFlow off TensorFlow,
+stochastic rounding with the spec's bits, a plateau schedule seen by the compiled train step, .keras resume.
+
+Runs in the TensorFlow test session and, with ``test_spec_cases.py``, once per other backend (``nox -s
+keras_backends``; KERAS_BACKEND is read when Keras is imported, so one process per backend)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import hf_optim_tf
+import keras
+import numpy as np
+import pytest
+from _tf_helpers import BACKEND
+from hf_optim_spec.rounding import round_stochastic, rounding_bits, rounding_key
+from hf_optim_tf import AdamW, create_optimizer, get_cosine_schedule_with_warmup, get_scheduler
+from hf_optim_tf._common import parameter_rounding_key, round_stochastic_bfloat16
+
+X = np.random.default_rng(0).standard_normal((64, 6)).astype("float32")
+Y = (X @ np.random.default_rng(1).standard_normal((6, 2))).astype("float32")
+# Keras' get_weights and .keras writer call np.array(variable); NumPy 2 warns about the backend's __array__.
+KERAS_ARRAY_WARNING = "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
+
+
+def _model() -> keras.Model:
+    keras.utils.set_random_seed(7)
+    inputs = keras.Input((6,))
+    x = keras.layers.Dense(16, activation="relu", name="dense")(inputs)
+    x = keras.layers.LayerNormalization(name="LayerNorm")(x)
+    return keras.Model(inputs, keras.layers.Dense(2, name="head")(x))
+
+
+def _fit(model: keras.Model, epochs: int, **kwargs: object) -> list[float]:
+    history = model.fit(X, Y, batch_size=16, epochs=epochs, shuffle=False, verbose=0, **kwargs)
+    return [float(v) for v in history.history["loss"]]
+
+
+def test_no_tensorflow_off_the_tensorflow_backend() -> None:
+    assert hf_optim_tf.AdamW is AdamW
+    if BACKEND == "tensorflow":
+        pytest.skip("the TensorFlow backend imports TensorFlow")
+    variable = keras.Variable(np.ones(3, "float32"))
+    AdamW(get_scheduler("reduce_lr_on_plateau", 0.1)).apply_gradients([(keras.ops.ones(3), variable)])
+    hf_optim_tf.GradientAccumulator()([keras.ops.ones(3)])
+    assert "tensorflow" not in sys.modules
+
+
+@pytest.mark.parametrize(("seed", "index", "step"), [(0, 0, 1), (1234, 3, 77), (2**32 - 1, 2**31 + 5, 2**31 - 1)])
+def test_stochastic_rounding_has_the_spec_bits(seed: int, index: int, step: int) -> None:
+    rng = np.random.default_rng(seed % 1000)
+    x = (rng.standard_normal((5, 7)) * 10.0 ** rng.integers(-40, 38, (5, 7))).astype(np.float32)
+    x.flat[:6] = [np.nan, np.inf, -np.inf, -0.0, 1e-40, -3.4e38]
+    key = parameter_rounding_key(seed, index, keras.ops.convert_to_tensor(step, "int64"))
+    got = keras.ops.convert_to_numpy(
+        keras.ops.cast(round_stochastic_bfloat16(keras.ops.convert_to_tensor(x), key), "float32")
+    )
+    bits = rounding_bits(rounding_key(seed, index, step), np.arange(x.size, dtype=np.int64).reshape(x.shape))
+    want = round_stochastic(x, bits).astype(np.float32)
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    finite = ~np.isnan(want)
+    assert np.array_equal(got[finite].view(np.uint32), want[finite].view(np.uint32))
+
+
+def test_bfloat16_adamw_with_stochastic_rounding_follows_the_spec_bits() -> None:
+    """One step of AdamW(fp32_math, stochastic_rounding) on bfloat16 = the float32 step rounded with the spec bits."""
+    start = np.linspace(-2.0, 2.0, 12, dtype=np.float32)
+    variable = keras.Variable(start, dtype="bfloat16", name="w")
+    exact = keras.Variable(keras.ops.cast(variable, "float32"), name="w32")
+    kwargs = {"learning_rate": 1e-3, "weight_decay": 0.01}
+    optimizer = AdamW(**kwargs, fp32_math=True, stochastic_rounding=True, rounding_seed=9)
+    grad = np.cos(np.arange(12.0)).astype(np.float32)
+    optimizer.apply_gradients([(keras.ops.cast(grad, "bfloat16"), variable)])
+    AdamW(**kwargs).apply_gradients([(keras.ops.cast(keras.ops.cast(grad, "bfloat16"), "float32"), exact)])
+    value = keras.ops.convert_to_numpy(keras.ops.cast(exact, "float32"))
+    want = round_stochastic(value, rounding_bits(rounding_key(9, 0, 1), np.arange(12, dtype=np.int64)))
+    got = keras.ops.convert_to_numpy(keras.ops.cast(variable, "float32"))
+    np.testing.assert_array_equal(got, want.astype(np.float32))
+    assert not np.array_equal(
+        got, keras.ops.convert_to_numpy(keras.ops.cast(keras.ops.cast(value, "bfloat16"), "float32"))
+    )
+
+
+@pytest.mark.filterwarnings(KERAS_ARRAY_WARNING)
+def test_plateau_reductions_reach_the_compiled_train_step() -> None:
+    """Keras compiles the train step once (JAX: with the optimizer's variables as its state); a reduction made by
+    the callback between epochs must change the step size of the next epoch."""
+    schedule = get_scheduler("reduce_lr_on_plateau", 0.1, scheduler_specific_kwargs={"patience": 0, "factor": 0.5})
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(2)])
+    model.compile(optimizer=AdamW(schedule, weight_decay=0.0), loss="mse")
+    steps: list[float] = []
+
+    class Spy(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: object = None) -> None:
+            self.before = model.get_weights()[0].copy()
+
+        def on_epoch_end(self, epoch: int, logs: object = None) -> None:
+            steps.append(float(np.max(np.abs(model.get_weights()[0] - self.before))))
+
+    flat = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: logs.__setitem__("flat", 1.0))
+    model.fit(X[:16], Y[:16], batch_size=16, epochs=4, verbose=0, callbacks=[Spy(), flat, schedule.callback("flat")])
+    assert schedule.lr == 0.1 * 0.5**3
+    # one Adam step per epoch moves some weight by about the lr: 0.1, 0.05, 0.025 (the first reduction is at epoch 1)
+    np.testing.assert_allclose(steps, [0.1, 0.1, 0.05, 0.025], rtol=0.05)
+
+
+OPTIMIZERS: dict[str, Callable[[], keras.optimizers.Optimizer]] = {
+    "adam_weight_decay_warmup": lambda: create_optimizer(1e-2, 24, 4, weight_decay_rate=0.01)[0],
+    "adamw_cosine": lambda: AdamW(get_cosine_schedule_with_warmup(1e-2, 3, 24), weight_decay=0.01),
+    "adafactor": lambda: hf_optim_tf.Adafactor(beta_1=0.9, weight_decay=0.001),
+}
+
+
+@pytest.mark.filterwarnings(KERAS_ARRAY_WARNING)
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_keras_file_resume_equals_uninterrupted(name: str, tmp_path: Path) -> None:
+    straight = _model()
+    straight.compile(optimizer=OPTIMIZERS[name](), loss="mse")
+    losses = _fit(straight, 3)
+    assert losses[-1] < losses[0]
+    first = _model()
+    first.compile(optimizer=OPTIMIZERS[name](), loss="mse")
+    _fit(first, 2)
+    path = tmp_path / f"{name}.keras"
+    first.save(path)
+    resumed = keras.saving.load_model(path)
+    assert int(resumed.optimizer.iterations) == int(first.optimizer.iterations)
+    _fit(resumed, 1)
+    for a, b in zip(straight.get_weights(), resumed.get_weights()):
+        np.testing.assert_array_equal(a, b)
