@@ -101,8 +101,12 @@ def keras_backends(session: nox.Session, backend: str) -> None:
     session.run("python", "-c", "import importlib.util as u, sys; sys.exit(u.find_spec('tensorflow') is not None)")
     tests = ("packages/tf/tests/test_backends.py", "packages/tf/tests/test_spec_cases.py")
     env = {"PYTHONHASHSEED": "0", "KERAS_BACKEND": backend}
-    # JAX without x64 warns wherever float64 / int64 is asked for (schedules, step counts) and gives 32 bits
-    warn = ("-W", "ignore:Explicitly requested dtype:UserWarning") if backend == "jax" else ()
+    # JAX without x64 warns wherever float64 / int64 is asked for (schedules, step counts) and gives 32 bits;
+    # Keras' torch backend converts to NumPy with np.array(tensor), which NumPy 2 warns about (not ours).
+    warn = {
+        "jax": ("-W", "ignore:Explicitly requested dtype:UserWarning"),
+        "torch": ("-W", "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"),
+    }[backend]
     session.run("python", "-m", "pytest", *warn, *tests, *session.posargs, env=env)
 
 

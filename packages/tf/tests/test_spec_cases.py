@@ -12,7 +12,7 @@ import hf_optim_tf
 import keras
 import numpy as np
 import pytest
-from _tf_helpers import BACKEND, FLOAT64, assert_close, floatx, traced, ulps32
+from _tf_helpers import BACKEND, EXACT, assert_close, floatx, traced, ulps32
 
 REGISTRY = hs.registry()
 
@@ -105,11 +105,11 @@ def _check_schedule_case(spec: hs.Spec, case: Mapping[str, Any]) -> None:
     got = [float(call(keras.ops.convert_to_tensor(step, "int64"))) for step in steps]
     tol32 = spec.tol("float32")
     assert_close(got, want, tol32.rtol, tol32.atol, "float32")
-    if FLOAT64:  # JAX without x64 evaluates the float64 formula in float32: within tolerance, not bit for bit
+    if EXACT:  # JAX without x64 evaluates the float64 formula in float32: within tolerance, not bit for bit
         # bit for bit with the float64 value rounded once to float32 (what torch's optimizer sees)
         assert max(ulps32(a, b) for a, b in zip(got, want)) == 0, (got, want)
     assert [float(schedule(step)) for step in steps[:2]] == got[:2]  # eager == traced
-    if not FLOAT64:
+    if not EXACT:
         return
     with floatx("float64"):
         # eager: Grappler's graph rewrites may move a float64 result by an ulp (float32 never)
@@ -213,8 +213,8 @@ def test_optimizer_case(spec: hs.Spec, case: Mapping[str, Any]) -> None:
     params0, grads = reference.case_inputs(case) if hasattr(reference, "case_inputs") else _inputs(case)
     tol = spec.tol(dtype)
     kwargs = _tf_spelling(spec, dict(case.get("hyperparams", {})))
-    if dtype == "float64" and not FLOAT64:
-        pytest.skip(f"float64 case: the {BACKEND} backend runs float64 as float32 (JAX without jax_enable_x64)")
+    if dtype == "float64" and not EXACT:
+        pytest.skip(f"float64 case: float64 is exact on the TensorFlow backend only (here {BACKEND})")
     with floatx("float64" if dtype == "float64" else "float32"):
         optimizer = _api(spec)(**kwargs)
         variables = {}
