@@ -335,6 +335,13 @@ def _rms_number(sd: dict[str, Any], rng: random.Random) -> Callable[[], Mutation
     return make
 
 
+def _new_report(target: str, route: str, dtype: str) -> dict[str, Any]:
+    """An empty batch report (the layout ``test_malformed_state`` reads, shared with ``_fuzz_keras``)."""
+    counts = {"tried": 0, "rejected": 0, "accepted_harmless": {}, "kinds": {}}
+    findings: dict[str, list[str]] = {"silent": [], "unclear": [], "changed": [], "false_rejections": []}
+    return {"framework": "torch", "optimizer": target, "route": route, "dtype": dtype, **counts, **findings}
+
+
 def run_batch(spec_id: str, path: str, dtype: str, seed: int, count: int) -> dict[str, Any]:
     """``count`` mutated checkpoints of ``spec_id`` on ``path`` with ``dtype`` parameters (see the module doc)."""
     import hf_optim_torch._native as native
@@ -365,21 +372,7 @@ def run_batch(spec_id: str, path: str, dtype: str, seed: int, count: int) -> dic
 
     makers = _mutations(sd, others, rng)
     names = sorted(makers)
-    report: dict[str, Any] = {
-        "framework": "torch",
-        "optimizer": spec_id,
-        "route": path,
-        "dtype": dtype,
-        "native": native.status(),
-        "tried": 0,
-        "rejected": 0,
-        "accepted_harmless": {},
-        "kinds": {},
-        "silent": [],
-        "unclear": [],
-        "changed": [],
-        "false_rejections": [],
-    }
+    report = _new_report(spec_id, path, dtype) | {"native": native.status()}
     reference_cache: list[list[torch.Tensor]] = []
     for i in range(count):
         kind = names[i % len(names)] if i < len(names) else rng.choice(names)
@@ -479,20 +472,7 @@ def run_schedule_batch(seed: int, count: int) -> dict[str, Any]:
         ("a list", [1, 2, 3]),
         ("a dict", {"a": 1}),
     ]
-    report: dict[str, Any] = {
-        "framework": "torch",
-        "optimizer": "schedulers",
-        "route": "load_state_dict",
-        "dtype": "-",
-        "tried": 0,
-        "rejected": 0,
-        "accepted_harmless": {},
-        "kinds": {},
-        "silent": [],
-        "unclear": [],
-        "changed": [],
-        "false_rejections": [],
-    }
+    report = _new_report("schedulers", "load_state_dict", "-")
     names = sorted(build)
     for i in range(count):
         name = names[i % len(names)]

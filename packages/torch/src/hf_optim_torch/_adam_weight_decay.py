@@ -70,6 +70,8 @@ def do_use_weight_decay(
 
 
 class AdamWeightDecay(CheckedOptimizer, Optimizer):
+    _SPEC_ID = _SPEC_ID
+    _GROUP_KEYS: ClassVar[Mapping[str, str]] = {**_GROUP_KEYS, **{key: key for key in _CLIP_KEYS}}
     _LEGACY_DEFAULTS: ClassVar[Mapping[str, Any]] = {
         "foreach": None,
         "fused": None,
@@ -148,8 +150,6 @@ class AdamWeightDecay(CheckedOptimizer, Optimizer):
                 f"Gradient clipping is optimizer-wide in AdamWeightDecay (as in Keras); set {clip_overrides} in the "
                 "constructor, not in a param group."
             )
-        if hasattr(self, "defaults") and any(key in self.defaults for key in param_group):  # else checked in __init__
-            self._check_group({**self.defaults, **param_group})
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         patterns = group["include_in_weight_decay"] or group["exclude_from_weight_decay"]
@@ -161,12 +161,6 @@ class AdamWeightDecay(CheckedOptimizer, Optimizer):
             )
         # match the patterns now: a compiled step then finds the flags in the cache (dynamo does not trace `re`)
         self._decay_flags(group)
-
-    def _check_group(self, group: Mapping[str, Any]) -> None:
-        names = {**_GROUP_KEYS, **{key: key for key in _CLIP_KEYS}}
-        spec_validate(_SPEC_ID, {name: group[key] for key, name in names.items() if key in group})
-        check_flags(foreach=group.get("foreach"), fused=group.get("fused"))
-        use_fused(group.get("fused"), group.get("foreach"))
 
     def _state_layout(self, param: Tensor, group: Mapping[str, Any]) -> dict[str, Slot]:
         shape = tuple(param.shape)

@@ -45,6 +45,8 @@ _HYPERPARAMS = (
 
 
 class AdamW(CheckedOptimizer, Optimizer):
+    _SPEC_ID = _SPEC_ID
+    _GROUP_KEYS: ClassVar[Mapping[str, str]] = {key: key for key in _HYPERPARAMS}
     _LEGACY_DEFAULTS: ClassVar[Mapping[str, Any]] = {
         "correct_bias": True,
         "maximize": False,
@@ -104,16 +106,6 @@ class AdamW(CheckedOptimizer, Optimizer):
         check_flags(maximize=maximize, foreach=foreach, fused=fused)
         use_fused(fused, foreach)  # rejects foreach=True with fused=True
         super().__init__(params, defaults)
-
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        if hasattr(self, "defaults") and any(key in self.defaults for key in param_group):  # else checked in __init__
-            self._check_group({**self.defaults, **param_group})
-        super().add_param_group(param_group)
-
-    def _check_group(self, group: Mapping[str, Any]) -> None:
-        spec_validate(_SPEC_ID, {k: group[k] for k in _HYPERPARAMS if k in group})
-        check_flags(maximize=group.get("maximize", False), foreach=group.get("foreach"), fused=group.get("fused"))
-        use_fused(group.get("fused"), group.get("foreach"))
 
     def _state_layout(self, param: Tensor, group: Mapping[str, Any]) -> dict[str, Slot]:
         shape = tuple(param.shape)

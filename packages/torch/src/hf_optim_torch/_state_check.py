@@ -261,6 +261,9 @@ class CheckedOptimizer:
     (the spec validation of one param group's hyperparameters, also used by ``add_param_group``).
     """
 
+    #: the optimizer's spec id, and its group keys -> spec parameter names (hyperparameters only)
+    _SPEC_ID: ClassVar[str]
+    _GROUP_KEYS: ClassVar[Mapping[str, str]]
     #: group keys an older checkpoint may lack, with the value ``__setstate__`` gives them
     _LEGACY_DEFAULTS: ClassVar[Mapping[str, Any]] = {}
 
@@ -268,7 +271,19 @@ class CheckedOptimizer:
         raise NotImplementedError
 
     def _check_group(self, group: Mapping[str, Any]) -> None:
-        raise NotImplementedError
+        """The spec's checks of one group's hyperparameters, and of the torch flags it holds."""
+        from ._common import check_flags, spec_validate, use_fused
+
+        spec_validate(self._SPEC_ID, {name: group[key] for key, name in self._GROUP_KEYS.items() if key in group})
+        check_flags(**{flag: group[flag] for flag in ("maximize", "foreach", "fused") if flag in group})
+        use_fused(group.get("fused"), group.get("foreach"))
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Check a group's own hyperparameters (over the defaults) before adding it; those of ``__init__`` are
+        checked there once."""
+        if hasattr(self, "defaults") and any(key in self.defaults for key in param_group):  # type: ignore[attr-defined]
+            self._check_group({**self.defaults, **param_group})  # type: ignore[attr-defined]
+        super().add_param_group(param_group)  # type: ignore[misc]
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)  # type: ignore[misc]
