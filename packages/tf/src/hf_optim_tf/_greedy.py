@@ -15,9 +15,8 @@ from typing import Any
 import hf_optim_spec as hs
 import keras
 import numpy as np
-from keras import ops
 
-from ._schedules import _checked_learning_rate, _tf_params, checked_config
+from ._schedules import _checked_learning_rate, _tf_params, checked_config, metric_lr
 from ._state_check import StagedRestore, StateSlot, checked_value
 
 __all__ = ["GreedySchedule", "get_greedy_schedule"]
@@ -353,15 +352,7 @@ class GreedySchedule(StagedRestore, _Schedule, _Trackable):
         return _GreedyCallback(self, monitor)
 
     def __call__(self, step: Any) -> Any:
-        if keras.backend.backend() == "jax":
-            # Keras' JAX trainer compiles the train step with the optimizer's variables as its state, and these are
-            # not among them: a plain read would keep the lr of the first trace. A host callback reads it each step.
-            import jax
-            from jax.experimental import io_callback
-
-            dtype = jax.dtypes.canonicalize_dtype(keras.config.floatx())
-            return io_callback(lambda: np.asarray(self.lr, dtype), jax.ShapeDtypeStruct((), dtype), ordered=False)
-        return ops.cast(self._state["lr"], keras.config.floatx())
+        return metric_lr(self)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> GreedySchedule:

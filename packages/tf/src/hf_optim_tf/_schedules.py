@@ -334,6 +334,22 @@ _PLATEAU_STATE = ("lr", "best", "num_bad_epochs", "cooldown_counter")
 
 
 @keras.saving.register_keras_serializable(package="hf_optim")
+def metric_lr(schedule: Any) -> Any:
+    """The current lr of a metric-stepped schedule (``schedule.lr``, held in ``schedule._state["lr"]``) as a tensor.
+
+    Keras' JAX trainer compiles the step with the optimizer's variables as its state; a schedule's own state is not
+    among them, so a plain read would freeze the lr of the first trace. On JAX a host callback reads it every step.
+    """
+    if keras.backend.backend() == "jax":
+        import jax
+        import numpy as np
+        from jax.experimental import io_callback
+
+        dtype = jax.dtypes.canonicalize_dtype(keras.config.floatx())
+        return io_callback(lambda: np.asarray(schedule.lr, dtype), jax.ShapeDtypeStruct((), dtype), ordered=False)
+    return ops.cast(schedule._state["lr"], keras.config.floatx())
+
+
 class PlateauSchedule(StagedRestore, _Schedule, _Trackable):
     """transformers' ``reduce_lr_on_plateau`` (torch ``ReduceLROnPlateau``) for Keras.
 
@@ -505,16 +521,7 @@ class PlateauSchedule(StagedRestore, _Schedule, _Trackable):
         return self._state[key].numpy()
 
     def __call__(self, step: Any) -> Any:
-        if keras.backend.backend() == "jax":
-            # Keras' JAX trainer compiles the step with the optimizer's variables as its state; ours are not among
-            # them, so a plain read would freeze the lr of the first trace. The host callback reads it every step.
-            import jax
-            import numpy as np
-            from jax.experimental import io_callback
-
-            dtype = jax.dtypes.canonicalize_dtype(keras.config.floatx())
-            return io_callback(lambda: np.asarray(self.lr, dtype), jax.ShapeDtypeStruct((), dtype), ordered=False)
-        return ops.cast(self._state["lr"], keras.config.floatx())
+        return metric_lr(self)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> PlateauSchedule:

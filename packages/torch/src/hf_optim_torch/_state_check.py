@@ -18,6 +18,8 @@ from typing import Any, ClassVar
 
 import torch
 
+from ._common import check_flags, spec_validate, use_fused
+
 __all__ = [
     "COUNTER",
     "CheckedLoad",
@@ -272,8 +274,6 @@ class CheckedOptimizer:
 
     def _check_group(self, group: Mapping[str, Any]) -> None:
         """The spec's checks of one group's hyperparameters, and of the torch flags it holds."""
-        from ._common import check_flags, spec_validate, use_fused
-
         spec_validate(self._SPEC_ID, {name: group[key] for key, name in self._GROUP_KEYS.items() if key in group})
         check_flags(**{flag: group[flag] for flag in ("maximize", "foreach", "fused") if flag in group})
         use_fused(group.get("fused"), group.get("foreach"))
