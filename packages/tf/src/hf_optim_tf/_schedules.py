@@ -333,7 +333,6 @@ else:
 _PLATEAU_STATE = ("lr", "best", "num_bad_epochs", "cooldown_counter")
 
 
-@keras.saving.register_keras_serializable(package="hf_optim")
 def metric_lr(schedule: Any) -> Any:
     """The current lr of a metric-stepped schedule (``schedule.lr``, held in ``schedule._state["lr"]``) as a tensor.
 
@@ -350,6 +349,7 @@ def metric_lr(schedule: Any) -> Any:
     return ops.cast(schedule._state["lr"], keras.config.floatx())
 
 
+@keras.saving.register_keras_serializable(package="hf_optim")
 class PlateauSchedule(StagedRestore, _Schedule, _Trackable):
     """transformers' ``reduce_lr_on_plateau`` (torch ``ReduceLROnPlateau``) for Keras.
 
