@@ -142,14 +142,41 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/run.py", *session.posargs)
 
 
+# What `nox -s build` installs each built wheel with, alone in a fresh virtual environment: (wheel, extra, backend).
+WHEEL_SMOKES = (
+    ("spec", None, None),
+    ("torch", None, None),
+    ("tf", "cpu", "tensorflow"),
+    ("tf", "jax", "jax"),
+    ("tf", "torch", "torch"),
+)
+
+
 @nox.session(default=False)
 def build(session: nox.Session) -> None:
-    """Build sdists and wheels of the three packages and check the spec ships inside hf-optim-spec."""
+    """Build sdists and wheels; check the spec and LICENSE/NOTICE inside; install each wheel alone and step it.
+
+    Every wheel goes into its own fresh virtual environment with only its dependencies (hf-optim-spec from the
+    wheel just built, the frameworks from the package index under constraints.txt), and tools/smoke_wheel.py imports
+    it from there and takes steps: hf-optim-tf once per Keras backend (TensorFlow, JAX, torch) through its
+    extras. About 4 minutes on two cores with a warm pip cache.
+    """
     session.install("build>=1.2")
-    out = session.create_tmp()
+    out = Path(session.create_tmp()) / "dist"
     for package in Package:
-        session.run("python", "-m", "build", "--outdir", out, f"packages/{package}")
-    session.run("python", "tools/check_wheel.py", out)
+        session.run("python", "-m", "build", "--outdir", str(out), f"packages/{package}")
+    session.run("python", "tools/check_wheel.py", str(out))
+    for package, extra, backend in WHEEL_SMOKES:
+        if session.posargs and package not in session.posargs:
+            continue
+        venv = out.parent / f"venv-{package}-{backend or 'default'}"
+        session.run("python", "-m", "venv", "--clear", str(venv))
+        wheels = {name: str(next(out.glob(f"hf_optim_{name}-*.whl"))) for name in dict.fromkeys(["spec", package])}
+        wheels[package] += f"[{extra}]" if extra else ""
+        pip = (str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check")
+        session.run(*pip, *CONSTRAINTS, *wheels.values(), external=True)
+        env = {"KERAS_BACKEND": backend} if backend else {}
+        session.run(str(venv / "bin" / "python"), "tools/smoke_wheel.py", package, env=env, external=True)
 
 
 @nox.session(default=False)
