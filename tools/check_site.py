@@ -1,6 +1,6 @@
 """Check the built documentation site as a reader sees it, offline (``nox -s docs`` runs it after ``mkdocs build``).
 
-1. Always: the checked pages load no script, stylesheet, font or image from another host.
+1. Always: the checked pages link no script, stylesheet, icon or image of another host (the HTML's own tags).
 2. When a headless Chromium or Chrome is installed (on PATH, or a Playwright download): serves the site on
    127.0.0.1, opens the index and a formula-heavy reference page with every other host unreachable, lets
    their scripts run, saves a screenshot of each under ``out/site-check/`` and fails when raw LaTeX
