@@ -11,8 +11,8 @@ import sys
 
 import hf_optim_spec as hs
 import pytest
-from hf_optim_spec import _registry, cli
-from hf_optim_spec._schedules import bind, is_schedule_ref
+from hf_optim_spec import _registry, cli, is_schedule_ref
+from hf_optim_spec._schedules import bind
 from hf_optim_spec._vectors import schedule_case_expected
 
 SPECS = hs.registry()
@@ -265,20 +265,24 @@ def test_parameter_values_round_trip_through_show_value():
 
 # --------------------------------------------------------------------------- explain (a toy spec)
 
-TOY = {
-    "id": "toy_cosine",
-    "kind": "schedule",
-    "hf_name": ["get_toy_schedule", "SchedulerType.TOY"],
-    "summary": "warmup then a cosine that rebounds",
-    "output": "factor",
-    "parameters": {
+
+def toy_schedule(spec_id: str, hf_name: list[str], summary: str, **fields) -> dict:
+    """A factor schedule spec written in the test (no file in spec/)."""
+    return {"id": spec_id, "kind": "schedule", "hf_name": hf_name, "summary": summary, "output": "factor", **fields}
+
+
+TOY = toy_schedule(
+    "toy_cosine",
+    ["get_toy_schedule", "SchedulerType.TOY"],
+    "warmup then a cosine that rebounds",
+    parameters={
         "num_warmup_steps": {"type": "integer", "minimum": 0, "description": "w"},
         "num_training_steps": {"type": "integer", "minimum": 0, "description": "t"},
         "min_lr_rate": {"type": "number", "default": 0.0, "description": "floor"},
         "shape": {"type": "string", "default": "cosine", "description": "s"},
         "clamp": {"type": "boolean", "default": False, "extension": True, "description": "c"},
     },
-    "constraints": [
+    constraints=[
         {
             "when": "shape != 'cosine' and shape != 'flat'",
             "error": "ValueError",
@@ -286,8 +290,8 @@ TOY = {
             "hf_enforced": True,
         },
     ],
-    "variants": {"clamped": {"description": "holds the end value", "params": {"clamp": True}}},
-    "expression": {
+    variants={"clamped": {"description": "holds the end value", "params": {"clamp": True}}},
+    expression={
         "values": {
             "progress": "(step - num_warmup_steps) / max(1, num_training_steps - num_warmup_steps)",
             "p": "min(progress, 1.0) if clamp else progress",
@@ -295,17 +299,15 @@ TOY = {
         },
         "result": "step / max(1, num_warmup_steps) if step < num_warmup_steps else min_lr_rate + (1 - min_lr_rate) * wave",
     },
-    "cases": [{"description": "d", "params": {"num_warmup_steps": 2, "num_training_steps": 10}, "steps": [0]}],
-}
-PLAIN = {
-    "id": "toy_plain",
-    "kind": "schedule",
-    "hf_name": ["get_plain_schedule", "SchedulerType.PLAIN"],
-    "summary": "warmup then constant",
-    "output": "factor",
-    "parameters": {"num_warmup_steps": {"type": "integer", "minimum": 0, "description": "w"}},
-    "expression": {"values": {}, "result": "step / max(1, num_warmup_steps) if step < num_warmup_steps else 1.0"},
-}
+    cases=[{"description": "d", "params": {"num_warmup_steps": 2, "num_training_steps": 10}, "steps": [0]}],
+)
+PLAIN = toy_schedule(
+    "toy_plain",
+    ["get_plain_schedule", "SchedulerType.PLAIN"],
+    "warmup then constant",
+    parameters={"num_warmup_steps": {"type": "integer", "minimum": 0, "description": "w"}},
+    expression={"values": {}, "result": "step / max(1, num_warmup_steps) if step < num_warmup_steps else 1.0"},
+)
 
 
 @pytest.fixture

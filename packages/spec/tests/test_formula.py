@@ -177,7 +177,7 @@ def test_binding_folds_everything_that_does_not_depend_on_step():
     def walk(node):
         if isinstance(node, Name):
             names.add(node.id)
-        for child in formula._children(node):
+        for child in formula.children(node):
             walk(child)
 
     walk(bound.tree)
@@ -262,14 +262,14 @@ class FloatOps:
         return lambda s: s
 
     def binary(self, op, a, b):
-        impl = formula._BINARY[op]
+        impl = formula.BINARY_OPERATORS[op]
         return lambda s: impl(a(s), b(s))
 
     def neg(self, a):
         return lambda s: -a(s)
 
     def compare(self, op, a, b):
-        impl = formula._COMPARE[op]
+        impl = formula.COMPARISONS[op]
         return lambda s: impl(a(s), b(s))
 
     def logical(self, op, a, b):

@@ -157,6 +157,13 @@ def _rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(x**2)))
 
 
+def _adafactor_fixed_lr_step(seed: int, shape: tuple[int, ...], **hp: Any) -> tuple[np.ndarray, np.ndarray, Any]:
+    """One step from fresh state with a fixed lr and no parameter scaling: (param, grad, (new param, state))."""
+    param, grad = rng_arrays(seed, shape, shape)
+    hp = {**ADAFACTOR_HP, "relative_step": False, "scale_parameter": False, **hp}
+    return param, grad, adafactor.adafactor_step(param, grad, adafactor.adafactor_init(param, beta1=None), **hp)
+
+
 def test_adafactor_first_step_unfactored() -> None:
     # beta2_1 = 1 - 1**c = 0, so v1 = g^2 + eps1 and the update is g / sqrt(g^2 + eps1).
     param, grad = rng_arrays(10, (6,), (6,))
@@ -174,15 +181,7 @@ def test_adafactor_first_step_unfactored() -> None:
 @pytest.mark.parametrize("shape", [(3, 4), (1, 5), (5, 1), (2, 3, 4), (2, 2, 3, 2)])
 def test_adafactor_first_step_factored_matches_outer_product_estimate(shape: tuple[int, ...]) -> None:
     """V ~ outer(R, C) / mean(R) over the last two dims, computed slice by slice here."""
-    param, grad = rng_arrays(11, shape, shape)
-    hp: dict[str, Any] = {
-        **ADAFACTOR_HP,
-        "lr": 0.01,
-        "relative_step": False,
-        "scale_parameter": False,
-        "clip_threshold": 1e6,
-    }
-    new, state = adafactor.adafactor_step(param, grad, adafactor.adafactor_init(param, beta1=None), **hp)
+    param, grad, (new, state) = _adafactor_fixed_lr_step(11, shape, lr=0.01, clip_threshold=1e6)
     sq = grad**2 + 1e-30
     flat_sq, flat_g = sq.reshape(-1, *shape[-2:]), grad.reshape(-1, *shape[-2:])
     updates = []
@@ -198,15 +197,7 @@ def test_adafactor_first_step_factored_matches_outer_product_estimate(shape: tup
 
 
 def test_adafactor_clips_the_update_rms() -> None:
-    param, grad = rng_arrays(12, (7,), (7,))
-    hp: dict[str, Any] = {
-        **ADAFACTOR_HP,
-        "lr": 0.1,
-        "relative_step": False,
-        "scale_parameter": False,
-        "clip_threshold": 0.25,
-    }
-    new, _ = adafactor.adafactor_step(param, grad, adafactor.adafactor_init(param, beta1=None), **hp)
+    param, _, (new, _) = _adafactor_fixed_lr_step(12, (7,), lr=0.1, clip_threshold=0.25)
     assert _rms((param - new) / 0.1) == pytest.approx(0.25, rel=1e-12)
 
 
@@ -237,15 +228,7 @@ def test_adafactor_manual_lr_is_floored_by_eps2_when_scaling() -> None:
 
 
 def test_adafactor_decays_before_subtracting_the_update() -> None:
-    param, grad = rng_arrays(13, (5,), (5,))
-    hp: dict[str, Any] = {
-        **ADAFACTOR_HP,
-        "lr": 0.1,
-        "relative_step": False,
-        "scale_parameter": False,
-        "weight_decay": 0.2,
-    }
-    new, _ = adafactor.adafactor_step(param, grad, adafactor.adafactor_init(param, beta1=None), **hp)
+    param, grad, (new, _) = _adafactor_fixed_lr_step(13, (5,), lr=0.1, weight_decay=0.2)
     u = grad / np.sqrt(grad**2 + 1e-30)
     u = u / max(_rms(u), 1.0)
     np.testing.assert_allclose(new, param * (1 - 0.2 * 0.1) - 0.1 * u, rtol=RTOL)

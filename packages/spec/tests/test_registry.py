@@ -8,7 +8,8 @@ import re
 
 import hf_optim_spec as hs
 import pytest
-from hf_optim_spec._schedules import bind, is_schedule_ref
+from hf_optim_spec import is_schedule_ref
+from hf_optim_spec._schedules import bind
 from hf_optim_spec._vectors import dumps, schedule_case_expected
 
 SPECS = hs.registry()

@@ -9,7 +9,8 @@ float64 NumPy references of the optimizers (:mod:`hf_optim_spec.reference`).
 from __future__ import annotations
 
 from . import formula
-from ._registry import REQUIRED, Constraint, Parameter, Spec, Tolerance, get, registry, spec_root
+from ._registry import REQUIRED, Constraint, Parameter, Spec, Tolerance, get, registry, spec_root, thaw
+from ._schedules import is_schedule_ref
 from ._validation import check_parameter, validate
 
 __version__ = "0.1.0"
@@ -23,7 +24,9 @@ __all__ = [
     "check_parameter",
     "formula",
     "get",
+    "is_schedule_ref",
     "registry",
     "spec_root",
+    "thaw",
     "validate",
 ]

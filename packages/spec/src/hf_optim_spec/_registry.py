@@ -15,7 +15,7 @@ from typing import Any
 
 from .formula import FormulaError, Node, Program, parse
 
-__all__ = ["Constraint", "Parameter", "Spec", "Tolerance", "get", "registry", "spec_root"]
+__all__ = ["Constraint", "Parameter", "Spec", "Tolerance", "get", "registry", "spec_root", "thaw"]
 
 REQUIRED: Any = type("Required", (), {"__repr__": lambda self: "<required>"})()
 """Sentinel default of a parameter that has none."""
@@ -156,6 +156,16 @@ def _freeze(value: Any) -> Any:
         return MappingProxyType({k: _freeze(v) for k, v in value.items()})
     if isinstance(value, list):
         return tuple(_freeze(v) for v in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """Spec data as plain, mutable JSON data: the registry's read-only mappings become dicts, tuples and lists
+    become lists (recursively); anything else is returned as it is."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [thaw(v) for v in value]
     return value
 
 
