@@ -13,9 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import hf_optim_spec as hs
-from _docs_plots import plain
 from hf_optim_spec import cli
-from hf_optim_spec._schedules import is_schedule_ref
 
 ROOT = Path(__file__).resolve().parents[1]
 KIND_TITLES = {"schedule": "Schedules", "optimizer": "Optimizers", "accumulator": "Gradient accumulation"}
@@ -162,7 +160,7 @@ def _cases(spec: hs.Spec) -> list[str]:
         rows = []
         for case in spec.cases:
             inputs = case.get("params", case.get("hyperparams", {}))
-            shown = ", ".join(f"{k}={cli.show_value(plain(v))}" for k, v in inputs.items()) or "defaults"
+            shown = ", ".join(f"{k}={cli.show_value(hs.thaw(v))}" for k, v in inputs.items()) or "defaults"
             rows.append([cell(case["description"]), cell(shown)])
         lines += table(["case", "inputs"], rows)
     if spec.errors:
@@ -222,8 +220,8 @@ def _plot(spec: hs.Spec, image: Path, captions: Sequence[str]) -> list[str]:
     lines.append("")
     if spec.kind == "schedule" and not spec.stateful:
         example = captions and spec.cases[0].get("params")
-        if example is not None and not any(is_schedule_ref(v) for v in example.values()):
-            flags = " ".join(f"--{k} {cli.show_value(plain(v))}" for k, v in example.items())
+        if example is not None and not any(hs.is_schedule_ref(v) for v in example.values()):
+            flags = " ".join(f"--{k} {cli.show_value(hs.thaw(v))}" for k, v in example.items())
             lines += [
                 "Plot your own settings, or check them for suspicious values:",
                 "",

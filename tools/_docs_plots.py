@@ -20,20 +20,11 @@ MAX_PANELS = 4
 PLOT = {"columns": 2, "width": 7.0, "panel_height": 2.4, "dpi": 80}
 
 
-def plain(value: Any) -> Any:
-    """A spec value with its mappings and sequences turned into plain dicts and lists (for JSON and display)."""
-    if isinstance(value, Mapping):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    return value
-
-
 def _distinct_cases(spec: hs.Spec) -> list[Mapping[str, Any]]:
     seen: list[str] = []
     chosen = []
     for case in spec.cases:
-        key = json.dumps(plain(case.get("params", {})), sort_keys=True) + repr(case.get("base_lr"))
+        key = json.dumps(hs.thaw(case.get("params", {})), sort_keys=True) + repr(case.get("base_lr"))
         if key in seen:
             continue
         seen.append(key)
@@ -47,7 +38,7 @@ def schedule_panels(spec: hs.Spec) -> tuple[list[Panel], list[str]]:
     """One panel per distinct vector case: the float64 curve over every step, the vector points on it."""
     panels, captions = [], []
     for case in _distinct_cases(spec):
-        params = plain(case.get("params", {}))
+        params = hs.thaw(case.get("params", {}))
         base_lr = case.get("base_lr")
         if spec.stateful:
             c = cli.curve(spec, params, base_lr=base_lr, metrics=case["metrics"])
@@ -88,7 +79,7 @@ def optimizer_panels(spec: hs.Spec) -> tuple[list[Panel], list[str]]:
     """The first case's float64 trajectory: how far a few elements of each parameter moved, step by step."""
     if not spec.cases or not spec.cases[0].get("expected"):
         return [], []  # the vectors are not generated yet (`nox -s regen`)
-    case = plain(spec.cases[0])
+    case = hs.thaw(spec.cases[0])
     params0 = case["params0"]
     trajectory = case["expected"]["params"]
     panels: list[Panel] = []
