@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hf_optim_torch import _common
+from hf_optim_torch import _torch_fused_adam
 
 CPU = torch.device("cpu")
 
@@ -20,7 +20,7 @@ def test_moment_ratios_undo_a_kernel_that_rounds_beta(
 ) -> None:
     b1, b2 = betas
     kb1, kb2 = float(np.float32(b1)), float(np.float32(b2))  # what the kernel averages with
-    monkeypatch.setitem(_common._KERNEL_WEIGHTS, (CPU, b1, b2), (1.0 - kb1, 1.0 - kb2))
+    monkeypatch.setitem(_torch_fused_adam._KERNEL_WEIGHTS, (CPU, b1, b2), (1.0 - kb1, 1.0 - kb2))
     grads = np.random.default_rng(0).normal(size=(300, 64)) * 1e-2
     grads[:, :8] *= 1e-4  # gradients near eps, where eps dominates the denominator
     lr, eps = 1e-3, 1e-6
@@ -31,7 +31,7 @@ def test_moment_ratios_undo_a_kernel_that_rounds_beta(
         mk, vk = kb1 * mk + (1 - kb1) * g, kb2 * vk + (1 - kb2) * g * g
         step = lr * math.sqrt(1 - b2**t) / (1 - b1**t) if correct_bias else lr
         reference = step * m / (np.sqrt(v) + eps)
-        q, r = _common.kernel_moment_ratios(CPU, b1, b2, float(t))
+        q, r = _torch_fused_adam.kernel_moment_ratios(CPU, b1, b2, float(t))
         corrected = step * math.sqrt(r) / q * mk / (np.sqrt(vk) + eps * math.sqrt(r))
         plain = step * mk / (np.sqrt(vk) + eps)
         scale = np.abs(reference).max()
@@ -45,7 +45,7 @@ def test_moment_ratios_undo_a_kernel_that_rounds_beta(
 
 def test_cpu_kernel_needs_no_correction() -> None:
     for betas in [(0.9, 0.999), (0.0, 0.5), (0.95, 0.98)]:
-        assert _common.kernel_moment_ratios(CPU, *betas, 7.0) == (1.0, 1.0)
+        assert _torch_fused_adam.kernel_moment_ratios(CPU, *betas, 7.0) == (1.0, 1.0)
 
 
 @pytest.mark.parametrize("name", ["AdamW", "AdamWeightDecay"])
@@ -57,7 +57,7 @@ def test_fused_step_applies_the_moment_ratios(name: str, monkeypatch: pytest.Mon
 
     b1, b2, lr, eps = 0.9, 0.999, 1e-2, 1e-6
     monkeypatch.setitem(
-        _common._KERNEL_WEIGHTS, (CPU, b1, b2), (1.0 - float(np.float32(b1)), 1.0 - float(np.float32(b2)))
+        _torch_fused_adam._KERNEL_WEIGHTS, (CPU, b1, b2), (1.0 - float(np.float32(b1)), 1.0 - float(np.float32(b2)))
     )
     torch.manual_seed(0)
     p0, g = torch.randn(256) * 1e-3, torch.randn(256) * 1e-3  # small p: the update's digits stay
@@ -68,7 +68,7 @@ def test_fused_step_applies_the_moment_ratios(name: str, monkeypatch: pytest.Mon
     else:
         opt = hf_optim_torch.AdamWeightDecay([param], learning_rate=lr, beta_1=b1, beta_2=b2, epsilon=eps, fused=True)
     opt.step()
-    q, r = _common.kernel_moment_ratios(CPU, b1, b2, 1.0)
+    q, r = _torch_fused_adam.kernel_moment_ratios(CPU, b1, b2, 1.0)
     assert q != 1.0 and r != 1.0
     m, v = (1 - b1) * g.double(), (1 - b2) * g.double() ** 2
     step = lr * math.sqrt(1 - b2) / (1 - b1) * math.sqrt(r) / q

@@ -17,7 +17,7 @@ import torch
 from _support import roundtrip
 from hf_optim_spec import rounding
 from hf_optim_spec.reference import adamw as adamw_reference
-from hf_optim_torch import _common
+from hf_optim_torch import _low_precision, _step_count
 
 # --------------------------------------------------------------------------- the rounding itself
 
@@ -52,13 +52,13 @@ def test_round_stochastic_equals_the_reference_bit_for_bit(key_seed: int) -> Non
     with np.errstate(invalid="ignore"):  # NumPy warns when it converts signalling NaNs
         expected = rounding.round_stochastic(values, bits).astype(np.float32)
 
-    actual = _common.round_stochastic(torch.from_numpy(values.copy()), key).numpy()
+    actual = _low_precision.round_stochastic(torch.from_numpy(values.copy()), key).numpy()
     nan = np.isnan(expected)
     assert np.array_equal(np.isnan(actual), nan)
     assert np.array_equal(_bits_of(actual)[~nan], _bits_of(expected)[~nan])
     # the rounded value is a bfloat16 value, and storing it in a bfloat16 tensor keeps it
     stored = torch.empty(values.size, dtype=torch.bfloat16)
-    _common.store(stored, torch.from_numpy(values.copy()), key)
+    _low_precision.store(stored, torch.from_numpy(values.copy()), key)
     as32 = stored.float().numpy()
     assert np.array_equal(_bits_of(as32)[~nan], _bits_of(expected)[~nan])
     assert np.isnan(as32[nan]).all()
@@ -69,10 +69,10 @@ def test_round_stochastic_follows_row_major_positions_of_any_layout() -> None:
     key = rounding.rounding_key(3, 1, 4)
     transposed = values.t().contiguous().t()  # same values, column-major storage
     assert not transposed.is_contiguous()
-    assert torch.equal(_common.round_stochastic(transposed, key), _common.round_stochastic(values, key))
+    assert torch.equal(_low_precision.round_stochastic(transposed, key), _low_precision.round_stochastic(values, key))
     flat_bits = rounding.rounding_bits(key, np.arange(values.numel(), dtype=np.int64))
     wanted = rounding.round_stochastic(values.numpy().reshape(-1), flat_bits).reshape(6, 5)
-    assert np.array_equal(_common.round_stochastic(values, key).numpy(), wanted.astype(np.float32))
+    assert np.array_equal(_low_precision.round_stochastic(values, key).numpy(), wanted.astype(np.float32))
 
 
 def test_rounding_bits_and_keys_on_torch_tensors_equal_numpy() -> None:
@@ -239,7 +239,7 @@ def test_the_host_step_mirror_stays_current(name: str, path: str) -> None:
     _train(optimizer, params, range(3))
     for _, p in params:
         step = optimizer.state[p]["step"]
-        cached = _common._HOST_STEPS.get(step)
+        cached = _step_count._HOST_STEPS.get(step)
         assert cached is not None and cached[0] == step._version and cached[1] == float(step)
 
 

@@ -9,7 +9,7 @@ import hf_optim_spec
 import hf_optim_torch
 import pytest
 import torch
-from hf_optim_torch import _adafactor, _native
+from hf_optim_torch import _adafactor_two_pass, _native
 
 SHAPES = [(128, 96), (7, 3), (1, 5), (300, 1), (64,), (2, 3, 4)]  # matrices (native) and others (torch paths)
 VARIANTS = [
@@ -38,8 +38,9 @@ def _run(
     """Parameters and state after ``steps`` steps; the kernel ``lib`` (None: the torch paths) and its calls."""
     monkeypatch.setitem(_native._state, "adafactor", lib)
     calls: list[int] = []
-    real = _adafactor._native_adafactor
-    monkeypatch.setattr(_adafactor, "_native_adafactor", lambda *a, **k: (calls.append(len(a[1])), real(*a, **k)))
+    real = _adafactor_two_pass.adafactor_factored
+    counted = lambda *a, **k: (calls.append(len(a[1])), real(*a, **k))  # noqa: E731
+    monkeypatch.setattr(_adafactor_two_pass, "adafactor_factored", counted)
     gen = torch.Generator().manual_seed(0)
     params = [torch.nn.Parameter(torch.randn(s, generator=gen)) for s in shapes]
     optimizer = hf_optim_torch.Adafactor(params, **kwargs)

@@ -3,7 +3,7 @@
 ``hf_adafactor_factored`` (``hf_optim_torch/_native/adafactor.c``) is called here through ctypes, on buffers that
 are views into larger tensors: the elements on either side hold a canary, and every test that expects a refusal
 compares the whole backing tensors (view and canaries) with a copy taken before the call. A kernel that trusted a
-size would write into a canary (or past it, into the heap). ``_native_adafactor`` turns the codes into a
+size would write into a canary (or past it, into the heap). ``adafactor_factored`` turns the codes into a
 ValueError naming the matrix, the buffer and both element counts; the kernel's thread pool survives fork and calls
 from several Python threads at once.
 """
@@ -21,7 +21,9 @@ from typing import Any
 import hf_optim_torch
 import pytest
 import torch
-from hf_optim_torch import _adafactor, _native
+from hf_optim_torch import _native
+from hf_optim_torch._adafactor_args import AdafactorOptions
+from hf_optim_torch._native.adafactor_call import adafactor_factored
 
 BUFFERS = ("g", "p", "m", "row", "col", "rms")  # the kernel's order (BUF_G ... BUF_RMS in adafactor.c)
 ARRAYS = (*BUFFERS, "rows", "cols", "numel", "rel", "beta2t")  # the array arguments (ARG_ROWS ... after them)
@@ -252,7 +254,7 @@ def test_work_memory_that_cannot_be_allocated_changes_nothing(lib) -> None:
     refused(lib, call, E_NOMEM, -1)
 
 
-# --- through _native_adafactor: the ValueError
+# --- through adafactor_factored: the ValueError
 
 
 def _native_call(lib: Any, spoil: Any = None, beta1: float | None = 0.9) -> dict[str, list[Any]]:
@@ -270,7 +272,7 @@ def _native_call(lib: Any, spoil: Any = None, beta1: float | None = 0.9) -> dict
     before = {k: [None if x is None else x.clone() for x in v] for k, v in t.items()}
     n = len(SHAPES)
     try:
-        _adafactor._native_adafactor(
+        adafactor_factored(
             lib,
             t["params"],
             t["grads"],
@@ -280,12 +282,17 @@ def _native_call(lib: Any, spoil: Any = None, beta1: float | None = 0.9) -> dict
             t["rms_values"],
             rels=[1e-2] * n,
             beta2ts=[0.5] * n,
-            eps=(1e-30, 1e-3),
-            clip_threshold=1.0,
-            beta1=beta1,
-            weight_decay=0.0,
-            scale_parameter=True,
-            unscaled=False,
+            options=AdafactorOptions(
+                lr=None,
+                eps=(1e-30, 1e-3),
+                clip_threshold=1.0,
+                decay_rate=-0.8,
+                beta1=beta1,
+                weight_decay=0.0,
+                scale_parameter=True,
+                relative_step=True,
+                warmup_init=False,
+            ),
         )
     finally:
         t["before"] = [before]

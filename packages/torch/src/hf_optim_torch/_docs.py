@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "FOREACH",
     "FP32_MATH",
+    "FUSED_DOC",
     "LAST_EPOCH",
     "MAXIMIZE",
     "PARAMS",
@@ -53,3 +54,10 @@ SCHEDULE_RETURNS = """Returns:
         `torch.optim.lr_scheduler.LambdaLR` with the appropriate schedule. Its ``lr_lambda`` is a
         :class:`SpecFactor`: picklable, deep-copyable, and its ``state_dict()`` loads with
         ``torch.load(weights_only=True)``."""
+
+FUSED_DOC = """fused (`bool`, *optional*):
+            Keyword-only. Use the fused path (one pass per tensor through torch's fused kernel, or a single in-place
+            pass). By default it is used for float32/bfloat16 tensors on CPU and CUDA unless ``foreach`` is given, the
+            lr is a tensor or the step is being compiled; float64 and other tensors take the exact for-loop path. The fused
+            path reassociates a few products, so it agrees with the float64 reference within the spec float32
+            tolerance rather than bit for bit."""

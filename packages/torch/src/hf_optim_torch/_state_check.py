@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from ._common import check_flags, spec_validate, use_fused
+from ._arguments import TORCH_FLAGS, validate_arguments
 
 __all__ = [
     "COUNTER",
@@ -274,9 +274,8 @@ class CheckedOptimizer:
 
     def _check_group(self, group: Mapping[str, Any]) -> None:
         """The spec's checks of one group's hyperparameters, and of the torch flags it holds."""
-        spec_validate(self._SPEC_ID, {name: group[key] for key, name in self._GROUP_KEYS.items() if key in group})
-        check_flags(**{flag: group[flag] for flag in ("maximize", "foreach", "fused") if flag in group})
-        use_fused(group.get("fused"), group.get("foreach"))
+        values = {name: group[key] for key, name in self._GROUP_KEYS.items() if key in group}
+        validate_arguments(self._SPEC_ID, values, {flag: group[flag] for flag in TORCH_FLAGS if flag in group})
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Check a group's own hyperparameters (over the defaults) before adding it; those of ``__init__`` are
