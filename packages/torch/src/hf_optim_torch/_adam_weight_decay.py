@@ -12,23 +12,13 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from . import _docs
-from ._common import (
-    FUSED_DOC,
-    as_step_tensor,
-    begin_step,
-    check_flags,
-    count_steps,
-    dtype_scalar,
-    fused_eligible,
-    host_steps,
-    kernel_moment_ratios,
-    rounding_keys,
-    saturated_step,
-    spec_validate,
-    step_in_float32,
-    use_foreach,
-    use_fused,
-)
+from ._arguments import check_flags, spec_validate
+from ._begin_step import begin_step
+from ._docs import FUSED_DOC
+from ._low_precision import dtype_scalar, rounding_keys, step_in_float32
+from ._path_choice import fused_eligible, use_foreach, use_fused
+from ._step_count import as_step_tensor, count_steps, host_steps
+from ._torch_fused_adam import kernel_moment_ratios, saturated_step
 from ._state_check import COUNTER, CheckedOptimizer, Slot
 
 __all__ = ["AdamWeightDecay", "adam_weight_decay", "clip_gradients"]

@@ -11,22 +11,13 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from . import _docs
-from ._common import (
-    FUSED_DOC,
-    advance_steps,
-    as_step_tensor,
-    begin_step,
-    check_flags,
-    fused_eligible,
-    kernel_moment_ratios,
-    note_advanced,
-    rounding_keys,
-    saturated_step,
-    spec_validate,
-    step_in_float32,
-    use_foreach,
-    use_fused,
-)
+from ._arguments import check_flags, spec_validate
+from ._begin_step import begin_step
+from ._docs import FUSED_DOC
+from ._low_precision import rounding_keys, step_in_float32
+from ._path_choice import fused_eligible, use_foreach, use_fused
+from ._step_count import advance_steps, as_step_tensor, note_advanced
+from ._torch_fused_adam import kernel_moment_ratios, saturated_step
 from ._state_check import COUNTER, CheckedOptimizer, Slot
 
 __all__ = ["AdamW", "adamw"]
