@@ -6,7 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Outcome", "Skip", "hf_kwargs", "is_schedule_ref", "schedule_ref_unsupported"]
+from hf_optim_spec import is_schedule_ref
+
+__all__ = ["Outcome", "Skip", "hf_kwargs", "schedule_ref_unsupported"]
 
 
 class Skip(Exception):
@@ -22,11 +24,6 @@ class Outcome:
 
     actual: Any
     dtype: str
-
-
-def is_schedule_ref(value: Any) -> bool:
-    """The spec-case form of a schedule argument: ``{"schedule": id, "params": {...}}``."""
-    return isinstance(value, Mapping) and "schedule" in value and set(value) <= {"schedule", "params", "base_lr"}
 
 
 def hf_kwargs(spec: Any, given: Mapping[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,8 @@ import hf_optim_spec as hs
 import numpy as np
 import tensorflow as tf
 import transformers.optimization_tf as hf_tf
-from _crosscheck_common import Outcome, Skip, hf_kwargs, is_schedule_ref
+from _crosscheck_common import Outcome, Skip, hf_kwargs
+from hf_optim_spec import is_schedule_ref
 
 __all__ = ["build_schedule", "error_runner", "runner"]
 
@@ -31,15 +32,15 @@ _TF_DTYPES = {"float64": tf.float64, "float32": tf.float32, "bfloat16": tf.bfloa
 _SLOTS = {"exp_avg": "m", "exp_avg_sq": "v", "max_exp_avg_sq": "vhat"}
 
 
-def _schedule_kwargs(spec_id: str, params: Mapping[str, Any]) -> dict[str, Any]:
-    kwargs = hf_kwargs(hs.get(spec_id), params)
+def _with_schedules(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with every spec schedule reference replaced by its transformers/tf-keras schedule object."""
     return {name: build_schedule(value) if is_schedule_ref(value) else value for name, value in kwargs.items()}
 
 
 def build_schedule(ref: Mapping[str, Any]) -> Any:
     """The transformers/tf-keras schedule object of a spec schedule reference ``{"schedule": id, "params": {...}}``."""
     spec_id = ref["schedule"]
-    kwargs = _schedule_kwargs(spec_id, ref.get("params", {}))
+    kwargs = _with_schedules(hf_kwargs(hs.get(spec_id), ref.get("params", {})))
     if spec_id == "polynomial_decay":
         # the PolynomialDecay class create_optimizer itself uses
         return hf_tf.schedules.PolynomialDecay(**kwargs)
@@ -72,8 +73,7 @@ def _adam_weight_decay(spec: Any, case: Mapping[str, Any]) -> Outcome:
     dtype = str(case.get("dtype", "float32"))
     tf_dtype = _TF_DTYPES[dtype]
     kwargs = {name: value for name, value in hf_kwargs(spec, case.get("hyperparams", {})).items() if value is not None}
-    if is_schedule_ref(kwargs.get("learning_rate")):
-        kwargs["learning_rate"] = build_schedule(kwargs["learning_rate"])
+    kwargs = _with_schedules(kwargs)
     variables = {name: tf.Variable(_tensor(value, tf_dtype), name=name) for name, value in case["params0"].items()}
     optimizer = hf_tf.AdamWeightDecay(**kwargs)
     history = []
@@ -126,46 +126,36 @@ def _accumulator(spec: Any, case: Mapping[str, Any]) -> Outcome:
     return Outcome(entries, dtype)
 
 
-def runner(spec: Any) -> Callable[[Any, Mapping[str, Any]], Outcome] | None:
-    """The adapter of a spec, or None when transformers' TF side has no counterpart."""
-    if spec.kind == "schedule" and spec.id in ("polynomial_decay", "warmup", "create_optimizer"):
-        return _lr_schedule
-    if spec.id == "adam_weight_decay":
-        return _adam_weight_decay
-    if spec.id == "gradient_accumulator":
-        return _accumulator
-    return None
-
-
 # --------------------------------------------------------------------------- error cases
 
 
 def _construct_schedule(spec: Any, err: Mapping[str, Any]) -> None:
-    params = {name: build_schedule(value) if is_schedule_ref(value) else value for name, value in err["params"].items()}
-    if spec.id == "polynomial_decay":
-        schedule = hf_tf.schedules.PolynomialDecay(**params)
-    elif spec.id == "warmup":
-        schedule = hf_tf.WarmUp(**params)
-    else:
-        schedule = hf_tf.create_optimizer(**params)[1]
-    schedule(tf.constant(0, dtype=tf.int64))
+    build_schedule({"schedule": spec.id, "params": err["params"]})(tf.constant(0, dtype=tf.int64))
 
 
 def _construct_adam_weight_decay(spec: Any, err: Mapping[str, Any]) -> None:
-    params = {name: build_schedule(value) if is_schedule_ref(value) else value for name, value in err["params"].items()}
-    hf_tf.AdamWeightDecay(**params)
+    hf_tf.AdamWeightDecay(**_with_schedules(err["params"]))
 
 
 def _construct_accumulator(spec: Any, err: Mapping[str, Any]) -> None:
     hf_tf.GradientAccumulator(**err["params"])
 
 
+_ADAPTERS: dict[str, tuple[Callable[..., Outcome], Callable[..., None]]] = {
+    "polynomial_decay": (_lr_schedule, _construct_schedule),
+    "warmup": (_lr_schedule, _construct_schedule),
+    "create_optimizer": (_lr_schedule, _construct_schedule),
+    "adam_weight_decay": (_adam_weight_decay, _construct_adam_weight_decay),
+    "gradient_accumulator": (_accumulator, _construct_accumulator),
+}
+"""Per spec id: the value-case runner and the error-case constructor."""
+
+
+def runner(spec: Any) -> Callable[[Any, Mapping[str, Any]], Outcome] | None:
+    """The adapter of a spec, or None when transformers' TF side has no counterpart."""
+    return _ADAPTERS[spec.id][0] if spec.id in _ADAPTERS else None
+
+
 def error_runner(spec: Any) -> Callable[[Any, Mapping[str, Any]], None] | None:
     """A callable that feeds an error case's params to transformers (it raises or returns None)."""
-    if spec.kind == "schedule" and spec.id in ("polynomial_decay", "warmup", "create_optimizer"):
-        return _construct_schedule
-    if spec.id == "adam_weight_decay":
-        return _construct_adam_weight_decay
-    if spec.id == "gradient_accumulator":
-        return _construct_accumulator
-    return None
+    return _ADAPTERS[spec.id][1] if spec.id in _ADAPTERS else None

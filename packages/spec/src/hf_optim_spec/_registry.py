@@ -30,6 +30,10 @@ class Tolerance:
     rtol: float
     atol: float
 
+    def allowed(self, expected: Any) -> Any:
+        """The largest allowed ``|actual - expected|``: ``atol + rtol * |expected|`` (a number or an array)."""
+        return self.atol + self.rtol * abs(expected)
+
 
 @dataclass(frozen=True)
 class Parameter:
