@@ -17,7 +17,7 @@ import pytest
 from _tf_helpers import BACKEND
 from hf_optim_spec.rounding import round_stochastic, rounding_bits, rounding_key
 from hf_optim_tf import AdamW, create_optimizer, get_cosine_schedule_with_warmup, get_scheduler
-from hf_optim_tf._common import parameter_rounding_key, round_stochastic_bfloat16
+from hf_optim_tf._rounding import parameter_rounding_key, round_stochastic_bfloat16
 
 X = np.random.default_rng(0).standard_normal((64, 6)).astype("float32")
 Y = (X @ np.random.default_rng(1).standard_normal((6, 2))).astype("float32")

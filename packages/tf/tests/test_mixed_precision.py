@@ -18,7 +18,8 @@ import pytest
 import tensorflow as tf
 from hf_optim_spec.rounding import MASK32, round_stochastic, rounding_bits, rounding_key
 from hf_optim_tf import Adafactor, AdamW, AdamWeightDecay
-from hf_optim_tf._common import numpy_value, round_stochastic_bfloat16
+from hf_optim_tf._rounding import round_stochastic_bfloat16
+from hf_optim_tf._variables import numpy_value
 
 Maker = Callable[..., keras.optimizers.Optimizer]
 

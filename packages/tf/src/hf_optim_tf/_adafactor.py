@@ -2,35 +2,22 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
 
 import keras
 from keras import ops
 
-from ._common import (
-    ROUNDING_DOC,
-    CheckedApply,
-    check_stochastic_rounding,
-    compute_dtype,
-    parameter_rounding_key,
-    pop_legacy_kwargs,
-    slot_name,
-    split_kwargs,
-    store_parameter,
-    validate_optimizer,
-)
-from ._common import numpy_value as _numpy
-from ._state_check import CheckedRestore
+from ._formulas import adafactor_beta2t, adafactor_step_size, clip_by_rms, decoupled_weight_decay, rms
+from ._rounding import parameter_rounding_key, store_parameter
+from ._spec_optimizer import SpecOptimizer
+from ._variables import compute_dtype, numpy_value, slot_name
 
 __all__ = ["Adafactor"]
 
-_SPEC_ID = "adafactor"
-
 
 @keras.saving.register_keras_serializable(package="hf_optim")
-class Adafactor(CheckedApply, CheckedRestore, keras.optimizers.Optimizer):
+class Adafactor(SpecOptimizer):
     r"""Adafactor exactly as transformers' torch ``Adafactor`` computes it (the Keras twin).
 
     For a variable of rank >= 2 the second moment is factored over the last two dimensions
@@ -102,6 +89,21 @@ class Adafactor(CheckedApply, CheckedRestore, keras.optimizers.Optimizer):
         >>> bf16 = Adafactor(stochastic_rounding=True, rounding_seed=1)  # for bfloat16 variables
     """
 
+    _SPEC_ID = "adafactor"
+    _CONFIG = (
+        "epsilon_1",
+        "epsilon_2",
+        "clip_threshold",
+        "decay_rate",
+        "beta_1",
+        "weight_decay",
+        "scale_parameter",
+        "relative_step",
+        "warmup_init",
+        "first_moment",
+    )
+    _CONFIG_ATTRIBUTES: ClassVar[Mapping[str, str]] = {"weight_decay": "decoupled_weight_decay"}
+
     def __init__(
         self,
         learning_rate: float | keras.optimizers.schedules.LearningRateSchedule | None = None,
@@ -120,29 +122,7 @@ class Adafactor(CheckedApply, CheckedRestore, keras.optimizers.Optimizer):
         name: str = "Adafactor",
         **kwargs: Any,
     ) -> None:
-        learning_rate = pop_legacy_kwargs(kwargs, learning_rate, None, type(self).__name__)
-        base_kwargs, others = split_kwargs(kwargs)
-        validate_optimizer(
-            _SPEC_ID,
-            {
-                "learning_rate": learning_rate,
-                "epsilon_1": epsilon_1,
-                "epsilon_2": epsilon_2,
-                "clip_threshold": clip_threshold,
-                "decay_rate": decay_rate,
-                "beta_1": beta_1,
-                "weight_decay": weight_decay,
-                "scale_parameter": scale_parameter,
-                "relative_step": relative_step,
-                "warmup_init": warmup_init,
-                "first_moment": first_moment,
-                "stochastic_rounding": stochastic_rounding,
-                "rounding_seed": rounding_seed,
-                **others,
-            },
-        )
-        super().__init__(learning_rate=learning_rate if learning_rate is not None else 0.0, name=name, **base_kwargs)
-        self._external_lr = learning_rate is not None
+        super().__init__(locals(), None)
         self.epsilon_1 = float(epsilon_1)
         self.epsilon_2 = float(epsilon_2)
         self.clip_threshold = float(clip_threshold)
@@ -153,22 +133,10 @@ class Adafactor(CheckedApply, CheckedRestore, keras.optimizers.Optimizer):
         self.relative_step = bool(relative_step)
         self.warmup_init = bool(warmup_init)
         self.first_moment = str(first_moment)
-        self.stochastic_rounding = bool(stochastic_rounding)
-        self.rounding_seed = int(rounding_seed)
 
-    def build(self, var_list: list[Any]) -> None:
-        """Create the per-variable state: ``step``, ``exp_avg`` (with beta1), and the factored
-        ``exp_avg_sq_row``/``exp_avg_sq_col`` (rank >= 2) or a full ``exp_avg_sq``.
-
-        Raises:
-            ValueError: a float16 variable with ``stochastic_rounding=True``.
-            ValueError, TypeError: a ``tf.train.Checkpoint`` restored before the build holds state that does not
-                fit the variables (checked here, once the state exists; ``hf_optim_tf._state_check``).
-        """
-        if self.built:
-            return
-        check_stochastic_rounding(var_list, self.stochastic_rounding)
-        super().build(var_list)
+    def _build_state(self, var_list: list[Any]) -> None:
+        """Per variable: ``step``, ``RMS``, ``exp_avg`` (with beta1), and the factored ``exp_avg_sq_row`` /
+        ``exp_avg_sq_col`` (rank >= 2) or a full ``exp_avg_sq``."""
         self._step: list[Any] = []
         self._exp_avg: list[Any] = []
         self._row: list[Any] = []
@@ -194,7 +162,6 @@ class Adafactor(CheckedApply, CheckedRestore, keras.optimizers.Optimizer):
                 self._row.append(None)
                 self._col.append(None)
                 self._full.append(self.add_variable(shape=shape, dtype=dtype, name=f"{base}_exp_avg_sq"))
-        self._finish_build()
 
     def _state_slots(self) -> Iterator[tuple[Any, Any, str]]:
         for index, variable in enumerate(self._trainable_variables):
@@ -205,20 +172,6 @@ class Adafactor(CheckedApply, CheckedRestore, keras.optimizers.Optimizer):
             yield self._col[index], variable, "exp_avg_sq_col"
             yield self._full[index], variable, "exp_avg_sq"
 
-    def _apply_weight_decay(self, variables: Any) -> None:
-        return None  # explicit in update_step
-
-    def _step_size(self, step: Any, param_rms: Any, learning_rate: Any) -> Any:
-        """:math:`\\alpha_t` in float64 (torch computes it from Python floats and the RMS)."""
-        if self.relative_step:
-            min_step = 1e-6 * step if self.warmup_init else 1e-2
-            rel = ops.minimum(min_step, 1.0 / ops.sqrt(step))
-        else:
-            rel = ops.cast(learning_rate, "float64")
-        if self.scale_parameter:
-            return ops.maximum(self.epsilon_2, ops.cast(param_rms, "float64")) * rel
-        return rel
-
     def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
         """One Adafactor step for one variable (keras.ops only)."""
         index = self._get_variable_index(variable)
@@ -228,10 +181,18 @@ class Adafactor(CheckedApply, CheckedRestore, keras.optimizers.Optimizer):
         step_var = self._step[index]
         self.assign_add(step_var, ops.ones((), dtype="int64"))
         step = ops.cast(step_var, "float64")
-        param_rms = _rms(param)
+        param_rms = rms(param)
         self.assign(self._rms[index], param_rms)
-        alpha = self._step_size(step, param_rms, learning_rate)
-        beta2t = 1.0 - ops.power(step, self.decay_rate)
+        alpha = adafactor_step_size(
+            step,
+            learning_rate,
+            param_rms,
+            relative_step=self.relative_step,
+            warmup_init=self.warmup_init,
+            scale_parameter=self.scale_parameter,
+            epsilon_2=self.epsilon_2,
+        )
+        beta2t = adafactor_beta2t(step, self.decay_rate)
         keep = ops.cast(beta2t, dtype)
         mix = ops.cast(1.0 - beta2t, dtype)
         squared = ops.add(ops.square(grad), ops.convert_to_tensor(self.epsilon_1, dtype=dtype))
@@ -246,7 +207,7 @@ class Adafactor(CheckedApply, CheckedRestore, keras.optimizers.Optimizer):
             full = self._full[index]
             self.assign(full, ops.add(ops.multiply(full, keep), ops.multiply(squared, mix)))
             update = ops.multiply(ops.rsqrt(full), grad)
-        update = ops.divide(update, ops.maximum(ops.divide(_rms(update), self.clip_threshold), 1.0))
+        update = clip_by_rms(update, self.clip_threshold)
         alpha_c = ops.cast(alpha, dtype)
         if self.beta_1 is not None:
             exp_avg = self._exp_avg[index]
@@ -262,7 +223,7 @@ class Adafactor(CheckedApply, CheckedRestore, keras.optimizers.Optimizer):
         else:
             update = ops.multiply(update, alpha_c)
         if self.decoupled_weight_decay != 0.0:
-            param = ops.add(param, ops.multiply(param, ops.cast(-self.decoupled_weight_decay * alpha, dtype)))
+            param = decoupled_weight_decay(param, alpha, self.decoupled_weight_decay)
         key = None
         if self.stochastic_rounding and variable.dtype == "bfloat16":
             key = parameter_rounding_key(self.rounding_seed, index, step_var)
@@ -278,38 +239,7 @@ class Adafactor(CheckedApply, CheckedRestore, keras.optimizers.Optimizer):
             "exp_avg_sq_col": self._col[index],
             "exp_avg_sq": self._full[index],
         }
-        state: dict[str, Any] = {"step": int(_numpy(self._step[index]))}
-        state.update({k: _numpy(v) for k, v in slots.items() if v is not None})
-        state["RMS"] = float(_numpy(self._rms[index]))
+        state: dict[str, Any] = {"step": int(numpy_value(self._step[index]))}
+        state.update({k: numpy_value(v) for k, v in slots.items() if v is not None})
+        state["RMS"] = float(numpy_value(self._rms[index]))
         return state
-
-    def get_config(self) -> dict[str, Any]:
-        """Keras base keys plus every spec parameter in Keras spelling."""
-        config: dict[str, Any] = super().get_config()
-        if not self._external_lr:
-            config["learning_rate"] = None
-        config.update(
-            {
-                "epsilon_1": self.epsilon_1,
-                "epsilon_2": self.epsilon_2,
-                "clip_threshold": self.clip_threshold,
-                "decay_rate": self.decay_rate,
-                "beta_1": self.beta_1,
-                "weight_decay": self.decoupled_weight_decay,
-                "scale_parameter": self.scale_parameter,
-                "relative_step": self.relative_step,
-                "warmup_init": self.warmup_init,
-                "first_moment": self.first_moment,
-                "stochastic_rounding": self.stochastic_rounding,
-                "rounding_seed": self.rounding_seed,
-            }
-        )
-        return config
-
-
-Adafactor.__doc__ = (Adafactor.__doc__ or "").replace("        {{rounding_args}}", ROUNDING_DOC)
-
-
-def _rms(x: Any) -> Any:
-    size = math.prod(x.shape) if len(x.shape) else 1
-    return ops.divide(ops.sqrt(ops.sum(ops.square(x))), math.sqrt(size))

@@ -8,32 +8,18 @@ from typing import Any
 import keras
 from keras import ops
 
-from ._common import (
-    ROUNDING_DOC,
-    CheckedApply,
-    as_list,
-    check_stochastic_rounding,
-    compute_dtype,
-    matches_any,
-    parameter_rounding_key,
-    pop_legacy_kwargs,
-    split_kwargs,
-    store_parameter,
-    validate_optimizer,
-    variable_path,
-)
-from ._common import numpy_value as _numpy
-from ._state_check import CheckedRestore
+from ._formulas import adam_step_size, decoupled_weight_decay
+from ._rounding import parameter_rounding_key, store_parameter
+from ._spec_optimizer import SpecOptimizer
+from ._variables import as_list, compute_dtype, matches_any, numpy_value, variable_path
 
 __all__ = ["AdamWeightDecay"]
 
-_SPEC_ID = "adam_weight_decay"
 _DEFAULT_LR = 0.001
-_CLIP_KEYS = frozenset({"clipnorm", "clipvalue", "global_clipnorm"})
 
 
 @keras.saving.register_keras_serializable(package="hf_optim")
-class AdamWeightDecay(CheckedApply, CheckedRestore, keras.optimizers.Optimizer):
+class AdamWeightDecay(SpecOptimizer):
     r"""Adam with decoupled weight decay applied before the Adam step (transformers' TF optimizer).
 
     The numerics are those of transformers' ``AdamWeightDecay``, which subclassed the legacy
@@ -113,6 +99,18 @@ class AdamWeightDecay(CheckedApply, CheckedRestore, keras.optimizers.Optimizer):
         ...                       exclude_from_weight_decay=["LayerNorm", "layer_norm", "bias"])
     """
 
+    _SPEC_ID = "adam_weight_decay"
+    _CONFIG = (
+        "beta_1",
+        "beta_2",
+        "epsilon",
+        "amsgrad",
+        "weight_decay_rate",
+        "include_in_weight_decay",
+        "exclude_from_weight_decay",
+        "fp32_math",
+    )
+
     def __init__(
         self,
         learning_rate: float | keras.optimizers.schedules.LearningRateSchedule = 0.001,
@@ -129,26 +127,7 @@ class AdamWeightDecay(CheckedApply, CheckedRestore, keras.optimizers.Optimizer):
         name: str = "AdamWeightDecay",
         **kwargs: Any,
     ) -> None:
-        learning_rate = pop_legacy_kwargs(kwargs, learning_rate, _DEFAULT_LR, type(self).__name__)
-        base_kwargs, others = split_kwargs(kwargs, _CLIP_KEYS)
-        validate_optimizer(
-            _SPEC_ID,
-            {
-                "learning_rate": learning_rate,
-                "beta_1": beta_1,
-                "beta_2": beta_2,
-                "epsilon": epsilon,
-                "amsgrad": amsgrad,
-                "weight_decay_rate": weight_decay_rate,
-                "include_in_weight_decay": include_in_weight_decay,
-                "exclude_from_weight_decay": exclude_from_weight_decay,
-                "fp32_math": fp32_math,
-                "stochastic_rounding": stochastic_rounding,
-                "rounding_seed": rounding_seed,
-                **others,
-            },
-        )
-        super().__init__(learning_rate=learning_rate, name=name, **base_kwargs)
+        super().__init__(locals(), _DEFAULT_LR)
         self.beta_1 = float(beta_1)
         self.beta_2 = float(beta_2)
         self.epsilon = float(epsilon)
@@ -157,8 +136,6 @@ class AdamWeightDecay(CheckedApply, CheckedRestore, keras.optimizers.Optimizer):
         self.include_in_weight_decay = as_list(include_in_weight_decay)
         self.exclude_from_weight_decay = as_list(exclude_from_weight_decay)
         self.fp32_math = bool(fp32_math)
-        self.stochastic_rounding = bool(stochastic_rounding)
-        self.rounding_seed = int(rounding_seed)
 
     def _do_use_weight_decay(self, param_name: str) -> bool:
         """Whether the variable with this full path is decayed (include first, then exclude)."""
@@ -168,23 +145,12 @@ class AdamWeightDecay(CheckedApply, CheckedRestore, keras.optimizers.Optimizer):
             return True
         return not matches_any(self.exclude_from_weight_decay, param_name)
 
-    def build(self, var_list: list[Any]) -> None:
-        """Create ``exp_avg``, ``exp_avg_sq`` (and ``max_exp_avg_sq`` with amsgrad) per variable.
-
-        Raises:
-            ValueError: a float16 variable with ``stochastic_rounding=True``.
-            ValueError, TypeError: a ``tf.train.Checkpoint`` restored before the build holds state that does not
-                fit the variables (checked here, once the state exists; ``hf_optim_tf._state_check``).
-        """
-        if self.built:
-            return
-        check_stochastic_rounding(var_list, self.stochastic_rounding)
-        super().build(var_list)
+    def _build_state(self, var_list: list[Any]) -> None:
+        """``exp_avg``, ``exp_avg_sq`` (and ``max_exp_avg_sq`` with amsgrad) per variable, and the decay flags."""
         self._exp_avg, self._exp_avg_sq = self.add_optimizer_variables(var_list, ["exp_avg", "exp_avg_sq"])
         if self.amsgrad:
             self._max_exp_avg_sq = self.add_optimizer_variables(var_list, "max_exp_avg_sq")
         self._decay_flags = [self._do_use_weight_decay(variable_path(v)) for v in var_list]
-        self._finish_build()
 
     def _state_slots(self) -> Iterator[tuple[Any, Any, str]]:
         for index, variable in enumerate(self._trainable_variables):
@@ -192,10 +158,6 @@ class AdamWeightDecay(CheckedApply, CheckedRestore, keras.optimizers.Optimizer):
             yield self._exp_avg_sq[index], variable, "exp_avg_sq"
             if self.amsgrad:
                 yield self._max_exp_avg_sq[index], variable, "max_exp_avg_sq"
-
-    def _apply_weight_decay(self, variables: Any) -> None:
-        # The decay is explicit in update_step (before the Adam step, per the build-time flags).
-        return None
 
     def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
         """One AdamWeightDecay step for one variable (keras.ops only).
@@ -212,13 +174,10 @@ class AdamWeightDecay(CheckedApply, CheckedRestore, keras.optimizers.Optimizer):
         beta_1 = ops.convert_to_tensor(self.beta_1, dtype=dtype)
         beta_2 = ops.convert_to_tensor(self.beta_2, dtype=dtype)
         param = ops.cast(variable, dtype)
-        if self._decay_flags[index]:
+        if self._decay_flags[index]:  # before the Adam step
             rate = ops.convert_to_tensor(self.weight_decay_rate, dtype=dtype)
-            param = ops.subtract(param, ops.multiply(ops.multiply(lr, param), rate))
-        alpha = ops.divide(
-            ops.multiply(lr, ops.sqrt(ops.subtract(1.0, ops.power(beta_2, step)))),
-            ops.subtract(1.0, ops.power(beta_1, step)),
-        )
+            param = decoupled_weight_decay(param, lr, rate, per_element=True)
+        alpha = adam_step_size(lr, self.beta_1, self.beta_2, step, dtype)
         exp_avg_var, exp_avg_sq_var = self._exp_avg[index], self._exp_avg_sq[index]
         exp_avg = ops.cast(exp_avg_var, dtype)
         exp_avg = ops.add(exp_avg, ops.multiply(ops.subtract(gradient, exp_avg), ops.subtract(1.0, beta_1)))
@@ -245,32 +204,10 @@ class AdamWeightDecay(CheckedApply, CheckedRestore, keras.optimizers.Optimizer):
         optimizer's global ``iterations``."""
         index = self._get_variable_index(variable)
         state = {
-            "step": int(_numpy(self.iterations)),
-            "exp_avg": _numpy(self._exp_avg[index]),
-            "exp_avg_sq": _numpy(self._exp_avg_sq[index]),
+            "step": int(numpy_value(self.iterations)),
+            "exp_avg": numpy_value(self._exp_avg[index]),
+            "exp_avg_sq": numpy_value(self._exp_avg_sq[index]),
         }
         if self.amsgrad:
-            state["max_exp_avg_sq"] = _numpy(self._max_exp_avg_sq[index])
+            state["max_exp_avg_sq"] = numpy_value(self._max_exp_avg_sq[index])
         return state
-
-    def get_config(self) -> dict[str, Any]:
-        """Keras base keys plus every spec parameter (the pattern lists included)."""
-        config: dict[str, Any] = super().get_config()
-        config.update(
-            {
-                "beta_1": self.beta_1,
-                "beta_2": self.beta_2,
-                "epsilon": self.epsilon,
-                "amsgrad": self.amsgrad,
-                "weight_decay_rate": self.weight_decay_rate,
-                "include_in_weight_decay": self.include_in_weight_decay,
-                "exclude_from_weight_decay": self.exclude_from_weight_decay,
-                "fp32_math": self.fp32_math,
-                "stochastic_rounding": self.stochastic_rounding,
-                "rounding_seed": self.rounding_seed,
-            }
-        )
-        return config
-
-
-AdamWeightDecay.__doc__ = (AdamWeightDecay.__doc__ or "").replace("        {{rounding_args}}", ROUNDING_DOC)

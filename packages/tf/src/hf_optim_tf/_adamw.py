@@ -2,36 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
 
 import keras
 from keras import ops
 
-from ._common import (
-    ROUNDING_DOC,
-    CheckedApply,
-    check_stochastic_rounding,
-    compute_dtype,
-    one_minus_power,
-    parameter_rounding_key,
-    pop_legacy_kwargs,
-    slot_name,
-    split_kwargs,
-    store_parameter,
-    validate_optimizer,
-)
-from ._common import numpy_value as _numpy
-from ._state_check import CheckedRestore
+from ._formulas import adam_step_size, decoupled_weight_decay
+from ._rounding import parameter_rounding_key, store_parameter
+from ._spec_optimizer import SpecOptimizer
+from ._variables import compute_dtype, numpy_value, slot_name
 
 __all__ = ["AdamW"]
 
-_SPEC_ID = "adamw"
 _DEFAULT_LR = 0.001
 
 
 @keras.saving.register_keras_serializable(package="hf_optim")
-class AdamW(CheckedApply, CheckedRestore, keras.optimizers.Optimizer):
+class AdamW(SpecOptimizer):
     r"""AdamW exactly as transformers' torch ``AdamW`` computes it (the Keras twin).
 
     .. math::
@@ -118,6 +106,10 @@ class AdamW(CheckedApply, CheckedRestore, keras.optimizers.Optimizer):
         >>> bf16 = AdamW(learning_rate=5e-5, fp32_math=True, stochastic_rounding=True, rounding_seed=1)
     """
 
+    _SPEC_ID = "adamw"
+    _CONFIG = ("beta_1", "beta_2", "epsilon", "weight_decay", "correct_bias", "fp32_math")
+    _CONFIG_ATTRIBUTES: ClassVar[Mapping[str, str]] = {"weight_decay": "decoupled_weight_decay"}
+
     def __init__(
         self,
         learning_rate: float | keras.optimizers.schedules.LearningRateSchedule = 0.001,
@@ -133,58 +125,24 @@ class AdamW(CheckedApply, CheckedRestore, keras.optimizers.Optimizer):
         name: str = "AdamW",
         **kwargs: Any,
     ) -> None:
-        learning_rate = pop_legacy_kwargs(kwargs, learning_rate, _DEFAULT_LR, type(self).__name__)
-        base_kwargs, others = split_kwargs(kwargs)
-        validate_optimizer(
-            _SPEC_ID,
-            {
-                "learning_rate": learning_rate,
-                "beta_1": beta_1,
-                "beta_2": beta_2,
-                "epsilon": epsilon,
-                "weight_decay": weight_decay,
-                "correct_bias": correct_bias,
-                "no_deprecation_warning": no_deprecation_warning,
-                "fp32_math": fp32_math,
-                "stochastic_rounding": stochastic_rounding,
-                "rounding_seed": rounding_seed,
-                **others,
-            },
-        )
-        super().__init__(learning_rate=learning_rate, name=name, **base_kwargs)
+        super().__init__(locals(), _DEFAULT_LR)
         self.beta_1 = float(beta_1)
         self.beta_2 = float(beta_2)
         self.epsilon = float(epsilon)
         self.decoupled_weight_decay = float(weight_decay)
         self.correct_bias = bool(correct_bias)
         self.fp32_math = bool(fp32_math)
-        self.stochastic_rounding = bool(stochastic_rounding)
-        self.rounding_seed = int(rounding_seed)
 
-    def build(self, var_list: list[Any]) -> None:
-        """Create ``step``, ``exp_avg`` and ``exp_avg_sq`` per variable.
-
-        Raises:
-            ValueError: a float16 variable with ``stochastic_rounding=True``.
-            ValueError, TypeError: a ``tf.train.Checkpoint`` restored before the build holds state that does not
-                fit the variables (checked here, once the state exists; ``hf_optim_tf._state_check``).
-        """
-        if self.built:
-            return
-        check_stochastic_rounding(var_list, self.stochastic_rounding)
-        super().build(var_list)
+    def _build_state(self, var_list: list[Any]) -> None:
+        """``step``, ``exp_avg`` and ``exp_avg_sq`` per variable."""
         self._exp_avg, self._exp_avg_sq = self.add_optimizer_variables(var_list, ["exp_avg", "exp_avg_sq"])
         self._step = [self.add_variable(shape=(), dtype="int64", name=f"{slot_name(v)}_step") for v in var_list]
-        self._finish_build()
 
     def _state_slots(self) -> Iterator[tuple[Any, Any, str]]:
         for index, variable in enumerate(self._trainable_variables):
             yield self._exp_avg[index], variable, "exp_avg"
             yield self._exp_avg_sq[index], variable, "exp_avg_sq"
             yield self._step[index], variable, "step"
-
-    def _apply_weight_decay(self, variables: Any) -> None:
-        return None  # explicit in update_step, after the Adam update
 
     def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
         """One AdamW step for one variable (keras.ops only), in transformers' operation order."""
@@ -215,12 +173,10 @@ class AdamW(CheckedApply, CheckedRestore, keras.optimizers.Optimizer):
         self.assign(exp_avg_var, ops.cast(exp_avg, store))
         self.assign(exp_avg_sq_var, ops.cast(exp_avg_sq, store))
         denom = q(ops.add(q(ops.sqrt(exp_avg_sq)), ops.convert_to_tensor(self.epsilon, dtype=dtype)))
-        step_size = lr
-        if self.correct_bias:
-            step_size = lr * ops.sqrt(one_minus_power(self.beta_2, step)) / one_minus_power(self.beta_1, step)
+        step_size = adam_step_size(lr, self.beta_1, self.beta_2, step, "float64") if self.correct_bias else lr
         param = q(ops.add(param, ops.divide(ops.multiply(ops.cast(-step_size, dtype), exp_avg), denom)))
-        if self.decoupled_weight_decay > 0.0:
-            param = q(ops.add(param, ops.multiply(ops.cast(-lr * self.decoupled_weight_decay, dtype), param)))
+        if self.decoupled_weight_decay > 0.0:  # after the Adam update
+            param = q(decoupled_weight_decay(param, lr, self.decoupled_weight_decay))
         key = None
         if self.stochastic_rounding and store == "bfloat16":
             key = parameter_rounding_key(self.rounding_seed, index, step_var)
@@ -231,27 +187,7 @@ class AdamW(CheckedApply, CheckedRestore, keras.optimizers.Optimizer):
         ``optimizer.state[param]``."""
         index = self._get_variable_index(variable)
         return {
-            "step": int(_numpy(self._step[index])),
-            "exp_avg": _numpy(self._exp_avg[index]),
-            "exp_avg_sq": _numpy(self._exp_avg_sq[index]),
+            "step": int(numpy_value(self._step[index])),
+            "exp_avg": numpy_value(self._exp_avg[index]),
+            "exp_avg_sq": numpy_value(self._exp_avg_sq[index]),
         }
-
-    def get_config(self) -> dict[str, Any]:
-        """Keras base keys plus every spec parameter in Keras spelling."""
-        config: dict[str, Any] = super().get_config()
-        config.update(
-            {
-                "beta_1": self.beta_1,
-                "beta_2": self.beta_2,
-                "epsilon": self.epsilon,
-                "weight_decay": self.decoupled_weight_decay,
-                "correct_bias": self.correct_bias,
-                "fp32_math": self.fp32_math,
-                "stochastic_rounding": self.stochastic_rounding,
-                "rounding_seed": self.rounding_seed,
-            }
-        )
-        return config
-
-
-AdamW.__doc__ = (AdamW.__doc__ or "").replace("        {{rounding_args}}", ROUNDING_DOC)

@@ -17,7 +17,8 @@ import keras
 import numpy as np
 
 from ._schedules import _checked_learning_rate, _tf_params, checked_config, metric_lr
-from ._state_check import StagedRestore, StateSlot, checked_value
+from ._staged_restore import StagedRestore
+from ._state_check import StateSlot, checked_value
 
 __all__ = ["GreedySchedule", "get_greedy_schedule"]
 

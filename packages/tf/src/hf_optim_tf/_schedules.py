@@ -26,7 +26,8 @@ import keras
 from hf_optim_spec import formula
 from keras import ops
 
-from ._state_check import StagedRestore, StateSlot, checked_value
+from ._staged_restore import StagedRestore
+from ._state_check import StateSlot, checked_value
 
 __all__ = [
     "PlateauSchedule",

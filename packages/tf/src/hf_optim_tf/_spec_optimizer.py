@@ -1,0 +1,127 @@
+"""The shell the Keras optimizers share: one argument check, build, checked ``apply`` and restores, config.
+
+A subclass sets ``_SPEC_ID`` and ``_CONFIG``, calls ``super().__init__(locals(), default_lr)`` first thing in its
+``__init__``, creates its state in ``_build_state`` and writes its update in ``update_step``; the formulas it shares
+with the others are in ``hf_optim_tf._formulas``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import keras
+
+from ._checked_restore import CheckedRestore
+from ._optimizer_arguments import check_arguments
+from ._rounding import ROUNDING_DOC, check_stochastic_rounding
+
+__all__ = ["SpecOptimizer"]
+
+
+class SpecOptimizer(CheckedRestore, keras.optimizers.Optimizer):
+    """Base of :class:`~hf_optim_tf.AdamW`, :class:`~hf_optim_tf.AdamWeightDecay` and :class:`~hf_optim_tf.Adafactor`.
+
+    Construction: the arguments are checked once (``hf_optim_tf._optimizer_arguments.check_arguments``) and the
+    Keras base keywords go to Keras' base optimizer; ``stochastic_rounding`` and ``rounding_seed`` are kept. A class
+    docstring's ``{{rounding_args}}`` line becomes the shared ``Args:`` text of those two.
+
+    Build: float16 variables with ``stochastic_rounding=True`` are rejected before any state exists; the subclass's
+    ``_build_state`` creates the state; a ``tf.train.Checkpoint`` restored before the build is checked then.
+
+    Apply: ``apply_gradients`` with no (gradient, variable) pair raises ValueError (Keras fails with "not enough
+    values to unpack"); the same variable twice in one call raises ValueError (Keras would update it twice,
+    silently). Both are Python-level checks: inside ``tf.function`` they run once, when the step is traced.
+    Keras 3 builds an optimizer lazily inside the first ``apply``. Under ``tf.distribute`` that first call often
+    happens in replica context inside a ``tf.function`` (transformers' own ``GradientAccumulator`` test does exactly
+    this), where creating the state variables fails. The build is moved to cross-replica context (``merge_call``)
+    and out of the traced graph (``tf.init_scope``), so the variables are created once, mirrored, as if ``build`` had
+    been called in ``strategy.scope()``.
+
+    Weight decay: Keras' base-class decay is not used; each optimizer applies its own in ``update_step``.
+    """
+
+    _SPEC_ID: ClassVar[str]
+    _CONFIG: ClassVar[tuple[str, ...]]
+    """The ``get_config`` keys of the subclass's own spec parameters (Keras spelling; before the rounding ones)."""
+    _CONFIG_ATTRIBUTES: ClassVar[Mapping[str, str]] = {}
+    """``get_config`` key -> attribute, where the attribute has another name."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__doc__:
+            cls.__doc__ = cls.__doc__.replace("        {{rounding_args}}", ROUNDING_DOC)
+
+    def __init__(self, arguments: Mapping[str, Any], default_lr: Any) -> None:
+        """Check ``arguments`` (the subclass constructor's ``locals()``) and initialise Keras' base optimizer."""
+        learning_rate, base_kwargs = check_arguments(self._SPEC_ID, arguments, default_lr, type(self).__name__)
+        super().__init__(
+            learning_rate=0.0 if learning_rate is None else learning_rate, name=arguments["name"], **base_kwargs
+        )
+        self._manual_lr = learning_rate is not None
+        self.stochastic_rounding = bool(arguments["stochastic_rounding"])
+        self.rounding_seed = int(arguments["rounding_seed"])
+
+    def build(self, var_list: list[Any]) -> None:
+        """Create the optimizer's state for ``var_list`` (once).
+
+        Raises:
+            ValueError: a float16 variable with ``stochastic_rounding=True``.
+            ValueError, TypeError: a ``tf.train.Checkpoint`` restored before the build holds state that does not
+                fit the variables (checked here, once the state exists; ``hf_optim_tf._state_check``).
+        """
+        if self.built:
+            return
+        check_stochastic_rounding(var_list, self.stochastic_rounding)
+        super().build(var_list)
+        self._build_state(var_list)
+        self._finish_build()
+
+    def _build_state(self, var_list: list[Any]) -> None:
+        raise NotImplementedError
+
+    def _apply_weight_decay(self, variables: Any) -> None:
+        return None  # each optimizer decays in its update_step
+
+    def get_config(self) -> dict[str, Any]:
+        """Keras base keys plus every spec parameter in Keras spelling (``learning_rate`` None when not given)."""
+        config: dict[str, Any] = super().get_config()
+        if not self._manual_lr:
+            config["learning_rate"] = None
+        for key in (*self._CONFIG, "stochastic_rounding", "rounding_seed"):
+            config[key] = getattr(self, self._CONFIG_ATTRIBUTES.get(key, key))
+        return config
+
+    def apply_gradients(self, grads_and_vars: Any) -> Any:
+        pairs = list(grads_and_vars)
+        if not pairs:
+            raise ValueError(
+                "Argument `grads_and_vars` must hold at least one (gradient, variable) pair. Received: grads_and_vars=[]"
+            )
+        return super().apply_gradients(pairs)
+
+    def apply(self, grads: Any, trainable_variables: Any = None) -> Any:
+        if trainable_variables is not None:
+            trainable_variables = list(trainable_variables)
+            seen: set[int] = set()
+            for variable in trainable_variables:
+                if id(variable) in seen:
+                    raise ValueError(
+                        "Argument `trainable_variables` must not hold a variable twice (it would be updated twice). "
+                        f"Received: {getattr(variable, 'path', variable)!r} twice"
+                    )
+                seen.add(id(variable))
+        built = self.built
+        if not built and trainable_variables is not None and keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            replica = tf.distribute.get_replica_context()
+            if tf.distribute.has_strategy() and replica is not None:
+                replica.merge_call(lambda _strategy, variables=trainable_variables: self._build_eagerly(variables))
+        return super().apply(grads, trainable_variables)
+
+    def _build_eagerly(self, variables: list[Any]) -> None:
+        import tensorflow as tf
+
+        with tf.init_scope(), keras.name_scope(self.name, caller=self):
+            self.build(variables)
