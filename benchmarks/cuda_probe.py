@@ -30,7 +30,8 @@ def conformance_margins() -> None:
     import hf_optim_torch
     from hf_optim_spec.reference import _case as ref_case
 
-    from conformance import _impls
+    from conformance import _expected
+    from testsupport.spec_args import spelled
 
     spec = hs.get("adamw")
     tol = spec.tol("float32")
@@ -38,7 +39,7 @@ def conformance_margins() -> None:
     for case in spec.cases:
         if case.get("dtype") != "float32":
             continue
-        ref = _impls.reference_trajectory(spec, case)
+        ref = _expected.reference_trajectory(spec, case)
         cells = []
         for device in ("cpu", "cuda"):
             for kwargs in ({}, {"fused": False}):
@@ -47,7 +48,7 @@ def conformance_margins() -> None:
                     n: torch.nn.Parameter(torch.tensor(np.asarray(v, dtype=np.float64)).float().to(device))
                     for n, v in params0.items()
                 }
-                hyper = _impls.spelled(spec, case.get("hyperparams", {}), "torch", lambda r: r)
+                hyper = spelled(spec, case.get("hyperparams", {}), "torch", lambda r: r)
                 opt = hf_optim_torch.AdamW(list(named.items()), **hyper, **kwargs)
                 worst = 0.0
                 for k, row in enumerate(grads):

@@ -18,35 +18,41 @@ REPORT_PATH = Path(__file__).resolve().parents[1] / "docs" / "conformance.md"
 
 
 @dataclass
-class Row:
-    """Aggregated results of one (spec id, framework, dtype)."""
+class _Tally:
+    """Checks passed and the worst absolute / relative error seen (NaN counts as infinite)."""
 
     passed: int = 0
-    total: int = 0
     max_abs: float = 0.0
     max_rel: float = 0.0
+
+    def count(self, ok: bool, max_abs: float = 0.0, max_rel: float = 0.0) -> None:
+        self.passed += int(ok)
+        self.max_abs = _max(self.max_abs, max_abs)
+        self.max_rel = _max(self.max_rel, max_rel)
+
+
+@dataclass
+class Row(_Tally):
+    """Aggregated results of one (spec id, framework, dtype)."""
+
+    total: int = 0
     max_ulp: int | None = None
 
     def add(self, ok: bool, max_abs: float = 0.0, max_rel: float = 0.0, max_ulp: int | None = None) -> None:
         self.total += 1
-        self.passed += int(ok)
-        self.max_abs = _max(self.max_abs, max_abs)
-        self.max_rel = _max(self.max_rel, max_rel)
+        self.count(ok, max_abs, max_rel)
         if max_ulp is not None:
             self.max_ulp = max_ulp if self.max_ulp is None else max(self.max_ulp, max_ulp)
 
 
 @dataclass
-class Cross:
+class Cross(_Tally):
     """torch vs Keras on one spec: lr points compared, bit-identical points, worst ulp; or trajectories."""
 
     cases: int = 0
-    passed: int = 0
     points: int = 0
     identical: int = 0
     max_ulp: int = 0
-    max_abs: float = 0.0
-    max_rel: float = 0.0
 
 
 def _max(a: float, b: float) -> float:
@@ -70,7 +76,7 @@ class Recorder:
     def lr_pair(self, spec: hs.Spec, ok: bool, ulps: Any) -> None:
         row = self.cross[(spec.kind, spec.id, "float32")]
         row.cases += 1
-        row.passed += int(ok)
+        row.count(ok)
         row.points += len(ulps)
         row.identical += int(sum(1 for u in ulps if u == 0))
         row.max_ulp = max([row.max_ulp, *(int(u) for u in ulps)])
@@ -78,9 +84,7 @@ class Recorder:
     def trajectory_pair(self, spec: hs.Spec, dtype: str, ok: bool, max_abs: float, max_rel: float) -> None:
         row = self.cross[(spec.kind, spec.id, dtype)]
         row.cases += 1
-        row.passed += int(ok)
-        row.max_abs = _max(row.max_abs, max_abs)
-        row.max_rel = _max(row.max_rel, max_rel)
+        row.count(ok, max_abs, max_rel)
 
     def error(self, spec: hs.Spec, framework: str, ok: bool) -> None:
         self.errors[(spec.id, framework)].add(ok)
@@ -91,7 +95,7 @@ class Recorder:
     # ------------------------------------------------------------------ markdown
 
     def markdown(self, *, selection: bool = False) -> str:
-        from ._impls import TORCH_DEVICE
+        from testsupport.torch_adapter import TORCH_DEVICE
 
         lines = [
             "# Conformance report",

@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import hf_optim_spec as hs
-from hf_optim_spec import _schedules
 from hypothesis import strategies as st
 
 OPEN_FACTOR = 2.0
@@ -71,9 +70,7 @@ def _integer(param: hs.Parameter, current: Any) -> st.SearchStrategy[int]:
 
 def value(param: hs.Parameter, current: Any) -> st.SearchStrategy[Any]:
     """A redraw of one parameter (or its current value)."""
-    if _schedules.is_schedule_ref(current) or (
-        param.type in ("schedule", "string_list", "string") and param.enum is None
-    ):
+    if hs.is_schedule_ref(current) or (param.type in ("schedule", "string_list", "string") and param.enum is None):
         return st.just(current)
     if param.enum is not None:
         drawn: st.SearchStrategy[Any] = st.sampled_from(param.enum)

@@ -22,9 +22,13 @@ from hf_optim_spec.reference import _case as ref_case
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from . import _impls, _strategies
-from ._impls import IMPLS, cached_lr_curve, cached_trajectory, reference_trajectory, ulp_distance, within
+from testsupport.compare import ulp_distance, within
+
+from . import _strategies
+from ._expected import reference_trajectory
+from ._impls import IMPLS, cached_lr_curve, cached_trajectory
 from ._report import RECORDER
+from ._repro import repro
 from .conftest import iter_items
 from .test_vectors import _fail, _noted, compare_trajectories
 
@@ -52,7 +56,7 @@ def _hex(values: np.ndarray) -> str:
 def test_lr_curves_match(schedule_pair: Any) -> None:
     spec, case, index = schedule_pair.spec, schedule_pair.case, schedule_pair.index
     where = f"[torch-vs-tf::{spec.id}::{case.get('description')}]"
-    note = _impls.repro(None, spec, index, "[_impls.IMPLS[f].lr_curve(spec, case).lrs[0] for f in ('torch', 'tf')]")
+    note = repro(None, spec, index, "[_impls.IMPLS[f].lr_curve(spec, case).lrs[0] for f in ('torch', 'tf')]")
     try:
         torch_lrs = cached_lr_curve("torch", spec.id, index).lrs[0]
         tf_lrs = cached_lr_curve("tf", spec.id, index).lrs[0]
@@ -105,7 +109,7 @@ def test_optimizer_trajectories_match(optimizer_pair: Any) -> None:
     spec, case, index = optimizer_pair.spec, optimizer_pair.case, optimizer_pair.index
     dtype = ref_case.case_dtype(case)
     where = f"[torch-vs-tf::{spec.id}::{case.get('description')}] ({dtype})"
-    note = _impls.repro(
+    note = repro(
         None, spec, index, f"[_impls.IMPLS[f].run_optimizer(spec, case, {dtype!r}).params[-1] for f in ('torch', 'tf')]"
     )
     try:
@@ -233,7 +237,7 @@ def test_optimizer_properties(optimizer_spec_id: str, data: st.DataObject) -> No
     spec = hs.get(optimizer_spec_id)
     case = data.draw(_strategies.optimizer_case(spec.id), label="case")
     try:
-        hs.validate(spec, {k: v for k, v in case["hyperparams"].items() if not _schedules.is_schedule_ref(v)})
+        hs.validate(spec, {k: v for k, v in case["hyperparams"].items() if not hs.is_schedule_ref(v)})
         expected = reference_trajectory(spec, case)
     except (TypeError, ValueError):
         assume(False)

@@ -8,9 +8,9 @@ from typing import Any
 import hf_optim_spec as hs
 import pytest
 
-from . import _impls
 from ._impls import IMPLS
 from ._report import RECORDER
+from ._repro import repro
 from .test_vectors import _fail
 
 
@@ -45,7 +45,7 @@ def test_error_case(error_case: Any) -> None:
     reason = _inexpressible(spec, impl.name, case["params"])
     if reason:
         pytest.skip(f"{where} {reason}")
-    note = _impls.repro(
+    note = repro(
         impl.name,
         spec,
         index,

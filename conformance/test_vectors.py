@@ -13,13 +13,19 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import hf_optim_spec as hs
 import numpy as np
 import pytest
 from hf_optim_spec.reference import _case as ref_case
 
-from . import _impls
-from ._impls import cached_lr_curve, cached_reference, cached_trajectory, expected_lr_curve, ulp_distance, within
+from testsupport.compare import ulp_distance, within
+from testsupport.results import Trajectory
+from testsupport.spec_args import group_lrs
+
+from ._expected import expected_lr_curve
+from ._impls import cached_lr_curve, cached_reference, cached_trajectory
 from ._report import RECORDER
+from ._repro import repro
 
 
 def _fail(message: str, note: str) -> None:
@@ -36,14 +42,14 @@ def _noted(error: BaseException, note: str) -> BaseException:
 def test_schedule_case(schedule_case: Any) -> None:
     impl, spec, case, index = schedule_case.impl, schedule_case.spec, schedule_case.case, schedule_case.index
     call = f"_impls.IMPLS[{impl.name!r}].lr_curve(spec, case).lrs"
-    note = _impls.repro(impl.name, spec, index, call)
+    note = repro(impl.name, spec, index, call)
     try:
         curve = cached_lr_curve(impl.name, spec.id, index)
     except Exception as error:
         RECORDER.vector(spec, impl.name, "float32", False)
         raise _noted(error, f"[{impl.name}::{spec.id}::{case.get('description')}] building/evaluating failed\n{note}")
     # every param group: factor schedules scale each group's lr; a stateful schedule steps all of them
-    wanted_groups = len(_impls.group_lrs(case)) if impl.param_groups and (spec.output != "lr" or spec.stateful) else 1
+    wanted_groups = len(group_lrs(case)) if impl.param_groups and (spec.output != "lr" or spec.stateful) else 1
     lrs = curve.lrs
     if lrs.shape[0] < wanted_groups:
         RECORDER.vector(spec, impl.name, "float32", False)
@@ -103,7 +109,7 @@ class Comparison:
             _fail(f"{self.failure}; max abs error over the whole run {self.max_abs:.3g}", note)
 
 
-def compare_trajectories(where: str, actual: _impls.Trajectory, expected: _impls.Trajectory, tol: Any) -> Comparison:
+def compare_trajectories(where: str, actual: Trajectory, expected: Trajectory, tol: Any) -> Comparison:
     """Params after every step, then the final state; the failure names the first step out of tolerance."""
     result = Comparison()
     if len(actual.params) != len(expected.params):
@@ -125,9 +131,7 @@ def test_optimizer_case(optimizer_case: Any) -> None:
     impl, spec, case, index = optimizer_case.impl, optimizer_case.spec, optimizer_case.case, optimizer_case.index
     dtype = ref_case.case_dtype(case)
     where = f"[{impl.name}::{spec.id}::{case.get('description')}] ({dtype})"
-    note = _impls.repro(
-        impl.name, spec, index, f"_impls.IMPLS[{impl.name!r}].run_optimizer(spec, case, {dtype!r}).params[-1]"
-    )
+    note = repro(impl.name, spec, index, f"_impls.IMPLS[{impl.name!r}].run_optimizer(spec, case, {dtype!r}).params[-1]")
     if dtype not in impl.dtypes:
         pytest.skip(f"{impl.name} does not run {dtype}")
     try:
@@ -151,8 +155,8 @@ def test_accumulator_case(accumulator_case: Any) -> None:
     )
     dtype = ref_case.case_dtype(case)
     where = f"[{impl.name}::{spec.id}::{case.get('description')}] ({dtype})"
-    note = _impls.repro(impl.name, spec, index, f"_impls.IMPLS[{impl.name!r}].run_accumulator(spec, case)")
-    expected = list(case.get("expected") or reference.run_case(_impls._plain(spec.raw), _impls._plain(case)))
+    note = repro(impl.name, spec, index, f"_impls.IMPLS[{impl.name!r}].run_accumulator(spec, case)")
+    expected = list(case.get("expected") or reference.run_case(hs.thaw(spec.raw), hs.thaw(case)))
     ok = False
     result = Comparison()
     try:

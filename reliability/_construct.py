@@ -9,31 +9,39 @@ from typing import Any
 import hf_optim_spec as hs
 import numpy as np
 
+from testsupport import keras_adapter, torch_adapter
+from testsupport.spec_args import api, spelled, spellings, takes_kwargs
+from testsupport.spec_args import signature as _signature
+
 from . import _drive
 
 
 def factory(framework: str, spec: hs.Spec) -> Any:
-    return _drive._torch_factory(spec) if framework == "torch" else _drive._tf_factory(spec)
+    return api(framework, spec)
 
 
 def signature(framework: str, spec: hs.Spec) -> Mapping[str, inspect.Parameter]:
-    return _drive._signature(factory(framework, spec))
+    return _signature(factory(framework, spec))
 
 
 def takes(framework: str, spec: hs.Spec, name: str) -> bool:
     """``name`` is an argument of the public API (or it takes ``**kwargs``)."""
     sig = signature(framework, spec)
-    return name in sig or _drive._takes_kwargs(sig)
+    return name in sig or takes_kwargs(sig)
 
 
 def base_kwargs(framework: str, spec: hs.Spec) -> dict[str, Any]:
     """Valid arguments: the first case's, spelled for ``framework`` (nested schedules built)."""
-    nested = _drive._torch_nested if framework == "torch" else _drive._tf_nested
+    nested = torch_adapter.nested_schedule if framework == "torch" else keras_adapter.nested_schedule
     if spec.kind == "optimizer":
-        params = _drive.plain(spec.cases[0].get("hyperparams", {}))
+        params = hs.thaw(spec.cases[0].get("hyperparams", {}))
     else:
-        params = _drive.plain(spec.cases[0].get("params", {})) if spec.cases else {}
-    return {k: v for k, v in _drive.spell(spec, params, framework, nested).items() if takes(framework, spec, k)}
+        params = hs.thaw(spec.cases[0].get("params", {})) if spec.cases else {}
+    return {
+        k: v
+        for k, v in spelled(spec, params, framework, nested, pairs_as_tuples=True).items()
+        if takes(framework, spec, k)
+    }
 
 
 def base_lr(spec: hs.Spec) -> float:
@@ -44,7 +52,7 @@ def construct(framework: str, spec: hs.Spec, kwargs: Mapping[str, Any]) -> Any:
     """Call the public API with ``kwargs`` (plus the optimizer / learning rate / params it needs)."""
     func = factory(framework, spec)
     sig = signature(framework, spec)
-    spelled = _drive.spellings(spec, framework)
+    spelled_names = spellings(spec, framework)
     if framework == "torch":
         import torch
 
@@ -52,17 +60,17 @@ def construct(framework: str, spec: hs.Spec, kwargs: Mapping[str, Any]) -> Any:
             return func(
                 [("w", torch.nn.Parameter(torch.ones(2, 3))), ("b", torch.nn.Parameter(torch.ones(3)))], **kwargs
             )
-        if "params" in sig and "params" not in spelled:
+        if "params" in sig and "params" not in spelled_names:
             return func([("w", torch.nn.Parameter(torch.ones(2, 3)))], **kwargs)
-        if "optimizer" in sig and "optimizer" not in spelled:
-            owner = _drive._closest_optimizer(spec) if _drive.torch_is_proxy(spec) else None
+        if "optimizer" in sig and "optimizer" not in spelled_names:
+            owner = _drive.closest_optimizer(spec) if _drive.torch_is_proxy(spec) else None
             if owner is not None:
                 optimizer = factory("torch", owner)([torch.nn.Parameter(torch.ones(2, 3))])
             else:
                 optimizer = torch.optim.SGD([torch.nn.Parameter(torch.ones(2, 3))], lr=base_lr(spec))
             return func(optimizer, **kwargs)
         return func(**kwargs)
-    if "learning_rate" in sig and "learning_rate" not in spelled:
+    if "learning_rate" in sig and "learning_rate" not in spelled_names:
         return func(base_lr(spec), **kwargs)
     return func(**kwargs)
 

@@ -31,15 +31,17 @@ import random
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import hf_optim_tf as ht
 import keras
 import numpy as np
 import tensorflow as tf
-from hf_optim_tf._state_check import COUNTER_KEYS, NONNEGATIVE_KEYS
+
+from testsupport.compare import same_bits
+from testsupport.keras_adapter import keras_variable
+
+from ._fuzz_keras_mutations import Mutation, Trained, state_mutations
 
 tf.get_logger().setLevel("ERROR")  # TF warns about every unmatched checkpoint value of the rejected restores
 
@@ -65,12 +67,9 @@ def _make(spec_id: str, dtype: str, variant: int = 0) -> keras.optimizers.Optimi
 
 def _variables(dtype: str) -> list[keras.Variable]:
     rng = np.random.default_rng(0)
-    out = []
-    for path, shape in SHAPES.items():
-        scope, name = path.split("/")
-        with keras.name_scope(scope):
-            out.append(keras.Variable(rng.standard_normal(shape).astype(np.float32), dtype=dtype, name=name))
-    return out
+    return [
+        keras_variable(path, rng.standard_normal(shape).astype(np.float32), dtype) for path, shape in SHAPES.items()
+    ]
 
 
 def _grads(dtype: str, step: int) -> list[Any]:
@@ -82,32 +81,14 @@ def _values(variables: list[Any]) -> list[np.ndarray]:
     return [np.array(v.numpy()) for v in variables]
 
 
-def _same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
-    """Bit for bit (NaN payloads included)."""
-    return len(a) == len(b) and all(
-        x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes() for x, y in zip(a, b)
-    )
-
-
-@dataclass
-class _Trained:
-    """An optimizer after training: its variables' values, state keys and model paths, and the trained model."""
-
-    optimizer: Any
-    values: list[np.ndarray]
-    keys: list[str]
-    owners: list[str | None]
-    model: list[np.ndarray]
-
-
-def _train(spec_id: str, dtype: str, variant: int = 0) -> _Trained:
+def _train(spec_id: str, dtype: str, variant: int = 0) -> Trained:
     variables = _variables(dtype)
     optimizer = _make(spec_id, dtype, variant)
     optimizer.build(variables)
     for step in range(TRAIN_STEPS):
         optimizer.apply(_grads(dtype, step), variables)
     slots = optimizer._restore_slots()
-    return _Trained(
+    return Trained(
         optimizer,
         _values(optimizer.variables),
         [s.key for s in slots],
@@ -116,19 +97,10 @@ def _train(spec_id: str, dtype: str, variant: int = 0) -> _Trained:
     )
 
 
-@dataclass
-class Mutation:
-    kind: str
-    label: str  # "harmful" or "harmless:<reason>"
-    values: Any  # list of arrays, a store dict, a checkpoint path, or other input for the route
-    names: tuple[str, ...]  # one of them must appear in the error message
-    where: str
-
-
 class _Target:
     """A freshly built optimizer over fresh model variables, reset to its fresh values before every try."""
 
-    def __init__(self, spec_id: str, dtype: str, trained: _Trained) -> None:
+    def __init__(self, spec_id: str, dtype: str, trained: Trained) -> None:
         self.variables = _variables(dtype)
         for variable, value in zip(self.variables, trained.model):
             variable.assign(value)
@@ -182,175 +154,9 @@ def _restore(route: str, target: _Target, payload: Any) -> None:
         tf.train.Checkpoint(optimizer=target.optimizer).restore(payload)
 
 
-def _string_array(shape: tuple[int, ...]) -> np.ndarray:
-    return np.full(shape, b"0.5", dtype=object) if shape else np.array(b"0.5", dtype=object)
-
-
-def _mutations(
-    trained: _Trained, others: dict[str, _Trained], route: str, dtype: str, rng: random.Random, unbuilt: int
-) -> list[Callable[[], Mutation | None]]:
-    """Factories of one mutation each (None when it does not apply to the drawn entry); drawn uniformly."""
-    values, keys, owners = trained.values, trained.keys, trained.owners
-    n = len(values)
-    floats = [i for i in range(n) if keys[i] not in COUNTER_KEYS]
-    tensors = [i for i in range(n) if values[i].ndim >= 1]
-    counters = [i for i in range(n) if keys[i] in COUNTER_KEYS]
-    seconds = [i for i in range(n) if keys[i] in NONNEGATIVE_KEYS and values[i].size]
-    rate = [i for i in range(n) if keys[i] == "learning_rate"]
-
-    def where(i: int) -> str:
-        return f"`{keys[i]}` of {owners[i] or 'the optimizer'} (variable {i}, shape {values[i].shape})"
-
-    def one(i: int, new: Any, kind: str, label: str = "harmful") -> Mutation:
-        changed = list(values)
-        changed[i] = new
-        return Mutation(kind, label, changed, (f"`{keys[i]}`",), where(i))
-
-    def structural(kind: str, changed: Any, label: str = "harmful") -> Mutation:
-        size = len(changed.values if isinstance(changed, _Trained) else changed)
-        return Mutation(kind, label, changed, ("variables", "keys", "state"), f"{size} values for {n} variables")
-
-    def reshape(kind: str) -> Callable[[], Mutation | None]:
-        def make() -> Mutation | None:
-            i = rng.choice(tensors if kind != "scalar_for_scalar" else [j for j in range(n) if values[j].ndim == 0])
-            v = values[i]
-            if kind == "grown":
-                axis = rng.randrange(v.ndim)
-                new = np.concatenate([v, np.take(v, [0], axis=axis)], axis=axis)
-            elif kind == "shrunk":
-                axes = [a for a in range(v.ndim) if v.shape[a] > 1]
-                if not axes:
-                    return None
-                axis = rng.choice(axes)
-                new = np.take(v, range(v.shape[axis] - 1), axis=axis)
-            elif kind == "transposed":
-                if v.ndim < 2 or len(set(v.shape)) == 1:
-                    return None
-                new = np.transpose(v)
-            elif kind == "broadcastable":
-                new = v.reshape((1, *v.shape)) if rng.random() < 0.5 else v.reshape((*v.shape, 1))
-            elif kind == "extra_dim":
-                new = np.stack([v, v], axis=-1)
-            elif kind == "scalar":
-                new = np.array(v.reshape(-1)[0])
-            else:  # scalar_for_scalar: a scalar saved as (1,) or (2,)
-                new = np.array([v]) if rng.random() < 0.5 else np.array([v, v])
-            return one(i, new, f"shape_{kind}")
-
-        return make
-
-    def wrong_dtype() -> Mutation:
-        i = rng.randrange(n)
-        v = values[i]
-        choices = ["bool", "complex64", "string"] + (["int32"] if i in floats else [])
-        kind = rng.choice(choices)
-        if kind == "string":
-            new = _string_array(v.shape)
-        else:
-            new = v.astype(np.float32).astype(kind) if kind != "bool" else (v.astype(np.float32) != 0)
-        return one(i, new, f"dtype_{kind}")
-
-    def float_cast() -> Mutation:
-        chosen = [i for i in floats if rng.random() < 0.6] or [rng.choice(floats)]
-        wider = "float64" if dtype == "float32" or rng.random() < 0.5 else "float32"
-        changed = list(values)
-        for i in chosen:
-            changed[i] = values[i].astype(wider)
-        return Mutation(f"{wider}_cast", f"harmless:{wider}_cast", changed, (), f"{len(chosen)} float values")
-
-    def counter_cast() -> Mutation:
-        kind = rng.choice(["int32", "integral_float64"])
-        changed = list(values)
-        for i in counters:
-            changed[i] = values[i].astype(np.int32 if kind == "int32" else np.float64)
-        return Mutation(f"counter_{kind}", f"harmless:counter_{kind}", changed, (), f"{len(counters)} counters")
-
-    def bad_counter() -> Mutation:
-        i = rng.choice(counters)
-        bad = rng.choice([np.nan, np.inf, -np.inf, -1.0, -7.0, 2.5, 0.5, 1e30, 2.0**63])
-        new = np.array(bad, dtype=np.int64) if bad in (-1.0, -7.0) else np.array(bad, dtype=np.float64)
-        return one(i, new, f"counter_{bad}")
-
-    def negative_moment() -> Mutation:
-        i = rng.choice(seconds)
-        new = values[i].copy()
-        flat = new.reshape(-1)
-        k = rng.randrange(flat.size)
-        flat[k] = -np.inf if rng.random() < 0.2 else -(abs(float(flat[k])) + 1e-3)
-        return one(i, new, "negative_second_moment")
-
-    def bad_rate() -> Mutation | None:
-        if not rate:
-            return None
-        i = rate[0]
-        return one(i, np.array(rng.choice([np.nan, np.inf, -1e-3]), dtype=values[i].dtype), "learning_rate")
-
-    def missing() -> Mutation:
-        i = rng.randrange(n)
-        return structural(f"missing_{keys[i]}_{i}", values[:i] + values[i + 1 :])
-
-    def extra() -> Mutation:
-        v = values[rng.randrange(n)]
-        return structural("extra_variable", [*values, np.zeros_like(v)])
-
-    def truncated() -> Mutation:
-        k = rng.randrange(n)
-        if route == "keras_store" and k == unbuilt:
-            return structural(f"truncated_{k}", values[:k], "harmless:store_saved_before_build")
-        if route == "tf_checkpoint" and k == 0:  # no optimizer value at all: TF's partial restore, nothing assigned
-            return structural(f"truncated_{k}", values[:k], "harmless:no_optimizer_value_in_checkpoint")
-        return structural(f"truncated_{k}", values[:k])
-
-    def other_optimizer() -> Mutation:
-        name = rng.choice(sorted(others))
-        other = others[name]
-        payload = other if route == "tf_checkpoint" else other.values
-        return structural(f"state_of_{name}", payload)
-
-    factories: list[Callable[[], Mutation | None]] = [
-        reshape("grown"),
-        reshape("shrunk"),
-        reshape("transposed"),
-        reshape("broadcastable"),
-        reshape("extra_dim"),
-        reshape("scalar"),
-        reshape("scalar_for_scalar"),
-        wrong_dtype,
-        wrong_dtype,
-        float_cast,
-        counter_cast,
-        bad_counter,
-        bad_counter,
-        negative_moment,
-        negative_moment,
-        bad_rate,
-        missing,
-        extra,
-        truncated,
-        other_optimizer,
-        other_optimizer,
-    ]
-    if route == "keras_store":
-
-        def renamed_key() -> Mutation:
-            i = rng.randrange(n)
-            store = {str(j): v for j, v in enumerate(values)}
-            store["layer" if rng.random() < 0.5 else str(n)] = store.pop(str(i))
-            return Mutation("renamed_key", "harmful", store, ("keys",), f"key '{i}'")
-
-        factories.append(renamed_key)
-    if route == "set_weights":
-
-        def nested_lists() -> Mutation:
-            return Mutation("nested_lists", "harmless:nested_lists", [v.tolist() for v in values], (), "all values")
-
-        factories.append(nested_lists)
-    return factories
-
-
 def _payload(route: str, mutation: Mutation, checkpoints: _Checkpoints) -> Any:
     values = mutation.values
-    if isinstance(values, _Trained):  # another optimizer, tf_checkpoint: its real checkpoint
+    if isinstance(values, Trained):  # another optimizer, tf_checkpoint: its real checkpoint
         return checkpoints.write_real(values.optimizer)
     if route == "keras_store":
         return values if isinstance(values, dict) else {str(i): v for i, v in enumerate(values)}
@@ -359,10 +165,10 @@ def _payload(route: str, mutation: Mutation, checkpoints: _Checkpoints) -> Any:
     return checkpoints.write(values)
 
 
-_CACHE: dict[tuple[str, str], tuple[_Trained, dict[str, _Trained], _Target]] = {}
+_CACHE: dict[tuple[str, str], tuple[Trained, dict[str, Trained], _Target]] = {}
 
 
-def _setup(spec_id: str, dtype: str) -> tuple[_Trained, dict[str, _Trained], _Target]:
+def _setup(spec_id: str, dtype: str) -> tuple[Trained, dict[str, Trained], _Target]:
     key = (spec_id, dtype)
     if key not in _CACHE:
         trained = _train(spec_id, dtype)
@@ -398,7 +204,7 @@ def run_batch(spec_id: str, route: str, dtype: str, seed: int, count: int) -> di
         _restore(route, target, _payload(route, clean, checkpoints))
         reference = target.step()
         unbuilt = target.optimizer._unbuilt_variable_count()
-        factories = _mutations(trained, others, route, dtype, rng, unbuilt)
+        factories = state_mutations(trained, others, route, dtype, rng, unbuilt)
         while report["tried"] < count:
             mutation = rng.choice(factories)()
             if mutation is None:
@@ -434,7 +240,7 @@ def _try(
         report["rejected"] += 1
         if not isinstance(error, (ValueError, TypeError)) or not any(name in str(error) for name in mutation.names):
             report["unclear"].append(f"{what}: {message[:400]}")
-        if not _same(target.snapshot(), before):
+        if not same_bits(target.snapshot(), before):
             report["changed"].append(f"{what}: rejected ({message[:200]}) but a variable changed")
         return
     if mutation.label == "harmful":
@@ -442,13 +248,13 @@ def _try(
         return
     reason = mutation.label.split(":", 1)[1]
     if reason == "store_saved_before_build":
-        ok = _same(target.snapshot(), before) and any("Skipping variable loading" in str(w.message) for w in caught)
+        ok = same_bits(target.snapshot(), before) and any("Skipping variable loading" in str(w.message) for w in caught)
         problem = "loaded something or did not warn"
     elif reason == "no_optimizer_value_in_checkpoint":
-        ok = _same(target.snapshot(), before)
+        ok = same_bits(target.snapshot(), before)
         problem = "a variable changed"
     else:
-        ok = _same(target.step(), reference)
+        ok = same_bits(target.step(), reference)
         problem = "the step after it differs from the step after the clean state"
     if ok:
         report["accepted_harmless"][reason] = report["accepted_harmless"].get(reason, 0) + 1

@@ -9,7 +9,9 @@ from typing import Any
 import hf_optim_spec as hs
 import numpy as np
 
-from . import _drive
+from testsupport.spec_args import spelled
+
+from . import _drive, _runs
 
 
 def rss_bytes() -> int:
@@ -38,8 +40,7 @@ def _soak_scenario(optimizer: hs.Spec, steps: int, seed: int) -> dict[str, Any]:
     (Adafactor's relative step: then that internal schedule is the one soaked)."""
     case = _drive.optimizer_case(optimizer, needs_lr=False)
     own_lr = (
-        hs.validate(optimizer, _drive.plain(optimizer.cases[case]["hyperparams"]))[_drive.lr_param(optimizer).name]
-        is None
+        hs.validate(optimizer, hs.thaw(optimizer.cases[case]["hyperparams"]))[_drive.lr_param(optimizer).name] is None
     )
     schedule = None if own_lr else soak_schedule()
     params = (
@@ -54,7 +55,7 @@ def _soak_scenario(optimizer: hs.Spec, steps: int, seed: int) -> dict[str, Any]:
         "schedule": schedule.id if schedule else None,
         "params": params,
         "base_lr": schedule.cases[0].get("base_lr") if schedule else None,
-        "shapes": _drive.plain(optimizer.cases[case]["shapes"]),
+        "shapes": hs.thaw(optimizer.cases[case]["shapes"]),
         "steps": steps,
         "bounds": [],
         "seed": seed,
@@ -79,7 +80,7 @@ def _soak_one(framework: str, scn: dict[str, Any]) -> dict[str, Any]:
     if framework == "torch":
         import torch
 
-        run = _drive.TorchRun(scn)
+        run = _runs.TorchRun(scn)
         noise = [[torch.from_numpy(g[i]) for g in grads] for i in range(64)]
         target_tensors = [torch.from_numpy(x) for x in targets]
         params = list(run.named.values())
@@ -101,7 +102,7 @@ def _soak_one(framework: str, scn: dict[str, Any]) -> dict[str, Any]:
     else:
         import tensorflow as tf
 
-        run = _drive.TfRun(scn)
+        run = _runs.TfRun(scn)
         variables = run.model.params
         noise = [[tf.constant(g[i]) for g in grads] for i in range(64)]
         target_tensors = [tf.constant(x) for x in targets]
@@ -179,7 +180,7 @@ def tf_mirrored(task: dict[str, Any]) -> dict[str, Any]:
     devices = [d.name for d in tf.config.list_logical_devices("CPU")]
     spec = hs.get("adam_weight_decay")  # the optimizer the issue names for this check
     case = spec.cases[_first_case_with(spec, "exclude_from_weight_decay")]
-    hyper = _drive.spell(spec, _drive.plain(case["hyperparams"]), "tf", lambda r: r)
+    hyper = spelled(spec, hs.thaw(case["hyperparams"]), "tf", lambda r: r, pairs_as_tuples=True)
     shapes = {name.replace("/", "_"): tuple(shape) for name, shape in case["shapes"].items()}
     init = _drive.init_params(task["seed"], shapes)
     global_batch, accum, steps = 8, task["accumulation"], task["steps"]
@@ -268,7 +269,7 @@ def _first_case_with(spec: hs.Spec, name: str) -> int:
     """First float32 case that sets ``name`` to a truthy value (decay on: the include/exclude path is exercised)."""
     for index, case in enumerate(spec.cases):
         if case.get("dtype", "float32") == "float32" and case["hyperparams"].get(name):
-            if not any(_drive.is_ref(v) for v in case["hyperparams"].values()):
+            if not any(hs.is_schedule_ref(v) for v in case["hyperparams"].values()):
                 return index
     raise LookupError(name)
 

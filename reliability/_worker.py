@@ -21,7 +21,7 @@ from typing import Any
 
 
 def _resume(task: dict[str, Any]) -> dict[str, Any]:
-    from reliability import _drive
+    from testsupport.compare import bitwise_differences
 
     with open(task["expected"], "rb") as handle:
         expected = pickle.load(handle)  # written by the parent test from plain numpy arrays
@@ -38,11 +38,11 @@ def _resume(task: dict[str, Any]) -> dict[str, Any]:
             problems.append(f"{where}: restore raised {type(error).__name__}: {error}")
             continue
         try:
-            problems += _drive.compare(traj[k], run.snapshot(), f"{where} right after restore")
+            problems += bitwise_differences(traj[k], run.snapshot(), f"{where} right after restore")
             for t in range(k, scn["steps"]):
                 run.step(t)
-                problems += _drive.compare(traj[t + 1], run.snapshot(), f"{where} step {t + 1}")
-            problems += _drive.compare(final, run.final_state(), f"{where} final state")
+                problems += bitwise_differences(traj[t + 1], run.snapshot(), f"{where} step {t + 1}")
+            problems += bitwise_differences(final, run.final_state(), f"{where} final state")
         except Exception as error:
             problems.append(f"{where}: continuing raised {type(error).__name__}: {error}")
         checked += 1
@@ -50,21 +50,23 @@ def _resume(task: dict[str, Any]) -> dict[str, Any]:
 
 
 def _restore(framework: str, scn: dict[str, Any], fmt: str, path: str) -> Any:
-    from reliability import _drive
+    from reliability import _runs
 
     if framework == "torch":
         import torch
 
-        run = _drive.TorchRun(scn)
+        run = _runs.TorchRun(scn)
         run.restore(torch.load(path, weights_only=True))
         return run
     import hf_optim_tf  # noqa: F401 - registers the package's serializable classes, as a user's import does
     import keras
 
-    _drive.keras_model_class()
+    from testsupport.keras_adapter import keras_model_class
+
+    keras_model_class()
     if fmt == "keras":
-        return _drive.TfRun(scn, model=keras.saving.load_model(path))
-    run = _drive.TfRun(scn)
+        return _runs.TfRun(scn, model=keras.saving.load_model(path))
+    run = _runs.TfRun(scn)
     run.build_optimizer()
     run.tf_checkpoint().read(path).assert_consumed()
     return run

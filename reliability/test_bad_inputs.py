@@ -30,6 +30,7 @@ from hypothesis import HealthCheck, assume, given, settings
 
 from reliability import _construct, _drive
 from reliability.conftest import SIZES, record
+from testsupport.spec_args import api, has_api, spellings
 
 SETTINGS = settings(
     max_examples=SIZES.hypothesis_examples,
@@ -129,10 +130,10 @@ def _cases() -> list[tuple[str, str, str]]:
     out = []
     for framework in _drive.FRAMEWORKS:
         for spec in hs.registry().values():
-            if not _drive.has_api(framework, spec):
+            if not has_api(framework, spec):
                 out.append((framework, spec.id, "<not exported>"))  # fails, naming the missing object
                 continue
-            for name in sorted(_drive.spellings(spec, framework)):
+            for name in sorted(spellings(spec, framework)):
                 if _construct.takes(framework, spec, name):
                     out.append((framework, spec.id, name))
     return out
@@ -143,8 +144,8 @@ def _not_taken() -> list[str]:
         f"{framework}:{spec.id}:{name}"
         for framework in _drive.FRAMEWORKS
         for spec in hs.registry().values()
-        if _drive.has_api(framework, spec)
-        for name in sorted(_drive.spellings(spec, framework))
+        if has_api(framework, spec)
+        for name in sorted(spellings(spec, framework))
         if not _construct.takes(framework, spec, name)
     ]
 
@@ -170,7 +171,7 @@ def test_every_spec_argument_is_taken_or_documented() -> None:
 @given(data=st.data())
 def test_bad_argument_is_rejected_clearly_or_accepted(framework: str, spec_id: str, name: str, data: Any) -> None:
     spec = hs.get(spec_id)
-    _drive.api(framework, spec)  # MissingApi names a spec object the package does not export
+    api(framework, spec)  # MissingApi names a spec object the package does not export
     value = data.draw(bad_values(_param_of(spec, framework, name)), label=name)
     with warnings.catch_warnings():  # accepted with a spec UserWarning is an acceptance (warnings: conformance)
         warnings.simplefilter("ignore", UserWarning)
@@ -208,8 +209,8 @@ def _check_bad_argument(framework: str, spec: hs.Spec, name: str, value: Any) ->
 @given(name=st.from_regex(r"[a-z][a-z_]{0,12}", fullmatch=True))
 def test_unknown_argument_names_are_rejected(framework: str, spec_id: str, name: str) -> None:
     spec = hs.get(spec_id)
-    _drive.api(framework, spec)
-    assume(name not in _construct.signature(framework, spec) and name not in _drive.spellings(spec, framework))
+    api(framework, spec)
+    assume(name not in _construct.signature(framework, spec) and name not in spellings(spec, framework))
     kwargs = {**_construct.base_kwargs(framework, spec), name: 1}
     _count(f"{framework}:{spec_id}:unknown-name")
     with pytest.raises(TypeError) as info:
@@ -237,11 +238,11 @@ def _framework_cases() -> list[tuple[str, str, str]]:
     out = []
     for framework in _drive.FRAMEWORKS:
         for spec in hs.registry().values():
-            if not _drive.has_api(framework, spec):
+            if not has_api(framework, spec):
                 continue
             sig = _construct.signature(framework, spec)
             for name, (owner, _) in _FLAG_RULES.items():
-                if owner == framework and name in sig and name not in _drive.spellings(spec, framework):
+                if owner == framework and name in sig and name not in spellings(spec, framework):
                     out.append((framework, spec.id, name))
     return out
 

@@ -21,8 +21,9 @@ import numpy as np
 import pytest
 from hf_optim_spec.rounding import round_stochastic, rounding_bits, rounding_key
 
-from reliability import _drive, _tasks
+from reliability import _drive, _runs, _tasks
 from reliability.conftest import SEED
+from testsupport.compare import bitwise_differences
 
 STEPS = 10
 SKIPPED = {2, 3, 7}  # steps whose gradients hold an inf
@@ -49,7 +50,7 @@ def test_torch_skipped_step_advances_neither_state_nor_schedule(spec_id: str) ->
     from hf_optim_torch._amp import scaler_step
 
     scn = _scenario(hs.get(spec_id))
-    scaled, plain = _drive.TorchRun(scn), _drive.TorchRun(scn)
+    scaled, plain = _runs.TorchRun(scn), _runs.TorchRun(scn)
     scaler = torch.amp.GradScaler("cpu", init_scale=SCALE, growth_interval=10_000)
     applied_steps = 0
     for t in range(STEPS):
@@ -66,7 +67,9 @@ def test_torch_skipped_step_advances_neither_state_nor_schedule(spec_id: str) ->
         assert applied == (t not in SKIPPED)
         if not applied:
             after = scaled.snapshot(), scaled.final_state(), scaled.checkpoint()["scheduler"]
-            problems = _drive.compare(before[0], after[0], "skip") + _drive.compare(before[1], after[1], "skip")
+            problems = bitwise_differences(before[0], after[0], "skip") + bitwise_differences(
+                before[1], after[1], "skip"
+            )
             assert not problems, f"step {t}: a skipped step changed params, lr or state:\n" + "\n".join(problems)
             assert before[2] == after[2], "a skipped step advanced the schedule"
             continue
@@ -76,8 +79,8 @@ def test_torch_skipped_step_advances_neither_state_nor_schedule(spec_id: str) ->
         if plain.scheduler is not None:
             plain.scheduler.step()
         applied_steps += 1
-        problems = _drive.compare(plain.snapshot(), scaled.snapshot(), f"{spec_id} step {t}")
-        problems += _drive.compare(plain.final_state(), scaled.final_state(), f"{spec_id} state {t}")
+        problems = bitwise_differences(plain.snapshot(), scaled.snapshot(), f"{spec_id} step {t}")
+        problems += bitwise_differences(plain.final_state(), scaled.final_state(), f"{spec_id} state {t}")
         assert not problems, "\n".join(problems)
     assert applied_steps == STEPS - len(SKIPPED)
 
@@ -89,7 +92,7 @@ def test_keras_skipped_step_advances_neither_state_nor_schedule(spec_id: str) ->
     from hf_optim_tf._amp import apply_scaled_gradients
 
     scn = _scenario(hs.get(spec_id))
-    scaled, plain = _drive.TfRun(scn), _drive.TfRun(scn)
+    scaled, plain = _runs.TfRun(scn), _runs.TfRun(scn)
     lso = keras.optimizers.LossScaleOptimizer(scaled.optimizer, initial_scale=SCALE, dynamic_growth_steps=10_000)
     lso.build(scaled.model.params)
     for t in range(STEPS):
@@ -103,12 +106,14 @@ def test_keras_skipped_step_advances_neither_state_nor_schedule(spec_id: str) ->
         assert applied == (t not in SKIPPED)
         if not applied:
             after = scaled.snapshot(), scaled.final_state()
-            problems = _drive.compare(before[0], after[0], "skip") + _drive.compare(before[1], after[1], "skip")
+            problems = bitwise_differences(before[0], after[0], "skip") + bitwise_differences(
+                before[1], after[1], "skip"
+            )
             assert not problems, f"step {t}: a skipped step changed something:\n" + "\n".join(problems)
             continue
         plain.optimizer.apply_gradients(zip([tf.constant(g) for g in grads], plain.model.params))
-        problems = _drive.compare(plain.snapshot(), scaled.snapshot(), f"{spec_id} step {t}")
-        problems += _drive.compare(plain.final_state(), scaled.final_state(), f"{spec_id} state {t}")
+        problems = bitwise_differences(plain.snapshot(), scaled.snapshot(), f"{spec_id} step {t}")
+        problems += bitwise_differences(plain.final_state(), scaled.final_state(), f"{spec_id} state {t}")
         assert not problems, "\n".join(problems)
     assert int(scaled.optimizer.iterations.numpy()) == STEPS - len(SKIPPED)
 
@@ -160,7 +165,7 @@ def test_torch_bf16_params_are_updated_with_fp32_math(spec_id: str, rounding: st
 
     spec = hs.get(spec_id)
     scn = {**_scenario(spec), "extra": _low_precision_options(spec, rounding)}
-    low, emu = _drive.TorchRun(scn), _drive.TorchRun(scn)
+    low, emu = _runs.TorchRun(scn), _runs.TorchRun(scn)
     with torch.no_grad():
         for p, q in zip(low.named.values(), emu.named.values()):
             p.data = p.data.to(torch.bfloat16)
@@ -198,8 +203,8 @@ def test_keras_bf16_variables_are_updated_with_fp32_math(spec_id: str, rounding:
 
     spec = hs.get(spec_id)
     scn = {**_scenario(spec), "extra": _low_precision_options(spec, rounding)}
-    low = _drive.TfRun(scn, param_dtype="bfloat16", init_dtype="bfloat16")
-    emu = _drive.TfRun(scn, param_dtype="float32", init_dtype="bfloat16")
+    low = _runs.TfRun(scn, param_dtype="bfloat16", init_dtype="bfloat16")
+    emu = _runs.TfRun(scn, param_dtype="float32", init_dtype="bfloat16")
     low.build_optimizer()
     emu.build_optimizer()
     low_state = {v.path.split("/", 1)[-1]: v for v in low.optimizer.variables}

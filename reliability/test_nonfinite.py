@@ -16,7 +16,7 @@ import hf_optim_spec as hs
 import numpy as np
 import pytest
 
-from reliability import _drive
+from reliability import _drive, _runs
 from reliability.conftest import SEED, SIZES, record
 
 OPTIMIZERS = [s.id for s in _drive.specs_of("optimizer")]
@@ -33,7 +33,7 @@ def _scenario(spec_id: str) -> dict:
         "schedule": None,
         "params": {},
         "base_lr": None,
-        "shapes": _drive.plain(spec.cases[case]["shapes"]),
+        "shapes": hs.thaw(spec.cases[case]["shapes"]),
         "steps": SIZES.nan_steps,
         "bounds": [],
         "seed": SEED,
@@ -55,7 +55,7 @@ def test_nonfinite_gradient_propagates_and_is_not_skipped(spec_id: str, framewor
     scn = _scenario(spec_id)
     names = list(scn["shapes"])
     bad_name = names[0]
-    Run = _drive.TorchRun if framework == "torch" else _drive.TfRun
+    Run = _runs.TorchRun if framework == "torch" else _runs.TfRun
     poisoned, clean = Run(scn), Run(scn)
     for t in range(scn["steps"]):
         grads = _drive.grads_at(scn["seed"], t, scn["shapes"])

@@ -20,8 +20,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from reliability import _drive
+from reliability import _drive, _runs
 from reliability.conftest import SEED, SIZES, record, run_worker
+from testsupport.compare import bitwise_differences
+from testsupport.spec_args import MissingApi
 
 
 def _save(framework: str, run: Any, fmt: str, path: Path) -> None:
@@ -53,7 +55,7 @@ def test_resume_in_a_fresh_process_is_bit_identical(framework: str, tmp_path: Pa
         import keras
 
         keras.utils.set_random_seed(0)
-    Run = _drive.TorchRun if framework == "torch" else _drive.TfRun
+    Run = _runs.TorchRun if framework == "torch" else _runs.TfRun
     rng = np.random.default_rng(SEED)
     scenarios = _drive.scenarios(framework, SIZES.full, SEED)
     expected: dict[str, Any] = {}
@@ -64,7 +66,7 @@ def test_resume_in_a_fresh_process_is_bit_identical(framework: str, tmp_path: Pa
     for scn in scenarios:
         try:
             reference = Run(scn)
-        except (TypeError, ValueError, _drive.MissingApi) as error:  # reported below, after every other scenario ran
+        except (TypeError, ValueError, MissingApi) as error:  # reported below, after every other scenario ran
             unbuildable.append(f"{scn['id']}: {type(error).__name__}: {error}")
             continue
         trajectory = [reference.snapshot()]
@@ -84,7 +86,7 @@ def test_resume_in_a_fresh_process_is_bit_identical(framework: str, tmp_path: Pa
                 counter += 1
             if t < scn["steps"]:
                 saving.step(t)
-                perturbed += _drive.compare(
+                perturbed += bitwise_differences(
                     trajectory[t + 1], saving.snapshot(), f"{scn['id']} step {t + 1} (saving run)"
                 )
     assert not perturbed, "checkpointing changed the run:\n" + "\n".join(perturbed[:20])
