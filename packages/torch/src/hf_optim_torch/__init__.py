@@ -9,17 +9,14 @@ Hyperparameters, defaults, errors and schedule formulas come from the ``hf_optim
 from __future__ import annotations
 
 from ._accumulator import GradientAccumulator
-from ._adafactor import Adafactor, AdafactorSchedule, adafactor, get_adafactor_schedule
+from ._adafactor import Adafactor, adafactor
+from ._adafactor_schedule import AdafactorSchedule, get_adafactor_schedule
 from ._adam_weight_decay import AdamWeightDecay, adam_weight_decay
 from ._adamw import AdamW, adamw
 from ._amp import scaler_step
-from ._schedules import (
-    GreedyLR,
-    PlateauLR,
-    SchedulerType,
-    SpecFactor,
-    SpecFactorLR,
-    SpecLR,
+from ._greedy import GreedyLR, get_greedy_schedule
+from ._lr_schedulers import PlateauLR, SpecFactorLR, SpecLR
+from ._schedule_factories import (
     build_schedule,
     get_adafactor_relative_step_schedule,
     get_constant_schedule,
@@ -28,14 +25,14 @@ from ._schedules import (
     get_cosine_with_hard_restarts_schedule_with_warmup,
     get_cosine_with_min_lr_schedule_with_warmup,
     get_cosine_with_min_lr_schedule_with_warmup_lr_rate,
-    get_greedy_schedule,
     get_inverse_sqrt_schedule,
     get_linear_schedule_with_warmup,
     get_polynomial_decay_schedule_with_warmup,
     get_reduce_on_plateau_schedule,
-    get_scheduler,
     get_wsd_schedule,
 )
+from ._scheduler_type import SchedulerType, get_scheduler
+from ._spec_factor import SpecFactor
 from ._warmup import PolynomialDecay, WarmUp, create_optimizer
 
 __version__ = "0.1.0"

@@ -15,39 +15,20 @@ from typing import Any
 
 import hf_optim_spec
 import torch
+from hf_optim_spec._schedules import metric_improved
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-from ._common import check_optimizer
+from ._arguments import check_optimizer
 from ._state_check import check_count, check_real
 
-__all__ = ["GreedyLR", "get_greedy_schedule"]
+__all__ = ["GreedyLR", "get_greedy_schedule", "greedy_schedule"]
 
-#: the keys of transformers' GreedyLR.state_dict() (plus ``_streaming_avg`` while smoothing)
-_STATE_KEYS = (
-    "factor",
-    "min_lrs",
-    "max_lrs",
-    "patience",
-    "verbose",
-    "cooldown",
-    "warmup",
-    "cooldown_counter",
-    "warmup_counter",
-    "mode",
-    "threshold",
-    "threshold_mode",
-    "best",
-    "num_bad_epochs",
-    "num_good_epochs",
-    "eps",
-    "last_epoch",
-    "smooth",
-    "window_size",
-    "reset_start",
-    "reset_start_original",
-    "_last_lr",
-    "_init_lrs",
+#: the keys of transformers' GreedyLR.state_dict(), in its order (plus ``_streaming_avg`` while smoothing)
+_STATE_KEYS = tuple(
+    "factor min_lrs max_lrs patience verbose cooldown warmup cooldown_counter warmup_counter mode threshold "
+    "threshold_mode best num_bad_epochs num_good_epochs eps last_epoch smooth window_size reset_start "
+    "reset_start_original _last_lr _init_lrs".split()
 )
 _WINDOW_KEY = "_streaming_avg"
 _WINDOW_KEYS = ("window_size", "values", "sum")
@@ -119,42 +100,35 @@ class GreedyLR(ReduceLROnPlateau):
         window_size: int = 50,
         reset_start: int = 500,
     ) -> None:
-        # ReduceLROnPlateau.__init__ is not called on purpose: the class is its base only for isinstance checks.
         check_optimizer(optimizer)
-        arguments = {
-            "mode": mode,
-            "factor": factor,
-            "patience": patience,
-            "threshold": threshold,
-            "threshold_mode": threshold_mode,
-            "cooldown": cooldown,
-            "warmup": warmup,
-            "min_lr": min_lr,
-            "max_lr": max_lr,
-            "eps": eps,
-            "verbose": verbose,
-            "smooth": smooth,
-            "window_size": window_size,
-            "reset_start": reset_start,
-        }
+        arguments = {key: value for key, value in locals().items() if key not in ("self", "optimizer")}
+        self._start(optimizer, _validated(optimizer, arguments))
+
+    @classmethod
+    def _from_validated(cls, optimizer: Optimizer, arguments: Mapping[str, Any]) -> GreedyLR:
+        """The scheduler of arguments that the ``greedy`` spec has just checked (no second check)."""
+        scheduler = cls.__new__(cls)
+        scheduler._start(optimizer, arguments)
+        return scheduler
+
+    def _start(self, optimizer: Optimizer, arguments: Mapping[str, Any]) -> None:
+        # ReduceLROnPlateau.__init__ is not called on purpose: the class is its base only for isinstance checks.
         groups = len(optimizer.param_groups)
-        hf_optim_spec.validate("greedy", arguments, framework="torch", param_groups=groups)
-        self.min_lrs = _per_group(min_lr, groups)
-        self.max_lrs = _per_group(max_lr, groups)
+        self.min_lrs = _per_group(arguments["min_lr"], groups)
+        self.max_lrs = _per_group(arguments["max_lr"], groups)
         self.optimizer = optimizer
-        self.mode = mode
-        self.factor = factor
-        self.patience = patience
-        self.threshold = threshold
-        self.threshold_mode = threshold_mode
-        self.cooldown = cooldown
-        self.warmup = warmup
-        self.eps = eps
-        self.verbose = verbose
-        self.smooth = smooth
-        self.window_size = window_size
-        self.reset_start = reset_start
-        self.reset_start_original = reset_start
+        self.mode = arguments["mode"]
+        self.factor = arguments["factor"]
+        self.patience = arguments["patience"]
+        self.threshold = arguments["threshold"]
+        self.threshold_mode = arguments["threshold_mode"]
+        self.cooldown = arguments["cooldown"]
+        self.warmup = arguments["warmup"]
+        self.eps = arguments["eps"]
+        self.verbose = arguments["verbose"]
+        self.smooth = arguments["smooth"]
+        self.window_size = arguments["window_size"]
+        self.reset_start = self.reset_start_original = arguments["reset_start"]
         self.cooldown_counter = 0
         self.warmup_counter = 0
         self.last_epoch = 0
@@ -173,13 +147,7 @@ class GreedyLR(ReduceLROnPlateau):
 
     def is_better(self, current: float, best: float) -> bool:
         """Whether ``current`` improves on ``best`` by more than the threshold."""
-        if self.mode == "min":
-            if self.threshold_mode == "rel":
-                return current < best * (1.0 - self.threshold)
-            return current < best - self.threshold
-        if self.threshold_mode == "rel":
-            return current > best * (1.0 + self.threshold)
-        return current > best + self.threshold
+        return metric_improved(self.mode, self.threshold_mode, self.threshold, current, best)
 
     @property
     def in_cooldown(self) -> bool:
@@ -391,7 +359,15 @@ class GreedyLR(ReduceLROnPlateau):
             _set_lr(group, lr)
 
 
+def _validated(optimizer: Optimizer, arguments: Mapping[str, Any]) -> dict[str, Any]:
+    return hf_optim_spec.validate("greedy", arguments, framework="torch", param_groups=len(optimizer.param_groups))
+
+
+def greedy_schedule(optimizer: Optimizer, params: Mapping[str, Any]) -> GreedyLR:
+    """:class:`GreedyLR` from a dict of arguments: the spec's messages (also for an unknown argument), one check."""
+    check_optimizer(optimizer)
+    return GreedyLR._from_validated(optimizer, _validated(optimizer, params))
+
+
 def get_greedy_schedule(optimizer: Optimizer, **kwargs: Any) -> GreedyLR:
-    check_optimizer(optimizer)  # then the spec's messages, also for an unknown argument
-    hf_optim_spec.validate("greedy", kwargs, framework="torch", param_groups=len(optimizer.param_groups))
-    return GreedyLR(optimizer, **kwargs)
+    return greedy_schedule(optimizer, kwargs)

@@ -8,7 +8,8 @@ from typing import Any
 import hf_optim_spec
 
 from ._adam_weight_decay import AdamWeightDecay
-from ._schedules import SpecFactor, SpecLR, _plain
+from ._lr_schedulers import SpecLR
+from ._spec_factor import SpecFactor, validated_factor
 
 __all__ = ["PolynomialDecay", "WarmUp", "create_optimizer"]
 
@@ -21,7 +22,7 @@ class _ConfigurableSchedule(SpecFactor):
     def __init__(self, **kwargs: Any) -> None:
         validated = hf_optim_spec.validate(self._SPEC_ID, kwargs, framework="torch")
         super().__init__(self._SPEC_ID, validated)
-        self.bound()
+        self.bind_validated(validated)
 
     def get_config(self) -> dict[str, Any]:
         """The constructor arguments (nested schedules as objects again)."""
@@ -30,6 +31,11 @@ class _ConfigurableSchedule(SpecFactor):
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> _ConfigurableSchedule:
         return cls(**config)
+
+
+def _constructor_arguments(frame_locals: Mapping[str, Any]) -> dict[str, Any]:
+    """A constructor's own arguments, from its ``locals()`` taken first thing."""
+    return {key: value for key, value in frame_locals.items() if key not in ("self", "__class__")}
 
 
 def _materialize(value: Any) -> Any:
@@ -69,13 +75,7 @@ class WarmUp(_ConfigurableSchedule):
         power: float = 1.0,
         name: str | None = None,
     ) -> None:
-        super().__init__(
-            initial_learning_rate=initial_learning_rate,
-            decay_schedule_fn=decay_schedule_fn,
-            warmup_steps=warmup_steps,
-            power=power,
-            name=name,
-        )
+        super().__init__(**_constructor_arguments(locals()))
 
 
 class PolynomialDecay(_ConfigurableSchedule):
@@ -105,14 +105,7 @@ class PolynomialDecay(_ConfigurableSchedule):
         cycle: bool = False,
         name: str = "PolynomialDecay",
     ) -> None:
-        super().__init__(
-            initial_learning_rate=initial_learning_rate,
-            decay_steps=decay_steps,
-            end_learning_rate=end_learning_rate,
-            power=power,
-            cycle=cycle,
-            name=name,
-        )
+        super().__init__(**_constructor_arguments(locals()))
 
 
 _SCHEDULE_CLASSES: dict[str, type[_ConfigurableSchedule]] = {
@@ -168,23 +161,7 @@ def create_optimizer(
         ``(optimizer, lr_scheduler)``: an :class:`AdamWeightDecay` and a :class:`SpecLR` whose ``lr_lambdas[0]``
         is the schedule (a picklable :class:`SpecFactor` of spec ``create_optimizer``).
     """
-    arguments = {
-        "init_lr": init_lr,
-        "num_train_steps": num_train_steps,
-        "num_warmup_steps": num_warmup_steps,
-        "min_lr_ratio": min_lr_ratio,
-        "adam_beta1": adam_beta1,
-        "adam_beta2": adam_beta2,
-        "adam_epsilon": adam_epsilon,
-        "adam_clipnorm": adam_clipnorm,
-        "adam_global_clipnorm": adam_global_clipnorm,
-        "weight_decay_rate": weight_decay_rate,
-        "power": power,
-        "include_in_weight_decay": include_in_weight_decay,
-    }
-    validated = hf_optim_spec.validate("create_optimizer", arguments, framework="torch")
-    schedule = SpecFactor("create_optimizer", _plain(validated))
-    schedule.bound()
+    schedule = validated_factor("create_optimizer", {key: value for key, value in locals().items() if key != "params"})
     decay = weight_decay_rate > 0.0
     optimizer = AdamWeightDecay(
         params,
