@@ -1,6 +1,7 @@
 """The native Adafactor kernel checks every size it is handed and refuses a wrong one before it changes anything.
 
-``hf_adafactor_factored`` (``hf_optim_torch/_native/adafactor.c``) is called here through ctypes, on buffers that
+``hf_adafactor_statistics`` and ``hf_adafactor_apply`` (``hf_optim_torch/_native/adafactor.c``, the two calls of
+a step) are called here through ctypes, on buffers that
 are views into larger tensors: the elements on either side hold a canary, and every test that expects a refusal
 compares the whole backing tensors (view and canaries) with a copy taken before the call. A kernel that trusted a
 size would write into a canary (or past it, into the heap). ``adafactor_factored`` turns the codes into a
@@ -26,12 +27,14 @@ from hf_optim_torch._adafactor_args import AdafactorOptions
 from hf_optim_torch._native.adafactor_call import adafactor_factored
 
 BUFFERS = ("g", "p", "m", "row", "col", "rms")  # the kernel's order (BUF_G ... BUF_RMS in adafactor.c)
-ARRAYS = (*BUFFERS, "rows", "cols", "numel", "rel", "beta2t")  # the array arguments (ARG_ROWS ... after them)
+# the array arguments (ARG_ROWS ... after the buffers) of the statistics call, and the apply call's own two
+ARRAYS = (*BUFFERS, "rows", "cols", "numel", "beta2t", "stats")
+APPLY_ARRAYS = (*BUFFERS, "rows", "cols", "numel", "scalars", "work")
 SHAPES = [(5, 7), (8, 6), (4, 9)]  # the tests spoil matrix 1: matrix 0 comes before it and must be left alone too
 PAD = 16  # canary elements on either side of every buffer
 CANARY = 1234.5
 
-E_NOMEM, E_COUNT, E_THREADS, E_ROWS, E_COLS, E_TOO_LARGE = -1, -2, -3, -4, -5, -6
+E_NOMEM, E_COUNT, E_THREADS, E_ROWS, E_COLS, E_TOO_LARGE, E_WORK = -1, -2, -3, -4, -5, -6, -7
 E_NULL, E_ALIGN, E_SIZE, E_ARRAY = -10, -20, -30, -40
 
 
@@ -44,7 +47,7 @@ def lib() -> Any:
 
 
 class Call:
-    """The arguments of one ``hf_adafactor_factored`` call over guarded buffers; a test spoils some, then runs it."""
+    """The arguments of one step's two kernel calls over guarded buffers; a test spoils some, then runs it."""
 
     def __init__(self, shapes: list[tuple[int, int]] = SHAPES, seed: int = 0) -> None:
         self.gen = torch.Generator().manual_seed(seed)
@@ -59,6 +62,11 @@ class Call:
         self.numel = {name: [v.numel() for v in views] for name, views in self.views.items()}
         self.null: set[str] = set()  # array arguments passed as NULL
         self.count = len(shapes)
+        self.stats: Any = None  # the statistics call's output (the apply call's mean(R) comes from it)
+        # the apply call's work buffer, canaries either side; a ctypes array, not a tensor: a large torch op (its
+        # fill) would start OpenMP threads, which a forked child (test_the_pool_is_recreated...) cannot use
+        self.work_numel = sum(self.cols)
+        self.work = (ctypes.c_float * (self.work_numel + 2 * PAD))(*[CANARY] * (self.work_numel + 2 * PAD))
 
     def guarded(self, shape: tuple[int, ...], positive: bool = False) -> torch.Tensor:
         """A contiguous tensor of ``shape`` inside a larger one whose PAD elements either side hold CANARY."""
@@ -86,39 +94,48 @@ class Call:
 
     def canaries_intact(self) -> bool:
         canary = torch.full((PAD,), CANARY)
-        return all(torch.equal(w[:PAD], canary) and torch.equal(w[-PAD:], canary) for w in self.wholes)
+        work_intact = list(self.work[:PAD]) == list(self.work[-PAD:]) == [CANARY] * PAD
+        return work_intact and all(torch.equal(w[:PAD], canary) and torch.equal(w[-PAD:], canary) for w in self.wholes)
 
     def run(self, lib: Any, threads: int = 2, moment: bool = True) -> tuple[int, int]:
-        """(code, bad_index) of the call."""
-        n = len(self.rows)
+        """(code, bad_index) of a step: the statistics call, then (unless it refused) the apply call."""
+        result = self.statistics(lib, threads, moment)
+        return result if result[0] else self.apply(lib, threads, moment)
 
-        def array(kind: Any, values: list[Any], name: str) -> Any:
-            return None if name in self.null else (kind * len(values))(*values)
+    def _array(self, kind: Any, values: list[Any], name: str) -> Any:
+        return None if name in self.null else (kind * len(values))(*values)
 
-        pointers = [array(ctypes.c_void_p, self.pointers[name], name) for name in BUFFERS]
+    def _shared(self, moment: bool) -> list[Any]:
+        """count; the buffers' pointer arrays; rows, cols, numel (the leading arguments of both calls)."""
+        pointers = [self._array(ctypes.c_void_p, self.pointers[name], name) for name in BUFFERS]
         if not moment:
             pointers[BUFFERS.index("m")] = None
         numel = [v for name in BUFFERS for v in self.numel[name]]
-        bad_index = ctypes.c_int64(-99)
-        code = lib.hf_adafactor_factored(
+        return [
             self.count,
             *pointers,
-            array(ctypes.c_int64, self.rows, "rows"),
-            array(ctypes.c_int64, self.cols, "cols"),
-            array(ctypes.c_int64, numel, "numel"),
-            array(ctypes.c_double, [1e-2] * n, "rel"),
-            array(ctypes.c_double, [0.5] * n, "beta2t"),
-            1e-30,
-            1e-3,
-            1.0,
-            0.9 if moment else -1.0,
-            0.01,
-            1,
-            0,
-            threads,
-            ctypes.byref(bad_index),
-        )
-        return code, bad_index.value
+            self._array(ctypes.c_int64, self.rows, "rows"),
+            self._array(ctypes.c_int64, self.cols, "cols"),
+            self._array(ctypes.c_int64, numel, "numel"),
+        ]
+
+    def statistics(self, lib: Any, threads: int = 2, moment: bool = True) -> tuple[int, int]:
+        n = len(self.rows)
+        bad_index = ctypes.c_int64(-99)
+        self.stats = self._array(ctypes.c_double, [0.0] * (3 * n), "stats")
+        beta2t = self._array(ctypes.c_double, [0.5] * n, "beta2t")
+        args = [*self._shared(moment), beta2t, self.stats, 1e-30, threads, ctypes.byref(bad_index)]
+        return lib.hf_adafactor_statistics(*args), bad_index.value
+
+    def apply(self, lib: Any, threads: int = 2, moment: bool = True) -> tuple[int, int]:
+        n = len(self.rows)
+        bad_index = ctypes.c_int64(-99)
+        means = [1.0] * n if self.stats is None else [self.stats[3 * k] for k in range(n)]
+        scalars = self._array(ctypes.c_double, [v for k in range(n) for v in (means[k], 1e-2, 1e-4, 1.0)], "scalars")
+        work = None if "work" in self.null else ctypes.addressof(self.work) + PAD * ctypes.sizeof(ctypes.c_float)
+        beta1 = 0.9 if moment else -1.0
+        args = [*self._shared(moment), scalars, work, self.work_numel, beta1, 1, threads, ctypes.byref(bad_index)]
+        return lib.hf_adafactor_apply(*args), bad_index.value
 
 
 def refused(lib: Any, call: Call, code: int, bad_index: int, **kwargs: Any) -> None:
@@ -224,6 +241,31 @@ def test_a_null_argument_array_is_refused(lib, name) -> None:
     call = Call()
     call.null.add(name)
     refused(lib, call, E_ARRAY - ARRAYS.index(name), -1)
+
+
+@pytest.mark.parametrize("name", ["scalars", "work"])
+def test_a_null_array_of_the_apply_call_is_refused(lib, name) -> None:
+    call = Call()
+    call.null.add(name)
+    before = call.snapshot()
+    assert call.apply(lib) == (E_ARRAY - APPLY_ARRAYS.index(name), -1)
+    assert call.unchanged(before)
+
+
+def test_a_work_buffer_short_of_the_columns_is_refused(lib) -> None:
+    call = Call()
+    call.work_numel -= 1
+    before = call.snapshot()
+    assert call.apply(lib) == (E_WORK, -1)
+    assert call.unchanged(before)
+
+
+def test_the_apply_call_checks_the_buffers_too(lib) -> None:
+    call = Call()
+    call.resize("row", 1, (call.rows[1] + 1,))
+    before = call.snapshot()
+    assert call.apply(lib) == (E_SIZE - BUFFERS.index("row"), 1)
+    assert call.unchanged(before)
 
 
 def test_no_first_moment_is_a_null_m_array(lib) -> None:
@@ -364,7 +406,7 @@ def test_native_adafactor_takes_matrices_only(lib) -> None:
 def test_native_adafactor_raises_memory_error_when_the_kernel_cannot_allocate() -> None:
     class NoMemory:
         @staticmethod
-        def hf_adafactor_factored(*args: Any) -> int:
+        def hf_adafactor_statistics(*args: Any) -> int:
             return E_NOMEM
 
     with pytest.raises(MemoryError, match="could not allocate its work memory for 3 matrices"):

@@ -66,8 +66,9 @@ class _Closures:
             fn = {"+": torch.add, "-": torch.sub, "*": torch.mul, "/": torch.true_divide, "**": torch.pow}[op]
             if isinstance(a, _Constant):  # a Python number on the left: the tensor's reflected operator
                 value = a.value
-                reflected = {"+": "__radd__", "-": "__rsub__", "*": "__rmul__", "/": "__rtruediv__", "**": "__rpow__"}
-                return lambda step: getattr(b(step), reflected[op])(value)
+                name = {"+": "__radd__", "-": "__rsub__", "*": "__rmul__", "/": "__rtruediv__", "**": "__rpow__"}[op]
+                reflected = getattr(Tensor, name)
+                return lambda step: reflected(b(step), value)
             return lambda step: fn(a(step), b(step))
         float_op = formula.BINARY_OPERATORS[op]
         return lambda step: float_op(a(step), b(step))

@@ -1,7 +1,7 @@
 """Native CPU kernels, compiled at first use with the system C compiler and called through ctypes.
 
-Only Adafactor's factored update has one (``adafactor.c``): a sequence of eager torch ops must read ``g`` and
-``p`` more often than the two passes the update needs. The library is compiled once per source, compiler and
+Only Adafactor's factored update has one (``adafactor.c``, called by ``adafactor_call.py``): a sequence of eager
+torch ops must read ``g`` and ``p`` more often than the two passes the update needs. The library is compiled once per source, compiler and
 CPU into ``$HF_OPTIM_CACHE_DIR`` (default ``~/.cache/hf_optim``), the way Inductor and torch's C++ extensions
 compile at first use. Without a working compiler, or with ``HF_OPTIM_NATIVE=0``, the optimizers use their torch
 paths, which compute the same update within the spec tolerance; :func:`status` says which is in use and why.
@@ -99,15 +99,16 @@ def _compile() -> tuple[ctypes.CDLL | None, str]:
         lib = ctypes.CDLL(str(library))
     except OSError as error:
         return None, f"loading {library} failed: {error}"
-    fn = lib.hf_adafactor_factored
     ptrs = ctypes.POINTER(ctypes.c_void_p)
     i64 = ctypes.POINTER(ctypes.c_int64)
     f64 = ctypes.POINTER(ctypes.c_double)
-    d, i = ctypes.c_double, ctypes.c_int
-    # count; g, p, m, row, col, rms; rows, cols, numel; rel, beta2t; eps1, eps2, clip_threshold, beta1,
-    # weight_decay; scale_parameter, unscaled, threads; bad_index (see the comment above it in adafactor.c)
-    fn.argtypes = [ctypes.c_int64, *[ptrs] * 6, i64, i64, i64, f64, f64, d, d, d, d, d, i, i, i, i64]
-    fn.restype = ctypes.c_int
+    # count; g, p, m, row, col, rms; rows, cols, numel; then each call's own (see their comments in adafactor.c)
+    shared = [ctypes.c_int64, *[ptrs] * 6, i64, i64, i64]
+    lib.hf_adafactor_statistics.argtypes = [*shared, f64, f64, ctypes.c_double, ctypes.c_int, i64]
+    lib.hf_adafactor_statistics.restype = ctypes.c_int
+    apply_own = [f64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int, ctypes.c_int, i64]
+    lib.hf_adafactor_apply.argtypes = [*shared, *apply_own]
+    lib.hf_adafactor_apply.restype = ctypes.c_int
     return lib, f"{library}"
 
 

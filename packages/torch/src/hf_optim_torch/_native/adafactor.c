@@ -2,13 +2,17 @@
  *
  * Compiled at first use by hf_optim_torch/_native/__init__.py (plain C99 + pthreads, no torch headers) and called
  * through ctypes. The formulas are those of spec/optimizers/adafactor.json for a 2-D parameter (R: row statistics,
- * C: column statistics, both updated in place):
+ * C: column statistics, both updated in place). The kernel does the tensor arithmetic only: every scalar of a step
+ * (beta2t, the lr, the clipping divisor and the coefficients made of them) is computed by the caller, in Python, by
+ * the functions every Adafactor path shares (hf_optim_torch/_adafactor_scalars.py). So a step is two calls:
  *
- *   u = g^2 + eps1;  R = b R + (1-b) mean_j u;  C = b C + (1-b) mean_i u      (b: beta2t of the step)
- *   update = g * rsqrt(R_i / mean(R)) * rsqrt(C_j);  clip = max(1, RMS(update) / clip_threshold)
- *   lr = max(eps2, RMS(p)) * rel  (scale_parameter)  or  rel
- *   m = beta1 m + (1-beta1) lr update / clip  (beta1 >= 0; "unscaled": m averages update / clip)
- *   p = p - weight_decay lr p;  p = p - (m, or lr m when unscaled, or lr update / clip without beta1)
+ *   hf_adafactor_statistics (pass 1, given b = beta2t of each matrix):
+ *     u = g^2 + eps1;  R = b R + (1-b) mean_j u;  C = b C + (1-b) mean_i u
+ *     returns per matrix mean(R), RMS(p) (also written to the rms buffer) and sum_ij (r_i c_j g_ij)^2
+ *   hf_adafactor_apply (pass 2, given per matrix mean(R), coef, decay and m_scale):
+ *     update = g * coef * rsqrt(R_i / mean(R)) * rsqrt(C_j)
+ *     p = p - decay p (when weight decay is on);  m = beta1 m + (1-beta1) update;  p = p - m_scale m
+ *     (without a first moment: p = p - update)
  *
  * Pass 1 reads g and p once: for each row, sum_j g^2 gives the new R_i (final once the row is read), and the row's
  * g^2 is added into per-thread column sums of g^2 and of g^2 / R_i, so that the squared norm of the update needs no
@@ -18,13 +22,14 @@
  *
  * The result does not depend on the number of threads: every matrix is cut into SPANS row spans (and SPANS column
  * spans between the passes) whatever the thread count, each span has its own partial sums, and the partial sums are
- * added in span order. Matrices are processed in groups whose partial sums fit in GROUP_BYTES. The threads are those
- * of a pool kept between calls (see claim_pool): the calling thread is thread 0.
+ * added in span order. Pass 1 processes matrices in groups whose partial sums fit in GROUP_BYTES. The threads are
+ * those of a pool kept between calls (see claim_pool): the calling thread is thread 0.
  *
  * Nothing a caller hands over is trusted: with the pointers come the element counts of every buffer, and before it
- * reads or writes any data the kernel checks every matrix's shape and every buffer's count and pointer against each
+ * reads or writes any data each call checks every matrix's shape and every buffer's count and pointer against each
  * other (see check and the HF_E_* codes). A call that fails a check returns a negative code, the index of the
- * matrix at fault, and changes nothing; so does one whose work memory cannot be allocated.
+ * matrix at fault, and changes nothing; so does a statistics call whose work memory cannot be allocated (the apply
+ * call allocates nothing: its work buffer comes from the caller, with its size).
  */
 #include <math.h>
 #include <pthread.h>
@@ -38,21 +43,23 @@
 #define GROUP_BYTES (8 << 20)     /* partial column sums of one group of matrices */
 
 typedef struct {
-    int64_t count;                /* matrices of this group */
+    int64_t count;                /* matrices of this job (pass 1: of this group) */
     float **g, **p, **m;          /* m: NULL, or one pointer per matrix */
-    float **row, **col, **rms;    /* rms: one float per matrix, written */
+    float **row, **col, **rms;    /* rms: one float per matrix, written by pass 1 */
     const int64_t *rows, *cols;
-    const double *rel, *beta2t;   /* per matrix: the step's relative lr (or lr) and beta2t */
-    double eps1, eps2, clip_threshold, beta1, weight_decay;
-    int scale_parameter, unscaled, threads;
+    const double *beta2t;         /* pass 1, per matrix: beta2t of its step */
+    double eps1;
+    double *stats;                /* pass 1, per matrix: [3 * k]: mean(R), RMS(p) as stored, squared norm of update */
+    const double *scalars;        /* pass 2, per matrix: [4 * k]: mean(R), coef, decay, m_scale */
+    double beta1;
+    int decay, threads;           /* decay: whether weight decay is on */
     /* work */
-    int64_t *col_offset;          /* [count + 1]: start of matrix k's columns in the flat column arrays */
+    int64_t *col_offset;          /* pass 1, [count + 1]: start of matrix k's columns in the flat column arrays */
     int64_t widest;               /* most columns of a matrix in the group */
     double *col_sums, *weighted;  /* [SPANS][group columns]: partial sums of g^2 and g^2 / R_i per row span */
     float *float_sums;            /* [threads][2][widest] */
     double *sq_p, *norm;          /* [SPANS][count]: partial sums of p^2 (row spans), of (g^2/R)/C (column spans) */
-    float *col_rsqrt;             /* [group columns]: rsqrt of the new C */
-    double *row_mean, *coef, *lr; /* [count] each */
+    float *col_rsqrt;             /* pass 2, [all columns]: rsqrt of the new C (the caller's work buffer) */
 } job_t;
 
 typedef struct {
@@ -131,7 +138,6 @@ static void *columns(void *arg) {
                 }
                 float c = (float)(b * job->col[k][j] + decay * (cs / rows) + decay * job->eps1);
                 job->col[k][j] = c;
-                job->col_rsqrt[off + j] = (float)(1.0 / sqrt((double)c));
                 norm += ws / (double)c;
             }
             job->norm[v * job->count + k] = norm;
@@ -140,8 +146,8 @@ static void *columns(void *arg) {
     return NULL;
 }
 
-/* one thread: mean(R), the RMS of p and of the update, lr, clipping (span sums added in order) */
-static void scalars(job_t *job) {
+/* one thread: mean(R), the RMS of p and the squared norm of the update, handed back (span sums added in order) */
+static void reduce(job_t *job) {
     for (int64_t k = 0; k < job->count; k++) {
         int64_t rows = job->rows[k];
         double row_sum = 0.0, norm = 0.0, sq_p = 0.0;
@@ -151,14 +157,27 @@ static void scalars(job_t *job) {
             sq_p += job->sq_p[v * job->count + k];
         }
         double row_mean = row_sum / (double)rows, numel = (double)rows * (double)job->cols[k];
-        double rms = sqrt(sq_p / numel), update_sq = row_mean * norm;
-        *job->rms[k] = (float)rms;
-        double lr = job->scale_parameter ? fmax(job->eps2, (double)(float)rms) * job->rel[k] : job->rel[k];
-        double clip = fmax(1.0, sqrt(update_sq / numel) / job->clip_threshold);
-        job->row_mean[k] = row_mean;
-        job->lr[k] = lr;
-        job->coef[k] = (job->unscaled && job->m != NULL) ? 1.0 / clip : lr / clip;
+        float rms = (float)sqrt(sq_p / numel);
+        *job->rms[k] = rms;
+        job->stats[3 * k] = row_mean;
+        job->stats[3 * k + 1] = (double)rms;
+        job->stats[3 * k + 2] = row_mean * norm;
     }
+}
+
+/* before pass 2, per column span of every matrix: rsqrt of the new C */
+static void *column_factors(void *arg) {
+    worker_t *w = (worker_t *)arg;
+    job_t *job = w->job;
+    for (int v = w->index; v < SPANS; v += job->threads) {
+        int64_t off = 0;
+        for (int64_t k = 0; k < job->count; off += job->cols[k++]) {
+            int64_t lo, hi;
+            span(job->cols[k], v, &lo, &hi);
+            for (int64_t j = lo; j < hi; j++) job->col_rsqrt[off + j] = (float)(1.0 / sqrt((double)job->col[k][j]));
+        }
+    }
+    return NULL;
 }
 
 /* pass 2, per row span: weight decay, first moment, parameter */
@@ -166,18 +185,19 @@ static void *pass2(void *arg) {
     worker_t *w = (worker_t *)arg;
     job_t *job = w->job;
     for (int v = w->index; v < SPANS; v += job->threads) {
-        for (int64_t k = 0; k < job->count; k++) {
+        int64_t off = 0;
+        for (int64_t k = 0; k < job->count; off += job->cols[k++]) {
             int64_t n = job->cols[k], lo, hi;
             span(job->rows[k], v, &lo, &hi);
-            const float *crs = job->col_rsqrt + job->col_offset[k];
-            float wd_lr = (float)(job->weight_decay * job->lr[k]);
-            int decay = job->weight_decay != 0.0;
-            float lr = (float)job->lr[k], beta1 = (float)job->beta1, one_minus = (float)(1.0 - job->beta1);
-            float step = job->unscaled ? lr : 1.0f;
+            const float *crs = job->col_rsqrt + off;
+            const double *sc = job->scalars + 4 * k;  /* mean(R), coef, decay, m_scale */
+            float wd_lr = (float)sc[2], step = (float)sc[3];
+            int decay = job->decay;
+            float beta1 = (float)job->beta1, one_minus = (float)(1.0 - job->beta1);
             for (int64_t i = lo; i < hi; i++) {
                 const float *g = job->g[k] + i * n;
                 float *p = job->p[k] + i * n;
-                float r = (float)(job->coef[k] / sqrt((double)job->row[k][i] / job->row_mean[k]));
+                float r = (float)(sc[1] / sqrt((double)job->row[k][i] / sc[0]));
                 if (decay) {
 #pragma omp simd
                     for (int64_t j = 0; j < n; j++) p[j] -= wd_lr * p[j];
@@ -331,10 +351,11 @@ static void run_threads(pool_t *pool, job_t *job, void *(*fn)(void *)) {
     }
 }
 
-/* The buffers of matrix k, in the order of hf_adafactor_factored's arguments and of its numel array. */
+/* The buffers of matrix k, in the order of both calls' arguments and of their numel array. */
 enum { BUF_G, BUF_P, BUF_M, BUF_ROW, BUF_COL, BUF_RMS, BUFFERS };
-/* hf_adafactor_factored's other arrays, numbered after the buffers (for HF_E_ARRAY). */
-enum { ARG_ROWS = BUFFERS, ARG_COLS, ARG_NUMEL, ARG_REL, ARG_BETA2T };
+/* the other arrays of a call, numbered after the buffers (for HF_E_ARRAY): rows, cols, numel, then the call's own:
+ * hf_adafactor_statistics: beta2t, stats;  hf_adafactor_apply: scalars, work */
+enum { ARG_ROWS = BUFFERS, ARG_COLS, ARG_NUMEL, ARG_OWN };
 
 #define HF_E_NOMEM (-1)        /* work memory could not be allocated */
 #define HF_E_COUNT (-2)        /* count < 0, or more than MAX_ELEMENTS */
@@ -342,6 +363,7 @@ enum { ARG_ROWS = BUFFERS, ARG_COLS, ARG_NUMEL, ARG_REL, ARG_BETA2T };
 #define HF_E_ROWS (-4)         /* rows[k] < 1 */
 #define HF_E_COLS (-5)         /* cols[k] < 1 */
 #define HF_E_TOO_LARGE (-6)    /* rows[k] * cols[k] overflows int64_t or exceeds MAX_ELEMENTS */
+#define HF_E_WORK (-7)         /* hf_adafactor_apply: the work buffer holds fewer floats than all matrices' columns */
 #define HF_E_NULL (-10)        /* - buffer: matrix k's pointer to that buffer is NULL */
 #define HF_E_ALIGN (-20)       /* - buffer: that pointer is not aligned to a float */
 #define HF_E_SIZE (-30)        /* - buffer: its element count differs from what rows[k] and cols[k] need */
@@ -351,14 +373,14 @@ enum { ARG_ROWS = BUFFERS, ARG_COLS, ARG_NUMEL, ARG_REL, ARG_BETA2T };
 #define MAX_ELEMENTS ((int64_t)1 << 54)
 
 static int check(int64_t count, float **const buffers[BUFFERS], const int64_t *rows, const int64_t *cols,
-                 const int64_t *numel, const double *rel, const double *beta2t, int threads, int64_t *bad_index) {
+                 const int64_t *numel, const void *own0, const void *own1, int threads, int64_t *bad_index) {
     *bad_index = -1;
     if (count < 0 || count > MAX_ELEMENTS) return HF_E_COUNT;
     if (threads < 1) return HF_E_THREADS;
     for (int b = 0; b < BUFFERS; b++)
         if (buffers[b] == NULL && b != BUF_M) return HF_E_ARRAY - b;  /* m: NULL as a whole without a first moment */
-    const void *arrays[] = {rows, cols, numel, rel, beta2t};
-    for (int a = ARG_ROWS; a <= ARG_BETA2T; a++)
+    const void *arrays[] = {rows, cols, numel, own0, own1};
+    for (int a = ARG_ROWS; a <= ARG_OWN + 1; a++)
         if (arrays[a - ARG_ROWS] == NULL) return HF_E_ARRAY - a;
     for (int64_t k = 0; k < count; k++) {
         *bad_index = k;
@@ -378,52 +400,46 @@ static int check(int64_t count, float **const buffers[BUFFERS], const int64_t *r
     return 0;
 }
 
-/* One Adafactor step of count matrices. numel holds BUFFERS * count element counts: numel[b * count + k] is that of
- * matrix k's buffer b (in the order g, p, m, row, col, rms; the counts of m are not read when m is NULL). Checks every
- * argument first and changes nothing when one is wrong: returns 0, HF_E_NOMEM, or the HF_E_* code of the first
- * problem, with the matrix's index in *bad_index (-1 when the problem is not one matrix's; bad_index may be NULL). */
-int hf_adafactor_factored(int64_t count, float **g, float **p, float **m, float **row, float **col, float **rms,
-                          const int64_t *rows, const int64_t *cols, const int64_t *numel, const double *rel,
-                          const double *beta2t, double eps1, double eps2, double clip_threshold, double beta1,
-                          double weight_decay, int scale_parameter, int unscaled, int threads, int64_t *bad_index) {
+/* Both calls take count matrices' buffers and shapes; numel holds BUFFERS * count element counts: numel[b * count + k]
+ * is that of matrix k's buffer b (in the order g, p, m, row, col, rms; the counts of m are not read when m is NULL).
+ * Each checks every argument first and changes nothing when one is wrong: it returns 0, HF_E_NOMEM, or the HF_E_*
+ * code of the first problem, with the matrix's index in *bad_index (-1 when the problem is not one matrix's;
+ * bad_index may be NULL). m is only checked by the statistics call, so that a step refused anywhere is refused
+ * before its first write. */
+
+/* Pass 1 of a step: R, C and the rms buffer updated in place; stats[3 * k .. 3 * k + 2] receive mean(R), RMS(p) (the
+ * float stored) and the squared norm of the unclipped update of matrix k. */
+int hf_adafactor_statistics(int64_t count, float **g, float **p, float **m, float **row, float **col, float **rms,
+                            const int64_t *rows, const int64_t *cols, const int64_t *numel, const double *beta2t,
+                            double *stats, double eps1, int threads, int64_t *bad_index) {
     int64_t ignored;
     float **const buffers[BUFFERS] = {g, p, m, row, col, rms};
-    int problem = check(count, buffers, rows, cols, numel, rel, beta2t, threads, bad_index ? bad_index : &ignored);
+    int problem = check(count, buffers, rows, cols, numel, beta2t, stats, threads, bad_index ? bad_index : &ignored);
     if (problem != 0) return problem;
-    int64_t group_cols = GROUP_BYTES / (2 * SPANS * (int64_t)sizeof(double)), max_cols = 0, widest = 0;
-    for (int64_t k = 0; k < count; k++) {
-        max_cols = cols[k] > max_cols ? cols[k] : max_cols;
-        widest = cols[k] > widest ? cols[k] : widest;
-    }
-    group_cols = max_cols > group_cols ? max_cols : group_cols;
+    int64_t group_cols = GROUP_BYTES / (2 * SPANS * (int64_t)sizeof(double)), widest = 0;
+    for (int64_t k = 0; k < count; k++) widest = cols[k] > widest ? cols[k] : widest;
+    group_cols = widest > group_cols ? widest : group_cols;
     threads = threads > SPANS ? SPANS : threads;
     int64_t *col_offset = malloc(sizeof(int64_t) * (size_t)(count + 1));
     double *sums = malloc(sizeof(double) * 2 * SPANS * (size_t)group_cols);
-    double *per_matrix = malloc(sizeof(double) * (2 * SPANS + 3) * (size_t)count);
-    float *floats = malloc(sizeof(float) * ((size_t)group_cols + 2 * (size_t)widest * (size_t)threads));
+    double *per_matrix = malloc(sizeof(double) * 2 * SPANS * (size_t)count);
+    float *floats = malloc(sizeof(float) * 2 * (size_t)widest * (size_t)threads);
     int failed = !col_offset || !sums || !per_matrix || !floats;
     pool_t *pool = failed || count == 0 ? NULL : claim_pool(threads);
     for (int64_t first = 0; !failed && first < count;) {
         int64_t last = first, width = 0;
         while (last < count && (last == first || width + cols[last] <= group_cols)) width += cols[last++];
-        job_t job = {.count = last - first, .g = g + first, .p = p + first, .m = m ? m + first : NULL,
-                     .row = row + first, .col = col + first, .rms = rms + first, .rows = rows + first,
-                     .cols = cols + first, .rel = rel + first, .beta2t = beta2t + first, .eps1 = eps1,
-                     .eps2 = eps2, .clip_threshold = clip_threshold, .beta1 = beta1, .weight_decay = weight_decay,
-                     .scale_parameter = scale_parameter, .unscaled = unscaled, .threads = threads,
-                     .col_offset = col_offset, .widest = widest, .col_sums = sums, .weighted = sums + SPANS * width,
-                     .col_rsqrt = floats, .float_sums = floats + group_cols};
+        job_t job = {.count = last - first, .g = g + first, .p = p + first, .row = row + first, .col = col + first,
+                     .rms = rms + first, .rows = rows + first, .cols = cols + first, .beta2t = beta2t + first,
+                     .eps1 = eps1, .stats = stats + 3 * first, .threads = threads, .col_offset = col_offset,
+                     .widest = widest, .col_sums = sums, .weighted = sums + SPANS * width, .float_sums = floats};
         job.sq_p = per_matrix;
         job.norm = per_matrix + SPANS * job.count;
-        job.row_mean = per_matrix + 2 * SPANS * job.count;
-        job.coef = job.row_mean + job.count;
-        job.lr = job.coef + job.count;
         col_offset[0] = 0;
         for (int64_t k = 0; k < job.count; k++) col_offset[k + 1] = col_offset[k] + job.cols[k];
         run_threads(pool, &job, pass1);
         run_threads(pool, &job, columns);
-        scalars(&job);
-        run_threads(pool, &job, pass2);
+        reduce(&job);
         first = last;
     }
     release_pool(pool);
@@ -432,4 +448,30 @@ int hf_adafactor_factored(int64_t count, float **g, float **p, float **m, float 
     free(per_matrix);
     free(floats);
     return failed ? HF_E_NOMEM : 0;
+}
+
+/* Pass 2 of a step, after hf_adafactor_statistics on the same buffers: scalars[4 * k .. 4 * k + 3] are matrix k's
+ * mean(R), coef, decay and m_scale (see the top of this file), computed by the caller; decay != 0 turns weight decay
+ * on; work is a float buffer of work_numel elements, at least the columns of all matrices together. Allocates
+ * nothing. */
+int hf_adafactor_apply(int64_t count, float **g, float **p, float **m, float **row, float **col, float **rms,
+                       const int64_t *rows, const int64_t *cols, const int64_t *numel, const double *scalars,
+                       float *work, int64_t work_numel, double beta1, int decay, int threads, int64_t *bad_index) {
+    int64_t ignored, *bad = bad_index ? bad_index : &ignored;
+    float **const buffers[BUFFERS] = {g, p, m, row, col, rms};
+    int problem = check(count, buffers, rows, cols, numel, scalars, work, threads, bad);
+    if (problem != 0) return problem;
+    if ((uintptr_t)work % sizeof(float) != 0) return HF_E_WORK;
+    for (int64_t k = 0, total = 0; k < count; k++) {  /* stops before the sum could overflow (cols < MAX_ELEMENTS) */
+        total += cols[k];
+        if (total > work_numel) return HF_E_WORK;
+    }
+    threads = threads > SPANS ? SPANS : threads;
+    job_t job = {.count = count, .g = g, .p = p, .m = m, .row = row, .col = col, .rows = rows, .cols = cols,
+                 .scalars = scalars, .beta1 = beta1, .decay = decay, .threads = threads, .col_rsqrt = work};
+    pool_t *pool = count == 0 ? NULL : claim_pool(threads);
+    run_threads(pool, &job, column_factors);
+    run_threads(pool, &job, pass2);
+    release_pool(pool);
+    return 0;
 }

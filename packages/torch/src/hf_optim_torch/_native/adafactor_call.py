@@ -1,9 +1,10 @@
-"""The ctypes call of the native Adafactor kernel (``adafactor.c``): arguments in, error codes out as exceptions."""
+"""The ctypes calls of the native Adafactor kernel (``adafactor.c``): arguments and scalars in, refusals out as errors."""
 
 from __future__ import annotations
 
 import array
 import ctypes
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +12,8 @@ import torch
 from torch import Tensor
 
 from .._adafactor_args import AdafactorOptions
+from .._adafactor_scalars import clip_divisor, step_lr
+from .._scratch import scratch
 
 __all__ = ["adafactor_factored", "native_eligible"]
 
@@ -41,7 +44,11 @@ def _pointers(tensors: list[Tensor | None]) -> Any:
 #: the buffers of one matrix in the native kernel's order (its numel array; HF_E_* - buffer in adafactor.c)
 _NATIVE_BUFFERS = ("gradient", "parameter", "exp_avg", "exp_avg_sq_row", "exp_avg_sq_col", "RMS")
 #: the kernel's codes (adafactor.c, HF_E_*) for a whole call, for one matrix, and (less the buffer) for one buffer
-_NATIVE_CALL = {-2: "a negative count of matrices", -3: "a thread count below 1"}
+_NATIVE_CALL = {
+    -2: "a negative count of matrices",
+    -3: "a thread count below 1",
+    -7: "a work buffer smaller than the columns of all matrices",
+}
 _NATIVE_MATRIX = {-4: "no rows", -5: "no columns", -6: "more elements than any buffer can hold"}
 _NATIVE_BUFFER = {-10: "has no data (NULL)", -20: "is not aligned to a float", -30: "has the wrong size"}
 
@@ -79,10 +86,13 @@ def adafactor_factored(
     beta2ts: list[float],
     options: AdafactorOptions,
 ) -> None:
-    """Factored float32 CPU matrices in one call of the native kernel (``_native/adafactor.c``): two passes.
+    """One step of factored float32 CPU matrices through the native kernel (``_native/adafactor.c``): two calls.
 
-    The kernel is handed every buffer's element count and checks them before it changes anything: a state that
-    does not fit its parameter raises a ValueError naming the matrix, the buffer and both counts.
+    ``hf_adafactor_statistics`` updates the statistics and the RMS and hands back each matrix's sums; the scalars
+    of the step (lr, clipping, coefficients) are then computed here by :mod:`.._adafactor_scalars`, and
+    ``hf_adafactor_apply`` updates the parameters (and first moments) with them. The kernel is handed every
+    buffer's element count and checks them before it changes anything: a state that does not fit its parameter
+    raises a ValueError naming the matrix, the buffer and both counts.
     """
     count = len(params)
     grads = [g.contiguous() for g in grads]  # a no-op for the contiguous gradients fused_eligible admitted
@@ -93,26 +103,58 @@ def adafactor_factored(
     numel = array.array("q")  # numel[b * count + k]: the elements of matrix k's buffer b (the order of tensors)
     for kind in tensors:
         numel.extend([0] * count if kind is None else _integers(kind, Tensor.numel, "q"))
-    bad_index = ctypes.c_int64(-1)
-    code = lib.hf_adafactor_factored(
+    shared = (
         count,
         *(None if kind is None else _pointers(kind) for kind in tensors),
         (ctypes.c_int64 * count).from_buffer(array.array("q", [r for r, _ in shapes])),
         (ctypes.c_int64 * count).from_buffer(array.array("q", [c for _, c in shapes])),
         (ctypes.c_int64 * (6 * count)).from_buffer(numel),
-        (ctypes.c_double * count).from_buffer(array.array("d", rels)),
-        (ctypes.c_double * count).from_buffer(array.array("d", beta2ts)),
-        options.eps[0],
-        options.eps[1],
-        options.clip_threshold,
+    )
+    threads = torch.get_num_threads()
+    bad_index = ctypes.c_int64(-1)
+    stats = (ctypes.c_double * (3 * count))()
+    beta2t = (ctypes.c_double * count).from_buffer(array.array("d", beta2ts))
+    code = lib.hf_adafactor_statistics(*shared, beta2t, stats, options.eps[0], threads, ctypes.byref(bad_index))
+    _raise_for(code, bad_index.value, tensors, shapes)
+    scalars = (ctypes.c_double * (4 * count)).from_buffer(
+        array.array("d", step_scalars(stats, shapes, rels, options, exp_avgs is not None))
+    )
+    work = scratch(sum(c for _, c in shapes), torch.device("cpu"))
+    code = lib.hf_adafactor_apply(
+        *shared,
+        scalars,
+        work.data_ptr(),
+        work.numel(),
         -1.0 if options.beta1 is None else options.beta1,
-        options.weight_decay,
-        int(options.scale_parameter),
-        int(options.first_moment == "unscaled"),
-        torch.get_num_threads(),
+        int(options.weight_decay != 0.0),
+        threads,
         ctypes.byref(bad_index),
     )
+    _raise_for(code, bad_index.value, tensors, shapes)
+
+
+def step_scalars(
+    stats: Any, shapes: list[tuple[int, int]], rels: list[float], options: AdafactorOptions, moment: bool
+) -> list[float]:
+    """``[mean(R), coef, decay, m_scale]`` of every matrix, from its ``[mean(R), RMS, squared norm]`` statistics.
+
+    ``coef`` multiplies the normalised update: the lr over the clipping divisor, or only the reciprocal of the
+    divisor when the first moment averages the unscaled update (then ``m_scale``, else 1, is the lr); ``decay`` is
+    ``weight_decay`` times the lr.
+    """
+    unscaled = moment and options.first_moment == "unscaled"
+    out: list[float] = []
+    for k, (rows, cols) in enumerate(shapes):
+        row_mean, rms, update_sq = stats[3 * k], stats[3 * k + 1], stats[3 * k + 2]
+        lr = step_lr(rels[k], rms, eps2=options.eps[1], scale_parameter=options.scale_parameter)
+        clip = clip_divisor(math.sqrt(update_sq / (rows * cols)), options.clip_threshold)
+        out += [row_mean, 1.0 / clip if unscaled else lr / clip, options.weight_decay * lr, lr if unscaled else 1.0]
+    return out
+
+
+def _raise_for(code: int, index: int, tensors: list[Any], shapes: list[tuple[int, int]]) -> None:
+    """Nothing for 0; else the kernel's refusal as an exception."""
     if code == -1:
-        raise MemoryError(f"Adafactor's native kernel could not allocate its work memory for {count} matrices")
+        raise MemoryError(f"Adafactor's native kernel could not allocate its work memory for {len(shapes)} matrices")
     if code:
-        raise _native_error(code, bad_index.value, tensors, shapes)
+        raise _native_error(code, index, tensors, shapes)
