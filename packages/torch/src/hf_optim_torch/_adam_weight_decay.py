@@ -1,27 +1,33 @@
-"""AdamWeightDecay: transformers' TensorFlow optimizer as a torch twin (spec id ``adam_weight_decay``)."""
+"""AdamWeightDecay: transformers' TensorFlow optimizer as a torch twin (spec id ``adam_weight_decay``).
+
+The optimizer, its functional form and its paths; the gradient clipping is in :mod:`._gradient_clipping`, the
+choice of the decayed parameters in :mod:`._weight_decay_selection`, the scalar math in :mod:`._adam_scalars`.
+"""
 
 from __future__ import annotations
 
-import math
-import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
 from . import _docs
-from ._arguments import check_flags, spec_validate
+from ._adam_scalars import adam_weight_decay_factors, bias_corrected_step_size, torch_kernel_scalars
+from ._adam_state import adam_slots, adam_state
+from ._adam_torch_kernel_path import AdamTensors, kernel_lr, torch_kernel_path
+from ._arguments import constructor_arguments, validate_arguments
 from ._begin_step import begin_step
 from ._docs import FUSED_DOC
-from ._low_precision import dtype_scalar, rounding_keys, step_in_float32
-from ._path_choice import fused_eligible, use_foreach, use_fused
-from ._step_count import as_step_tensor, count_steps, host_steps
-from ._torch_fused_adam import kernel_moment_ratios, saturated_step
-from ._state_check import COUNTER, CheckedOptimizer, Slot
+from ._gradient_clipping import clip_gradients
+from ._low_precision import rounding_keys, step_in_float32
+from ._path_choice import use_foreach, use_fused
+from ._state_check import CheckedOptimizer, Slot
+from ._step_count import count_steps, host_steps
+from ._weight_decay_selection import do_use_weight_decay
 
-__all__ = ["AdamWeightDecay", "adam_weight_decay", "clip_gradients"]
+__all__ = ["AdamWeightDecay", "adam_weight_decay"]
 
 _SPEC_ID = "adam_weight_decay"
 # group key -> spec parameter name (the group keeps torch's "lr" so that LR schedulers drive it)
@@ -39,24 +45,8 @@ _GROUP_KEYS = {
     "rounding_seed": "rounding_seed",
 }
 _CLIP_KEYS = ("clipnorm", "clipvalue", "global_clipnorm")
-
-
-def do_use_weight_decay(
-    name: str | None,
-    weight_decay_rate: float,
-    include_in_weight_decay: Sequence[str] | None,
-    exclude_from_weight_decay: Sequence[str] | None,
-) -> bool:
-    """transformers' rule: no decay at rate 0; an include match wins; an exclude match skips; else decay."""
-    if weight_decay_rate == 0:
-        return False
-    if name is not None and include_in_weight_decay:
-        if any(re.search(pattern, name) is not None for pattern in include_in_weight_decay):
-            return True
-    if name is not None and exclude_from_weight_decay:
-        if any(re.search(pattern, name) is not None for pattern in exclude_from_weight_decay):
-            return False
-    return True
+#: torch's fused kernel takes float32 only: TF rounds the hyperparameters to a 16-bit parameter's dtype
+_KERNEL_DTYPES = (torch.float32,)
 
 
 class AdamWeightDecay(CheckedOptimizer, Optimizer):
@@ -92,36 +82,15 @@ class AdamWeightDecay(CheckedOptimizer, Optimizer):
         rounding_seed: int = 0,
         **kwargs: Any,
     ) -> None:
-        hp = spec_validate(
-            _SPEC_ID,
-            {
-                **kwargs,
-                "learning_rate": learning_rate,
-                "beta_1": beta_1,
-                "beta_2": beta_2,
-                "epsilon": epsilon,
-                "amsgrad": amsgrad,
-                "weight_decay_rate": weight_decay_rate,
-                "include_in_weight_decay": include_in_weight_decay,
-                "exclude_from_weight_decay": exclude_from_weight_decay,
-                "clipnorm": clipnorm,
-                "clipvalue": clipvalue,
-                "global_clipnorm": global_clipnorm,
-                "fp32_math": fp32_math,
-                "stochastic_rounding": stochastic_rounding,
-                "rounding_seed": rounding_seed,
-            },
-        )
+        values, flags = constructor_arguments(locals())
+        hp = validate_arguments(_SPEC_ID, values, flags)
         defaults: dict[str, Any] = {key: hp[name] for key, name in _GROUP_KEYS.items()}
         if isinstance(learning_rate, Tensor):
             defaults["lr"] = learning_rate
         for key in ("include_in_weight_decay", "exclude_from_weight_decay"):
             defaults[key] = None if defaults[key] is None else list(defaults[key])
         defaults.update({key: hp[key] for key in _CLIP_KEYS})
-        defaults["foreach"] = foreach
-        defaults["fused"] = fused
-        check_flags(foreach=foreach, fused=fused)
-        use_fused(fused, foreach)  # rejects foreach=True with fused=True
+        defaults.update(flags)
         self._decay_cache: dict[tuple[Any, ...], list[bool]] = {}
         super().__init__(params, defaults)
 
@@ -153,11 +122,7 @@ class AdamWeightDecay(CheckedOptimizer, Optimizer):
         self._decay_flags(group)
 
     def _state_layout(self, param: Tensor, group: Mapping[str, Any]) -> dict[str, Slot]:
-        shape = tuple(param.shape)
-        slots = {"step": COUNTER, "exp_avg": Slot(shape), "exp_avg_sq": Slot(shape, nonnegative=True)}
-        if group["amsgrad"]:
-            slots["max_exp_avg_sq"] = Slot(shape, nonnegative=True)
-        return slots
+        return adam_slots(param, group["amsgrad"])
 
     def _decay_flags(self, group: dict[str, Any]) -> list[bool]:
         names = group.get("param_names") or [None] * len(group["params"])
@@ -170,18 +135,6 @@ class AdamWeightDecay(CheckedOptimizer, Optimizer):
             self._decay_cache[key] = flags
         return flags
 
-    def _init_state(self, p: Tensor, amsgrad: bool) -> dict[str, Any]:
-        state = self.state[p]
-        if len(state) == 0:
-            state["step"] = as_step_tensor(0, p)
-            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        else:
-            state["step"] = as_step_tensor(state["step"], p)
-        if amsgrad and "max_exp_avg_sq" not in state:
-            state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        return state
-
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Perform a single optimization step (one Keras ``apply_gradients`` call).
@@ -193,7 +146,7 @@ class AdamWeightDecay(CheckedOptimizer, Optimizer):
         "No gradients provided for any variable." and does not advance either).
         """
         loss = begin_step(
-            self, closure, "AdamWeightDecay does not support sparse gradients.", fused_dtypes=(torch.float32,)
+            self, closure, "AdamWeightDecay does not support sparse gradients.", fused_dtypes=_KERNEL_DTYPES
         )
         present = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
         if not present:
@@ -209,28 +162,24 @@ class AdamWeightDecay(CheckedOptimizer, Optimizer):
         all_steps: list[Tensor] = []
         for group in self.param_groups:
             flags = self._decay_flags(group)
-            params: list[Tensor] = []
-            grads: list[Tensor] = []
-            exp_avgs: list[Tensor] = []
-            exp_avg_sqs: list[Tensor] = []
-            max_exp_avg_sqs: list[Tensor] = []
-            state_steps: list[Tensor] = []
+            tensors = AdamTensors([], [], [], [], [], [])
             decay: list[bool] = []
             indices: list[int] = []  # positions among all parameters (stochastic rounding keys)
             for p, flag in zip(group["params"], flags):
-                state = self._init_state(p, group["amsgrad"])  # Keras builds every variable
+                state = adam_state(self.state[p], p, group["amsgrad"])  # Keras builds every variable
                 all_steps.append(state["step"])
                 if p.grad is None:
                     continue
                 indices.append(len(all_steps) - 1)
-                params.append(p)
-                grads.append(clipped_by_param[id(p)])
-                exp_avgs.append(state["exp_avg"])
-                exp_avg_sqs.append(state["exp_avg_sq"])
+                tensors.params.append(p)
+                tensors.grads.append(clipped_by_param[id(p)])
+                tensors.exp_avgs.append(state["exp_avg"])
+                tensors.exp_avg_sqs.append(state["exp_avg_sq"])
                 if group["amsgrad"]:
-                    max_exp_avg_sqs.append(state["max_exp_avg_sq"])
-                state_steps.append(state["step"])
+                    tensors.max_exp_avg_sqs.append(state["max_exp_avg_sq"])
+                tensors.state_steps.append(state["step"])
                 decay.append(flag)
+            params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps = tensors
             if not params:
                 continue
             hyper: dict[str, Any] = {
@@ -333,53 +282,6 @@ AdamWeightDecay.__doc__ = rf"""Adam with decoupled weight decay, with the numeri
     """
 
 
-def clip_gradients(
-    grads: list[Tensor],
-    *,
-    clipnorm: float | None,
-    clipvalue: float | None,
-    global_clipnorm: float | None,
-) -> list[Tensor]:
-    """Keras 3 gradient clipping of the present gradients (a bound of None or <= 0 is off); new tensors.
-
-    ``clipnorm`` per tensor: ``g * c / max(norm(g), c)``; else ``global_clipnorm``: every gradient times
-    ``c * min(1 / joint_norm, 1 / c)``; else ``clipvalue``: element-wise clamp. No host synchronisation.
-
-    A bound beyond the gradient dtype's range works as the exact formula does: a ``clipnorm`` or
-    ``global_clipnorm`` above its largest value leaves every gradient of finite norm as it is (Keras' cast of the
-    bound to an infinity would make NaNs), ``1 / global_clipnorm`` above it is capped at it, and ``clipvalue`` is
-    rounded to the dtype.
-    """
-    if clipnorm and clipnorm > 0:
-        out = []
-        for g in grads:
-            if clipnorm > torch.finfo(g.dtype).max:  # every representable norm is below the bound
-                out.append(g)
-                continue
-            l2sum = (g * g).sum()
-            l2norm = torch.where(l2sum > 0, l2sum.sqrt(), l2sum)
-            out.append((g * clipnorm) / torch.clamp(l2norm, min=clipnorm))
-        return out
-    if global_clipnorm and global_clipnorm > 0:
-        total: Tensor | None = None
-        for g in grads:
-            partial = (g * g).sum()
-            total = partial if total is None else total + partial
-        assert total is not None
-        use_norm = total.sqrt()
-        inverse = torch.where(use_norm > 0, 1.0 / use_norm, torch.full_like(use_norm, float("inf")))
-        largest = torch.finfo(use_norm.dtype).max
-        if global_clipnorm > largest:  # every representable norm is below the bound: scale 1 (NaN kept)
-            scale = (use_norm - use_norm) + 1.0
-        else:  # a finite cap: a zero norm (inverse inf) with a bound that rounds to 0 gives 0, not 0 * inf
-            cap = min(1.0 / global_clipnorm, largest)
-            scale = global_clipnorm * torch.clamp(inverse, max=cap) + (use_norm - use_norm)
-        return [g * scale.to(g.dtype) for g in grads]
-    if clipvalue and clipvalue > 0:
-        return [g.clamp(-bound, bound) for g in grads for bound in (dtype_scalar(clipvalue, g.dtype),)]
-    return list(grads)
-
-
 def adam_weight_decay(
     params: list[Tensor],
     grads: list[Tensor],
@@ -403,95 +305,61 @@ def adam_weight_decay(
     ``state_steps`` hold the optimizer-wide count *before* this step (the caller increments them);
     ``decay[i]`` says whether parameter ``i`` is decayed.
     """
-    hyper: dict[str, Any] = {
-        "lr": lr,
-        "beta_1": beta_1,
-        "beta_2": beta_2,
-        "epsilon": epsilon,
-        "amsgrad": amsgrad,
-        "weight_decay_rate": weight_decay_rate,
-    }
-    lists: list[Any] = [params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, decay]
+    tensors = AdamTensors(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else [], state_steps)
+    options = _AdamWeightDecayOptions(lr, beta_1, beta_2, epsilon, amsgrad, weight_decay_rate)
     if use_fused(fused, foreach, lr):
-        rest = _fused_adam_weight_decay(*lists, strict=bool(fused), **hyper)
+        rest = _torch_kernel_adam_weight_decay(tensors, decay, options, strict=bool(fused))
         if not rest:
             return
-        lists = [[lst[i] for i in rest] if lst else lst for lst in lists]
-    func = _multi_tensor_adam_weight_decay if use_foreach(foreach, lists[0]) else _single_tensor_adam_weight_decay
-    func(*lists, **hyper)
+        tensors, decay = tensors.pick(rest), [decay[i] for i in rest]
+    sweep = _multi_tensor_adam_weight_decay if use_foreach(foreach, tensors.params) else _for_loop_adam_weight_decay
+    sweep(tensors, decay, options)
 
 
-def _coefficients(
-    lr: float | Tensor, beta_1: float, beta_2: float, step: Tensor, like: Tensor
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """lr, alpha, 1 - beta_1, 1 - beta_2 as 0-dim tensors in the parameter dtype (TF casts hyperparameters first)."""
-    dtype, device = like.dtype, like.device
-    lr_t = lr.to(device=device, dtype=dtype) if isinstance(lr, Tensor) else torch.tensor(lr, dtype=dtype, device=device)
-    b1 = torch.tensor(beta_1, dtype=dtype, device=device)
-    b2 = torch.tensor(beta_2, dtype=dtype, device=device)
-    t = (step + 1).to(dtype)
-    alpha = (lr_t * (1.0 - torch.pow(b2, t)).sqrt()) / (1.0 - torch.pow(b1, t))
-    return lr_t, alpha, 1.0 - b1, 1.0 - b2
+class _AdamWeightDecayOptions(NamedTuple):
+    """The hyperparameters of one call, as the paths read them."""
+
+    lr: float | Tensor
+    beta_1: float
+    beta_2: float
+    epsilon: float
+    amsgrad: bool
+    weight_decay_rate: float
 
 
-def _single_tensor_adam_weight_decay(
-    params: list[Tensor],
-    grads: list[Tensor],
-    exp_avgs: list[Tensor],
-    exp_avg_sqs: list[Tensor],
-    max_exp_avg_sqs: list[Tensor],
-    state_steps: list[Tensor],
-    decay: list[bool],
-    *,
-    lr: float | Tensor,
-    beta_1: float,
-    beta_2: float,
-    epsilon: float,
-    amsgrad: bool,
-    weight_decay_rate: float,
-) -> None:
-    for i, param in enumerate(params):
-        grad, exp_avg, exp_avg_sq = grads[i], exp_avgs[i], exp_avg_sqs[i]
-        lr_t, alpha, one_minus_b1, one_minus_b2 = _coefficients(lr, beta_1, beta_2, state_steps[i], param)
-        if decay[i] and weight_decay_rate != 0.0:
-            param.sub_((lr_t * param).mul_(weight_decay_rate))
+def _for_loop_adam_weight_decay(tensors: AdamTensors, decay: list[bool], o: _AdamWeightDecayOptions) -> None:
+    """One parameter at a time, every op in the parameter dtype as TF runs it."""
+    for i, param in enumerate(tensors.params):
+        grad, exp_avg, exp_avg_sq = tensors.grads[i], tensors.exp_avgs[i], tensors.exp_avg_sqs[i]
+        lr_t, alpha, one_minus_b1, one_minus_b2 = adam_weight_decay_factors(
+            o.lr, o.beta_1, o.beta_2, tensors.state_steps[i], param
+        )
+        if decay[i] and o.weight_decay_rate != 0.0:
+            param.sub_((lr_t * param).mul_(o.weight_decay_rate))
         exp_avg.add_((grad - exp_avg).mul_(one_minus_b1))
         exp_avg_sq.add_((grad * grad).sub_(exp_avg_sq).mul_(one_minus_b2))
         denom_sq = exp_avg_sq
-        if amsgrad:
-            torch.maximum(max_exp_avg_sqs[i], exp_avg_sq, out=max_exp_avg_sqs[i])
-            denom_sq = max_exp_avg_sqs[i]
-        param.sub_((exp_avg * alpha).div_(denom_sq.sqrt().add_(epsilon)))
+        if o.amsgrad:
+            torch.maximum(tensors.max_exp_avg_sqs[i], exp_avg_sq, out=tensors.max_exp_avg_sqs[i])
+            denom_sq = tensors.max_exp_avg_sqs[i]
+        param.sub_((exp_avg * alpha).div_(denom_sq.sqrt().add_(o.epsilon)))
 
 
-def _multi_tensor_adam_weight_decay(
-    params: list[Tensor],
-    grads: list[Tensor],
-    exp_avgs: list[Tensor],
-    exp_avg_sqs: list[Tensor],
-    max_exp_avg_sqs: list[Tensor],
-    state_steps: list[Tensor],
-    decay: list[bool],
-    *,
-    lr: float | Tensor,
-    beta_1: float,
-    beta_2: float,
-    epsilon: float,
-    amsgrad: bool,
-    weight_decay_rate: float,
-) -> None:
-    lists: list[list[Tensor]] = [params, grads, exp_avgs, exp_avg_sqs, state_steps]
-    if amsgrad:
-        lists.append(max_exp_avg_sqs)
+def _multi_tensor_adam_weight_decay(tensors: AdamTensors, decay: list[bool], o: _AdamWeightDecayOptions) -> None:
+    """The for-loop's operations as foreach ops over the tensors of one device and dtype at a time."""
+    lists: list[list[Tensor]] = [tensors.params, tensors.grads, tensors.exp_avgs, tensors.exp_avg_sqs]
+    lists += [tensors.state_steps, tensors.max_exp_avg_sqs] if o.amsgrad else [tensors.state_steps]
     grouped = Optimizer._group_tensors_by_device_and_dtype(lists, with_indices=True)  # type: ignore[arg-type]
-    for tensors, indices in grouped.values():
-        d_params, d_grads, d_exp_avgs, d_exp_avg_sqs, d_steps = tensors[:5]
-        lr_t, alpha, one_minus_b1, one_minus_b2 = _coefficients(lr, beta_1, beta_2, d_steps[0], d_params[0])
-        if weight_decay_rate != 0.0:
+    for grouped_tensors, indices in grouped.values():
+        d_params, d_grads, d_exp_avgs, d_exp_avg_sqs, d_steps = grouped_tensors[:5]
+        lr_t, alpha, one_minus_b1, one_minus_b2 = adam_weight_decay_factors(
+            o.lr, o.beta_1, o.beta_2, d_steps[0], d_params[0]
+        )
+        if o.weight_decay_rate != 0.0:
             decayed = [p for p, k in zip(d_params, indices) if decay[k]]
             if decayed:
                 scaled = torch._foreach_mul(decayed, lr_t)
-                torch._foreach_mul_(scaled, weight_decay_rate)
+                torch._foreach_mul_(scaled, o.weight_decay_rate)
                 torch._foreach_sub_(decayed, scaled)
                 del scaled
         diffs = torch._foreach_sub(d_grads, d_exp_avgs)
@@ -503,77 +371,43 @@ def _multi_tensor_adam_weight_decay(
         torch._foreach_add_(d_exp_avg_sqs, squares)
         del diffs, squares
         denom_sq = d_exp_avg_sqs
-        if amsgrad:
-            d_max = tensors[5]
+        if o.amsgrad:
+            d_max = grouped_tensors[5]
             torch._foreach_maximum_(d_max, d_exp_avg_sqs)
             denom_sq = d_max
         denoms = torch._foreach_sqrt(denom_sq)
-        torch._foreach_add_(denoms, epsilon)
+        torch._foreach_add_(denoms, o.epsilon)
         updates = torch._foreach_mul(d_exp_avgs, alpha)
         torch._foreach_div_(updates, denoms)
         torch._foreach_sub_(d_params, updates)
 
 
-def _fused_adam_weight_decay(
-    params: list[Tensor],
-    grads: list[Tensor],
-    exp_avgs: list[Tensor],
-    exp_avg_sqs: list[Tensor],
-    max_exp_avg_sqs: list[Tensor],
-    state_steps: list[Tensor],
-    decay: list[bool],
-    *,
-    strict: bool,
-    lr: float | Tensor,
-    beta_1: float,
-    beta_2: float,
-    epsilon: float,
-    amsgrad: bool,
-    weight_decay_rate: float,
+def _torch_kernel_adam_weight_decay(
+    tensors: AdamTensors, decay: list[bool], o: _AdamWeightDecayOptions, *, strict: bool
 ) -> list[int]:
     """torch's fused AdamW kernel with the reparametrisation in :class:`AdamWeightDecay`'s docstring.
 
-    Runs the float32 tensors (grouped by device, step and whether they are decayed); returns the indices of the
-    others (an error when ``strict``). ``state_steps`` hold the count before this step.
+    Runs the float32 tensors and returns the indices of the others (an error when ``strict``). ``state_steps``
+    hold the count before this step.
     """
-    if isinstance(lr, Tensor):
-        if lr.device.type != "cpu" or lr.numel() != 1:
-            if strict:
-                raise RuntimeError("fused=True needs a float lr or a one-element CPU tensor lr")
-            return list(range(len(params)))
-        lr = float(lr)
-    rest: list[int] = []
-    buckets: dict[tuple[torch.device, float, bool], list[int]] = {}
-    steps = host_steps(state_steps)
-    for i, param in enumerate(params):
-        companions = [grads[i], exp_avgs[i], exp_avg_sqs[i]] + ([max_exp_avg_sqs[i]] if amsgrad else [])
-        if fused_eligible(param, *companions, dtypes=(torch.float32,)):
-            decayed = decay[i] and weight_decay_rate != 0.0
-            buckets.setdefault((param.device, steps[i] + 1.0, decayed), []).append(i)
-        else:
-            rest.append(i)
-    if strict and rest:
-        raise RuntimeError(
-            "fused=True supports dense contiguous float32 tensors on CPU or CUDA; got "
-            f"{sorted({(str(params[i].dtype), params[i].device.type) for i in rest})}"
-        )
-    for (device, t, decayed), group in buckets.items():
-        q, r = kernel_moment_ratios(device, beta_1, beta_2, t)  # (1, 1) on CPU; see kernel_moment_ratios
-        alpha = lr * math.sqrt(1.0 - beta_2**t) / (1.0 - beta_1**t) * math.sqrt(r) / q
-        decay_rate = lr * weight_decay_rate / alpha if decayed and alpha != 0.0 else 0.0
-        torch._fused_adamw_(
-            [params[i] for i in group],
-            [grads[i] for i in group],
-            [exp_avgs[i] for i in group],
-            [exp_avg_sqs[i] for i in group],
-            [max_exp_avg_sqs[i] for i in group] if amsgrad else [],
-            [saturated_step(device)] * len(group),
-            lr=alpha,
-            beta1=beta_1,
-            beta2=beta_2,
-            weight_decay=decay_rate,
-            eps=epsilon * math.sqrt(r),
-            amsgrad=amsgrad,
-            maximize=False,
-        )
-    return rest
+    lr = kernel_lr(o.lr, strict)
+    if lr is None:
+        return list(range(len(tensors.params)))
+
+    def scalars(device: torch.device, t: float, decays: bool) -> tuple[float, float, float]:
+        step_size = bias_corrected_step_size(lr, o.beta_1, o.beta_2, t)
+        kernel = {"beta1": o.beta_1, "beta2": o.beta_2, "eps": o.epsilon, "t": t}
+        factor = lr * o.weight_decay_rate if decays else 0.0
+        return torch_kernel_scalars(device, step_size=step_size, decay=factor, decay_first=True, **kernel)
+
+    return torch_kernel_path(
+        tensors,
+        strict=strict,
+        dtypes=_KERNEL_DTYPES,
+        steps=lambda steps: [value + 1.0 for value in host_steps(steps)],
+        decayed=lambda i: decay[i] and o.weight_decay_rate != 0.0,
+        scalars=scalars,
+        beta1=o.beta_1,
+        beta2=o.beta_2,
+        maximize=False,
+    )

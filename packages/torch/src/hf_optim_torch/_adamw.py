@@ -1,24 +1,25 @@
-"""AdamW with transformers' numerics (spec id ``adamw``)."""
+"""AdamW with transformers' numerics (spec id ``adamw``): the optimizer, its functional form and its paths."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
 from . import _docs
-from ._arguments import check_flags, spec_validate
+from ._adam_scalars import adamw_decay, adamw_step_size, torch_kernel_scalars
+from ._adam_state import adam_slots, adam_state
+from ._adam_torch_kernel_path import AdamTensors, kernel_lr, torch_kernel_path
+from ._arguments import constructor_arguments, validate_arguments
 from ._begin_step import begin_step
 from ._docs import FUSED_DOC
 from ._low_precision import rounding_keys, step_in_float32
-from ._path_choice import fused_eligible, use_foreach, use_fused
-from ._step_count import advance_steps, as_step_tensor, note_advanced
-from ._torch_fused_adam import kernel_moment_ratios, saturated_step
-from ._state_check import COUNTER, CheckedOptimizer, Slot
+from ._path_choice import use_foreach, use_fused
+from ._state_check import CheckedOptimizer, Slot
+from ._step_count import advance_steps, note_advanced
 
 __all__ = ["AdamW", "adamw"]
 
@@ -33,6 +34,10 @@ _HYPERPARAMS = (
     "stochastic_rounding",
     "rounding_seed",
 )
+#: dtypes torch's fused kernel takes with ``fused=True``; by default only float32 (on bfloat16 it would change
+#: transformers' numerics, which round every in-place op to bfloat16)
+_KERNEL_DTYPES = (torch.float32, torch.bfloat16)
+_KERNEL_DEFAULT_DTYPES = (torch.float32,)
 
 
 class AdamW(CheckedOptimizer, Optimizer):
@@ -66,41 +71,17 @@ class AdamW(CheckedOptimizer, Optimizer):
         rounding_seed: int = 0,
         **kwargs: Any,
     ) -> None:
-        hp = spec_validate(
-            _SPEC_ID,
-            {
-                **kwargs,
-                "lr": lr,
-                "betas": betas,
-                "eps": eps,
-                "weight_decay": weight_decay,
-                "correct_bias": correct_bias,
-                "no_deprecation_warning": no_deprecation_warning,
-                "fp32_math": fp32_math,
-                "stochastic_rounding": stochastic_rounding,
-                "rounding_seed": rounding_seed,
-            },
-        )
-        defaults: dict[str, Any] = {
-            "lr": lr if isinstance(lr, Tensor) else hp["lr"],
-            "betas": tuple(hp["betas"]),
-            "eps": hp["eps"],
-            "weight_decay": hp["weight_decay"],
-            "correct_bias": hp["correct_bias"],
-            "maximize": maximize,
-            "foreach": foreach,
-            "fused": fused,
-            "fp32_math": hp["fp32_math"],
-            "stochastic_rounding": hp["stochastic_rounding"],
-            "rounding_seed": hp["rounding_seed"],
-        }
-        check_flags(maximize=maximize, foreach=foreach, fused=fused)
-        use_fused(fused, foreach)  # rejects foreach=True with fused=True
+        values, flags = constructor_arguments(locals())
+        hp = validate_arguments(_SPEC_ID, values, flags)
+        hp["betas"] = tuple(hp["betas"])
+        if isinstance(lr, Tensor):
+            hp["lr"] = lr
+        # the group keys in the order transformers' AdamW has them, then the extensions
+        defaults = {key: hp[key] for key in _HYPERPARAMS[:5]} | flags | {key: hp[key] for key in _HYPERPARAMS[5:]}
         super().__init__(params, defaults)
 
     def _state_layout(self, param: Tensor, group: Mapping[str, Any]) -> dict[str, Slot]:
-        shape = tuple(param.shape)
-        return {"step": COUNTER, "exp_avg": Slot(shape), "exp_avg_sq": Slot(shape, nonnegative=True)}
+        return adam_slots(param)
 
     def _init_group(
         self,
@@ -111,17 +92,11 @@ class AdamW(CheckedOptimizer, Optimizer):
         exp_avg_sqs: list[Tensor],
         state_steps: list[Tensor],
     ) -> None:
+        # torch.compile handles a method of this name and signature specially (torch.optim's convention)
         for p in group["params"]:
             if p.grad is None:
                 continue
-            state = self.state[p]
-            if len(state) == 0:
-                state["step"] = as_step_tensor(0, p)
-                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            else:
-                # transformers checkpoints hold an int step; torch.load may leave it on another device.
-                state["step"] = as_step_tensor(state["step"], p)
+            state = adam_state(self.state[p], p)
             params.append(p)
             grads.append(p.grad)
             exp_avgs.append(state["exp_avg"])
@@ -139,15 +114,11 @@ class AdamW(CheckedOptimizer, Optimizer):
             self,
             closure,
             "Adam does not support sparse gradients, please consider SparseAdam instead",
-            fused_dtypes=(torch.float32, torch.bfloat16),
+            fused_dtypes=_KERNEL_DTYPES,
         )
         offset = 0  # position of the group's first parameter among all parameters (stochastic rounding keys)
         for group in self.param_groups:
-            params: list[Tensor] = []
-            grads: list[Tensor] = []
-            exp_avgs: list[Tensor] = []
-            exp_avg_sqs: list[Tensor] = []
-            state_steps: list[Tensor] = []
+            params, grads, exp_avgs, exp_avg_sqs, _, state_steps = AdamTensors([], [], [], [], [], [])
             self._init_group(group, params, grads, exp_avgs, exp_avg_sqs, state_steps)
             first, offset = offset, offset + len(group["params"])
             if not params:
@@ -286,97 +257,68 @@ def adamw(
 
     See :class:`AdamW` for the algorithm. ``state_steps`` are 0-dim tensors incremented here. ``fused`` picks
     torch's fused kernel (default: float32 CPU/CUDA tensors when ``foreach`` is not given, bfloat16 ones only with
-    ``fused=True``; the others
-    take the paths below), ``foreach`` the multi-tensor path (default: on accelerators only).
+    ``fused=True``; the others take the paths below), ``foreach`` the multi-tensor path (default: on accelerators
+    only).
     """
-    hyper: dict[str, Any] = {
-        "lr": lr,
-        "beta1": beta1,
-        "beta2": beta2,
-        "eps": eps,
-        "weight_decay": weight_decay,
-        "correct_bias": correct_bias,
-        "maximize": maximize,
-    }
+    tensors = AdamTensors(params, grads, exp_avgs, exp_avg_sqs, [], state_steps)
+    options = _AdamWOptions(lr, beta1, beta2, eps, weight_decay, correct_bias, maximize)
     if use_fused(fused, foreach, lr):
-        rest = _fused_adamw(params, grads, exp_avgs, exp_avg_sqs, state_steps, strict=bool(fused), **hyper)
+        rest = _torch_kernel_adamw(tensors, options, strict=bool(fused))
         if not rest:
             return
-        params, grads, exp_avgs, exp_avg_sqs, state_steps = (
-            [lst[i] for i in rest] for lst in (params, grads, exp_avgs, exp_avg_sqs, state_steps)
-        )
-    func = _multi_tensor_adamw if use_foreach(foreach, params) else _single_tensor_adamw
-    func(params, grads, exp_avgs, exp_avg_sqs, state_steps, **hyper)
+        tensors = tensors.pick(rest)
+    sweep = _multi_tensor_adamw if use_foreach(foreach, tensors.params) else _for_loop_adamw
+    sweep(tensors, options)
 
 
-def _step_size(lr: float | Tensor, beta1: float, beta2: float, step: Tensor, correct_bias: bool) -> float | Tensor:
-    """gamma * sqrt(1 - beta2**t) / (1 - beta1**t) in float64, for a step tensor of any shape (no host sync)."""
-    if not correct_bias:
-        return lr
-    t = step.to(torch.float64)
-    bias_correction1 = 1.0 - torch.pow(beta1, t)
-    bias_correction2 = 1.0 - torch.pow(beta2, t)
-    return lr * bias_correction2.sqrt() / bias_correction1
+class _AdamWOptions(NamedTuple):
+    """The hyperparameters of one call, as the paths read them."""
+
+    lr: float | Tensor
+    beta1: float
+    beta2: float
+    eps: float
+    weight_decay: float
+    correct_bias: bool
+    maximize: bool
+
+    def step_size(self, t: Tensor) -> float | Tensor:
+        return adamw_step_size(self.lr, self.beta1, self.beta2, t, self.correct_bias)
 
 
-def _single_tensor_adamw(
-    params: list[Tensor],
-    grads: list[Tensor],
-    exp_avgs: list[Tensor],
-    exp_avg_sqs: list[Tensor],
-    state_steps: list[Tensor],
-    *,
-    lr: float | Tensor,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    correct_bias: bool,
-    maximize: bool,
-) -> None:
-    for param, raw_grad, exp_avg, exp_avg_sq, step_t in zip(params, grads, exp_avgs, exp_avg_sqs, state_steps):
-        grad = -raw_grad if maximize else raw_grad
+def _for_loop_adamw(tensors: AdamTensors, o: _AdamWOptions) -> None:
+    """One parameter at a time, in transformers' order and rounding (bit-for-bit the float64 reference)."""
+    decay = adamw_decay(o.lr, o.weight_decay)
+    for param, raw_grad, exp_avg, exp_avg_sq, step_t in zip(*tensors[:4], tensors.state_steps):
+        grad = -raw_grad if o.maximize else raw_grad
         step_t.add_(1)
-        exp_avg.mul_(beta1).add_(grad * (1.0 - beta1))
-        exp_avg_sq.mul_(beta2).add_((grad * (1.0 - beta2)).mul_(grad))
-        denom = exp_avg_sq.sqrt().add_(eps)
-        step_size = _step_size(lr, beta1, beta2, step_t, correct_bias)
-        param.add_((exp_avg * -step_size).div_(denom))
-        if weight_decay > 0.0:
-            param.add_(param * (-lr * weight_decay))
+        exp_avg.mul_(o.beta1).add_(grad * (1.0 - o.beta1))
+        exp_avg_sq.mul_(o.beta2).add_((grad * (1.0 - o.beta2)).mul_(grad))
+        denom = exp_avg_sq.sqrt().add_(o.eps)
+        param.add_((exp_avg * -o.step_size(step_t)).div_(denom))
+        if decay is not None:
+            param.add_(param * -decay)
 
 
-def _multi_tensor_adamw(
-    params: list[Tensor],
-    grads: list[Tensor],
-    exp_avgs: list[Tensor],
-    exp_avg_sqs: list[Tensor],
-    state_steps: list[Tensor],
-    *,
-    lr: float | Tensor,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    correct_bias: bool,
-    maximize: bool,
-) -> None:
+def _multi_tensor_adamw(tensors: AdamTensors, o: _AdamWOptions) -> None:
+    """The for-loop's operations as foreach ops over the tensors of one device and dtype at a time."""
+    decay = adamw_decay(o.lr, o.weight_decay)
     grouped = Optimizer._group_tensors_by_device_and_dtype(
-        [params, grads, exp_avgs, exp_avg_sqs, state_steps]  # type: ignore[list-item]
+        [tensors.params, tensors.grads, tensors.exp_avgs, tensors.exp_avg_sqs, tensors.state_steps]  # type: ignore[list-item]
     )
     for (d_params, d_raw_grads, d_exp_avgs, d_exp_avg_sqs, d_steps), _ in grouped.values():
-        d_grads = torch._foreach_neg(d_raw_grads) if maximize else d_raw_grads
+        d_grads = torch._foreach_neg(d_raw_grads) if o.maximize else d_raw_grads
         torch._foreach_add_(d_steps, 1)
-        torch._foreach_mul_(d_exp_avgs, beta1)
-        torch._foreach_add_(d_exp_avgs, torch._foreach_mul(d_grads, 1.0 - beta1))
-        torch._foreach_mul_(d_exp_avg_sqs, beta2)
-        scaled_sq = torch._foreach_mul(d_grads, 1.0 - beta2)
+        torch._foreach_mul_(d_exp_avgs, o.beta1)
+        torch._foreach_add_(d_exp_avgs, torch._foreach_mul(d_grads, 1.0 - o.beta1))
+        torch._foreach_mul_(d_exp_avg_sqs, o.beta2)
+        scaled_sq = torch._foreach_mul(d_grads, 1.0 - o.beta2)
         torch._foreach_mul_(scaled_sq, d_grads)
         torch._foreach_add_(d_exp_avg_sqs, scaled_sq)
         del scaled_sq
         denoms = torch._foreach_sqrt(d_exp_avg_sqs)
-        torch._foreach_add_(denoms, eps)
-        step_size = _step_size(lr, beta1, beta2, torch.stack(d_steps), correct_bias)
+        torch._foreach_add_(denoms, o.eps)
+        step_size = o.step_size(torch.stack(d_steps))
         if isinstance(step_size, Tensor) and step_size.dim() == 1:
             updates = torch._foreach_mul(d_exp_avgs, list(torch.neg(step_size).unbind(0)))
         else:
@@ -384,81 +326,40 @@ def _multi_tensor_adamw(
         torch._foreach_div_(updates, denoms)
         torch._foreach_add_(d_params, updates)
         del updates, denoms
-        if weight_decay > 0.0:
-            torch._foreach_add_(d_params, torch._foreach_mul(d_params, -lr * weight_decay))
+        if decay is not None:
+            torch._foreach_add_(d_params, torch._foreach_mul(d_params, -decay))
 
 
-def _fused_adamw(
-    params: list[Tensor],
-    grads: list[Tensor],
-    exp_avgs: list[Tensor],
-    exp_avg_sqs: list[Tensor],
-    state_steps: list[Tensor],
-    *,
-    strict: bool,
-    lr: float | Tensor,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    correct_bias: bool,
-    maximize: bool,
-) -> list[int]:
+def _torch_kernel_adamw(tensors: AdamTensors, o: _AdamWOptions, *, strict: bool) -> list[int]:
     """torch's fused AdamW kernel with the reparametrisation in :class:`AdamW`'s docstring.
 
-    Runs the tensors it can take, grouped by device, dtype and step; returns the indices of the others (an error
-    when ``strict``, i.e. ``fused=True``). The kernel sees an infinite step (no bias correction of its own); the
-    bias correction, the learning rate and the decay are folded into its ``lr`` and ``weight_decay``.
+    Runs the tensors it can take and returns the indices of the others (an error when ``strict``, i.e.
+    ``fused=True``). The bias correction, the learning rate and the decay are folded into the kernel's ``lr`` and
+    ``weight_decay`` (:func:`._adam_scalars.torch_kernel_scalars`).
     """
-    if isinstance(lr, Tensor):
-        if lr.device.type != "cpu" or lr.numel() != 1:
-            if strict:
-                raise RuntimeError("fused=True needs a float lr or a one-element CPU tensor lr")
-            return list(range(len(params)))
-        lr = float(lr)
-    decay = lr * weight_decay if weight_decay > 0.0 else 0.0  # transformers decays only for weight_decay > 0
+    everything = list(range(len(tensors.params)))
+    lr = kernel_lr(o.lr, strict)
+    if lr is None:
+        return everything
+    decay = adamw_decay(lr, o.weight_decay) or 0.0
     if decay == 1.0:  # the update is multiplied by 1 - decay == 0: there is no kernel lr to fold it into
         if strict:
             raise RuntimeError("fused=True cannot run lr * weight_decay == 1")
-        return list(range(len(params)))
-    rest: list[int] = []
-    buckets: dict[tuple[torch.device, torch.dtype], list[int]] = {}
-    for i, param in enumerate(params):
-        # By default only float32 takes the kernel: on bfloat16 it would silently change transformers' numerics.
-        dtypes = (torch.float32, torch.bfloat16) if strict else (torch.float32,)
-        if fused_eligible(param, grads[i], exp_avgs[i], exp_avg_sqs[i], dtypes=dtypes):
-            buckets.setdefault((param.device, param.dtype), []).append(i)
-        else:
-            rest.append(i)
-    if strict and rest:
-        raise RuntimeError(
-            "fused=True supports dense contiguous float32/bfloat16 tensors on CPU or CUDA; got "
-            f"{sorted({(str(params[i].dtype), params[i].device.type) for i in rest})}"
-        )
-    for (device, _), indices in buckets.items():
-        steps = advance_steps([state_steps[i] for i in indices])
-        by_step: dict[float, list[int]] = {}
-        for i, t in zip(indices, steps):
-            by_step.setdefault(t, []).append(i)
-        for t, group in by_step.items():
-            step_size = lr * math.sqrt(1.0 - beta2**t) / (1.0 - beta1**t) if correct_bias else lr
-            q, r = kernel_moment_ratios(device, beta1, beta2, t)  # (1, 1) on CPU; see kernel_moment_ratios
-            step_size *= math.sqrt(r) / q
-            kernel_lr = step_size * (1.0 - decay)
-            kernel_decay = decay / kernel_lr if decay != 0.0 and kernel_lr != 0.0 else 0.0
-            torch._fused_adamw_(
-                [params[i] for i in group],
-                [grads[i] for i in group],
-                [exp_avgs[i] for i in group],
-                [exp_avg_sqs[i] for i in group],
-                [],
-                [saturated_step(device)] * len(group),
-                lr=kernel_lr,
-                beta1=beta1,
-                beta2=beta2,
-                weight_decay=kernel_decay,
-                eps=eps * math.sqrt(r),
-                amsgrad=False,
-                maximize=maximize,
-            )
-    return rest
+        return everything
+
+    def scalars(device: torch.device, t: float, decays: bool) -> tuple[float, float, float]:
+        step_size = adamw_step_size(lr, o.beta1, o.beta2, t, o.correct_bias)
+        kernel = {"beta1": o.beta1, "beta2": o.beta2, "eps": o.eps, "t": t}
+        return torch_kernel_scalars(device, step_size=step_size, decay=decay, decay_first=False, **kernel)
+
+    return torch_kernel_path(
+        tensors,
+        strict=strict,
+        dtypes=_KERNEL_DTYPES if strict else _KERNEL_DEFAULT_DTYPES,
+        steps=advance_steps,
+        decayed=lambda i: True,
+        scalars=scalars,
+        beta1=o.beta1,
+        beta2=o.beta2,
+        maximize=o.maximize,
+    )

@@ -1,0 +1,124 @@
+"""The scalar math of AdamW and AdamWeightDecay, written once for every torch path.
+
+Each path (for-loop, multi-tensor, torch's fused kernel, the float32 compute of 16-bit parameters) only decides
+how the tensors are swept; the numbers it scales them by come from here:
+
+- :func:`bias_corrected_step_size`: Adam's step size ``lr * sqrt(1 - beta2**t) / (1 - beta1**t)``, the two bias
+  corrections folded into it. The same expression runs on Python floats (the fused path, from the host mirror of
+  the step) and on tensors (the for-loop and multi-tensor paths, from the step tensor: no host synchronisation).
+- :func:`adamw_step_size` and :func:`adamw_decay`: AdamW's step size (``lr`` without ``correct_bias``) and the
+  factor of its decoupled weight decay, ``lr * weight_decay`` (transformers decays for a positive rate only).
+- :func:`adam_weight_decay_factors`: AdamWeightDecay's hyperparameters cast to the parameter dtype first, as
+  TensorFlow does, with the step size of the cast values.
+- :func:`torch_kernel_scalars`: the ``lr``, ``weight_decay`` and ``eps`` that make torch's fused AdamW kernel
+  compute either update, including the correction for a kernel that rounds its moment weights (CUDA).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, TypeVar
+
+import torch
+from torch import Tensor
+
+from ._torch_fused_adam import kernel_moment_ratios
+
+__all__ = [
+    "AdamWeightDecayFactors",
+    "adam_weight_decay_factors",
+    "adamw_decay",
+    "adamw_step_size",
+    "bias_corrected_step_size",
+    "torch_kernel_scalars",
+]
+
+Number = TypeVar("Number", float, Tensor)
+
+
+def _sqrt(x: Number) -> Number:
+    return x.sqrt() if isinstance(x, Tensor) else math.sqrt(x)  # type: ignore[return-value]
+
+
+def bias_corrected_step_size(
+    lr: float | Tensor, beta1: float | Tensor, beta2: float | Tensor, t: float | Tensor
+) -> float | Tensor:
+    """``lr * sqrt(1 - beta2**t) / (1 - beta1**t)``: Adam's step size at step ``t`` (1 at the first update).
+
+    Floats give a float; a tensor ``t`` (or tensor betas) gives a tensor of its shape and dtype.
+    """
+    return lr * _sqrt(1.0 - beta2**t) / (1.0 - beta1**t)  # type: ignore[operator]
+
+
+def adamw_step_size(
+    lr: float | Tensor, beta1: float, beta2: float, t: float | Tensor, correct_bias: bool
+) -> float | Tensor:
+    """AdamW's step size: bias corrected, or the plain ``lr`` when ``correct_bias`` is off (the BERT optimizer).
+
+    A tensor ``t`` is taken in float64, the precision of transformers' Python-float bias corrections.
+    """
+    if not correct_bias:
+        return lr
+    if isinstance(t, Tensor):
+        t = t.to(torch.float64)
+    return bias_corrected_step_size(lr, beta1, beta2, t)
+
+
+def adamw_decay(lr: float | Tensor, weight_decay: float) -> float | Tensor | None:
+    """The factor AdamW's decoupled weight decay shrinks a parameter by, after the update: ``lr * weight_decay``.
+
+    None when there is none: transformers decays only for ``weight_decay > 0``.
+    """
+    return lr * weight_decay if weight_decay > 0.0 else None
+
+
+class AdamWeightDecayFactors(NamedTuple):
+    """AdamWeightDecay's per-step numbers as 0-dim tensors in the parameter dtype."""
+
+    lr: Tensor
+    step_size: Tensor
+    one_minus_beta_1: Tensor
+    one_minus_beta_2: Tensor
+
+
+def adam_weight_decay_factors(
+    lr: float | Tensor, beta_1: float, beta_2: float, step: Tensor, like: Tensor
+) -> AdamWeightDecayFactors:
+    """The hyperparameters cast to ``like``'s dtype (TF casts them first) and the step size of the cast values.
+
+    ``step`` holds the optimizer-wide count before this update, which is step ``step + 1``.
+    """
+    dtype, device = like.dtype, like.device
+    lr_t = lr.to(device=device, dtype=dtype) if isinstance(lr, Tensor) else torch.tensor(lr, dtype=dtype, device=device)
+    b1 = torch.tensor(beta_1, dtype=dtype, device=device)
+    b2 = torch.tensor(beta_2, dtype=dtype, device=device)
+    t = (step + 1).to(dtype)
+    step_size = bias_corrected_step_size(lr_t, b1, b2, t)
+    return AdamWeightDecayFactors(lr_t, step_size, 1.0 - b1, 1.0 - b2)  # type: ignore[arg-type]
+
+
+def torch_kernel_scalars(
+    device: torch.device,
+    *,
+    step_size: float,
+    decay: float,
+    decay_first: bool,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    t: float,
+) -> tuple[float, float, float]:
+    """``(lr, weight_decay, eps)`` for torch's fused AdamW kernel at step ``t``, given no step count of its own.
+
+    With an infinite step the kernel computes ``p (1 - lr' wd') - lr' m / (sqrt(v) + eps')``. An update
+    ``p - step_size m / (sqrt(v) + eps)`` with the decay ``p (1 - decay)`` before it (``decay_first``, AdamWeightDecay)
+    is that with ``lr' = step_size``; with the decay after it (AdamW) the whole update is scaled by ``1 - decay``,
+    so ``lr' = step_size (1 - decay)``; either way ``wd' = decay / lr'``. Where the kernel's moments differ from
+    transformers' by the ratios of :func:`kernel_moment_ratios` (q, r), the step size is scaled by ``sqrt(r) / q``
+    and ``eps`` by ``sqrt(r)``.
+    """
+    q, r = kernel_moment_ratios(device, beta1, beta2, t)  # (1, 1) on CPU
+    kernel_step = step_size * math.sqrt(r) / q
+    kernel_lr = kernel_step if decay_first else kernel_step * (1.0 - decay)
+    kernel_decay = decay / kernel_lr if decay != 0.0 and kernel_lr != 0.0 else 0.0
+    return kernel_lr, kernel_decay, eps * math.sqrt(r)
