@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import keras
@@ -32,25 +32,24 @@ def traced(fn: Any) -> Any:
 
 
 @contextlib.contextmanager
-def floatx(dtype: str) -> Iterator[None]:
+def _keras_setting(get: Callable[[], Any], set_: Callable[[Any], None], value: Any) -> Iterator[None]:
+    """Run with a global Keras setting (``keras.config``'s getter and setter) at ``value``, then put it back."""
+    previous = get()
+    set_(value)
+    try:
+        yield
+    finally:
+        set_(previous)
+
+
+def floatx(dtype: str) -> contextlib.AbstractContextManager[None]:
     """Run with ``keras.config.floatx() == dtype`` (float64 cases need a float64 lr variable)."""
-    previous = keras.config.floatx()
-    keras.config.set_floatx(dtype)
-    try:
-        yield
-    finally:
-        keras.config.set_floatx(previous)
+    return _keras_setting(keras.config.floatx, keras.config.set_floatx, dtype)
 
 
-@contextlib.contextmanager
-def dtype_policy(name: str) -> Iterator[None]:
+def dtype_policy(name: str) -> contextlib.AbstractContextManager[None]:
     """Run under a Keras dtype policy (e.g. ``mixed_bfloat16``)."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
+    return _keras_setting(keras.config.dtype_policy, keras.config.set_dtype_policy, name)
 
 
 def ulps32(a: float, b: float) -> int:

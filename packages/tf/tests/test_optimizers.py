@@ -271,17 +271,25 @@ def test_gradient_clipping_goes_through_keras(clip: dict, transform: Callable) -
 
 
 def test_legacy_lr_maps_and_decay_is_rejected() -> None:
-    with pytest.warns(DeprecationWarning, match="use `learning_rate`"):
+    with pytest.warns(
+        DeprecationWarning, match=r"^AdamWeightDecay: the `lr` argument is deprecated; use `learning_rate`\.$"
+    ):
         opt = AdamWeightDecay(lr=0.05)
     assert float(opt.learning_rate) == pytest.approx(0.05)
-    with pytest.raises(ValueError, match="pass the learning rate once"):
+    with pytest.raises(
+        ValueError, match=r"^AdamWeightDecay: pass the learning rate once, as `learning_rate`\. Received: lr=0\.05 and"
+    ):
         AdamWeightDecay(learning_rate=0.1, lr=0.05)
-    with pytest.raises(ValueError, match="InverseTimeDecay"):
+    with pytest.raises(
+        ValueError, match=r"^AdamWeightDecay: the legacy `decay` argument is not supported .*InverseTimeDecay"
+    ):
         AdamWeightDecay(decay=0.01)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         AdamWeightDecay(decay=0.0)
-    with pytest.raises(TypeError, match="Unknown argument `weight_decay`"):
+    with pytest.raises(
+        TypeError, match=r"^Unknown argument `weight_decay` for AdamWeightDecay\. Did you mean: weight_decay_rate"
+    ):
         AdamWeightDecay(weight_decay=0.1)
 
 

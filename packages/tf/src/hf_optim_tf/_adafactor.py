@@ -123,16 +123,6 @@ class Adafactor(SpecOptimizer):
         **kwargs: Any,
     ) -> None:
         super().__init__(locals(), None)
-        self.epsilon_1 = float(epsilon_1)
-        self.epsilon_2 = float(epsilon_2)
-        self.clip_threshold = float(clip_threshold)
-        self.decay_rate = float(decay_rate)
-        self.beta_1 = None if beta_1 is None else float(beta_1)
-        self.decoupled_weight_decay = float(weight_decay)
-        self.scale_parameter = bool(scale_parameter)
-        self.relative_step = bool(relative_step)
-        self.warmup_init = bool(warmup_init)
-        self.first_moment = str(first_moment)
 
     def _build_state(self, var_list: list[Any]) -> None:
         """Per variable: ``step``, ``RMS``, ``exp_avg`` (with beta1), and the factored ``exp_avg_sq_row`` /

@@ -11,7 +11,7 @@ from keras import ops
 from ._formulas import adam_step_size, decoupled_weight_decay
 from ._rounding import parameter_rounding_key, store_parameter
 from ._spec_optimizer import SpecOptimizer
-from ._variables import as_list, compute_dtype, matches_any, numpy_value, variable_path
+from ._variables import compute_dtype, matches_any, numpy_value, variable_path
 
 __all__ = ["AdamWeightDecay"]
 
@@ -128,14 +128,6 @@ class AdamWeightDecay(SpecOptimizer):
         **kwargs: Any,
     ) -> None:
         super().__init__(locals(), _DEFAULT_LR)
-        self.beta_1 = float(beta_1)
-        self.beta_2 = float(beta_2)
-        self.epsilon = float(epsilon)
-        self.amsgrad = bool(amsgrad)
-        self.weight_decay_rate = float(weight_decay_rate)
-        self.include_in_weight_decay = as_list(include_in_weight_decay)
-        self.exclude_from_weight_decay = as_list(exclude_from_weight_decay)
-        self.fp32_math = bool(fp32_math)
 
     def _do_use_weight_decay(self, param_name: str) -> bool:
         """Whether the variable with this full path is decayed (include first, then exclude)."""

@@ -126,12 +126,6 @@ class AdamW(SpecOptimizer):
         **kwargs: Any,
     ) -> None:
         super().__init__(locals(), _DEFAULT_LR)
-        self.beta_1 = float(beta_1)
-        self.beta_2 = float(beta_2)
-        self.epsilon = float(epsilon)
-        self.decoupled_weight_decay = float(weight_decay)
-        self.correct_bias = bool(correct_bias)
-        self.fp32_math = bool(fp32_math)
 
     def _build_state(self, var_list: list[Any]) -> None:
         """``step``, ``exp_avg`` and ``exp_avg_sq`` per variable."""

@@ -7,24 +7,50 @@ with the others are in ``hf_optim_tf._formulas``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
+import hf_optim_spec as hs
 import keras
 
 from ._checked_restore import CheckedRestore
 from ._optimizer_arguments import check_arguments
 from ._rounding import ROUNDING_DOC, check_stochastic_rounding
+from ._variables import as_list
 
 __all__ = ["SpecOptimizer"]
+
+_PLAIN: Mapping[str, Callable[[Any], Any]] = {
+    "number": float,
+    "number_pair": float,
+    "integer": int,
+    "boolean": bool,
+    "string": str,
+    "string_list": as_list,
+}
+"""How a checked argument of each spec type is kept (plain Python values, so configs are JSON)."""
+
+
+@functools.cache
+def _argument_types(spec_id: str) -> dict[str, str]:
+    """The spec type of each Keras-spelled argument of ``spec_id`` (both halves of a split pair are numbers)."""
+    types: dict[str, str] = {}
+    for parameter in hs.get(spec_id).parameters.values():
+        alias = parameter.name_for("tf")
+        for name in alias if isinstance(alias, tuple) else (alias,):
+            types[name] = parameter.type if isinstance(parameter.type, str) else parameter.type[0]
+    return types
 
 
 class SpecOptimizer(CheckedRestore, keras.optimizers.Optimizer):
     """Base of :class:`~hf_optim_tf.AdamW`, :class:`~hf_optim_tf.AdamWeightDecay` and :class:`~hf_optim_tf.Adafactor`.
 
     Construction: the arguments are checked once (``hf_optim_tf._optimizer_arguments.check_arguments``) and the
-    Keras base keywords go to Keras' base optimizer; ``stochastic_rounding`` and ``rounding_seed`` are kept. A class
-    docstring's ``{{rounding_args}}`` line becomes the shared ``Args:`` text of those two.
+    Keras base keywords go to Keras' base optimizer; every argument named in ``_CONFIG`` (and ``stochastic_rounding``,
+    ``rounding_seed``) is kept as an attribute of that name (or of its ``_CONFIG_ATTRIBUTES`` name) as a plain value
+    of its spec type (None stays None). A class docstring's ``{{rounding_args}}`` line becomes the shared ``Args:``
+    text of the two rounding arguments.
 
     Build: float16 variables with ``stochastic_rounding=True`` are rejected before any state exists; the subclass's
     ``_build_state`` creates the state; a ``tf.train.Checkpoint`` restored before the build is checked then.
@@ -43,7 +69,7 @@ class SpecOptimizer(CheckedRestore, keras.optimizers.Optimizer):
 
     _SPEC_ID: ClassVar[str]
     _CONFIG: ClassVar[tuple[str, ...]]
-    """The ``get_config`` keys of the subclass's own spec parameters (Keras spelling; before the rounding ones)."""
+    """The subclass's own spec parameters (Keras spelling): its attributes and ``get_config`` keys."""
     _CONFIG_ATTRIBUTES: ClassVar[Mapping[str, str]] = {}
     """``get_config`` key -> attribute, where the attribute has another name."""
 
@@ -59,8 +85,13 @@ class SpecOptimizer(CheckedRestore, keras.optimizers.Optimizer):
             learning_rate=0.0 if learning_rate is None else learning_rate, name=arguments["name"], **base_kwargs
         )
         self._manual_lr = learning_rate is not None
-        self.stochastic_rounding = bool(arguments["stochastic_rounding"])
-        self.rounding_seed = int(arguments["rounding_seed"])
+        types = _argument_types(self._SPEC_ID)
+        for key in self._config_keys():
+            value = arguments[key]
+            setattr(self, self._CONFIG_ATTRIBUTES.get(key, key), None if value is None else _PLAIN[types[key]](value))
+
+    def _config_keys(self) -> tuple[str, ...]:
+        return (*self._CONFIG, "stochastic_rounding", "rounding_seed")
 
     def build(self, var_list: list[Any]) -> None:
         """Create the optimizer's state for ``var_list`` (once).
@@ -88,7 +119,7 @@ class SpecOptimizer(CheckedRestore, keras.optimizers.Optimizer):
         config: dict[str, Any] = super().get_config()
         if not self._manual_lr:
             config["learning_rate"] = None
-        for key in (*self._CONFIG, "stochastic_rounding", "rounding_seed"):
+        for key in self._config_keys():
             config[key] = getattr(self, self._CONFIG_ATTRIBUTES.get(key, key))
         return config
 
