@@ -215,3 +215,31 @@ def crosscheck(session: nox.Session, upstream: str) -> None:
     if "tensorflow-cpu" in CROSSCHECK[upstream]:
         session.install("--no-deps", "tf-keras==2.21.*")
     session.run("python", "tools/crosscheck.py", *session.posargs)
+
+
+# The clients people train with, on tiny models built from configs in code (nothing is downloaded). keras-hub goes
+# in without its dependencies, then with all of them but tensorflow-text: that one requires `tensorflow`, a second
+# TensorFlow beside the pinned tensorflow-cpu, and the models built here never tokenize text.
+INTEGRATION = ("transformers==5.25.0", "accelerate>=1.0")
+KERAS_HUB = ("keras-hub==0.32.0",)
+KERAS_HUB_DEPS = (
+    "absl-py",
+    "packaging",
+    "regex",
+    "rich",
+    "kagglehub!=1.0.1",
+    "kagglesdk==0.1.28",
+    "sentencepiece",
+    "tokenizers",
+)
+
+
+@nox.session(default=False)
+def integration(session: nox.Session) -> None:
+    """transformers' Trainer, accelerate, torch.compile and KerasHub driving hf-optim on tiny random models."""
+    _install(session, "spec", "torch", "tf")
+    session.install(*CONSTRAINTS, *INTEGRATION, *KERAS_HUB_DEPS)
+    session.install(*CONSTRAINTS, "--no-deps", *KERAS_HUB)
+    session.run("python", "-c", "import importlib.util as u, sys; sys.exit(u.find_spec('tensorflow_text') is not None)")
+    env = {"PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "2", "TF_NUM_INTRAOP_THREADS": "2", "TF_NUM_INTEROP_THREADS": "1"}
+    session.run("python", "-m", "pytest", "integration", *session.posargs, env=env)
