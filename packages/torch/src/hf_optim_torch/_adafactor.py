@@ -7,6 +7,7 @@ scalar math of a step lives in :mod:`._adafactor_scalars`, the docstring in :mod
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
@@ -29,6 +30,8 @@ from ._step_count import as_step_tensor, note_advanced
 __all__ = ["Adafactor", "adafactor"]
 
 _SPEC_ID = "adafactor"
+#: the group keys a path reads (the fields of AdafactorOptions)
+_OPTIONS = tuple(field.name for field in dataclasses.fields(AdafactorOptions))
 _HYPERPARAMS = (
     "lr",
     "eps",
@@ -155,18 +158,10 @@ class Adafactor(CheckedOptimizer, Optimizer):
             lrs.append(self._get_lr(group, state) if "step" in state else None)
         return lrs
 
-    def _init_group(
-        self,
-        group: dict[str, Any],
-        params: list[Tensor],
-        grads: list[Tensor],
-        state_steps: list[Tensor],
-        rms_values: list[Tensor],
-        exp_avgs: list[Tensor | None],
-        row_vars: list[Tensor | None],
-        col_vars: list[Tensor | None],
-        full_vars: list[Tensor | None],
-    ) -> None:
+    def _init_group(self, group: dict[str, Any], lists: list[list[Any]]) -> None:
+        """Append to ``lists`` (in :class:`AdafactorTensors` order) the tensors of the group's parameters that have a
+        gradient, their state created or completed first."""
+        params, grads, state_steps, rms_values, exp_avgs, row_vars, col_vars, full_vars = lists
         use_first_moment = group["beta1"] is not None
         for p in group["params"]:
             if p.grad is None:
@@ -211,48 +206,20 @@ class Adafactor(CheckedOptimizer, Optimizer):
         loss = begin_step(self, closure, "Adafactor does not support sparse gradients.")
         offset = 0  # position of the group's first parameter among all parameters (stochastic rounding keys)
         for group in self.param_groups:
-            params: list[Tensor] = []
-            grads: list[Tensor] = []
-            state_steps: list[Tensor] = []
-            rms_values: list[Tensor] = []
-            exp_avgs: list[Tensor | None] = []
-            row_vars: list[Tensor | None] = []
-            col_vars: list[Tensor | None] = []
-            full_vars: list[Tensor | None] = []
-            self._init_group(group, params, grads, state_steps, rms_values, exp_avgs, row_vars, col_vars, full_vars)
+            lists: list[list[Any]] = [[], [], [], [], [], [], [], []]
+            self._init_group(group, lists)
+            tensors = AdafactorTensors(*lists)
             first, offset = offset, offset + len(group["params"])
-            if not params:
+            if not tensors.params:
                 continue
             keys = None
             if group["stochastic_rounding"]:
                 indices = [first + j for j, p in enumerate(group["params"]) if p.grad is not None]
-                keys = rounding_keys(group["rounding_seed"], params, indices, state_steps)
-            adafactor(
-                params,
-                grads,
-                state_steps,
-                rms_values,
-                exp_avgs,
-                row_vars,
-                col_vars,
-                full_vars,
-                foreach=group["foreach"],
-                fused=group["fused"],
-                lr=group["lr"],
-                eps=group["eps"],
-                clip_threshold=group["clip_threshold"],
-                decay_rate=group["decay_rate"],
-                beta1=group["beta1"],
-                weight_decay=group["weight_decay"],
-                scale_parameter=group["scale_parameter"],
-                relative_step=group["relative_step"],
-                warmup_init=group["warmup_init"],
-                first_moment=group["first_moment"],
-                maximize=group["maximize"],
-                rounding_keys=keys,
-            )
+                keys = rounding_keys(group["rounding_seed"], tensors.params, indices, tensors.state_steps)
+            options = AdafactorOptions(*[group[name] for name in _OPTIONS])
+            _run(tensors, options, keys, foreach=group["foreach"], fused=group["fused"])
             if keys is not None:
-                note_advanced([s for s, key in zip(state_steps, keys) if key is not None])
+                note_advanced([s for s, key in zip(tensors.state_steps, keys) if key is not None])
         return loss
 
 
@@ -301,7 +268,19 @@ def adafactor(
         first_moment, maximize,
     )  # fmt: skip
     tensors = AdafactorTensors(params, grads, state_steps, rms_values, exp_avgs, row_vars, col_vars, full_vars)
-    if use_fused(fused, foreach, lr):
+    _run(tensors, options, rounding_keys, foreach=foreach, fused=fused)
+
+
+def _run(
+    tensors: AdafactorTensors,
+    options: AdafactorOptions,
+    rounding_keys: list[int | None] | None,
+    *,
+    foreach: bool | None,
+    fused: bool | None,
+) -> None:
+    """Send the tensors down their paths: the two-pass path first when ``fused`` allows, the rest to a loop."""
+    if use_fused(fused, foreach, options.lr):
         rest = two_pass_adafactor(tensors, options, rounding_keys, strict=bool(fused))
         if not rest:
             return
