@@ -19,16 +19,10 @@ __all__ = ["TransformersStyleAdafactor", "TransformersStyleAdamW"]
 _SIXTEEN_BIT = (torch.float16, torch.bfloat16)
 
 
-class TransformersStyleAdamW(torch.optim.Optimizer):
-    """The per-parameter loop of transformers' AdamW: eps after the square root, bias correction in the step size."""
+class _PerParameterLoop(torch.optim.Optimizer):
+    """An optimizer whose step visits each parameter with a gradient in turn (``_update``), as transformers' do."""
 
-    _DEFAULTS: ClassVar[dict[str, Any]] = {
-        "lr": 1e-3,
-        "betas": (0.9, 0.999),
-        "eps": 1e-6,
-        "weight_decay": 0.0,
-        "correct_bias": True,
-    }
+    _DEFAULTS: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, params: Any, **hyperparameters: Any) -> None:
         super().__init__(params, {**self._DEFAULTS, **hyperparameters})
@@ -38,10 +32,21 @@ class TransformersStyleAdamW(torch.optim.Optimizer):
         for group in self.param_groups:
             for param in group["params"]:
                 if param.grad is not None:
-                    self._update(param, param.grad, self.state[param], group)
+                    self._update(param, self.state[param], group)
 
-    @staticmethod
-    def _update(param: torch.Tensor, grad: torch.Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+    def _update(self, param: torch.Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+class TransformersStyleAdamW(_PerParameterLoop):
+    """The per-parameter loop of transformers' AdamW: eps after the square root, bias correction in the step size."""
+
+    _DEFAULTS: ClassVar[dict[str, Any]] = dict(
+        lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0, correct_bias=True
+    )
+
+    def _update(self, param: torch.Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+        grad = param.grad
         if not state:  # first visit: an int counter and two zero moments
             state.update(step=0, exp_avg=torch.zeros_like(param), exp_avg_sq=torch.zeros_like(param))
         state["step"] += 1
@@ -84,30 +89,13 @@ def _normalised_update(grad: torch.Tensor, state: dict[str, Any], beta2t: float,
     return torch.mul(row_part, col_part).mul_(grad)  # the outer product is materialised, as upstream
 
 
-class TransformersStyleAdafactor(torch.optim.Optimizer):
+class TransformersStyleAdafactor(_PerParameterLoop):
     """The per-parameter loop of transformers' Adafactor: factored statistics, a host-side lr, full temporaries."""
 
-    _DEFAULTS: ClassVar[dict[str, Any]] = {
-        "lr": None,
-        "eps": (1e-30, 1e-3),
-        "clip_threshold": 1.0,
-        "decay_rate": -0.8,
-        "beta1": None,
-        "weight_decay": 0.0,
-        "scale_parameter": True,
-        "relative_step": True,
-        "warmup_init": False,
-    }
-
-    def __init__(self, params: Any, **hyperparameters: Any) -> None:
-        super().__init__(params, {**self._DEFAULTS, **hyperparameters})
-
-    @torch.no_grad()
-    def step(self, closure: Any = None) -> None:
-        for group in self.param_groups:
-            for param in group["params"]:
-                if param.grad is not None:
-                    self._update(param, self.state[param], group)
+    _DEFAULTS: ClassVar[dict[str, Any]] = dict(
+        lr=None, eps=(1e-30, 1e-3), clip_threshold=1.0, decay_rate=-0.8, beta1=None, weight_decay=0.0,
+        scale_parameter=True, relative_step=True, warmup_init=False,
+    )  # fmt: skip
 
     @staticmethod
     def _first_state(grad: torch.Tensor, state: dict[str, Any], with_momentum: bool) -> None:
