@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from _metric_schedules import assert_bad_state_rejected, optimizer_run
 from hf_optim_spec.reference import run_stateful
 from hf_optim_tf import AdamW, GreedySchedule, SchedulerType, get_greedy_schedule, get_scheduler
 
@@ -90,20 +91,9 @@ def test_config_resume_at_every_metric_continues_exactly() -> None:
 
 def _optimizer_run(start: int, stop: int, *, restore: str | None = None, save: str | None = None) -> list[float]:
     """AdamW on a smoothed greedy schedule, stepped with METRICS; the lr after every step, then the weights' sum."""
-    schedule = get_greedy_schedule(0.1, **SMOOTH)
-    variable = keras.Variable(np.linspace(-1.0, 1.0, 4, dtype="float32"))
-    optimizer = AdamW(schedule, weight_decay=0.01)
-    optimizer.build([variable])
-    if restore is not None:
-        tf.train.Checkpoint(variable=variable, optimizer=optimizer).read(restore).assert_consumed()
-    out = []
-    for t in range(start, stop):
-        optimizer.apply_gradients([(tf.constant(np.cos(np.arange(4.0) + t), tf.float32), variable)])
-        schedule.step(METRICS[t])
-        out.append(float(optimizer.learning_rate))
-    if save is not None:
-        tf.train.Checkpoint(variable=variable, optimizer=optimizer).write(save)
-    return [*out, float(variable.numpy().sum())]
+    return optimizer_run(
+        get_greedy_schedule(0.1, **SMOOTH), METRICS.__getitem__, start, stop, restore=restore, save=save
+    )
 
 
 def test_tf_checkpoint_of_the_optimizer_resumes_bit_for_bit(tmp_path: Path) -> None:
@@ -167,10 +157,7 @@ BAD_STATES = [
 
 @pytest.mark.parametrize(("change", "error", "match"), BAD_STATES)
 def test_bad_state_in_config_is_rejected(change: dict[str, Any], error: type[Exception], match: str) -> None:
-    config = _stepped().get_config()
-    config["state"] = {**config["state"], **change}
-    with pytest.raises(error, match=match):
-        GreedySchedule.from_config(config)
+    assert_bad_state_rejected(_stepped(), change, error, match)
 
 
 @pytest.mark.parametrize("drop", ["window", "last_epoch"])

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from _metric_schedules import optimizer_run
 from _tf_helpers import dtype_policy
 from hf_optim_tf import (
     Adafactor,
@@ -272,19 +273,7 @@ def _plateau_run(
     schedule = get_scheduler(
         "reduce_lr_on_plateau", 0.1, scheduler_specific_kwargs={"patience": 1, "factor": 0.5, "cooldown": 1}
     )
-    variable = keras.Variable(np.linspace(-1.0, 1.0, 4, dtype="float32"))
-    optimizer = AdamW(schedule, weight_decay=0.01)
-    optimizer.build([variable])
-    if restore is not None:
-        tf.train.Checkpoint(variable=variable, optimizer=optimizer).read(restore).assert_consumed()
-    out = []
-    for t in range(start, stop):
-        optimizer.apply_gradients([(tf.constant(np.cos(np.arange(4.0) + t), tf.float32), variable)])
-        schedule.step(1.0 / (1 + min(t, 3)))
-        out.append(float(optimizer.learning_rate))
-    if save is not None:
-        tf.train.Checkpoint(variable=variable, optimizer=optimizer).write(save)
-    return [*out, float(variable.numpy().sum())], schedule
+    return optimizer_run(schedule, lambda t: 1.0 / (1 + min(t, 3)), start, stop, restore=restore, save=save), schedule
 
 
 def test_plateau_state_is_saved_by_a_tf_checkpoint_of_the_optimizer(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from _metric_schedules import assert_bad_state_rejected
 from hf_optim_tf import PlateauSchedule, SpecSchedule
 
 KERAS_SAVE_WARNING = "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
@@ -168,10 +169,7 @@ def test_plateau_state_round_trips() -> None:
 
 @pytest.mark.parametrize(("change", "error", "match"), BAD_STATES)
 def test_bad_plateau_state_in_config_is_rejected(change: dict[str, Any], error: type[Exception], match: str) -> None:
-    config = _stepped().get_config()
-    config["state"] = {**config["state"], **change}
-    with pytest.raises(error, match=match):
-        PlateauSchedule.from_config(config)
+    assert_bad_state_rejected(_stepped(), change, error, match)
 
 
 @pytest.mark.parametrize(
@@ -264,3 +262,14 @@ def test_garbled_schedule_in_keras_file_fails_at_load(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="`num_warmup_steps` must be >= 0"):
         keras.saving.load_model(_edit_keras_file(tmp_path / "m.keras", negative_warmup))
+
+
+def test_adafactor_relative_step_schedule_keeps_its_first_name_and_registration() -> None:
+    """The Keras class was renamed from ``AdafactorSchedule`` (torch's class of that name is an unrelated proxy): the
+    old name is an alias and ``.keras`` files keep the registered name ``hf_optim>AdafactorSchedule``."""
+    assert ht.AdafactorSchedule is ht.AdafactorRelativeStepSchedule
+    schedule = ht.get_adafactor_relative_step_schedule(0.5)
+    assert isinstance(schedule, ht.AdafactorRelativeStepSchedule)
+    assert keras.saving.get_registered_name(type(schedule)) == "hf_optim>AdafactorSchedule"
+    again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(schedule))
+    assert type(again) is ht.AdafactorRelativeStepSchedule and again.get_config() == schedule.get_config()

@@ -12,10 +12,14 @@ from ._adam_weight_decay import AdamWeightDecay
 from ._adamw import AdamW
 from ._amp import apply_scaled_gradients
 from ._greedy import GreedySchedule, get_greedy_schedule
-from ._schedules import (
-    PlateauSchedule,
+from ._plateau import PlateauSchedule, get_reduce_on_plateau_schedule
+from ._relative_step_schedule import (
+    AdafactorRelativeStepSchedule,
+    AdafactorSchedule,
+    get_adafactor_relative_step_schedule,
+)
+from ._schedule_factories import (
     SchedulerType,
-    SpecSchedule,
     get_constant_schedule,
     get_constant_schedule_with_warmup,
     get_cosine_schedule_with_warmup,
@@ -25,16 +29,17 @@ from ._schedules import (
     get_inverse_sqrt_schedule,
     get_linear_schedule_with_warmup,
     get_polynomial_decay_schedule_with_warmup,
-    get_reduce_on_plateau_schedule,
     get_scheduler,
     get_wsd_schedule,
 )
-from ._warmup import AdafactorSchedule, PolynomialDecay, WarmUp, create_optimizer, get_adafactor_relative_step_schedule
+from ._schedules import SpecSchedule
+from ._warmup import PolynomialDecay, WarmUp, create_optimizer
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Adafactor",
+    "AdafactorRelativeStepSchedule",
     "AdafactorSchedule",
     "AdamW",
     "AdamWeightDecay",

@@ -12,33 +12,13 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-import hf_optim_spec as hs
 import keras
 import numpy as np
 
-from ._schedules import _checked_learning_rate, _tf_params, checked_config, metric_lr
-from ._staged_restore import StagedRestore
-from ._state_check import StateSlot, checked_value
+from ._metric_schedule import MetricSchedule, improved, untracked
+from ._state_check import checked_value
 
 __all__ = ["GreedySchedule", "get_greedy_schedule"]
-
-_Schedule = keras.optimizers.schedules.LearningRateSchedule
-
-if keras.backend.backend() == "tensorflow":
-    import tensorflow as tf
-
-    # a TF trackable: tf.train.Checkpoint saves and restores the state variables
-    _Trackable = tf.__internal__.tracking.AutoTrackable
-    _untracked = tf.__internal__.tracking.no_automatic_dependency_tracking
-else:  # no TensorFlow off its backend: the state travels in get_config (.keras files)
-
-    class _Trackable:  # type: ignore[no-redef]
-        def _track_trackable(self, trackable: Any, name: str) -> Any:
-            return trackable
-
-    def _untracked(method: Any) -> Any:  # type: ignore[no-redef]
-        return method
-
 
 #: state variables (checkpoint dependency names) and their dtypes; the window ones exist only with smooth=True
 _STATE = {
@@ -64,7 +44,7 @@ def _plain(value: Any) -> Any:
 
 
 @keras.saving.register_keras_serializable(package="hf_optim")
-class GreedySchedule(StagedRestore, _Schedule, _Trackable):
+class GreedySchedule(MetricSchedule):
     """transformers' ``greedy`` schedule (``GreedyLR``) for Keras: the lr follows a monitored metric.
 
     Call :meth:`step` with the metric after each evaluation, or add :meth:`callback` to ``model.fit`` (it steps
@@ -102,28 +82,15 @@ class GreedySchedule(StagedRestore, _Schedule, _Trackable):
             entry long; a ``state`` that does not fit (see above).
     """
 
-    @_untracked
-    def __init__(
-        self,
-        learning_rate: float,
-        name: str | None = None,
-        state: Mapping[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__()
-        spec = hs.get("greedy")
-        learning_rate = _checked_learning_rate(learning_rate)
-        resolved = hs.validate(spec, kwargs, framework="tf", base_lr=learning_rate, param_groups=1)
+    _SPEC_ID = "greedy"
+    _VARIABLE_PREFIX = "greedy"
+    _PARAM_GROUPS = 1
+
+    @untracked
+    def _create_state(self, resolved: Mapping[str, Any]) -> None:
         self.min_lr = _bound(resolved["min_lr"])
         self.max_lr = _bound(resolved["max_lr"])
-        if name is not None and not isinstance(name, str):
-            raise TypeError(
-                f"Argument `name` must be a str or None. Received: name={name!r} (of type {type(name).__name__})"
-            )
-        self.learning_rate = learning_rate
-        self.name = name
-        self._canonical = resolved
-        self.params = {key: _plain(value) for key, value in _tf_params(spec, resolved).items()}
+        self.params = {key: _plain(value) for key, value in self.params.items()}
         self._before: tuple[int, dict[str, np.ndarray]] | None = None
         layout = dict(_STATE)
         if resolved["smooth"]:
@@ -135,15 +102,8 @@ class GreedySchedule(StagedRestore, _Schedule, _Trackable):
             key: [] if key == "window" else (float if dtype == "float64" else int)(initial[key])
             for key, dtype in layout.items()
         }
-        self._state: dict[str, Any] = {}
         for key, dtype in layout.items():
-            value = np.zeros(int(resolved["window_size"])) if key == "window" else initial[key]
-            variable = keras.Variable(value, dtype=dtype, trainable=False, autocast=False, name=f"greedy_{key}")
-            self._state[key] = variable
-            self._hook_restore(variable)  # before TF tracks it: tracking may restore it (a deferred restore)
-            self._track_trackable(variable, name=key)
-        if state is not None:
-            self._set_state(state)
+            self._add_state(key, dtype, np.zeros(int(resolved["window_size"])) if key == "window" else initial[key])
 
     # ------------------------------------------------------------------ state
 
@@ -200,12 +160,6 @@ class GreedySchedule(StagedRestore, _Schedule, _Trackable):
                 f"Received: {values['window_count']}"
             )
 
-    def _restore_slots(self) -> list[StateSlot]:
-        return [
-            StateSlot(index, variable, key, label="state variable")
-            for index, (key, variable) in enumerate(self._state.items())
-        ]
-
     def _stage_restored(self, variable: Any, value: Any) -> None:
         # StagedRestore checks each value and commits them together; the whole state is checked right after that
         # commit and the previous values come back if it does not fit.
@@ -234,23 +188,13 @@ class GreedySchedule(StagedRestore, _Schedule, _Trackable):
         keys = list(self._state)
         if "window" in keys:  # the config holds the window as a list and no count
             keys.remove("window_count")
-        if not isinstance(state, Mapping):
-            raise TypeError(
-                f"Argument `state` must be a dict with {', '.join(keys)}. Received: state={state!r} "
-                f"(of type {type(state).__name__})"
-            )
-        unknown = [str(key) for key in state if key not in keys]
-        missing = [key for key in keys if key not in state]
-        if unknown or missing:
-            raise TypeError(
-                f"Argument `state` must hold exactly {', '.join(keys)}. Received: missing {missing}, unknown {unknown}"
-            )
+        saved = self._check_state_keys(state, keys)
         slots = {slot.key: slot for slot in self._restore_slots()}
         values: dict[str, Any] = {}
         name = type(self).__name__
         for key in keys:  # every value is checked; the state takes the given values (not a float32 copy on JAX)
             if key == "window":
-                window = state["window"]
+                window = saved["window"]
                 if not isinstance(window, (list, tuple)) or len(window) > int(self._canonical["window_size"]):
                     raise ValueError(
                         f"{name} state['window'] must be a list of at most window_size="
@@ -260,8 +204,8 @@ class GreedySchedule(StagedRestore, _Schedule, _Trackable):
                 checked_value(slots["window"], padded, "state['window']", name)
                 values["window"], values["window_count"] = list(window), len(window)
                 continue
-            checked_value(slots[key], state[key], f"state[{key!r}]", name)
-            values[key] = state[key]
+            checked_value(slots[key], saved[key], f"state[{key!r}]", name)
+            values[key] = saved[key]
         self._check_whole(values, "state")
         self._assign(values)
 
@@ -281,20 +225,7 @@ class GreedySchedule(StagedRestore, _Schedule, _Trackable):
         """The best (smoothed) metric so far (``inf`` / ``-inf`` before the first one and after a reset)."""
         return float(self._host["best"])
 
-    @property
-    def variables(self) -> list[Any]:
-        """The state variables, in the order of the class docstring."""
-        return list(self._state.values())
-
     # ------------------------------------------------------------------ stepping
-
-    def _improved(self, current: float, best: float) -> bool:
-        p = self._canonical
-        if p["mode"] == "min":
-            bar = best * (1.0 - p["threshold"]) if p["threshold_mode"] == "rel" else best - p["threshold"]
-            return current < bar
-        bar = best * (1.0 + p["threshold"]) if p["threshold_mode"] == "rel" else best + p["threshold"]
-        return current > bar
 
     def _say(self, message: str) -> None:
         if self._canonical["verbose"]:
@@ -319,7 +250,7 @@ class GreedySchedule(StagedRestore, _Schedule, _Trackable):
             s["warmup_counter"] -= 1
             s["num_bad_epochs"] = s["num_good_epochs"] = 0
         else:
-            if self._improved(current, s["best"]):
+            if improved(p, current, s["best"]):
                 s["best"], s["num_bad_epochs"] = current, 0
                 s["num_good_epochs"] += 1
             else:
@@ -348,33 +279,8 @@ class GreedySchedule(StagedRestore, _Schedule, _Trackable):
         self._assign(s)
         return float(s["lr"])
 
-    def callback(self, monitor: str = "val_loss") -> keras.callbacks.Callback:
-        """A Keras callback that calls :meth:`step` with ``logs[monitor]`` after every epoch."""
-        return _GreedyCallback(self, monitor)
-
-    def __call__(self, step: Any) -> Any:
-        return metric_lr(self)
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> GreedySchedule:
-        """The schedule of a :meth:`get_config` dict, its state checked (see the class docstring)."""
-        return cls(**checked_config(cls, config))
-
     def get_config(self) -> dict[str, Any]:
         return {"learning_rate": self.learning_rate, "name": self.name, "state": self.get_state(), **self.params}
-
-
-class _GreedyCallback(keras.callbacks.Callback):
-    def __init__(self, schedule: GreedySchedule, monitor: str) -> None:
-        super().__init__()
-        self.schedule = schedule
-        self.monitor = monitor
-
-    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
-        logs = logs or {}
-        if self.monitor not in logs:
-            raise KeyError(f"GreedySchedule monitors `{self.monitor}`, which is not in the logs: {sorted(logs)}")
-        self.schedule.step(logs[self.monitor])
 
 
 def get_greedy_schedule(learning_rate: float, **kwargs: Any) -> GreedySchedule:

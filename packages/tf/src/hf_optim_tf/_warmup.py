@@ -11,9 +11,14 @@ import keras
 from ._adam_weight_decay import AdamWeightDecay
 from ._schedules import SpecSchedule, checked_config
 
-__all__ = ["AdafactorSchedule", "PolynomialDecay", "WarmUp", "create_optimizer", "get_adafactor_relative_step_schedule"]
+__all__ = ["PolynomialDecay", "WarmUp", "create_optimizer"]
 
 _DEFAULT_EXCLUDE = ["LayerNorm", "layer_norm", "bias"]
+
+
+def _constructor_arguments(frame_locals: Mapping[str, Any]) -> dict[str, Any]:
+    """A constructor's own arguments, from its ``locals()`` taken first thing."""
+    return {key: value for key, value in frame_locals.items() if key not in ("self", "__class__")}
 
 
 @keras.saving.register_keras_serializable(package="hf_optim")
@@ -49,17 +54,9 @@ class WarmUp(SpecSchedule):
         power: float = 1.0,
         name: str | None = None,
     ) -> None:
-        super().__init__(
-            "warmup",
-            None,
-            {
-                "initial_learning_rate": initial_learning_rate,
-                "decay_schedule_fn": decay_schedule_fn,
-                "warmup_steps": warmup_steps,
-                "power": power,
-            },
-            name=name,
-        )
+        arguments = _constructor_arguments(locals())
+        name = arguments.pop("name")
+        super().__init__("warmup", None, arguments, name=name)
         self.initial_learning_rate = initial_learning_rate
         self.decay_schedule_fn = decay_schedule_fn
         self.warmup_steps = warmup_steps
@@ -120,26 +117,10 @@ class PolynomialDecay(keras.optimizers.schedules.PolynomialDecay):
         cycle: bool = False,
         name: str = "PolynomialDecay",
     ) -> None:
-        self._formula = SpecSchedule(
-            "polynomial_decay",
-            None,
-            {
-                "initial_learning_rate": initial_learning_rate,
-                "decay_steps": decay_steps,
-                "end_learning_rate": end_learning_rate,
-                "power": power,
-                "cycle": cycle,
-                "name": name,  # the spec types it (a str; None only if the spec makes it nullable)
-            },
-        )
-        super().__init__(
-            initial_learning_rate=initial_learning_rate,
-            decay_steps=decay_steps,
-            end_learning_rate=end_learning_rate,
-            power=power,
-            cycle=cycle,
-            name=name,
-        )
+        arguments = _constructor_arguments(locals())
+        # the spec types `name` too (a str; None only if the spec makes it nullable)
+        self._formula = SpecSchedule("polynomial_decay", None, arguments)
+        super().__init__(**arguments)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> PolynomialDecay:
@@ -204,24 +185,7 @@ def create_optimizer(
             ``num_train_steps <= num_warmup_steps``, which transformers accepted and then divided
             by zero or decayed backwards).
     """
-    hs.validate(
-        "create_optimizer",
-        {
-            "init_lr": init_lr,
-            "num_train_steps": num_train_steps,
-            "num_warmup_steps": num_warmup_steps,
-            "min_lr_ratio": min_lr_ratio,
-            "adam_beta1": adam_beta1,
-            "adam_beta2": adam_beta2,
-            "adam_epsilon": adam_epsilon,
-            "adam_clipnorm": adam_clipnorm,
-            "adam_global_clipnorm": adam_global_clipnorm,
-            "weight_decay_rate": weight_decay_rate,
-            "power": power,
-            "include_in_weight_decay": include_in_weight_decay,
-        },
-        framework="tf",
-    )
+    hs.validate("create_optimizer", locals(), framework="tf")
     lr_schedule: keras.optimizers.schedules.LearningRateSchedule = PolynomialDecay(
         initial_learning_rate=init_lr,
         decay_steps=num_train_steps - num_warmup_steps,
@@ -244,75 +208,3 @@ def create_optimizer(
         include_in_weight_decay=include_in_weight_decay,
     )
     return optimizer, lr_schedule
-
-
-@keras.saving.register_keras_serializable(package="hf_optim")
-class AdafactorSchedule(SpecSchedule):
-    r"""The learning rate :class:`Adafactor` uses internally, as a function of its step.
-
-    transformers' torch ``AdafactorSchedule`` is a proxy that reads the lr back from the
-    optimizer for logging. On Keras the same quantity is this closed form (the
-    ``adafactor_relative_step`` spec), evaluated at Adafactor's 1-based per-variable step for a
-    parameter of root-mean-square ``rms``:
-
-    .. math::
-
-        \eta(t) = \max(\epsilon_2, \mathrm{rms})^{[\text{scale\_parameter}]}\cdot
-        \begin{cases}\min(10^{-6} t\ \text{if warmup\_init else}\ 10^{-2},\ 1/\sqrt{t})
-        & \text{relative\_step} \\ \text{lr} & \text{else}\end{cases}
-
-    Args:
-        rms: root mean square of the parameter (``Adafactor`` recomputes it every step).
-        lr: external lr; must be None when ``relative_step``. Defaults to None.
-        scale_parameter: Defaults to True.
-        relative_step: Defaults to True.
-        warmup_init: Defaults to False.
-        eps2: floor of the parameter scale. Defaults to 1e-3.
-        name: optional name.
-    """
-
-    def __init__(
-        self,
-        rms: float,
-        lr: float | None = None,
-        scale_parameter: bool = True,
-        relative_step: bool = True,
-        warmup_init: bool = False,
-        eps2: float = 1e-3,
-        name: str | None = None,
-    ) -> None:
-        super().__init__(
-            "adafactor_relative_step",
-            None,
-            {
-                "lr": lr,
-                "scale_parameter": scale_parameter,
-                "relative_step": relative_step,
-                "warmup_init": warmup_init,
-                "eps2": eps2,
-                "rms": rms,
-            },
-            name=name,
-        )
-
-    def get_config(self) -> dict[str, Any]:
-        return {**self.params, "name": self.name}
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> AdafactorSchedule:
-        """The schedule of a :meth:`get_config` dict (its fields checked, see ``SpecSchedule.from_config``)."""
-        return cls(**checked_config(cls, config))
-
-
-def get_adafactor_relative_step_schedule(
-    rms: float,
-    lr: float | None = None,
-    scale_parameter: bool = True,
-    relative_step: bool = True,
-    warmup_init: bool = False,
-    eps2: float = 1e-3,
-) -> AdafactorSchedule:
-    """The ``adafactor_relative_step`` spec schedule (:class:`AdafactorSchedule`) under its factory name."""
-    return AdafactorSchedule(
-        rms, lr=lr, scale_parameter=scale_parameter, relative_step=relative_step, warmup_init=warmup_init, eps2=eps2
-    )
