@@ -1,4 +1,5 @@
-"""Parameter layouts of the benchmark: one flat tensor, or ~200 tensors shaped like a transformer's."""
+"""Parameter layouts of the benchmark: one flat tensor, ~200 tensors shaped like a transformer's, 240 tensors of a
+transformer with an odd width (d = 577: no size divides by a vector width), and 200 small tensors (fixed host cost)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import math
 
 __all__ = ["LAYOUTS", "layout_shapes"]
 
-LAYOUTS = ("one_tensor", "transformer")
+LAYOUTS = ("one_tensor", "transformer", "odd_transformer", "small_vectors", "small_matrices")
+ODD_WIDTH = 577
+SMALL_COUNT = 200
 _LAYERS = 16  # 12 tensors per layer + embeddings + final norm: 16 layers give 198 tensors
 
 
@@ -29,10 +32,25 @@ def _transformer(total: int) -> list[tuple[int, ...]]:
     return shapes
 
 
+def _odd_transformer(total: int) -> list[tuple[int, ...]]:
+    """Layers of 12 tensors at width 577 (weights d x 3d, d x d, d x 4d, 4d x d, their biases, two norms), as many
+    layers as come nearest ``total`` (80M: 20 layers, 240 tensors, 80.05M parameters)."""
+    d = ODD_WIDTH
+    layer = [(d,), (d,), (d, 3 * d), (3 * d,), (d, d), (d,), (d,), (d,), (d, 4 * d), (4 * d,), (4 * d, d), (d,)]
+    per_layer = sum(math.prod(s) for s in layer)
+    return layer * max(1, round(total / per_layer))
+
+
 def layout_shapes(layout: str, total: int) -> list[tuple[int, ...]]:
-    """The tensor shapes of ``layout`` holding about ``total`` parameters."""
+    """The tensor shapes of ``layout`` holding about ``total`` parameters (the small layouts ignore ``total``)."""
     if layout == "one_tensor":
         return [(total,)]
     if layout == "transformer":
         return _transformer(total)
+    if layout == "odd_transformer":
+        return _odd_transformer(total)
+    if layout == "small_vectors":
+        return [(32,)] * SMALL_COUNT
+    if layout == "small_matrices":
+        return [(32, 32)] * SMALL_COUNT
     raise ValueError(f"unknown layout {layout!r}; choose from {LAYOUTS}")

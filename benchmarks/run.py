@@ -6,10 +6,13 @@ Every peer of one framework runs on the same parameters in the same process, int
 per round, the order alternating), median of the timed rounds after warm-up rounds. Ratios are medians of the
 per-round ratios, so a slow spell of the machine hits both sides of a ratio. Intra-op threads: 2 (torch and TF).
 
-The default run (about 10 minutes on 2 cores) times torch at 10M parameters with 3 warm-up + 20 timed rounds and
-everything else (torch at 100M, Keras) with 2 + 12, and runs the Keras peers eagerly at 10M only (at 100M under
-jit_compile only; the issue-6 Keras targets are XLA ones). ``--full`` runs 3 + 20 rounds everywhere and adds the
-eager Keras peers at 100M (about 5 more minutes); ``--quick`` is a smoke run at 10M with 1 + 5 rounds.
+The default run (about 10 minutes on 2 cores) covers the layouts of CONFIGS: 10M parameters in 1 tensor and in ~200
+transformer tensors, 200 tensors of 32 and of 32x32 elements (the fixed host cost per tensor), 80M in one 1-D tensor
+and (torch) in 240 tensors of the odd width 577, and 100M in ~200 tensors. torch at 10M: 3 warm-up + 20 timed rounds;
+the small layouts 10 + 60; the rest 2 + 12; the Keras peers run eagerly at 10M only (at 80M/100M under jit_compile
+only). ``--full`` runs 3 + 20 rounds everywhere and adds the eager Keras peers at 80M/100M; ``--quick`` is a smoke run
+of the 10M and small layouts with few rounds. Targets of issues 6 and 17 come first in the report, met or missed by
+how much.
 """
 
 from __future__ import annotations
@@ -30,8 +33,25 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 THREADS = 2
 HERE = Path(__file__).parent
-SIZES = {"10M": 10_000_000, "100M": 100_000_000}
-LAYOUT_LABEL = {"one_tensor": "1 tensor", "transformer": "~200 tensors"}
+SIZES = {"10M": 10_000_000, "100M": 100_000_000, "80M": 80_000_000, "small": 0}
+LAYOUT_LABEL = {
+    "one_tensor": "1 tensor",
+    "transformer": "~200 tensors",
+    "odd_transformer": "240 tensors of width 577",
+    "small_vectors": "200 tensors of 32",
+    "small_matrices": "200 tensors of 32x32",
+}
+BOTH = ("torch", "keras")
+# (size, layout, frameworks) in the order they run; --quick keeps the 10M and small ones
+CONFIGS = (
+    ("10M", "one_tensor", BOTH),
+    ("10M", "transformer", BOTH),
+    ("small", "small_vectors", ("torch",)),
+    ("small", "small_matrices", ("torch",)),
+    ("80M", "one_tensor", BOTH),
+    ("80M", "odd_transformer", ("torch",)),
+    ("100M", "transformer", BOTH),
+)
 
 
 def _log(message: str) -> None:
@@ -66,6 +86,10 @@ def _machine() -> list[str]:
     except (OSError, ValueError, IndexError):
         pass
     return lines
+
+
+def _where(size: str, layout: str) -> str:
+    return LAYOUT_LABEL[layout] if size == "small" else f"{size} parameters, {LAYOUT_LABEL[layout]}"
 
 
 def _ms(seconds: float) -> str:
@@ -105,6 +129,8 @@ def _table(result: dict[str, Any], reference: str, bandwidth: float, *, keras: b
 
 def _rounds(args: argparse.Namespace, framework: str, size: str) -> tuple[int, int]:
     """(warm-up, timed) rounds of one configuration: 20 timed rounds where a round is cheap or with --full."""
+    if size == "small":  # milliseconds per step: many rounds are cheap
+        return (3, 20) if args.quick else (10, 60)
     if args.quick:
         return 1, 5
     if args.full or (framework == "torch" and size == "10M"):
@@ -113,7 +139,7 @@ def _rounds(args: argparse.Namespace, framework: str, size: str) -> tuple[int, i
 
 
 def _keras_eager(args: argparse.Namespace, size: str) -> bool:
-    """Eager Keras peers: at 10M always, at 100M only with --full (or when there is no XLA run)."""
+    """Eager Keras peers: at 10M always, at 80M/100M only with --full (or when there is no XLA run)."""
     return args.quick or args.full or args.no_jit or size == "10M"
 
 
@@ -124,8 +150,8 @@ def _plan_text(args: argparse.Namespace) -> str:
         return "3 warm-up then 20 timed rounds (--full); eager Keras peers at every size"
     eager = "eager Keras peers at 10M only" if not args.no_jit else "eager Keras peers at every size"
     return (
-        "3 warm-up then 20 timed rounds for torch at 10M, 2 warm-up then 12 timed rounds for torch at 100M "
-        f"and for Keras; {eager} (`--full`: 20 rounds everywhere and eager Keras at 100M too)"
+        "3 warm-up then 20 timed rounds for torch at 10M, 10 then 60 for the 200 small tensors, 2 then 12 for torch "
+        f"at 80M/100M and for Keras; {eager} (`--full`: 20 rounds everywhere and eager Keras at 80M/100M too)"
     )
 
 
@@ -150,36 +176,36 @@ def main(argv: list[str] | None = None) -> int:
     import _torch_bench
     import keras
 
-    sizes = ["10M"] if args.quick else ["10M", "100M"]
+    configs = [c for c in CONFIGS if not args.quick or c[0] in ("10M", "small")]
+    sizes = list(dict.fromkeys(size for size, _, _ in configs if size != "small"))
     started, load_start = time.time(), _load()
-    _log(f"load average {load_start}; sizes {sizes}; {_plan_text(args)}")
+    _log(f"load average {load_start}; {len(configs)} configurations; {_plan_text(args)}")
 
-    bandwidths = _torch_bench.copy_bandwidth(SIZES[sizes[-1]] * 4)
+    bandwidths = _torch_bench.copy_bandwidth(max(SIZES[size] for size in sizes) * 4)
     _log("bandwidth " + ", ".join(f"{k} {v / 1e9:.1f} GB/s" for k, v in bandwidths.items()))
 
     torch_results: dict[tuple[str, str], Any] = {}
     keras_results: dict[tuple[str, str], Any] = {}
-    for size in sizes:
-        for layout in LAYOUT_LABEL:
-            if args.only != "keras":
-                _log(f"torch {size} {layout}")
-                warmup, rounds = _rounds(args, "torch", size)
-                torch_results[size, layout] = _torch_bench.run_optimizers(
-                    SIZES[size], layout, warmup=warmup, rounds=rounds, exact=size == "10M"
-                )
-            if args.only != "torch":
-                _log(f"keras {size} {layout}")
-                warmup, rounds = _rounds(args, "keras", size)
-                keras_results[size, layout] = _keras_bench.run_optimizers(
-                    SIZES[size],
-                    layout,
-                    warmup=warmup,
-                    rounds=rounds,
-                    jit=not args.no_jit,
-                    eager=_keras_eager(args, size),
-                    log=_log,
-                )
-                keras.backend.clear_session()
+    for size, layout, frameworks in configs:
+        if args.only != "keras" and "torch" in frameworks:
+            _log(f"torch {size} {layout}")
+            warmup, rounds = _rounds(args, "torch", size)
+            torch_results[size, layout] = _torch_bench.run_optimizers(
+                SIZES[size], layout, warmup=warmup, rounds=rounds, exact=size in ("10M", "small")
+            )
+        if args.only != "torch" and "keras" in frameworks:
+            _log(f"keras {size} {layout}")
+            warmup, rounds = _rounds(args, "keras", size)
+            keras_results[size, layout] = _keras_bench.run_optimizers(
+                SIZES[size],
+                layout,
+                warmup=warmup,
+                rounds=rounds,
+                jit=not args.no_jit,
+                eager=_keras_eager(args, size),
+                log=_log,
+            )
+            keras.backend.clear_session()
     _log("schedules")
     calls = 200 if args.quick else 1000
     torch_sched = _torch_bench.run_schedules(calls) if args.only != "keras" else {}
@@ -314,10 +340,11 @@ def _report(
                 f"{'yes' if share < 0.01 else 'no'} |"
             )
     lines.append("")
+    lines += _round_two_targets(torch_results, keras_results, bandwidth)
     # ---- per configuration
     for (size, layout), result in torch_results.items():
         lines += [
-            f"## torch, {size} parameters, {LAYOUT_LABEL[layout]} ({result['tensors']} tensors, {result['params']:,} parameters)",
+            f"## torch, {_where(size, layout)} ({result['tensors']} tensors, {result['params']:,} parameters)",
             "",
             *_table(result, "torch.optim.AdamW(fused=True)", bandwidth),
             "",
@@ -328,7 +355,7 @@ def _report(
             name for name in ("keras.optimizers.AdamW eager", "keras.optimizers.AdamW jit") if name in result["rows"]
         )
         lines += [
-            f"## Keras, {size} parameters, {LAYOUT_LABEL[layout]} ({result['tensors']} tensors, {result['params']:,} parameters)",
+            f"## Keras, {_where(size, layout)} ({result['tensors']} tensors, {result['params']:,} parameters)",
             "",
             *_table(result, reference, bandwidth, keras=True),
             "",
@@ -366,6 +393,50 @@ def _report(
     if notes.exists():
         lines += [notes.read_text().rstrip(), ""]
     return "\n".join(lines)
+
+
+FUSED = "torch.optim.AdamW(fused=True)"
+
+
+def _target_row(text: str, value: float, spread: float | None, bound: float, unit: str = "x") -> str:
+    shown = f"{value:.2f}{unit}" + (f" (±{spread * value / 2:.2f})" if spread is not None else "")
+    verdict = "yes" if value <= bound else f"no, {value / bound:.2f}x the bound"
+    return f"| {text} | {shown} | {verdict} |"
+
+
+def _round_two_targets(
+    torch_results: dict[tuple[str, str], Any], keras_results: dict[tuple[str, str], Any], bandwidth: float
+) -> list[str]:
+    """Issue 17's targets: Adafactor at torch's fused AdamW speed, the fixed cost per small tensor, Keras floors."""
+    lines = ["## Targets (issue 17), CPU, 2 threads", "", "| target | measured | met |", "|---|---|---|"]
+    for (size, layout), result in torch_results.items():
+        rows = result["rows"]
+        where = _where(size, layout)
+        if size != "small":
+            ratio, spread = _ratio(rows, "hf_optim_torch.Adafactor", FUSED)
+            lines.append(_target_row(f"torch Adafactor <= 1.0x {FUSED}, {where}", ratio, spread, 1.0))
+            continue
+        for name in ("hf_optim_torch.AdamW", "hf_optim_torch.AdamWeightDecay"):
+            ratio, spread = _ratio(rows, name, FUSED)
+            lines.append(_target_row(f"torch {name.split('.')[-1]} <= 1.1x {FUSED}, {where}", ratio, spread, 1.1))
+        ratio, spread = _ratio(rows, "hf_optim_torch.Adafactor", FUSED)
+        lines.append(_target_row(f"torch Adafactor <= 2x {FUSED}, {where}", ratio, spread, 2.0))
+    keras_10m = keras_results.get(("10M", "transformer"), {}).get("rows", {})
+    for step, bound in (("hf_optim_tf.AdamW eager", 10.0), ("hf_optim_tf.Adafactor jit", 5.0)):
+        row = keras_10m.get(step)
+        if row is None:
+            continue
+        floor = row["floor_bytes"] / bandwidth
+        lines.append(
+            _target_row(
+                f"Keras `{step}` within {bound:g}x its bandwidth floor, 10M in ~200 tensors",
+                row["timing"].median / floor,
+                None,
+                bound,
+                unit="x floor",
+            )
+        )
+    return [*lines, ""]
 
 
 if __name__ == "__main__":
