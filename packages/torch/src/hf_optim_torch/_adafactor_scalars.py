@@ -103,6 +103,9 @@ class _Closures:
             if func in ("min", "max"):
                 pick = _tensor_min if func == "min" else _tensor_max
                 first, rest = args[0], args[1:]
+                if len(rest) == 1:  # the common two-argument form, without the loop
+                    second = rest[0]
+                    return lambda step: pick(first(step), second(step))
 
                 def fold(step: Scalar) -> Scalar:
                     value = first(step)
