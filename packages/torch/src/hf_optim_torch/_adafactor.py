@@ -158,9 +158,9 @@ class Adafactor(CheckedOptimizer, Optimizer):
             lrs.append(self._get_lr(group, state) if "step" in state else None)
         return lrs
 
-    def _init_group(self, group: dict[str, Any], lists: list[list[Any]]) -> None:
-        """Append to ``lists`` (in :class:`AdafactorTensors` order) the tensors of the group's parameters that have a
-        gradient, their state created or completed first."""
+    def _init_group(self, group: dict[str, Any], *lists: list[Any]) -> None:
+        """Append to ``lists`` (the lists of :class:`AdafactorTensors`, in its order) the tensors of the group's
+        parameters that have a gradient, their state created or completed first."""
         params, grads, state_steps, rms_values, exp_avgs, row_vars, col_vars, full_vars = lists
         use_first_moment = group["beta1"] is not None
         for p in group["params"]:
@@ -206,9 +206,16 @@ class Adafactor(CheckedOptimizer, Optimizer):
         loss = begin_step(self, closure, "Adafactor does not support sparse gradients.")
         offset = 0  # position of the group's first parameter among all parameters (stochastic rounding keys)
         for group in self.param_groups:
-            lists: list[list[Any]] = [[], [], [], [], [], [], [], []]
-            self._init_group(group, lists)
-            tensors = AdafactorTensors(*lists)
+            params: list[Tensor] = []
+            grads: list[Tensor] = []
+            state_steps: list[Tensor] = []
+            rms_values: list[Tensor] = []
+            exp_avgs: list[Tensor | None] = []
+            row_vars: list[Tensor | None] = []
+            col_vars: list[Tensor | None] = []
+            full_vars: list[Tensor | None] = []
+            self._init_group(group, params, grads, state_steps, rms_values, exp_avgs, row_vars, col_vars, full_vars)
+            tensors = AdafactorTensors(params, grads, state_steps, rms_values, exp_avgs, row_vars, col_vars, full_vars)
             first, offset = offset, offset + len(group["params"])
             if not tensors.params:
                 continue
