@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .._registry import get
 from ..rounding import rounding_key
 from ._case import case_dtype, case_inputs, fill_case, hyperparams, params_to_json
 from ._inputs import Array, to_json
@@ -97,17 +98,18 @@ def adafactor_lr(
     warmup_init: bool,
     scale_parameter: bool,
 ) -> float:
-    """The learning rate Adafactor uses at ``step`` (1-based) for a parameter of RMS ``param_rms``."""
-    rel_step_sz = lr
-    if relative_step:
-        min_step = 1e-6 * step if warmup_init else 1e-2
-        rel_step_sz = min(min_step, 1.0 / math.sqrt(step))
-    if rel_step_sz is None:
+    """The learning rate Adafactor uses at ``step`` (1-based) for a parameter of RMS ``param_rms``.
+
+    Not restated here: the spec's ``adafactor_relative_step`` expression (the same one the torch and Keras tiers
+    lower), bound to these flags and evaluated in float64.
+    """
+    if lr is None and not relative_step:
         raise ValueError("Adafactor needs a manual `lr` when relative_step=False")
-    param_scale = 1.0
-    if scale_parameter:
-        param_scale = max(eps[1], param_rms)
-    return param_scale * rel_step_sz
+    program = get("adafactor_relative_step").program
+    assert program is not None
+    flags = {"relative_step": relative_step, "warmup_init": warmup_init, "scale_parameter": scale_parameter}
+    bound = program.bind({"lr": lr, "eps2": eps[1], "rms": param_rms, **flags})
+    return float(bound(step))
 
 
 def compute_dtype(dtype: str) -> str:
