@@ -33,11 +33,6 @@ class AdamTensors(NamedTuple):
         """The tensors of the parameters at ``indices``, in that order."""
         return AdamTensors(*([lst[i] for i in indices] if lst else lst for lst in self))
 
-    def companions(self, i: int) -> list[Tensor]:
-        """The tensors the kernel updates or reads along with parameter ``i``."""
-        out = [self.grads[i], self.exp_avgs[i], self.exp_avg_sqs[i]]
-        return [*out, self.max_exp_avg_sqs[i]] if self.max_exp_avg_sqs else out
-
 
 def kernel_lr(lr: float | Tensor, strict: bool) -> float | None:
     """The lr as the Python float the kernel takes; None for a tensor lr it cannot read without a device sync.
@@ -63,7 +58,7 @@ def torch_kernel_path(
     strict: bool,
     dtypes: tuple[torch.dtype, ...],
     steps: Callable[[list[Tensor]], list[float]],
-    decayed: Callable[[int], bool],
+    decayed: list[bool] | None,
     scalars: KernelScalars,
     beta1: float,
     beta2: float,
@@ -72,15 +67,17 @@ def torch_kernel_path(
     """Step the parameters the kernel can take; return the indices of the others, in order.
 
     ``steps`` reads (and, for AdamW, advances) the step tensors of the parameters the kernel takes and returns the
-    step ``t`` of this update for each; ``decayed(i)`` says whether parameter ``i`` is decayed; ``scalars`` gives
-    the kernel's numbers for a device, step and decay. With ``strict`` (``fused=True``) a parameter the kernel
-    cannot take (see :func:`fused_eligible`) is a RuntimeError.
+    step ``t`` of this update for each; ``decayed[i]`` says whether parameter ``i`` is decayed (None: every one is);
+    ``scalars`` gives the kernel's numbers for a device, step and decay. With ``strict`` (``fused=True``) a parameter
+    the kernel cannot take (see :func:`fused_eligible`) is a RuntimeError.
     """
     amsgrad = bool(tensors.max_exp_avg_sqs)
     rest: list[int] = []
     buckets: dict[tuple[torch.device, torch.dtype], list[int]] = {}
-    for i, param in enumerate(tensors.params):
-        if fused_eligible(param, *tensors.companions(i), dtypes=dtypes):
+    params, grads, exp_avgs, exp_avg_sqs, maxes, _ = tensors
+    for i, param in enumerate(params):
+        extra = (maxes[i],) if amsgrad else ()
+        if fused_eligible(param, grads[i], exp_avgs[i], exp_avg_sqs[i], *extra, dtypes=dtypes):
             buckets.setdefault((param.device, param.dtype), []).append(i)
         else:
             rest.append(i)
@@ -92,7 +89,7 @@ def torch_kernel_path(
     for (device, _), indices in buckets.items():
         by_step: dict[tuple[float, bool], list[int]] = {}
         for i, t in zip(indices, steps([tensors.state_steps[i] for i in indices])):
-            by_step.setdefault((t, decayed(i)), []).append(i)
+            by_step.setdefault((t, True if decayed is None else decayed[i]), []).append(i)
         for (t, decays), group in by_step.items():
             lr, weight_decay, eps = scalars(device, t, decays)
             picked = tensors.pick(group)

@@ -405,7 +405,7 @@ def _torch_kernel_adam_weight_decay(
         strict=strict,
         dtypes=_KERNEL_DTYPES,
         steps=lambda steps: [value + 1.0 for value in host_steps(steps)],
-        decayed=lambda i: decay[i] and o.weight_decay_rate != 0.0,
+        decayed=decay if o.weight_decay_rate != 0.0 else [False] * len(decay),
         scalars=scalars,
         beta1=o.beta_1,
         beta2=o.beta_2,

@@ -357,7 +357,7 @@ def _torch_kernel_adamw(tensors: AdamTensors, o: _AdamWOptions, *, strict: bool)
         strict=strict,
         dtypes=_KERNEL_DTYPES if strict else _KERNEL_DEFAULT_DTYPES,
         steps=advance_steps,
-        decayed=lambda i: True,
+        decayed=None,
         scalars=scalars,
         beta1=o.beta1,
         beta2=o.beta2,
