@@ -24,16 +24,6 @@ torch's ``Optimizer.__setstate__`` (called by every ``load_state_dict``) adds ``
 The load check validates the group's (scheduler-written) lr against the spec's constructor rule, so Adafactor with
 its documented AdafactorSchedule cannot reload its own state; accelerate's ``prepare`` (and so the Trainer) fails
 before the first step.
-
-``ADAFACTOR_GRAPH_BREAK`` (since f33746a, "step passes one AdafactorTensors/AdafactorOptions pair"; one graph at
-f33746a~1)::
-
-    opt = hf_optim_torch.Adafactor(model.parameters(), lr=torch.tensor(0.01), relative_step=False)
-    torch.compile(lambda: type(opt).step(opt), fullgraph=True)()
-    # torch._dynamo.exc.Unsupported: SourcelessBuilder.create does not know how to wrap Parameter
-    #   at _adafactor.py `self._init_group(group, lists)` (the lists of lists the step fills)
-
-Without ``fullgraph`` the step compiles in pieces, with a graph break inside every Adafactor step.
 """
 
 from __future__ import annotations
@@ -45,7 +35,4 @@ LOAD_TWICE = pytest.mark.xfail(
 )
 RELATIVE_STEP_LR = pytest.mark.xfail(
     strict=True, raises=ValueError, reason="hf_optim_torch: Adafactor state with AdafactorSchedule's lr does not load"
-)
-ADAFACTOR_GRAPH_BREAK = pytest.mark.xfail(
-    strict=True, reason="hf_optim_torch: Adafactor.step breaks the dynamo graph at _init_group (since f33746a)"
 )

@@ -24,7 +24,6 @@ import hf_optim_torch
 import pytest
 import torch
 import torch._dynamo
-from _known_bugs import ADAFACTOR_GRAPH_BREAK
 from torch._dynamo.utils import counters
 
 STEPS = 12
@@ -73,10 +72,6 @@ def _train(name: str, how: str, backend: str = "eager") -> tuple[list[float], li
     return lrs, [p.detach().clone() for p in model.parameters()]
 
 
-def _params() -> list[Any]:
-    return [pytest.param(n, marks=ADAFACTOR_GRAPH_BREAK) if n == "Adafactor" else n for n in OPTIMIZERS]
-
-
 def _graph_breaks() -> dict[str, int]:
     return dict(counters["graph_break"])
 
@@ -87,7 +82,7 @@ def _fresh_dynamo() -> None:
     counters.clear()
 
 
-@pytest.mark.parametrize("name", _params())
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
 def test_fullgraph_step_is_one_graph_across_the_schedule(name: str) -> None:
     with torch._dynamo.config.patch(error_on_recompile=True):
         lrs, weights = _train(name, "class step")
@@ -100,7 +95,7 @@ def test_fullgraph_step_is_one_graph_across_the_schedule(name: str) -> None:
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("name", _params())
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
 def test_tutorial_style_step_breaks_only_at_the_scheduler_wrapper(name: str) -> None:
     with torch._dynamo.config.patch(error_on_recompile=True):
         lrs, weights = _train(name, "instance step")
