@@ -76,8 +76,11 @@ def torch_kernel_path(
     buckets: dict[tuple[torch.device, torch.dtype], list[int]] = {}
     params, grads, exp_avgs, exp_avg_sqs, maxes, _ = tensors
     for i, param in enumerate(params):
-        extra = (maxes[i],) if amsgrad else ()
-        if fused_eligible(param, grads[i], exp_avgs[i], exp_avg_sqs[i], *extra, dtypes=dtypes):
+        if amsgrad:
+            takes = fused_eligible(param, grads[i], exp_avgs[i], exp_avg_sqs[i], maxes[i], dtypes=dtypes)
+        else:  # no star-arguments: this runs for every parameter at every step
+            takes = fused_eligible(param, grads[i], exp_avgs[i], exp_avg_sqs[i], dtypes=dtypes)
+        if takes:
             buckets.setdefault((param.device, param.dtype), []).append(i)
         else:
             rest.append(i)
@@ -88,11 +91,13 @@ def torch_kernel_path(
     constant = {"beta1": beta1, "beta2": beta2, "amsgrad": amsgrad, "maximize": maximize}
     for (device, _), indices in buckets.items():
         by_step: dict[tuple[float, bool], list[int]] = {}
-        for i, t in zip(indices, steps([tensors.state_steps[i] for i in indices])):
-            by_step.setdefault((t, True if decayed is None else decayed[i]), []).append(i)
+        values = steps([tensors.state_steps[i] for i in indices])
+        flags = [True] * len(indices) if decayed is None else [decayed[i] for i in indices]
+        for i, key in zip(indices, zip(values, flags)):
+            by_step.setdefault(key, []).append(i)
         for (t, decays), group in by_step.items():
             lr, weight_decay, eps = scalars(device, t, decays)
-            picked = tensors.pick(group)
-            lists = [*picked[:4], picked.max_exp_avg_sqs, [saturated_step(device)] * len(group)]
+            lists = [[lst[i] for i in group] for lst in (params, grads, exp_avgs, exp_avg_sqs)]
+            lists += [[maxes[i] for i in group] if amsgrad else [], [saturated_step(device)] * len(group)]
             torch._fused_adamw_(*lists, lr=lr, weight_decay=weight_decay, eps=eps, **constant)
     return rest
