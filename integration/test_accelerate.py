@@ -16,7 +16,6 @@ from typing import Any
 import hf_optim_torch
 import pytest
 import torch
-from _known_bugs import LOAD_TWICE, RELATIVE_STEP_LR
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
@@ -140,11 +139,7 @@ def _assert_same(a: Trace, b: Trace) -> None:
         assert torch.equal(x, y)
 
 
-def _params(known: dict[str, Any]) -> list[Any]:
-    return [pytest.param(name, marks=known[name]) if name in known else name for name in BUILDERS]
-
-
-@pytest.mark.parametrize("name", _params({"Adafactor relative step+AdafactorSchedule": RELATIVE_STEP_LR}))
+@pytest.mark.parametrize("name", BUILDERS)
 def test_accumulation_equals_plain_loop(name: str) -> None:
     plain = _plain(BUILDERS[name])
     assert len(plain.lrs) == STEPS and len(set(plain.lrs)) > 1, "the schedule moves the lr"
@@ -152,13 +147,7 @@ def test_accumulation_equals_plain_loop(name: str) -> None:
     _assert_same(_accelerated(BUILDERS[name], range(EPOCHS)), plain)
 
 
-@pytest.mark.parametrize(
-    "name",
-    _params(
-        {"Adafactor relative step+AdafactorSchedule": RELATIVE_STEP_LR}
-        | {name: LOAD_TWICE for name in BUILDERS if "relative" not in name}
-    ),
-)
+@pytest.mark.parametrize("name", BUILDERS)
 def test_save_state_load_state_resumes_bit_for_bit(name: str, tmp_path: Path) -> None:
     full = _accelerated(BUILDERS[name], range(EPOCHS))
     first = _accelerated(BUILDERS[name], range(1), save=tmp_path / "state")

@@ -21,7 +21,6 @@ import hf_optim_torch
 import pytest
 import torch
 import transformers
-from _known_bugs import LOAD_TWICE, RELATIVE_STEP_LR
 from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainerCallback, TrainingArguments
 
 MAX_STEPS = 12
@@ -214,12 +213,7 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], R
     return get
 
 
-def _resume_params() -> list[Any]:
-    known = {name: RELATIVE_STEP_LR if "relative" in name else LOAD_TWICE for name in CASES}
-    return [pytest.param(name, marks=known[name]) for name in CASES]
-
-
-@pytest.mark.parametrize("name", _resume_params())
+@pytest.mark.parametrize("name", CASES)
 def test_interrupted_and_resumed_equals_uninterrupted(
     name: str, tmp_path: Path, uninterrupted: Callable[[str], Run]
 ) -> None:

@@ -226,3 +226,45 @@ def test_a_checkpoint_keyed_by_parameter_names_loads() -> None:
     optimizer = BUILDERS["adamw"](_params())
     optimizer.load_state_dict(sd)
     assert len(optimizer.state) == 3
+
+
+@pytest.mark.parametrize("name", ["adamw", "adafactor", "adam_weight_decay"])
+def test_a_state_loads_twice_and_resumes_exactly(name: str) -> None:
+    """torch's load adds `differentiable` to `defaults` only (accelerate's prepare reloads once, then a resume
+    loads again): the second load must accept the same checkpoint and give the same next step."""
+    saved = _trained(name)
+    params = _params()
+    optimizer = BUILDERS[name](params)
+    optimizer.load_state_dict(saved)
+    optimizer.load_state_dict(copy.deepcopy(saved))
+    reference_params = _params()
+    reference = BUILDERS[name](reference_params)
+    reference.load_state_dict(copy.deepcopy(saved))
+    for p, q in zip(params, reference_params):
+        p.grad = torch.full_like(p, 0.25)
+        q.grad = torch.full_like(q, 0.25)
+    optimizer.step()
+    reference.step()
+    for p, q in zip(params, reference_params):
+        assert torch.equal(p, q)
+
+
+def test_a_relative_step_adafactor_reloads_the_lr_its_schedule_reports() -> None:
+    """AdafactorSchedule writes the lr it reports into group["lr"] (0.0 before the first step); the relative step
+    never reads it, so the state loads back; a group lr that is no valid lr is still rejected."""
+    params = _params()
+    optimizer = Adafactor(params, lr=None, relative_step=True, warmup_init=True)
+    schedule = AdafactorSchedule(optimizer)
+    optimizer.load_state_dict(optimizer.state_dict())
+    for p in params:
+        p.grad = torch.ones_like(p)
+    optimizer.step()
+    schedule.step()
+    assert float(optimizer.param_groups[0]["lr"]) > 0.0
+    optimizer.load_state_dict(optimizer.state_dict())
+    bad = copy.deepcopy(optimizer.state_dict())
+    bad["param_groups"][0]["lr"] = -1.0
+    with pytest.raises(
+        ValueError, match=r"^param group 0 in state_dict: Argument `lr` must be >= 0\. Received: lr=-1\.0"
+    ):
+        optimizer.load_state_dict(bad)

@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
+import hf_optim_spec as hs
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
@@ -102,6 +103,19 @@ class Adafactor(CheckedOptimizer, Optimizer):
         else:
             slots["exp_avg_sq"] = Slot(shape, nonnegative=True)
         return slots
+
+    def _check_loaded_group(self, group: Mapping[str, Any]) -> None:
+        """A saved relative-step group may hold an lr: :class:`AdafactorSchedule` writes the lr it reports into
+        ``group["lr"]`` (0.0 before the first step), and the relative step never reads it. The constructor's rule
+        against a manual lr with ``relative_step=True`` is for what a user passes, so here the lr only has to be a
+        valid lr."""
+        lr = group.get("lr")
+        if group.get("relative_step") is not True or lr is None:
+            self._check_group(group)
+            return
+        self._check_group({**group, "lr": None})
+        value = lr.item() if isinstance(lr, Tensor) and lr.numel() == 1 else lr
+        hs.check_parameter(hs.get(self._SPEC_ID).parameters["lr"], value)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a checkpoint (ours or transformers'), checked first, keeping the statistics in their saved precision.

@@ -162,7 +162,9 @@ def check_optimizer_state(
             if pid in seen:
                 raise ValueError(f"{where}: parameter id {pid} is listed twice (also in {seen[pid]})")
             seen[pid] = where
-        missing = [key for key in optimizer.defaults if key not in saved and key not in optional_keys]
+        # keys of the optimizer's own groups (torch's __setstate__ adds `differentiable` to `defaults` only)
+        required = [key for key in optimizer.defaults if key in group and key not in optional_keys]
+        missing = [key for key in required if key not in saved]
         if missing:
             raise ValueError(
                 f"{where} in state_dict lacks the hyperparameters {missing} of {type(optimizer).__name__} "
@@ -277,6 +279,10 @@ class CheckedOptimizer:
         values = {name: group[key] for key, name in self._GROUP_KEYS.items() if key in group}
         validate_arguments(self._SPEC_ID, values, {flag: group[flag] for flag in TORCH_FLAGS if flag in group})
 
+    def _check_loaded_group(self, group: Mapping[str, Any]) -> None:
+        """The checks of one group of a loaded ``state_dict`` (by default those of a new group)."""
+        self._check_group(group)
+
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Check a group's own hyperparameters (over the defaults) before adding it; those of ``__init__`` are
         checked there once."""
@@ -301,7 +307,7 @@ class CheckedOptimizer:
             self,  # type: ignore[arg-type]
             state_dict,
             layout=self._state_layout,
-            check_group=self._check_group,
+            check_group=self._check_loaded_group,
             optional_keys=self._LEGACY_DEFAULTS,
         )
         super().load_state_dict(state_dict)  # type: ignore[misc]
