@@ -130,3 +130,24 @@ def test_keras_file_resume_equals_uninterrupted(name: str, tmp_path: Path) -> No
     _fit(resumed, 1)
     for a, b in zip(straight.get_weights(), resumed.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_missing_backend_names_the_extra_to_install() -> None:
+    """``import hf_optim_tf`` with KERAS_BACKEND set to a backend that is not installed: an ImportError naming the
+    backend package and the extra, not Keras' ModuleNotFoundError from deep inside its import (a fresh process)."""
+    import importlib.util
+    import os
+    import subprocess
+
+    missing = [name for name in ("jax", "torch", "tensorflow") if importlib.util.find_spec(name) is None]
+    if not missing:
+        pytest.skip("every Keras backend is installed in this environment: none can be missing")
+    env = {**os.environ, "KERAS_BACKEND": missing[0]}
+    done = subprocess.run(
+        [sys.executable, "-c", "import hf_optim_tf"], check=False, env=env, capture_output=True, text=True
+    )
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    extra = {"jax": "[jax]", "torch": "[torch]", "tensorflow": "[cpu]"}[missing[0]]
+    assert last.startswith(f"ImportError: hf-optim-tf runs on Keras 3, whose backend '{missing[0]}'"), last
+    assert f"needs the `{missing[0]}` package" in last and f"hf-optim-tf{extra}" in last, last

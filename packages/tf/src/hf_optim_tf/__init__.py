@@ -6,6 +6,10 @@ so ``.keras`` files that use them load without ``custom_objects``.
 
 from __future__ import annotations
 
+# isort: off
+from . import _keras_backend  # noqa: F401  (first: a missing Keras backend names the extra to install)
+
+# isort: on
 from ._accumulator import GradientAccumulator
 from ._adafactor import Adafactor
 from ._adam_weight_decay import AdamWeightDecay
