@@ -83,9 +83,10 @@ def regen(session: nox.Session) -> None:
 @nox.session
 @nox.parametrize("package", list(Package), ids=[str(p) for p in Package])
 def tests(session: nox.Session, package: Package) -> None:
-    """Run one package's own unit tests."""
+    """Run one package's own unit tests (Keras' in two worker processes: most of its time is tracing, per test)."""
     _install(session, *dict.fromkeys(["spec", str(package)]))
-    _pytest(session, f"packages/{package}/tests")
+    workers = ("-n", "2") if package == Package.tf else ()
+    _pytest(session, *workers, f"packages/{package}/tests")
 
 
 # Keras' other backends, each in its own environment without TensorFlow (KERAS_BACKEND is read when Keras is
@@ -115,6 +116,18 @@ def conformance(session: nox.Session) -> None:
     """Every spec case x every framework, torch <-> Keras side by side; writes docs/conformance.md."""
     _install(session, "spec", "torch", "tf")
     _pytest(session, "conformance")
+
+
+@nox.session(default=False)
+@nox.parametrize("backend", KERAS_BACKENDS)
+def conformance_backends(session: nox.Session, backend: str) -> None:
+    """The conformance suite with Keras on JAX / torch, no TensorFlow; writes docs/conformance-<backend>.md."""
+    session.install(*CONSTRAINTS, "-e", "packages/spec", "-e", "packages/torch", "-e", f"packages/tf[{backend}]")
+    session.install(*CONSTRAINTS, *sorted({*_group("torch", "test"), *_group("tf", "test")}))
+    session.run("python", "-c", "import importlib.util as u, sys; sys.exit(u.find_spec('tensorflow') is not None)")
+    session.run(
+        "python", "-m", "pytest", "conformance", *session.posargs, env={"PYTHONHASHSEED": "0", "KERAS_BACKEND": backend}
+    )
 
 
 @nox.session

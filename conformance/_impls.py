@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
 import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -29,11 +30,22 @@ from testsupport.results import LrCurve, Trajectory, to_numpy
 from testsupport.spec_args import MODULES, resolve_api, spelled
 
 from ._expected import reference_trajectory
+from ._report import keras_backend
 
-__all__ = ["IMPLS", "Impl", "cached_lr_curve", "cached_reference", "cached_trajectory"]
+__all__ = ["IMPLS", "Impl", "cached_lr_curve", "cached_reference", "cached_trajectory", "missing_dtype"]
 
 Framework = Literal["torch", "tf"]
 ALL_DTYPES = ("float64", "float32", "bfloat16", "float16")
+
+# What Keras' other backends warn that is not ours (``nox -s conformance_backends``), by KERAS_BACKEND, as
+# (message start, category): JAX without x64 warns wherever float64 / int64 is asked for (and gives 32 bits);
+# a keras.Variable of the JAX and torch backends converts to NumPy through an ``__array__`` without NumPy 2's
+# ``copy`` keyword, which NumPy warns about.
+_NUMPY_COPY = ("__array__ implementation doesn't accept a copy keyword", DeprecationWarning)
+BACKEND_WARNINGS: Mapping[str, tuple[tuple[str, type[Warning]], ...]] = {
+    "jax": (("Explicitly requested dtype", UserWarning), _NUMPY_COPY),
+    "torch": (_NUMPY_COPY,),
+}
 
 
 @dataclass(frozen=True)
@@ -114,6 +126,27 @@ class Impl:
         return f"Impl({self.name})"
 
 
+@functools.cache
+def _keras_without_float64() -> str | None:
+    """Why Keras' backend in this process has no float64 (None where it has one)."""
+    if keras_backend() != "jax":
+        return None
+    import jax
+
+    if jax.config.jax_enable_x64:
+        return None
+    return "Keras on JAX without x64 (JAX's default) has no float64: it computes float64 cases in float32"
+
+
+def missing_dtype(framework: str, dtype: str) -> str | None:
+    """Why ``framework`` cannot run ``dtype`` in this process (a test skips with it), None where it can."""
+    if dtype not in IMPLS[framework].dtypes:
+        return f"{framework} does not run {dtype}"
+    if framework == "tf" and dtype == "float64":
+        return _keras_without_float64()
+    return None
+
+
 def _accumulate(acc: Any, grads: list[Any]) -> Exception | None:
     """Add one row of gradients; the ValueError / TypeError it raises (an error case) is returned."""
     try:
@@ -143,6 +176,8 @@ def cached_lr_curve(framework: str, spec_id: str, index: int) -> LrCurve:
     case = spec.cases[index]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        for message, category in BACKEND_WARNINGS.get(os.environ.get("KERAS_BACKEND", "tensorflow"), ()):
+            warnings.filterwarnings("ignore", message=re.escape(message), category=category)
         curve = IMPLS[framework].lr_curve(spec, case)
     messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
     expected = case.get("warns")

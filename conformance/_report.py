@@ -16,6 +16,37 @@ import hf_optim_spec as hs
 
 REPORT_PATH = Path(__file__).resolve().parents[1] / "docs" / "conformance.md"
 
+# What a report on another Keras backend says about it (``nox -s conformance_backends``): what differs from
+# TensorFlow and why, so a number that is not TensorFlow's is read with its reason.
+BACKEND_NOTES = {
+    "jax": (
+        "JAX runs without x64 here (its default): where Keras asks for float64 or int64 (schedule arithmetic, "
+        "step counters) JAX computes in float32 / int32. So the float64 cases are skipped for Keras (JAX has no "
+        "float64 to run them in), and torch vs Keras learning rates are held to the spec's float32 tolerance "
+        "instead of 1 ulp; the ulps are measured all the same (table below)."
+    ),
+    "torch": (
+        "Keras' torch backend shares this process' torch. In Keras 3.15 its `ops.maximum`, `ops.minimum`, "
+        "`ops.norm`, `ops.matmul` (and a few more) of float64 tensors return float32. So a schedule with a min / "
+        "max (clamps, floors) rounds mid-formula: torch vs Keras learning rates are held to the spec's float32 "
+        "tolerance instead of 1 ulp, and the ulps are measured all the same (table below); and the float64 "
+        "Adafactor and AdamWeightDecay-with-clipnorm cases miss the float64 tolerance: strict expected failures "
+        "(`[backend.torch]` in conformance/xfails.toml, listed at the end)."
+    ),
+}
+
+
+def keras_backend() -> str:
+    """The backend Keras runs on in this process (``KERAS_BACKEND``, read when Keras is first imported)."""
+    import keras
+
+    return str(keras.config.backend())
+
+
+def report_path(backend: str) -> Path:
+    """docs/conformance.md for TensorFlow (the default run), docs/conformance-<backend>.md for the others."""
+    return REPORT_PATH if backend == "tensorflow" else REPORT_PATH.with_name(f"conformance-{backend}.md")
+
 
 @dataclass
 class _Tally:
@@ -94,13 +125,14 @@ class Recorder:
 
     # ------------------------------------------------------------------ markdown
 
-    def markdown(self, *, selection: bool = False) -> str:
+    def markdown(self, *, selection: bool = False, backend: str = "tensorflow") -> str:
         from testsupport.torch_adapter import TORCH_DEVICE
 
+        session = "conformance" if backend == "tensorflow" else f"conformance_backends(backend='{backend}')"
         lines = [
-            "# Conformance report",
+            "# Conformance report" + ("" if backend == "tensorflow" else f": Keras on {backend}"),
             "",
-            "<!-- DO NOT EDIT: written by `nox -s conformance` (conformance/_report.py). -->",
+            f"<!-- DO NOT EDIT: written by `nox -s {session}` (conformance/_report.py). -->",
             "",
             "Every spec case run through `hf_optim_torch` and `hf_optim_tf` and compared with the spec's",
             "float64 reference (tolerances from the spec, per dtype), then torch and Keras side by side.",
@@ -110,6 +142,12 @@ class Recorder:
         if selection or TORCH_DEVICE != "cpu":
             run = "a selection of the suite" if selection else "the whole suite"
             lines += [f"This report covers {run}, with the torch cases on `{TORCH_DEVICE}`.", ""]
+        if backend != "tensorflow":
+            lines += [
+                f"`hf_optim_tf` runs on Keras' `{backend}` backend (no TensorFlow installed); the framework "
+                f"column says `tf` for it all the same. {BACKEND_NOTES.get(backend, '')}".rstrip(),
+                "",
+            ]
         lines += self._vector_table()
         lines += self._cross_table()
         lines += self._error_table()

@@ -36,14 +36,20 @@ import hf_optim_spec as hs
 import pytest
 import tomllib
 
-from ._impls import IMPLS, Impl
-from ._report import RECORDER, REPORT_PATH
+from ._impls import BACKEND_WARNINGS, IMPLS, Impl
+from ._report import RECORDER, keras_backend, report_path
 
 HERE = Path(__file__).resolve().parent
 XFAILS_PATH = HERE / "xfails.toml"
 
 # TensorFlow's C++ logging would otherwise flood the output (import happens in the tests).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ignore the warnings of Keras' other backends that are not ours (``BACKEND_WARNINGS``), if any."""
+    for message, category in BACKEND_WARNINGS.get(os.environ.get("KERAS_BACKEND", "tensorflow"), ()):
+        config.addinivalue_line("filterwarnings", f"ignore:{re.escape(message)}:{category.__name__}")
 
 
 @dataclass(frozen=True)
@@ -117,16 +123,24 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 # --------------------------------------------------------------------------- xfails (data, not code)
 
 
-def load_xfails() -> dict[str, str]:
-    """``{test name pattern: reason}`` from xfails.toml (``[xfail]`` table; ``*`` matches anything)."""
+def load_xfails(backend: str | None = None) -> dict[str, str]:
+    """``{test name pattern: reason}`` from xfails.toml (``[xfail]`` table; ``*`` matches anything), plus the
+    ``[backend.<name>]`` table's ``xfail`` names (with its one ``reason``) when Keras runs on that backend
+    (``KERAS_BACKEND``; ``nox -s conformance_backends``)."""
     if not XFAILS_PATH.exists():
         return {}
     data = tomllib.loads(XFAILS_PATH.read_text(encoding="utf-8"))
-    table = data.get("xfail", {})
+    table = dict(data.get("xfail", {}))
     bad = [k for k, v in table.items() if not isinstance(v, str) or not v.strip()]
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow") if backend is None else backend
+    on_backend = data.get("backend", {}).get(backend, {})
+    reason = on_backend.get("reason", "")
+    if on_backend and (not isinstance(reason, str) or not reason.strip()):
+        bad.append(f"[backend.{backend}] reason")
+    table.update(dict.fromkeys(on_backend.get("xfail", []), f"Keras on {backend}: {reason}"))
     if bad:
         raise pytest.UsageError(f"{XFAILS_PATH}: every entry needs a non-empty reason string: {bad}")
-    return dict(table)
+    return table
 
 
 def _pattern(text: str) -> re.Pattern[str]:
@@ -183,12 +197,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     target = os.environ.get("HF_OPTIM_CONFORMANCE_REPORT", "1")
     if target not in ("0", "1"):  # a path: the report of whatever ran (a selection too), e.g. a run on CUDA
         if not (interrupted or config.option.collectonly):
-            Path(target).write_text(RECORDER.markdown(selection=selective or partial), encoding="utf-8")
+            text = RECORDER.markdown(selection=selective or partial, backend=keras_backend())
+            Path(target).write_text(text, encoding="utf-8")
         return
     if partial or selective or interrupted or not _STATE["complete"] or target == "0":
         return
-    REPORT_PATH.parent.mkdir(parents=True, exist_ok=True)
-    REPORT_PATH.write_text(RECORDER.markdown(), encoding="utf-8")
+    backend = keras_backend()  # each Keras backend has its own report: docs/conformance[-<backend>].md
+    path = report_path(backend)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(RECORDER.markdown(backend=backend), encoding="utf-8")
 
 
 def iter_items(name: str) -> Iterator[Any]:

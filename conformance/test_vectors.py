@@ -23,7 +23,7 @@ from testsupport.results import Trajectory
 from testsupport.spec_args import group_lrs
 
 from ._expected import expected_lr_curve
-from ._impls import cached_lr_curve, cached_reference, cached_trajectory
+from ._impls import cached_lr_curve, cached_reference, cached_trajectory, missing_dtype
 from ._report import RECORDER
 from ._repro import repro
 
@@ -132,8 +132,8 @@ def test_optimizer_case(optimizer_case: Any) -> None:
     dtype = ref_case.case_dtype(case)
     where = f"[{impl.name}::{spec.id}::{case.get('description')}] ({dtype})"
     note = repro(impl.name, spec, index, f"_impls.IMPLS[{impl.name!r}].run_optimizer(spec, case, {dtype!r}).params[-1]")
-    if dtype not in impl.dtypes:
-        pytest.skip(f"{impl.name} does not run {dtype}")
+    if (reason := missing_dtype(impl.name, dtype)) is not None:
+        pytest.skip(reason)
     try:
         actual = cached_trajectory(impl.name, spec.id, index, dtype)
     except Exception as error:
@@ -156,6 +156,8 @@ def test_accumulator_case(accumulator_case: Any) -> None:
     dtype = ref_case.case_dtype(case)
     where = f"[{impl.name}::{spec.id}::{case.get('description')}] ({dtype})"
     note = repro(impl.name, spec, index, f"_impls.IMPLS[{impl.name!r}].run_accumulator(spec, case)")
+    if (reason := missing_dtype(impl.name, dtype)) is not None:
+        pytest.skip(reason)
     expected = list(case.get("expected") or reference.run_case(hs.thaw(spec.raw), hs.thaw(case)))
     ok = False
     result = Comparison()
