@@ -23,7 +23,7 @@ TensorFlow int64 tensors (which have no shift operators), without overflow on an
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -33,7 +33,6 @@ __all__ = ["MASK32", "fmix32", "round_stochastic", "rounding_bits", "rounding_ke
 MASK32 = 0xFFFFFFFF
 _C1 = 0x85EBCA6B  # MurmurHash3's 32-bit finalizer constants
 _C2 = 0xC2B2AE35
-_T = TypeVar("_T")
 
 
 def _mul32(h: Any, c: int) -> Any:
@@ -42,13 +41,16 @@ def _mul32(h: Any, c: int) -> Any:
     return (high * 65536 + h * (c & 0xFFFF)) & MASK32
 
 
-def fmix32(h: _T) -> _T:
-    """MurmurHash3's finalizer: a bijection of 32-bit integers in which every input bit flips about half the output bits."""
-    h = h ^ (h // 65536)  # type: ignore[operator]
+def fmix32(h: Any) -> Any:
+    """MurmurHash3's finalizer: a bijection of 32-bit integers in which every input bit flips about half the output bits.
+
+    ``h``: a Python int or an integer array / tensor (NumPy, torch, ``keras.ops``) holding values below 2**32.
+    """
+    h = h ^ (h // 65536)
     h = _mul32(h, _C1)
-    h = h ^ (h // 8192)  # type: ignore[operator]
+    h = h ^ (h // 8192)
     h = _mul32(h, _C2)
-    return h ^ (h // 65536)  # type: ignore[no-any-return,operator]
+    return h ^ (h // 65536)
 
 
 def rounding_key(seed: Any, index: Any, step: Any) -> Any:
