@@ -172,7 +172,7 @@ def build(session: nox.Session) -> None:
     Every wheel goes into its own fresh virtual environment with only its dependencies (hf-optim-spec from the
     wheel just built, the frameworks from the package index under constraints.txt), and tools/smoke_wheel.py imports
     it from there and takes steps: hf-optim-tf once per Keras backend (TensorFlow, JAX, torch) through its
-    extras. About 4 minutes on two cores with a warm pip cache.
+    extras. About 2.5 minutes on two cores with a warm pip cache.
     """
     session.install("build>=1.2")
     out = Path(session.create_tmp()) / "dist"
