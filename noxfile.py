@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from enum import StrEnum, auto
 from pathlib import Path
 
@@ -35,16 +37,51 @@ def _group(package: str, group: str) -> list[str]:
 
 def _install(session: nox.Session, *packages: str, groups: tuple[str, ...] = ("test",)) -> None:
     """Editable installs of our packages (with the frameworks' CPU builds) plus their dependency groups."""
+    session.install(*CONSTRAINTS, *_requirements(packages, groups))
+
+
+def _requirements(packages: tuple[str, ...], groups: tuple[str, ...]) -> list[str]:
     targets: list[str] = []
     for package in packages:
         path = f"packages/{package}"
         targets += ["-e", f"{path}[cpu]" if package == "tf" else path]
-    requirements = sorted({req for package in packages for group in groups for req in _group(package, group)})
-    session.install(*CONSTRAINTS, *targets, *requirements)
+    return targets + sorted({req for package in packages for group in groups for req in _group(package, group)})
+
+
+# The sessions that test the packages share one environment: torch and TensorFlow take about 2.3 GB in each
+# environment, and CI machines have run out of disk with one copy per session. It holds every package, their
+# test/docs/demo groups and the frameworks' CPU builds; pip runs again when its requirement list, the constraints
+# or a pyproject.toml change (delete .nox/suite to rebuild it from nothing).
+SUITE = ROOT / ".nox" / "suite"
+SUITE_REQUIREMENTS = (("spec", "torch", "tf"), ("test", "docs", "demo"))
+
+
+def _suite(session: nox.Session) -> None:
+    """Create the shared environment, or update it when what it should hold has changed."""
+    python = SUITE / "bin" / "python"
+    requirements = [*CONSTRAINTS, *_requirements(*SUITE_REQUIREMENTS)]
+    inputs = [str(python), *requirements, *(p.read_text() for p in sorted(ROOT.glob("packages/*/pyproject.toml")))]
+    inputs.append((ROOT / "constraints.txt").read_text())
+    stamp = SUITE / "hf-optim-requirements"
+    if python.exists() and stamp.exists() and stamp.read_text() == "\n".join(inputs):
+        return
+    if not python.exists():
+        session.run(sys.executable, "-m", "virtualenv", "--quiet", str(SUITE), external=True)
+    session.run(str(python), "-m", "pip", "install", "--disable-pip-version-check", *requirements, external=True)
+    stamp.write_text("\n".join(inputs))
+
+
+def _run(session: nox.Session, program: str, *args: str, env: dict[str, str] | None = None) -> None:
+    """Run one of the shared environment's programs as if that environment were activated."""
+    _suite(session)
+    bin_dir = SUITE / "bin"
+    activated = {"VIRTUAL_ENV": str(SUITE), "PATH": os.pathsep.join([str(bin_dir), os.environ.get("PATH", "")])}
+    session.run(str(bin_dir / program), *args, env={**activated, **(env or {})}, external=True)
 
 
 def _pytest(session: nox.Session, *args: str) -> None:
-    session.run("python", "-m", "pytest", *args, *session.posargs, env={"PYTHONHASHSEED": "0"})
+    """pytest in the shared environment, with a fixed hash seed."""
+    _run(session, "python", "-m", "pytest", *args, *session.posargs, env={"PYTHONHASHSEED": "0"})
 
 
 @nox.session
@@ -63,28 +100,25 @@ def typecheck(session: nox.Session) -> None:
     session.run("mypy", "--strict", "packages/spec/src/hf_optim_spec")
 
 
-@nox.session
+@nox.session(venv_backend="none")
 def spec(session: nox.Session) -> None:
     """Validate every spec file, regenerate vectors and docs, and fail on any drift."""
-    _install(session, "spec", groups=("test", "docs"))
-    session.run("python", "tools/check_spec.py")
-    session.run("python", "tools/regen_vectors.py")
-    session.run("python", "tools/gen_docs.py")
+    _run(session, "python", "tools/check_spec.py")
+    _run(session, "python", "tools/regen_vectors.py")
+    _run(session, "python", "tools/gen_docs.py")
     session.run("git", "diff", "--exit-code", "--stat", "--", "spec", "docs", external=True)
 
 
-@nox.session(default=False)
+@nox.session(default=False, venv_backend="none")
 def regen(session: nox.Session) -> None:
     """Fill every case's generated fields from the float64 references (review the diff after)."""
-    _install(session, "spec")
-    session.run("python", "tools/regen_vectors.py")
+    _run(session, "python", "tools/regen_vectors.py")
 
 
-@nox.session
+@nox.session(venv_backend="none")
 @nox.parametrize("package", list(Package), ids=[str(p) for p in Package])
 def tests(session: nox.Session, package: Package) -> None:
     """Run one package's own unit tests (Keras' in two worker processes: most of its time is tracing, per test)."""
-    _install(session, *dict.fromkeys(["spec", str(package)]))
     workers = ("-n", "2") if package == Package.tf else ()
     _pytest(session, *workers, f"packages/{package}/tests")
 
@@ -111,10 +145,9 @@ def keras_backends(session: nox.Session, backend: str) -> None:
     session.run("python", "-m", "pytest", *warn, *tests, *session.posargs, env=env)
 
 
-@nox.session
+@nox.session(venv_backend="none")
 def conformance(session: nox.Session) -> None:
     """Every spec case x every framework, torch <-> Keras side by side; writes docs/conformance.md."""
-    _install(session, "spec", "torch", "tf")
     _pytest(session, "conformance")
 
 
@@ -130,29 +163,26 @@ def conformance_backends(session: nox.Session, backend: str) -> None:
     )
 
 
-@nox.session
+@nox.session(venv_backend="none")
 def reliability(session: nox.Session) -> None:
     """Resume fuzz, bad inputs, mixed precision, distributed and soak (the full run; HF_OPTIM_FULL=0 reduces it)."""
-    _install(session, "spec", "torch", "tf")
     _pytest(session, "reliability")
 
 
-@nox.session(default=False)
+@nox.session(default=False, venv_backend="none")
 def mutation(session: nox.Session) -> None:
     """Plant known mistakes in every tier (tools/mutations.toml) in a copy of HEAD; fails unless the tests catch each.
 
     About 7 minutes on two cores (45 mistakes, 65 pytest runs), so not in the default run. ``-- --write`` records the table in docs/mutation.md,
     ``-- --worktree`` tests the working tree's files instead of HEAD, ``-- -k text`` runs the matching mistakes only.
     """
-    _install(session, "spec", "torch", "tf")
-    session.run("python", "tools/mutation.py", *session.posargs)
+    _run(session, "python", "tools/mutation.py", *session.posargs)
 
 
-@nox.session(default=False)
+@nox.session(default=False, venv_backend="none")
 def bench(session: nox.Session) -> None:
     """Step time and peak memory against the peers (torch, Keras), written to benchmarks/RESULTS.md."""
-    _install(session, "spec", "torch", "tf", groups=("test", "bench"))
-    session.run("python", "benchmarks/run.py", *session.posargs)
+    _run(session, "python", "benchmarks/run.py", *session.posargs)
 
 
 # What `nox -s build` installs each built wheel with, alone in a fresh virtual environment: (wheel, extra, backend).
@@ -192,21 +222,19 @@ def build(session: nox.Session) -> None:
         session.run(str(venv / "bin" / "python"), "tools/smoke_wheel.py", package, env=env, external=True)
 
 
-@nox.session(default=False)
+@nox.session(default=False, venv_backend="none")
 def demo(session: nox.Session) -> None:
     """The main job: train a small model with torch and Keras side by side (table + PNG in out/)."""
-    _install(session, "spec", "torch", "tf", groups=("test", "demo"))
-    session.run("python", "demo/run.py", *session.posargs)
+    _run(session, "python", "demo/run.py", *session.posargs)
 
 
-@nox.session(default=False)
+@nox.session(default=False, venv_backend="none")
 def docs(session: nox.Session) -> None:
     """Generate the reference pages, build the site into site/ and check it offline (headless browser if any)."""
-    _install(session, "spec", groups=("test", "docs"))
-    session.run("python", "tools/gen_docs.py")
-    session.run("mkdocs", "build", "--strict", env={"NO_MKDOCS_2_WARNING": "1"})
+    _run(session, "python", "tools/gen_docs.py")
+    _run(session, "mkdocs", "build", "--strict", env={"NO_MKDOCS_2_WARNING": "1"})
     # The math renderer (KaTeX) is committed under docs/javascripts/vendor/: nothing is fetched at build time.
-    session.run("python", "tools/check_site.py")
+    _run(session, "python", "tools/check_site.py")
 
 
 # transformers releases the specs' hf_source names, and what each environment needs besides.
