@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ._path_choice import fused_eligible
+from ._path_choice import LayoutCache, fused_eligible
 from ._torch_fused_adam import saturated_step
 
 __all__ = ["AdamTensors", "kernel_lr", "torch_kernel_path"]
@@ -48,6 +48,14 @@ def kernel_lr(lr: float | Tensor, strict: bool) -> float | None:
     return float(lr)
 
 
+class KernelBuckets(NamedTuple):
+    """Which parameters the kernel takes, one list per device and dtype (indices into the call's lists), and which
+    it leaves."""
+
+    by_device: list[tuple[torch.device, list[int]]]
+    rest: list[int]
+
+
 #: (device, step, decayed) -> the kernel's (lr, weight_decay, eps)
 KernelScalars = Callable[[torch.device, float, bool], tuple[float, float, float]]
 
@@ -63,33 +71,37 @@ def torch_kernel_path(
     beta1: float,
     beta2: float,
     maximize: bool,
+    cache: LayoutCache[KernelBuckets] | None = None,
 ) -> list[int]:
     """Step the parameters the kernel can take; return the indices of the others, in order.
 
     ``steps`` reads (and, for AdamW, advances) the step tensors of the parameters the kernel takes and returns the
     step ``t`` of this update for each; ``decayed[i]`` says whether parameter ``i`` is decayed (None: every one is);
     ``scalars`` gives the kernel's numbers for a device, step and decay. With ``strict`` (``fused=True``) a parameter
-    the kernel cannot take (see :func:`fused_eligible`) is a RuntimeError.
+    the kernel cannot take (see :func:`fused_eligible`) is a RuntimeError. ``cache`` keeps that decision while the
+    tensors' layouts stay the same (see :class:`LayoutCache`).
     """
     amsgrad = bool(tensors.max_exp_avg_sqs)
-    rest: list[int] = []
-    buckets: dict[tuple[torch.device, torch.dtype], list[int]] = {}
     params, grads, exp_avgs, exp_avg_sqs, maxes, _ = tensors
-    for i, param in enumerate(params):
-        if amsgrad:
-            takes = fused_eligible(param, grads[i], exp_avgs[i], exp_avg_sqs[i], maxes[i], dtypes=dtypes)
-        else:  # no star-arguments: this runs for every parameter at every step
-            takes = fused_eligible(param, grads[i], exp_avgs[i], exp_avg_sqs[i], dtypes=dtypes)
-        if takes:
-            buckets.setdefault((param.device, param.dtype), []).append(i)
-        else:
-            rest.append(i)
+    checked = [params, grads, exp_avgs, exp_avg_sqs] + ([maxes] if amsgrad else [])
+
+    def decide() -> KernelBuckets:
+        buckets: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+        rest: list[int] = []
+        for i, param in enumerate(params):
+            if fused_eligible(param, *(tensors[i] for tensors in checked[1:]), dtypes=dtypes):
+                buckets.setdefault((param.device, param.dtype), []).append(i)  # one dtype per kernel call
+            else:
+                rest.append(i)
+        return KernelBuckets([(device, indices) for (device, _), indices in buckets.items()], rest)
+
+    buckets, rest = cache.decide(checked, decide) if cache is not None else decide()
     if strict and rest:
         names = "/".join(str(dtype).removeprefix("torch.") for dtype in dtypes)
         got = sorted({(str(tensors.params[i].dtype), tensors.params[i].device.type) for i in rest})
         raise RuntimeError(f"fused=True supports dense contiguous {names} tensors on CPU or CUDA; got {got}")
     constant = {"beta1": beta1, "beta2": beta2, "amsgrad": amsgrad, "maximize": maximize}
-    for (device, _), indices in buckets.items():
+    for device, indices in buckets:
         by_step: dict[tuple[float, bool], list[int]] = {}
         values = steps([tensors.state_steps[i] for i in indices])
         flags = [True] * len(indices) if decayed is None else [decayed[i] for i in indices]

@@ -22,8 +22,9 @@ from ._begin_step import begin_step
 from ._docs import FUSED_DOC
 from ._gradient_clipping import clip_gradients
 from ._low_precision import rounding_keys, step_in_float32
-from ._path_choice import use_foreach, use_fused
+from ._path_choice import LayoutCache, group_layout_cache, use_foreach, use_fused
 from ._state_check import CheckedOptimizer, Slot
+from ._step_block import gather_steps
 from ._step_count import count_steps, host_steps
 from ._weight_decay_selection import do_use_weight_decay
 
@@ -151,28 +152,33 @@ class AdamWeightDecay(CheckedOptimizer, Optimizer):
         present = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
         if not present:
             return loss
-        clipped = clip_gradients(
-            [p.grad for p in present],  # type: ignore[misc]
-            clipnorm=self.defaults["clipnorm"],
-            clipvalue=self.defaults["clipvalue"],
-            global_clipnorm=self.defaults["global_clipnorm"],
-        )
-        clipped_by_param = dict(zip(map(id, present), clipped))
+        bounds = {key: self.defaults[key] for key in _CLIP_KEYS}
+        clipped_by_param = None  # id(param) -> its clipped gradient; None: no clipping, the gradients as they are
+        if any(bound and bound > 0 for bound in bounds.values()):
+            clipped = clip_gradients([p.grad for p in present], **bounds)  # type: ignore[misc]
+            clipped_by_param = dict(zip(map(id, present), clipped))
 
         all_steps: list[Tensor] = []
-        for group in self.param_groups:
+        group_steps: list[list[Tensor]] = []  # counted per group: a group's steps may be one tensor (._step_block)
+        for index, group in enumerate(self.param_groups):
             flags = self._decay_flags(group)
             tensors = AdamTensors([], [], [], [], [], [])
             decay: list[bool] = []
             indices: list[int] = []  # positions among all parameters (stochastic rounding keys)
+            if group["params"] and not self.state[group["params"][0]]:  # Keras builds every variable at step 1
+                for p in group["params"]:
+                    adam_state(self.state[p], p, group["amsgrad"])
+                gather_steps(self.state[p] for p in group["params"])  # one counter tensor (._step_block)
+            group_steps.append([])
             for p, flag in zip(group["params"], flags):
-                state = adam_state(self.state[p], p, group["amsgrad"])  # Keras builds every variable
+                state = adam_state(self.state[p], p, group["amsgrad"])
                 all_steps.append(state["step"])
+                group_steps[-1].append(state["step"])
                 if p.grad is None:
                     continue
                 indices.append(len(all_steps) - 1)
                 tensors.params.append(p)
-                tensors.grads.append(clipped_by_param[id(p)])
+                tensors.grads.append(p.grad if clipped_by_param is None else clipped_by_param[id(p)])
                 tensors.exp_avgs.append(state["exp_avg"])
                 tensors.exp_avg_sqs.append(state["exp_avg_sq"])
                 if group["amsgrad"]:
@@ -191,6 +197,7 @@ class AdamWeightDecay(CheckedOptimizer, Optimizer):
                 "epsilon": group["epsilon"],
                 "amsgrad": group["amsgrad"],
                 "weight_decay_rate": group["weight_decay_rate"],
+                "layout_cache": group_layout_cache(self, index),
             }
             states = [exp_avgs, exp_avg_sqs, max_exp_avg_sqs]
             if not group["fp32_math"]:
@@ -202,7 +209,8 @@ class AdamWeightDecay(CheckedOptimizer, Optimizer):
             step_in_float32(adam_weight_decay, params, grads, states, [state_steps, decay], keys, **hyper)
         # The step count is optimizer-wide (Keras ``iterations``): it advances for every parameter, with or
         # without a gradient; the update above used ``step + 1``.
-        count_steps(all_steps)
+        for steps in group_steps:
+            count_steps(steps)
         return loss
 
 
@@ -299,16 +307,19 @@ def adam_weight_decay(
     epsilon: float,
     amsgrad: bool,
     weight_decay_rate: float,
+    layout_cache: LayoutCache[Any] | None = None,
 ) -> None:
     """Functional AdamWeightDecay of already clipped gradients (TF numerics); updates in place.
 
     ``state_steps`` hold the optimizer-wide count *before* this step (the caller increments them);
-    ``decay[i]`` says whether parameter ``i`` is decayed.
+    ``decay[i]`` says whether parameter ``i`` is decayed. ``layout_cache`` (an optimizer keeps one per param group)
+    spares the fused path's per-tensor checks while the tensors' layouts stay the same
+    (:class:`._path_choice.LayoutCache`).
     """
     tensors = AdamTensors(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else [], state_steps)
     options = _AdamWeightDecayOptions(lr, beta_1, beta_2, epsilon, amsgrad, weight_decay_rate)
     if use_fused(fused, foreach, lr):
-        rest = _torch_kernel_adam_weight_decay(tensors, decay, options, strict=bool(fused))
+        rest = _torch_kernel_adam_weight_decay(tensors, decay, options, strict=bool(fused), cache=layout_cache)
         if not rest:
             return
         tensors, decay = tensors.pick(rest), [decay[i] for i in rest]
@@ -383,7 +394,12 @@ def _multi_tensor_adam_weight_decay(tensors: AdamTensors, decay: list[bool], o: 
 
 
 def _torch_kernel_adam_weight_decay(
-    tensors: AdamTensors, decay: list[bool], o: _AdamWeightDecayOptions, *, strict: bool
+    tensors: AdamTensors,
+    decay: list[bool],
+    o: _AdamWeightDecayOptions,
+    *,
+    strict: bool,
+    cache: LayoutCache[Any] | None,
 ) -> list[int]:
     """torch's fused AdamW kernel with the reparametrisation in :class:`AdamWeightDecay`'s docstring.
 
@@ -410,4 +426,5 @@ def _torch_kernel_adam_weight_decay(
         beta1=o.beta_1,
         beta2=o.beta_2,
         maximize=False,
+        cache=cache,
     )

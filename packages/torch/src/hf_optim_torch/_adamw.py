@@ -17,8 +17,9 @@ from ._arguments import constructor_arguments, validate_arguments
 from ._begin_step import begin_step
 from ._docs import FUSED_DOC
 from ._low_precision import rounding_keys, step_in_float32
-from ._path_choice import use_foreach, use_fused
+from ._path_choice import LayoutCache, compiling, group_layout_cache, use_foreach, use_fused
 from ._state_check import CheckedOptimizer, Slot
+from ._step_block import gather_steps
 from ._step_count import advance_steps, note_advanced
 
 __all__ = ["AdamW", "adamw"]
@@ -93,15 +94,20 @@ class AdamW(CheckedOptimizer, Optimizer):
         state_steps: list[Tensor],
     ) -> None:
         # torch.compile handles a method of this name and signature specially (torch.optim's convention)
+        created = False
         for p in group["params"]:
             if p.grad is None:
                 continue
+            created = created or not self.state[p]
             state = adam_state(self.state[p], p)
             params.append(p)
             grads.append(p.grad)
             exp_avgs.append(state["exp_avg"])
             exp_avg_sqs.append(state["exp_avg_sq"])
             state_steps.append(state["step"])
+        if created and not compiling():  # one counter tensor for the group's steps (see ._step_block)
+            gather_steps(self.state[p] for p in params)
+            state_steps[:] = [self.state[p]["step"] for p in params]
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -117,7 +123,7 @@ class AdamW(CheckedOptimizer, Optimizer):
             fused_dtypes=_KERNEL_DTYPES,
         )
         offset = 0  # position of the group's first parameter among all parameters (stochastic rounding keys)
-        for group in self.param_groups:
+        for index, group in enumerate(self.param_groups):
             params, grads, exp_avgs, exp_avg_sqs, _, state_steps = AdamTensors([], [], [], [], [], [])
             self._init_group(group, params, grads, exp_avgs, exp_avg_sqs, state_steps)
             first, offset = offset, offset + len(group["params"])
@@ -134,6 +140,7 @@ class AdamW(CheckedOptimizer, Optimizer):
                 "weight_decay": group["weight_decay"],
                 "correct_bias": group["correct_bias"],
                 "maximize": group["maximize"],
+                "layout_cache": group_layout_cache(self, index),
             }
             if not group["fp32_math"]:
                 adamw(params, grads, exp_avgs, exp_avg_sqs, state_steps, **hyper)
@@ -252,18 +259,20 @@ def adamw(
     weight_decay: float,
     correct_bias: bool,
     maximize: bool = False,
+    layout_cache: LayoutCache[Any] | None = None,
 ) -> None:
     """Functional AdamW (transformers numerics): updates ``params`` and the state lists in place.
 
     See :class:`AdamW` for the algorithm. ``state_steps`` are 0-dim tensors incremented here. ``fused`` picks
     torch's fused kernel (default: float32 CPU/CUDA tensors when ``foreach`` is not given, bfloat16 ones only with
     ``fused=True``; the others take the paths below), ``foreach`` the multi-tensor path (default: on accelerators
-    only).
+    only). ``layout_cache`` (an optimizer keeps one per param group) spares the fused path's per-tensor checks while
+    the tensors' layouts stay the same, see :class:`._path_choice.LayoutCache`.
     """
     tensors = AdamTensors(params, grads, exp_avgs, exp_avg_sqs, [], state_steps)
     options = _AdamWOptions(lr, beta1, beta2, eps, weight_decay, correct_bias, maximize)
     if use_fused(fused, foreach, lr):
-        rest = _torch_kernel_adamw(tensors, options, strict=bool(fused))
+        rest = _torch_kernel_adamw(tensors, options, strict=bool(fused), cache=layout_cache)
         if not rest:
             return
         tensors = tensors.pick(rest)
@@ -330,7 +339,9 @@ def _multi_tensor_adamw(tensors: AdamTensors, o: _AdamWOptions) -> None:
             torch._foreach_add_(d_params, torch._foreach_mul(d_params, -decay))
 
 
-def _torch_kernel_adamw(tensors: AdamTensors, o: _AdamWOptions, *, strict: bool) -> list[int]:
+def _torch_kernel_adamw(
+    tensors: AdamTensors, o: _AdamWOptions, *, strict: bool, cache: LayoutCache[Any] | None
+) -> list[int]:
     """torch's fused AdamW kernel with the reparametrisation in :class:`AdamW`'s docstring.
 
     Runs the tensors it can take and returns the indices of the others (an error when ``strict``, i.e.
@@ -362,4 +373,5 @@ def _torch_kernel_adamw(tensors: AdamTensors, o: _AdamWOptions, *, strict: bool)
         beta1=o.beta1,
         beta2=o.beta2,
         maximize=o.maximize,
+        cache=cache,
     )

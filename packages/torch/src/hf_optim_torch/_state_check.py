@@ -19,6 +19,8 @@ from typing import Any, ClassVar
 import torch
 
 from ._arguments import TORCH_FLAGS, validate_arguments
+from ._step_block import gather_steps
+from ._step_count import as_step_tensor
 
 __all__ = [
     "COUNTER",
@@ -315,3 +317,8 @@ class CheckedOptimizer:
             for key, value in state.items():  # the fused and native paths take contiguous state
                 if isinstance(value, torch.Tensor) and not value.is_contiguous():
                     state[key] = value.contiguous()
+        for group in self.param_groups:  # type: ignore[attr-defined]
+            states = [(self.state[p], p) for p in group["params"] if "step" in self.state.get(p, ())]  # type: ignore[attr-defined]
+            for state, p in states:  # next to the parameter, then one counter tensor per group (._step_block)
+                state["step"] = as_step_tensor(state["step"], p)
+            gather_steps(state for state, _ in states)

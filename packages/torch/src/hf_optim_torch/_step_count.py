@@ -9,11 +9,9 @@ import numpy as np
 import torch
 
 from ._path_choice import compiling
+from ._step_block import STEP_DTYPE, block_of, block_of_view
 
 __all__ = ["STEP_DTYPE", "advance_steps", "as_step_tensor", "count_steps", "host_steps", "note_advanced", "plus_one"]
-
-#: dtype of the per-parameter ``state["step"]`` counter (torch.optim's convention: exact up to 2**24 steps).
-STEP_DTYPE = torch.float32
 
 
 def as_step_tensor(value: object, like: torch.Tensor) -> torch.Tensor:
@@ -29,91 +27,140 @@ def as_step_tensor(value: object, like: torch.Tensor) -> torch.Tensor:
     return torch.tensor(float(value), dtype=STEP_DTYPE, device=like.device)  # type: ignore[arg-type]
 
 
-#: step tensor -> (its version counter, its value): a host mirror of ``state["step"]`` so that the fused paths get
-#: the step as a Python number without reading device memory. A step changed elsewhere (a loaded checkpoint, an
-#: in-place edit) has another version and is read once.
 class _StepMirror:
-    """A map from a step tensor (by identity, held weakly) to ``(version, value)``.
+    """A host mirror of ``state["step"]``: step tensor (by identity, held weakly) -> ``(version, value)``.
 
-    What ``torch.utils.weak.WeakIdKeyDictionary`` does, at a third of its cost per lookup (one dict lookup and one
-    weakref call; the weakref is made once per tensor), which matters on the fused paths: two lookups per
-    parameter per step. An entry goes when its tensor does.
+    The fused paths get each step as a Python number without reading device memory. A step changed elsewhere (a
+    loaded checkpoint, an in-place edit) has another version counter and is read once. What
+    ``torch.utils.weak.WeakIdKeyDictionary`` would do, with the per-tensor work of a step inlined in one loop over
+    the list (these loops run for every parameter at every step). An entry goes when its tensor does.
     """
 
     def __init__(self) -> None:
-        self._entries: dict[int, tuple[weakref.ref[torch.Tensor], tuple[int | None, float]]] = {}
+        self._entries: dict[int, tuple[weakref.ref[torch.Tensor], int, float]] = {}
 
     def _forget(self, key: int, ref: weakref.ref[torch.Tensor]) -> None:
         entry = self._entries.get(key)
         if entry is not None and entry[0] is ref:
             del self._entries[key]
 
-    def get(self, step: torch.Tensor) -> tuple[int | None, float] | None:
+    def get(self, step: torch.Tensor) -> tuple[int, float] | None:
+        """``(version, value)`` as last recorded for ``step`` (in its block's mirror if it is in one), or None."""
+        found = block_of_view(step)
+        if found is not None:
+            block, index = found
+            return None if block.version is None else (block.version, block.values[index])
         entry = self._entries.get(id(step))
-        return entry[1] if entry is not None and entry[0]() is step else None
-
-    def __setitem__(self, step: torch.Tensor, cached: tuple[int | None, float]) -> None:
-        key = id(step)
-        entry = self._entries.get(key)
-        if entry is not None and entry[0]() is step:
-            ref = entry[0]
-        else:
-            ref = weakref.ref(step, functools.partial(self._forget, key))
-        self._entries[key] = (ref, cached)
-
-    def __delitem__(self, step: torch.Tensor) -> None:
-        if self.get(step) is None:
-            raise KeyError(step)
-        del self._entries[id(step)]
+        return (entry[1], entry[2]) if entry is not None and entry[0]() is step else None
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def values(self, steps: list[torch.Tensor]) -> list[float]:
+        """The current values of ``steps``: from the mirror where it is current, else read (once) and recorded."""
+        found = block_of(steps)
+        if found is not None:
+            return list(found[1].current_values(found[0]))
+        return self._read(steps)[0]
+
+    def advance(self, steps: list[torch.Tensor]) -> list[float]:
+        """``step += 1`` on every tensor (one foreach op); returns the new values without reading them back.
+
+        The mirror records each tensor at the version one past the one it was read at: a tensor listed twice (two
+        increments) then disagrees with it and is read again at its next use.
+        """
+        found = block_of(steps)
+        if found is not None:  # the steps of a whole group: one addition (see ._step_block)
+            base, block = found
+            block.values = _rounded_plus_one(block.current_values(base))
+            base.add_(1)
+            block.version = base._version
+            return list(block.values)
+        before, versions = self._read(steps)
+        torch._foreach_add_(steps, 1)
+        entries, after = self._entries, []
+        rounded: dict[float, float] = {}  # the steps of one call are usually all equal: round each value once
+        for step, value, version in zip(steps, before, versions):
+            new = rounded.get(value)
+            if new is None:
+                # the rounding of the float32 counter (inline: compiled steps trace it)
+                new = rounded[value] = float(np.float32(value + 1.0))
+            if version is not None:
+                entries[id(step)] = (entries[id(step)][0], version + 1, new)
+            after.append(new)
+        return after
+
+    def _read(self, steps: list[torch.Tensor]) -> tuple[list[float], list[int | None]]:
+        """The values of ``steps`` and their version counters (None for inference tensors, which have none)."""
+        entries, values, versions = self._entries, [], []
+        for step in steps:
+            try:
+                version = step._version
+            except RuntimeError:  # inference tensors keep no version counter: read every time
+                values.append(float(step))
+                versions.append(None)
+                continue
+            entry = entries.get(id(step))
+            if entry is not None and entry[1] == version and entry[0]() is step:
+                values.append(entry[2])
+            else:
+                value = float(step)
+                ref = entry[0] if entry is not None and entry[0]() is step else None
+                self._record(step, ref, version, value)
+                values.append(value)
+            versions.append(version)
+        return values, versions
+
+    def note(self, steps: list[torch.Tensor]) -> None:
+        """Record that a code path did ``step += 1`` (one in-place op) on every tensor (see :func:`note_advanced`)."""
+        found = block_of(steps)
+        if found is not None:  # each view was advanced once: the block's version moved by len(steps)
+            base, block = found
+            if block.version is not None and base._version == block.version + len(steps):
+                block.values, block.version = _rounded_plus_one(block.values), base._version
+            return
+        entries = self._entries
+        for step in steps:
+            entry = entries.get(id(step))
+            if entry is None or entry[0]() is not step:
+                continue
+            try:
+                version = step._version
+            except RuntimeError:
+                continue
+            if version == entry[1] + 1:
+                entries[id(step)] = (entry[0], version, plus_one(entry[2]))
+            elif version != entry[1]:
+                del entries[id(step)]
+
+    def _record(self, step: torch.Tensor, ref: weakref.ref[torch.Tensor] | None, version: int, value: float) -> None:
+        key = id(step)
+        if ref is None:
+            ref = weakref.ref(step, functools.partial(self._forget, key))
+        self._entries[key] = (ref, version, value)
 
 
 _HOST_STEPS = _StepMirror()
 
 
-def _version(step: torch.Tensor) -> int | None:
-    try:
-        return int(step._version)
-    except RuntimeError:  # inference tensors keep no version counter
-        return None
-
-
 def host_steps(steps: list[torch.Tensor]) -> list[float]:
     """The values of the step tensors as Python floats, read from the host mirror where it is current."""
-    out = []
-    for step in steps:
-        version = _version(step)
-        cached = _HOST_STEPS.get(step)
-        if version is None or cached is None or cached[0] != version:
-            cached = (version, float(step))
-            if version is not None:
-                _HOST_STEPS[step] = cached
-        out.append(cached[1])
-    return out
+    return _HOST_STEPS.values(steps)
 
 
 def plus_one(value: float) -> float:
     return float(np.float32(value + 1.0))  # the rounding of the float32 counter
 
 
+def _rounded_plus_one(values: list[float]) -> list[float]:
+    """``plus_one`` of each value, computed once per distinct value (the steps of a group are usually equal)."""
+    rounded = {value: plus_one(value) for value in set(values)}
+    return [rounded[value] for value in values]
+
+
 def advance_steps(steps: list[torch.Tensor]) -> list[float]:
     """``step += 1`` on every tensor (one foreach op); returns the new values without reading them back."""
-    before = host_steps(steps)
-    torch._foreach_add_(steps, 1)
-    after = []
-    plus_one: dict[float, float] = {}  # the steps of one call are usually all equal: round each value once
-    for step, value in zip(steps, before):
-        new = plus_one.get(value)
-        if new is None:
-            # the rounding of the float32 counter (inline: compiled steps trace it)
-            new = plus_one[value] = float(np.float32(value + 1.0))
-        version = _version(step)
-        if version is not None:
-            _HOST_STEPS[step] = (version, new)
-        after.append(new)
-    return after
+    return _HOST_STEPS.advance(steps)
 
 
 def count_steps(steps: list[torch.Tensor]) -> None:
@@ -134,14 +181,5 @@ def note_advanced(steps: list[torch.Tensor]) -> None:
     A tensor whose mirror is already current (the path used :func:`advance_steps`) is left alone; one that
     changed by more than one in-place op loses its mirror and is read once at its next use.
     """
-    if compiling():
-        return
-    for step in steps:
-        version = _version(step)
-        cached = _HOST_STEPS.get(step)
-        if version is None or cached is None or cached[0] == version:
-            continue
-        if cached[0] is not None and version == cached[0] + 1:
-            _HOST_STEPS[step] = (version, plus_one(cached[1]))
-        else:
-            del _HOST_STEPS[step]
+    if not compiling():
+        _HOST_STEPS.note(steps)

@@ -1,0 +1,92 @@
+"""Step counters gathered in one tensor per param group and device, so that ``step += 1`` is one op, not one per
+parameter.
+
+Each parameter keeps its own ``state["step"]``, a 0-dim float32 tensor, as in torch.optim and in every checkpoint.
+On CPU, incrementing N of them with ``torch._foreach_add_`` dispatches N additions (about 2 µs each: 0.4 ms a step
+for 200 parameters, more than torch's fused kernel needs to update 200 tensors of 32x32). When an optimizer
+creates or loads the steps of a group, :func:`gather_steps` makes them 0-dim *views* of one 1-D tensor (a block),
+one element per parameter, and a step whose counters are exactly one block's views, in order, adds 1 to the block
+once. Anything else (some parameters without a gradient, a step replaced by hand) takes the per-tensor path, which
+is always correct. The views share the block's version counter, so the host mirror of the steps
+(:mod:`._step_count`) keeps one entry per block: one version check instead of one per parameter.
+
+A view saves and loads like any tensor (``torch.save`` keeps one copy of the block); a loaded checkpoint is
+gathered again by ``load_state_dict``.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterable, MutableMapping
+from operator import call, is_
+from typing import Any
+
+import torch
+
+__all__ = ["STEP_DTYPE", "StepBlock", "block_of", "block_of_view", "gather_steps"]
+
+#: dtype of the per-parameter ``state["step"]`` counter (torch.optim's convention: exact up to 2**24 steps).
+STEP_DTYPE = torch.float32
+
+_ATTRIBUTE = "_hf_optim_step_block"
+
+
+class StepBlock:
+    """What hangs on a block's 1-D tensor: weak references to its views, and the host mirror of its values."""
+
+    __slots__ = ("values", "version", "views")
+
+    def __init__(self, views: tuple[torch.Tensor, ...]) -> None:
+        # weak: the block hangs on its base tensor, which each view keeps alive (a cycle through C++ that Python's
+        # garbage collector could not see)
+        self.views = tuple(weakref.ref(view) for view in views)
+        self.version: int | None = None  # the base's version counter when ``values`` was read
+        self.values: list[float] = []
+
+    def current_values(self, base: torch.Tensor) -> list[float]:
+        """The steps as Python floats: from the mirror, or read once (a device sync) after an outside change."""
+        version = base._version
+        if version != self.version:
+            self.values = [float(v) for v in base.tolist()]
+            self.version = version
+        return self.values
+
+
+def block_of(steps: list[torch.Tensor]) -> tuple[torch.Tensor, StepBlock] | None:
+    """The block whose views are exactly ``steps``, in order (and the block's tensor), or None."""
+    if not steps:
+        return None
+    base = steps[0]._base
+    block: StepBlock | None = getattr(base, _ATTRIBUTE, None) if base is not None else None
+    if block is None or len(block.views) != len(steps) or not all(map(is_, steps, map(call, block.views))):
+        return None
+    return base, block  # type: ignore[return-value]
+
+
+def block_of_view(step: torch.Tensor) -> tuple[StepBlock, int] | None:
+    """The block ``step`` is a view of, and its position there, or None (a linear search: not for the step path)."""
+    block: StepBlock | None = getattr(step._base, _ATTRIBUTE, None) if step._base is not None else None
+    if block is not None:
+        for index, view in enumerate(block.views):
+            if view() is step:
+                return block, index
+    return None
+
+
+def gather_steps(states: Iterable[MutableMapping[str, Any]]) -> None:
+    """Make the ``step`` of every given state a 0-dim view of one float32 tensor per device, with the same value.
+
+    States whose step is not a one-element tensor (a transformers checkpoint's Python int is first made a tensor by
+    the caller) or that hold no step are left alone.
+    """
+    by_device: dict[torch.device, list[MutableMapping[str, Any]]] = {}
+    for state in states:
+        step = state.get("step")
+        if isinstance(step, torch.Tensor) and step.numel() == 1 and type(step) is torch.Tensor:
+            by_device.setdefault(step.device, []).append(state)
+    for group in by_device.values():
+        base = torch.stack([state["step"].detach().reshape(()).to(STEP_DTYPE) for state in group])
+        views = base.unbind(0)
+        setattr(base, _ATTRIBUTE, StepBlock(views))
+        for state, view in zip(group, views):
+            state["step"] = view
