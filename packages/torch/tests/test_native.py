@@ -11,7 +11,8 @@ import pytest
 import torch
 from hf_optim_torch import _adafactor_two_pass, _native
 
-SHAPES = [(128, 96), (7, 3), (1, 5), (300, 1), (64,), (2, 3, 4)]  # matrices (native) and others (torch paths)
+#: float32 matrices and unfactored tensors (native), and a 3-D parameter (torch paths)
+SHAPES = [(128, 96), (7, 3), (1, 5), (300, 1), (64,), (5000,), (2, 3, 4)]
 VARIANTS = [
     {},
     {"beta1": 0.9},
@@ -33,14 +34,20 @@ def kernel() -> Any:
 
 
 def _run(
-    monkeypatch: pytest.MonkeyPatch, lib: Any, steps: int = 15, shapes: list = SHAPES, **kwargs: Any
+    monkeypatch: pytest.MonkeyPatch,
+    lib: Any,
+    steps: int = 15,
+    shapes: list = SHAPES,
+    kind: str = "factored",
+    **kwargs: Any,
 ) -> tuple[list, list, int]:
-    """Parameters and state after ``steps`` steps; the kernel ``lib`` (None: the torch paths) and its calls."""
+    """Parameters and state after ``steps`` steps with the kernel ``lib`` (None: the torch paths), and how many
+    tensors its calls of ``kind`` (factored / unfactored) took."""
     monkeypatch.setitem(_native._state, "adafactor", lib)
     calls: list[int] = []
-    real = _adafactor_two_pass.adafactor_factored
+    real = getattr(_adafactor_two_pass, f"adafactor_{kind}")
     counted = lambda *a, **k: (calls.append(len(a[1])), real(*a, **k))  # noqa: E731
-    monkeypatch.setattr(_adafactor_two_pass, "adafactor_factored", counted)
+    monkeypatch.setattr(_adafactor_two_pass, f"adafactor_{kind}", counted)
     gen = torch.Generator().manual_seed(0)
     params = [torch.nn.Parameter(torch.randn(s, generator=gen)) for s in shapes]
     optimizer = hf_optim_torch.Adafactor(params, **kwargs)
@@ -56,6 +63,9 @@ def _run(
 def test_native_kernel_runs_the_matrices_and_matches_the_torch_path(monkeypatch, kernel, kwargs) -> None:
     native, native_state, matrices = _run(monkeypatch, kernel, **kwargs)
     assert matrices == 15 * 4, "each step should hand the four float32 matrices to the native kernel"
+    assert _run(monkeypatch, kernel, **kwargs)[2] == 15 * 4
+    unfactored = _run(monkeypatch, kernel, kind="unfactored", **kwargs)[2]
+    assert unfactored == 15 * 2, "and the two 1-D tensors to its unfactored call"
     torch_path, torch_state, none = _run(monkeypatch, None, **kwargs)
     assert none == 0
     tol = hf_optim_spec.get("adafactor").tol("float32")
@@ -79,12 +89,13 @@ def test_native_kernel_on_matrices_of_more_than_one_group(monkeypatch, kernel) -
         torch.testing.assert_close(a, b, rtol=tol.rtol, atol=tol.atol)
 
 
-def test_native_kernel_matches_the_float64_reference(monkeypatch, kernel) -> None:
-    """The kernel against the spec's float64 reference on a matrix, beside the torch for-loop path."""
+@pytest.mark.parametrize("shape", [(64, 48), (3000,)], ids=["matrix", "vector"])
+def test_native_kernel_matches_the_float64_reference(monkeypatch, kernel, shape) -> None:
+    """The kernel against the float64 arithmetic of the torch path (the reference's), on a matrix and a vector."""
     monkeypatch.setitem(_native._state, "adafactor", kernel)
     gen = torch.Generator().manual_seed(1)
-    w0 = torch.randn(64, 48, generator=gen, dtype=torch.float64)
-    grads = [torch.randn(64, 48, generator=gen, dtype=torch.float64) for _ in range(10)]
+    w0 = torch.randn(shape, generator=gen, dtype=torch.float64)
+    grads = [torch.randn(shape, generator=gen, dtype=torch.float64) for _ in range(10)]
     results = {}
     for dtype in (torch.float32, torch.float64):  # float64 takes the torch path: the reference arithmetic
         w = torch.nn.Parameter(w0.to(dtype))

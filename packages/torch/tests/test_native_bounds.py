@@ -24,7 +24,7 @@ import pytest
 import torch
 from hf_optim_torch import _native
 from hf_optim_torch._adafactor_args import AdafactorOptions
-from hf_optim_torch._native.adafactor_call import adafactor_factored
+from hf_optim_torch._native.adafactor_call import adafactor_factored, adafactor_unfactored
 
 BUFFERS = ("g", "p", "m", "row", "col", "rms")  # the kernel's order (BUF_G ... BUF_RMS in adafactor.c)
 # the array arguments (ARG_ROWS ... after the buffers) of the statistics call, and the apply call's own two
@@ -396,6 +396,55 @@ def test_native_adafactor_runs_the_unspoiled_call(lib) -> None:
     """The control of the messages above: the same call, unspoiled, updates the parameters."""
     t = _native_call(lib)
     assert not all(torch.equal(a, b) for a, b in zip(t["before"][0]["params"], t["params"]))
+
+
+_VECTORS = (40, 7, 3000)
+_FLAT_MESSAGES = {
+    "exp_avg_sq short": (
+        lambda t: t["full"].__setitem__(1, torch.ones(6)),
+        r"unfactored tensor 1 of the call \(a 7-element parameter\) \(-33\): its exp_avg_sq has 6 elements",
+    ),
+    "exp_avg long": (
+        lambda t: t["exp_avgs"].__setitem__(2, torch.zeros(3001)),
+        r"unfactored tensor 2 .*\(-32\): its exp_avg has 3001 elements \(shape \(3001,\)\), expected 3000",
+    ),
+    "gradient short": (
+        lambda t: t["grads"].__setitem__(0, torch.zeros(39)),
+        r"unfactored tensor 0 .*\(-30\): its gradient has 39 elements",
+    ),
+    "RMS empty": (lambda t: t["rms"].__setitem__(0, torch.zeros(0)), r"\(-34\): its RMS has 0 elements"),
+    "nothing spoiled": (lambda t: None, None),
+}
+
+
+@pytest.mark.parametrize("case", list(_FLAT_MESSAGES))
+def test_native_unfactored_call_names_the_tensor_and_buffer_and_changes_nothing(lib, case) -> None:
+    """The unfactored call checks every buffer's size in C before it writes (the Python side passes the sizes)."""
+    gen = torch.Generator().manual_seed(4)
+    t = {
+        "params": [torch.randn(n, generator=gen) for n in _VECTORS],
+        "grads": [torch.randn(n, generator=gen) for n in _VECTORS],
+        "exp_avgs": [torch.zeros(n) for n in _VECTORS],
+        "full": [torch.rand(n, generator=gen) + 0.5 for n in _VECTORS],
+        "rms": [torch.zeros(()) for _ in _VECTORS],
+    }
+    spoil, message = _FLAT_MESSAGES[case]
+    spoil(t)
+    before = {k: [x.clone() for x in v] for k, v in t.items()}
+    options = AdafactorOptions(None, (1e-30, 1e-3), 1.0, -0.8, 0.9, 0.0, True, True, False)
+    n = len(_VECTORS)
+    call = lambda: adafactor_unfactored(  # noqa: E731
+        lib, t["params"], t["grads"], t["exp_avgs"], t["full"], t["rms"], rels=[1e-2] * n, beta2ts=[0.5] * n,
+        options=options,
+    )  # fmt: skip
+    if message is None:
+        call()
+        assert not any(torch.equal(a, b) for a, b in zip(before["params"], t["params"]))
+        return
+    with pytest.raises(ValueError, match=message):
+        call()
+    for key, tensors in before.items():
+        assert all(torch.equal(a, b) for a, b in zip(tensors, t[key])), f"{key} changed by a refused call"
 
 
 def test_native_adafactor_takes_matrices_only(lib) -> None:

@@ -24,9 +24,10 @@ from ._adafactor_two_pass import two_pass_adafactor
 from ._arguments import constructor_arguments, validate_arguments
 from ._begin_step import begin_step
 from ._low_precision import LOW_PRECISION, rounding_keys
-from ._path_choice import use_foreach, use_fused
+from ._path_choice import LayoutCache, compiling, group_layout_cache, use_foreach, use_fused
 from ._state_check import COUNTER, CheckedOptimizer, Slot
-from ._step_count import as_step_tensor, note_advanced
+from ._step_block import gather_steps
+from ._step_count import STEP_DTYPE, as_step_tensor, note_advanced
 
 __all__ = ["Adafactor", "adafactor"]
 
@@ -177,27 +178,30 @@ class Adafactor(CheckedOptimizer, Optimizer):
         parameters that have a gradient, their state created or completed first."""
         params, grads, state_steps, rms_values, exp_avgs, row_vars, col_vars, full_vars = lists
         use_first_moment = group["beta1"] is not None
+        created = False
         for p in group["params"]:
-            if p.grad is None:
-                continue
             grad = p.grad
+            if grad is None:
+                continue
             if grad.dtype in LOW_PRECISION:
                 grad = grad.float()
             state = self.state[p]
-            factored = grad.dim() >= 2
-            if len(state) == 0:
+            if not state:
+                created = True
                 state["step"] = as_step_tensor(0, p)
                 if use_first_moment:
                     state["exp_avg"] = torch.zeros_like(grad, memory_format=torch.preserve_format)
-                if factored:
+                if grad.dim() >= 2:  # factored
                     state["exp_avg_sq_row"] = torch.zeros_like(grad.select(-1, 0))
                     state["exp_avg_sq_col"] = torch.zeros_like(grad.select(-2, 0))
                 else:
                     state["exp_avg_sq"] = torch.zeros_like(grad, memory_format=torch.preserve_format)
                 state["RMS"] = grad.new_zeros(())
             else:
-                state["step"] = as_step_tensor(state["step"], p)
-                if not isinstance(state["RMS"], Tensor):  # a transformers checkpoint holds RMS=0 before a step
+                step = state["step"]
+                if type(step) is not Tensor or step.dtype is not STEP_DTYPE or step.get_device() != p.get_device():
+                    state["step"] = as_step_tensor(step, p)
+                if type(state["RMS"]) is not Tensor:  # a transformers checkpoint holds RMS=0 before a step
                     state["RMS"] = torch.tensor(float(state["RMS"]), dtype=grad.dtype, device=grad.device)
                 if use_first_moment and "exp_avg" not in state:  # beta1 set on a group that had none
                     state["exp_avg"] = torch.zeros_like(grad, memory_format=torch.preserve_format)
@@ -209,6 +213,9 @@ class Adafactor(CheckedOptimizer, Optimizer):
             row_vars.append(state.get("exp_avg_sq_row"))
             col_vars.append(state.get("exp_avg_sq_col"))
             full_vars.append(state.get("exp_avg_sq"))
+        if created and not compiling():  # one counter tensor for the group's steps (see ._step_block)
+            gather_steps(self.state[p] for p in params)
+            state_steps[:] = [self.state[p]["step"] for p in params]
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -219,7 +226,7 @@ class Adafactor(CheckedOptimizer, Optimizer):
         """
         loss = begin_step(self, closure, "Adafactor does not support sparse gradients.")
         offset = 0  # position of the group's first parameter among all parameters (stochastic rounding keys)
-        for group in self.param_groups:
+        for index, group in enumerate(self.param_groups):
             params: list[Tensor] = []
             grads: list[Tensor] = []
             state_steps: list[Tensor] = []
@@ -238,7 +245,14 @@ class Adafactor(CheckedOptimizer, Optimizer):
                 indices = [first + j for j, p in enumerate(group["params"]) if p.grad is not None]
                 keys = rounding_keys(group["rounding_seed"], tensors.params, indices, tensors.state_steps)
             options = AdafactorOptions(*[group[name] for name in _OPTIONS])
-            _run(tensors, options, keys, foreach=group["foreach"], fused=group["fused"])
+            _run(
+                tensors,
+                options,
+                keys,
+                foreach=group["foreach"],
+                fused=group["fused"],
+                layout_cache=group_layout_cache(self, index),
+            )
             if keys is not None:
                 note_advanced([s for s, key in zip(tensors.state_steps, keys) if key is not None])
         return loss
@@ -271,6 +285,7 @@ def adafactor(
     first_moment: str = "lr_scaled",
     maximize: bool = False,
     rounding_keys: list[int | None] | None = None,
+    layout_cache: LayoutCache[Any] | None = None,
 ) -> None:
     """Functional Adafactor (transformers numerics): updates ``params`` and the state lists in place.
 
@@ -282,14 +297,15 @@ def adafactor(
     ``exp_avgs`` entries are None when ``beta1`` is None. See :class:`Adafactor` for the algorithm. ``fused``
     picks the two-pass path (default: float32/bfloat16/float16 CPU parameters, and CUDA ones of at least 64M
     elements, when ``foreach`` is not given; the others take the paths below), ``foreach`` the multi-tensor path
-    (default: on accelerators only).
+    (default: on accelerators only). ``layout_cache`` (an optimizer keeps one per param group) spares the two-pass
+    path's per-tensor checks while the tensors' layouts stay the same (:class:`._path_choice.LayoutCache`).
     """
     options = AdafactorOptions(
         lr, eps, clip_threshold, decay_rate, beta1, weight_decay, scale_parameter, relative_step, warmup_init,
         first_moment, maximize,
     )  # fmt: skip
     tensors = AdafactorTensors(params, grads, state_steps, rms_values, exp_avgs, row_vars, col_vars, full_vars)
-    _run(tensors, options, rounding_keys, foreach=foreach, fused=fused)
+    _run(tensors, options, rounding_keys, foreach=foreach, fused=fused, layout_cache=layout_cache)
 
 
 def _run(
@@ -299,10 +315,11 @@ def _run(
     *,
     foreach: bool | None,
     fused: bool | None,
+    layout_cache: LayoutCache[Any] | None = None,
 ) -> None:
     """Send the tensors down their paths: the two-pass path first when ``fused`` allows, the rest to a loop."""
     if use_fused(fused, foreach, options.lr):
-        rest = two_pass_adafactor(tensors, options, rounding_keys, strict=bool(fused))
+        rest = two_pass_adafactor(tensors, options, rounding_keys, strict=bool(fused), cache=layout_cache)
         if not rest:
             return
         tensors = tensors.pick(rest)

@@ -1,13 +1,15 @@
 """Adafactor's two-pass path (``fused=True``, the default on CPU): each tensor read twice, no per-step temporaries.
 
-Float32 CPU matrices go to the native C kernel in one call, small unfactored tensors to the multi-tensor path
-together, the others through :func:`_two_pass_tensor` in row blocks that stay in cache. Every tensor gets the
+Float32 CPU tensors go to the native C kernel (one call for the matrices, one for the unfactored tensors), the other
+small unfactored tensors to the multi-tensor path together, the rest through :func:`_two_pass_tensor` in row blocks
+that stay in cache. Every tensor gets the
 scalars of its step (relative step, beta2t, lr, clipping) from :mod:`._adafactor_scalars`.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -17,8 +19,8 @@ from ._adafactor_args import AdafactorOptions, AdafactorTensors
 from ._adafactor_loops import multi_tensor_adafactor
 from ._adafactor_scalars import clip_divisor, second_moment_decay, step_lr, unscaled_lr
 from ._low_precision import dtype_scalar, store
-from ._native.adafactor_call import adafactor_factored, native_eligible
-from ._path_choice import fused_eligible
+from ._native.adafactor_call import adafactor_factored, adafactor_unfactored, native_kind
+from ._path_choice import LayoutCache, fused_eligible
 from ._scratch import scratch
 from ._step_count import advance_steps, note_advanced
 
@@ -42,6 +44,17 @@ _SMALL = 1 << 15
 _CUDA_SWEEP = 1 << 26
 
 
+class _Routes(NamedTuple):
+    """Where the tensors of a call go (indices into its lists): the path's, the others, the native kernel's calls,
+    the small ones for the multi-tensor path."""
+
+    rest: list[int]
+    small: list[int]
+    stepped: list[int]  # the others, in order: through the native kernel or swept here
+    native: dict[str, list[int]]
+    swept: list[int]
+
+
 def _row_blocks(batches: int, n_rows: int, n_cols: int, device: torch.device) -> list[tuple[int, int, int]]:
     """(batch, first row, end row) blocks of about ``_BLOCK`` elements (whole matrices off CPU)."""
     rows = n_rows if device.type != "cpu" else max(1, min(n_rows, _BLOCK // max(n_cols, 1)))
@@ -54,74 +67,88 @@ def two_pass_adafactor(
     rounding_keys: list[int | None] | None = None,
     *,
     strict: bool,
+    cache: LayoutCache[Any] | None = None,
 ) -> list[int]:
     """The two-pass path (see :class:`hf_optim_torch.Adafactor`): two sweeps per tensor, one reused buffer.
 
-    Small unfactored tensors (at most ``_SMALL`` elements) run together on the multi-tensor path instead.
-    Runs the parameters it can take and returns the indices of the others (an error when ``strict``).
+    Float32 CPU tensors go to the native kernel (one call for the matrices, one for the unfactored tensors); small
+    unfactored tensors (at most ``_SMALL`` elements) that it does not take run together on the multi-tensor path.
+    Runs the parameters it can take and returns the indices of the others (an error when ``strict``). ``cache``
+    keeps that routing while the tensors' layouts stay the same (see :class:`._path_choice.LayoutCache`).
     """
     params, grads, state_steps, rms_values, exp_avgs, row_vars, col_vars, full_vars = tensors
-    eligible: list[int] = []
-    rest: list[int] = []
-    for i, param in enumerate(params):
-        grad = grads[i]
-        ok = (
-            fused_eligible(param, dtypes=TWO_PASS_DTYPES)
-            and fused_eligible(grad, *(t for t in (exp_avgs[i], full_vars[i]) if t is not None), dtypes=_GRAD_DTYPES)
-            and param.numel() > 0
-            and grad.shape == param.shape
-            and grad.device == param.device
-            # by default on CPU, and on CUDA for large tensors only: there the per-tensor sweeps are bound by
-            # kernel launches (~30 per tensor) unless the tensor is large, and the multi-tensor path is faster
-            and (strict or param.is_cpu or param.numel() >= _CUDA_SWEEP)
-        )
-        (eligible if ok else rest).append(i)
+    lib = _native.adafactor_library() if not isinstance(options.lr, Tensor) else None
+    if torch.compiler.is_compiling():
+        lib = None
+
+    def decide() -> _Routes:
+        eligible: list[int] = []
+        rest: list[int] = []
+        for i, param in enumerate(params):
+            grad = grads[i]
+            ok = (
+                fused_eligible(param, dtypes=TWO_PASS_DTYPES)
+                and fused_eligible(
+                    grad, *(t for t in (exp_avgs[i], full_vars[i]) if t is not None), dtypes=_GRAD_DTYPES
+                )
+                and param.numel() > 0
+                and grad.shape == param.shape
+                and grad.device == param.device
+                # by default on CPU, and on CUDA for large tensors only: there the per-tensor sweeps are bound by
+                # kernel launches (~30 per tensor) unless the tensor is large, and the multi-tensor path is faster
+                and (strict or param.is_cpu or param.numel() >= _CUDA_SWEEP)
+            )
+            (eligible if ok else rest).append(i)
+        native: dict[str, list[int]] = {"factored": [], "unfactored": []}  # float32 CPU tensors: the C kernel
+        if lib is not None:
+            for i in eligible:
+                kind = native_kind(params[i], row_vars[i], col_vars[i], full_vars[i], rms_values[i])
+                if kind is not None:
+                    native[kind].append(i)
+        taken = {i for indices in native.values() for i in indices}
+        small = [i for i in eligible if i not in taken and full_vars[i] is not None and params[i].numel() <= _SMALL]
+        stepped = [i for i in eligible if i not in set(small)]
+        return _Routes(rest, small, stepped, native, [i for i in stepped if i not in taken])
+
+    checked = [params, grads, rms_values, exp_avgs, row_vars, col_vars, full_vars]
+    routes = cache.decide(checked, decide, key=(strict, lib is not None)) if cache is not None else decide()
+    rest, small = routes.rest, routes.small
     if strict and rest:
         raise RuntimeError(
             "fused=True supports dense contiguous float32/bfloat16/float16 parameters on CPU or CUDA; got "
             f"{sorted({(str(params[i].dtype), params[i].device.type) for i in rest})}"
         )
-    small = [i for i in eligible if full_vars[i] is not None and params[i].numel() <= _SMALL]
     if small:
         keys = None if rounding_keys is None else [rounding_keys[i] for i in small]
         multi_tensor_adafactor(tensors.pick(small), options, keys)
         note_advanced([state_steps[i] for i in small])
-        taken = set(small)
-        eligible = [i for i in eligible if i not in taken]
-    if not eligible:
+    if not routes.stepped:
         return rest
-    steps = advance_steps([state_steps[i] for i in eligible])
+    steps = advance_steps([state_steps[i] for i in routes.stepped])
     scalars: dict[float, tuple[float | Tensor, float]] = {}  # the steps of one call are usually all equal
     for t in steps:
         if t not in scalars:
             rel = unscaled_lr(options.lr, t, relative_step=options.relative_step, warmup_init=options.warmup_init)
             scalars[t] = (rel, second_moment_decay(t, options.decay_rate))
-    rels = [scalars[t][0] for t in steps]
-    beta2ts = [scalars[t][1] for t in steps]
-    lib = _native.adafactor_library() if not isinstance(options.lr, Tensor) else None
-    if lib is not None and not torch.compiler.is_compiling():
-        native = [
-            k for k, i in enumerate(eligible) if native_eligible(params[i], row_vars[i], col_vars[i], rms_values[i])
-        ]
-        if native:
-            picked = [eligible[k] for k in native]
-            adafactor_factored(
-                lib,
-                [params[i] for i in picked],
-                [-grads[i] if options.maximize else grads[i] for i in picked],
-                [exp_avgs[i] for i in picked] if options.beta1 is not None else None,
-                [row_vars[i] for i in picked],  # type: ignore[misc]
-                [col_vars[i] for i in picked],  # type: ignore[misc]
-                [rms_values[i] for i in picked],
-                rels=[rels[k] for k in native],  # type: ignore[misc]
-                beta2ts=[beta2ts[k] for k in native],
-                options=options,
-            )
-            done = set(native)
-            eligible = [i for k, i in enumerate(eligible) if k not in done]
-            rels = [r for k, r in enumerate(rels) if k not in done]
-            beta2ts = [b for k, b in enumerate(beta2ts) if k not in done]
-    for i, rel, beta2t in zip(eligible, rels, beta2ts):
+    rel_of = {i: scalars[t][0] for i, t in zip(routes.stepped, steps)}
+    beta2t_of = {i: scalars[t][1] for i, t in zip(routes.stepped, steps)}
+    for kind, picked in routes.native.items():
+        if not picked:
+            continue
+        call = adafactor_factored if kind == "factored" else adafactor_unfactored
+        statistics = (row_vars, col_vars) if kind == "factored" else (full_vars,)
+        call(
+            lib,
+            [params[i] for i in picked],
+            [-grads[i] if options.maximize else grads[i] for i in picked],
+            [exp_avgs[i] for i in picked] if options.beta1 is not None else None,
+            *([stat[i] for i in picked] for stat in statistics),  # type: ignore[misc]
+            [rms_values[i] for i in picked],
+            rels=[rel_of[i] for i in picked],  # type: ignore[misc]
+            beta2ts=[beta2t_of[i] for i in picked],
+            options=options,
+        )
+    for i in routes.swept:
         _two_pass_tensor(
             params[i],
             -grads[i] if options.maximize else grads[i],
@@ -130,8 +157,8 @@ def two_pass_adafactor(
             row_vars[i],
             col_vars[i],
             full_vars[i],
-            rel=rel,
-            beta2t=beta2t,
+            rel=rel_of[i],
+            beta2t=beta2t_of[i],
             options=options,
             rounding_key=None if rounding_keys is None else rounding_keys[i],
         )

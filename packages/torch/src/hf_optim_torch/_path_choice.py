@@ -7,7 +7,8 @@ two-pass path (and on CPU the native C kernel) for Adafactor.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from operator import attrgetter
+from itertools import compress, repeat
+from operator import attrgetter, is_not
 from typing import Any, Generic, TypeVar
 
 import torch
@@ -72,6 +73,7 @@ def fused_eligible(param: torch.Tensor, *tensors: torch.Tensor, dtypes: tuple[to
 
 #: what :func:`fused_eligible` reads of a tensor, as C-level getters (the layout, which it also reads, needs no getter:
 #: ``is_contiguous`` raises on a non-strided tensor, and the cache then checks in full)
+_NONE = type(None)
 _LAYOUT_GETTERS = (attrgetter("dtype"), attrgetter("shape"), attrgetter("device"), torch.Tensor.is_contiguous)
 
 
@@ -91,14 +93,21 @@ class LayoutCache(Generic[T]):
     __slots__ = ("_decision", "_layouts")
 
     def __init__(self) -> None:
-        self._layouts: list[list[object]] | None = None
+        self._layouts: list[object] | None = None
         self._decision: T | None = None
 
-    def decide(self, lists: Sequence[list[torch.Tensor]], decide: Callable[[], T]) -> T:
-        """``decide()`` for the aligned ``lists`` (parameters first), or the kept decision if their layouts match."""
+    def decide(self, lists: Sequence[list[torch.Tensor | None]], decide: Callable[[], T], key: object = None) -> T:
+        """``decide()`` for the aligned ``lists`` (parameters first; None entries allowed, e.g. the statistics a
+        parameter does not have) and ``key`` (whatever else the decision depends on), or the kept decision if they
+        match those it was made for."""
         try:
-            layouts: list[list[object]] | None = [list(map(type, lists[0]))]
-            layouts += [list(map(get, tensors)) for tensors in lists for get in _LAYOUT_GETTERS]  # type: ignore[operator]
+            layouts: list[object] | None = [key]
+            for tensors in lists:
+                kinds = list(map(type, tensors))  # where the Nones are (and the parameters' classes)
+                layouts.append(kinds)  # type: ignore[union-attr]
+                present = compress(tensors, map(is_not, tensors, repeat(None))) if _NONE in kinds else tensors
+                present = list(present)
+                layouts += [list(map(get, present)) for get in _LAYOUT_GETTERS]  # type: ignore[union-attr,arg-type]
         except RuntimeError:  # a tensor without strides (sparse, nested): decide in full, keep nothing
             layouts = None
         if layouts is None or self._decision is None or layouts != self._layouts:

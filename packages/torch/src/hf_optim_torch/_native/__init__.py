@@ -1,7 +1,7 @@
 """Native CPU kernels, compiled at first use with the system C compiler and called through ctypes.
 
-Only Adafactor's factored update has one (``adafactor.c``, called by ``adafactor_call.py``): a sequence of eager
-torch ops must read ``g`` and ``p`` more often than the two passes the update needs. The library is compiled once per source, compiler and
+Only Adafactor has one (``adafactor.c``, called by ``adafactor_call.py``), for its factored and unfactored float32
+tensors: a sequence of eager torch ops must read ``g`` and ``p`` more often than the two passes the update needs. The library is compiled once per source, compiler and
 CPU into ``$HF_OPTIM_CACHE_DIR`` (default ``~/.cache/hf_optim``), the way Inductor and torch's C++ extensions
 compile at first use. Without a working compiler, or with ``HF_OPTIM_NATIVE=0``, the optimizers use their torch
 paths, which compute the same update within the spec tolerance; :func:`status` says which is in use and why.
@@ -109,6 +109,12 @@ def _compile() -> tuple[ctypes.CDLL | None, str]:
     apply_own = [f64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int, ctypes.c_int, i64]
     lib.hf_adafactor_apply.argtypes = [*shared, *apply_own]
     lib.hf_adafactor_apply.restype = ctypes.c_int
+    # unfactored: count; g, p, m, v, rms; n, numel; then each call's own
+    flat = [ctypes.c_int64, *[ptrs] * 5, i64, i64]
+    lib.hf_adafactor_flat_statistics.argtypes = [*flat, f64, f64, ctypes.c_double, ctypes.c_int, i64]
+    lib.hf_adafactor_flat_statistics.restype = ctypes.c_int
+    lib.hf_adafactor_flat_apply.argtypes = [*flat, f64, ctypes.c_double, ctypes.c_int, ctypes.c_int, i64]
+    lib.hf_adafactor_flat_apply.restype = ctypes.c_int
     return lib, f"{library}"
 
 

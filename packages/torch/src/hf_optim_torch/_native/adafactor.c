@@ -20,8 +20,9 @@
  * and writes p (and m). Sums are accumulated in double (column sums in float over FLOAT_ROWS rows at a time, then
  * in double); each element's arithmetic is float32, as on the torch path.
  *
- * The result does not depend on the number of threads: every matrix is cut into SPANS row spans (and SPANS column
- * spans between the passes) whatever the thread count, each span has its own partial sums, and the partial sums are
+ * The result does not depend on the number of threads: every matrix is cut into row spans (SPANS, fewer for a
+ * matrix of under SPANS * FLOAT_ROWS rows; see row_spans) and SPANS column spans between the passes, whatever the
+ * thread count, each span has its own partial sums, and the partial sums are
  * added in span order. Pass 1 processes matrices in groups whose partial sums fit in GROUP_BYTES. The threads are
  * those of a pool kept between calls (see claim_pool): the calling thread is thread 0.
  *
@@ -63,7 +64,7 @@ typedef struct {
 } job_t;
 
 typedef struct {
-    job_t *job;
+    void *job;                    /* a job_t (factored matrices) or a flat_job_t (unfactored tensors) */
     int index;
 } worker_t;
 
@@ -72,16 +73,31 @@ static void span(int64_t n, int index, int64_t *lo, int64_t *hi) {
     *hi = n * (index + 1) / SPANS;
 }
 
+/* the row spans of pass 1 for a matrix of this many rows: SPANS, or fewer for a small matrix (each span at least
+ * FLOAT_ROWS rows), so that a small matrix does not pay for SPANS sets of partial column sums. A function of the
+ * shape only: the result still does not depend on the number of threads. */
+static int row_spans(int64_t rows) {
+    int64_t spans = rows / FLOAT_ROWS;
+    return spans < 1 ? 1 : spans > SPANS ? SPANS : (int)spans;
+}
+
+static void row_span(int64_t rows, int index, int64_t *lo, int64_t *hi) {
+    int64_t spans = row_spans(rows);
+    *lo = rows * index / spans;
+    *hi = rows * (index + 1) / spans;
+}
+
 /* pass 1: row statistics, and per row span the column sums and the sum of p^2 */
 static void *pass1(void *arg) {
     worker_t *w = (worker_t *)arg;
-    job_t *job = w->job;
+    job_t *job = (job_t *)w->job;
     int64_t total_cols = job->col_offset[job->count];
     float *cf = job->float_sums + (int64_t)w->index * 2 * job->widest, *wf = cf + job->widest;
     for (int v = w->index; v < SPANS; v += job->threads) {
         for (int64_t k = 0; k < job->count; k++) {
             int64_t n = job->cols[k], lo, hi;
-            span(job->rows[k], v, &lo, &hi);
+            if (v >= row_spans(job->rows[k])) continue;
+            row_span(job->rows[k], v, &lo, &hi);
             double b = job->beta2t[k], decay = 1.0 - b, sq_p = 0.0;
             double *cs = job->col_sums + v * total_cols + job->col_offset[k];
             double *ws = job->weighted + v * total_cols + job->col_offset[k];
@@ -123,7 +139,7 @@ static void *pass1(void *arg) {
 /* between the passes, per column span: the new C (row spans' sums added in order) and its part of the norm */
 static void *columns(void *arg) {
     worker_t *w = (worker_t *)arg;
-    job_t *job = w->job;
+    job_t *job = (job_t *)w->job;
     int64_t total_cols = job->col_offset[job->count];
     for (int v = w->index; v < SPANS; v += job->threads) {
         for (int64_t k = 0; k < job->count; k++) {
@@ -132,7 +148,7 @@ static void *columns(void *arg) {
             double b = job->beta2t[k], decay = 1.0 - b, norm = 0.0, rows = (double)job->rows[k];
             for (int64_t j = lo; j < hi; j++) {
                 double cs = 0.0, ws = 0.0;
-                for (int u = 0; u < SPANS; u++) {
+                for (int u = 0, spans = row_spans(job->rows[k]); u < spans; u++) {
                     cs += job->col_sums[u * total_cols + off + j];
                     ws += job->weighted[u * total_cols + off + j];
                 }
@@ -152,10 +168,8 @@ static void reduce(job_t *job) {
         int64_t rows = job->rows[k];
         double row_sum = 0.0, norm = 0.0, sq_p = 0.0;
         for (int64_t i = 0; i < rows; i++) row_sum += job->row[k][i];
-        for (int v = 0; v < SPANS; v++) {
-            norm += job->norm[v * job->count + k];
-            sq_p += job->sq_p[v * job->count + k];
-        }
+        for (int v = 0; v < SPANS; v++) norm += job->norm[v * job->count + k];
+        for (int v = 0, spans = row_spans(rows); v < spans; v++) sq_p += job->sq_p[v * job->count + k];
         double row_mean = row_sum / (double)rows, numel = (double)rows * (double)job->cols[k];
         float rms = (float)sqrt(sq_p / numel);
         *job->rms[k] = rms;
@@ -168,7 +182,7 @@ static void reduce(job_t *job) {
 /* before pass 2, per column span of every matrix: rsqrt of the new C */
 static void *column_factors(void *arg) {
     worker_t *w = (worker_t *)arg;
-    job_t *job = w->job;
+    job_t *job = (job_t *)w->job;
     for (int v = w->index; v < SPANS; v += job->threads) {
         int64_t off = 0;
         for (int64_t k = 0; k < job->count; off += job->cols[k++]) {
@@ -183,7 +197,7 @@ static void *column_factors(void *arg) {
 /* pass 2, per row span: weight decay, first moment, parameter */
 static void *pass2(void *arg) {
     worker_t *w = (worker_t *)arg;
-    job_t *job = w->job;
+    job_t *job = (job_t *)w->job;
     for (int v = w->index; v < SPANS; v += job->threads) {
         int64_t off = 0;
         for (int64_t k = 0; k < job->count; off += job->cols[k++]) {
@@ -240,7 +254,7 @@ struct pool {
     int size;                     /* workers started, with indices 1..size */
     unsigned long generation;     /* incremented by each dispatch */
     int active, pending;          /* threads of the current dispatch (the caller is index 0); workers still at it */
-    job_t *job;
+    void *job;
     void *(*fn)(void *);
     member_t members[SPANS];
 };
@@ -312,16 +326,16 @@ static void release_pool(pool_t *pool) {
 
 /* fn for every thread index of the job: on the pool's workers when there is a pool, else on threads started here;
  * the calling thread runs index 0, and the share of any thread that could not start after that */
-static void run_threads(pool_t *pool, job_t *job, void *(*fn)(void *)) {
+static void run_threads(pool_t *pool, void *job, int threads, void *(*fn)(void *)) {
     pthread_t handles[SPANS];
     worker_t workers[SPANS];
     int started = 0;
-    for (int t = 0; t < job->threads; t++) {
+    for (int t = 0; t < threads; t++) {
         workers[t].job = job;
         workers[t].index = t;
     }
     if (pool != NULL) {
-        started = pool->size < job->threads - 1 ? pool->size : job->threads - 1;
+        started = pool->size < threads - 1 ? pool->size : threads - 1;
         if (started > 0) {
             pthread_mutex_lock(&pool->lock);
             pool->job = job;
@@ -333,13 +347,13 @@ static void run_threads(pool_t *pool, job_t *job, void *(*fn)(void *)) {
             pthread_mutex_unlock(&pool->lock);
         }
     } else {
-        for (int t = 1; t < job->threads; t++) {
+        for (int t = 1; t < threads; t++) {
             if (pthread_create(&handles[t], NULL, fn, &workers[t]) != 0) break;
             started = t;
         }
     }
     fn(&workers[0]);
-    for (int t = started + 1; t < job->threads; t++) fn(&workers[t]);
+    for (int t = started + 1; t < threads; t++) fn(&workers[t]);
     if (pool != NULL) {
         if (started > 0) {
             pthread_mutex_lock(&pool->lock);
@@ -416,9 +430,12 @@ int hf_adafactor_statistics(int64_t count, float **g, float **p, float **m, floa
     float **const buffers[BUFFERS] = {g, p, m, row, col, rms};
     int problem = check(count, buffers, rows, cols, numel, beta2t, stats, threads, bad_index ? bad_index : &ignored);
     if (problem != 0) return problem;
-    int64_t group_cols = GROUP_BYTES / (2 * SPANS * (int64_t)sizeof(double)), widest = 0;
-    for (int64_t k = 0; k < count; k++) widest = cols[k] > widest ? cols[k] : widest;
-    group_cols = widest > group_cols ? widest : group_cols;
+    int64_t group_cols = GROUP_BYTES / (2 * SPANS * (int64_t)sizeof(double)), widest = 0, all_cols = 0;
+    for (int64_t k = 0; k < count; k++) {
+        widest = cols[k] > widest ? cols[k] : widest;
+        all_cols = all_cols + cols[k] < group_cols ? all_cols + cols[k] : group_cols;  /* capped: no overflow */
+    }
+    group_cols = widest > all_cols ? widest : all_cols;  /* no more than the call's columns need */
     threads = threads > SPANS ? SPANS : threads;
     int64_t *col_offset = malloc(sizeof(int64_t) * (size_t)(count + 1));
     double *sums = malloc(sizeof(double) * 2 * SPANS * (size_t)group_cols);
@@ -437,8 +454,8 @@ int hf_adafactor_statistics(int64_t count, float **g, float **p, float **m, floa
         job.norm = per_matrix + SPANS * job.count;
         col_offset[0] = 0;
         for (int64_t k = 0; k < job.count; k++) col_offset[k + 1] = col_offset[k] + job.cols[k];
-        run_threads(pool, &job, pass1);
-        run_threads(pool, &job, columns);
+        run_threads(pool, &job, threads, pass1);
+        run_threads(pool, &job, threads, columns);
         reduce(&job);
         first = last;
     }
@@ -470,8 +487,173 @@ int hf_adafactor_apply(int64_t count, float **g, float **p, float **m, float **r
     job_t job = {.count = count, .g = g, .p = p, .m = m, .row = row, .col = col, .rows = rows, .cols = cols,
                  .scalars = scalars, .beta1 = beta1, .decay = decay, .threads = threads, .col_rsqrt = work};
     pool_t *pool = count == 0 ? NULL : claim_pool(threads);
-    run_threads(pool, &job, column_factors);
-    run_threads(pool, &job, pass2);
+    run_threads(pool, &job, threads, column_factors);
+    run_threads(pool, &job, threads, pass2);
+    release_pool(pool);
+    return 0;
+}
+
+/* Unfactored tensors (1-D parameters, or any rank with one statistic V per element), as flat arrays of n[k] floats:
+ *
+ *   hf_adafactor_flat_statistics (pass 1, given b = beta2t of each tensor):
+ *     V = b V + (1-b) g^2 + (1-b) eps1  (float32, in that order, as the torch path's in-place ops)
+ *     returns per tensor 1 (so that its stats have the factored layout), RMS(p) (also written to the rms buffer)
+ *     and sum_j g_j^2 / V_j, the squared norm of the update g rsqrt(V)
+ *   hf_adafactor_flat_apply (pass 2, given per tensor the [mean(R), coef, decay, m_scale] of the factored call, of
+ *   which mean(R) is not read):
+ *     update = (g rsqrt(V)) coef;  p = p - decay p;  m = beta1 m + (1-beta1) update;  p = p - m_scale m
+ *     (without a first moment: p = p - update)
+ *
+ * Every tensor is cut into SPANS element spans whatever the thread count, each with its own partial sums, added in
+ * span order: the result does not depend on the number of threads. The buffers are g, p, m, V and rms, with the
+ * element counts of each in numel (numel[b * count + k], b in that order), checked before anything is read. */
+enum { FLAT_G, FLAT_P, FLAT_M, FLAT_V, FLAT_RMS, FLAT_BUFFERS };
+
+typedef struct {
+    int64_t count;
+    float **g, **p, **m, **v, **rms;  /* m: NULL, or one pointer per tensor */
+    const int64_t *n;
+    const double *beta2t;             /* pass 1 */
+    double eps1;
+    double *partial;                  /* pass 1, [SPANS][2 * count]: sums of p^2 and of g^2 / V per span */
+    const double *scalars;            /* pass 2, [4 * k]: mean(R) (unused), coef, decay, m_scale */
+    double beta1;
+    int decay, threads;
+} flat_job_t;
+
+static void *flat_pass1(void *arg) {
+    worker_t *w = (worker_t *)arg;
+    flat_job_t *job = (flat_job_t *)w->job;
+    for (int s = w->index; s < SPANS; s += job->threads) {
+        for (int64_t k = 0; k < job->count; k++) {
+            int64_t lo, hi;
+            span(job->n[k], s, &lo, &hi);
+            const float *g = job->g[k], *p = job->p[k];
+            float *v = job->v[k];
+            float b = (float)job->beta2t[k], d = (float)(1.0 - job->beta2t[k]), de = (float)((1.0 - job->beta2t[k]) * job->eps1);
+            double sq_p = 0.0, sq_u = 0.0;
+#pragma omp simd reduction(+ : sq_p, sq_u)
+            for (int64_t j = lo; j < hi; j++) {
+                float gg = g[j] * g[j];
+                float vj = (b * v[j] + d * gg) + de;
+                v[j] = vj;
+                sq_u += gg / vj;
+                sq_p += p[j] * p[j];
+            }
+            job->partial[(int64_t)s * 2 * job->count + 2 * k] = sq_p;
+            job->partial[(int64_t)s * 2 * job->count + 2 * k + 1] = sq_u;
+        }
+    }
+    return NULL;
+}
+
+static void *flat_pass2(void *arg) {
+    worker_t *w = (worker_t *)arg;
+    flat_job_t *job = (flat_job_t *)w->job;
+    for (int s = w->index; s < SPANS; s += job->threads) {
+        for (int64_t k = 0; k < job->count; k++) {
+            int64_t lo, hi;
+            span(job->n[k], s, &lo, &hi);
+            const float *g = job->g[k], *v = job->v[k];
+            float *p = job->p[k];
+            const double *sc = job->scalars + 4 * k;
+            float coef = (float)sc[1], wd_lr = (float)sc[2], step = (float)sc[3];
+            float beta1 = (float)job->beta1, one_minus = (float)(1.0 - job->beta1);
+            if (job->decay) {
+#pragma omp simd
+                for (int64_t j = lo; j < hi; j++) p[j] -= wd_lr * p[j];
+            }
+            if (job->m == NULL) {
+#pragma omp simd
+                for (int64_t j = lo; j < hi; j++) p[j] -= (g[j] * (1.0f / sqrtf(v[j]))) * coef;
+            } else {
+                float *m = job->m[k];
+#pragma omp simd
+                for (int64_t j = lo; j < hi; j++) {
+                    float mj = beta1 * m[j] + one_minus * ((g[j] * (1.0f / sqrtf(v[j]))) * coef);
+                    m[j] = mj;
+                    p[j] -= step * mj;
+                }
+            }
+        }
+    }
+    return NULL;
+}
+
+static int flat_check(int64_t count, float **const buffers[FLAT_BUFFERS], const int64_t *n, const int64_t *numel,
+                      const void *own0, int threads, int64_t *bad_index) {
+    *bad_index = -1;
+    if (count < 0 || count > MAX_ELEMENTS / (2 * SPANS)) return HF_E_COUNT;
+    if (threads < 1) return HF_E_THREADS;
+    for (int b = 0; b < FLAT_BUFFERS; b++)
+        if (buffers[b] == NULL && b != FLAT_M) return HF_E_ARRAY - b;
+    if (n == NULL) return HF_E_ARRAY - FLAT_BUFFERS;
+    if (numel == NULL) return HF_E_ARRAY - (FLAT_BUFFERS + 1);
+    if (own0 == NULL) return HF_E_ARRAY - (FLAT_BUFFERS + 2);
+    for (int64_t k = 0; k < count; k++) {
+        *bad_index = k;
+        if (n[k] < 1) return HF_E_COLS;
+        if (n[k] > MAX_ELEMENTS) return HF_E_TOO_LARGE;
+        for (int b = 0; b < FLAT_BUFFERS; b++) {
+            if (buffers[b] == NULL) continue;
+            int64_t have = numel[b * count + k];
+            if (b == FLAT_RMS ? have < 1 : have != n[k]) return HF_E_SIZE - b;
+            if (buffers[b][k] == NULL) return HF_E_NULL - b;
+            if ((uintptr_t)buffers[b][k] % sizeof(float) != 0) return HF_E_ALIGN - b;
+        }
+    }
+    *bad_index = -1;
+    return 0;
+}
+
+/* Pass 1 of a step of unfactored tensors: V and rms updated in place; stats[3 * k .. 3 * k + 2] receive 1, RMS(p)
+ * (the float stored) and sum_j g_j^2 / V_j of tensor k. Allocates its partial sums (HF_E_NOMEM when it cannot). */
+int hf_adafactor_flat_statistics(int64_t count, float **g, float **p, float **m, float **v, float **rms,
+                                 const int64_t *n, const int64_t *numel, const double *beta2t, double *stats,
+                                 double eps1, int threads, int64_t *bad_index) {
+    int64_t ignored, *bad = bad_index ? bad_index : &ignored;
+    float **const buffers[FLAT_BUFFERS] = {g, p, m, v, rms};
+    int problem = flat_check(count, buffers, n, numel, beta2t, threads, bad);
+    if (problem == 0 && stats == NULL) problem = HF_E_ARRAY - (FLAT_BUFFERS + 3);
+    if (problem != 0) return problem;
+    threads = threads > SPANS ? SPANS : threads;
+    double *partial = malloc(sizeof(double) * 2 * SPANS * (size_t)(count > 0 ? count : 1));
+    if (partial == NULL) return HF_E_NOMEM;
+    flat_job_t job = {.count = count, .g = g, .p = p, .v = v, .rms = rms, .n = n, .beta2t = beta2t, .eps1 = eps1,
+                      .partial = partial, .threads = threads};
+    pool_t *pool = count == 0 ? NULL : claim_pool(threads);
+    run_threads(pool, &job, threads, flat_pass1);
+    release_pool(pool);
+    for (int64_t k = 0; k < count; k++) {
+        double sq_p = 0.0, sq_u = 0.0;
+        for (int s = 0; s < SPANS; s++) {
+            sq_p += partial[(int64_t)s * 2 * count + 2 * k];
+            sq_u += partial[(int64_t)s * 2 * count + 2 * k + 1];
+        }
+        float r = (float)sqrt(sq_p / (double)n[k]);
+        *rms[k] = r;
+        stats[3 * k] = 1.0;
+        stats[3 * k + 1] = (double)r;
+        stats[3 * k + 2] = sq_u;
+    }
+    free(partial);
+    return 0;
+}
+
+/* Pass 2 of a step of unfactored tensors, after hf_adafactor_flat_statistics on the same buffers (scalars as in
+ * hf_adafactor_apply). Allocates nothing. */
+int hf_adafactor_flat_apply(int64_t count, float **g, float **p, float **m, float **v, float **rms, const int64_t *n,
+                            const int64_t *numel, const double *scalars, double beta1, int decay, int threads,
+                            int64_t *bad_index) {
+    int64_t ignored, *bad = bad_index ? bad_index : &ignored;
+    float **const buffers[FLAT_BUFFERS] = {g, p, m, v, rms};
+    int problem = flat_check(count, buffers, n, numel, scalars, threads, bad);
+    if (problem != 0) return problem;
+    threads = threads > SPANS ? SPANS : threads;
+    flat_job_t job = {.count = count, .g = g, .p = p, .m = m, .v = v, .n = n, .scalars = scalars, .beta1 = beta1,
+                      .decay = decay, .threads = threads};
+    pool_t *pool = count == 0 ? NULL : claim_pool(threads);
+    run_threads(pool, &job, threads, flat_pass2);
     release_pool(pool);
     return 0;
 }

@@ -15,17 +15,20 @@ from .._adafactor_args import AdafactorOptions
 from .._adafactor_scalars import clip_divisor, step_lr
 from .._scratch import scratch
 
-__all__ = ["adafactor_factored", "native_eligible"]
+__all__ = ["adafactor_factored", "adafactor_unfactored", "native_kind"]
 
 
-def native_eligible(param: Tensor, row: Tensor | None, col: Tensor | None, rms: Tensor) -> bool:
-    """A float32 CPU matrix with float32 contiguous statistics (the gradient and ``m`` passed :func:`._path_choice.fused_eligible`)."""
-    return (
-        param.is_cpu
-        and param.dtype == torch.float32
-        and param.dim() == 2
-        and all(t is not None and t.dtype == torch.float32 and t.is_contiguous() for t in (row, col, rms))
-    )
+def native_kind(param: Tensor, row: Tensor | None, col: Tensor | None, full: Tensor | None, rms: Tensor) -> str | None:
+    """``"factored"`` for a float32 CPU matrix with float32 contiguous row and column statistics, ``"unfactored"`` for
+    a float32 CPU tensor with a float32 contiguous ``exp_avg_sq``, else None (the gradient, ``m`` and ``exp_avg_sq``
+    passed :func:`._path_choice.fused_eligible`)."""
+    if not (param.is_cpu and param.dtype == torch.float32 and rms.dtype == torch.float32 and rms.is_contiguous()):
+        return None
+    if full is not None:
+        return "unfactored"
+    if param.dim() == 2 and all(t is not None and t.dtype == torch.float32 and t.is_contiguous() for t in (row, col)):
+        return "factored"
+    return None
 
 
 def _integers(tensors: list[Tensor | None], method: Callable[[Tensor], int], code: str) -> array.array:
@@ -41,8 +44,10 @@ def _pointers(tensors: list[Tensor | None]) -> Any:
     return (ctypes.c_void_p * len(tensors)).from_buffer(_integers(tensors, Tensor.data_ptr, "Q"))
 
 
-#: the buffers of one matrix in the native kernel's order (its numel array; HF_E_* - buffer in adafactor.c)
+#: the buffers of one matrix in the native kernel's order (its numel array; HF_E_* - buffer in adafactor.c), and
+#: those of one unfactored tensor
 _NATIVE_BUFFERS = ("gradient", "parameter", "exp_avg", "exp_avg_sq_row", "exp_avg_sq_col", "RMS")
+_FLAT_BUFFERS = ("gradient", "parameter", "exp_avg", "exp_avg_sq", "RMS")
 #: the kernel's codes (adafactor.c, HF_E_*) for a whole call, for one matrix, and (less the buffer) for one buffer
 _NATIVE_CALL = {
     -2: "a negative count of matrices",
@@ -54,16 +59,23 @@ _NATIVE_BUFFER = {-10: "has no data (NULL)", -20: "is not aligned to a float", -
 
 
 def _native_error(code: int, index: int, tensors: list[Any], shapes: list[tuple[int, int]]) -> ValueError:
-    """The error for a code of the native kernel, naming the matrix, the buffer, and the expected and received sizes."""
+    """The error for a code of the native kernel, naming the tensor, the buffer, and the expected and received sizes.
+
+    ``tensors`` are the call's buffers in the kernel's order (factored: six, unfactored: five); ``shapes`` are
+    ``(rows, columns)``, ``(1, n)`` for an unfactored tensor.
+    """
+    names = _NATIVE_BUFFERS if len(tensors) == len(_NATIVE_BUFFERS) else _FLAT_BUFFERS
     if index < 0:
         what = _NATIVE_CALL.get(code, f"a NULL argument array ({-40 - code})" if -50 <= code <= -40 else "")
         return ValueError(f"Adafactor's native kernel refused the call ({code}): {what or 'unknown code'}")
     rows, cols = shapes[index]
-    where = f"Adafactor's native kernel refused matrix {index} of the call (a {rows}x{cols} parameter) ({code})"
+    kind = "matrix" if names is _NATIVE_BUFFERS else "unfactored tensor"
+    size = f"{rows}x{cols}" if names is _NATIVE_BUFFERS else f"{cols}-element"
+    where = f"Adafactor's native kernel refused {kind} {index} of the call (a {size} parameter) ({code})"
     base, buffer = -10 * (-code // 10), -code % 10
-    if code in _NATIVE_MATRIX or base not in _NATIVE_BUFFER or buffer >= len(_NATIVE_BUFFERS):
+    if code in _NATIVE_MATRIX or base not in _NATIVE_BUFFER or buffer >= len(names):
         return ValueError(f"{where}: {_NATIVE_MATRIX.get(code, 'unknown code')}")
-    name, given = _NATIVE_BUFFERS[buffer], None if tensors[buffer] is None else tensors[buffer][index]
+    name, given = names[buffer], None if tensors[buffer] is None else tensors[buffer][index]
     if given is None or base != -30:
         return ValueError(f"{where}: its {name} {'is missing' if given is None else _NATIVE_BUFFER[base]}")
     expected = {"exp_avg_sq_row": f"{rows} (rows)", "exp_avg_sq_col": f"{cols} (columns)", "RMS": "at least 1"}
@@ -94,42 +106,97 @@ def adafactor_factored(
     buffer's element count and checks them before it changes anything: a state that does not fit its parameter
     raises a ValueError naming the matrix, the buffer and both counts.
     """
-    count = len(params)
-    grads = [g.contiguous() for g in grads]  # a no-op for the contiguous gradients fused_eligible admitted
     shapes = [tuple(p.shape) for p in params]
     if any(len(shape) != 2 for shape in shapes):
         raise ValueError(f"Adafactor's native kernel takes matrices, not parameters of shapes {shapes}")
-    tensors: list[Any] = [grads, params, exp_avgs, rows, cols, rms_values]
-    numel = array.array("q")  # numel[b * count + k]: the elements of matrix k's buffer b (the order of tensors)
+    sizes = (_c_array("q", [r for r, _ in shapes]), _c_array("q", [c for _, c in shapes]))
+    work = scratch(sum(c for _, c in shapes), torch.device("cpu"))
+    _step(
+        lib,
+        ("hf_adafactor_statistics", "hf_adafactor_apply"),
+        [grads, params, exp_avgs, rows, cols, rms_values],
+        sizes,
+        shapes,  # type: ignore[arg-type]
+        (work.data_ptr(), work.numel()),
+        rels=rels,
+        beta2ts=beta2ts,
+        options=options,
+    )
+
+
+def adafactor_unfactored(
+    lib: Any,
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor | None] | None,
+    full_vars: list[Tensor],
+    rms_values: list[Tensor],
+    *,
+    rels: list[float],
+    beta2ts: list[float],
+    options: AdafactorOptions,
+) -> None:
+    """One step of unfactored float32 CPU tensors (1-D parameters, any shape read flat) through the native kernel.
+
+    The calls ``hf_adafactor_flat_statistics`` and ``hf_adafactor_flat_apply`` work as those of
+    :func:`adafactor_factored`, with one statistic per element (``exp_avg_sq``).
+    """
+    sizes = (_c_array("q", [p.numel() for p in params]),)
+    _step(
+        lib,
+        ("hf_adafactor_flat_statistics", "hf_adafactor_flat_apply"),
+        [grads, params, exp_avgs, full_vars, rms_values],
+        sizes,
+        [(1, p.numel()) for p in params],
+        (),
+        rels=rels,
+        beta2ts=beta2ts,
+        options=options,
+    )
+
+
+def _c_array(code: str, values: list[Any]) -> Any:
+    """``values`` as a C array of int64 (``"q"``) or double (``"d"``), built through array.array."""
+    kind = ctypes.c_int64 if code == "q" else ctypes.c_double
+    return (kind * len(values)).from_buffer(array.array(code, values))
+
+
+def _step(
+    lib: Any,
+    calls: tuple[str, str],
+    tensors: list[Any],
+    sizes: tuple[Any, ...],
+    shapes: list[tuple[int, int]],
+    apply_work: tuple[int, ...],
+    *,
+    rels: list[float],
+    beta2ts: list[float],
+    options: AdafactorOptions,
+) -> None:
+    """The statistics call, the step's scalars from its sums, then the apply call (refusals raised as errors)."""
+    count = len(shapes)
+    tensors[0] = [g.contiguous() for g in tensors[0]]  # a no-op for the contiguous gradients fused_eligible admitted
+    numel = array.array("q")  # numel[b * count + k]: the elements of tensor k's buffer b (the order of tensors)
     for kind in tensors:
         numel.extend([0] * count if kind is None else _integers(kind, Tensor.numel, "q"))
     shared = (
         count,
         *(None if kind is None else _pointers(kind) for kind in tensors),
-        (ctypes.c_int64 * count).from_buffer(array.array("q", [r for r, _ in shapes])),
-        (ctypes.c_int64 * count).from_buffer(array.array("q", [c for _, c in shapes])),
-        (ctypes.c_int64 * (6 * count)).from_buffer(numel),
+        *sizes,
+        (ctypes.c_int64 * (len(tensors) * count)).from_buffer(numel),
     )
     threads = torch.get_num_threads()
     bad_index = ctypes.c_int64(-1)
     stats = (ctypes.c_double * (3 * count))()
-    beta2t = (ctypes.c_double * count).from_buffer(array.array("d", beta2ts))
-    code = lib.hf_adafactor_statistics(*shared, beta2t, stats, options.eps[0], threads, ctypes.byref(bad_index))
+    code = getattr(lib, calls[0])(
+        *shared, _c_array("d", beta2ts), stats, options.eps[0], threads, ctypes.byref(bad_index)
+    )
     _raise_for(code, bad_index.value, tensors, shapes)
-    scalars = (ctypes.c_double * (4 * count)).from_buffer(
-        array.array("d", step_scalars(stats, shapes, rels, options, exp_avgs is not None))
-    )
-    work = scratch(sum(c for _, c in shapes), torch.device("cpu"))
-    code = lib.hf_adafactor_apply(
-        *shared,
-        scalars,
-        work.data_ptr(),
-        work.numel(),
-        -1.0 if options.beta1 is None else options.beta1,
-        int(options.weight_decay != 0.0),
-        threads,
-        ctypes.byref(bad_index),
-    )
+    moment = tensors[2] is not None
+    scalars = _c_array("d", step_scalars(stats, shapes, rels, options, moment))
+    beta1 = -1.0 if options.beta1 is None else options.beta1
+    decay = int(options.weight_decay != 0.0)
+    code = getattr(lib, calls[1])(*shared, scalars, *apply_work, beta1, decay, threads, ctypes.byref(bad_index))
     _raise_for(code, bad_index.value, tensors, shapes)
 
 
