@@ -17,6 +17,7 @@ import keras
 from ._checked_restore import CheckedRestore
 from ._optimizer_arguments import check_arguments
 from ._rounding import ROUNDING_DOC, check_stochastic_rounding
+from ._traced_update import traced_update
 from ._variables import as_list
 
 __all__ = ["SpecOptimizer"]
@@ -63,6 +64,9 @@ class SpecOptimizer(CheckedRestore, keras.optimizers.Optimizer):
     this), where creating the state variables fails. The build is moved to cross-replica context (``merge_call``)
     and out of the traced graph (``tf.init_scope``), so the variables are created once, mirrored, as if ``build`` had
     been called in ``strategy.scope()``.
+
+    Eager steps: on TensorFlow, an ``apply`` from eager code runs the update of all its variables as one traced
+    ``tf.function`` per list of variables (``hf_optim_tf._traced_update``), the same ``update_step`` code.
 
     Weight decay: Keras' base-class decay is not used; each optimizer applies its own in ``update_step``.
     """
@@ -122,6 +126,15 @@ class SpecOptimizer(CheckedRestore, keras.optimizers.Optimizer):
         for key in self._config_keys():
             config[key] = getattr(self, self._CONFIG_ATTRIBUTES.get(key, key))
         return config
+
+    def _backend_update_step(self, grads: Any, trainable_variables: Any, learning_rate: Any) -> None:
+        """Keras' update of every variable; from eager code on TensorFlow, one traced call (``._traced_update``)."""
+        cache = self.__dict__.setdefault("_traced_updates", {})
+        traced = traced_update(cache, super()._backend_update_step, trainable_variables)
+        if traced is None:
+            super()._backend_update_step(grads, trainable_variables, learning_rate)
+        else:
+            traced(grads, learning_rate)
 
     def apply_gradients(self, grads_and_vars: Any) -> Any:
         pairs = list(grads_and_vars)
