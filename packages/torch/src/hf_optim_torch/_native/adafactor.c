@@ -17,8 +17,8 @@
  * Pass 1 reads g and p once: for each row, sum_j g^2 gives the new R_i (final once the row is read), and the row's
  * g^2 is added into per-thread column sums of g^2 and of g^2 / R_i, so that the squared norm of the update needs no
  * second read of g:  sum_ij (r_i c_j g_ij)^2 = mean(R) * sum_j (sum_i g_ij^2 / R_i) / C_j.  Pass 2 reads g, p (and m)
- * and writes p (and m). Sums are accumulated in double (column sums in float over FLOAT_ROWS rows at a time, then
- * in double); each element's arithmetic is float32, as on the torch path.
+ * and writes p (and m). Sums are accumulated in double (column sums in float over FLOAT_ROWS rows at a time, row
+ * sums over FLOAT_CHUNK elements, then in double); each element's arithmetic is float32, as on the torch path.
  *
  * The result does not depend on the number of threads: every matrix is cut into row spans (SPANS, fewer for a
  * matrix of under SPANS * FLOAT_ROWS rows; see row_spans) and SPANS column spans between the passes, whatever the
@@ -41,6 +41,7 @@
 
 #define SPANS 12                  /* divisible by 1, 2, 3, 4 and 6 threads; more threads than SPANS are not used */
 #define FLOAT_ROWS 32             /* rows whose column sums are accumulated in float, then added in double */
+#define FLOAT_CHUNK 64            /* elements of a row (or span) whose sums of squares are added in float first */
 #define GROUP_BYTES (8 << 20)     /* partial column sums of one group of matrices */
 
 typedef struct {
@@ -108,10 +109,16 @@ static void *pass1(void *arg) {
                 for (int64_t i = i0; i < i1; i++) {
                     const float *g = job->g[k] + i * n, *p = job->p[k] + i * n;
                     double s = 0.0, q = 0.0;
-#pragma omp simd reduction(+ : s, q)
-                    for (int64_t j = 0; j < n; j++) {
-                        s += g[j] * g[j];
-                        q += p[j] * p[j];
+                    for (int64_t j0 = 0; j0 < n; j0 += FLOAT_CHUNK) {  /* float partial sums, added in double */
+                        int64_t j1 = j0 + FLOAT_CHUNK < n ? j0 + FLOAT_CHUNK : n;
+                        float sf = 0.0f, qf = 0.0f;
+#pragma omp simd reduction(+ : sf, qf)
+                        for (int64_t j = j0; j < j1; j++) {
+                            sf += g[j] * g[j];
+                            qf += p[j] * p[j];
+                        }
+                        s += sf;
+                        q += qf;
                     }
                     sq_p += q;
                     float r = (float)(b * job->row[k][i] + decay * (s / (double)n) + decay * job->eps1);
@@ -532,13 +539,19 @@ static void *flat_pass1(void *arg) {
             float *v = job->v[k];
             float b = (float)job->beta2t[k], d = (float)(1.0 - job->beta2t[k]), de = (float)((1.0 - job->beta2t[k]) * job->eps1);
             double sq_p = 0.0, sq_u = 0.0;
-#pragma omp simd reduction(+ : sq_p, sq_u)
-            for (int64_t j = lo; j < hi; j++) {
-                float gg = g[j] * g[j];
-                float vj = (b * v[j] + d * gg) + de;
-                v[j] = vj;
-                sq_u += gg / vj;
-                sq_p += p[j] * p[j];
+            for (int64_t j0 = lo; j0 < hi; j0 += FLOAT_CHUNK) {  /* float partial sums, added in double */
+                int64_t j1 = j0 + FLOAT_CHUNK < hi ? j0 + FLOAT_CHUNK : hi;
+                float pf = 0.0f, uf = 0.0f;
+#pragma omp simd reduction(+ : pf, uf)
+                for (int64_t j = j0; j < j1; j++) {
+                    float gg = g[j] * g[j];
+                    float vj = (b * v[j] + d * gg) + de;
+                    v[j] = vj;
+                    uf += gg / vj;
+                    pf += p[j] * p[j];
+                }
+                sq_p += pf;
+                sq_u += uf;
             }
             job->partial[(int64_t)s * 2 * job->count + 2 * k] = sq_p;
             job->partial[(int64_t)s * 2 * job->count + 2 * k + 1] = sq_u;
