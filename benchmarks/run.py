@@ -31,16 +31,11 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).parent))
 
+from _targets import layout_title, peer_ratio, round_two_targets
+
 THREADS = 2
 HERE = Path(__file__).parent
 SIZES = {"10M": 10_000_000, "100M": 100_000_000, "80M": 80_000_000, "small": 0}
-LAYOUT_LABEL = {
-    "one_tensor": "1 tensor",
-    "transformer": "~200 tensors",
-    "odd_transformer": "240 tensors of width 577",
-    "small_vectors": "200 tensors of 32",
-    "small_matrices": "200 tensors of 32x32",
-}
 BOTH = ("torch", "keras")
 # (size, layout, frameworks) in the order they run; --quick keeps the 10M and small ones
 CONFIGS = (
@@ -88,22 +83,12 @@ def _machine() -> list[str]:
     return lines
 
 
-def _where(size: str, layout: str) -> str:
-    return LAYOUT_LABEL[layout] if size == "small" else f"{size} parameters, {LAYOUT_LABEL[layout]}"
-
-
 def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:.1f}" if seconds >= 0.01 else f"{seconds * 1e3:.2f}"
 
 
 def _mb(nbytes: int | None) -> str:
     return "n/a" if nbytes is None else f"{nbytes / 2**20:.0f}"
-
-
-def _ratio(rows: dict[str, Any], name: str, reference: str) -> tuple[float, float]:
-    from _timing import ratio_stats
-
-    return ratio_stats(rows[name]["timing"], rows[reference]["timing"])
 
 
 def _table(result: dict[str, Any], reference: str, bandwidth: float, *, keras: bool = False) -> list[str]:
@@ -113,7 +98,7 @@ def _table(result: dict[str, Any], reference: str, bandwidth: float, *, keras: b
         head += " XLA compile s |"
     out = [head, "|" + "---|" * (head.count("|") - 1)]
     for name, row in rows.items():
-        ratio, spread = _ratio(rows, name, reference)
+        ratio, spread = peer_ratio(rows, name, reference)
         timing = row["timing"]
         floor = row["floor_bytes"] / bandwidth
         line = (
@@ -294,12 +279,12 @@ def _report(
     tr = torch_results.get((big, "transformer"))
     if tr:
         rows = tr["rows"]
-        ratio, spread = _ratio(rows, "hf_optim_torch.AdamW", "torch.optim.AdamW(fused=True)")
+        ratio, spread = peer_ratio(rows, "hf_optim_torch.AdamW", "torch.optim.AdamW(fused=True)")
         lines.append(
             f"| AdamW (transformers numerics) <= 1.15x torch.optim.AdamW(fused=True) | {ratio:.2f}x (±{spread * ratio / 2:.2f}) "
             f"| {'yes' if ratio <= 1.15 else 'no'} |"
         )
-        speed, spread = _ratio(rows, "transformers-style Adafactor loop", "hf_optim_torch.Adafactor")
+        speed, spread = peer_ratio(rows, "transformers-style Adafactor loop", "hf_optim_torch.Adafactor")
         state_ok = (
             rows["hf_optim_torch.Adafactor"]["state_bytes"] <= rows["transformers-style Adafactor loop"]["state_bytes"]
         )
@@ -312,7 +297,7 @@ def _report(
     if kr and "keras.optimizers.AdamW jit" in kr["rows"]:
         rows = kr["rows"]
         for name in ("hf_optim_tf.AdamW", "hf_optim_tf.AdamWeightDecay"):
-            ratio, spread = _ratio(rows, f"{name} jit", "keras.optimizers.AdamW jit")
+            ratio, spread = peer_ratio(rows, f"{name} jit", "keras.optimizers.AdamW jit")
             lines.append(
                 f"| Keras {name.split('.')[-1]} under jit_compile <= 1.1x keras.optimizers.AdamW under jit_compile "
                 f"| {ratio:.2f}x (±{spread * ratio / 2:.2f}) | {'yes' if ratio <= 1.1 else 'no'} |"
@@ -340,11 +325,11 @@ def _report(
                 f"{'yes' if share < 0.01 else 'no'} |"
             )
     lines.append("")
-    lines += _round_two_targets(torch_results, keras_results, bandwidth)
+    lines += round_two_targets(torch_results, keras_results, bandwidth)
     # ---- per configuration
     for (size, layout), result in torch_results.items():
         lines += [
-            f"## torch, {_where(size, layout)} ({result['tensors']} tensors, {result['params']:,} parameters)",
+            f"## torch, {layout_title(size, layout)} ({result['tensors']} tensors, {result['params']:,} parameters)",
             "",
             *_table(result, "torch.optim.AdamW(fused=True)", bandwidth),
             "",
@@ -355,7 +340,7 @@ def _report(
             name for name in ("keras.optimizers.AdamW eager", "keras.optimizers.AdamW jit") if name in result["rows"]
         )
         lines += [
-            f"## Keras, {_where(size, layout)} ({result['tensors']} tensors, {result['params']:,} parameters)",
+            f"## Keras, {layout_title(size, layout)} ({result['tensors']} tensors, {result['params']:,} parameters)",
             "",
             *_table(result, reference, bandwidth, keras=True),
             "",
@@ -393,50 +378,6 @@ def _report(
     if notes.exists():
         lines += [notes.read_text().rstrip(), ""]
     return "\n".join(lines)
-
-
-FUSED = "torch.optim.AdamW(fused=True)"
-
-
-def _target_row(text: str, value: float, spread: float | None, bound: float, unit: str = "x") -> str:
-    shown = f"{value:.2f}{unit}" + (f" (±{spread * value / 2:.2f})" if spread is not None else "")
-    verdict = "yes" if value <= bound else f"no, {value / bound:.2f}x the bound"
-    return f"| {text} | {shown} | {verdict} |"
-
-
-def _round_two_targets(
-    torch_results: dict[tuple[str, str], Any], keras_results: dict[tuple[str, str], Any], bandwidth: float
-) -> list[str]:
-    """Issue 17's targets: Adafactor at torch's fused AdamW speed, the fixed cost per small tensor, Keras floors."""
-    lines = ["## Targets (issue 17), CPU, 2 threads", "", "| target | measured | met |", "|---|---|---|"]
-    for (size, layout), result in torch_results.items():
-        rows = result["rows"]
-        where = _where(size, layout)
-        if size != "small":
-            ratio, spread = _ratio(rows, "hf_optim_torch.Adafactor", FUSED)
-            lines.append(_target_row(f"torch Adafactor <= 1.0x {FUSED}, {where}", ratio, spread, 1.0))
-            continue
-        for name in ("hf_optim_torch.AdamW", "hf_optim_torch.AdamWeightDecay"):
-            ratio, spread = _ratio(rows, name, FUSED)
-            lines.append(_target_row(f"torch {name.split('.')[-1]} <= 1.1x {FUSED}, {where}", ratio, spread, 1.1))
-        ratio, spread = _ratio(rows, "hf_optim_torch.Adafactor", FUSED)
-        lines.append(_target_row(f"torch Adafactor <= 2x {FUSED}, {where}", ratio, spread, 2.0))
-    keras_10m = keras_results.get(("10M", "transformer"), {}).get("rows", {})
-    for step, bound in (("hf_optim_tf.AdamW eager", 10.0), ("hf_optim_tf.Adafactor jit", 5.0)):
-        row = keras_10m.get(step)
-        if row is None:
-            continue
-        floor = row["floor_bytes"] / bandwidth
-        lines.append(
-            _target_row(
-                f"Keras `{step}` within {bound:g}x its bandwidth floor, 10M in ~200 tensors",
-                row["timing"].median / floor,
-                None,
-                bound,
-                unit="x floor",
-            )
-        )
-    return [*lines, ""]
 
 
 if __name__ == "__main__":

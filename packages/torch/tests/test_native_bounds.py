@@ -5,8 +5,8 @@ a step) are called here through ctypes, on buffers that
 are views into larger tensors: the elements on either side hold a canary, and every test that expects a refusal
 compares the whole backing tensors (view and canaries) with a copy taken before the call. A kernel that trusted a
 size would write into a canary (or past it, into the heap). ``adafactor_factored`` turns the codes into a
-ValueError naming the matrix, the buffer and both element counts; the kernel's thread pool survives fork and calls
-from several Python threads at once.
+ValueError naming the matrix, the buffer and both element counts; the kernel's threads (OpenMP's team) survive fork
+and calls from several Python threads at once.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class Call:
         self.count = len(shapes)
         self.stats: Any = None  # the statistics call's output (the apply call's mean(R) comes from it)
         # the apply call's work buffer, canaries either side; a ctypes array, not a tensor: a large torch op (its
-        # fill) would start OpenMP threads, which a forked child (test_the_pool_is_recreated...) cannot use
+        # fill) would use OpenMP threads, which a forked child (test_a_forked_child_runs...) cannot use
         self.work_numel = sum(self.cols)
         self.work = (ctypes.c_float * (self.work_numel + 2 * PAD))(*[CANARY] * (self.work_numel + 2 * PAD))
 
@@ -476,11 +476,11 @@ def test_a_state_that_does_not_fit_fails_the_step_instead_of_the_process(monkeyp
     assert torch.equal(w.detach(), before)
 
 
-# --- the thread pool
+# --- the threads
 
 
 def test_calls_from_two_python_threads_at_once_match_serial_calls(lib) -> None:
-    """ctypes lets go of the GIL: one call owns the pool, the other starts threads of its own; both are exact."""
+    """ctypes lets go of the GIL: each calling thread gets its own OpenMP team; both calls are exact."""
     shapes = [(64, 48)] * 6 + [(3, 9000)] * 6  # several groups: several dispatches per call
 
     def run(seed: int, steps: int, out: list[torch.Tensor]) -> None:
@@ -498,7 +498,7 @@ def test_calls_from_two_python_threads_at_once_match_serial_calls(lib) -> None:
         worker.start()
     for worker in workers:
         worker.join(timeout=120)
-    assert not any(worker.is_alive() for worker in workers), "a call did not return (pool deadlock)"
+    assert not any(worker.is_alive() for worker in workers), "a call did not return (deadlock)"
     for a, b in zip(serial, parallel):
         assert len(a) == len(b) > 0
         assert all(torch.equal(x, y) for x, y in zip(a, b))
@@ -517,20 +517,23 @@ FORK = """
             assert call.run(lib, threads=3) == (0, -1)
         return torch.cat(call.wholes)
 
-    expected = result()  # the parent's pool exists from here on
+    expected = result()  # the parent's OpenMP team exists from here on
     pid = os.fork()
     if pid == 0:
-        signal.alarm(60)  # a child stuck on its parent's pool dies instead of lingering
+        signal.alarm(60)  # a child stuck on its parent's team dies instead of lingering
+        # no OpenMP in the child, as torch's DataLoader workers do: libgomp cannot use the parent's team there
+        torch.set_num_threads(1)
         os._exit(0 if torch.equal(result(), expected) else 3)
     _, status = os.waitpid(pid, 0)
-    assert torch.equal(result(), expected)  # the parent's pool still works
+    assert torch.equal(result(), expected)  # the parent's team still works
     code = os.waitstatus_to_exitcode(status)  # -14: killed by its alarm
     sys.exit(0 if code == 0 else 100 + abs(code))
 """
 
 
-def test_the_pool_is_recreated_in_a_forked_child(lib) -> None:
-    """After fork() the child has none of its parent's pool threads: the first call there starts its own."""
+def test_a_forked_child_runs_the_kernel_on_one_thread_with_the_same_result(lib) -> None:
+    """After fork() the child has none of its parent's OpenMP threads: a call there asking for three threads runs
+    on the calling thread (the kernel remembers which process started its team) and gives the parent's result."""
     script = textwrap.dedent(FORK.format(tests=str(Path(__file__).parent)))
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180, check=False)
-    assert done.returncode == 0, f"exit {done.returncode} (114: the child hung on the pool): {done.stderr[-2000:]}"
+    assert done.returncode == 0, f"exit {done.returncode} (114: the child hung on the team): {done.stderr[-2000:]}"

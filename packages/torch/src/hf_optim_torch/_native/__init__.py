@@ -1,7 +1,8 @@
 """Native CPU kernels, compiled at first use with the system C compiler and called through ctypes.
 
 Only Adafactor has one (``adafactor.c``, called by ``adafactor_call.py``), for its factored and unfactored float32
-tensors: a sequence of eager torch ops must read ``g`` and ``p`` more often than the two passes the update needs. The library is compiled once per source, compiler and
+tensors: a sequence of eager torch ops must read ``g`` and ``p`` more often than the two passes the update needs. It
+is built with OpenMP (it then runs on the team of threads torch's own CPU ops use), else for one thread. The library is compiled once per source, compiler and
 CPU into ``$HF_OPTIM_CACHE_DIR`` (default ``~/.cache/hf_optim``), the way Inductor and torch's C++ extensions
 compile at first use. Without a working compiler, or with ``HF_OPTIM_NATIVE=0``, the optimizers use their torch
 paths, which compute the same update within the spec tolerance; :func:`status` says which is in use and why.
@@ -23,7 +24,10 @@ __all__ = ["adafactor_library", "status"]
 
 _LOG = logging.getLogger("hf_optim_torch")
 _SOURCE = Path(__file__).with_name("adafactor.c")
-_FLAGS = ["-O3", "-fopenmp-simd", "-fno-math-errno", "-std=c99", "-shared", "-fPIC", "-pthread"]
+_FLAGS = ["-O3", "-fno-math-errno", "-std=c99", "-shared", "-fPIC", "-pthread"]
+#: threading, in the order tried: OpenMP (the team torch uses; see run_threads in adafactor.c), else one thread with
+#: OpenMP's vector pragmas only (compilers without an OpenMP runtime, such as Apple's clang)
+_THREADING = (("omp", ["-fopenmp"]), ("serial", ["-fopenmp-simd"]))
 if platform.machine().lower() in ("x86_64", "amd64"):  # this CPU's vector units; 512-bit ones where it has them
     _FLAGS += ["-march=native", "-mprefer-vector-width=512"]
 _state: dict[str, object] = {}
@@ -48,6 +52,40 @@ def _cache_dir() -> Path:
     return Path(base) / "hf_optim"
 
 
+def _build(compiler: str, flags: list[str], threading: str, source: bytes, version: str) -> tuple[Path | None, str]:
+    """The compiled library for these flags (built into the cache unless it is there), or None and why not."""
+    key = hashlib.sha256(
+        b"\0".join(
+            s.encode() if isinstance(s, str) else s
+            for s in (source, " ".join(flags), version, _cpu_signature(), platform.machine())
+        )
+    ).hexdigest()[:20]
+    library = _cache_dir() / f"adafactor-{threading}-{key}.so"
+    if library.exists():
+        return library, ""
+    try:
+        library.parent.mkdir(parents=True, exist_ok=True)
+        where = library.parent
+    except OSError:
+        where = Path(tempfile.gettempdir())
+        library = where / library.name
+    handle, partial = tempfile.mkstemp(suffix=".so", dir=where)
+    os.close(handle)
+    try:
+        done = subprocess.run(
+            [compiler, *flags, str(_SOURCE), "-o", partial], capture_output=True, text=True, timeout=300, check=False
+        )
+        if done.returncode != 0:
+            return None, f"{compiler} {' '.join(flags[-1:])} failed ({done.returncode}): {done.stderr.strip()[-500:]}"
+        os.replace(partial, library)  # atomic: processes compiling at once each install a whole file
+    except (OSError, subprocess.SubprocessError) as error:
+        return None, f"compiling with {compiler} failed: {error}"
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+    return library, ""
+
+
 def _compile() -> tuple[ctypes.CDLL | None, str]:
     if os.environ.get("HF_OPTIM_NATIVE", "1") == "0":
         return None, "disabled by HF_OPTIM_NATIVE=0"
@@ -63,42 +101,19 @@ def _compile() -> tuple[ctypes.CDLL | None, str]:
         ).stdout
     except (OSError, subprocess.SubprocessError) as error:
         return None, f"{compiler} --version failed: {error}"
-    key = hashlib.sha256(
-        b"\0".join(
-            s.encode() if isinstance(s, str) else s
-            for s in (source, " ".join(_FLAGS), version, _cpu_signature(), platform.machine())
-        )
-    ).hexdigest()[:20]
-    library = _cache_dir() / f"adafactor-{key}.so"
-    if not library.exists():
+    failures = []
+    for threading, flags in _THREADING:
+        library, failure = _build(compiler, [*_FLAGS, *flags], threading, source, version)
+        if library is None:
+            failures.append(failure)
+            continue
         try:
-            library.parent.mkdir(parents=True, exist_ok=True)
-            where = library.parent
-        except OSError:
-            where = Path(tempfile.gettempdir())
-            library = where / library.name
-        handle, partial = tempfile.mkstemp(suffix=".so", dir=where)
-        os.close(handle)
-        try:
-            done = subprocess.run(
-                [compiler, *_FLAGS, str(_SOURCE), "-o", partial],
-                capture_output=True,
-                text=True,
-                timeout=300,
-                check=False,
-            )
-            if done.returncode != 0:
-                return None, f"{compiler} failed ({done.returncode}): {done.stderr.strip()[-500:]}"
-            os.replace(partial, library)  # atomic: processes compiling at once each install a whole file
-        except (OSError, subprocess.SubprocessError) as error:
-            return None, f"compiling with {compiler} failed: {error}"
-        finally:
-            if os.path.exists(partial):
-                os.unlink(partial)
-    try:
-        lib = ctypes.CDLL(str(library))
-    except OSError as error:
-        return None, f"loading {library} failed: {error}"
+            lib = ctypes.CDLL(str(library))
+            break
+        except OSError as error:
+            failures.append(f"loading {library} failed: {error}")
+    else:
+        return None, "; ".join(failures)
     ptrs = ctypes.POINTER(ctypes.c_void_p)
     i64 = ctypes.POINTER(ctypes.c_int64)
     f64 = ctypes.POINTER(ctypes.c_double)

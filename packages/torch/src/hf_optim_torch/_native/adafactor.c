@@ -1,6 +1,6 @@
 /* Adafactor's factored update for a list of float32 CPU matrices, in two passes over memory.
  *
- * Compiled at first use by hf_optim_torch/_native/__init__.py (plain C99 + pthreads, no torch headers) and called
+ * Compiled at first use by hf_optim_torch/_native/__init__.py (plain C99 + OpenMP, no torch headers) and called
  * through ctypes. The formulas are those of spec/optimizers/adafactor.json for a 2-D parameter (R: row statistics,
  * C: column statistics, both updated in place). The kernel does the tensor arithmetic only: every scalar of a step
  * (beta2t, the lr, the clipping divisor and the coefficients made of them) is computed by the caller, in Python, by
@@ -24,7 +24,7 @@
  * matrix of under SPANS * FLOAT_ROWS rows; see row_spans) and SPANS column spans between the passes, whatever the
  * thread count, each span has its own partial sums, and the partial sums are
  * added in span order. Pass 1 processes matrices in groups whose partial sums fit in GROUP_BYTES. The threads are
- * those of a pool kept between calls (see claim_pool): the calling thread is thread 0.
+ * OpenMP's, the team torch itself uses (see run_threads).
  *
  * Nothing a caller hands over is trusted: with the pointers come the element counts of every buffer, and before it
  * reads or writes any data each call checks every matrix's shape and every buffer's count and pointer against each
@@ -33,11 +33,13 @@
  * call allocates nothing: its work buffer comes from the caller, with its size).
  */
 #include <math.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/types.h>
 #include <unistd.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #define SPANS 12                  /* divisible by 1, 2, 3, 4 and 6 threads; more threads than SPANS are not used */
 #define FLOAT_ROWS 32             /* rows whose column sums are accumulated in float, then added in double */
@@ -241,135 +243,40 @@ static void *pass2(void *arg) {
     return NULL;
 }
 
-/* The threads of a call: a pool of workers started at the first call that needs them and kept (a pthread_create
- * and join per pass and group cost about as much as the pass itself on small matrices). One call at a time owns the
- * pool; a call made while another one runs (from another Python thread) starts threads of its own, as does a call
- * whose pool could not be created. After fork() the child's pool is abandoned (its threads do not exist there, its
- * locks may be held) and a new one is started: the pool records the pid that created it. */
-typedef struct pool pool_t;
+/* The threads of a call are OpenMP's: the team torch's own intra-op parallelism uses on this thread (the library is
+ * built with -fopenmp and binds to the libgomp torch has loaded), so the kernel neither starts threads nor competes
+ * with torch's workers, which spin for a while after each of torch's parallel ops and would take the cores from
+ * threads of another pool (measured: a step twice as slow right after a torch op). Each thread index runs its share
+ * of the spans; where OpenMP grants fewer threads than asked, the granted ones run the other indices' shares too,
+ * so the result is the same. Without OpenMP (a compiler without -fopenmp), inside another parallel region, or in a
+ * forked child of the process that first used the team (libgomp cannot use its threads there), a call runs on the
+ * calling thread alone. */
+#ifdef _OPENMP
+static pid_t team_pid;            /* the process whose OpenMP team the kernel uses; 0 before the first parallel call */
+#endif
 
-typedef struct {
-    pool_t *pool;
-    int index;
-    unsigned long seen;           /* the generation when the worker was started: it waits for the next one */
-} member_t;
-
-struct pool {
-    pthread_mutex_t lock;
-    pthread_cond_t start, done;
-    pid_t pid;                    /* the process whose threads these are */
-    int size;                     /* workers started, with indices 1..size */
-    unsigned long generation;     /* incremented by each dispatch */
-    int active, pending;          /* threads of the current dispatch (the caller is index 0); workers still at it */
-    void *job;
-    void *(*fn)(void *);
-    member_t members[SPANS];
-};
-
-static pool_t *the_pool;          /* replaced after fork, never freed: the parent's copy may have held its locks */
-static pid_t pool_claim;          /* pid of the process whose call owns the pool, 0 when none does */
-
-static void *member_main(void *arg) {
-    member_t *self = (member_t *)arg;
-    pool_t *pool = self->pool;
-    pthread_mutex_lock(&pool->lock);
-    unsigned long seen = self->seen;
-    for (;;) {
-        while (pool->generation == seen) pthread_cond_wait(&pool->start, &pool->lock);
-        seen = pool->generation;
-        if (self->index < pool->active) {
-            worker_t w = {pool->job, self->index};
-            void *(*fn)(void *) = pool->fn;
-            pthread_mutex_unlock(&pool->lock);
-            fn(&w);
-            pthread_mutex_lock(&pool->lock);
-            if (--pool->pending == 0) pthread_cond_signal(&pool->done);
-        }
-    }
-    return NULL;
-}
-
-/* The pool for this call with at least threads - 1 workers (as many as could be started), or NULL when another call
- * owns it or it could not be made; release_pool gives it back. */
-static pool_t *claim_pool(int threads) {
-    if (threads < 2) return NULL;
-    pid_t self = getpid(), owner = __atomic_load_n(&pool_claim, __ATOMIC_ACQUIRE);
-    if (owner == self) return NULL;  /* another call of this process runs on it */
-    /* free, or claimed by the parent of a forked process: a claim that no thread of this process will release */
-    if (!__atomic_compare_exchange_n(&pool_claim, &owner, self, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) return NULL;
-    pool_t *pool = the_pool;
-    if (pool == NULL || pool->pid != self) {  /* first use, or a forked child's copy of its parent's pool */
-        pool = calloc(1, sizeof(pool_t));
-        if (pool == NULL || pthread_mutex_init(&pool->lock, NULL) != 0 || pthread_cond_init(&pool->start, NULL) != 0 ||
-            pthread_cond_init(&pool->done, NULL) != 0) {
-            free(pool);
-            __atomic_store_n(&pool_claim, 0, __ATOMIC_RELEASE);
-            return NULL;
-        }
-        pool->pid = self;
-        the_pool = pool;
-    }
-    while (pool->size < threads - 1) {  /* no dispatch is in flight: a new worker waits for the next generation */
-        int index = pool->size + 1;
-        pthread_t handle;
-        pthread_attr_t attr;
-        member_t *member = &pool->members[index];
-        member->pool = pool;
-        member->index = index;
-        member->seen = pool->generation;
-        if (pthread_attr_init(&attr) != 0) break;
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        int failed = pthread_create(&handle, &attr, member_main, member);
-        pthread_attr_destroy(&attr);
-        if (failed) break;
-        pool->size = index;
-    }
-    return pool;
-}
-
-static void release_pool(pool_t *pool) {
-    if (pool != NULL) __atomic_store_n(&pool_claim, 0, __ATOMIC_RELEASE);
-}
-
-/* fn for every thread index of the job: on the pool's workers when there is a pool, else on threads started here;
- * the calling thread runs index 0, and the share of any thread that could not start after that */
-static void run_threads(pool_t *pool, void *job, int threads, void *(*fn)(void *)) {
-    pthread_t handles[SPANS];
+static void run_threads(void *job, int threads, void *(*fn)(void *)) {
     worker_t workers[SPANS];
-    int started = 0;
     for (int t = 0; t < threads; t++) {
         workers[t].job = job;
         workers[t].index = t;
     }
-    if (pool != NULL) {
-        started = pool->size < threads - 1 ? pool->size : threads - 1;
-        if (started > 0) {
-            pthread_mutex_lock(&pool->lock);
-            pool->job = job;
-            pool->fn = fn;
-            pool->active = started + 1;
-            pool->pending = started;
-            pool->generation++;
-            pthread_cond_broadcast(&pool->start);
-            pthread_mutex_unlock(&pool->lock);
-        }
-    } else {
-        for (int t = 1; t < threads; t++) {
-            if (pthread_create(&handles[t], NULL, fn, &workers[t]) != 0) break;
-            started = t;
+#ifdef _OPENMP
+    pid_t self = getpid();
+    if (threads > 1 && !omp_in_parallel()) {
+        pid_t expected = 0;
+        __atomic_compare_exchange_n(&team_pid, &expected, self, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+        if (__atomic_load_n(&team_pid, __ATOMIC_ACQUIRE) == self) {
+#pragma omp parallel num_threads(threads)
+            {
+                int granted = omp_get_num_threads();
+                for (int t = omp_get_thread_num(); t < threads; t += granted) fn(&workers[t]);
+            }
+            return;
         }
     }
-    fn(&workers[0]);
-    for (int t = started + 1; t < threads; t++) fn(&workers[t]);
-    if (pool != NULL) {
-        if (started > 0) {
-            pthread_mutex_lock(&pool->lock);
-            while (pool->pending > 0) pthread_cond_wait(&pool->done, &pool->lock);
-            pthread_mutex_unlock(&pool->lock);
-        }
-    } else {
-        for (int t = 1; t <= started; t++) pthread_join(handles[t], NULL);
-    }
+#endif
+    for (int t = 0; t < threads; t++) fn(&workers[t]);
 }
 
 /* The buffers of matrix k, in the order of both calls' arguments and of their numel array. */
@@ -449,7 +356,6 @@ int hf_adafactor_statistics(int64_t count, float **g, float **p, float **m, floa
     double *per_matrix = malloc(sizeof(double) * 2 * SPANS * (size_t)count);
     float *floats = malloc(sizeof(float) * 2 * (size_t)widest * (size_t)threads);
     int failed = !col_offset || !sums || !per_matrix || !floats;
-    pool_t *pool = failed || count == 0 ? NULL : claim_pool(threads);
     for (int64_t first = 0; !failed && first < count;) {
         int64_t last = first, width = 0;
         while (last < count && (last == first || width + cols[last] <= group_cols)) width += cols[last++];
@@ -461,12 +367,11 @@ int hf_adafactor_statistics(int64_t count, float **g, float **p, float **m, floa
         job.norm = per_matrix + SPANS * job.count;
         col_offset[0] = 0;
         for (int64_t k = 0; k < job.count; k++) col_offset[k + 1] = col_offset[k] + job.cols[k];
-        run_threads(pool, &job, threads, pass1);
-        run_threads(pool, &job, threads, columns);
+        run_threads(&job, threads, pass1);
+        run_threads(&job, threads, columns);
         reduce(&job);
         first = last;
     }
-    release_pool(pool);
     free(col_offset);
     free(sums);
     free(per_matrix);
@@ -493,10 +398,8 @@ int hf_adafactor_apply(int64_t count, float **g, float **p, float **m, float **r
     threads = threads > SPANS ? SPANS : threads;
     job_t job = {.count = count, .g = g, .p = p, .m = m, .row = row, .col = col, .rows = rows, .cols = cols,
                  .scalars = scalars, .beta1 = beta1, .decay = decay, .threads = threads, .col_rsqrt = work};
-    pool_t *pool = count == 0 ? NULL : claim_pool(threads);
-    run_threads(pool, &job, threads, column_factors);
-    run_threads(pool, &job, threads, pass2);
-    release_pool(pool);
+    run_threads(&job, threads, column_factors);
+    run_threads(&job, threads, pass2);
     return 0;
 }
 
@@ -634,9 +537,7 @@ int hf_adafactor_flat_statistics(int64_t count, float **g, float **p, float **m,
     if (partial == NULL) return HF_E_NOMEM;
     flat_job_t job = {.count = count, .g = g, .p = p, .v = v, .rms = rms, .n = n, .beta2t = beta2t, .eps1 = eps1,
                       .partial = partial, .threads = threads};
-    pool_t *pool = count == 0 ? NULL : claim_pool(threads);
-    run_threads(pool, &job, threads, flat_pass1);
-    release_pool(pool);
+    run_threads(&job, threads, flat_pass1);
     for (int64_t k = 0; k < count; k++) {
         double sq_p = 0.0, sq_u = 0.0;
         for (int s = 0; s < SPANS; s++) {
@@ -665,8 +566,6 @@ int hf_adafactor_flat_apply(int64_t count, float **g, float **p, float **m, floa
     threads = threads > SPANS ? SPANS : threads;
     flat_job_t job = {.count = count, .g = g, .p = p, .m = m, .v = v, .n = n, .scalars = scalars, .beta1 = beta1,
                       .decay = decay, .threads = threads};
-    pool_t *pool = count == 0 ? NULL : claim_pool(threads);
-    run_threads(pool, &job, threads, flat_pass2);
-    release_pool(pool);
+    run_threads(&job, threads, flat_pass2);
     return 0;
 }

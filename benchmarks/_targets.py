@@ -1,0 +1,88 @@
+"""The report's targets (issues 6 and 17): met or missed by how much, and why a missed one is missed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["FUSED", "LAYOUT_LABEL", "ROUND_TWO_NOTES", "layout_title", "peer_ratio", "round_two_targets", "target_row"]
+
+LAYOUT_LABEL = {
+    "one_tensor": "1 tensor",
+    "transformer": "~200 tensors",
+    "odd_transformer": "240 tensors of width 577",
+    "small_vectors": "200 tensors of 32",
+    "small_matrices": "200 tensors of 32x32",
+}
+
+
+def layout_title(size: str, layout: str) -> str:
+    return LAYOUT_LABEL[layout] if size == "small" else f"{size} parameters, {LAYOUT_LABEL[layout]}"
+
+
+def peer_ratio(rows: dict[str, Any], name: str, reference: str) -> tuple[float, float]:
+    from _timing import ratio_stats
+
+    return ratio_stats(rows[name]["timing"], rows[reference]["timing"])
+
+
+FUSED = "torch.optim.AdamW(fused=True)"
+
+
+def target_row(text: str, value: float, spread: float | None, bound: float, unit: str = "x") -> str:
+    shown = f"{value:.2f}{unit}" + (f" (±{spread * value / 2:.2f})" if spread is not None else "")
+    verdict = "yes" if value <= bound else f"no, {value / bound:.2f}x the bound"
+    return f"| {text} | {shown} | {verdict} |"
+
+
+def round_two_targets(
+    torch_results: dict[tuple[str, str], Any], keras_results: dict[tuple[str, str], Any], bandwidth: float
+) -> list[str]:
+    """Issue 17's targets: Adafactor at torch's fused AdamW speed, the fixed cost per small tensor, Keras floors."""
+    lines = ["## Targets (issue 17), CPU, 2 threads", "", "| target | measured | met |", "|---|---|---|"]
+    for (size, layout), result in torch_results.items():
+        rows = result["rows"]
+        where = layout_title(size, layout)
+        if size != "small":
+            ratio, spread = peer_ratio(rows, "hf_optim_torch.Adafactor", FUSED)
+            lines.append(target_row(f"torch Adafactor <= 1.0x {FUSED}, {where}", ratio, spread, 1.0))
+            continue
+        for name in ("hf_optim_torch.AdamW", "hf_optim_torch.AdamWeightDecay"):
+            ratio, spread = peer_ratio(rows, name, FUSED)
+            lines.append(target_row(f"torch {name.split('.')[-1]} <= 1.1x {FUSED}, {where}", ratio, spread, 1.1))
+        ratio, spread = peer_ratio(rows, "hf_optim_torch.Adafactor", FUSED)
+        lines.append(target_row(f"torch Adafactor <= 2x {FUSED}, {where}", ratio, spread, 2.0))
+    keras_10m = keras_results.get(("10M", "transformer"), {}).get("rows", {})
+    for step, bound in (("hf_optim_tf.AdamW eager", 10.0), ("hf_optim_tf.Adafactor jit", 5.0)):
+        row = keras_10m.get(step)
+        if row is None:
+            continue
+        floor = row["floor_bytes"] / bandwidth
+        lines.append(
+            target_row(
+                f"Keras `{step}` within {bound:g}x its bandwidth floor, 10M in ~200 tensors",
+                row["timing"].median / floor,
+                None,
+                bound,
+                unit="x floor",
+            )
+        )
+    return [*lines, "", *ROUND_TWO_NOTES, ""]
+
+
+#: why the issue-17 targets that are missed are missed (measured in this report's tables and in benchmarks/NOTES.md)
+ROUND_TWO_NOTES = (
+    "Where a target is missed, why:",
+    "",
+    "- *Adafactor <= 1.0x torch's fused AdamW on one 1-D tensor*: Adafactor clips its update by the update's own "
+    "RMS, so no parameter can be written before the whole update has been summed: two passes are the minimum. For an "
+    "unfactored tensor they move 32 B/param (pass 1 reads g, V, p and writes V; pass 2 reads g, V, p and writes p) "
+    "against AdamW's one pass of 28 B/param, a floor of 1.14x. The native kernel runs both passes near the measured "
+    "bandwidth.",
+    "- *Adafactor <= 1.0x on the transformer layouts*: factored matrices need 20 B/param (under AdamW's 28), but their "
+    "first pass (row and column sums of g^2, the update's norm, the RMS of p) is bound by arithmetic on 2 cores, not "
+    "by memory, and the unfactored tensors of a layout (biases, norms) are at 32 B/param.",
+    "- *Keras Adafactor under XLA within 5x its floor*: XLA's CPU reductions (the RMS of p, the row and column means, "
+    "the update's RMS) each cost about as much as a full pass of scalar code; removing one of them saves about a "
+    "sixth of the step (measured in this session by taking the clipping or the parameter RMS out). The eager Keras "
+    "step on TensorFlow (traced once, `hf_optim_tf/_traced_update.py`) runs without XLA.",
+)
