@@ -142,3 +142,15 @@ def test_a_replaced_state_tensor_of_the_wrong_size_never_reaches_the_kernel() ->
     with pytest.raises(RuntimeError):  # the for-loop path's broadcast error, not a write out of bounds
         optimizer.step()
     assert torch.equal(params[1], before[1])
+
+
+@pytest.mark.parametrize("name", list(_FACTORIES))
+def test_steps_made_under_inference_mode_count_too(name: str) -> None:
+    """Inference tensors have no version counter to mirror by: their steps are read every time, and count."""
+    with torch.inference_mode():
+        params = _params()
+        optimizer = _FACTORIES[name](params)
+        for seed in range(3):
+            _grads(params, seed)
+            optimizer.step()
+        assert _steps(optimizer, params) == [3.0] * len(params)

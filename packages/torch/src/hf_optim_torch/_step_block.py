@@ -60,6 +60,8 @@ def block_of(steps: list[torch.Tensor]) -> tuple[torch.Tensor, StepBlock] | None
     block: StepBlock | None = getattr(base, _ATTRIBUTE, None) if base is not None else None
     if block is None or len(block.views) != len(steps) or not all(map(is_, steps, map(call, block.views))):
         return None
+    if base.is_inference():  # no version counter to mirror by: the per-tensor path reads these every time
+        return None
     return base, block  # type: ignore[return-value]
 
 
