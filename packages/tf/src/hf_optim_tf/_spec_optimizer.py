@@ -130,7 +130,7 @@ class SpecOptimizer(CheckedRestore, keras.optimizers.Optimizer):
     def _backend_update_step(self, grads: Any, trainable_variables: Any, learning_rate: Any) -> None:
         """Keras' update of every variable; from eager code on TensorFlow, one traced call (``._traced_update``)."""
         cache = self.__dict__.setdefault("_traced_updates", {})
-        traced = traced_update(cache, super()._backend_update_step, trainable_variables)
+        traced = traced_update(cache, super()._backend_update_step, grads, trainable_variables)
         if traced is None:
             super()._backend_update_step(grads, trainable_variables, learning_rate)
         else:

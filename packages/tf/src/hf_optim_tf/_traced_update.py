@@ -14,7 +14,8 @@ Left eager: other backends (JAX and torch have no stateful equivalent of a ``tf.
 that Keras' optimizer supports), calls already inside a ``tf.function`` (``model.fit``, a traced loop), calls under
 a ``tf.distribute`` strategy (Keras' cross-replica update must stay as it is), and everything when
 ``tf.config.run_functions_eagerly(True)`` is set (then a ``tf.function`` runs eagerly anyway: the way to debug).
-The learning rate is passed as a tensor argument, so a schedule or an assigned learning rate never retraces.
+The learning rate is passed as a tensor argument, so a schedule or an assigned learning rate never retraces. Sparse
+gradients (``tf.IndexedSlices``) are left eager too: traced, their row count is unknown to the update's shape logic.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
+import numpy as np
 
 __all__ = ["MAX_TRACES", "traced_update"]
 
@@ -31,7 +33,10 @@ MAX_TRACES = 8
 
 
 def traced_update(
-    cache: dict[tuple[int, ...], Any], update: Callable[[list[Any], list[Any], Any], None], variables: Sequence[Any]
+    cache: dict[tuple[int, ...], Any],
+    update: Callable[[list[Any], list[Any], Any], None],
+    grads: Sequence[Any],
+    variables: Sequence[Any],
 ) -> Callable[[list[Any], Any], None] | None:
     """The traced ``update(grads, variables, learning_rate)`` for these ``variables`` (from ``cache``, or made and
     kept there), or None where the update must run eagerly (see the module docstring)."""
@@ -40,6 +45,8 @@ def traced_update(
     import tensorflow as tf
 
     if not tf.executing_eagerly() or tf.distribute.has_strategy() or tf.config.functions_run_eagerly():
+        return None
+    if any(isinstance(grad, tf.IndexedSlices) for grad in grads):  # sparse: a traced one has no static row count
         return None
     key = tuple(map(id, variables))
     function = cache.get(key)
@@ -53,4 +60,11 @@ def traced_update(
             update(grads, kept, learning_rate)
 
         cache[key] = function
-    return lambda grads, learning_rate: function(list(grads), tf.convert_to_tensor(learning_rate))
+
+    def run(grads: Sequence[Any], learning_rate: Any) -> None:
+        # a trace converts Python numbers through NumPy, which warns where a float32 overflows (epsilon=1e308);
+        # an eager op makes the same inf without a warning
+        with np.errstate(over="ignore"):
+            function(list(grads), tf.convert_to_tensor(learning_rate))
+
+    return run

@@ -199,9 +199,9 @@ class Adafactor(CheckedOptimizer, Optimizer):
                 state["RMS"] = grad.new_zeros(())
             else:
                 step = state["step"]
-                if type(step) is not Tensor or step.dtype is not STEP_DTYPE or step.get_device() != p.get_device():
+                if not isinstance(step, Tensor) or step.dtype is not STEP_DTYPE or step.get_device() != p.get_device():
                     state["step"] = as_step_tensor(step, p)
-                if type(state["RMS"]) is not Tensor:  # a transformers checkpoint holds RMS=0 before a step
+                if not isinstance(state["RMS"], Tensor):  # a transformers checkpoint holds RMS=0 before a step
                     state["RMS"] = torch.tensor(float(state["RMS"]), dtype=grad.dtype, device=grad.device)
                 if use_first_moment and "exp_avg" not in state:  # beta1 set on a group that had none
                     state["exp_avg"] = torch.zeros_like(grad, memory_format=torch.preserve_format)

@@ -34,7 +34,7 @@ def adam_state(state: dict[str, Any], param: Tensor, amsgrad: bool = False) -> d
         state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
     else:
         step = state["step"]
-        if type(step) is not Tensor or step.dtype is not STEP_DTYPE or step.device != param.device:
+        if not isinstance(step, Tensor) or step.dtype is not STEP_DTYPE or step.device != param.device:
             state["step"] = as_step_tensor(step, param)
     if amsgrad and "max_exp_avg_sq" not in state:
         state["max_exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
