@@ -63,7 +63,6 @@ def _run(
 def test_native_kernel_runs_the_matrices_and_matches_the_torch_path(monkeypatch, kernel, kwargs) -> None:
     native, native_state, matrices = _run(monkeypatch, kernel, **kwargs)
     assert matrices == 15 * 4, "each step should hand the four float32 matrices to the native kernel"
-    assert _run(monkeypatch, kernel, **kwargs)[2] == 15 * 4
     unfactored = _run(monkeypatch, kernel, kind="unfactored", **kwargs)[2]
     assert unfactored == 15 * 2, "and the two 1-D tensors to its unfactored call"
     torch_path, torch_state, none = _run(monkeypatch, None, **kwargs)

@@ -27,7 +27,7 @@ from ._low_precision import LOW_PRECISION, rounding_keys
 from ._path_choice import LayoutCache, compiling, group_layout_cache, use_foreach, use_fused
 from ._state_check import COUNTER, CheckedOptimizer, Slot
 from ._step_block import gather_steps
-from ._step_count import STEP_DTYPE, as_step_tensor, note_advanced
+from ._step_count import as_step_tensor, note_advanced
 
 __all__ = ["Adafactor", "adafactor"]
 
@@ -198,9 +198,7 @@ class Adafactor(CheckedOptimizer, Optimizer):
                     state["exp_avg_sq"] = torch.zeros_like(grad, memory_format=torch.preserve_format)
                 state["RMS"] = grad.new_zeros(())
             else:
-                step = state["step"]
-                if not isinstance(step, Tensor) or step.dtype is not STEP_DTYPE or step.get_device() != p.get_device():
-                    state["step"] = as_step_tensor(step, p)
+                state["step"] = as_step_tensor(state["step"], p)
                 if not isinstance(state["RMS"], Tensor):  # a transformers checkpoint holds RMS=0 before a step
                     state["RMS"] = torch.tensor(float(state["RMS"]), dtype=grad.dtype, device=grad.device)
                 if use_first_moment and "exp_avg" not in state:  # beta1 set on a group that had none
@@ -214,8 +212,7 @@ class Adafactor(CheckedOptimizer, Optimizer):
             col_vars.append(state.get("exp_avg_sq_col"))
             full_vars.append(state.get("exp_avg_sq"))
         if created and not compiling():  # one counter tensor for the group's steps (see ._step_block)
-            gather_steps(self.state[p] for p in params)
-            state_steps[:] = [self.state[p]["step"] for p in params]
+            state_steps[:] = gather_steps([self.state[p] for p in params])
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:

@@ -107,7 +107,8 @@ def two_pass_adafactor(
                     native[kind].append(i)
         taken = {i for indices in native.values() for i in indices}
         small = [i for i in eligible if i not in taken and full_vars[i] is not None and params[i].numel() <= _SMALL]
-        stepped = [i for i in eligible if i not in set(small)]
+        taken_small = set(small)
+        stepped = [i for i in eligible if i not in taken_small]
         return _Routes(rest, small, stepped, native, [i for i in stepped if i not in taken])
 
     checked = [params, grads, rms_values, exp_avgs, row_vars, col_vars, full_vars]

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ._state_check import COUNTER, Slot
-from ._step_count import STEP_DTYPE, as_step_tensor
+from ._step_count import as_step_tensor
 
 __all__ = ["adam_slots", "adam_state"]
 
@@ -33,9 +33,7 @@ def adam_state(state: dict[str, Any], param: Tensor, amsgrad: bool = False) -> d
         state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
         state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
     else:
-        step = state["step"]
-        if not isinstance(step, Tensor) or step.dtype is not STEP_DTYPE or step.device != param.device:
-            state["step"] = as_step_tensor(step, param)
+        state["step"] = as_step_tensor(state["step"], param)
     if amsgrad and "max_exp_avg_sq" not in state:
         state["max_exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
     return state

@@ -168,7 +168,7 @@ class AdamWeightDecay(CheckedOptimizer, Optimizer):
             if group["params"] and not self.state[group["params"][0]]:  # Keras builds every variable at step 1
                 for p in group["params"]:
                     adam_state(self.state[p], p, group["amsgrad"])
-                gather_steps(self.state[p] for p in group["params"])  # one counter tensor (._step_block)
+                gather_steps([self.state[p] for p in group["params"]])  # one counter tensor (._step_block)
             group_steps.append([])
             for p, flag in zip(group["params"], flags):
                 state = adam_state(self.state[p], p, group["amsgrad"])

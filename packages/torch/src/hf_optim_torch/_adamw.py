@@ -106,8 +106,7 @@ class AdamW(CheckedOptimizer, Optimizer):
             exp_avg_sqs.append(state["exp_avg_sq"])
             state_steps.append(state["step"])
         if created and not compiling():  # one counter tensor for the group's steps (see ._step_block)
-            gather_steps(self.state[p] for p in params)
-            state_steps[:] = [self.state[p]["step"] for p in params]
+            state_steps[:] = gather_steps([self.state[p] for p in params])
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:

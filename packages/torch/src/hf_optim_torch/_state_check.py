@@ -321,4 +321,4 @@ class CheckedOptimizer:
             states = [(self.state[p], p) for p in group["params"] if "step" in self.state.get(p, ())]  # type: ignore[attr-defined]
             for state, p in states:  # next to the parameter, then one counter tensor per group (._step_block)
                 state["step"] = as_step_tensor(state["step"], p)
-            gather_steps(state for state, _ in states)
+            gather_steps([state for state, _ in states])

@@ -17,7 +17,7 @@ gathered again by ``load_state_dict``.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable, MutableMapping
+from collections.abc import MutableMapping
 from operator import call, is_
 from typing import Any
 
@@ -75,11 +75,12 @@ def block_of_view(step: torch.Tensor) -> tuple[StepBlock, int] | None:
     return None
 
 
-def gather_steps(states: Iterable[MutableMapping[str, Any]]) -> None:
-    """Make the ``step`` of every given state a 0-dim view of one float32 tensor per device, with the same value.
+def gather_steps(states: list[MutableMapping[str, Any]]) -> list[Any]:
+    """Make the ``step`` of every given state a 0-dim view of one float32 tensor per device, with the same value;
+    returns the states' steps, in order.
 
-    States whose step is not a one-element tensor (a transformers checkpoint's Python int is first made a tensor by
-    the caller) or that hold no step are left alone.
+    States whose step is not a one-element plain tensor (a transformers checkpoint's Python int is first made a tensor
+    by the caller) keep theirs.
     """
     by_device: dict[torch.device, list[MutableMapping[str, Any]]] = {}
     for state in states:
@@ -92,3 +93,4 @@ def gather_steps(states: Iterable[MutableMapping[str, Any]]) -> None:
         setattr(base, _ATTRIBUTE, StepBlock(views))
         for state, view in zip(group, views):
             state["step"] = view
+    return [state.get("step") for state in states]

@@ -21,7 +21,7 @@ def as_step_tensor(value: object, like: torch.Tensor) -> torch.Tensor:
     moved next to the parameter so that ``step`` never synchronises with the host.
     """
     if isinstance(value, torch.Tensor):
-        if value.device != like.device or value.dtype != STEP_DTYPE:
+        if value.dtype is not STEP_DTYPE or value.device != like.device:
             return value.to(device=like.device, dtype=STEP_DTYPE)
         return value
     return torch.tensor(float(value), dtype=STEP_DTYPE, device=like.device)  # type: ignore[arg-type]
@@ -78,16 +78,11 @@ class _StepMirror:
             return list(block.values)
         before, versions = self._read(steps)
         torch._foreach_add_(steps, 1)
-        entries, after = self._entries, []
-        rounded: dict[float, float] = {}  # the steps of one call are usually all equal: round each value once
-        for step, value, version in zip(steps, before, versions):
-            new = rounded.get(value)
-            if new is None:
-                # the rounding of the float32 counter (inline: compiled steps trace it)
-                new = rounded[value] = float(np.float32(value + 1.0))
+        after = _rounded_plus_one(before)
+        entries = self._entries
+        for step, new, version in zip(steps, after, versions):
             if version is not None:
                 entries[id(step)] = (entries[id(step)][0], version + 1, new)
-            after.append(new)
         return after
 
     def _read(self, steps: list[torch.Tensor]) -> tuple[list[float], list[int | None]]:
