@@ -1,13 +1,14 @@
-"""Parameter layouts of the benchmark: one flat tensor, ~200 tensors shaped like a transformer's, 240 tensors of a
-transformer with an odd width (d = 577: no size divides by a vector width), and 200 small tensors (fixed host cost)."""
+"""Parameter layouts of the benchmark: one flat tensor, ~200 tensors shaped like a transformer's (also in bfloat16),
+240 tensors of a transformer with an odd width (d = 577: no size divides by a vector width), and 200 small tensors
+(fixed host cost)."""
 
 from __future__ import annotations
 
 import math
 
-__all__ = ["LAYOUTS", "layout_shapes"]
+__all__ = ["LAYOUTS", "layout_dtype", "layout_shapes"]
 
-LAYOUTS = ("one_tensor", "transformer", "odd_transformer", "small_vectors", "small_matrices")
+LAYOUTS = ("one_tensor", "transformer", "transformer_bf16", "odd_transformer", "small_vectors", "small_matrices")
 ODD_WIDTH = 577
 SMALL_COUNT = 200
 _LAYERS = 16  # 12 tensors per layer + embeddings + final norm: 16 layers give 198 tensors
@@ -41,11 +42,16 @@ def _odd_transformer(total: int) -> list[tuple[int, ...]]:
     return layer * max(1, round(total / per_layer))
 
 
+def layout_dtype(layout: str) -> str:
+    """The dtype of the parameters and gradients of ``layout``: bfloat16 for ``*_bf16``, else float32."""
+    return "bfloat16" if layout.endswith("_bf16") else "float32"
+
+
 def layout_shapes(layout: str, total: int) -> list[tuple[int, ...]]:
     """The tensor shapes of ``layout`` holding about ``total`` parameters (the small layouts ignore ``total``)."""
     if layout == "one_tensor":
         return [(total,)]
-    if layout == "transformer":
+    if layout in ("transformer", "transformer_bf16"):
         return _transformer(total)
     if layout == "odd_transformer":
         return _odd_transformer(total)

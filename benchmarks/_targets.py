@@ -9,6 +9,7 @@ __all__ = ["FUSED", "LAYOUT_LABEL", "ROUND_TWO_NOTES", "layout_title", "peer_rat
 LAYOUT_LABEL = {
     "one_tensor": "1 tensor",
     "transformer": "~200 tensors",
+    "transformer_bf16": "~200 tensors, bfloat16",
     "odd_transformer": "240 tensors of width 577",
     "small_vectors": "200 tensors of 32",
     "small_matrices": "200 tensors of 32x32",
@@ -83,6 +84,6 @@ ROUND_TWO_NOTES = (
     "by memory, and the unfactored tensors of a layout (biases, norms) are at 32 B/param.",
     "- *Keras Adafactor under XLA within 5x its floor*: XLA's CPU reductions (the RMS of p, the row and column means, "
     "the update's RMS) each cost about as much as a full pass of scalar code; removing one of them saves about a "
-    "sixth of the step (measured in this session by taking the clipping or the parameter RMS out). The eager Keras "
-    "step on TensorFlow (traced once, `hf_optim_tf/_traced_update.py`) runs without XLA.",
+    "sixth of the step (measured by taking the clipping or the parameter RMS out). The eager Keras step of Adafactor "
+    "on TensorFlow (traced once, `hf_optim_tf/_traced_update.py`) runs without XLA, about as fast.",
 )

@@ -13,7 +13,7 @@ import hf_optim_spec
 import hf_optim_torch
 import torch
 from _hf_style import TransformersStyleAdafactor, TransformersStyleAdamW
-from _layouts import layout_shapes
+from _layouts import layout_dtype, layout_shapes
 from _timing import Timing, interleave, step_peak_bytes
 from hf_optim_torch import _native
 
@@ -76,13 +76,26 @@ EXACT_PEERS: dict[str, tuple[Callable[[list[torch.Tensor]], torch.optim.Optimize
 }
 
 
-def _floor_bytes(family: str, shapes: list[tuple[int, ...]], per_param: int) -> int:
-    """Bytes an optimizer must read and write per step: Adafactor's unfactored tensors also move V (8 B/param)."""
+# on bfloat16 parameters: AdamW through torch's fused kernel (its float32 arithmetic, opted into with fused=True: the
+# default is transformers' bfloat16 in-place arithmetic, which no fused kernel has)
+BF16_PEERS: dict[str, tuple[Callable[[list[torch.Tensor]], torch.optim.Optimizer], str, int]] = {
+    "hf_optim_torch.AdamW(fused=True)": (
+        lambda ps: hf_optim_torch.AdamW(ps, lr=LR, weight_decay=WEIGHT_DECAY, fused=True),
+        "adamw",
+        28,
+    ),
+}
+
+
+def _floor_bytes(family: str, shapes: list[tuple[int, ...]], per_param: int, element_size: int) -> int:
+    """Bytes an optimizer must read and write per step: ``per_param`` for float32 tensors, scaled to the parameters'
+    element size (the AdamW family's moments have the parameters' dtype); Adafactor's unfactored tensors also move
+    their float32 V (8 B/param)."""
     total = sum(math.prod(s) for s in shapes)
     if family != "adafactor":
-        return per_param * total
+        return per_param * element_size // 4 * total
     unfactored = sum(math.prod(s) for s in shapes if len(s) < 2)
-    return per_param * total + 8 * unfactored
+    return per_param * element_size // 4 * total + 8 * unfactored
 
 
 def _state_bytes(optimizer: torch.optim.Optimizer) -> int:
@@ -115,10 +128,11 @@ def run_optimizers(
     cuda = torch.device(device).type == "cuda"
     torch.manual_seed(0)
     shapes = layout_shapes(layout, size)
-    params = [torch.nn.Parameter(torch.randn(s, device=device) * 0.02) for s in shapes]
+    dtype = getattr(torch, layout_dtype(layout))
+    params = [torch.nn.Parameter((torch.randn(s, device=device) * 0.02).to(dtype)) for s in shapes]
     for p in params:
         p.grad = torch.randn_like(p) * 1e-3
-    peers = dict(PEERS, **(EXACT_PEERS if exact else {}))
+    peers = dict(PEERS, **(EXACT_PEERS if exact else {}), **(BF16_PEERS if dtype == torch.bfloat16 else {}))
     if cuda:
         peers = {name: peer for name, peer in peers.items() if name not in CPU_ONLY}
     optimizers = {name: build(params) for name, (build, _, _) in peers.items()}
@@ -136,7 +150,7 @@ def run_optimizers(
             "timing": timings[name],
             "state_bytes": _state_bytes(opt),
             "step_extra_bytes": cuda_step_peak_bytes(opt.step) if cuda else step_peak_bytes(opt.step),
-            "floor_bytes": _floor_bytes(family, shapes, per_param),
+            "floor_bytes": _floor_bytes(family, shapes, per_param, params[0].element_size()),
         }
     del optimizers, params
     return {"tensors": len(shapes), "params": sum(math.prod(s) for s in shapes), "rows": rows}

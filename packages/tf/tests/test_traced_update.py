@@ -27,36 +27,119 @@ SPEC_IDS = {"AdamW": "adamw", "AdamWeightDecay": "adam_weight_decay", "Adafactor
 SHAPES = [(6, 5), (5,), (3, 4)]
 
 
-def _train(name: str, steps: int, lr: Any = 1e-2) -> tuple[keras.optimizers.Optimizer, list[np.ndarray]]:
+def _train(name: str, steps: int, lr: Any = 1e-2, **kwargs: Any) -> tuple[keras.optimizers.Optimizer, list[np.ndarray]]:
     import tensorflow as tf
 
     rng = np.random.default_rng(0)
     variables = [keras.Variable(rng.standard_normal(s).astype("float32")) for s in SHAPES]
     optimizer = OPTIMIZERS[name](lr)
+    for key, value in kwargs.items():  # Keras' own options (clipping, EMA, accumulation), set before the build
+        setattr(optimizer, key, value)
     for _ in range(steps):
         grads = [tf.constant(rng.standard_normal(s).astype("float32")) for s in SHAPES]
         optimizer.apply_gradients(zip(grads, variables))
     return optimizer, [v.numpy() for v in variables]
 
 
-@pytest.mark.parametrize("name", list(OPTIMIZERS))
-def test_an_eager_step_is_traced_once_and_equals_the_eager_ops(name: str) -> None:
+def _eager_and_traced(name: str, steps: int, **kwargs: Any) -> tuple[Any, list[np.ndarray], list[np.ndarray]]:
+    """The optimizer of a traced run, its variables, and those of the same run op by op."""
     import tensorflow as tf
 
-    optimizer, traced = _train(name, steps=4)
-    functions = list(optimizer._traced_updates.values())
-    assert len(functions) == 1, "one traced update for the one list of variables"
-    assert functions[0].experimental_get_tracing_count() == 1, "four steps, one trace"
+    optimizer, traced = _train(name, steps=steps, **kwargs)
     tf.config.run_functions_eagerly(True)
     try:
-        _, eager = _train(name, steps=4)
+        _, eager = _train(name, steps=steps, **kwargs)
     finally:
         tf.config.run_functions_eagerly(False)
+    return optimizer, traced, eager
+
+
+def _ulps(a: np.ndarray, b: np.ndarray) -> int:
+    return int(np.max(np.abs(a.view(np.int32).astype(np.int64) - b.view(np.int32).astype(np.int64))))
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_an_eager_step_is_traced_once_and_equals_the_eager_ops(name: str) -> None:
+    optimizer, traced, eager = _eager_and_traced(name, steps=4)
+    steps = list(optimizer._traced_updates.values())
+    assert len(steps) == 1, "one traced step for the one list of variables"
+    assert steps[0].function.experimental_get_tracing_count() == 1, "four steps, one trace"
+    assert steps[0].xla == (name != "Adafactor"), "XLA for the AdamW family only (measured: see _traced_update)"
     tol = hs.get(SPEC_IDS[name]).tol("float32")
     for a, b in zip(traced, eager):
         np.testing.assert_allclose(a, b, rtol=tol.rtol, atol=tol.atol)
-    if name == "AdamW":  # its ops leave TensorFlow's graph rewrites nothing to change: bit for bit
-        assert all(np.array_equal(a, b) for a, b in zip(traced, eager))
+    # XLA's fusion and TensorFlow's graph rewrites round a few operations differently (measured: 1 ulp after 4 steps)
+    assert max(_ulps(a, b) for a, b in zip(traced, eager)) <= 4
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"global_clipnorm": 0.5},
+        {"clipvalue": 0.1},
+        {"use_ema": True, "ema_momentum": 0.5, "ema_overwrite_frequency": 2},
+        {"gradient_accumulation_steps": 2},
+    ],
+    ids=["global_clipnorm", "clipvalue", "ema", "gradient_accumulation"],
+)
+def test_keras_options_of_the_step_are_traced_with_it(options: dict[str, Any]) -> None:
+    """Clipping, EMA and gradient accumulation run inside the traced step, as they do op by op."""
+    kwargs = {"steps": 4, "lr": keras.optimizers.schedules.ExponentialDecay(1e-2, 1, 0.5)}
+    optimizer, traced, eager = _eager_and_traced("AdamW", **kwargs, **options)
+    assert len(optimizer._traced_updates) == 1
+    for a, b in zip(traced, eager):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    plain = _train("AdamW", **kwargs)[1]
+    assert not all(np.allclose(a, b) for a, b in zip(traced, plain)), "the option changed nothing"
+
+
+def test_a_learning_rate_of_another_object_is_a_new_trace_and_a_plain_callable_stays_eager() -> None:
+    import tensorflow as tf
+
+    def run() -> tuple[keras.optimizers.Optimizer, list[np.ndarray]]:
+        optimizer, _ = _train("AdamW", steps=2)
+        variables = optimizer._trainable_variables
+        optimizer.learning_rate = keras.optimizers.schedules.ExponentialDecay(1e-2, 1, 0.5)  # replaces the Variable
+        optimizer.apply_gradients(zip([tf.ones(v.shape) for v in variables], variables))
+        return optimizer, [v.numpy() for v in variables]
+
+    optimizer, traced = run()
+    assert len(optimizer._traced_updates) == 2, "the schedule is another object: another trace"
+    tf.config.run_functions_eagerly(True)
+    try:
+        _, eager = run()
+    finally:
+        tf.config.run_functions_eagerly(False)
+    assert all(_ulps(a, b) <= 4 for a, b in zip(traced, eager))
+
+    callable_lr = hf_optim_tf.AdamW(learning_rate=lambda: 0.25, weight_decay=0.0)
+    variable = keras.Variable(np.ones((2,), "float32"))
+    callable_lr.apply_gradients([(tf.constant([1.0, -1.0]), variable)])  # Adam's first step moves by the lr
+    assert callable_lr._traced_updates == {}
+    np.testing.assert_allclose(variable.numpy(), [0.75, 1.25], rtol=1e-4)  # (eps: 1e-6 relative)
+
+
+def test_a_function_xla_refuses_runs_as_a_plain_tf_function(monkeypatch) -> None:
+    """XLA refusing the step at its first call: the same step as a plain tf.function, once, from then on."""
+    import tensorflow as tf
+    from hf_optim_tf import _traced_update
+
+    real = _traced_update.TracedStep._trace
+
+    def refusing(self: Any) -> Any:
+        if not self.xla:
+            return real(self)
+
+        def refuse(grads: Any) -> None:
+            raise tf.errors.InvalidArgumentError(None, None, "Detected unsupported operations when trying to compile")
+
+        return refuse
+
+    monkeypatch.setattr(_traced_update.TracedStep, "_trace", refusing)
+    optimizer, traced, eager = _eager_and_traced("AdamW", steps=3)
+    (step,) = optimizer._traced_updates.values()
+    assert not step.xla and step.function.experimental_get_tracing_count() == 1
+    assert all(_ulps(a, b) <= 4 for a, b in zip(traced, eager))
 
 
 def test_a_new_learning_rate_takes_effect_without_a_retrace() -> None:
@@ -64,7 +147,7 @@ def test_a_new_learning_rate_takes_effect_without_a_retrace() -> None:
     schedule_optimizer, _ = _train("AdamW", steps=3, lr=keras.optimizers.schedules.ExponentialDecay(1e-2, 1, 0.5))
     for opt in (optimizer, schedule_optimizer):
         (function,) = opt._traced_updates.values()
-        assert function.experimental_get_tracing_count() == 1
+        assert function.function.experimental_get_tracing_count() == 1
     import tensorflow as tf
 
     variable = keras.Variable(np.ones((2,), "float32"))
@@ -76,7 +159,7 @@ def test_a_new_learning_rate_takes_effect_without_a_retrace() -> None:
     opt.apply_gradients([(grad, variable)])
     moved = before - variable.numpy()
     np.testing.assert_allclose(np.abs(moved), 0.25, rtol=1e-3)
-    assert next(iter(opt._traced_updates.values())).experimental_get_tracing_count() == 1
+    assert next(iter(opt._traced_updates.values())).function.experimental_get_tracing_count() == 1
 
 
 def test_more_variable_lists_than_kept_run_eagerly_and_correctly() -> None:

@@ -39,21 +39,22 @@ def _run(
     steps: int = 15,
     shapes: list = SHAPES,
     kind: str = "factored",
+    dtype: torch.dtype = torch.float32,
     **kwargs: Any,
 ) -> tuple[list, list, int]:
-    """Parameters and state after ``steps`` steps with the kernel ``lib`` (None: the torch paths), and how many
-    tensors its calls of ``kind`` (factored / unfactored) took."""
+    """Parameters (of ``dtype``, and their gradients) and state after ``steps`` steps with the kernel ``lib`` (None:
+    the torch paths), and how many tensors its calls of ``kind`` (factored / unfactored) took."""
     monkeypatch.setitem(_native._state, "adafactor", lib)
     calls: list[int] = []
     real = getattr(_adafactor_two_pass, f"adafactor_{kind}")
     counted = lambda *a, **k: (calls.append(len(a[1])), real(*a, **k))  # noqa: E731
     monkeypatch.setattr(_adafactor_two_pass, f"adafactor_{kind}", counted)
     gen = torch.Generator().manual_seed(0)
-    params = [torch.nn.Parameter(torch.randn(s, generator=gen)) for s in shapes]
+    params = [torch.nn.Parameter(torch.randn(s, generator=gen).to(dtype)) for s in shapes]
     optimizer = hf_optim_torch.Adafactor(params, **kwargs)
     for _ in range(steps):
         for p in params:
-            p.grad = torch.randn(p.shape, generator=gen)
+            p.grad = torch.randn(p.shape, generator=gen).to(dtype)
         optimizer.step()
     state = [{k: v.clone() for k, v in optimizer.state[p].items()} for p in params]
     return [p.detach().clone() for p in params], state, sum(calls)
@@ -75,6 +76,101 @@ def test_native_kernel_runs_the_matrices_and_matches_the_torch_path(monkeypatch,
         for key in sa:
             assert sa[key].dtype == sb[key].dtype and sa[key].shape == sb[key].shape, key
             torch.testing.assert_close(sa[key], sb[key], rtol=tol.rtol, atol=tol.atol)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("kwargs", VARIANTS[:4], ids=["defaults", "beta1", "unscaled", "weight_decay"])
+def test_native_kernel_takes_16_bit_parameters_and_gradients(monkeypatch, kernel, dtype, kwargs) -> None:
+    """16-bit parameters with their 16-bit gradients: read by the kernel as they are, float32 arithmetic and state,
+    parameters stored to nearest; the result is the torch path's (which upcasts) within the spec's tolerance."""
+    steps = 6
+    native, native_state, matrices = _run(monkeypatch, kernel, steps=steps, dtype=dtype, **kwargs)
+    assert matrices == steps * 4
+    assert _run(monkeypatch, kernel, steps=steps, dtype=dtype, kind="unfactored", **kwargs)[2] == steps * 2
+    torch_path, torch_state, _ = _run(monkeypatch, None, steps=steps, dtype=dtype, **kwargs)
+    tol = hf_optim_spec.get("adafactor").tol(str(dtype).removeprefix("torch."))
+    for a, b in zip(native, torch_path):
+        assert a.dtype == dtype
+        torch.testing.assert_close(a.float(), b.float(), rtol=tol.rtol, atol=tol.atol)
+    # both store float32 values to nearest, which differ in their last float32 bits only: the stored values differ
+    # where those straddle a rounding boundary, rarely (storing by truncation or another tie rule differs in ~half)
+    differ = sum(int((a != b).sum()) for a, b in zip(native, torch_path))
+    assert differ <= 0.01 * sum(a.numel() for a in native), f"{differ} stored values differ from torch's rounding"
+    for sa, sb in zip(native_state, torch_state):
+        for key in sa:
+            assert sa[key].dtype == sb[key].dtype == (torch.float32 if key != "step" else sb[key].dtype), key
+            torch.testing.assert_close(sa[key], sb[key], rtol=tol.rtol, atol=tol.atol)
+
+
+def test_stochastic_rounding_keeps_bfloat16_parameters_on_the_torch_path(monkeypatch, kernel) -> None:
+    """The kernel stores to nearest only: a bfloat16 parameter rounded stochastically is stepped by torch."""
+    kwargs = {"stochastic_rounding": True, "dtype": torch.bfloat16, "steps": 2}
+    assert _run(monkeypatch, kernel, **kwargs)[2] == 0
+    assert _run(monkeypatch, kernel, kind="unfactored", **kwargs)[2] == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_every_16_bit_value_comes_back_unchanged_from_a_step_that_does_not_move_it(monkeypatch, kernel, dtype):
+    """All 65536 bit patterns as a parameter whose update is zero: the kernel's conversion to float32 and back (to
+    nearest) is exact for every value, subnormals, infinities and signed zeros included; NaN stays NaN."""
+    monkeypatch.setitem(_native._state, "adafactor", kernel)
+    values = torch.arange(65536, dtype=torch.int32).to(torch.int16).view(dtype)
+    for shape in ((65536,), (256, 256)):
+        w = torch.nn.Parameter(values.clone().view(shape))
+        optimizer = hf_optim_torch.Adafactor([w], lr=1e-3, relative_step=False, scale_parameter=False)
+        w.grad = torch.zeros(shape, dtype=dtype)
+        optimizer.step()
+        out = w.detach().reshape(-1)
+        nan = values.isnan()
+        assert torch.equal(out.isnan(), nan)
+        assert torch.equal(out[~nan].view(torch.int16), values[~nan].view(torch.int16))
+
+
+HARNESS = """
+#include "{source}"
+void to_float(const uint16_t *h, float *f, int64_t n, int type) {{ as_floats((void *)h, type, 0, n, f); }}
+void from_float(const float *f, uint16_t *h, int64_t n, int type) {{ store_param(h, type, 0, n, f); }}
+"""
+
+
+@pytest.mark.parametrize("flags", [[], [f for f in _native._FLAGS if f.startswith("-m")]], ids=["portable", "as-built"])
+def test_the_kernels_16_bit_conversions_are_torchs_on_every_value_and_tie(kernel, tmp_path, flags) -> None:
+    """The conversions of adafactor.c (integer code everywhere, F16C instructions where the CPU has them, which
+    the library's -march=native turns on) against torch's: every 16-bit value to float32, and to 16 bits the midpoints between
+    every two neighbouring values (the ties), the values themselves, random float32 bit patterns and the edges."""
+    import ctypes
+    import subprocess
+
+    source = tmp_path / "harness.c"
+    source.write_text(HARNESS.format(source=_native._SOURCE), encoding="utf-8")
+    library = tmp_path / "harness.so"
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    subprocess.run(
+        [compiler, "-O2", "-std=c99", "-shared", "-fPIC", *flags, str(source), "-o", str(library)], check=True
+    )
+    lib = ctypes.CDLL(str(library))
+    gen = torch.Generator().manual_seed(7)
+    for code, dtype in ((1, torch.bfloat16), (2, torch.float16)):
+        values = torch.arange(65536, dtype=torch.int32).to(torch.int16).view(dtype)
+        up = torch.empty(65536)
+        lib.to_float(ctypes.c_void_p(values.data_ptr()), ctypes.c_void_p(up.data_ptr()), ctypes.c_int64(65536), code)
+        expected = values.float()
+        assert torch.equal(up.isnan(), expected.isnan())
+        assert torch.equal(up[~up.isnan()].view(torch.int32), expected[~expected.isnan()].view(torch.int32))
+        finite = expected[expected.isfinite()].double().unique()
+        edges = [0.0, -0.0, float("inf"), -float("inf"), float("nan"), 65504.0, 65520.0, 2.0**-24, 2.0**-25, 1e-45]
+        x = torch.cat([
+            ((finite[1:] + finite[:-1]) / 2).float(),  # ties (exact in float32)
+            expected,
+            torch.randint(-(2**31), 2**31, (200_000,), generator=gen, dtype=torch.int64).to(torch.int32).view(torch.float32),
+            torch.tensor(edges),
+        ])  # fmt: skip
+        down = torch.empty(x.numel(), dtype=dtype)
+        lib.from_float(ctypes.c_void_p(x.data_ptr()), ctypes.c_void_p(down.data_ptr()), ctypes.c_int64(x.numel()), code)
+        want = x.to(dtype)
+        assert torch.equal(down.isnan(), want.isnan())
+        wrong = (down.view(torch.int16) != want.view(torch.int16)) & ~want.isnan()
+        assert not wrong.any(), f"{dtype}: {x[wrong][:5].tolist()} stored as {down[wrong][:5].tolist()}"
 
 
 def test_native_kernel_on_matrices_of_more_than_one_group(monkeypatch, kernel) -> None:

@@ -28,13 +28,14 @@ from hf_optim_torch._native.adafactor_call import adafactor_factored, adafactor_
 
 BUFFERS = ("g", "p", "m", "row", "col", "rms")  # the kernel's order (BUF_G ... BUF_RMS in adafactor.c)
 # the array arguments (ARG_ROWS ... after the buffers) of the statistics call, and the apply call's own two
-ARRAYS = (*BUFFERS, "rows", "cols", "numel", "beta2t", "stats")
-APPLY_ARRAYS = (*BUFFERS, "rows", "cols", "numel", "scalars", "work")
+ARRAYS = (*BUFFERS, "rows", "cols", "numel", "types", "beta2t", "stats")
+APPLY_ARRAYS = (*BUFFERS, "rows", "cols", "numel", "types", "scalars", "work")
+TYPE_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}  # TYPE_* in adafactor.c (of g and p)
 SHAPES = [(5, 7), (8, 6), (4, 9)]  # the tests spoil matrix 1: matrix 0 comes before it and must be left alone too
 PAD = 16  # canary elements on either side of every buffer
 CANARY = 1234.5
 
-E_NOMEM, E_COUNT, E_THREADS, E_ROWS, E_COLS, E_TOO_LARGE, E_WORK = -1, -2, -3, -4, -5, -6, -7
+E_NOMEM, E_COUNT, E_THREADS, E_ROWS, E_COLS, E_TOO_LARGE, E_WORK, E_TYPE = -1, -2, -3, -4, -5, -6, -7, -8
 E_NULL, E_ALIGN, E_SIZE, E_ARRAY = -10, -20, -30, -40
 
 
@@ -49,15 +50,20 @@ def lib() -> Any:
 class Call:
     """The arguments of one step's two kernel calls over guarded buffers; a test spoils some, then runs it."""
 
-    def __init__(self, shapes: list[tuple[int, int]] = SHAPES, seed: int = 0) -> None:
+    def __init__(
+        self, shapes: list[tuple[int, int]] = SHAPES, seed: int = 0, dtypes: tuple[torch.dtype, ...] = ()
+    ) -> None:
+        """``dtypes``: of the gradients and the parameters (default float32; every other buffer is float32)."""
         self.gen = torch.Generator().manual_seed(seed)
+        self.dtypes = dict(zip(("g", "p"), dtypes))
         self.wholes: list[torch.Tensor] = []  # every backing tensor, canaries included
         self.views: dict[str, list[torch.Tensor]] = {name: [] for name in BUFFERS}
         self.rows = [r for r, _ in shapes]
         self.cols = [c for _, c in shapes]
         for r, c in shapes:
             for name, shape in zip(BUFFERS, [(r, c)] * 3 + [(r,), (c,), ()]):
-                self.views[name].append(self.guarded(shape, positive=name in ("row", "col")))
+                self.views[name].append(self.guarded(shape, name))
+        self.types = [TYPE_CODES[v.dtype] for name in ("g", "p") for v in self.views[name]]
         self.pointers = {name: [v.data_ptr() for v in views] for name, views in self.views.items()}
         self.numel = {name: [v.numel() for v in views] for name, views in self.views.items()}
         self.null: set[str] = set()  # array arguments passed as NULL
@@ -68,20 +74,22 @@ class Call:
         self.work_numel = sum(self.cols)
         self.work = (ctypes.c_float * (self.work_numel + 2 * PAD))(*[CANARY] * (self.work_numel + 2 * PAD))
 
-    def guarded(self, shape: tuple[int, ...], positive: bool = False) -> torch.Tensor:
-        """A contiguous tensor of ``shape`` inside a larger one whose PAD elements either side hold CANARY."""
+    def guarded(self, shape: tuple[int, ...], name: str) -> torch.Tensor:
+        """A contiguous ``name`` buffer of ``shape`` inside a larger one whose PAD elements either side hold CANARY."""
         n = 1
         for size in shape:
             n *= size
-        whole = torch.full((n + 2 * PAD,), CANARY)
-        values = torch.rand(n, generator=self.gen) + 0.5 if positive else torch.randn(n, generator=self.gen)
+        whole = torch.full((n + 2 * PAD,), CANARY, dtype=self.dtypes.get(name, torch.float32))
+        values = (
+            torch.rand(n, generator=self.gen) + 0.5 if name in ("row", "col") else torch.randn(n, generator=self.gen)
+        )
         whole[PAD : PAD + n] = values
         self.wholes.append(whole)
         return whole[PAD : PAD + n].view(shape)
 
     def resize(self, name: str, k: int, shape: tuple[int, ...]) -> None:
         """Hand matrix ``k`` a ``name`` buffer of ``shape`` (with its true element count)."""
-        view = self.guarded(shape, positive=name in ("row", "col"))
+        view = self.guarded(shape, name)
         self.views[name][k] = view
         self.pointers[name][k] = view.data_ptr()
         self.numel[name][k] = view.numel()
@@ -90,12 +98,15 @@ class Call:
         return [w.clone() for w in self.wholes]
 
     def unchanged(self, before: list[torch.Tensor]) -> bool:
-        return all(torch.equal(a.view(torch.int32), b.view(torch.int32)) for a, b in zip(before, self.wholes))
+        return all(torch.equal(a.view(torch.uint8), b.view(torch.uint8)) for a, b in zip(before, self.wholes))
 
     def canaries_intact(self) -> bool:
-        canary = torch.full((PAD,), CANARY)
         work_intact = list(self.work[:PAD]) == list(self.work[-PAD:]) == [CANARY] * PAD
-        return work_intact and all(torch.equal(w[:PAD], canary) and torch.equal(w[-PAD:], canary) for w in self.wholes)
+        return work_intact and all(
+            torch.equal(w[:PAD], canary) and torch.equal(w[-PAD:], canary)
+            for w in self.wholes
+            for canary in [torch.full((PAD,), CANARY, dtype=w.dtype)]
+        )
 
     def run(self, lib: Any, threads: int = 2, moment: bool = True) -> tuple[int, int]:
         """(code, bad_index) of a step: the statistics call, then (unless it refused) the apply call."""
@@ -106,7 +117,7 @@ class Call:
         return None if name in self.null else (kind * len(values))(*values)
 
     def _shared(self, moment: bool) -> list[Any]:
-        """count; the buffers' pointer arrays; rows, cols, numel (the leading arguments of both calls)."""
+        """count; the buffers' pointer arrays; rows, cols, numel, types (the leading arguments of both calls)."""
         pointers = [self._array(ctypes.c_void_p, self.pointers[name], name) for name in BUFFERS]
         if not moment:
             pointers[BUFFERS.index("m")] = None
@@ -117,6 +128,7 @@ class Call:
             self._array(ctypes.c_int64, self.rows, "rows"),
             self._array(ctypes.c_int64, self.cols, "cols"),
             self._array(ctypes.c_int64, numel, "numel"),
+            self._array(ctypes.c_int32, self.types, "types"),
         ]
 
     def statistics(self, lib: Any, threads: int = 2, moment: bool = True) -> tuple[int, int]:
@@ -144,11 +156,20 @@ def refused(lib: Any, call: Call, code: int, bad_index: int, **kwargs: Any) -> N
     assert call.unchanged(before), "a refused call changed a buffer (or wrote into a canary)"
 
 
+DTYPES = {
+    "float32": (),
+    "bfloat16": (torch.bfloat16, torch.bfloat16),
+    "float16": (torch.float16, torch.float16),
+    "float32 g, bfloat16 p": (torch.float32, torch.bfloat16),
+}
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3, 40])
 @pytest.mark.parametrize("moment", [True, False])
-def test_a_valid_call_updates_the_buffers_and_no_canary(lib, threads, moment) -> None:
+@pytest.mark.parametrize("dtypes", list(DTYPES))
+def test_a_valid_call_updates_the_buffers_and_no_canary(lib, threads, moment, dtypes) -> None:
     """The control for every test below: the same buffers, unspoiled, are updated in place and only there."""
-    call = Call()
+    call = Call(dtypes=DTYPES[dtypes])
     before = [v.clone() for name in BUFFERS for v in call.views[name]]
     assert call.run(lib, threads=threads, moment=moment) == (0, -1)
     after = dict(zip([(name, k) for name in BUFFERS for k in range(3)], before))
@@ -233,6 +254,20 @@ def test_a_null_buffer_of_one_matrix_is_refused(lib, name) -> None:
 def test_a_buffer_not_aligned_to_a_float_is_refused(lib, name) -> None:
     call = Call()
     call.pointers[name][1] += 2
+    refused(lib, call, E_ALIGN - BUFFERS.index(name), 1)
+
+
+@pytest.mark.parametrize(("slot", "code"), [(1, 3), (1, -1), (len(SHAPES) + 1, 7)], ids=["g 3", "g -1", "p 7"])
+def test_an_unknown_element_type_is_refused(lib, slot, code) -> None:
+    call = Call()
+    call.types[slot] = code
+    refused(lib, call, E_TYPE, 1)
+
+
+@pytest.mark.parametrize("name", ["g", "p"])
+def test_a_16_bit_buffer_not_aligned_to_its_element_is_refused(lib, name) -> None:
+    call = Call(dtypes=(torch.bfloat16, torch.float16))
+    call.pointers[name][1] += 1
     refused(lib, call, E_ALIGN - BUFFERS.index(name), 1)
 
 

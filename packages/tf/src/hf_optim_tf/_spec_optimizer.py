@@ -17,7 +17,7 @@ import keras
 from ._checked_restore import CheckedRestore
 from ._optimizer_arguments import check_arguments
 from ._rounding import ROUNDING_DOC, check_stochastic_rounding
-from ._traced_update import traced_update
+from ._traced_update import traced_apply
 from ._variables import as_list
 
 __all__ = ["SpecOptimizer"]
@@ -65,14 +65,17 @@ class SpecOptimizer(CheckedRestore, keras.optimizers.Optimizer):
     and out of the traced graph (``tf.init_scope``), so the variables are created once, mirrored, as if ``build`` had
     been called in ``strategy.scope()``.
 
-    Eager steps: on TensorFlow, an ``apply`` from eager code runs the update of all its variables as one traced
-    ``tf.function`` per list of variables (``hf_optim_tf._traced_update``), the same ``update_step`` code.
+    Eager steps: on TensorFlow, an ``apply`` from eager code runs its learning rate, clipping and the update of all its
+    variables as one traced ``tf.function`` per list of variables (``hf_optim_tf._traced_update``), the same Keras
+    and ``update_step`` code; compiled by XLA where ``_TRACE_WITH_XLA`` says so (the AdamW family).
 
     Weight decay: Keras' base-class decay is not used; each optimizer applies its own in ``update_step``.
     """
 
     _SPEC_ID: ClassVar[str]
     _CONFIG: ClassVar[tuple[str, ...]]
+    #: whether an eager step's traced function is compiled by XLA (measured per optimizer: see ``_traced_update``)
+    _TRACE_WITH_XLA: ClassVar[bool] = False
     """The subclass's own spec parameters (Keras spelling): its attributes and ``get_config`` keys."""
     _CONFIG_ATTRIBUTES: ClassVar[Mapping[str, str]] = {}
     """``get_config`` key -> attribute, where the attribute has another name."""
@@ -127,14 +130,18 @@ class SpecOptimizer(CheckedRestore, keras.optimizers.Optimizer):
             config[key] = getattr(self, self._CONFIG_ATTRIBUTES.get(key, key))
         return config
 
-    def _backend_update_step(self, grads: Any, trainable_variables: Any, learning_rate: Any) -> None:
-        """Keras' update of every variable; from eager code on TensorFlow, one traced call (``._traced_update``)."""
+    def _backend_apply_gradients(self, grads: Any, trainable_variables: Any) -> None:
+        """Keras' step of every variable (learning rate, clipping, updates); from eager code on TensorFlow, one traced
+        call (``._traced_update``), compiled by XLA where the class says so (``_TRACE_WITH_XLA``)."""
         cache = self.__dict__.setdefault("_traced_updates", {})
-        traced = traced_update(cache, super()._backend_update_step, grads, trainable_variables)
+        apply = super()._backend_apply_gradients
+        traced = traced_apply(
+            cache, apply, grads, trainable_variables, learning_rate=self._learning_rate, xla=self._TRACE_WITH_XLA
+        )
         if traced is None:
-            super()._backend_update_step(grads, trainable_variables, learning_rate)
+            apply(grads, trainable_variables)
         else:
-            traced(grads, learning_rate)
+            traced(grads)
 
     def apply_gradients(self, grads_and_vars: Any) -> Any:
         pairs = list(grads_and_vars)

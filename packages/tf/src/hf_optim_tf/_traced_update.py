@@ -1,21 +1,28 @@
-"""An eager ``apply_gradients`` on the TensorFlow backend, with the update of all its variables traced once.
+"""An eager ``apply_gradients`` on the TensorFlow backend, with the work of the step traced once.
 
-Keras runs an optimizer's ``update_step`` op by op when the caller is eager (a custom loop without
-``tf.function``): some 30 small ops per variable, each dispatched from Python, about 100x the time the arithmetic
-needs for 10M parameters in ~200 tensors. ``model.fit`` traces the whole train step and does not pay this. Here the
-optimizer's own multi-variable update (``_backend_update_step``) becomes one ``tf.function`` per list of variables,
-traced at its first use and kept (at most ``MAX_TRACES`` lists per optimizer; beyond them the eager path runs). What
-runs is the same ``update_step`` code in the same order; TensorFlow's graph rewrites may round an operation
-differently from the eager op (measured: AdamW bit for bit, AdamWeightDecay within 1 ulp, Adafactor within 1.2e-7 of
-the largest magnitude), as they do under ``model.fit``, always within the spec's float32 tolerance
-(``tests/test_traced_update.py``).
+Keras runs an optimizer step op by op when the caller is eager (a custom loop without ``tf.function``): the learning
+rate schedule, gradient clipping, and some 30 small ops per variable in ``update_step``, each dispatched from
+Python, about 100x the time the arithmetic needs for 10M parameters in ~200 tensors. ``model.fit`` traces the whole
+train step and does not pay this. Here Keras' own ``_backend_apply_gradients`` (the learning rate read or computed
+from the schedule at the current iteration, clipping, gradient accumulation, the updates of all variables, EMA)
+becomes one ``tf.function`` per list of variables, traced at its first use and kept (at most ``MAX_TRACES`` lists
+per optimizer; beyond them the eager path runs). An optimizer may ask for it to be compiled by XLA (``xla``): the
+AdamW family does (10M parameters in ~200 tensors: 54 -> 20 ms a step), Adafactor does not (its reductions are no
+faster under XLA on CPU). Should XLA refuse to compile it, the step runs as a plain ``tf.function`` from then on.
 
-Left eager: other backends (JAX and torch have no stateful equivalent of a ``tf.function`` over Keras variables
-that Keras' optimizer supports), calls already inside a ``tf.function`` (``model.fit``, a traced loop), calls under
-a ``tf.distribute`` strategy (Keras' cross-replica update must stay as it is), and everything when
+What runs is the same Keras and ``update_step`` code in the same order; TensorFlow's graph rewrites and XLA's
+fusion may round an operation differently from the eager op, as they do under ``model.fit`` and ``jit_compile``,
+always within the spec's float32 tolerance (``tests/test_traced_update.py``). The learning rate is read inside the
+function (a ``keras.Variable``) or computed there (a ``LearningRateSchedule`` of the iteration variable), so an
+assigned learning rate or a schedule never retraces; replacing the optimizer's learning rate by another object
+traces again (it is part of the key).
+
+Left eager: other backends (JAX and torch have no stateful equivalent of a ``tf.function`` over Keras variables that
+Keras' optimizer supports), calls already inside a ``tf.function`` (``model.fit``, a traced loop), calls under a
+``tf.distribute`` strategy (Keras' cross-replica update must stay as it is), a learning rate given as a plain
+callable (its value could come from anywhere: traced, it would be frozen), sparse gradients (``tf.IndexedSlices``:
+traced, their row count is unknown to the update's shape logic), and everything when
 ``tf.config.run_functions_eagerly(True)`` is set (then a ``tf.function`` runs eagerly anyway: the way to debug).
-The learning rate is passed as a tensor argument, so a schedule or an assigned learning rate never retraces. Sparse
-gradients (``tf.IndexedSlices``) are left eager too: traced, their row count is unknown to the update's shape logic.
 """
 
 from __future__ import annotations
@@ -26,45 +33,74 @@ from typing import Any
 import keras
 import numpy as np
 
-__all__ = ["MAX_TRACES", "traced_update"]
+__all__ = ["MAX_TRACES", "TracedStep", "traced_apply"]
 
-#: lists of variables an optimizer keeps a traced update for
+#: lists of variables an optimizer keeps a traced step for
 MAX_TRACES = 8
 
 
-def traced_update(
-    cache: dict[tuple[int, ...], Any],
-    update: Callable[[list[Any], list[Any], Any], None],
+def traced_apply(
+    cache: dict[tuple[int, ...], TracedStep],
+    apply: Callable[[list[Any], list[Any]], None],
     grads: Sequence[Any],
     variables: Sequence[Any],
-) -> Callable[[list[Any], Any], None] | None:
-    """The traced ``update(grads, variables, learning_rate)`` for these ``variables`` (from ``cache``, or made and
-    kept there), or None where the update must run eagerly (see the module docstring)."""
+    *,
+    learning_rate: Any,
+    xla: bool,
+) -> TracedStep | None:
+    """The traced ``apply(grads, variables)`` for these ``variables`` and this ``learning_rate`` object (the
+    optimizer's ``_learning_rate``), from ``cache`` or made and kept there; None where the step must run eagerly
+    (see the module docstring)."""
     if keras.backend.backend() != "tensorflow":
         return None
     import tensorflow as tf
 
     if not tf.executing_eagerly() or tf.distribute.has_strategy() or tf.config.functions_run_eagerly():
         return None
+    schedule = isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule)
+    if not (schedule or isinstance(learning_rate, keras.Variable)):
+        return None
     if any(isinstance(grad, tf.IndexedSlices) for grad in grads):  # sparse: a traced one has no static row count
         return None
-    key = tuple(map(id, variables))
-    function = cache.get(key)
-    if function is None:
+    key = (id(learning_rate), *map(id, variables))
+    step = cache.get(key)
+    if step is None:
         if len(cache) >= MAX_TRACES:
             return None
-        kept = list(variables)  # held by the function: the ids in the key cannot be reused while it lives
+        step = cache[key] = TracedStep(apply, variables, learning_rate, xla)
+    return step
 
-        @tf.function(autograph=False)
-        def function(grads: list[Any], learning_rate: Any) -> None:
-            update(grads, kept, learning_rate)
 
-        cache[key] = function
+class TracedStep:
+    """One kept step: its ``tf.function``, whether XLA compiles it, and the objects its cache key names by id (held,
+    so that the ids cannot be reused while it lives)."""
 
-    def run(grads: Sequence[Any], learning_rate: Any) -> None:
+    def __init__(self, apply: Callable[[list[Any], list[Any]], None], variables: Sequence[Any], learning_rate: Any,
+                 xla: bool) -> None:  # fmt: skip
+        self.held = (list(variables), learning_rate)
+        kept = self.held[0]
+        self.python_function = lambda grads: apply(grads, kept)
+        self.xla, self.ran = xla, False
+        self.function = self._trace()
+
+    def _trace(self) -> Any:
+        import tensorflow as tf
+
+        return tf.function(self.python_function, autograph=False, jit_compile=self.xla)
+
+    def __call__(self, grads: Sequence[Any]) -> None:
+        import tensorflow as tf
+
         # a trace converts Python numbers through NumPy, which warns where a float32 overflows (epsilon=1e308);
         # an eager op makes the same inf without a warning
         with np.errstate(over="ignore"):
-            function(list(grads), tf.convert_to_tensor(learning_rate))
-
-    return run
+            try:
+                self.function(list(grads))
+            except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
+                if self.ran or not self.xla:
+                    raise
+                # XLA refused the function at its first call (nothing ran): a plain tf.function from now on
+                self.xla = False
+                self.function = self._trace()
+                self.function(list(grads))
+        self.ran = True

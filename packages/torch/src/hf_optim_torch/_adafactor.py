@@ -183,26 +183,25 @@ class Adafactor(CheckedOptimizer, Optimizer):
             grad = p.grad
             if grad is None:
                 continue
-            if grad.dtype in LOW_PRECISION:
-                grad = grad.float()
+            dtype = torch.float32 if grad.dtype in LOW_PRECISION else grad.dtype  # of the state (16-bit: float32)
             state = self.state[p]
             if not state:
                 created = True
                 state["step"] = as_step_tensor(0, p)
                 if use_first_moment:
-                    state["exp_avg"] = torch.zeros_like(grad, memory_format=torch.preserve_format)
+                    state["exp_avg"] = torch.zeros_like(grad, dtype=dtype, memory_format=torch.preserve_format)
                 if grad.dim() >= 2:  # factored
-                    state["exp_avg_sq_row"] = torch.zeros_like(grad.select(-1, 0))
-                    state["exp_avg_sq_col"] = torch.zeros_like(grad.select(-2, 0))
+                    state["exp_avg_sq_row"] = torch.zeros_like(grad.select(-1, 0), dtype=dtype)
+                    state["exp_avg_sq_col"] = torch.zeros_like(grad.select(-2, 0), dtype=dtype)
                 else:
-                    state["exp_avg_sq"] = torch.zeros_like(grad, memory_format=torch.preserve_format)
-                state["RMS"] = grad.new_zeros(())
+                    state["exp_avg_sq"] = torch.zeros_like(grad, dtype=dtype, memory_format=torch.preserve_format)
+                state["RMS"] = grad.new_zeros((), dtype=dtype)
             else:
                 state["step"] = as_step_tensor(state["step"], p)
                 if not isinstance(state["RMS"], Tensor):  # a transformers checkpoint holds RMS=0 before a step
-                    state["RMS"] = torch.tensor(float(state["RMS"]), dtype=grad.dtype, device=grad.device)
+                    state["RMS"] = torch.tensor(float(state["RMS"]), dtype=dtype, device=grad.device)
                 if use_first_moment and "exp_avg" not in state:  # beta1 set on a group that had none
-                    state["exp_avg"] = torch.zeros_like(grad, memory_format=torch.preserve_format)
+                    state["exp_avg"] = torch.zeros_like(grad, dtype=dtype, memory_format=torch.preserve_format)
             params.append(p)
             grads.append(grad)
             state_steps.append(state["step"])
@@ -289,7 +288,8 @@ def adafactor(
     ``rounding_keys[i]`` (optional) stores bfloat16 parameter ``i`` with stochastic rounding of its float32
     result, keyed by :func:`hf_optim_spec.rounding.rounding_key`; None entries round to nearest.
 
-    ``grads`` are already in the compute dtype (float32 for low-precision parameters). For a parameter of rank
+    ``grads`` of 16-bit parameters may be float32 or 16-bit (the native kernel reads 16-bit ones as they are; the
+    other paths read them in float32, their compute dtype). For a parameter of rank
     >= 2, ``row_vars``/``col_vars`` hold its factored statistics and ``full_vars`` None; otherwise the reverse.
     ``exp_avgs`` entries are None when ``beta1`` is None. See :class:`Adafactor` for the algorithm. ``fused``
     picks the two-pass path (default: float32/bfloat16/float16 CPU parameters, and CUDA ones of at least 64M
@@ -323,4 +323,4 @@ def _run(
         if rounding_keys is not None:
             rounding_keys = [rounding_keys[i] for i in rest]
     path = multi_tensor_adafactor if use_foreach(foreach, tensors.params) else loop_adafactor
-    path(tensors, options, rounding_keys)
+    path(tensors.float32_grads(), options, rounding_keys)

@@ -7,14 +7,17 @@ from typing import Any, NamedTuple
 
 from torch import Tensor
 
+from ._low_precision import LOW_PRECISION
+
 __all__ = ["AdafactorOptions", "AdafactorTensors"]
 
 
 class AdafactorTensors(NamedTuple):
     """The tensors of one call, one list entry per parameter (see :func:`hf_optim_torch.adafactor`).
 
-    ``grads`` are in the compute dtype; a parameter of rank >= 2 has ``row_vars``/``col_vars`` and no
-    ``full_vars`` entry, others the reverse; ``exp_avgs`` entries are None without a first moment.
+    ``grads`` of 16-bit parameters are float32 or in the parameter's dtype (see :meth:`float32_grads`); a parameter
+    of rank >= 2 has ``row_vars``/``col_vars`` and no ``full_vars`` entry, others the reverse; ``exp_avgs`` entries
+    are None without a first moment.
     """
 
     params: list[Tensor]
@@ -29,6 +32,13 @@ class AdafactorTensors(NamedTuple):
     def pick(self, indices: list[int]) -> AdafactorTensors:
         """The tensors of the parameters at ``indices``, in that order."""
         return AdafactorTensors(*([lst[i] for i in indices] for lst in self))
+
+    def float32_grads(self) -> AdafactorTensors:
+        """These tensors with every 16-bit gradient read in float32, the compute dtype of the torch paths (the
+        native kernel reads 16-bit gradients itself)."""
+        if not any(g.dtype in LOW_PRECISION for g in self.grads):
+            return self
+        return self._replace(grads=[g.float() if g.dtype in LOW_PRECISION else g for g in self.grads])
 
 
 @dataclass(frozen=True)

@@ -49,9 +49,12 @@ ADAFACTOR_DOC = rf"""Adafactor with the numerics of ``transformers.Adafactor`` (
     block into the buffer (no read of :math:`g`) and applies :math:`\theta \leftarrow \theta - g \cdot b` (or
     folds :math:`g \cdot b` into :math:`m`). No BLAS product is used: under ``torch.set_float32_matmul_precision``
     below ``"highest"`` a float32 matrix-vector product may run in bfloat16 or TF32.
-    On CPU, float32 tensors go instead through a C kernel compiled at first use (``_native/adafactor.c``; see
+    On CPU, tensors go instead through a C kernel compiled at first use (``_native/adafactor.c``; see
     ``docs/guarantees.md``, off with ``HF_OPTIM_NATIVE=0``): the same two sweeps, each one pass over memory, with
-    sums in double, in one call for the matrices and one for the unfactored tensors. Without it, small unfactored
+    sums in double, in one call for the matrices and one for the unfactored tensors. It reads float32, bfloat16
+    and float16 parameters and gradients as they are (no float32 copy of a 16-bit gradient), computes in float32
+    and stores a 16-bit parameter rounded to nearest (a bfloat16 one with ``stochastic_rounding`` takes the torch
+    path). Without it, small unfactored
     tensors (biases, norms) on CPU take the multi-tensor path together. transformers
     materialises :math:`g^2`, :math:`g^2+\epsilon_1` and the outer product :math:`R \otimes C` for every tensor.
     The regrouped products agree with the reference within the spec float32 tolerance, not bit for bit; the state

@@ -1,9 +1,9 @@
 """Adafactor's two-pass path (``fused=True``, the default on CPU): each tensor read twice, no per-step temporaries.
 
-Float32 CPU tensors go to the native C kernel (one call for the matrices, one for the unfactored tensors), the other
-small unfactored tensors to the multi-tensor path together, the rest through :func:`_two_pass_tensor` in row blocks
-that stay in cache. Every tensor gets the
-scalars of its step (relative step, beta2t, lr, clipping) from :mod:`._adafactor_scalars`.
+CPU tensors (float32 parameters, and 16-bit ones stored to nearest) go to the native C kernel (one call for the
+matrices, one for the unfactored tensors), the other small unfactored tensors to the multi-tensor path together, the
+rest through :func:`_two_pass_tensor` in row blocks that stay in cache. Every tensor gets the scalars of its step
+(relative step, beta2t, lr, clipping) from :mod:`._adafactor_scalars`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from ._adafactor_args import AdafactorOptions, AdafactorTensors
 from ._adafactor_loops import multi_tensor_adafactor
 from ._adafactor_scalars import clip_divisor, second_moment_decay, step_lr, unscaled_lr
 from ._low_precision import dtype_scalar, store
-from ._native.adafactor_call import adafactor_factored, adafactor_unfactored, native_kind
+from ._native.adafactor_call import adafactor_factored, adafactor_unfactored, native_dtypes, native_kind
 from ._path_choice import LayoutCache, fused_eligible
 from ._scratch import scratch
 from ._step_count import advance_steps, note_advanced
@@ -32,8 +32,8 @@ TWO_PASS_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 #: elements per row block of the fused Adafactor path on CPU (8 MiB of float32: the buffer holding g**2 or the
 #: update stays in the last-level cache between the ops that read it; a transformer's weight matrices are one block)
 _BLOCK = 1 << 21
-#: the gradient dtype of the two-pass path (a 16-bit parameter's gradient arrives in float32)
-_GRAD_DTYPES = (torch.float32,)
+#: the dtype of the states of the two-pass path (also of the 16-bit parameters': their arithmetic is float32)
+_STATE_DTYPES = (torch.float32,)
 #: tensors without factored statistics and at most this many elements (biases, norms) take the multi-tensor path
 #: together: for them the per-op cost of a per-tensor path dominates (on CUDA, the launch of each op)
 _SMALL = 1 << 15
@@ -71,7 +71,8 @@ def two_pass_adafactor(
 ) -> list[int]:
     """The two-pass path (see :class:`hf_optim_torch.Adafactor`): two sweeps per tensor, one reused buffer.
 
-    Float32 CPU tensors go to the native kernel (one call for the matrices, one for the unfactored tensors); small
+    CPU tensors go to the native kernel (one call for the matrices, one for the unfactored tensors; float32, and
+    bfloat16/float16 parameters rounded to nearest, whose gradients and states are float32); small
     unfactored tensors (at most ``_SMALL`` elements) that it does not take run together on the multi-tensor path.
     Runs the parameters it can take and returns the indices of the others (an error when ``strict``). ``cache``
     keeps that routing while the tensors' layouts stay the same (see :class:`._path_choice.LayoutCache`).
@@ -86,11 +87,11 @@ def two_pass_adafactor(
         rest: list[int] = []
         for i, param in enumerate(params):
             grad = grads[i]
+            states = [t for t in (exp_avgs[i], full_vars[i]) if t is not None]
             ok = (
                 fused_eligible(param, dtypes=TWO_PASS_DTYPES)
-                and fused_eligible(
-                    grad, *(t for t in (exp_avgs[i], full_vars[i]) if t is not None), dtypes=_GRAD_DTYPES
-                )
+                and fused_eligible(grad, dtypes=TWO_PASS_DTYPES)
+                and (not states or fused_eligible(*states, dtypes=_STATE_DTYPES))
                 and param.numel() > 0
                 and grad.shape == param.shape
                 and grad.device == param.device
@@ -99,10 +100,13 @@ def two_pass_adafactor(
                 and (strict or param.is_cpu or param.numel() >= _CUDA_SWEEP)
             )
             (eligible if ok else rest).append(i)
-        native: dict[str, list[int]] = {"factored": [], "unfactored": []}  # float32 CPU tensors: the C kernel
+        native: dict[str, list[int]] = {"factored": [], "unfactored": []}  # CPU tensors: the C kernel
         if lib is not None:
+            dtypes = native_dtypes(lib)
             for i in eligible:
-                kind = native_kind(params[i], row_vars[i], col_vars[i], full_vars[i], rms_values[i])
+                if rounding_keys is not None and rounding_keys[i] is not None:
+                    continue  # stochastic rounding to bfloat16: stored by the torch path (see _low_precision.store)
+                kind = native_kind(params[i], grads[i], row_vars[i], col_vars[i], full_vars[i], rms_values[i], dtypes)
                 if kind is not None:
                     native[kind].append(i)
         taken = {i for indices in native.values() for i in indices}
@@ -112,7 +116,8 @@ def two_pass_adafactor(
         return _Routes(rest, small, stepped, native, [i for i in stepped if i not in taken])
 
     checked = [params, grads, rms_values, exp_avgs, row_vars, col_vars, full_vars]
-    routes = cache.decide(checked, decide, key=(strict, lib is not None)) if cache is not None else decide()
+    key = (strict, lib is not None, rounding_keys is None)  # with keys, a bfloat16 parameter has one every step
+    routes = cache.decide(checked, decide, key=key) if cache is not None else decide()
     rest, small = routes.rest, routes.small
     if strict and rest:
         raise RuntimeError(
@@ -121,7 +126,7 @@ def two_pass_adafactor(
         )
     if small:
         keys = None if rounding_keys is None else [rounding_keys[i] for i in small]
-        multi_tensor_adafactor(tensors.pick(small), options, keys)
+        multi_tensor_adafactor(tensors.pick(small).float32_grads(), options, keys)
         note_advanced([state_steps[i] for i in small])
     if not routes.stepped:
         return rest
@@ -150,9 +155,10 @@ def two_pass_adafactor(
             options=options,
         )
     for i in routes.swept:
+        grad = grads[i].float()  # a no-op for float32; a 16-bit gradient is read here in float32
         _two_pass_tensor(
             params[i],
-            -grads[i] if options.maximize else grads[i],
+            -grad if options.maximize else grad,
             rms_values[i],
             exp_avgs[i],
             row_vars[i],

@@ -1,4 +1,4 @@
-/* Adafactor's factored update for a list of float32 CPU matrices, in two passes over memory.
+/* Adafactor's update for a list of CPU tensors, in two passes over memory: factored matrices and unfactored tensors.
  *
  * Compiled at first use by hf_optim_torch/_native/__init__.py (plain C99 + OpenMP, no torch headers) and called
  * through ctypes. The formulas are those of spec/optimizers/adafactor.json for a 2-D parameter (R: row statistics,
@@ -26,6 +26,12 @@
  * added in span order. Pass 1 processes matrices in groups whose partial sums fit in GROUP_BYTES. The threads are
  * OpenMP's, the team torch itself uses (see run_threads).
  *
+ * Parameters and gradients may be float32, bfloat16 or float16 (see TYPE_*), each tensor its own; the statistics and
+ * first moments are float32. A 16-bit value is read into float32 and the arithmetic is float32, as for float32
+ * tensors; a 16-bit parameter is stored back rounded to nearest (ties to even), as torch's copy_ from float32 stores
+ * it. Chunks of CONVERT_CHUNK elements go through buffers on the stack (pass 1 of a matrix converts a row of its
+ * gradient into the work memory it already has), and float32 tensors are read in place.
+ *
  * Nothing a caller hands over is trusted: with the pointers come the element counts of every buffer, and before it
  * reads or writes any data each call checks every matrix's shape and every buffer's count and pointer against each
  * other (see check and the HF_E_* codes). A call that fails a check returns a negative code, the index of the
@@ -34,23 +40,117 @@
  */
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 #include <stdlib.h>
 #include <sys/types.h>
 #include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#ifdef __F16C__
+#include <immintrin.h>        /* the x86 float16 conversion instructions (F16C), eight elements at a time */
+#endif
 
 #define SPANS 12                  /* divisible by 1, 2, 3, 4 and 6 threads; more threads than SPANS are not used */
 #define FLOAT_ROWS 32             /* rows whose column sums are accumulated in float, then added in double */
 #define FLOAT_CHUNK 64            /* elements of a row (or span) whose sums of squares are added in float first */
 #define GROUP_BYTES (8 << 20)     /* partial column sums of one group of matrices */
+#define CONVERT_CHUNK 256         /* elements of a 16-bit parameter converted to float32 at a time */
+
+/* the element types of a parameter or gradient (types[] of a call) */
+enum { TYPE_F32, TYPE_BF16, TYPE_F16, TYPES };
+static const int64_t type_size[TYPES] = {4, 2, 2};
+
+/* the element types this build takes, one bit per TYPE_* */
+int hf_adafactor_types(void) { return (1 << TYPE_F32) | (1 << TYPE_BF16) | (1 << TYPE_F16); }
+
+static inline uint32_t bits_of(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+static inline float float_of(uint32_t u) {
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* The 16-bit conversions, in integer operations and exact float ones that vectorize (a compiler's _Float16 may have
+ * no vector type): branch-free, choices by mask (pick), and no float32 subnormal formed (so flush-to-zero modes do
+ * not change them). */
+static inline uint32_t pick(int condition, uint32_t yes, uint32_t no) { return no ^ ((yes ^ no) & -(uint32_t)condition); }
+
+static inline float bf16_to_float(uint16_t h) { return float_of((uint32_t)h << 16); }
+
+/* to nearest, ties to even; NaN as torch's canonical bfloat16 NaN */
+static inline uint16_t float_to_bf16(float f) {
+    uint32_t u = bits_of(f);
+    return (uint16_t)pick(f != f, 0x7FC0u, (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
+static inline float f16_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, em = h & 0x7FFFu;
+    uint32_t normal = (em << 13) + ((uint32_t)(127 - 15) << 23);  /* the exponent rebiased, the significand shifted */
+    uint32_t special = (em << 13) | 0x7F800000u;                  /* infinity or NaN (its payload kept) */
+    uint32_t subnormal = bits_of((float)(int32_t)em * 0x1p-24f);   /* em * 2^-24, exact; 0 for em = 0 */
+    return float_of(sign | pick(em >= 0x7C00u, special, pick(em >= 0x0400u, normal, subnormal)));
+}
+
+/* to nearest, ties to even (overflow to infinity); NaN as a quiet NaN of its sign */
+static inline uint16_t float_to_f16(float f) {
+    uint32_t u = bits_of(f), sign = (u >> 16) & 0x8000u, a = u & 0x7FFFFFFFu;
+    uint32_t t = a - ((uint32_t)(127 - 15) << 23);                 /* normal: rebiased, rounded at bit 13 */
+    uint32_t normal = (t + 0x0FFFu + ((t >> 13) & 1u)) >> 13;       /* (a carry into the exponent is right) */
+    /* below 2^-14: |f| * 2^24 rounded to an integer by the addition of 2^23 (the float unit's ties to even) */
+    uint32_t subnormal = bits_of(float_of(a) * 0x1p24f + 0x1p23f) - 0x4B000000u;
+    uint32_t finite = pick(a >= 0x47800000u, 0x7C00u, pick(a >= 0x38800000u, normal, subnormal));
+    return (uint16_t)(sign | pick(a > 0x7F800000u, 0x7E00u, finite));
+}
+
+/* elements [at, at + len) of a tensor of this type as float32: the tensor itself for float32, else a copy in buf */
+static inline float *as_floats(void *p, int type, int64_t at, int64_t len, float *buf) {
+    if (type == TYPE_F32) return (float *)p + at;
+    const uint16_t *h = (const uint16_t *)p + at;
+    if (type == TYPE_BF16) {
+#pragma omp simd
+        for (int64_t j = 0; j < len; j++) buf[j] = bf16_to_float(h[j]);
+    } else {
+        int64_t j = 0;
+#ifdef __F16C__
+        for (; j + 8 <= len; j += 8) _mm256_storeu_ps(buf + j, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + j))));
+#endif
+#pragma omp simd
+        for (int64_t i = j; i < len; i++) buf[i] = f16_to_float(h[i]);
+    }
+    return buf;
+}
+
+/* the float32 values of as_floats stored back into a 16-bit parameter, rounded to nearest, ties to even; nothing
+ * for float32, whose values were updated in place */
+static inline void store_param(void *p, int type, int64_t at, int64_t len, const float *buf) {
+    uint16_t *h = (uint16_t *)p + at;
+    if (type == TYPE_BF16) {
+#pragma omp simd
+        for (int64_t j = 0; j < len; j++) h[j] = float_to_bf16(buf[j]);
+    } else if (type == TYPE_F16) {
+        int64_t j = 0;
+#ifdef __F16C__
+        for (; j + 8 <= len; j += 8)
+            _mm_storeu_si128((__m128i *)(h + j), _mm256_cvtps_ph(_mm256_loadu_ps(buf + j), _MM_FROUND_TO_NEAREST_INT));
+#endif
+#pragma omp simd
+        for (int64_t i = j; i < len; i++) h[i] = float_to_f16(buf[i]);
+    }
+}
 
 typedef struct {
     int64_t count;                /* matrices of this job (pass 1: of this group) */
-    float **g, **p, **m;          /* m: NULL, or one pointer per matrix */
+    void **g, **p;                /* of the element types gtypes[k], ptypes[k] */
+    float **m;                    /* NULL, or one pointer per matrix */
     float **row, **col, **rms;    /* rms: one float per matrix, written by pass 1 */
     const int64_t *rows, *cols;
+    const int32_t *gtypes, *ptypes;
     const double *beta2t;         /* pass 1, per matrix: beta2t of its step */
     double eps1;
     double *stats;                /* pass 1, per matrix: [3 * k]: mean(R), RMS(p) as stored, squared norm of update */
@@ -61,7 +161,7 @@ typedef struct {
     int64_t *col_offset;          /* pass 1, [count + 1]: start of matrix k's columns in the flat column arrays */
     int64_t widest;               /* most columns of a matrix in the group */
     double *col_sums, *weighted;  /* [SPANS][group columns]: partial sums of g^2 and g^2 / R_i per row span */
-    float *float_sums;            /* [threads][2][widest] */
+    float *float_sums;            /* [threads][3][widest]: column sums in float, and a row of g as float */
     double *sq_p, *norm;          /* [SPANS][count]: partial sums of p^2 (row spans), of (g^2/R)/C (column spans) */
     float *col_rsqrt;             /* pass 2, [all columns]: rsqrt of the new C (the caller's work buffer) */
 } job_t;
@@ -95,7 +195,7 @@ static void *pass1(void *arg) {
     worker_t *w = (worker_t *)arg;
     job_t *job = (job_t *)w->job;
     int64_t total_cols = job->col_offset[job->count];
-    float *cf = job->float_sums + (int64_t)w->index * 2 * job->widest, *wf = cf + job->widest;
+    float *cf = job->float_sums + (int64_t)w->index * 3 * job->widest, *wf = cf + job->widest, *gf = wf + job->widest;
     for (int v = w->index; v < SPANS; v += job->threads) {
         for (int64_t k = 0; k < job->count; k++) {
             int64_t n = job->cols[k], lo, hi;
@@ -109,15 +209,16 @@ static void *pass1(void *arg) {
                 int64_t i1 = i0 + FLOAT_ROWS < hi ? i0 + FLOAT_ROWS : hi;
                 for (int64_t j = 0; j < n; j++) cf[j] = wf[j] = 0.0f;
                 for (int64_t i = i0; i < i1; i++) {
-                    const float *g = job->g[k] + i * n, *p = job->p[k] + i * n;
+                    const float *g = as_floats(job->g[k], job->gtypes[k], i * n, n, gf);
                     double s = 0.0, q = 0.0;
                     for (int64_t j0 = 0; j0 < n; j0 += FLOAT_CHUNK) {  /* float partial sums, added in double */
                         int64_t j1 = j0 + FLOAT_CHUNK < n ? j0 + FLOAT_CHUNK : n;
-                        float sf = 0.0f, qf = 0.0f;
+                        float sf = 0.0f, qf = 0.0f, buf[FLOAT_CHUNK];
+                        const float *p = as_floats(job->p[k], job->ptypes[k], i * n + j0, j1 - j0, buf);
 #pragma omp simd reduction(+ : sf, qf)
                         for (int64_t j = j0; j < j1; j++) {
                             sf += g[j] * g[j];
-                            qf += p[j] * p[j];
+                            qf += p[j - j0] * p[j - j0];
                         }
                         s += sf;
                         q += qf;
@@ -217,25 +318,32 @@ static void *pass2(void *arg) {
             float wd_lr = (float)sc[2], step = (float)sc[3];
             int decay = job->decay;
             float beta1 = (float)job->beta1, one_minus = (float)(1.0 - job->beta1);
+            int type = job->ptypes[k], gtype = job->gtypes[k];
+            int64_t chunk = type == TYPE_F32 && gtype == TYPE_F32 ? n : CONVERT_CHUNK;  /* float32: a whole row */
+            float buf[CONVERT_CHUNK], gbuf[CONVERT_CHUNK];
             for (int64_t i = lo; i < hi; i++) {
-                const float *g = job->g[k] + i * n;
-                float *p = job->p[k] + i * n;
                 float r = (float)(sc[1] / sqrt((double)job->row[k][i] / sc[0]));
-                if (decay) {
+                for (int64_t j0 = 0; j0 < n; j0 += chunk) {
+                    int64_t len = n - j0 < chunk ? n - j0 : chunk;
+                    const float *g = as_floats(job->g[k], gtype, i * n + j0, len, gbuf), *c = crs + j0;
+                    float *p = as_floats(job->p[k], type, i * n + j0, len, buf);
+                    if (decay) {
 #pragma omp simd
-                    for (int64_t j = 0; j < n; j++) p[j] -= wd_lr * p[j];
-                }
-                if (job->m == NULL) {
-#pragma omp simd
-                    for (int64_t j = 0; j < n; j++) p[j] -= g[j] * (r * crs[j]);
-                } else {
-                    float *m = job->m[k] + i * n;
-#pragma omp simd
-                    for (int64_t j = 0; j < n; j++) {
-                        float mj = beta1 * m[j] + one_minus * (g[j] * (r * crs[j]));
-                        m[j] = mj;
-                        p[j] -= step * mj;
+                        for (int64_t j = 0; j < len; j++) p[j] -= wd_lr * p[j];
                     }
+                    if (job->m == NULL) {
+#pragma omp simd
+                        for (int64_t j = 0; j < len; j++) p[j] -= g[j] * (r * c[j]);
+                    } else {
+                        float *m = job->m[k] + i * n + j0;
+#pragma omp simd
+                        for (int64_t j = 0; j < len; j++) {
+                            float mj = beta1 * m[j] + one_minus * (g[j] * (r * c[j]));
+                            m[j] = mj;
+                            p[j] -= step * mj;
+                        }
+                    }
+                    store_param(job->p[k], type, i * n + j0, len, p);
                 }
             }
         }
@@ -281,9 +389,9 @@ static void run_threads(void *job, int threads, void *(*fn)(void *)) {
 
 /* The buffers of matrix k, in the order of both calls' arguments and of their numel array. */
 enum { BUF_G, BUF_P, BUF_M, BUF_ROW, BUF_COL, BUF_RMS, BUFFERS };
-/* the other arrays of a call, numbered after the buffers (for HF_E_ARRAY): rows, cols, numel, then the call's own:
+/* the other arrays of a call, numbered after the buffers (for HF_E_ARRAY): rows, cols, numel, types, then its own:
  * hf_adafactor_statistics: beta2t, stats;  hf_adafactor_apply: scalars, work */
-enum { ARG_ROWS = BUFFERS, ARG_COLS, ARG_NUMEL, ARG_OWN };
+enum { ARG_ROWS = BUFFERS, ARG_COLS, ARG_NUMEL, ARG_TYPES, ARG_OWN };
 
 #define HF_E_NOMEM (-1)        /* work memory could not be allocated */
 #define HF_E_COUNT (-2)        /* count < 0, or more than MAX_ELEMENTS */
@@ -292,26 +400,32 @@ enum { ARG_ROWS = BUFFERS, ARG_COLS, ARG_NUMEL, ARG_OWN };
 #define HF_E_COLS (-5)         /* cols[k] < 1 */
 #define HF_E_TOO_LARGE (-6)    /* rows[k] * cols[k] overflows int64_t or exceeds MAX_ELEMENTS */
 #define HF_E_WORK (-7)         /* hf_adafactor_apply: the work buffer holds fewer floats than all matrices' columns */
+#define HF_E_TYPE (-8)         /* the gradient's or parameter's type code is not one of this build's */
 #define HF_E_NULL (-10)        /* - buffer: matrix k's pointer to that buffer is NULL */
-#define HF_E_ALIGN (-20)       /* - buffer: that pointer is not aligned to a float */
+#define HF_E_ALIGN (-20)       /* - buffer: that pointer is not aligned to its element type */
 #define HF_E_SIZE (-30)        /* - buffer: its element count differs from what rows[k] and cols[k] need */
 #define HF_E_ARRAY (-40)       /* - buffer or ARG_*: that array argument is NULL (bad_index -1) */
 /* elements of one matrix at most (2^54 floats: more than any address space holds), so that no size computed from
  * rows, cols and count (times SPANS, 2, sizeof(double) and the thread count) overflows */
 #define MAX_ELEMENTS ((int64_t)1 << 54)
 
-static int check(int64_t count, float **const buffers[BUFFERS], const int64_t *rows, const int64_t *cols,
-                 const int64_t *numel, const void *own0, const void *own1, int threads, int64_t *bad_index) {
+/* whether the element type code is one this build takes */
+static int known_type(int32_t type) { return type >= 0 && type < TYPES; }
+
+static int check(int64_t count, void **const buffers[BUFFERS], const int64_t *rows, const int64_t *cols,
+                 const int64_t *numel, const int32_t *types, const void *own0, const void *own1, int threads,
+                 int64_t *bad_index) {
     *bad_index = -1;
     if (count < 0 || count > MAX_ELEMENTS) return HF_E_COUNT;
     if (threads < 1) return HF_E_THREADS;
     for (int b = 0; b < BUFFERS; b++)
         if (buffers[b] == NULL && b != BUF_M) return HF_E_ARRAY - b;  /* m: NULL as a whole without a first moment */
-    const void *arrays[] = {rows, cols, numel, own0, own1};
+    const void *arrays[] = {rows, cols, numel, types, own0, own1};
     for (int a = ARG_ROWS; a <= ARG_OWN + 1; a++)
         if (arrays[a - ARG_ROWS] == NULL) return HF_E_ARRAY - a;
     for (int64_t k = 0; k < count; k++) {
         *bad_index = k;
+        if (!known_type(types[k]) || !known_type(types[count + k])) return HF_E_TYPE;
         if (rows[k] < 1) return HF_E_ROWS;
         if (cols[k] < 1) return HF_E_COLS;
         if (rows[k] > MAX_ELEMENTS / cols[k]) return HF_E_TOO_LARGE;
@@ -321,7 +435,7 @@ static int check(int64_t count, float **const buffers[BUFFERS], const int64_t *r
             int64_t have = numel[b * count + k];
             if (b == BUF_RMS ? have < need[b] : have != need[b]) return HF_E_SIZE - b;
             if (buffers[b][k] == NULL) return HF_E_NULL - b;  /* (an empty buffer may have none: its size is wrong) */
-            if ((uintptr_t)buffers[b][k] % sizeof(float) != 0) return HF_E_ALIGN - b;
+            if ((uintptr_t)buffers[b][k] % (b <= BUF_P ? type_size[types[b * count + k]] : 4)) return HF_E_ALIGN - b;
         }
     }
     *bad_index = -1;
@@ -329,7 +443,8 @@ static int check(int64_t count, float **const buffers[BUFFERS], const int64_t *r
 }
 
 /* Both calls take count matrices' buffers and shapes; numel holds BUFFERS * count element counts: numel[b * count + k]
- * is that of matrix k's buffer b (in the order g, p, m, row, col, rms; the counts of m are not read when m is NULL).
+ * is that of matrix k's buffer b (in the order g, p, m, row, col, rms; the counts of m are not read when m is NULL);
+ * types[b * count + k] is the TYPE_* of matrix k's gradient (b = 0) and parameter (b = 1); the others are float32.
  * Each checks every argument first and changes nothing when one is wrong: it returns 0, HF_E_NOMEM, or the HF_E_*
  * code of the first problem, with the matrix's index in *bad_index (-1 when the problem is not one matrix's;
  * bad_index may be NULL). m is only checked by the statistics call, so that a step refused anywhere is refused
@@ -337,12 +452,12 @@ static int check(int64_t count, float **const buffers[BUFFERS], const int64_t *r
 
 /* Pass 1 of a step: R, C and the rms buffer updated in place; stats[3 * k .. 3 * k + 2] receive mean(R), RMS(p) (the
  * float stored) and the squared norm of the unclipped update of matrix k. */
-int hf_adafactor_statistics(int64_t count, float **g, float **p, float **m, float **row, float **col, float **rms,
-                            const int64_t *rows, const int64_t *cols, const int64_t *numel, const double *beta2t,
-                            double *stats, double eps1, int threads, int64_t *bad_index) {
-    int64_t ignored;
-    float **const buffers[BUFFERS] = {g, p, m, row, col, rms};
-    int problem = check(count, buffers, rows, cols, numel, beta2t, stats, threads, bad_index ? bad_index : &ignored);
+int hf_adafactor_statistics(int64_t count, void **g, void **p, float **m, float **row, float **col, float **rms,
+                            const int64_t *rows, const int64_t *cols, const int64_t *numel, const int32_t *types,
+                            const double *beta2t, double *stats, double eps1, int threads, int64_t *bad_index) {
+    int64_t ignored, *bad = bad_index ? bad_index : &ignored;
+    void **const buffers[BUFFERS] = {g, p, (void **)m, (void **)row, (void **)col, (void **)rms};
+    int problem = check(count, buffers, rows, cols, numel, types, beta2t, stats, threads, bad);
     if (problem != 0) return problem;
     int64_t group_cols = GROUP_BYTES / (2 * SPANS * (int64_t)sizeof(double)), widest = 0, all_cols = 0;
     for (int64_t k = 0; k < count; k++) {
@@ -354,13 +469,15 @@ int hf_adafactor_statistics(int64_t count, float **g, float **p, float **m, floa
     int64_t *col_offset = malloc(sizeof(int64_t) * (size_t)(count + 1));
     double *sums = malloc(sizeof(double) * 2 * SPANS * (size_t)group_cols);
     double *per_matrix = malloc(sizeof(double) * 2 * SPANS * (size_t)count);
-    float *floats = malloc(sizeof(float) * 2 * (size_t)widest * (size_t)threads);
+    float *floats = malloc(sizeof(float) * 3 * (size_t)widest * (size_t)threads);
     int failed = !col_offset || !sums || !per_matrix || !floats;
     for (int64_t first = 0; !failed && first < count;) {
         int64_t last = first, width = 0;
         while (last < count && (last == first || width + cols[last] <= group_cols)) width += cols[last++];
         job_t job = {.count = last - first, .g = g + first, .p = p + first, .row = row + first, .col = col + first,
-                     .rms = rms + first, .rows = rows + first, .cols = cols + first, .beta2t = beta2t + first,
+                     .rms = rms + first, .rows = rows + first, .cols = cols + first, .gtypes = types + first,
+                     .ptypes = types + count + first,
+                     .beta2t = beta2t + first,
                      .eps1 = eps1, .stats = stats + 3 * first, .threads = threads, .col_offset = col_offset,
                      .widest = widest, .col_sums = sums, .weighted = sums + SPANS * width, .float_sums = floats};
         job.sq_p = per_matrix;
@@ -383,12 +500,13 @@ int hf_adafactor_statistics(int64_t count, float **g, float **p, float **m, floa
  * mean(R), coef, decay and m_scale (see the top of this file), computed by the caller; decay != 0 turns weight decay
  * on; work is a float buffer of work_numel elements, at least the columns of all matrices together. Allocates
  * nothing. */
-int hf_adafactor_apply(int64_t count, float **g, float **p, float **m, float **row, float **col, float **rms,
-                       const int64_t *rows, const int64_t *cols, const int64_t *numel, const double *scalars,
-                       float *work, int64_t work_numel, double beta1, int decay, int threads, int64_t *bad_index) {
+int hf_adafactor_apply(int64_t count, void **g, void **p, float **m, float **row, float **col, float **rms,
+                       const int64_t *rows, const int64_t *cols, const int64_t *numel, const int32_t *types,
+                       const double *scalars, float *work, int64_t work_numel, double beta1, int decay, int threads,
+                       int64_t *bad_index) {
     int64_t ignored, *bad = bad_index ? bad_index : &ignored;
-    float **const buffers[BUFFERS] = {g, p, m, row, col, rms};
-    int problem = check(count, buffers, rows, cols, numel, scalars, work, threads, bad);
+    void **const buffers[BUFFERS] = {g, p, (void **)m, (void **)row, (void **)col, (void **)rms};
+    int problem = check(count, buffers, rows, cols, numel, types, scalars, work, threads, bad);
     if (problem != 0) return problem;
     if ((uintptr_t)work % sizeof(float) != 0) return HF_E_WORK;
     for (int64_t k = 0, total = 0; k < count; k++) {  /* stops before the sum could overflow (cols < MAX_ELEMENTS) */
@@ -397,7 +515,8 @@ int hf_adafactor_apply(int64_t count, float **g, float **p, float **m, float **r
     }
     threads = threads > SPANS ? SPANS : threads;
     job_t job = {.count = count, .g = g, .p = p, .m = m, .row = row, .col = col, .rows = rows, .cols = cols,
-                 .scalars = scalars, .beta1 = beta1, .decay = decay, .threads = threads, .col_rsqrt = work};
+                 .gtypes = types, .ptypes = types + count, .scalars = scalars, .beta1 = beta1, .decay = decay,
+                 .threads = threads, .col_rsqrt = work};
     run_threads(&job, threads, column_factors);
     run_threads(&job, threads, pass2);
     return 0;
@@ -416,13 +535,16 @@ int hf_adafactor_apply(int64_t count, float **g, float **p, float **m, float **r
  *
  * Every tensor is cut into SPANS element spans whatever the thread count, each with its own partial sums, added in
  * span order: the result does not depend on the number of threads. The buffers are g, p, m, V and rms, with the
- * element counts of each in numel (numel[b * count + k], b in that order), checked before anything is read. */
+ * element counts of each in numel (numel[b * count + k], b in that order) and the TYPE_* of each gradient and
+ * parameter in types (types[b * count + k], b = 0, 1), checked before anything is read. */
 enum { FLAT_G, FLAT_P, FLAT_M, FLAT_V, FLAT_RMS, FLAT_BUFFERS };
 
 typedef struct {
     int64_t count;
-    float **g, **p, **m, **v, **rms;  /* m: NULL, or one pointer per tensor */
+    void **g, **p;                    /* of the element types gtypes[k], ptypes[k] */
+    float **m, **v, **rms;            /* m: NULL, or one pointer per tensor */
     const int64_t *n;
+    const int32_t *gtypes, *ptypes;
     const double *beta2t;             /* pass 1 */
     double eps1;
     double *partial;                  /* pass 1, [SPANS][2 * count]: sums of p^2 and of g^2 / V per span */
@@ -438,20 +560,21 @@ static void *flat_pass1(void *arg) {
         for (int64_t k = 0; k < job->count; k++) {
             int64_t lo, hi;
             span(job->n[k], s, &lo, &hi);
-            const float *g = job->g[k], *p = job->p[k];
             float *v = job->v[k];
             float b = (float)job->beta2t[k], d = (float)(1.0 - job->beta2t[k]), de = (float)((1.0 - job->beta2t[k]) * job->eps1);
             double sq_p = 0.0, sq_u = 0.0;
             for (int64_t j0 = lo; j0 < hi; j0 += FLOAT_CHUNK) {  /* float partial sums, added in double */
                 int64_t j1 = j0 + FLOAT_CHUNK < hi ? j0 + FLOAT_CHUNK : hi;
-                float pf = 0.0f, uf = 0.0f;
+                float pf = 0.0f, uf = 0.0f, buf[FLOAT_CHUNK], gbuf[FLOAT_CHUNK];
+                const float *p = as_floats(job->p[k], job->ptypes[k], j0, j1 - j0, buf);
+                const float *g = as_floats(job->g[k], job->gtypes[k], j0, j1 - j0, gbuf);
 #pragma omp simd reduction(+ : pf, uf)
                 for (int64_t j = j0; j < j1; j++) {
-                    float gg = g[j] * g[j];
+                    float gg = g[j - j0] * g[j - j0];
                     float vj = (b * v[j] + d * gg) + de;
                     v[j] = vj;
                     uf += gg / vj;
-                    pf += p[j] * p[j];
+                    pf += p[j - j0] * p[j - j0];
                 }
                 sq_p += pf;
                 sq_u += uf;
@@ -470,34 +593,41 @@ static void *flat_pass2(void *arg) {
         for (int64_t k = 0; k < job->count; k++) {
             int64_t lo, hi;
             span(job->n[k], s, &lo, &hi);
-            const float *g = job->g[k], *v = job->v[k];
-            float *p = job->p[k];
             const double *sc = job->scalars + 4 * k;
             float coef = (float)sc[1], wd_lr = (float)sc[2], step = (float)sc[3];
             float beta1 = (float)job->beta1, one_minus = (float)(1.0 - job->beta1);
-            if (job->decay) {
+            int type = job->ptypes[k], gtype = job->gtypes[k];
+            int64_t chunk = type == TYPE_F32 && gtype == TYPE_F32 ? hi - lo : CONVERT_CHUNK;  /* float32: whole span */
+            float buf[CONVERT_CHUNK], gbuf[CONVERT_CHUNK];
+            for (int64_t j0 = lo; j0 < hi; j0 += chunk) {
+                int64_t len = hi - j0 < chunk ? hi - j0 : chunk;
+                const float *g = as_floats(job->g[k], gtype, j0, len, gbuf), *v = job->v[k] + j0;
+                float *p = as_floats(job->p[k], type, j0, len, buf);
+                if (job->decay) {
 #pragma omp simd
-                for (int64_t j = lo; j < hi; j++) p[j] -= wd_lr * p[j];
-            }
-            if (job->m == NULL) {
-#pragma omp simd
-                for (int64_t j = lo; j < hi; j++) p[j] -= (g[j] * (1.0f / sqrtf(v[j]))) * coef;
-            } else {
-                float *m = job->m[k];
-#pragma omp simd
-                for (int64_t j = lo; j < hi; j++) {
-                    float mj = beta1 * m[j] + one_minus * ((g[j] * (1.0f / sqrtf(v[j]))) * coef);
-                    m[j] = mj;
-                    p[j] -= step * mj;
+                    for (int64_t j = 0; j < len; j++) p[j] -= wd_lr * p[j];
                 }
+                if (job->m == NULL) {
+#pragma omp simd
+                    for (int64_t j = 0; j < len; j++) p[j] -= (g[j] * (1.0f / sqrtf(v[j]))) * coef;
+                } else {
+                    float *m = job->m[k] + j0;
+#pragma omp simd
+                    for (int64_t j = 0; j < len; j++) {
+                        float mj = beta1 * m[j] + one_minus * ((g[j] * (1.0f / sqrtf(v[j]))) * coef);
+                        m[j] = mj;
+                        p[j] -= step * mj;
+                    }
+                }
+                store_param(job->p[k], type, j0, len, p);
             }
         }
     }
     return NULL;
 }
 
-static int flat_check(int64_t count, float **const buffers[FLAT_BUFFERS], const int64_t *n, const int64_t *numel,
-                      const void *own0, int threads, int64_t *bad_index) {
+static int flat_check(int64_t count, void **const buffers[FLAT_BUFFERS], const int64_t *n, const int64_t *numel,
+                      const int32_t *types, const void *own0, int threads, int64_t *bad_index) {
     *bad_index = -1;
     if (count < 0 || count > MAX_ELEMENTS / (2 * SPANS)) return HF_E_COUNT;
     if (threads < 1) return HF_E_THREADS;
@@ -505,9 +635,11 @@ static int flat_check(int64_t count, float **const buffers[FLAT_BUFFERS], const 
         if (buffers[b] == NULL && b != FLAT_M) return HF_E_ARRAY - b;
     if (n == NULL) return HF_E_ARRAY - FLAT_BUFFERS;
     if (numel == NULL) return HF_E_ARRAY - (FLAT_BUFFERS + 1);
-    if (own0 == NULL) return HF_E_ARRAY - (FLAT_BUFFERS + 2);
+    if (types == NULL) return HF_E_ARRAY - (FLAT_BUFFERS + 2);
+    if (own0 == NULL) return HF_E_ARRAY - (FLAT_BUFFERS + 3);
     for (int64_t k = 0; k < count; k++) {
         *bad_index = k;
+        if (!known_type(types[k]) || !known_type(types[count + k])) return HF_E_TYPE;
         if (n[k] < 1) return HF_E_COLS;
         if (n[k] > MAX_ELEMENTS) return HF_E_TOO_LARGE;
         for (int b = 0; b < FLAT_BUFFERS; b++) {
@@ -515,7 +647,7 @@ static int flat_check(int64_t count, float **const buffers[FLAT_BUFFERS], const 
             int64_t have = numel[b * count + k];
             if (b == FLAT_RMS ? have < 1 : have != n[k]) return HF_E_SIZE - b;
             if (buffers[b][k] == NULL) return HF_E_NULL - b;
-            if ((uintptr_t)buffers[b][k] % sizeof(float) != 0) return HF_E_ALIGN - b;
+            if ((uintptr_t)buffers[b][k] % (b <= FLAT_P ? type_size[types[b * count + k]] : 4)) return HF_E_ALIGN - b;
         }
     }
     *bad_index = -1;
@@ -524,18 +656,20 @@ static int flat_check(int64_t count, float **const buffers[FLAT_BUFFERS], const 
 
 /* Pass 1 of a step of unfactored tensors: V and rms updated in place; stats[3 * k .. 3 * k + 2] receive 1, RMS(p)
  * (the float stored) and sum_j g_j^2 / V_j of tensor k. Allocates its partial sums (HF_E_NOMEM when it cannot). */
-int hf_adafactor_flat_statistics(int64_t count, float **g, float **p, float **m, float **v, float **rms,
-                                 const int64_t *n, const int64_t *numel, const double *beta2t, double *stats,
-                                 double eps1, int threads, int64_t *bad_index) {
+int hf_adafactor_flat_statistics(int64_t count, void **g, void **p, float **m, float **v, float **rms,
+                                 const int64_t *n, const int64_t *numel, const int32_t *types, const double *beta2t,
+                                 double *stats, double eps1, int threads, int64_t *bad_index) {
     int64_t ignored, *bad = bad_index ? bad_index : &ignored;
-    float **const buffers[FLAT_BUFFERS] = {g, p, m, v, rms};
-    int problem = flat_check(count, buffers, n, numel, beta2t, threads, bad);
-    if (problem == 0 && stats == NULL) problem = HF_E_ARRAY - (FLAT_BUFFERS + 3);
+    void **const buffers[FLAT_BUFFERS] = {g, p, (void **)m, (void **)v, (void **)rms};
+    int problem = flat_check(count, buffers, n, numel, types, beta2t, threads, bad);
+    if (problem == 0 && stats == NULL) problem = HF_E_ARRAY - (FLAT_BUFFERS + 4);
     if (problem != 0) return problem;
     threads = threads > SPANS ? SPANS : threads;
     double *partial = malloc(sizeof(double) * 2 * SPANS * (size_t)(count > 0 ? count : 1));
     if (partial == NULL) return HF_E_NOMEM;
-    flat_job_t job = {.count = count, .g = g, .p = p, .v = v, .rms = rms, .n = n, .beta2t = beta2t, .eps1 = eps1,
+    flat_job_t job = {.count = count, .g = g, .p = p, .v = v, .rms = rms, .n = n, .gtypes = types, .ptypes = types + count,
+                      .beta2t = beta2t,
+                      .eps1 = eps1,
                       .partial = partial, .threads = threads};
     run_threads(&job, threads, flat_pass1);
     for (int64_t k = 0; k < count; k++) {
@@ -556,15 +690,17 @@ int hf_adafactor_flat_statistics(int64_t count, float **g, float **p, float **m,
 
 /* Pass 2 of a step of unfactored tensors, after hf_adafactor_flat_statistics on the same buffers (scalars as in
  * hf_adafactor_apply). Allocates nothing. */
-int hf_adafactor_flat_apply(int64_t count, float **g, float **p, float **m, float **v, float **rms, const int64_t *n,
-                            const int64_t *numel, const double *scalars, double beta1, int decay, int threads,
-                            int64_t *bad_index) {
+int hf_adafactor_flat_apply(int64_t count, void **g, void **p, float **m, float **v, float **rms, const int64_t *n,
+                            const int64_t *numel, const int32_t *types, const double *scalars, double beta1, int decay,
+                            int threads, int64_t *bad_index) {
     int64_t ignored, *bad = bad_index ? bad_index : &ignored;
-    float **const buffers[FLAT_BUFFERS] = {g, p, m, v, rms};
-    int problem = flat_check(count, buffers, n, numel, scalars, threads, bad);
+    void **const buffers[FLAT_BUFFERS] = {g, p, (void **)m, (void **)v, (void **)rms};
+    int problem = flat_check(count, buffers, n, numel, types, scalars, threads, bad);
     if (problem != 0) return problem;
     threads = threads > SPANS ? SPANS : threads;
-    flat_job_t job = {.count = count, .g = g, .p = p, .m = m, .v = v, .n = n, .scalars = scalars, .beta1 = beta1,
+    flat_job_t job = {.count = count, .g = g, .p = p, .m = m, .v = v, .n = n, .gtypes = types, .ptypes = types + count,
+                      .scalars = scalars,
+                      .beta1 = beta1,
                       .decay = decay, .threads = threads};
     run_threads(&job, threads, flat_pass2);
     return 0;

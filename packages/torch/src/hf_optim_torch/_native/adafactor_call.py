@@ -15,14 +15,35 @@ from .._adafactor_args import AdafactorOptions
 from .._adafactor_scalars import clip_divisor, step_lr
 from .._scratch import scratch
 
-__all__ = ["adafactor_factored", "adafactor_unfactored", "native_kind"]
+__all__ = ["adafactor_factored", "adafactor_unfactored", "native_dtypes", "native_kind"]
 
 
-def native_kind(param: Tensor, row: Tensor | None, col: Tensor | None, full: Tensor | None, rms: Tensor) -> str | None:
-    """``"factored"`` for a float32 CPU matrix with float32 contiguous row and column statistics, ``"unfactored"`` for
-    a float32 CPU tensor with a float32 contiguous ``exp_avg_sq``, else None (the gradient, ``m`` and ``exp_avg_sq``
-    passed :func:`._path_choice.fused_eligible`)."""
-    if not (param.is_cpu and param.dtype == torch.float32 and rms.dtype == torch.float32 and rms.is_contiguous()):
+#: the kernel's code of each gradient and parameter dtype (TYPE_* in adafactor.c); its other buffers are float32
+_TYPE_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
+
+
+def native_dtypes(lib: Any) -> frozenset[torch.dtype]:
+    """The gradient and parameter dtypes the compiled kernel takes (float16 where the C compiler has ``_Float16``)."""
+    built = lib.hf_adafactor_types()
+    return frozenset(dtype for dtype, code in _TYPE_CODES.items() if built >> code & 1)
+
+
+def native_kind(
+    param: Tensor,
+    grad: Tensor,
+    row: Tensor | None,
+    col: Tensor | None,
+    full: Tensor | None,
+    rms: Tensor,
+    dtypes: frozenset[Any],
+) -> str | None:
+    """``"factored"`` for a CPU matrix with float32 contiguous row and column statistics, ``"unfactored"`` for a CPU
+    tensor with a float32 contiguous ``exp_avg_sq``, else None; the parameter's and the gradient's dtypes must be in
+    ``dtypes`` (:func:`native_dtypes`). The tensors have passed :func:`._path_choice.fused_eligible` (contiguous, one
+    device and shape; ``m`` and ``exp_avg_sq`` float32)."""
+    if not (param.is_cpu and param.dtype in dtypes and grad.dtype in dtypes):
+        return None
+    if not (rms.dtype == torch.float32 and rms.is_contiguous()):
         return None
     if full is not None:
         return "unfactored"
@@ -54,8 +75,13 @@ _NATIVE_CALL = {
     -3: "a thread count below 1",
     -7: "a work buffer smaller than the columns of all matrices",
 }
-_NATIVE_MATRIX = {-4: "no rows", -5: "no columns", -6: "more elements than any buffer can hold"}
-_NATIVE_BUFFER = {-10: "has no data (NULL)", -20: "is not aligned to a float", -30: "has the wrong size"}
+_NATIVE_MATRIX = {
+    -4: "no rows",
+    -5: "no columns",
+    -6: "more elements than any buffer can hold",
+    -8: "a gradient or parameter dtype the kernel does not take",
+}
+_NATIVE_BUFFER = {-10: "has no data (NULL)", -20: "is not aligned to its element type", -30: "has the wrong size"}
 
 
 def _native_error(code: int, index: int, tensors: list[Any], shapes: list[tuple[int, int]]) -> ValueError:
@@ -98,13 +124,15 @@ def adafactor_factored(
     beta2ts: list[float],
     options: AdafactorOptions,
 ) -> None:
-    """One step of factored float32 CPU matrices through the native kernel (``_native/adafactor.c``): two calls.
+    """One step of factored CPU matrices through the native kernel (``_native/adafactor.c``): two calls.
 
     ``hf_adafactor_statistics`` updates the statistics and the RMS and hands back each matrix's sums; the scalars
     of the step (lr, clipping, coefficients) are then computed here by :mod:`.._adafactor_scalars`, and
     ``hf_adafactor_apply`` updates the parameters (and first moments) with them. The kernel is handed every
     buffer's element count and checks them before it changes anything: a state that does not fit its parameter
-    raises a ValueError naming the matrix, the buffer and both counts.
+    raises a ValueError naming the matrix, the buffer and both counts. Parameters and gradients may be float32,
+    bfloat16 or float16 (the kernel computes in float32 and stores parameters rounded to nearest); every other
+    tensor is float32.
     """
     shapes = [tuple(p.shape) for p in params]
     if any(len(shape) != 2 for shape in shapes):
@@ -136,7 +164,7 @@ def adafactor_unfactored(
     beta2ts: list[float],
     options: AdafactorOptions,
 ) -> None:
-    """One step of unfactored float32 CPU tensors (1-D parameters, any shape read flat) through the native kernel.
+    """One step of unfactored CPU tensors (1-D parameters, any shape read flat) through the native kernel.
 
     The calls ``hf_adafactor_flat_statistics`` and ``hf_adafactor_flat_apply`` work as those of
     :func:`adafactor_factored`, with one statistic per element (``exp_avg_sq``).
@@ -179,11 +207,13 @@ def _step(
     numel = array.array("q")  # numel[b * count + k]: the elements of tensor k's buffer b (the order of tensors)
     for kind in tensors:
         numel.extend([0] * count if kind is None else _integers(kind, Tensor.numel, "q"))
+    types = array.array("i", [_TYPE_CODES.get(t.dtype, -1) for t in (*tensors[0], *tensors[1])])  # g's, then p's
     shared = (
         count,
         *(None if kind is None else _pointers(kind) for kind in tensors),
         *sizes,
         (ctypes.c_int64 * (len(tensors) * count)).from_buffer(numel),
+        (ctypes.c_int32 * (2 * count)).from_buffer(types),
     )
     threads = torch.get_num_threads()
     bad_index = ctypes.c_int64(-1)
