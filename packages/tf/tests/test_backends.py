@@ -132,6 +132,40 @@ def test_keras_file_resume_equals_uninterrupted(name: str, tmp_path: Path) -> No
         np.testing.assert_array_equal(a, b)
 
 
+def _eager_steps(name: str, steps: int) -> tuple[keras.optimizers.Optimizer, list[np.ndarray]]:
+    """``steps`` eager ``apply_gradients`` calls on three variables, a plateau reduction after the second."""
+    rng = np.random.default_rng(3)
+    variables = [keras.Variable(rng.standard_normal(s).astype("float32")) for s in ((6, 5), (5,), (3, 4))]
+    schedule = get_scheduler("reduce_lr_on_plateau", 0.01, scheduler_specific_kwargs={"patience": 0, "factor": 0.5})
+    optimizer = {
+        "AdamW": lambda: AdamW(schedule, weight_decay=0.01),
+        "AdamWeightDecay": lambda: hf_optim_tf.AdamWeightDecay(schedule, weight_decay_rate=0.01),
+        "Adafactor": lambda: hf_optim_tf.Adafactor(schedule, relative_step=False, beta_1=0.9),
+    }[name]()
+    for step in range(steps):
+        grads = [keras.ops.convert_to_tensor(rng.standard_normal(v.shape).astype("float32")) for v in variables]
+        optimizer.apply_gradients(zip(grads, variables))
+        schedule.step(1.0)  # no improvement after the first: the lr halves from the second step on
+    return optimizer, [keras.ops.convert_to_numpy(v.value) for v in variables]
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="the jitted eager update is JAX's (TensorFlow's: test_traced_update.py)")
+@pytest.mark.parametrize("name", ["AdamW", "AdamWeightDecay", "Adafactor"])
+def test_an_eager_step_on_jax_is_jitted_once_and_equals_the_op_by_op_update(name: str, monkeypatch) -> None:
+    """The update of all variables as one jax.jit (``_traced_update.jitted_update``), the learning rate of a
+    stateful schedule passed in at every step: the same values as Keras' op-by-op update, within 4 ulps."""
+    from hf_optim_tf import _traced_update
+
+    optimizer, jitted = _eager_steps(name, 4)
+    assert len(optimizer._jitted_updates) == 1
+    monkeypatch.setattr(_traced_update, "MAX_TRACES", 0)  # no list kept: Keras' own update, op by op
+    plain, eager = _eager_steps(name, 4)
+    assert plain._jitted_updates == {}
+    for a, b in zip(jitted, eager):
+        assert np.max(np.abs(a.view(np.int32).astype(np.int64) - b.view(np.int32).astype(np.int64))) <= 4
+    np.testing.assert_allclose(float(optimizer.learning_rate), 0.01 * 0.5**3, rtol=1e-6)  # three reductions seen
+
+
 def test_a_missing_backend_names_the_extra_to_install() -> None:
     """``import hf_optim_tf`` with KERAS_BACKEND set to a backend that is not installed: an ImportError naming the
     backend package and the extra, not Keras' ModuleNotFoundError from deep inside its import (a fresh process)."""

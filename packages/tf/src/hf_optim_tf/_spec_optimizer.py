@@ -17,7 +17,7 @@ import keras
 from ._checked_restore import CheckedRestore
 from ._optimizer_arguments import check_arguments
 from ._rounding import ROUNDING_DOC, check_stochastic_rounding
-from ._traced_update import traced_apply
+from ._traced_update import jitted_update, traced_apply
 from ._variables import as_list
 
 __all__ = ["SpecOptimizer"]
@@ -142,6 +142,16 @@ class SpecOptimizer(CheckedRestore, keras.optimizers.Optimizer):
             apply(grads, trainable_variables)
         else:
             traced(grads)
+
+    def _backend_update_step(self, grads: Any, trainable_variables: Any, learning_rate: Any) -> None:
+        """Keras' update of every variable; from eager code on JAX, one jitted call (``._traced_update``)."""
+        cache = self.__dict__.setdefault("_jitted_updates", {})
+        update = super()._backend_update_step
+        jitted = jitted_update(cache, update, grads, trainable_variables, self.variables)
+        if jitted is None:
+            update(grads, trainable_variables, learning_rate)
+        else:
+            jitted(grads, learning_rate)
 
     def apply_gradients(self, grads_and_vars: Any) -> Any:
         pairs = list(grads_and_vars)

@@ -1,4 +1,4 @@
-"""An eager ``apply_gradients`` on the TensorFlow backend, with the work of the step traced once.
+"""An eager ``apply_gradients`` with the work of the step traced once: TensorFlow's and JAX's.
 
 Keras runs an optimizer step op by op when the caller is eager (a custom loop without ``tf.function``): the learning
 rate schedule, gradient clipping, and some 30 small ops per variable in ``update_step``, each dispatched from
@@ -17,8 +17,15 @@ function (a ``keras.Variable``) or computed there (a ``LearningRateSchedule`` of
 assigned learning rate or a schedule never retraces; replacing the optimizer's learning rate by another object
 traces again (it is part of the key).
 
-Left eager: other backends (JAX and torch have no stateful equivalent of a ``tf.function`` over Keras variables that
-Keras' optimizer supports), calls already inside a ``tf.function`` (``model.fit``, a traced loop), calls under a
+On JAX (``jitted_update``), the update of all variables (``_backend_update_step``: what ``update_step`` does for each
+variable) becomes one ``jax.jit`` of a pure function per list of variables, built as Keras' ``stateless_apply`` is:
+the values of the variables and of every optimizer variable in, under a ``StatelessScope``, the new values out and
+assigned (10M parameters in ~200 tensors, AdamW: 310 -> 33 ms a step, of which 7 ms are the assignments). The learning rate is computed eagerly, as
+Keras does, and passed in: a jitted function would read a variable it is not handed (a stateful schedule's) as a
+constant. Clipping, gradient accumulation and EMA run eagerly around it. Left eager there: calls inside a JAX trace
+or a ``StatelessScope`` (``model.fit``, ``stateless_apply``: already compiled).
+
+Left eager on TensorFlow: calls already inside a ``tf.function`` (``model.fit``, a traced loop), calls under a
 ``tf.distribute`` strategy (Keras' cross-replica update must stay as it is), a learning rate given as a plain
 callable (its value could come from anywhere: traced, it would be frozen), sparse gradients (``tf.IndexedSlices``:
 traced, their row count is unknown to the update's shape logic), and everything when
@@ -33,7 +40,7 @@ from typing import Any
 import keras
 import numpy as np
 
-__all__ = ["MAX_TRACES", "TracedStep", "traced_apply"]
+__all__ = ["MAX_TRACES", "JittedUpdate", "TracedStep", "jitted_update", "traced_apply"]
 
 #: lists of variables an optimizer keeps a traced step for
 MAX_TRACES = 8
@@ -104,3 +111,54 @@ class TracedStep:
                 self.function = self._trace()
                 self.function(list(grads))
         self.ran = True
+
+
+def jitted_update(
+    cache: dict[tuple[int, ...], JittedUpdate],
+    update: Callable[[list[Any], list[Any], Any], None],
+    grads: Sequence[Any],
+    variables: Sequence[Any],
+    optimizer_variables: Sequence[Any],
+) -> JittedUpdate | None:
+    """On JAX, the jitted ``update(grads, variables, learning_rate)`` for these ``variables`` (from ``cache``, or made
+    and kept there), which reads and writes them and ``optimizer_variables``; None where it must run eagerly (another
+    backend, a JAX trace or a ``StatelessScope``, or more lists than kept)."""
+    if keras.backend.backend() != "jax":
+        return None
+    import jax
+    from keras.src.backend.common.stateless_scope import in_stateless_scope
+
+    if in_stateless_scope() or any(isinstance(grad, jax.core.Tracer) for grad in grads):
+        return None
+    key = tuple(map(id, variables))
+    step = cache.get(key)
+    if step is None:
+        if len(cache) >= MAX_TRACES:
+            return None
+        step = cache[key] = JittedUpdate(update, variables, optimizer_variables)
+    return step
+
+
+class JittedUpdate:
+    """One kept update on JAX: a ``jax.jit`` of the update as a pure function of the values of ``variables`` and
+    ``optimizer_variables`` (held: the cache key names the variables by id)."""
+
+    def __init__(
+        self, update: Callable[[list[Any], list[Any], Any], None], variables: Sequence[Any], optimizer_variables: Any
+    ) -> None:
+        import jax
+
+        kept = list(variables)
+        self.state = [*kept, *optimizer_variables]  # every variable the update reads or writes
+
+        def pure(values: list[Any], grads: list[Any], learning_rate: Any) -> list[Any]:
+            with keras.StatelessScope(state_mapping=list(zip(self.state, values))) as scope:
+                update(grads, kept, learning_rate)
+            return [scope.get_current_value(v) for v in self.state]
+
+        self.function = jax.jit(pure)
+
+    def __call__(self, grads: Sequence[Any], learning_rate: Any) -> None:
+        values = self.function([v.value for v in self.state], list(grads), keras.ops.convert_to_tensor(learning_rate))
+        for variable, value in zip(self.state, values):
+            variable.assign(value)
