@@ -58,17 +58,23 @@ SUITE_REQUIREMENTS = (("spec", "torch", "tf"), ("test", "docs", "demo"))
 
 def _suite(session: nox.Session) -> None:
     """Create the shared environment, or update it when what it should hold has changed."""
-    python = SUITE / "bin" / "python"
-    requirements = [*CONSTRAINTS, *_requirements(*SUITE_REQUIREMENTS)]
+    _environment(session, SUITE, [*CONSTRAINTS, *_requirements(*SUITE_REQUIREMENTS)])
+
+
+def _environment(session: nox.Session, location: Path, requirements: list[str]) -> Path:
+    """A virtual environment at ``location`` holding ``requirements``; pip runs again only when they, the
+    constraints or a pyproject.toml have changed since the last install. Returns its python."""
+    python = location / "bin" / "python"
     inputs = [str(python), *requirements, *(p.read_text() for p in sorted(ROOT.glob("packages/*/pyproject.toml")))]
     inputs.append((ROOT / "constraints.txt").read_text())
-    stamp = SUITE / "hf-optim-requirements"
+    stamp = location / "hf-optim-requirements"
     if python.exists() and stamp.exists() and stamp.read_text() == "\n".join(inputs):
-        return
+        return python
     if not python.exists():
-        session.run(sys.executable, "-m", "virtualenv", "--quiet", str(SUITE), external=True)
+        session.run(sys.executable, "-m", "virtualenv", "--quiet", str(location), external=True)
     session.run(str(python), "-m", "pip", "install", "--disable-pip-version-check", *requirements, external=True)
     stamp.write_text("\n".join(inputs))
+    return python
 
 
 def _run(session: nox.Session, program: str, *args: str, env: dict[str, str] | None = None) -> None:
@@ -179,10 +185,18 @@ def mutation(session: nox.Session) -> None:
     _run(session, "python", "tools/mutation.py", *session.posargs)
 
 
+# Keras on JAX for the bench, beside optax: its own environment (Keras reads KERAS_BACKEND once per process, and the
+# shared one holds TensorFlow), without TensorFlow or torch.
+BENCH_JAX = ROOT / ".nox" / "bench_jax"
+BENCH_JAX_REQUIREMENTS = (*CONSTRAINTS, "jax[cpu]", "optax", "-e", "packages/spec", "-e", "packages/tf[jax]")
+
+
 @nox.session(default=False, venv_backend="none")
 def bench(session: nox.Session) -> None:
-    """Step time and peak memory against the peers (torch, Keras), written to benchmarks/RESULTS.md."""
-    _run(session, "python", "benchmarks/run.py", *session.posargs)
+    """Step time and peak memory against the peers (torch, Keras on TensorFlow and on JAX beside optax), written to
+    benchmarks/RESULTS.md. The JAX part runs in .nox/bench_jax, a second environment (jax[cpu], optax, hf-optim-tf)."""
+    jax_python = _environment(session, BENCH_JAX, list(BENCH_JAX_REQUIREMENTS))
+    _run(session, "python", "benchmarks/run.py", "--jax-python", str(jax_python), *session.posargs)
 
 
 # What `nox -s build` installs each built wheel with, alone in a fresh virtual environment: (wheel, extra, backend).

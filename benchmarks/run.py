@@ -1,6 +1,6 @@
 """`nox -s bench`: step time and memory of hf_optim's optimizers against their peers -> benchmarks/RESULTS.md.
 
-Usage: python benchmarks/run.py [--quick | --full] [--only torch|keras] [--no-jit] [--out PATH]
+Usage: python benchmarks/run.py [--quick | --full] [--only torch|keras|jax] [--no-jit] [--jax-python PATH] [--out PATH]
 
 Every peer of one framework runs on the same parameters in the same process, interleaved (one step of each peer
 per round, the order alternating), median of the timed rounds after warm-up rounds. Ratios are medians of the
@@ -11,8 +11,10 @@ transformer tensors (torch: also in bfloat16), 200 tensors of 32 and of 32x32 el
 and (torch) in 240 tensors of the odd width 577, and 100M in ~200 tensors. torch at 10M: 3 warm-up + 20 timed rounds;
 the small layouts 10 + 60; the rest 2 + 12; the Keras peers run eagerly at 10M only (at 80M/100M under jit_compile
 only). ``--full`` runs 3 + 20 rounds everywhere and adds the eager Keras peers at 80M/100M; ``--quick`` is a smoke run
-of the 10M and small layouts with few rounds. Targets of issues 6 and 17 come first in the report, met or missed by
-how much.
+of the 10M and small layouts with few rounds. Then, with ``--jax-python`` (`nox -s bench` passes the python of
+.nox/bench_jax), Keras on JAX beside optax at 10M in ~200 tensors, 3 + 20 rounds (about a minute and a half):
+benchmarks/_jax_bench.py in its own process with KERAS_BACKEND=jax; if it fails, its section says why and the rest
+of the report stays. Targets of issues 6 and 17 come first in the report, met or missed by how much.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _targets import layout_title, peer_ratio, round_two_targets
+from _targets import JAX_REFERENCE, layout_title, peer_ratio, round_two_targets
 
 THREADS = 2
 HERE = Path(__file__).parent
@@ -113,6 +115,39 @@ def _table(result: dict[str, Any], reference: str, bandwidth: float, *, keras: b
     return out
 
 
+def _selected(args: argparse.Namespace, framework: str) -> bool:
+    return args.only in (None, framework)
+
+
+def _jax_section(result: dict[str, Any]) -> list[str]:
+    """The report's section of Keras on JAX beside optax."""
+    title = f"## Keras on JAX, {layout_title('10M', 'transformer')}"
+    if "error" in result:
+        return [title, "", f"Not run: {result['error']}", ""]
+    v = result["versions"]
+    floors = (
+        "the bandwidth above (torch's streaming ops in the main process, passed on the command line)"
+        if result["bandwidth_source"] == "given"
+        else f"{result['bandwidth'] / 1e9:.1f} GB/s ({result['bandwidth_source']})"
+    )
+    return [
+        f"{title} ({result['tensors']} tensors, {result['params']:,} parameters)",
+        "",
+        f"jax {v['jax']} (jaxlib {v['jaxlib']}, {v['devices']}), optax {v['optax']}, keras {v['keras']}: "
+        "`benchmarks/_jax_bench.py` in its own process and environment (KERAS_BACKEND=jax, no TensorFlow), pinned to "
+        f"{result['threads']} CPUs; {result['warmup']} warm-up then {result['rounds']} timed rounds, every peer "
+        "interleaved. *eager*: `optimizer.apply_gradients(zip(grads, variables))` from Python. *jit*: "
+        "`jax.jit(optimizer.stateless_apply)` as Keras' JAX trainer runs it (values in, new values out and fed back, "
+        "buffers donated); optax: `jax.jit` of update + `optax.apply_updates`, buffers donated. Every step waits for "
+        f"its outputs (`jax.block_until_ready`). Floors: {floors}. `optax.adafactor()` has other numerics than "
+        "transformers' Adafactor (factored second moments with optax's defaults, no relative-step learning rate): a "
+        "peer in cost, not a drop-in one. *XLA compile s*: the first call (trace, compile and one step).",
+        "",
+        *_table(result, JAX_REFERENCE, result["bandwidth"], keras=True),
+        "",
+    ]
+
+
 def _rounds(args: argparse.Namespace, framework: str, size: str) -> tuple[int, int]:
     """(warm-up, timed) rounds of one configuration: 20 timed rounds where a round is cheap or with --full."""
     if size == "small":  # milliseconds per step: many rounds are cheap
@@ -146,10 +181,13 @@ def main(argv: list[str] | None = None) -> int:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="10M parameters only, few rounds (a smoke run)")
     mode.add_argument("--full", action="store_true", help="20 timed rounds everywhere and eager Keras at 100M too")
-    parser.add_argument("--only", choices=("torch", "keras"), help="one framework only")
+    parser.add_argument("--only", choices=("torch", "keras", "jax"), help="one framework only (jax: Keras on JAX)")
     parser.add_argument("--no-jit", action="store_true", help="skip Keras jit_compile (XLA) runs")
+    parser.add_argument("--jax-python", type=Path, help="python of an environment with jax, optax and hf-optim-tf")
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md", help="where to write the report")
     args = parser.parse_args(argv)
+    if args.only == "jax" and args.jax_python is None:
+        parser.error("--only jax needs --jax-python")
 
     import torch
 
@@ -158,12 +196,15 @@ def main(argv: list[str] | None = None) -> int:
 
     tf.config.threading.set_intra_op_parallelism_threads(THREADS)
     tf.config.threading.set_inter_op_parallelism_threads(1)
+    import _jax_bench  # the launcher only: JAX runs in a process of its own
     import _keras_bench
     import _torch_bench
     import keras
 
-    configs = [c for c in CONFIGS if not args.quick or c[0] in ("10M", "small")]
-    sizes = list(dict.fromkeys(size for size, _, _ in configs if size != "small"))
+    configs = [
+        c for c in CONFIGS if (not args.quick or c[0] in ("10M", "small")) and any(_selected(args, f) for f in c[2])
+    ]
+    sizes = list(dict.fromkeys(size for size, _, _ in configs if size != "small")) or ["10M"]
     started, load_start = time.time(), _load()
     _log(f"load average {load_start}; {len(configs)} configurations; {_plan_text(args)}")
 
@@ -173,13 +214,13 @@ def main(argv: list[str] | None = None) -> int:
     torch_results: dict[tuple[str, str], Any] = {}
     keras_results: dict[tuple[str, str], Any] = {}
     for size, layout, frameworks in configs:
-        if args.only != "keras" and "torch" in frameworks:
+        if _selected(args, "torch") and "torch" in frameworks:
             _log(f"torch {size} {layout}")
             warmup, rounds = _rounds(args, "torch", size)
             torch_results[size, layout] = _torch_bench.run_optimizers(
                 SIZES[size], layout, warmup=warmup, rounds=rounds, exact=size in ("10M", "small")
             )
-        if args.only != "torch" and "keras" in frameworks:
+        if _selected(args, "keras") and "keras" in frameworks:
             _log(f"keras {size} {layout}")
             warmup, rounds = _rounds(args, "keras", size)
             keras_results[size, layout] = _keras_bench.run_optimizers(
@@ -192,11 +233,18 @@ def main(argv: list[str] | None = None) -> int:
                 log=_log,
             )
             keras.backend.clear_session()
+    jax_result = None
+    if _selected(args, "jax"):
+        _log("keras on jax beside optax, in its own process")
+        warmup, rounds = (1, 5) if args.quick else (3, 20)
+        jax_result = _jax_bench.launch(
+            args.jax_python, warmup=warmup, rounds=rounds, threads=THREADS, bandwidth=max(bandwidths.values()), log=_log
+        )
     _log("schedules")
     calls = 200 if args.quick else 1000
-    torch_sched = _torch_bench.run_schedules(calls) if args.only != "keras" else {}
+    torch_sched = _torch_bench.run_schedules(calls) if _selected(args, "torch") else {}
     try:
-        keras_sched = _keras_bench.run_schedules(calls // 4) if args.only != "torch" else {}
+        keras_sched = _keras_bench.run_schedules(calls // 4) if _selected(args, "keras") else {}
     except Exception as error:  # keep the optimizer results of a long run
         _log(f"Keras schedules failed: {error!r}")
         keras_sched = {}
@@ -210,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         bandwidths,
         torch_results,
         keras_results,
+        jax_result,
         torch_sched,
         keras_sched,
         load_start,
@@ -230,6 +279,7 @@ def _report(
     bandwidths: dict[str, float],
     torch_results: dict[tuple[str, str], Any],
     keras_results: dict[tuple[str, str], Any],
+    jax_result: dict[str, Any] | None,
     torch_sched: dict[str, float],
     keras_sched: dict[str, tuple[float, float]],
     load_start: str,
@@ -325,7 +375,7 @@ def _report(
                 f"step) | worst {worst_id}: {share:.2%} | {'yes' if share < 0.01 else 'no'} |"
             )
     lines.append("")
-    lines += round_two_targets(torch_results, keras_results, bandwidth)
+    lines += round_two_targets(torch_results, keras_results, bandwidth, jax_result)
     # ---- per configuration
     for (size, layout), result in torch_results.items():
         lines += [
@@ -345,6 +395,8 @@ def _report(
             *_table(result, reference, bandwidth, keras=True),
             "",
         ]
+    if jax_result is not None:
+        lines += _jax_section(jax_result)
     # ---- schedules
     if torch_sched or keras_sched:
         small = sizes[0]
