@@ -1,8 +1,8 @@
 """Adafactor's scalar math, written once for every path: the relative step, beta2t, the lr of a step, clipping.
 
-Each function takes Python floats (the two-pass path and the native kernel, which read the step from the host
-mirror) or tensors (the for-loop and multi-tensor paths, which never synchronise with the host) and returns the
-same kind. A path only decides how it sweeps the tensors; none of them restates these formulas.
+Each function takes Python floats (the two-pass path, which reads the step from the host mirror), float64 NumPy
+arrays (the native kernel's calls: one entry per tensor, the same float64 operations as on floats) or tensors (the
+for-loop and multi-tensor paths, which never synchronise with the host) and returns the same kind. A path only decides how it sweeps the tensors; none of them restates these formulas.
 
 The relative step is not written here at all: it is the spec's ``adafactor_relative_step`` expression (its value
 ``rel_step_sz``), bound once at import for each ``warmup_init`` and lowered to two Python closures, one over
@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import hf_optim_spec
+import numpy as np
 import torch
 from hf_optim_spec import formula
 from torch import Tensor
@@ -24,7 +25,7 @@ from ._low_precision import dtype_scalar
 
 __all__ = ["clip_divisor", "lr_at", "relative_step_size", "second_moment_decay", "step_lr", "unscaled_lr"]
 
-Scalar = Any  # a Python float or a floating tensor (0-dim, or 1-D: one entry per parameter)
+Scalar = Any  # a Python float, a float64 NumPy array or a floating tensor (0-dim, or 1-D: one entry per parameter)
 
 
 class _Constant:
@@ -174,6 +175,8 @@ def step_lr(rel: Scalar, rms: Scalar, *, eps2: float, scale_parameter: bool) -> 
         if isinstance(rel, Tensor):
             return torch.where(rms > eps2, rms * rel.to(rms.dtype), (eps2 * rel).to(rms.dtype))
         return torch.where(rms > eps2, rms * rel, dtype_scalar(eps2 * rel, rms.dtype))
+    if isinstance(rms, np.ndarray):
+        return np.where(rms > eps2, rms * rel, eps2 * rel)
     return rms * rel if rms > eps2 else eps2 * rel
 
 
@@ -185,13 +188,16 @@ def second_moment_decay(step: Scalar, decay_rate: float) -> Scalar:
 
 
 def clip_divisor(update_rms: Any, clip_threshold: float) -> Any:
-    """``max(RMS(U) / d, 1)``, what the update is divided by: on a float, a tensor (in place) or a list of tensors."""
+    """``max(RMS(U) / d, 1)``, what the update is divided by: on a float, a NumPy array, a tensor (in place) or a
+    list of tensors (NaN stays NaN, as Python's ``max`` keeps its first argument)."""
     if isinstance(update_rms, (list, tuple)):  # the per-tensor RMS of a multi-tensor step
         torch._foreach_div_(update_rms, clip_threshold)
         torch._foreach_clamp_min_(update_rms, 1.0)
         return update_rms
     if isinstance(update_rms, Tensor):
         return update_rms.div_(clip_threshold).clamp_(min=1.0)
+    if isinstance(update_rms, np.ndarray):
+        return np.maximum(update_rms / clip_threshold, 1.0)
     return max(update_rms / clip_threshold, 1.0)
 
 

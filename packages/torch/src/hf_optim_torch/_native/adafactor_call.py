@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import array
 import ctypes
-import math
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -223,7 +223,7 @@ def _step(
     )
     _raise_for(code, bad_index.value, tensors, shapes)
     moment = tensors[2] is not None
-    scalars = _c_array("d", step_scalars(stats, shapes, rels, options, moment))
+    scalars = step_scalars(stats, shapes, rels, options, moment)
     beta1 = -1.0 if options.beta1 is None else options.beta1
     decay = int(options.weight_decay != 0.0)
     code = getattr(lib, calls[1])(*shared, scalars, *apply_work, beta1, decay, threads, ctypes.byref(bad_index))
@@ -232,21 +232,26 @@ def _step(
 
 def step_scalars(
     stats: Any, shapes: list[tuple[int, int]], rels: list[float], options: AdafactorOptions, moment: bool
-) -> list[float]:
-    """``[mean(R), coef, decay, m_scale]`` of every matrix, from its ``[mean(R), RMS, squared norm]`` statistics.
+) -> Any:
+    """``[mean(R), coef, decay, m_scale]`` of every matrix (a C array of doubles), from its ``[mean(R), RMS, squared
+    norm]`` statistics: the float64 operations of :mod:`.._adafactor_scalars` on NumPy arrays, one entry per matrix.
 
     ``coef`` multiplies the normalised update: the lr over the clipping divisor, or only the reciprocal of the
     divisor when the first moment averages the unscaled update (then ``m_scale``, else 1, is the lr); ``decay`` is
     ``weight_decay`` times the lr.
     """
     unscaled = moment and options.first_moment == "unscaled"
-    out: list[float] = []
-    for k, (rows, cols) in enumerate(shapes):
-        row_mean, rms, update_sq = stats[3 * k], stats[3 * k + 1], stats[3 * k + 2]
-        lr = step_lr(rels[k], rms, eps2=options.eps[1], scale_parameter=options.scale_parameter)
-        clip = clip_divisor(math.sqrt(update_sq / (rows * cols)), options.clip_threshold)
-        out += [row_mean, 1.0 / clip if unscaled else lr / clip, options.weight_decay * lr, lr if unscaled else 1.0]
-    return out
+    row_mean, rms, update_sq = np.frombuffer(stats, dtype=np.float64).reshape(len(shapes), 3).T
+    numel = np.array([rows * cols for rows, cols in shapes], dtype=np.float64)
+    lr = step_lr(np.array(rels, dtype=np.float64), rms, eps2=options.eps[1], scale_parameter=options.scale_parameter)
+    lr = np.broadcast_to(lr, row_mean.shape)  # (without scale_parameter: the relative steps as they are)
+    clip = clip_divisor(np.sqrt(update_sq / numel), options.clip_threshold)
+    out = np.empty((len(shapes), 4), dtype=np.float64)
+    out[:, 0] = row_mean
+    out[:, 1] = 1.0 / clip if unscaled else lr / clip
+    out[:, 2] = options.weight_decay * lr
+    out[:, 3] = lr if unscaled else 1.0
+    return (ctypes.c_double * out.size).from_buffer(out)
 
 
 def _raise_for(code: int, index: int, tensors: list[Any], shapes: list[tuple[int, int]]) -> None:
