@@ -53,6 +53,7 @@
 
 #define SPANS 12                  /* divisible by 1, 2, 3, 4 and 6 threads; more threads than SPANS are not used */
 #define FLOAT_ROWS 32             /* rows whose column sums are accumulated in float, then added in double */
+#define ROW_GROUP 4               /* rows of pass 1 whose column contributions are added to the sums together */
 #define FLOAT_CHUNK 64            /* elements of a row (or span) whose sums of squares are added in float first */
 #define GROUP_BYTES (8 << 20)     /* partial column sums of one group of matrices */
 #define CONVERT_CHUNK 256         /* elements of a 16-bit parameter converted to float32 at a time */
@@ -161,7 +162,7 @@ typedef struct {
     int64_t *col_offset;          /* pass 1, [count + 1]: start of matrix k's columns in the flat column arrays */
     int64_t widest;               /* most columns of a matrix in the group */
     double *col_sums, *weighted;  /* [SPANS][group columns]: partial sums of g^2 and g^2 / R_i per row span */
-    float *float_sums;            /* [threads][3][widest]: column sums in float, and a row of g as float */
+    float *float_sums;            /* [threads][2 + ROW_GROUP][widest]: column sums in float, rows of g as float */
     double *sq_p, *norm;          /* [SPANS][count]: partial sums of p^2 (row spans), of (g^2/R)/C (column spans) */
     float *col_rsqrt;             /* pass 2, [all columns]: rsqrt of the new C (the caller's work buffer) */
 } job_t;
@@ -190,43 +191,70 @@ static void row_span(int64_t rows, int index, int64_t *lo, int64_t *hi) {
     *hi = rows * (index + 1) / spans;
 }
 
-/* pass 1: row statistics, and per row span the column sums and the sum of p^2 */
+/* row i of matrix k in pass 1: its new R_i (stored) and, added to *sq_p, its sum of p^2; g is the row as float */
+static float row_statistic(job_t *job, int64_t k, int64_t i, const float *g, double *sq_p) {
+    int64_t n = job->cols[k];
+    double s = 0.0, q = 0.0, b = job->beta2t[k], decay = 1.0 - b;
+    for (int64_t j0 = 0; j0 < n; j0 += FLOAT_CHUNK) {  /* float partial sums, added in double */
+        int64_t j1 = j0 + FLOAT_CHUNK < n ? j0 + FLOAT_CHUNK : n;
+        float sf = 0.0f, qf = 0.0f, buf[FLOAT_CHUNK];
+        const float *p = as_floats(job->p[k], job->ptypes[k], i * n + j0, j1 - j0, buf);
+#pragma omp simd reduction(+ : sf, qf)
+        for (int64_t j = j0; j < j1; j++) {
+            sf += g[j] * g[j];
+            qf += p[j - j0] * p[j - j0];
+        }
+        s += sf;
+        q += qf;
+    }
+    *sq_p += q;
+    float r = (float)(b * job->row[k][i] + decay * (s / (double)n) + decay * job->eps1);
+    job->row[k][i] = r;
+    return r;
+}
+
+/* pass 1: row statistics, and per row span the column sums and the sum of p^2. The rows' g^2 and g^2 / R_i are
+ * added into the float column sums ROW_GROUP rows at a time (one load and store of the sums per group, not per
+ * row: the stores bound this loop), the rows of a FLOAT_ROWS block that do not fill a group one by one. */
 static void *pass1(void *arg) {
     worker_t *w = (worker_t *)arg;
     job_t *job = (job_t *)w->job;
     int64_t total_cols = job->col_offset[job->count];
-    float *cf = job->float_sums + (int64_t)w->index * 3 * job->widest, *wf = cf + job->widest, *gf = wf + job->widest;
+    float *cf = job->float_sums + (int64_t)w->index * (2 + ROW_GROUP) * job->widest, *wf = cf + job->widest;
+    float *gf[ROW_GROUP];  /* a row of g as float per row of a group (16-bit gradients; float32 ones are read as is) */
+    for (int u = 0; u < ROW_GROUP; u++) gf[u] = wf + (1 + u) * job->widest;
     for (int v = w->index; v < SPANS; v += job->threads) {
         for (int64_t k = 0; k < job->count; k++) {
             int64_t n = job->cols[k], lo, hi;
             if (v >= row_spans(job->rows[k])) continue;
             row_span(job->rows[k], v, &lo, &hi);
-            double b = job->beta2t[k], decay = 1.0 - b, sq_p = 0.0;
+            double sq_p = 0.0;
             double *cs = job->col_sums + v * total_cols + job->col_offset[k];
             double *ws = job->weighted + v * total_cols + job->col_offset[k];
             for (int64_t j = 0; j < n; j++) cs[j] = ws[j] = 0.0;
             for (int64_t i0 = lo; i0 < hi; i0 += FLOAT_ROWS) {
                 int64_t i1 = i0 + FLOAT_ROWS < hi ? i0 + FLOAT_ROWS : hi;
                 for (int64_t j = 0; j < n; j++) cf[j] = wf[j] = 0.0f;
-                for (int64_t i = i0; i < i1; i++) {
-                    const float *g = as_floats(job->g[k], job->gtypes[k], i * n, n, gf);
-                    double s = 0.0, q = 0.0;
-                    for (int64_t j0 = 0; j0 < n; j0 += FLOAT_CHUNK) {  /* float partial sums, added in double */
-                        int64_t j1 = j0 + FLOAT_CHUNK < n ? j0 + FLOAT_CHUNK : n;
-                        float sf = 0.0f, qf = 0.0f, buf[FLOAT_CHUNK];
-                        const float *p = as_floats(job->p[k], job->ptypes[k], i * n + j0, j1 - j0, buf);
-#pragma omp simd reduction(+ : sf, qf)
-                        for (int64_t j = j0; j < j1; j++) {
-                            sf += g[j] * g[j];
-                            qf += p[j - j0] * p[j - j0];
-                        }
-                        s += sf;
-                        q += qf;
+                int64_t i = i0;
+                for (; i + ROW_GROUP <= i1; i += ROW_GROUP) {
+                    const float *g0 = as_floats(job->g[k], job->gtypes[k], i * n, n, gf[0]);
+                    const float *g1 = as_floats(job->g[k], job->gtypes[k], (i + 1) * n, n, gf[1]);
+                    const float *g2 = as_floats(job->g[k], job->gtypes[k], (i + 2) * n, n, gf[2]);
+                    const float *g3 = as_floats(job->g[k], job->gtypes[k], (i + 3) * n, n, gf[3]);
+                    float inv0 = 1.0f / row_statistic(job, k, i, g0, &sq_p);
+                    float inv1 = 1.0f / row_statistic(job, k, i + 1, g1, &sq_p);
+                    float inv2 = 1.0f / row_statistic(job, k, i + 2, g2, &sq_p);
+                    float inv3 = 1.0f / row_statistic(job, k, i + 3, g3, &sq_p);
+#pragma omp simd
+                    for (int64_t j = 0; j < n; j++) {
+                        float a0 = g0[j] * g0[j], a1 = g1[j] * g1[j], a2 = g2[j] * g2[j], a3 = g3[j] * g3[j];
+                        cf[j] += (a0 + a1) + (a2 + a3);
+                        wf[j] += (a0 * inv0 + a1 * inv1) + (a2 * inv2 + a3 * inv3);
                     }
-                    sq_p += q;
-                    float r = (float)(b * job->row[k][i] + decay * (s / (double)n) + decay * job->eps1);
-                    job->row[k][i] = r;
-                    float inv = 1.0f / r;
+                }
+                for (; i < i1; i++) {
+                    const float *g = as_floats(job->g[k], job->gtypes[k], i * n, n, gf[0]);
+                    float inv = 1.0f / row_statistic(job, k, i, g, &sq_p);
 #pragma omp simd
                     for (int64_t j = 0; j < n; j++) {
                         float gg = g[j] * g[j];
@@ -469,7 +497,7 @@ int hf_adafactor_statistics(int64_t count, void **g, void **p, float **m, float 
     int64_t *col_offset = malloc(sizeof(int64_t) * (size_t)(count + 1));
     double *sums = malloc(sizeof(double) * 2 * SPANS * (size_t)group_cols);
     double *per_matrix = malloc(sizeof(double) * 2 * SPANS * (size_t)count);
-    float *floats = malloc(sizeof(float) * 3 * (size_t)widest * (size_t)threads);
+    float *floats = malloc(sizeof(float) * (2 + ROW_GROUP) * (size_t)widest * (size_t)threads);
     int failed = !col_offset || !sums || !per_matrix || !floats;
     for (int64_t first = 0; !failed && first < count;) {
         int64_t last = first, width = 0;
