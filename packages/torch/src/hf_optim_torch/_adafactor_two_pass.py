@@ -19,7 +19,14 @@ from ._adafactor_args import AdafactorOptions, AdafactorTensors
 from ._adafactor_loops import multi_tensor_adafactor
 from ._adafactor_scalars import clip_divisor, second_moment_decay, step_lr, unscaled_lr
 from ._low_precision import dtype_scalar, store
-from ._native.adafactor_call import adafactor_factored, adafactor_unfactored, native_dtypes, native_kind
+from ._native.adafactor_call import (
+    NativeLayout,
+    adafactor_factored,
+    adafactor_unfactored,
+    native_dtypes,
+    native_kind,
+    native_layout,
+)
 from ._path_choice import LayoutCache, fused_eligible
 from ._scratch import scratch
 from ._step_count import advance_steps, note_advanced
@@ -51,8 +58,24 @@ class _Routes(NamedTuple):
     rest: list[int]
     small: list[int]
     stepped: list[int]  # the others, in order: through the native kernel or swept here
-    native: dict[str, list[int]]
+    native: dict[str, tuple[list[int], NativeLayout]]  # per call: its tensors and their layout
     swept: list[int]
+
+
+def _native_buffers(
+    tensors: AdafactorTensors, options: AdafactorOptions, kind: str, picked: list[int]
+) -> list[list[Any] | None]:
+    """The buffers of a native call of the tensors at ``picked``, in the kernel's order (gradients, parameters,
+    ``exp_avg`` or None without a first moment, the statistics of ``kind``, RMS)."""
+    statistics = (tensors.row_vars, tensors.col_vars) if kind == "factored" else (tensors.full_vars,)
+    first_moment = [tensors.exp_avgs[i] for i in picked] if options.beta1 is not None else None
+    return [
+        [tensors.grads[i] for i in picked],
+        [tensors.params[i] for i in picked],
+        first_moment,
+        *([stat[i] for i in picked] for stat in statistics),
+        [tensors.rms_values[i] for i in picked],
+    ]
 
 
 def _row_blocks(batches: int, n_rows: int, n_cols: int, device: torch.device) -> list[tuple[int, int, int]]:
@@ -113,7 +136,9 @@ def two_pass_adafactor(
         small = [i for i in eligible if i not in taken and full_vars[i] is not None and params[i].numel() <= _SMALL]
         taken_small = set(small)
         stepped = [i for i in eligible if i not in taken_small]
-        return _Routes(rest, small, stepped, native, [i for i in stepped if i not in taken])
+        calls = {kind: (picked, native_layout(kind, _native_buffers(tensors, options, kind, picked)))
+                 for kind, picked in native.items() if picked}  # fmt: skip
+        return _Routes(rest, small, stepped, calls, [i for i in stepped if i not in taken])
 
     checked = [params, grads, rms_values, exp_avgs, row_vars, col_vars, full_vars]
     key = (strict, lib is not None, rounding_keys is None)  # with keys, a bfloat16 parameter has one every step
@@ -138,21 +163,18 @@ def two_pass_adafactor(
             scalars[t] = (rel, second_moment_decay(t, options.decay_rate))
     rel_of = {i: scalars[t][0] for i, t in zip(routes.stepped, steps)}
     beta2t_of = {i: scalars[t][1] for i, t in zip(routes.stepped, steps)}
-    for kind, picked in routes.native.items():
-        if not picked:
-            continue
+    for kind, (picked, layout) in routes.native.items():
+        grads_picked, params_picked, *buffers = _native_buffers(tensors, options, kind, picked)
         call = adafactor_factored if kind == "factored" else adafactor_unfactored
-        statistics = (row_vars, col_vars) if kind == "factored" else (full_vars,)
         call(
             lib,
-            [params[i] for i in picked],
-            [-grads[i] if options.maximize else grads[i] for i in picked],
-            [exp_avgs[i] for i in picked] if options.beta1 is not None else None,
-            *([stat[i] for i in picked] for stat in statistics),  # type: ignore[misc]
-            [rms_values[i] for i in picked],
+            params_picked,  # type: ignore[arg-type]
+            [-g for g in grads_picked] if options.maximize else grads_picked,  # type: ignore[union-attr,misc]
+            *buffers,  # type: ignore[arg-type]
             rels=[rel_of[i] for i in picked],  # type: ignore[misc]
             beta2ts=[beta2t_of[i] for i in picked],
             options=options,
+            layout=layout,
         )
     for i in routes.swept:
         grad = grads[i].float()  # a no-op for float32; a 16-bit gradient is read here in float32

@@ -5,7 +5,7 @@ from __future__ import annotations
 import array
 import ctypes
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -15,7 +15,14 @@ from .._adafactor_args import AdafactorOptions
 from .._adafactor_scalars import clip_divisor, step_lr
 from .._scratch import scratch
 
-__all__ = ["adafactor_factored", "adafactor_unfactored", "native_dtypes", "native_kind"]
+__all__ = [
+    "NativeLayout",
+    "adafactor_factored",
+    "adafactor_unfactored",
+    "native_dtypes",
+    "native_kind",
+    "native_layout",
+]
 
 
 #: the kernel's code of each gradient and parameter dtype (TYPE_* in adafactor.c); its other buffers are float32
@@ -111,6 +118,43 @@ def _native_error(code: int, index: int, tensors: list[Any], shapes: list[tuple[
     )
 
 
+class NativeLayout(NamedTuple):
+    """What a native call's arguments hold that depends only on its tensors' shapes and dtypes: the shapes
+    (``(rows, columns)``, ``(1, n)`` unfactored), their C arrays, every buffer's element count and the gradients' and
+    parameters' type codes. A route decision keeps it while the layouts stay the same (``_path_choice.LayoutCache``)."""
+
+    shapes: list[tuple[int, int]]
+    sizes: tuple[Any, ...]
+    numel: Any
+    types: Any
+
+
+def native_layout(kind: str, tensors: list[list[Tensor | None] | None]) -> NativeLayout:
+    """The :class:`NativeLayout` of a ``"factored"`` or ``"unfactored"`` call of ``tensors`` (its buffers in the
+    kernel's order: gradients, parameters, ``exp_avg`` or None, the statistics, RMS)."""
+    params = tensors[1]
+    assert params is not None
+    if kind == "factored":
+        shapes = [tuple(p.shape) for p in params]
+        if any(len(shape) != 2 for shape in shapes):
+            raise ValueError(f"Adafactor's native kernel takes matrices, not parameters of shapes {shapes}")
+        sizes: tuple[Any, ...] = (_c_array("q", [r for r, _ in shapes]), _c_array("q", [c for _, c in shapes]))
+    else:
+        shapes = [(1, p.numel()) for p in params]
+        sizes = (_c_array("q", [n for _, n in shapes]),)
+    count = len(params)
+    numel = array.array("q")  # numel[b * count + k]: the elements of tensor k's buffer b (the order of tensors)
+    for buffers in tensors:
+        numel.extend([0] * count if buffers is None else _integers(buffers, Tensor.numel, "q"))
+    types = array.array("i", [_TYPE_CODES.get(t.dtype, -1) for t in (*tensors[0], *params)])  # type: ignore[misc]
+    return NativeLayout(
+        shapes,  # type: ignore[arg-type]
+        sizes,
+        (ctypes.c_int64 * len(numel)).from_buffer(numel),
+        (ctypes.c_int32 * len(types)).from_buffer(types),
+    )
+
+
 def adafactor_factored(
     lib: Any,
     params: list[Tensor],
@@ -123,6 +167,7 @@ def adafactor_factored(
     rels: list[float],
     beta2ts: list[float],
     options: AdafactorOptions,
+    layout: NativeLayout | None = None,
 ) -> None:
     """One step of factored CPU matrices through the native kernel (``_native/adafactor.c``): two calls.
 
@@ -132,19 +177,17 @@ def adafactor_factored(
     buffer's element count and checks them before it changes anything: a state that does not fit its parameter
     raises a ValueError naming the matrix, the buffer and both counts. Parameters and gradients may be float32,
     bfloat16 or float16 (the kernel computes in float32 and stores parameters rounded to nearest); every other
-    tensor is float32.
+    tensor is float32. ``layout`` (:func:`native_layout` of these tensors, kept by the caller) spares reading the
+    shapes and dtypes again; the kernel checks the counts either way.
     """
-    shapes = [tuple(p.shape) for p in params]
-    if any(len(shape) != 2 for shape in shapes):
-        raise ValueError(f"Adafactor's native kernel takes matrices, not parameters of shapes {shapes}")
-    sizes = (_c_array("q", [r for r, _ in shapes]), _c_array("q", [c for _, c in shapes]))
-    work = scratch(sum(c for _, c in shapes), torch.device("cpu"))
+    tensors = [grads, params, exp_avgs, rows, cols, rms_values]
+    layout = layout or native_layout("factored", tensors)
+    work = scratch(sum(c for _, c in layout.shapes), torch.device("cpu"))
     _step(
         lib,
         ("hf_adafactor_statistics", "hf_adafactor_apply"),
-        [grads, params, exp_avgs, rows, cols, rms_values],
-        sizes,
-        shapes,  # type: ignore[arg-type]
+        tensors,
+        layout,
         (work.data_ptr(), work.numel()),
         rels=rels,
         beta2ts=beta2ts,
@@ -163,19 +206,19 @@ def adafactor_unfactored(
     rels: list[float],
     beta2ts: list[float],
     options: AdafactorOptions,
+    layout: NativeLayout | None = None,
 ) -> None:
     """One step of unfactored CPU tensors (1-D parameters, any shape read flat) through the native kernel.
 
     The calls ``hf_adafactor_flat_statistics`` and ``hf_adafactor_flat_apply`` work as those of
     :func:`adafactor_factored`, with one statistic per element (``exp_avg_sq``).
     """
-    sizes = (_c_array("q", [p.numel() for p in params]),)
+    tensors = [grads, params, exp_avgs, full_vars, rms_values]
     _step(
         lib,
         ("hf_adafactor_flat_statistics", "hf_adafactor_flat_apply"),
-        [grads, params, exp_avgs, full_vars, rms_values],
-        sizes,
-        [(1, p.numel()) for p in params],
+        tensors,
+        layout or native_layout("unfactored", tensors),
         (),
         rels=rels,
         beta2ts=beta2ts,
@@ -193,8 +236,7 @@ def _step(
     lib: Any,
     calls: tuple[str, str],
     tensors: list[Any],
-    sizes: tuple[Any, ...],
-    shapes: list[tuple[int, int]],
+    layout: NativeLayout,
     apply_work: tuple[int, ...],
     *,
     rels: list[float],
@@ -202,19 +244,11 @@ def _step(
     options: AdafactorOptions,
 ) -> None:
     """The statistics call, the step's scalars from its sums, then the apply call (refusals raised as errors)."""
+    shapes = layout.shapes
     count = len(shapes)
     tensors[0] = [g.contiguous() for g in tensors[0]]  # a no-op for the contiguous gradients fused_eligible admitted
-    numel = array.array("q")  # numel[b * count + k]: the elements of tensor k's buffer b (the order of tensors)
-    for kind in tensors:
-        numel.extend([0] * count if kind is None else _integers(kind, Tensor.numel, "q"))
-    types = array.array("i", [_TYPE_CODES.get(t.dtype, -1) for t in (*tensors[0], *tensors[1])])  # g's, then p's
-    shared = (
-        count,
-        *(None if kind is None else _pointers(kind) for kind in tensors),
-        *sizes,
-        (ctypes.c_int64 * (len(tensors) * count)).from_buffer(numel),
-        (ctypes.c_int32 * (2 * count)).from_buffer(types),
-    )
+    pointers = (None if kind is None else _pointers(kind) for kind in tensors)
+    shared = (count, *pointers, *layout.sizes, layout.numel, layout.types)
     threads = torch.get_num_threads()
     bad_index = ctypes.c_int64(-1)
     stats = (ctypes.c_double * (3 * count))()
