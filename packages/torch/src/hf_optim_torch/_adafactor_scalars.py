@@ -188,17 +188,15 @@ def second_moment_decay(step: Scalar, decay_rate: float) -> Scalar:
 
 
 def clip_divisor(update_rms: Any, clip_threshold: float) -> Any:
-    """``max(RMS(U) / d, 1)``, what the update is divided by: on a float, a NumPy array, a tensor (in place) or a
-    list of tensors (NaN stays NaN, as Python's ``max`` keeps its first argument)."""
+    """``max(RMS(U) / d, 1)``, what the update is divided by: on a float or a NumPy array, a tensor (in place) or a
+    list of tensors (NaN stays NaN)."""
     if isinstance(update_rms, (list, tuple)):  # the per-tensor RMS of a multi-tensor step
         torch._foreach_div_(update_rms, clip_threshold)
         torch._foreach_clamp_min_(update_rms, 1.0)
         return update_rms
     if isinstance(update_rms, Tensor):
         return update_rms.div_(clip_threshold).clamp_(min=1.0)
-    if isinstance(update_rms, np.ndarray):
-        return np.maximum(update_rms / clip_threshold, 1.0)
-    return max(update_rms / clip_threshold, 1.0)
+    return np.maximum(update_rms / clip_threshold, 1.0)  # a NumPy array (the native calls) or a float
 
 
 def lr_at(
