@@ -20,10 +20,11 @@ traces again (it is part of the key).
 On JAX (``jitted_update``), the update of all variables (``_backend_update_step``: what ``update_step`` does for each
 variable) becomes one ``jax.jit`` of a pure function per list of variables, built as Keras' ``stateless_apply`` is:
 the values of the variables and of every optimizer variable in, under a ``StatelessScope``, the new values out and
-assigned (10M parameters in ~200 tensors, AdamW: 310 -> 33 ms a step, of which 7 ms are the assignments). The learning rate is computed eagerly, as
-Keras does, and passed in: a jitted function would read a variable it is not handed (a stateful schedule's) as a
-constant. Clipping, gradient accumulation and EMA run eagerly around it. Left eager there: calls inside a JAX trace
-or a ``StatelessScope`` (``model.fit``, ``stateless_apply``: already compiled).
+assigned (10M parameters in ~200 tensors, AdamW: 310 -> 33 ms a step, of which 7 ms are the assignments). The
+learning rate is computed eagerly, as Keras does, and passed in: a jitted function would read a variable it is not
+handed (a stateful schedule's) as a constant. Clipping, gradient accumulation and EMA run eagerly around it. Left
+eager there: calls inside a JAX trace or a ``StatelessScope`` (``model.fit``, ``stateless_apply``: already
+compiled).
 
 Left eager on TensorFlow: calls already inside a ``tf.function`` (``model.fit``, a traced loop), calls under a
 ``tf.distribute`` strategy (Keras' cross-replica update must stay as it is), a learning rate given as a plain
@@ -82,8 +83,9 @@ class TracedStep:
     """One kept step: its ``tf.function``, whether XLA compiles it, and the objects its cache key names by id (held,
     so that the ids cannot be reused while it lives)."""
 
-    def __init__(self, apply: Callable[[list[Any], list[Any]], None], variables: Sequence[Any], learning_rate: Any,
-                 xla: bool) -> None:  # fmt: skip
+    def __init__(
+        self, apply: Callable[[list[Any], list[Any]], None], variables: Sequence[Any], learning_rate: Any, xla: bool
+    ) -> None:
         self.held = (list(variables), learning_rate)
         kept = self.held[0]
         self.python_function = lambda grads: apply(grads, kept)
