@@ -277,14 +277,17 @@ def step_scalars(
     unscaled = moment and options.first_moment == "unscaled"
     row_mean, rms, update_sq = np.frombuffer(stats, dtype=np.float64).reshape(len(shapes), 3).T
     numel = np.array([rows * cols for rows, cols in shapes], dtype=np.float64)
-    lr = step_lr(np.array(rels, dtype=np.float64), rms, eps2=options.eps[1], scale_parameter=options.scale_parameter)
-    lr = np.broadcast_to(lr, row_mean.shape)  # (without scale_parameter: the relative steps as they are)
-    clip = clip_divisor(np.sqrt(update_sq / numel), options.clip_threshold)
     out = np.empty((len(shapes), 4), dtype=np.float64)
-    out[:, 0] = row_mean
-    out[:, 1] = 1.0 / clip if unscaled else lr / clip
-    out[:, 2] = options.weight_decay * lr
-    out[:, 3] = lr if unscaled else 1.0
+    # as Python floats do: an overflow gives inf, an invalid operation NaN, silently (clip_threshold=5e-324 is valid)
+    with np.errstate(over="ignore", invalid="ignore"):
+        rel = np.array(rels, dtype=np.float64)
+        lr = step_lr(rel, rms, eps2=options.eps[1], scale_parameter=options.scale_parameter)
+        lr = np.broadcast_to(lr, row_mean.shape)  # (without scale_parameter: the relative steps as they are)
+        clip = clip_divisor(np.sqrt(update_sq / numel), options.clip_threshold)
+        out[:, 0] = row_mean
+        out[:, 1] = 1.0 / clip if unscaled else lr / clip
+        out[:, 2] = options.weight_decay * lr
+        out[:, 3] = lr if unscaled else 1.0
     return (ctypes.c_double * out.size).from_buffer(out)
 
 
