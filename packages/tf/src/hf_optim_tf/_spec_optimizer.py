@@ -74,11 +74,11 @@ class SpecOptimizer(CheckedRestore, keras.optimizers.Optimizer):
 
     _SPEC_ID: ClassVar[str]
     _CONFIG: ClassVar[tuple[str, ...]]
-    #: whether an eager step's traced function is compiled by XLA (measured per optimizer: see ``_traced_update``)
-    _TRACE_WITH_XLA: ClassVar[bool] = False
     """The subclass's own spec parameters (Keras spelling): its attributes and ``get_config`` keys."""
     _CONFIG_ATTRIBUTES: ClassVar[Mapping[str, str]] = {}
     """``get_config`` key -> attribute, where the attribute has another name."""
+    _TRACE_WITH_XLA: ClassVar[bool] = False
+    """Whether an eager step's traced function is compiled by XLA (measured per optimizer: see ``_traced_update``)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
