@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -13,7 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 from _layouts import layout_shapes
-from _timing import interleave, step_peak_bytes
+from _timing import interleave, step_past_eager_iterations, step_peak_bytes
 
 __all__ = ["PEERS", "run_optimizers", "run_schedules"]
 
@@ -76,6 +77,7 @@ def run_optimizers(
             optimizer.apply(grads, own)
 
         if eager:
+            step_past_eager_iterations(optimizer, eager_step)
             steps[f"{name} eager"] = eager_step
         if jit:
             compiled = _compiled_apply(optimizer, own)
@@ -121,16 +123,21 @@ def _schedule_args(spec: hf_optim_spec.Spec) -> dict[str, Any] | None:
     return params
 
 
-def run_schedules(calls: int) -> dict[str, tuple[float, float]]:
-    """Seconds per call of every Keras schedule in the registry (first spec case): eager, and compiled with XLA.
+def run_schedules(calls: int) -> dict[str, tuple[float, float, float]]:
+    """Seconds per call of every Keras schedule in the registry (first spec case): eager, compiled with XLA, and
+    what the schedule adds to a compiled function.
 
-    The compiled figure is a whole ``tf.function`` call returning the lr (an upper bound of what the schedule adds
-    to a compiled training step, where it is fused with the update).
+    The compiled figure is a whole ``tf.function`` call returning the lr, nearly all of it the call itself (as
+    long for ``constant``); what the schedule adds to a compiled training step, where it is fused with the update,
+    is that call less one of a compiled function that reads the step variable and returns it as a float (the
+    median difference over blocks of calls of the two, alternating).
     """
     import inspect
 
-    out: dict[str, tuple[float, float]] = {}
+    out: dict[str, tuple[float, float, float]] = {}
     step = keras.Variable(5, dtype="int64", name="iterations")
+    empty = _compiled_schedule(lambda s: keras.ops.cast(s, "float32"), step)
+    empty()
     for spec in hf_optim_spec.registry().values():
         if spec.kind != "schedule" or spec.stateful:
             continue
@@ -162,13 +169,19 @@ def run_schedules(calls: int) -> dict[str, tuple[float, float]]:
         try:
             compiled()
         except Exception:  # a schedule XLA cannot compile is reported eager only
-            out[spec.id] = (eager, math.nan)
+            out[spec.id] = (eager, math.nan, math.nan)
             continue
-        start = time.perf_counter()
-        for _ in range(calls):
-            compiled()
-        out[spec.id] = (eager, (time.perf_counter() - start) / calls)
+        blocks = [(_seconds_per_call(compiled, calls // 10), _seconds_per_call(empty, calls // 10)) for _ in range(10)]
+        added = statistics.median(full - bare for full, bare in blocks)
+        out[spec.id] = (eager, statistics.median(full for full, _ in blocks), added)
     return out
+
+
+def _seconds_per_call(function: Callable[[], object], calls: int) -> float:
+    start = time.perf_counter()
+    for _ in range(calls):
+        function()
+    return (time.perf_counter() - start) / calls
 
 
 def _compiled_schedule(schedule: Any, step: keras.Variable) -> Any:

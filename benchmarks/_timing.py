@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Timing", "interleave", "rss_bytes", "step_peak_bytes"]
+__all__ = ["Timing", "interleave", "rss_bytes", "step_past_eager_iterations", "step_peak_bytes"]
 
 
 @dataclass
@@ -30,6 +30,16 @@ class Timing:
             return 0.0
         q = statistics.quantiles(self.times, n=4)
         return (q[2] - q[0]) / self.median
+
+
+def step_past_eager_iterations(optimizer: object, step: Callable[[], object]) -> None:
+    """An eager hf_optim_tf optimizer runs its first iterations op by op and its traced step from then on: ``step``
+    past them, untimed, so that the timed rounds measure what a long eager run spends per step."""
+    if type(optimizer).__module__.startswith("hf_optim_tf"):
+        from hf_optim_tf._traced_update import EAGER_ITERATIONS
+
+        while int(optimizer.iterations) < EAGER_ITERATIONS:  # type: ignore[attr-defined]
+            step()
 
 
 def interleave(

@@ -156,6 +156,7 @@ def test_an_eager_step_on_jax_is_jitted_once_and_equals_the_op_by_op_update(name
     stateful schedule passed in at every step: the same values as Keras' op-by-op update, within 4 ulps."""
     from hf_optim_tf import _traced_update
 
+    monkeypatch.setattr(_traced_update, "EAGER_ITERATIONS", 2)  # two steps op by op, then jitted
     optimizer, jitted = _eager_steps(name, 4)
     assert len(optimizer._jitted_updates) == 1
     monkeypatch.setattr(_traced_update, "MAX_TRACES", 0)  # no list kept: Keras' own update, op by op

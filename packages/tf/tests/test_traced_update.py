@@ -16,7 +16,8 @@ pytestmark = pytest.mark.skipif(
 )
 
 import hf_optim_tf  # noqa: E402
-from hf_optim_tf._traced_update import MAX_TRACES  # noqa: E402
+from hf_optim_tf import _traced_update  # noqa: E402
+from hf_optim_tf._traced_update import EAGER_ITERATIONS, MAX_TRACES  # noqa: E402
 
 OPTIMIZERS: dict[str, Callable[[Any], keras.optimizers.Optimizer]] = {
     "AdamW": lambda lr: hf_optim_tf.AdamW(learning_rate=lr, weight_decay=0.01),
@@ -56,6 +57,13 @@ def _eager_and_traced(name: str, steps: int, **kwargs: Any) -> tuple[Any, list[n
 
 def _ulps(a: np.ndarray, b: np.ndarray) -> int:
     return int(np.max(np.abs(a.view(np.int32).astype(np.int64) - b.view(np.int32).astype(np.int64))))
+
+
+@pytest.fixture(autouse=True)
+def _traced_from_the_first_step(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test here but the one about the eager iterations traces from the first step (fewer steps to run)."""
+    if "eager_iterations" not in request.node.name:
+        monkeypatch.setattr(_traced_update, "EAGER_ITERATIONS", 0)
 
 
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
@@ -199,3 +207,49 @@ def test_a_step_inside_a_tf_function_is_not_traced_again() -> None:
     step()
     assert optimizer._traced_updates == {}
     assert float(optimizer.iterations.numpy()) == 2.0
+
+
+def test_the_first_eager_iterations_run_op_by_op_and_a_resumed_run_takes_the_same_path() -> None:
+    """Op by op while ``iterations`` < EAGER_ITERATIONS, traced from there; a run resumed past that point (a fresh
+    optimizer with the restored state) traces at its first call, and ends where the uninterrupted run does, bit
+    for bit: both took the op-by-op path at the same iterations."""
+    import tensorflow as tf
+
+    steps, resume_at = EAGER_ITERATIONS + 3, EAGER_ITERATIONS + 1
+    rng = np.random.default_rng(1)
+    grads = [[tf.constant(rng.standard_normal(s).astype("float32")) for s in SHAPES] for _ in range(steps)]
+    start = [rng.standard_normal(s).astype("float32") for s in SHAPES]
+
+    def run(first: int, last: int, restored: tuple[list[np.ndarray], list[np.ndarray]] | None = None) -> Any:
+        variables = [keras.Variable(v) for v in (start if restored is None else restored[0])]
+        optimizer = OPTIMIZERS["AdamW"](1e-2)
+        optimizer.build(variables)
+        if restored is not None:
+            for variable, value in zip(optimizer.variables, restored[1]):
+                variable.assign(value)
+        traced_at = []
+        for t in range(first, last):
+            optimizer.apply_gradients(zip(grads[t], variables))
+            traced_at += [t] * (len(optimizer._traced_updates) == 1 and not traced_at)
+        return optimizer, [v.numpy() for v in variables], traced_at
+
+    _, straight, traced_at = run(0, steps)
+    assert traced_at == [EAGER_ITERATIONS], f"first traced step at iteration {traced_at}, not {EAGER_ITERATIONS}"
+    head_optimizer, head, _ = run(0, resume_at)
+    state = [v.numpy() for v in head_optimizer.variables]
+    assert int(state[0]) == resume_at, "the first optimizer variable is Keras' iteration count"
+    _, tail, resumed_traced_at = run(resume_at, steps, (head, state))
+    assert resumed_traced_at == [resume_at], "a run resumed past the eager iterations traces at its first call"
+    for a, b in zip(straight, tail):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_many_optimizers_traced_once_each_raise_no_retracing_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """TensorFlow warns of "retracing" when functions made from one code object trace often; one trace per
+    optimizer is not that (each step is a partial of its own, which TensorFlow counts apart)."""
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        for _ in range(8):
+            _train("AdamW", steps=1)
+    assert not [r for r in caplog.records if "retracing" in r.getMessage()]

@@ -67,7 +67,8 @@ class SpecOptimizer(CheckedRestore, keras.optimizers.Optimizer):
 
     Eager steps: on TensorFlow, an ``apply`` from eager code runs its learning rate, clipping and the update of all its
     variables as one traced ``tf.function`` per list of variables (``hf_optim_tf._traced_update``), the same Keras
-    and ``update_step`` code; compiled by XLA where ``_TRACE_WITH_XLA`` says so (the AdamW family).
+    and ``update_step`` code; compiled by XLA where ``_TRACE_WITH_XLA`` says so (the AdamW family). The first 10
+    iterations run op by op (a trace costs as much as 7 to 25 of them).
 
     Weight decay: Keras' base-class decay is not used; each optimizer applies its own in ``update_step``.
     """
@@ -136,7 +137,13 @@ class SpecOptimizer(CheckedRestore, keras.optimizers.Optimizer):
         cache = self.__dict__.setdefault("_traced_updates", {})
         apply = super()._backend_apply_gradients
         traced = traced_apply(
-            cache, apply, grads, trainable_variables, learning_rate=self._learning_rate, xla=self._TRACE_WITH_XLA
+            cache,
+            apply,
+            grads,
+            trainable_variables,
+            learning_rate=self._learning_rate,
+            iterations=self._iterations,
+            xla=self._TRACE_WITH_XLA,
         )
         if traced is None:
             apply(grads, trainable_variables)
@@ -147,7 +154,7 @@ class SpecOptimizer(CheckedRestore, keras.optimizers.Optimizer):
         """Keras' update of every variable; from eager code on JAX, one jitted call (``._traced_update``)."""
         cache = self.__dict__.setdefault("_jitted_updates", {})
         update = super()._backend_update_step
-        jitted = jitted_update(cache, update, grads, trainable_variables, self.variables)
+        jitted = jitted_update(cache, update, grads, trainable_variables, self.variables, self._iterations)
         if jitted is None:
             update(grads, trainable_variables, learning_rate)
         else:

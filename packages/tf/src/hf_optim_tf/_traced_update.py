@@ -5,8 +5,8 @@ rate schedule, gradient clipping, and some 30 small ops per variable in ``update
 Python, about 100x the time the arithmetic needs for 10M parameters in ~200 tensors. ``model.fit`` traces the whole
 train step and does not pay this. Here Keras' own ``_backend_apply_gradients`` (the learning rate read or computed
 from the schedule at the current iteration, clipping, gradient accumulation, the updates of all variables, EMA)
-becomes one ``tf.function`` per list of variables, traced at its first use and kept (at most ``MAX_TRACES`` lists
-per optimizer; beyond them the eager path runs). An optimizer may ask for it to be compiled by XLA (``xla``): the
+becomes one ``tf.function`` per list of variables, traced at its first use from iteration ``EAGER_ITERATIONS`` on
+and kept (at most ``MAX_TRACES`` lists per optimizer; beyond them the eager path runs). An optimizer may ask for it to be compiled by XLA (``xla``): the
 AdamW family does (10M parameters in ~200 tensors: 54 -> 20 ms a step), Adafactor does not (its reductions are no
 faster under XLA on CPU). Should XLA refuse to compile it, the step runs as a plain ``tf.function`` from then on.
 
@@ -26,6 +26,14 @@ handed (a stateful schedule's) as a constant. Clipping, gradient accumulation an
 eager there: calls inside a JAX trace or a ``StatelessScope`` (``model.fit``, ``stateless_apply``: already
 compiled).
 
+The first ``EAGER_ITERATIONS`` iterations of an optimizer run op by op, on both backends. Tracing (and compiling)
+costs as much as 7 to 25 op-by-op steps (measured on 2 cores: AdamW and Adafactor, 5 parameters in 2 variables and
+10M in 196), so a short eager loop (a test, a notebook cell, a debugging session) never pays for it, and a long one
+pays at most about twice what the better choice would have cost. The choice depends on the optimizer's
+``iterations`` alone, which a checkpoint restores: a run resumed in a fresh process takes the same path at every
+step as the run it continues (its op-by-op and traced steps may differ in the last bit, as said above). Once a list
+of variables has its traced step, its steps stay traced (the count is not read again: 40 us per read on TensorFlow).
+
 Left eager on TensorFlow: calls already inside a ``tf.function`` (``model.fit``, a traced loop), calls under a
 ``tf.distribute`` strategy (Keras' cross-replica update must stay as it is), a learning rate given as a plain
 callable (its value could come from anywhere: traced, it would be frozen), sparse gradients (``tf.IndexedSlices``:
@@ -36,15 +44,18 @@ traced, their row count is unknown to the update's shape logic), and everything 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import keras
 import numpy as np
 
-__all__ = ["MAX_TRACES", "JittedUpdate", "TracedStep", "jitted_update", "traced_apply"]
+__all__ = ["EAGER_ITERATIONS", "MAX_TRACES", "JittedUpdate", "TracedStep", "jitted_update", "traced_apply"]
 
 #: lists of variables an optimizer keeps a traced step for
 MAX_TRACES = 8
+#: iterations an optimizer runs op by op before its eager step is traced (see the module docstring)
+EAGER_ITERATIONS = 10
 
 
 def traced_apply(
@@ -54,11 +65,12 @@ def traced_apply(
     variables: Sequence[Any],
     *,
     learning_rate: Any,
+    iterations: Any,
     xla: bool,
 ) -> TracedStep | None:
     """The traced ``apply(grads, variables)`` for these ``variables`` and this ``learning_rate`` object (the
     optimizer's ``_learning_rate``), from ``cache`` or made and kept there; None where the step must run eagerly
-    (see the module docstring)."""
+    (see the module docstring), as it does while the optimizer's ``iterations`` are below ``EAGER_ITERATIONS``."""
     if keras.backend.backend() != "tensorflow":
         return None
     import tensorflow as tf
@@ -73,7 +85,7 @@ def traced_apply(
     key = (id(learning_rate), *map(id, variables))
     step = cache.get(key)
     if step is None:
-        if len(cache) >= MAX_TRACES:
+        if len(cache) >= MAX_TRACES or int(iterations) < EAGER_ITERATIONS:
             return None
         step = cache[key] = TracedStep(apply, variables, learning_rate, xla)
     return step
@@ -87,8 +99,9 @@ class TracedStep:
         self, apply: Callable[[list[Any], list[Any]], None], variables: Sequence[Any], learning_rate: Any, xla: bool
     ) -> None:
         self.held = (list(variables), learning_rate)
-        kept = self.held[0]
-        self.python_function = lambda grads: apply(grads, kept)
+        # a partial, not a lambda: TensorFlow counts the traces of every function made from one code object together
+        # and warns of "retracing" after five, which one trace per optimizer would otherwise reach
+        self.python_function = partial(_apply_to, apply, self.held[0])
         self.xla, self.ran = xla, False
         self.function = self._trace()
 
@@ -115,16 +128,21 @@ class TracedStep:
         self.ran = True
 
 
+def _apply_to(apply: Callable[[list[Any], list[Any]], None], variables: list[Any], grads: list[Any]) -> None:
+    apply(grads, variables)
+
+
 def jitted_update(
     cache: dict[tuple[int, ...], JittedUpdate],
     update: Callable[[list[Any], list[Any], Any], None],
     grads: Sequence[Any],
     variables: Sequence[Any],
     optimizer_variables: Sequence[Any],
+    iterations: Any,
 ) -> JittedUpdate | None:
     """On JAX, the jitted ``update(grads, variables, learning_rate)`` for these ``variables`` (from ``cache``, or made
     and kept there), which reads and writes them and ``optimizer_variables``; None where it must run eagerly (another
-    backend, a JAX trace or a ``StatelessScope``, or more lists than kept)."""
+    backend, a JAX trace or a ``StatelessScope``, more lists than kept, ``iterations`` below ``EAGER_ITERATIONS``)."""
     if keras.backend.backend() != "jax":
         return None
     import jax
@@ -135,7 +153,7 @@ def jitted_update(
     key = tuple(map(id, variables))
     step = cache.get(key)
     if step is None:
-        if len(cache) >= MAX_TRACES:
+        if len(cache) >= MAX_TRACES or int(iterations) < EAGER_ITERATIONS:
             return None
         step = cache[key] = JittedUpdate(update, variables, optimizer_variables)
     return step
