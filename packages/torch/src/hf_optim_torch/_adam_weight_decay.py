@@ -149,43 +149,47 @@ class AdamWeightDecay(CheckedOptimizer, Optimizer):
         loss = begin_step(
             self, closure, "AdamWeightDecay does not support sparse gradients.", fused_dtypes=_KERNEL_DTYPES
         )
-        present = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
-        if not present:
+        groups = self.param_groups
+        if all(p.grad is None for group in groups for p in group["params"]):
             return loss
         bounds = {key: self.defaults[key] for key in _CLIP_KEYS}
         clipped_by_param = None  # id(param) -> its clipped gradient; None: no clipping, the gradients as they are
         if any(bound and bound > 0 for bound in bounds.values()):
+            present = [p for group in groups for p in group["params"] if p.grad is not None]
             clipped = clip_gradients([p.grad for p in present], **bounds)  # type: ignore[misc]
             clipped_by_param = dict(zip(map(id, present), clipped))
 
-        all_steps: list[Tensor] = []
-        group_steps: list[list[Tensor]] = []  # counted per group: a group's steps may be one tensor (._step_block)
-        for index, group in enumerate(self.param_groups):
-            flags = self._decay_flags(group)
+        group_steps: list[list[Tensor]] = []  # every parameter's, per group (a group's may be one tensor: ._step_block)
+        offset = 0  # position of the group's first parameter among all parameters (stochastic rounding keys)
+        for index, group in enumerate(groups):
+            group_params, amsgrad = group["params"], group["amsgrad"]
+            if group_params and not self.state[group_params[0]]:  # Keras builds every variable at step 1
+                for p in group_params:
+                    adam_state(self.state[p], p, amsgrad)
+                gather_steps([self.state[p] for p in group_params])  # one counter tensor (._step_block)
             tensors = AdamTensors([], [], [], [], [], [])
-            decay: list[bool] = []
-            indices: list[int] = []  # positions among all parameters (stochastic rounding keys)
-            if group["params"] and not self.state[group["params"][0]]:  # Keras builds every variable at step 1
-                for p in group["params"]:
-                    adam_state(self.state[p], p, group["amsgrad"])
-                gather_steps([self.state[p] for p in group["params"]])  # one counter tensor (._step_block)
-            group_steps.append([])
-            for p, flag in zip(group["params"], flags):
-                state = adam_state(self.state[p], p, group["amsgrad"])
-                all_steps.append(state["step"])
-                group_steps[-1].append(state["step"])
-                if p.grad is None:
-                    continue
-                indices.append(len(all_steps) - 1)
-                tensors.params.append(p)
-                tensors.grads.append(p.grad if clipped_by_param is None else clipped_by_param[id(p)])
-                tensors.exp_avgs.append(state["exp_avg"])
-                tensors.exp_avg_sqs.append(state["exp_avg_sq"])
-                if group["amsgrad"]:
-                    tensors.max_exp_avg_sqs.append(state["max_exp_avg_sq"])
-                tensors.state_steps.append(state["step"])
-                decay.append(flag)
             params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps = tensors
+            steps: list[Tensor] = []
+            decay: list[bool] = []
+            positions: list[int] = []
+            for position, (p, flag) in enumerate(zip(group_params, self._decay_flags(group))):
+                state = adam_state(self.state[p], p, amsgrad)
+                step = state["step"]
+                steps.append(step)
+                grad = p.grad
+                if grad is None:
+                    continue
+                positions.append(position)
+                params.append(p)
+                grads.append(grad if clipped_by_param is None else clipped_by_param[id(p)])
+                exp_avgs.append(state["exp_avg"])
+                exp_avg_sqs.append(state["exp_avg_sq"])
+                if amsgrad:
+                    max_exp_avg_sqs.append(state["max_exp_avg_sq"])
+                state_steps.append(step)
+                decay.append(flag)
+            group_steps.append(steps)
+            first, offset = offset, offset + len(group_params)
             if not params:
                 continue
             hyper: dict[str, Any] = {
@@ -195,7 +199,7 @@ class AdamWeightDecay(CheckedOptimizer, Optimizer):
                 "beta_1": group["beta_1"],
                 "beta_2": group["beta_2"],
                 "epsilon": group["epsilon"],
-                "amsgrad": group["amsgrad"],
+                "amsgrad": amsgrad,
                 "weight_decay_rate": group["weight_decay_rate"],
                 "layout_cache": group_layout_cache(self, index),
             }
@@ -205,7 +209,7 @@ class AdamWeightDecay(CheckedOptimizer, Optimizer):
                 continue
             keys = None
             if group["stochastic_rounding"]:  # keyed by the optimizer-wide step t of this update
-                keys = rounding_keys(group["rounding_seed"], params, indices, state_steps)
+                keys = rounding_keys(group["rounding_seed"], params, [first + j for j in positions], state_steps)
             step_in_float32(adam_weight_decay, params, grads, states, [state_steps, decay], keys, **hyper)
         # The step count is optimizer-wide (Keras ``iterations``): it advances for every parameter, with or
         # without a gradient; the update above used ``step + 1``.
