@@ -1,7 +1,7 @@
 """Reliability suite setup: reduced vs full run, thread limits, and the fresh-process worker runner.
 
-The default run is the full one (about 14 minutes on two cores, inside the 15 minutes the README's test command
-allows it): many interruptions, every schedule with every optimizer, 300 Hypothesis examples per argument,
+The default run is the full one (about 16 minutes on two cores, which keeps the README's whole test command under
+25 minutes): many interruptions, every schedule with every optimizer, 300 Hypothesis examples per argument,
 50,000 soak steps. ``HF_OPTIM_FULL=0`` runs a reduced version for quick local iterations (fewer examples and
 steps); both exercise every item.
 """
