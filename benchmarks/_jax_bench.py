@@ -155,17 +155,29 @@ def keras_eager(build: Callable[[], Any], values: list[Any], grads: list[Any]) -
 
 
 def keras_jit(build: Callable[[], Any], values: list[Any], grads: list[Any]) -> tuple[Carried, int]:
-    """(``jax.jit(optimizer.stateless_apply)`` carrying (parameters, optimizer variables), its state bytes)."""
+    """(``jax.jit(optimizer.stateless_apply)`` carrying (parameters, optimizer variables), its state bytes).
+
+    The jitted function returns the new values in the order it takes the old ones, as Keras' JAX trainer does (its
+    state tuple in, the same tuple out, donated): JAX hands each donated buffer to the first output of its shape, so
+    outputs in another order (``stateless_apply``'s own: parameters first) get a moment's buffer for a parameter and
+    XLA copies every donated array twice (measured: hf AdamW 44 against 12 ms a step, Keras' AdamW 35 against 11).
+    """
     import jax
     import keras
 
     optimizer = build()
     optimizer.build([keras.Variable(v, name=f"w{i}") for i, v in enumerate(values)])
-    apply = jax.jit(optimizer.stateless_apply, donate_argnums=(0, 2))
+
+    def apply(optimizer_variables: list[Any], grads: list[Any], trainable: list[Any]) -> tuple[list[Any], list[Any]]:
+        new_trainable, new_optimizer_variables = optimizer.stateless_apply(optimizer_variables, grads, trainable)
+        return new_optimizer_variables, new_trainable
+
+    jitted = jax.jit(apply, donate_argnums=(0, 2))
 
     def step(carry: tuple[list[Any], list[Any]]) -> tuple[list[Any], list[Any]]:
         trainable, optimizer_variables = carry
-        return apply(optimizer_variables, grads, trainable)  # -> (trainable, optimizer variables)
+        new_optimizer_variables, new_trainable = jitted(optimizer_variables, grads, trainable)
+        return new_trainable, new_optimizer_variables
 
     state = _fresh([v.value for v in optimizer.variables])
     return Carried(step, (_fresh(values), state)), _nbytes(state)
