@@ -19,7 +19,7 @@ The peers, each on its own copy of the same parameters (layout "transformer" of 
   (factored second moments with its defaults, no relative-step learning rate): a peer in cost, not in results.
 
 Every step blocks on its outputs (`jax.block_until_ready`) before the clock stops. The peers are interleaved one
-step each per round, the order alternating (`_timing.interleave`, as for torch and Keras on TensorFlow). The JSON
+step each per round, in a random order (`_timing.interleave`, as for torch and Keras on TensorFlow). The JSON
 holds each peer's step times, its bandwidth floor in bytes (as run.py's floors: AdamW family 28 B/param, Adafactor
 12 B/param plus 8 B/param for unfactored tensors), its state bytes, its step's extra memory and, for the jitted
 peers, the first call's seconds (trace, compile and one step). The bandwidth the floors are divided by comes from

@@ -144,7 +144,8 @@ ROUND_TWO_NOTES = (
     "(and JAX in bfloat16 on TPUs by default), which would change Adafactor's numerics there, and TensorFlow has no "
     "op that keeps XLA from fusing the two. Keras' own Adafactor takes the same time under XLA. The eager Keras step of "
     "Adafactor on TensorFlow (traced, `hf_optim_tf/_traced_update.py`) runs without XLA, faster.",
-    "- *Keras on JAX, hf_optim_tf.AdamW jitted <= 1.1x Keras' AdamW*: each variable keeps its own step count (as "
+    "- *Keras on JAX, hf_optim_tf.AdamW jitted <= 1.1x Keras' AdamW*, met in some runs and not in others (1.08x and "
+    "1.16x): each variable keeps its own step count (as "
     "torch's per-parameter state does), so the update computes one bias-corrected step size per variable, in scalar "
     "XLA ops, where Keras' AdamW derives every variable's from the one iteration counter; AdamWeightDecay, whose count "
     "is optimizer-wide as in Keras, takes Keras' time (measured in one process: 12.4, 10.7 and 10.7 ms). Until "

@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         + f"; **{bandwidth / 1e9:.0f} GB/s**",
         "",
         "fp32 parameters and gradients on the GPU. Peers share the device in one process, interleaved one step each "
-        f"per round, order alternating; 3 warm-up then {args.rounds} timed rounds; each timed step ends with "
+        f"per round, in a random order; 3 warm-up then {args.rounds} timed rounds; each timed step ends with "
         "`torch.cuda.synchronize()`. *Ratios* are medians of per-round ratios (±: half the interquartile range); "
         "*× bandwidth floor*: the step time over the bytes the optimizer must move (AdamW family 28 B/param, "
         "Adafactor 12 B/param plus 8 B/param of unfactored second moments) at the measured bandwidth. *Step extra*: "

@@ -3,7 +3,7 @@
 Usage: python benchmarks/run.py [--quick | --full] [--only torch|keras|jax] [--no-jit] [--jax-python PATH] [--out PATH]
 
 Every peer of one framework runs on the same parameters in the same process, interleaved (one step of each peer
-per round, the order alternating), median of the timed rounds after warm-up rounds. Ratios are medians of the
+per round, in a random order), median of the timed rounds after warm-up rounds. Ratios are medians of the
 per-round ratios, so a slow spell of the machine hits both sides of a ratio. Intra-op threads: 2 (torch and TF).
 
 The default run (about 10 minutes on 2 cores) covers the layouts of CONFIGS: 10M parameters in 1 tensor and in ~200
@@ -317,7 +317,7 @@ def _report(
         "",
         "fp32 parameters and gradients (bfloat16 where a layout says so: the AdamW family's moments then are bfloat16 "
         "too, Adafactor's statistics float32). Peers of one framework share the machine in the same process, interleaved "
-        f"one step each per round, order alternating; {_plan_text(args)}. *Ratios* are medians "
+        f"one step each per round, in a random order; {_plan_text(args)}. *Ratios* are medians "
         "of per-round ratios (±: half the interquartile range); *spread* is a peer's own interquartile range over "
         "its median. *Bandwidth floor*: bytes the optimizer must read and write per step (AdamW family 28 B/param; "
         "Adafactor 12 B/param, plus 8 B/param of unfactored second moments) over the measured bandwidth. "
