@@ -142,8 +142,8 @@ ROUND_TWO_NOTES = (
     "floats in 38 matrices takes 1.7 ms alone and 22 ms fused with the square (measured, 2 threads); a sum taken as a "
     "product with a vector of ones takes 1.7 ms too, but TensorFlow runs float32 products in TF32 on recent GPUs "
     "(and JAX in bfloat16 on TPUs by default), which would change Adafactor's numerics there, and TensorFlow has no "
-    "op that keeps XLA from fusing the two. Keras' own Adafactor takes the same time under XLA. The eager Keras step of "
-    "Adafactor on TensorFlow (traced, `hf_optim_tf/_traced_update.py`) runs without XLA, faster.",
+    "op that keeps XLA from fusing the two. Keras' own Adafactor takes the same time under XLA. The eager Keras step "
+    "of Adafactor on TensorFlow (traced, `hf_optim_tf/_traced_update.py`) runs without XLA, faster.",
     "- *Keras on JAX, hf_optim_tf.AdamW jitted <= 1.1x Keras' AdamW*, met in some runs and not in others (1.08x and "
     "1.16x): each variable keeps its own step count (as "
     "torch's per-parameter state does), so the update computes one bias-corrected step size per variable, in scalar "

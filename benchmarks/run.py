@@ -137,8 +137,8 @@ def _jax_section(result: dict[str, Any]) -> list[str]:
         "`benchmarks/_jax_bench.py` in its own process and environment (KERAS_BACKEND=jax, no TensorFlow), pinned to "
         f"{result['threads']} CPUs; {result['warmup']} warm-up then {result['rounds']} timed rounds, every peer "
         "interleaved. *eager*: `optimizer.apply_gradients(zip(grads, variables))` from Python. *jit*: "
-        "`jax.jit(optimizer.stateless_apply)` as Keras' JAX trainer runs it (values in, new values out in the same order and fed back, "
-        "buffers donated); optax: `jax.jit` of update + `optax.apply_updates`, buffers donated. Every step waits for "
+        "`jax.jit(optimizer.stateless_apply)` as Keras' JAX trainer runs it (values in, new values out in the same "
+        "order and fed back, buffers donated); optax: `jax.jit` of update + `optax.apply_updates`, buffers donated. Every step waits for "
         f"its outputs (`jax.block_until_ready`). Floors: {floors}. `optax.adafactor()` has other numerics than "
         "transformers' Adafactor (factored second moments with optax's defaults, no relative-step learning rate): a "
         "peer in cost, not a drop-in one. *XLA compile s*: the first call (trace, compile and one step).",

@@ -6,9 +6,10 @@ Python, about 100x the time the arithmetic needs for 10M parameters in ~200 tens
 train step and does not pay this. Here Keras' own ``_backend_apply_gradients`` (the learning rate read or computed
 from the schedule at the current iteration, clipping, gradient accumulation, the updates of all variables, EMA)
 becomes one ``tf.function`` per list of variables, traced at its first use from iteration ``EAGER_ITERATIONS`` on
-and kept (at most ``MAX_TRACES`` lists per optimizer; beyond them the eager path runs). An optimizer may ask for it to be compiled by XLA (``xla``): the
-AdamW family does (10M parameters in ~200 tensors: 54 -> 20 ms a step), Adafactor does not (its reductions are no
-faster under XLA on CPU). Should XLA refuse to compile it, the step runs as a plain ``tf.function`` from then on.
+and kept (at most ``MAX_TRACES`` lists per optimizer; beyond them the eager path runs). An optimizer may ask for it
+to be compiled by XLA (``xla``): the AdamW family does (10M parameters in ~200 tensors: 54 -> 20 ms a step),
+Adafactor does not (its reductions are no faster under XLA on CPU). Should XLA refuse to compile it, the step runs
+as a plain ``tf.function`` from then on.
 
 What runs is the same Keras and ``update_step`` code in the same order; TensorFlow's graph rewrites and XLA's
 fusion may round an operation differently from the eager op, as they do under ``model.fit`` and ``jit_compile``,
@@ -32,7 +33,7 @@ costs as much as 7 to 25 op-by-op steps (measured on 2 cores: AdamW and Adafacto
 pays at most about twice what the better choice would have cost. The choice depends on the optimizer's
 ``iterations`` alone, which a checkpoint restores: a run resumed in a fresh process takes the same path at every
 step as the run it continues (its op-by-op and traced steps may differ in the last bit, as said above). Once a list
-of variables has its traced step, its steps stay traced (the count is not read again: 40 us per read on TensorFlow).
+of variables has its traced step, its steps stay traced (the count is not read again: 40 µs per read on TensorFlow).
 
 Left eager on TensorFlow: calls already inside a ``tf.function`` (``model.fit``, a traced loop), calls under a
 ``tf.distribute`` strategy (Keras' cross-replica update must stay as it is), a learning rate given as a plain
