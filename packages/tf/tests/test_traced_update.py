@@ -60,10 +60,9 @@ def _ulps(a: np.ndarray, b: np.ndarray) -> int:
 
 
 @pytest.fixture(autouse=True)
-def _traced_from_the_first_step(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test here but the one about the eager iterations traces from the first step (fewer steps to run)."""
-    if "eager_iterations" not in request.node.name:
-        monkeypatch.setattr(_traced_update, "EAGER_ITERATIONS", 0)
+def _traced_from_the_first_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tests here trace from the first step (fewer steps to run), but the one about the eager iterations."""
+    monkeypatch.setattr(_traced_update, "EAGER_ITERATIONS", 0)
 
 
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
@@ -209,12 +208,15 @@ def test_a_step_inside_a_tf_function_is_not_traced_again() -> None:
     assert float(optimizer.iterations.numpy()) == 2.0
 
 
-def test_the_first_eager_iterations_run_op_by_op_and_a_resumed_run_takes_the_same_path() -> None:
+def test_the_first_eager_iterations_run_op_by_op_and_a_resumed_run_takes_the_same_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Op by op while ``iterations`` < EAGER_ITERATIONS, traced from there; a run resumed past that point (a fresh
     optimizer with the restored state) traces at its first call, and ends where the uninterrupted run does, bit
     for bit: both took the op-by-op path at the same iterations."""
     import tensorflow as tf
 
+    monkeypatch.setattr(_traced_update, "EAGER_ITERATIONS", EAGER_ITERATIONS)  # the library's own (imported above)
     steps, resume_at = EAGER_ITERATIONS + 3, EAGER_ITERATIONS + 1
     rng = np.random.default_rng(1)
     grads = [[tf.constant(rng.standard_normal(s).astype("float32")) for s in SHAPES] for _ in range(steps)]

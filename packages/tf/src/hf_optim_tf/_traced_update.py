@@ -46,12 +46,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import keras
 import numpy as np
 
 __all__ = ["EAGER_ITERATIONS", "MAX_TRACES", "JittedUpdate", "TracedStep", "jitted_update", "traced_apply"]
+
+T = TypeVar("T")
 
 #: lists of variables an optimizer keeps a traced step for
 MAX_TRACES = 8
@@ -84,11 +86,17 @@ def traced_apply(
     if any(isinstance(grad, tf.IndexedSlices) for grad in grads):  # sparse: a traced one has no static row count
         return None
     key = (id(learning_rate), *map(id, variables))
+    return _kept(cache, key, iterations, lambda: TracedStep(apply, variables, learning_rate, xla))
+
+
+def _kept(cache: dict[tuple[int, ...], T], key: tuple[int, ...], iterations: Any, make: Callable[[], T]) -> T | None:
+    """The step ``cache`` keeps under ``key``, or ``make()`` kept there; None (run op by op) while ``iterations`` are
+    below ``EAGER_ITERATIONS`` or when ``MAX_TRACES`` steps are kept already."""
     step = cache.get(key)
     if step is None:
         if len(cache) >= MAX_TRACES or int(iterations) < EAGER_ITERATIONS:
             return None
-        step = cache[key] = TracedStep(apply, variables, learning_rate, xla)
+        step = cache[key] = make()
     return step
 
 
@@ -151,13 +159,9 @@ def jitted_update(
 
     if in_stateless_scope() or any(isinstance(grad, jax.core.Tracer) for grad in grads):
         return None
-    key = tuple(map(id, variables))
-    step = cache.get(key)
-    if step is None:
-        if len(cache) >= MAX_TRACES or int(iterations) < EAGER_ITERATIONS:
-            return None
-        step = cache[key] = JittedUpdate(update, variables, optimizer_variables)
-    return step
+    return _kept(
+        cache, tuple(map(id, variables)), iterations, lambda: JittedUpdate(update, variables, optimizer_variables)
+    )
 
 
 class JittedUpdate:
