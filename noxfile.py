@@ -140,7 +140,11 @@ def keras_backends(session: nox.Session, backend: str) -> None:
     """hf-optim-tf on Keras' JAX / torch backend without TensorFlow (about 3 minutes each on two cores)."""
     session.install(*CONSTRAINTS, "-e", "packages/spec", "-e", f"packages/tf[{backend}]", *_group("tf", "test"))
     session.run("python", "-c", "import importlib.util as u, sys; sys.exit(u.find_spec('tensorflow') is not None)")
-    tests = ("packages/tf/tests/test_backends.py", "packages/tf/tests/test_spec_cases.py")
+    tests = (
+        "packages/tf/tests/test_backends.py",
+        "packages/tf/tests/test_spec_cases.py",
+        "packages/tf/tests/test_multi_tensor.py",
+    )
     env = {"PYTHONHASHSEED": "0", "KERAS_BACKEND": backend}
     # JAX without x64 warns wherever float64 / int64 is asked for (schedules, step counts) and gives 32 bits;
     # Keras' torch backend converts to NumPy with np.array(tensor), which NumPy 2 warns about (not ours).

@@ -241,28 +241,38 @@ def run(shapes: list[tuple[int, ...]], *, warmup: int, rounds: int, log: Callabl
 
 
 def launch(
-    python: Path | None, *, warmup: int, rounds: int, threads: int, bandwidth: float, log: Callable[[str], None]
+    python: Path | None,
+    *,
+    warmup: int,
+    rounds: int,
+    threads: int,
+    bandwidth: float,
+    log: Callable[[str], None],
+    script: Path = Path(__file__),
+    backend: str = "jax",
 ) -> dict[str, Any]:
-    """This script under ``python`` with KERAS_BACKEND=jax: its JSON with each row's times as a ``Timing``, or
-    ``{"error": why}`` where it could not run (the tail of its stderr goes to ``log``)."""
+    """``script`` (this one, or another bench of Keras on another backend) under ``python`` with
+    KERAS_BACKEND=``backend``: its JSON with each row's times as a ``Timing``, or ``{"error": why}`` where it could
+    not run (the tail of its stderr goes to ``log``)."""
     if python is None:
         return {"error": "no `--jax-python` given (`nox -s bench` passes the python of .nox/bench_jax)"}
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "jax.json"
+        out = Path(tmp) / f"{backend}.json"
         options = {"--out": out, "--warmup": warmup, "--rounds": rounds, "--threads": threads, "--bandwidth": bandwidth}
-        command = [str(python), str(Path(__file__).resolve()), *(str(x) for item in options.items() for x in item)]
-        env = {**os.environ, "KERAS_BACKEND": "jax"}
+        command = [str(python), str(script.resolve()), *(str(x) for item in options.items() for x in item)]
+        env = {**os.environ, "KERAS_BACKEND": backend}
         try:
             done = subprocess.run(command, env=env, stderr=subprocess.PIPE, text=True, check=False)
         except OSError as error:
             return {"error": f"could not start {python}: {error}"}
         if done.returncode != 0 or not out.exists():
             tail = done.stderr.strip().splitlines()[-20:] or ["(nothing on stderr)"]
-            log(f"JAX benchmark failed (exit {done.returncode}):\n" + "\n".join(tail))
-            return {"error": f"`benchmarks/_jax_bench.py` exited with {done.returncode}: `{tail[-1].strip()}`"}
+            log(f"{script.name} failed (exit {done.returncode}):\n" + "\n".join(tail))
+            return {"error": f"`benchmarks/{script.name}` exited with {done.returncode}: `{tail[-1].strip()}`"}
         result = json.loads(out.read_text())
-    for row in result["rows"].values():
-        row["timing"] = Timing(row.pop("times"))
+    for part in result.get("layouts", {"": result}).values():
+        for row in part["rows"].values():
+            row["timing"] = Timing(row.pop("times"))
     return result
 
 

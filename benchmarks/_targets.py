@@ -52,9 +52,10 @@ def round_two_targets(
     keras_results: dict[tuple[str, str], Any],
     bandwidth: float,
     jax_result: dict[str, Any] | None = None,
+    keras_torch: dict[str, Any] | None = None,
 ) -> list[str]:
     """Issue 17's targets: Adafactor at torch's fused AdamW speed, the fixed cost per small tensor, Keras floors,
-    Keras on JAX beside optax."""
+    Keras on JAX beside optax, Keras on torch beside Keras' own AdamW."""
     lines = ["## Targets (issue 17), CPU, 2 threads", "", "| target | measured | met |", "|---|---|---|"]
     for (size, layout), result in torch_results.items():
         rows = result["rows"]
@@ -83,7 +84,7 @@ def round_two_targets(
                 unit="x floor",
             )
         )
-    return [*lines, *jax_targets(jax_result), "", *ROUND_TWO_NOTES, ""]
+    return [*lines, *jax_targets(jax_result), *keras_torch_targets(keras_torch), "", *ROUND_TWO_NOTES, ""]
 
 
 def info_row(text: str, rows: dict[str, Any], name: str, reference: str) -> str:
@@ -122,6 +123,28 @@ def jax_targets(result: dict[str, Any] | None) -> list[str]:
             f"| {where}: `{name} eager` against its bandwidth floor (informative) "
             f"| {row['timing'].median / floor:.1f}x floor ({row['timing'].median * 1e3:.1f} ms) | n/a |"
         )
+    return lines
+
+
+def keras_torch_targets(result: dict[str, Any] | None) -> list[str]:
+    """Keras on torch, eager (``model.fit``'s step there by default): hf_optim_tf.AdamW within 10x its floor at 10M
+    in ~200 tensors, and no slower than Keras' own AdamW (1.1x) there and on 200 tensors of 32."""
+    if result is None:
+        return []
+    if "error" in result:
+        return [f"| Keras on torch, eager | not run: {result['error']} | n/a |"]
+    lines = []
+    for layout, where in (("transformer", "10M in ~200 tensors"), ("small_vectors", "200 tensors of 32")):
+        rows = result["layouts"][layout]["rows"]
+        if layout == "transformer":
+            row = rows["hf_optim_tf.AdamW eager"]
+            floor = row["floor_bytes"] / result["bandwidth"]
+            text = f"Keras on torch, {where}: `hf_optim_tf.AdamW eager` within 10x its bandwidth floor"
+            lines.append(target_row(text, row["timing"].median / floor, None, 10.0, unit="x floor"))
+        for name in ("hf_optim_tf.AdamW", "hf_optim_tf.AdamWeightDecay"):
+            ratio, spread = peer_ratio(rows, f"{name} eager", "keras.optimizers.AdamW eager")
+            text = f"Keras on torch, {where}: {name} eager (`model.fit`'s default step) <= 1.1x keras.optimizers.AdamW"
+            lines.append(target_row(text, ratio, spread, 1.1))
     return lines
 
 

@@ -13,8 +13,9 @@ the small layouts 10 + 60; the rest 2 + 12; the Keras peers run eagerly at 10M o
 only). ``--full`` runs 3 + 20 rounds everywhere and adds the eager Keras peers at 80M/100M; ``--quick`` is a smoke run
 of the 10M and small layouts with few rounds. Then, with ``--jax-python`` (`nox -s bench` passes the python of
 .nox/bench_jax), Keras on JAX beside optax at 10M in ~200 tensors, 3 + 20 rounds (about a minute and a half):
-benchmarks/_jax_bench.py in its own process with KERAS_BACKEND=jax; if it fails, its section says why and the rest
-of the report stays. Targets of issues 6 and 17 come first in the report, met or missed by how much.
+benchmarks/_jax_bench.py in its own process with KERAS_BACKEND=jax; and Keras on torch, eager (what ``model.fit`` runs
+there), at 10M in ~200 tensors and in 200 tensors of 32, 10 + 40 rounds: benchmarks/_keras_torch_bench.py in its own
+process with KERAS_BACKEND=torch. If one fails, its section says why and the rest of the report stays. Targets of issues 6 and 17 come first in the report, met or missed by how much.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).parent))
 
+import _keras_torch_bench  # its report section: Keras on torch runs in a process of its own
 from _targets import JAX_REFERENCE, layout_title, peer_ratio, round_two_targets
 
 THREADS = 2
@@ -240,6 +242,13 @@ def main(argv: list[str] | None = None) -> int:
         jax_result = _jax_bench.launch(
             args.jax_python, warmup=warmup, rounds=rounds, threads=THREADS, bandwidth=max(bandwidths.values()), log=_log
         )
+    keras_torch = None
+    if _selected(args, "keras"):
+        _log("keras on torch, eager, in its own process")
+        keras_torch = _jax_bench.launch(
+            Path(sys.executable), warmup=3 if args.quick else 10, rounds=10 if args.quick else 40, threads=THREADS,
+            bandwidth=max(bandwidths.values()), log=_log, script=HERE / "_keras_torch_bench.py", backend="torch",
+        )  # fmt: skip
     _log("schedules")
     calls = 200 if args.quick else 1000
     torch_sched = _torch_bench.run_schedules(calls) if _selected(args, "torch") else {}
@@ -259,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         torch_results,
         keras_results,
         jax_result,
+        keras_torch,
         torch_sched,
         keras_sched,
         load_start,
@@ -280,6 +290,7 @@ def _report(
     torch_results: dict[tuple[str, str], Any],
     keras_results: dict[tuple[str, str], Any],
     jax_result: dict[str, Any] | None,
+    keras_torch: dict[str, Any] | None,
     torch_sched: dict[str, float],
     keras_sched: dict[str, tuple[float, float, float]],
     load_start: str,
@@ -375,7 +386,7 @@ def _report(
                 f"step) | worst {worst_id}: {share:.2%} | {'yes' if share < 0.01 else 'no'} |"
             )
     lines.append("")
-    lines += round_two_targets(torch_results, keras_results, bandwidth, jax_result)
+    lines += round_two_targets(torch_results, keras_results, bandwidth, jax_result, keras_torch)
     # ---- per configuration
     for (size, layout), result in torch_results.items():
         lines += [
@@ -397,6 +408,8 @@ def _report(
         ]
     if jax_result is not None:
         lines += _jax_section(jax_result)
+    if keras_torch is not None:
+        lines += _keras_torch_bench.section(keras_torch, _table, layout_title)
     # ---- schedules
     if torch_sched or keras_sched:
         small = sizes[0]

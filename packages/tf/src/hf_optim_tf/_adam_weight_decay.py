@@ -8,7 +8,8 @@ from typing import Any
 import keras
 from keras import ops
 
-from ._formulas import adam_step_size, decoupled_weight_decay
+from ._formulas import adam_step_size, adam_weight_decay_update, decoupled_weight_decay
+from ._multi_tensor import ForeachOps, assign_all, in_batches, tensors
 from ._rounding import parameter_rounding_key, store_parameter
 from ._spec_optimizer import SpecOptimizer
 from ._variables import compute_dtype, matches_any, numpy_value, variable_path
@@ -172,25 +173,65 @@ class AdamWeightDecay(SpecOptimizer):
             param = decoupled_weight_decay(param, lr, rate, per_element=True)
         alpha = adam_step_size(lr, self.beta_1, self.beta_2, step, dtype)
         exp_avg_var, exp_avg_sq_var = self._exp_avg[index], self._exp_avg_sq[index]
-        exp_avg = ops.cast(exp_avg_var, dtype)
-        exp_avg = ops.add(exp_avg, ops.multiply(ops.subtract(gradient, exp_avg), ops.subtract(1.0, beta_1)))
-        exp_avg_sq = ops.cast(exp_avg_sq_var, dtype)
-        exp_avg_sq = ops.add(
-            exp_avg_sq, ops.multiply(ops.subtract(ops.square(gradient), exp_avg_sq), ops.subtract(1.0, beta_2))
+        param, exp_avg, exp_avg_sq, second = adam_weight_decay_update(
+            ops,
+            param,
+            gradient,
+            ops.cast(exp_avg_var, dtype),
+            ops.cast(exp_avg_sq_var, dtype),
+            ops.cast(self._max_exp_avg_sq[index], dtype) if self.amsgrad else None,
+            one_minus_beta_1=ops.subtract(1.0, beta_1),
+            one_minus_beta_2=ops.subtract(1.0, beta_2),
+            epsilon=ops.convert_to_tensor(self.epsilon, dtype=dtype),
+            alpha=alpha,
         )
         self.assign(exp_avg_var, ops.cast(exp_avg, store))
         self.assign(exp_avg_sq_var, ops.cast(exp_avg_sq, store))
-        second = exp_avg_sq
         if self.amsgrad:
-            max_exp_avg_sq_var = self._max_exp_avg_sq[index]
-            second = ops.maximum(ops.cast(max_exp_avg_sq_var, dtype), exp_avg_sq)
-            self.assign(max_exp_avg_sq_var, ops.cast(second, store))
-        denom = ops.add(ops.sqrt(second), ops.convert_to_tensor(self.epsilon, dtype=dtype))
-        param = ops.subtract(param, ops.divide(ops.multiply(exp_avg, alpha), denom))
+            self.assign(self._max_exp_avg_sq[index], ops.cast(second, store))
         key = None
         if self.stochastic_rounding and store == "bfloat16":
             key = parameter_rounding_key(self.rounding_seed, index, self.iterations + 1)
         self.assign(variable, store_parameter(param, store, key))
+
+    def _update_lists(self, grads: list[Any], variables: list[Any], learning_rate: Any) -> None:
+        """``update_step`` for float32 variables all at once, on the torch backend (``hf_optim_tf._multi_tensor``):
+        the same formulas, the same bits."""
+        indices = [self._get_variable_index(variable) for variable in variables]
+        lr = ops.cast(learning_rate, "float32")
+        beta_1 = ops.convert_to_tensor(self.beta_1, dtype="float32")
+        beta_2 = ops.convert_to_tensor(self.beta_2, dtype="float32")
+        rate = ops.convert_to_tensor(self.weight_decay_rate, dtype="float32")
+        scalars = {
+            "one_minus_beta_1": float(ops.subtract(1.0, beta_1)),
+            "one_minus_beta_2": float(ops.subtract(1.0, beta_2)),
+            "epsilon": float(ops.convert_to_tensor(self.epsilon, dtype="float32")),
+            "alpha": float(
+                adam_step_size(lr, self.beta_1, self.beta_2, ops.cast(self.iterations + 1, "float32"), "float32")
+            ),
+        }
+
+        def update(param: list[Any], grad: list[Any], *state_and_flags: Any) -> None:
+            *state, flags = state_and_flags
+            decayed = [k for k, flag in enumerate(flags) if flag]
+            new_param = list(param)
+            if decayed:  # before the Adam step
+                kept = decoupled_weight_decay([param[k] for k in decayed], lr, rate, per_element=True, o=ForeachOps)
+                for k, value in zip(decayed, kept):
+                    new_param[k] = value
+            *new, second = adam_weight_decay_update(
+                ForeachOps, new_param, grad, state[0], state[1], state[2] if self.amsgrad else None, **scalars
+            )
+            if self.amsgrad:
+                new.append(second)
+            assign_all([t for tensors in (param, *state) for t in tensors], [t for tensors in new for t in tensors])
+
+        state = [self._exp_avg, self._exp_avg_sq, *([self._max_exp_avg_sq] if self.amsgrad else [])]
+        in_batches(
+            update,
+            [tensors(variables), grads, *(tensors([slots[index] for index in indices]) for slots in state)],
+            [tuple(self._decay_flags[index] for index in indices)],
+        )
 
     def variable_state(self, variable: Any) -> dict[str, Any]:
         """The state of one model variable under the spec's names (NumPy values); ``step`` is the

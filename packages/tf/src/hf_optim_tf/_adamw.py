@@ -8,7 +8,8 @@ from typing import Any, ClassVar
 import keras
 from keras import ops
 
-from ._formulas import adam_step_size, decoupled_weight_decay
+from ._formulas import adam_step_size, adamw_update, decoupled_weight_decay
+from ._multi_tensor import ForeachOps, assign_all, in_batches, tensors
 from ._rounding import parameter_rounding_key, store_parameter
 from ._spec_optimizer import SpecOptimizer
 from ._variables import compute_dtype, numpy_value, slot_name
@@ -156,26 +157,62 @@ class AdamW(SpecOptimizer):
         self.assign_add(step_var, ops.ones((), dtype="int64"))
         step = ops.cast(step_var, "float64")
         exp_avg_var, exp_avg_sq_var = self._exp_avg[index], self._exp_avg_sq[index]
-        exp_avg = q(
-            ops.add(q(ops.multiply(ops.cast(exp_avg_var, dtype), self.beta_1)), ops.multiply(1.0 - self.beta_1, grad))
-        )
-        exp_avg_sq = q(
-            ops.add(
-                q(ops.multiply(ops.cast(exp_avg_sq_var, dtype), self.beta_2)),
-                ops.multiply(ops.multiply(1.0 - self.beta_2, grad), grad),
-            )
+        step_size = adam_step_size(lr, self.beta_1, self.beta_2, step, "float64") if self.correct_bias else lr
+        param, exp_avg, exp_avg_sq = adamw_update(
+            ops,
+            param,
+            grad,
+            ops.cast(exp_avg_var, dtype),
+            ops.cast(exp_avg_sq_var, dtype),
+            beta_1=self.beta_1,
+            beta_2=self.beta_2,
+            epsilon=ops.convert_to_tensor(self.epsilon, dtype=dtype),
+            negative_step_size=ops.cast(-step_size, dtype),
+            q=q,
         )
         self.assign(exp_avg_var, ops.cast(exp_avg, store))
         self.assign(exp_avg_sq_var, ops.cast(exp_avg_sq, store))
-        denom = q(ops.add(q(ops.sqrt(exp_avg_sq)), ops.convert_to_tensor(self.epsilon, dtype=dtype)))
-        step_size = adam_step_size(lr, self.beta_1, self.beta_2, step, "float64") if self.correct_bias else lr
-        param = q(ops.add(param, ops.divide(ops.multiply(ops.cast(-step_size, dtype), exp_avg), denom)))
         if self.decoupled_weight_decay > 0.0:  # after the Adam update
             param = q(decoupled_weight_decay(param, lr, self.decoupled_weight_decay))
         key = None
         if self.stochastic_rounding and store == "bfloat16":
             key = parameter_rounding_key(self.rounding_seed, index, step_var)
         self.assign(variable, store_parameter(param, store, key))
+
+    def _update_lists(self, grads: list[Any], variables: list[Any], learning_rate: Any) -> None:
+        """``update_step`` for float32 variables all at once, on the torch backend (``hf_optim_tf._multi_tensor``):
+        the same formulas, the same bits; one step size per distinct step count."""
+        indices = [self._get_variable_index(variable) for variable in variables]
+        steps = tensors([self._step[index] for index in indices])
+        assign_all(steps, ForeachOps.add(steps, 1))
+        lr = ops.cast(learning_rate, "float64")
+        negative_step_sizes: dict[int, float] = {}
+        for count in {int(step) for step in steps}:
+            size = adam_step_size(lr, self.beta_1, self.beta_2, ops.cast(count, "float64"), "float64")
+            negative_step_sizes[count] = float(ops.cast(-(size if self.correct_bias else lr), "float32"))
+
+        def update(param: list[Any], grad: list[Any], exp_avg: list[Any], exp_avg_sq: list[Any], size: Any) -> None:
+            new = adamw_update(
+                ForeachOps,
+                param,
+                grad,
+                exp_avg,
+                exp_avg_sq,
+                beta_1=self.beta_1,
+                beta_2=self.beta_2,
+                epsilon=self.epsilon,
+                negative_step_size=size,
+            )
+            if self.decoupled_weight_decay > 0.0:
+                decayed = decoupled_weight_decay(new[0], lr, self.decoupled_weight_decay, o=ForeachOps, dtype="float32")
+                new = (decayed, *new[1:])
+            assign_all([*param, *exp_avg, *exp_avg_sq], [t for tensors in new for t in tensors])
+
+        state = [
+            tensors([self._exp_avg[index] for index in indices]),
+            tensors([self._exp_avg_sq[index] for index in indices]),
+        ]
+        in_batches(update, [tensors(variables), grads, *state], [tuple(negative_step_sizes[int(s)] for s in steps)])
 
     def variable_state(self, variable: Any) -> dict[str, Any]:
         """The state of one model variable under the spec's names (NumPy values), like torch's

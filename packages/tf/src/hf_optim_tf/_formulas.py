@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import hf_optim_spec as hs
@@ -24,6 +25,8 @@ __all__ = [
     "adafactor_beta2t",
     "adafactor_step_size",
     "adam_step_size",
+    "adam_weight_decay_update",
+    "adamw_update",
     "clip_by_rms",
     "decoupled_weight_decay",
     "one_minus_power",
@@ -63,7 +66,9 @@ def adam_step_size(learning_rate: Any, beta_1: float, beta_2: float, step: Any, 
     return ops.divide(ops.multiply(learning_rate, correction_2), one_minus_power(beta_1, step, dtype))
 
 
-def decoupled_weight_decay(param: Any, learning_rate: Any, rate: Any, *, per_element: bool = False) -> Any:
+def decoupled_weight_decay(
+    param: Any, learning_rate: Any, rate: Any, *, per_element: bool = False, o: Any = ops, dtype: str | None = None
+) -> Any:
     r"""The decoupled weight decay :math:`\theta - \eta\lambda\theta`, in one of transformers' two operation orders.
 
     Args:
@@ -74,11 +79,68 @@ def decoupled_weight_decay(param: Any, learning_rate: Any, rate: Any, *, per_ele
         cast to ``param``'s dtype once, and the result is :math:`\theta + (-\eta\lambda)\,\theta`. True (tf.keras,
         AdamWeightDecay): ``learning_rate`` and ``rate`` are tensors of ``param``'s dtype and every product is
         rounded to it, :math:`\theta - (\eta\theta)\lambda`.
+      o: the namespace of the elementwise ops: ``keras.ops``, or ``ForeachOps`` for lists of tensors.
+      dtype: ``param``'s dtype (read from ``param`` when None).
     """
     if per_element:
-        return ops.subtract(param, ops.multiply(ops.multiply(learning_rate, param), rate))
-    coefficient = ops.cast(-learning_rate * rate, keras.backend.standardize_dtype(param.dtype))
-    return ops.add(param, ops.multiply(coefficient, param))
+        return o.subtract(param, o.multiply(o.multiply(learning_rate, param), rate))
+    coefficient = ops.cast(-learning_rate * rate, dtype or keras.backend.standardize_dtype(param.dtype))
+    return o.add(param, o.multiply(coefficient, param))
+
+
+def adamw_update(
+    o: Any,
+    param: Any,
+    grad: Any,
+    exp_avg: Any,
+    exp_avg_sq: Any,
+    *,
+    beta_1: float,
+    beta_2: float,
+    epsilon: Any,
+    negative_step_size: Any,
+    q: Callable[[Any], Any] = lambda x: x,
+) -> tuple[Any, Any, Any]:
+    r"""AdamW's moments and parameter after one step, in transformers' operation order (no weight decay).
+
+    :math:`m \leftarrow \beta_1 m + (1-\beta_1) g`, :math:`v \leftarrow \beta_2 v + ((1-\beta_2) g) g`,
+    :math:`\theta \leftarrow \theta + (-\alpha m) / (\sqrt{v} + \epsilon)`, each op in ``o`` (``keras.ops`` for one
+    variable, ``ForeachOps`` for a list); ``q`` rounds what torch materialises in a 16-bit parameter's dtype (see
+    :class:`~hf_optim_tf.AdamW`). Returns the new (parameter, ``exp_avg``, ``exp_avg_sq``).
+    """
+    exp_avg = q(o.add(q(o.multiply(exp_avg, beta_1)), o.multiply(1.0 - beta_1, grad)))
+    exp_avg_sq = q(o.add(q(o.multiply(exp_avg_sq, beta_2)), o.multiply(o.multiply(1.0 - beta_2, grad), grad)))
+    denom = q(o.add(q(o.sqrt(exp_avg_sq)), epsilon))
+    param = q(o.add(param, o.divide(o.multiply(negative_step_size, exp_avg), denom)))
+    return param, exp_avg, exp_avg_sq
+
+
+def adam_weight_decay_update(
+    o: Any,
+    param: Any,
+    grad: Any,
+    exp_avg: Any,
+    exp_avg_sq: Any,
+    max_exp_avg_sq: Any,
+    *,
+    one_minus_beta_1: Any,
+    one_minus_beta_2: Any,
+    epsilon: Any,
+    alpha: Any,
+) -> tuple[Any, Any, Any, Any]:
+    r"""AdamWeightDecay's (tf.keras Adam's) moments and parameter after one step, every op in the compute dtype.
+
+    :math:`m \leftarrow m + (g - m)(1-\beta_1)`, :math:`v \leftarrow v + (g^2 - v)(1-\beta_2)`,
+    :math:`\hat v = \max(\hat v, v)` with amsgrad (``max_exp_avg_sq`` not None),
+    :math:`\theta \leftarrow \theta - (m\alpha) / (\sqrt{\hat v} + \epsilon)`, each op in ``o`` (``keras.ops`` or
+    ``ForeachOps``). Returns the new (parameter, ``exp_avg``, ``exp_avg_sq``, :math:`\hat v`) (:math:`\hat v` is
+    ``exp_avg_sq`` without amsgrad).
+    """
+    exp_avg = o.add(exp_avg, o.multiply(o.subtract(grad, exp_avg), one_minus_beta_1))
+    exp_avg_sq = o.add(exp_avg_sq, o.multiply(o.subtract(o.square(grad), exp_avg_sq), one_minus_beta_2))
+    second = exp_avg_sq if max_exp_avg_sq is None else o.maximum(max_exp_avg_sq, exp_avg_sq)
+    param = o.subtract(param, o.divide(o.multiply(exp_avg, alpha), o.add(o.sqrt(second), epsilon)))
+    return param, exp_avg, exp_avg_sq, second
 
 
 def rms(x: Any) -> Any:

@@ -15,6 +15,7 @@ import hf_optim_spec as hs
 import keras
 
 from ._checked_restore import CheckedRestore
+from ._multi_tensor import update_at_once
 from ._optimizer_arguments import check_arguments
 from ._rounding import ROUNDING_DOC, check_stochastic_rounding
 from ._traced_update import jitted_update, traced_apply
@@ -68,7 +69,9 @@ class SpecOptimizer(CheckedRestore, keras.optimizers.Optimizer):
     Eager steps: on TensorFlow, an ``apply`` from eager code runs its learning rate, clipping and the update of all its
     variables as one traced ``tf.function`` per list of variables (``hf_optim_tf._traced_update``), the same Keras
     and ``update_step`` code; compiled by XLA where ``_TRACE_WITH_XLA`` says so (the AdamW family). The first 10
-    iterations run op by op (a trace costs as much as 7 to 25 of them).
+    iterations run op by op (a trace costs as much as 7 to 25 of them). On Keras' torch backend, where a step is not
+    traced unless the caller compiles it, the AdamW family updates its float32 variables together with torch's
+    multi-tensor ops (``hf_optim_tf._multi_tensor``), bit for bit as ``update_step`` would.
 
     Weight decay: Keras' base-class decay is not used; each optimizer applies its own in ``update_step``.
     """
@@ -80,6 +83,8 @@ class SpecOptimizer(CheckedRestore, keras.optimizers.Optimizer):
     """``get_config`` key -> attribute, where the attribute has another name."""
     _TRACE_WITH_XLA: ClassVar[bool] = False
     """Whether an eager step's traced function is compiled by XLA (measured per optimizer: see ``_traced_update``)."""
+    _update_lists: Callable[[list[Any], list[Any], Any], None] | None = None
+    """``update_step`` for a list of float32 variables at once on the torch backend (``_multi_tensor``), or None."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -151,7 +156,12 @@ class SpecOptimizer(CheckedRestore, keras.optimizers.Optimizer):
             traced(grads)
 
     def _backend_update_step(self, grads: Any, trainable_variables: Any, learning_rate: Any) -> None:
-        """Keras' update of every variable; from eager code on JAX, one jitted call (``._traced_update``)."""
+        """Keras' update of every variable; from eager code on JAX, one jitted call (``._traced_update``); on torch,
+        the float32 variables at once where the class can (``_update_lists``, ``._multi_tensor``)."""
+        if self._update_lists is not None:
+            grads, trainable_variables = update_at_once(self._update_lists, grads, trainable_variables, learning_rate)
+            if not trainable_variables:
+                return
         cache = self.__dict__.setdefault("_jitted_updates", {})
         update = super()._backend_update_step
         jitted = jitted_update(cache, update, grads, trainable_variables, self.variables, self._iterations)

@@ -1,0 +1,124 @@
+"""On Keras' torch backend the AdamW family updates its float32 variables at once (``hf_optim_tf._multi_tensor``):
+bit for bit what the per-variable ``update_step`` gives, which the spec cases check on that backend.
+
+Runs in place with KERAS_BACKEND=torch (``nox -s keras_backends``); in the TensorFlow session each case runs once
+more in a process of its own with KERAS_BACKEND=torch (Keras reads the backend once per process)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import hf_optim_tf
+import keras
+import numpy as np
+import pytest
+from hf_optim_tf import _multi_tensor
+
+CASES: dict[str, Callable[[], keras.optimizers.Optimizer]] = {
+    "AdamW": lambda: hf_optim_tf.AdamW(learning_rate=3e-2, weight_decay=0.01),
+    "AdamW-no-bias-correction": lambda: hf_optim_tf.AdamW(learning_rate=3e-2, correct_bias=False, epsilon=1e-3),
+    "AdamW-schedule": lambda: hf_optim_tf.AdamW(
+        hf_optim_tf.get_cosine_schedule_with_warmup(1e-2, 2, 10), weight_decay=0.1, clipnorm=1.0
+    ),
+    "AdamWeightDecay": lambda: hf_optim_tf.AdamWeightDecay(
+        learning_rate=3e-2, weight_decay_rate=0.01, exclude_from_weight_decay=["LayerNorm", "bias"]
+    ),
+    "AdamWeightDecay-amsgrad": lambda: hf_optim_tf.AdamWeightDecay(
+        learning_rate=3e-2, weight_decay_rate=0.1, amsgrad=True, fp32_math=True
+    ),
+}
+# float32 variables take the multi-tensor path; the bfloat16 and float64 ones the per-variable path in the same call
+VARIABLES = [
+    ("dense/kernel", (6, 5), "float32"),
+    ("dense/bias", (5,), "float32"),
+    ("LayerNorm/gamma", (5,), "float32"),
+    ("head/kernel", (5, 3, 2), "float32"),
+    ("head/bias", (2,), "bfloat16"),
+    ("scale", (), "float64"),
+]
+AT_ONCE = [name for name, _, dtype in VARIABLES if dtype == "float32"]
+
+
+def _run(case: str, at_once: bool) -> tuple[list[int], list[np.ndarray]]:
+    """Five steps (the second and third on part of the variables: AdamW's step counts part), the sizes of the lists
+    updated at once, and every variable's and every optimizer variable's value."""
+    rng = np.random.default_rng(3)
+    variables = [
+        keras.Variable(rng.standard_normal(shape).astype(dtype), name=name.split("/")[-1], dtype=dtype)
+        for name, shape, dtype in VARIABLES
+    ]
+    for variable, (name, _, _) in zip(variables, VARIABLES):  # weight-decay patterns match the path
+        variable._path = name
+    optimizer = CASES[case]()
+    sizes: list[int] = []
+    if at_once:
+        update = optimizer._update_lists
+
+        def counted(grads: list[Any], variables: list[Any], learning_rate: Any) -> None:
+            sizes.append(len(variables))
+            update(grads, variables, learning_rate)
+
+        optimizer._update_lists = counted
+    else:
+        optimizer._update_lists = None
+    for step in range(5):
+        chosen = [0, 2, 4] if step in (1, 2) else range(len(variables))
+        grads = [
+            keras.ops.convert_to_tensor(rng.standard_normal(variables[i].shape) * 0.1, dtype=variables[i].dtype)
+            for i in chosen
+        ]
+        optimizer.apply(grads, [variables[i] for i in chosen])
+    values = [keras.ops.convert_to_numpy(v.value) for v in [*variables, *optimizer.variables]]
+    return sizes, values
+
+
+def _bits(value: np.ndarray) -> np.ndarray:
+    return np.atleast_1d(value).view(np.uint8)
+
+
+def _check(case: str) -> None:
+    """``case`` both ways, with the multi-tensor path's piece and batch sizes and with small ones (every tensor
+    here in several pieces, in several batches)."""
+    default = _multi_tensor.PIECE, _multi_tensor.BATCH
+    for piece, batch in (default, (7, 16)):
+        _multi_tensor.PIECE, _multi_tensor.BATCH = piece, batch
+        try:
+            sizes, at_once = _run(case, at_once=True)
+            assert sizes == [len(AT_ONCE), 2, 2, len(AT_ONCE), len(AT_ONCE)], sizes
+            _, per_variable = _run(case, at_once=False)
+        finally:
+            _multi_tensor.PIECE, _multi_tensor.BATCH = default
+        assert len(at_once) == len(per_variable)
+        for index, (got, want) in enumerate(zip(at_once, per_variable)):
+            assert got.dtype == want.dtype, index
+            np.testing.assert_array_equal(_bits(got), _bits(want), err_msg=f"{case}, pieces {piece}: variable {index}")
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_the_float32_variables_are_updated_at_once_bit_for_bit(case: str) -> None:
+    if keras.backend.backend() == "torch":
+        _check(case)
+        return
+    if importlib.util.find_spec("torch") is None:
+        pytest.skip("the multi-tensor path is the torch backend's, and torch is not installed here")
+    here = str(Path(__file__).parent)
+    program = f"import sys; sys.path.insert(0, {here!r}); import test_multi_tensor as t; t._check({case!r})"
+    env = {**os.environ, "KERAS_BACKEND": "torch", "PYTHONWARNINGS": "ignore"}
+    command = [sys.executable, "-c", program]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_off_the_torch_backend_nothing_is_updated_at_once() -> None:
+    if keras.backend.backend() == "torch":
+        pytest.skip("on the torch backend the path is taken (the test above)")
+    variable, grad = keras.Variable(np.ones(3, "float32")), keras.ops.ones(3)
+    fail = lambda *_: pytest.fail("updated at once off the torch backend")  # noqa: E731
+    assert _multi_tensor.update_at_once(fail, [grad], [variable], 1e-2) == ([grad], [variable])
+    assert hf_optim_tf.Adafactor()._update_lists is None  # row and column statistics: per variable
