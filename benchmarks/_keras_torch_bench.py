@@ -28,6 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _jax_bench import _keras_peers, floor_bytes
+from _jax_bench import launch as launch_script
 from _layouts import layout_shapes
 from _timing import interleave, step_past_eager_iterations, step_peak_bytes
 
@@ -76,8 +77,9 @@ def section(result: dict[str, Any], table: Callable[..., list[str]], title: Call
     lines = []
     for size, layout, _ in LAYOUTS:
         part = result["layouts"][layout]
+        counts = f"{part['tensors']} tensors, {part['params']:,} parameters"
         lines += [
-            f"## Keras on torch, eager, {title(size, layout)} ({part['tensors']} tensors, {part['params']:,} parameters)",
+            f"## Keras on torch, eager, {title(size, layout)} ({counts})",
             "",
             f"keras {result['keras']}, torch {result['torch']}: `benchmarks/_keras_torch_bench.py` in its own process "
             f"(KERAS_BACKEND=torch), {result['threads']} intra-op threads; {result['warmup']} warm-up then "
@@ -90,6 +92,16 @@ def section(result: dict[str, Any], table: Callable[..., list[str]], title: Call
             "",
         ]
     return lines
+
+
+def launch(quick: bool, threads: int, bandwidth: float, log: Callable[[str], None]) -> dict[str, Any]:
+    """This script under run.py's python with KERAS_BACKEND=torch: 10 warm-up and 40 timed rounds (3 and 10
+    ``quick``); its JSON, or ``{"error": why}``."""
+    warmup, rounds = (3, 10) if quick else (10, 40)
+    return launch_script(
+        Path(sys.executable), warmup=warmup, rounds=rounds, threads=threads, bandwidth=bandwidth, log=log,
+        script=Path(__file__), backend="torch",
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

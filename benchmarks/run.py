@@ -13,9 +13,9 @@ the small layouts 10 + 60; the rest 2 + 12; the Keras peers run eagerly at 10M o
 only). ``--full`` runs 3 + 20 rounds everywhere and adds the eager Keras peers at 80M/100M; ``--quick`` is a smoke run
 of the 10M and small layouts with few rounds. Then, with ``--jax-python`` (`nox -s bench` passes the python of
 .nox/bench_jax), Keras on JAX beside optax at 10M in ~200 tensors, 3 + 20 rounds (about a minute and a half):
-benchmarks/_jax_bench.py in its own process with KERAS_BACKEND=jax; and Keras on torch, eager (what ``model.fit`` runs
-there), at 10M in ~200 tensors and in 200 tensors of 32, 10 + 40 rounds: benchmarks/_keras_torch_bench.py in its own
-process with KERAS_BACKEND=torch. If one fails, its section says why and the rest of the report stays. Targets of issues 6 and 17 come first in the report, met or missed by how much.
+benchmarks/_jax_bench.py in its own process with KERAS_BACKEND=jax; Keras on torch, eager (``model.fit``'s step there),
+10M in ~200 tensors and 200 tensors of 32: benchmarks/_keras_torch_bench.py, KERAS_BACKEND=torch, its own process. If
+one fails, its section says why. Targets of issues 6 and 17 come first in the report, met or missed by how much.
 """
 
 from __future__ import annotations
@@ -245,10 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     keras_torch = None
     if _selected(args, "keras"):
         _log("keras on torch, eager, in its own process")
-        keras_torch = _jax_bench.launch(
-            Path(sys.executable), warmup=3 if args.quick else 10, rounds=10 if args.quick else 40, threads=THREADS,
-            bandwidth=max(bandwidths.values()), log=_log, script=HERE / "_keras_torch_bench.py", backend="torch",
-        )  # fmt: skip
+        keras_torch = _keras_torch_bench.launch(args.quick, THREADS, max(bandwidths.values()), _log)
     _log("schedules")
     calls = 200 if args.quick else 1000
     torch_sched = _torch_bench.run_schedules(calls) if _selected(args, "torch") else {}
@@ -408,8 +405,7 @@ def _report(
         ]
     if jax_result is not None:
         lines += _jax_section(jax_result)
-    if keras_torch is not None:
-        lines += _keras_torch_bench.section(keras_torch, _table, layout_title)
+    lines += _keras_torch_bench.section(keras_torch, _table, layout_title) if keras_torch is not None else []
     # ---- schedules
     if torch_sched or keras_sched:
         small = sizes[0]
