@@ -201,7 +201,7 @@ class AdamWeightDecay(SpecOptimizer):
         lr = ops.cast(learning_rate, "float32")
         beta_1 = ops.convert_to_tensor(self.beta_1, dtype="float32")
         beta_2 = ops.convert_to_tensor(self.beta_2, dtype="float32")
-        rate = ops.convert_to_tensor(self.weight_decay_rate, dtype="float32")
+        lr_value, rate = float(lr), float(ops.convert_to_tensor(self.weight_decay_rate, dtype="float32"))
         scalars = {
             "one_minus_beta_1": float(ops.subtract(1.0, beta_1)),
             "one_minus_beta_2": float(ops.subtract(1.0, beta_2)),
@@ -216,7 +216,9 @@ class AdamWeightDecay(SpecOptimizer):
             decayed = [k for k, flag in enumerate(flags) if flag]
             new_param = list(param)
             if decayed:  # before the Adam step
-                kept = decoupled_weight_decay([param[k] for k in decayed], lr, rate, per_element=True, o=ForeachOps)
+                kept = decoupled_weight_decay(
+                    [param[k] for k in decayed], lr_value, rate, per_element=True, o=ForeachOps
+                )
                 for k, value in zip(decayed, kept):
                     new_param[k] = value
             *new, second = adam_weight_decay_update(

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import keras
 from keras import ops
 
-from ._formulas import adam_step_size, adamw_update, decoupled_weight_decay
+from ._formulas import adam_step_size, adamw_update, decay_coefficient, decoupled_weight_decay
 from ._multi_tensor import ForeachOps, assign_all, in_batches, tensors
 from ._rounding import parameter_rounding_key, store_parameter
 from ._spec_optimizer import SpecOptimizer
@@ -185,11 +185,13 @@ class AdamW(SpecOptimizer):
         indices = [self._get_variable_index(variable) for variable in variables]
         steps = tensors([self._step[index] for index in indices])
         assign_all(steps, ForeachOps.add(steps, 1))
+        counts = [int(step) for step in steps]
         lr = ops.cast(learning_rate, "float64")
-        negative_step_sizes: dict[int, float] = {}
-        for count in {int(step) for step in steps}:
+        negative_step_sizes: dict[int, float] = {}  # the steps of one call are usually all equal
+        for count in set(counts):
             size = adam_step_size(lr, self.beta_1, self.beta_2, ops.cast(count, "float64"), "float64")
             negative_step_sizes[count] = float(ops.cast(-(size if self.correct_bias else lr), "float32"))
+        coefficient = float(decay_coefficient(lr, self.decoupled_weight_decay, "float32"))
 
         def update(param: list[Any], grad: list[Any], exp_avg: list[Any], exp_avg_sq: list[Any], size: Any) -> None:
             new = adamw_update(
@@ -203,8 +205,10 @@ class AdamW(SpecOptimizer):
                 epsilon=self.epsilon,
                 negative_step_size=size,
             )
-            if self.decoupled_weight_decay > 0.0:
-                decayed = decoupled_weight_decay(new[0], lr, self.decoupled_weight_decay, o=ForeachOps, dtype="float32")
+            if self.decoupled_weight_decay > 0.0:  # after the Adam update
+                decayed = decoupled_weight_decay(
+                    new[0], lr, self.decoupled_weight_decay, o=ForeachOps, coefficient=coefficient
+                )
                 new = (decayed, *new[1:])
             assign_all([*param, *exp_avg, *exp_avg_sq], [t for tensors in new for t in tensors])
 
@@ -212,7 +216,7 @@ class AdamW(SpecOptimizer):
             tensors([self._exp_avg[index] for index in indices]),
             tensors([self._exp_avg_sq[index] for index in indices]),
         ]
-        in_batches(update, [tensors(variables), grads, *state], [tuple(negative_step_sizes[int(s)] for s in steps)])
+        in_batches(update, [tensors(variables), grads, *state], [tuple(negative_step_sizes[c] for c in counts)])
 
     def variable_state(self, variable: Any) -> dict[str, Any]:
         """The state of one model variable under the spec's names (NumPy values), like torch's

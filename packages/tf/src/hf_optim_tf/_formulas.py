@@ -28,6 +28,7 @@ __all__ = [
     "adam_weight_decay_update",
     "adamw_update",
     "clip_by_rms",
+    "decay_coefficient",
     "decoupled_weight_decay",
     "one_minus_power",
     "relative_step_formula",
@@ -67,7 +68,7 @@ def adam_step_size(learning_rate: Any, beta_1: float, beta_2: float, step: Any, 
 
 
 def decoupled_weight_decay(
-    param: Any, learning_rate: Any, rate: Any, *, per_element: bool = False, o: Any = ops, dtype: str | None = None
+    param: Any, learning_rate: Any, rate: Any, *, per_element: bool = False, o: Any = ops, coefficient: Any = None
 ) -> Any:
     r"""The decoupled weight decay :math:`\theta - \eta\lambda\theta`, in one of transformers' two operation orders.
 
@@ -80,12 +81,18 @@ def decoupled_weight_decay(
         AdamWeightDecay): ``learning_rate`` and ``rate`` are tensors of ``param``'s dtype and every product is
         rounded to it, :math:`\theta - (\eta\theta)\lambda`.
       o: the namespace of the elementwise ops: ``keras.ops``, or ``ForeachOps`` for lists of tensors.
-      dtype: ``param``'s dtype (read from ``param`` when None).
+      coefficient: where the caller has it already, the cast :math:`-\eta\lambda` (``per_element=False``).
     """
     if per_element:
         return o.subtract(param, o.multiply(o.multiply(learning_rate, param), rate))
-    coefficient = ops.cast(-learning_rate * rate, dtype or keras.backend.standardize_dtype(param.dtype))
+    if coefficient is None:
+        coefficient = decay_coefficient(learning_rate, rate, keras.backend.standardize_dtype(param.dtype))
     return o.add(param, o.multiply(coefficient, param))
+
+
+def decay_coefficient(learning_rate: Any, rate: float, dtype: str) -> Any:
+    r"""The coefficient :math:`-\eta\lambda` of :func:`decoupled_weight_decay`, in float64, cast to ``dtype``."""
+    return ops.cast(-learning_rate * rate, dtype)
 
 
 def adamw_update(

@@ -53,11 +53,11 @@ def update_at_once(
     at_once = [
         isinstance(g, torch.Tensor)
         and g.dtype == torch.float32
-        and v.dtype == "float32"
-        and tuple(g.shape) == tuple(v.shape)
+        and v.dtype == torch.float32
+        and g.shape == v.shape
         and g.is_contiguous()
-        and v.value.is_contiguous()
-        for g, v in zip(grads, variables)
+        and v.is_contiguous()
+        for g, v in zip(grads, tensors(variables))
     ]
     if any(at_once):
         with torch.no_grad():
@@ -81,34 +81,46 @@ def in_batches(update: Callable[..., None], lists: Sequence[list[Any]], per_tens
     every list have the shapes of the first's) cut into pieces of at most ``PIECE`` elements, the pieces in batches
     of at most ``BATCH`` elements, each batch one call with the pieces of every list and each piece's entry of
     every ``per_tensor`` tuple. The pieces are views: what ``update`` writes into them lands in the tensors."""
-    flat = [[t.view(-1) for t in tensors] for tensors in lists]
-    batch: list[tuple[int, int, int]] = []
+    batch: list[tuple[int, int, int]] = []  # (tensor, first element, end); (tensor, 0, -1): the whole tensor
     size = 0
+
+    def piece(tensor: Any, start: int, stop: int) -> Any:
+        return tensor if stop < 0 else tensor.view(-1)[start:stop]
 
     def flush() -> None:
         nonlocal size
         if batch:
             update(
-                *([f[k][a:b] for k, a, b in batch] for f in flat),
+                *([piece(tensors[k], a, b) for k, a, b in batch] for tensors in lists),
                 *(tuple(values[k] for k, _, _ in batch) for values in per_tensor),
             )
         batch.clear()
         size = 0
 
-    for k, tensor in enumerate(flat[0]):
+    for k, tensor in enumerate(lists[0]):
         n = tensor.numel()
         for start in range(0, n, PIECE):
             stop = min(start + PIECE, n)
             if size + stop - start > BATCH:
                 flush()
-            batch.append((k, start, stop))
+            batch.append((k, start, -1 if stop - start == n else stop))
             size += stop - start
     flush()
 
 
 def tensors(variables: Sequence[Any]) -> list[Any]:
-    """The torch tensors holding these Keras variables (written in place by :func:`assign_all`)."""
-    return [variable.value for variable in variables]
+    """The torch tensors holding these Keras variables (written in place by :func:`assign_all`): each one's storage,
+    ``_value``. ``Variable.value`` returns the same tensor here, after checks for a ``StatelessScope``, a symbolic
+    call and an autocast scope that cannot apply to an optimizer step (where an autocast scope did apply, it would
+    return a cast copy, and a write into it would be lost); they cost about 2 µs per variable and step."""
+    return [_storage(variable) for variable in variables]
+
+
+def _storage(variable: Any) -> Any:
+    import torch
+
+    value = getattr(variable, "_value", None)
+    return value if isinstance(value, torch.Tensor) else variable.value
 
 
 def assign_all(targets: list[Any], values: list[Any]) -> None:
