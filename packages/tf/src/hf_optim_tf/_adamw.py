@@ -9,7 +9,7 @@ import keras
 from keras import ops
 
 from ._formulas import adam_step_size, adamw_update, decay_coefficient, decoupled_weight_decay
-from ._multi_tensor import ForeachOps, assign_all, in_batches, tensors
+from ._multi_tensor import ForeachOps, assign_all, in_batches, increment, tensors
 from ._rounding import parameter_rounding_key, store_parameter
 from ._spec_optimizer import SpecOptimizer
 from ._variables import compute_dtype, numpy_value, slot_name
@@ -183,9 +183,7 @@ class AdamW(SpecOptimizer):
         """``update_step`` for float32 variables all at once, on the torch backend (``hf_optim_tf._multi_tensor``):
         the same formulas, the same bits; one step size per distinct step count."""
         indices = [self._get_variable_index(variable) for variable in variables]
-        steps = tensors([self._step[index] for index in indices])
-        assign_all(steps, ForeachOps.add(steps, 1))
-        counts = [int(step) for step in steps]
+        counts = increment(tensors([self._step[index] for index in indices]))
         lr = ops.cast(learning_rate, "float64")
         negative_step_sizes: dict[int, float] = {}  # the steps of one call are usually all equal
         for count in set(counts):
