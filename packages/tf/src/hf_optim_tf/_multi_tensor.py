@@ -6,13 +6,13 @@ Keras' dispatch costs about 0.4 ms per variable: 78 ms a step for 196 variables 
 Keras' own torch AdamW, written with ``torch._foreach_*`` ops, takes 5 ms. Here the same formulas
 (``hf_optim_tf._formulas``: the elementwise update is written once, for an ``ops`` namespace) run on lists of
 tensors through :class:`ForeachOps`, one multi-tensor op per formula op (200 variables of 32 elements, AdamW with
-weight decay: 7.4 ms; AdamWeightDecay: 5.5 ms; Keras' AdamW: 6 ms).
+weight decay: 5.4 ms; AdamWeightDecay: 4.6 ms; Keras' AdamW: 6 ms).
 
 Each formula op makes a new tensor, so a large tensor would pass through memory once per op, and each new tensor
 of more than a few hundred KiB is fresh pages from the system (10M parameters: 74 ms in ~200 tensors, 258 ms in
 one). :func:`in_batches` runs the whole update on cache-sized pieces of the tensors instead (views: the results are
 copied into the variables and the state), so the temporaries of one batch stay in the cache and their heap memory
-is reused by the next (10M parameters: 35 ms in ~200 tensors, 29 ms in one; Keras' own AdamW 33 and 89 ms).
+is reused by the next (10M parameters: 35-37 ms in ~200 tensors, 29 ms in one; Keras' own AdamW 33-39 and 89 ms).
 
 Each op rounds as the ``keras.ops`` call it stands for: a scalar enters a torch op as a Python float, which torch
 rounds to the tensors' dtype as ``keras.ops`` rounds a Python float or casts a 0-d tensor, and no op fuses two
