@@ -2,6 +2,9 @@
 
 Adam's bias-corrected step size (:class:`~hf_optim_tf.AdamW`, :class:`~hf_optim_tf.AdamWeightDecay`), the decoupled
 weight decay (all three optimizers), and Adafactor's step size, second-moment decay ``beta2t`` and update clipping.
+The elementwise updates of AdamW and AdamWeightDecay (and the decay) take their ops as an argument ``o``:
+``keras.ops`` in ``update_step``, one variable at a time, or ``_multi_tensor.ForeachOps``, which runs the same
+formula on lists of torch tensors (Keras' torch backend: every variable of a step at once).
 Adafactor's relative step :math:`\\rho_t` is the spec's own ``adafactor_relative_step`` expression, lowered to
 ``keras.ops`` (the parameter scale and the manual lr around it are tensors of each step, which the formula language
 cannot leave unbound, so they are applied here).
