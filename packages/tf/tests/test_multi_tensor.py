@@ -49,12 +49,11 @@ def _run(case: str, at_once: bool) -> tuple[list[int], list[np.ndarray]]:
     """Five steps (the second and third on part of the variables: AdamW's step counts part), the sizes of the lists
     updated at once, and every variable's and every optimizer variable's value."""
     rng = np.random.default_rng(3)
-    variables = [
-        keras.Variable(rng.standard_normal(shape).astype(dtype), name=name.split("/")[-1], dtype=dtype)
-        for name, shape, dtype in VARIABLES
-    ]
-    for variable, (name, _, _) in zip(variables, VARIABLES):  # weight-decay patterns match the path
-        variable._path = name
+    variables = []
+    for path, shape, dtype in VARIABLES:  # weight-decay patterns match the path: "<scope>/<name>"
+        scope, _, name = path.rpartition("/")
+        with keras.name_scope(scope or "model"):
+            variables.append(keras.Variable(rng.standard_normal(shape).astype(dtype), name=name, dtype=dtype))
     optimizer = CASES[case]()
     sizes: list[int] = []
     if at_once:

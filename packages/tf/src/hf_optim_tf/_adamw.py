@@ -187,9 +187,11 @@ class AdamW(SpecOptimizer):
         lr = ops.cast(learning_rate, "float64")
         negative_step_sizes: dict[int, float] = {}  # the steps of one call are usually all equal
         for count in set(counts):
-            size = adam_step_size(lr, self.beta_1, self.beta_2, ops.cast(count, "float64"), "float64")
-            negative_step_sizes[count] = float(ops.cast(-(size if self.correct_bias else lr), "float32"))
-        coefficient = float(decay_coefficient(lr, self.decoupled_weight_decay, "float32"))
+            step = ops.cast(count, "float64")
+            size = adam_step_size(lr, self.beta_1, self.beta_2, step, "float64") if self.correct_bias else lr
+            negative_step_sizes[count] = float(ops.cast(-size, "float32"))
+        decay = self.decoupled_weight_decay > 0.0  # after the Adam update
+        coefficient = float(decay_coefficient(lr, self.decoupled_weight_decay, "float32")) if decay else 0.0
 
         def update(param: list[Any], grad: list[Any], exp_avg: list[Any], exp_avg_sq: list[Any], size: Any) -> None:
             new = adamw_update(
@@ -203,7 +205,7 @@ class AdamW(SpecOptimizer):
                 epsilon=self.epsilon,
                 negative_step_size=size,
             )
-            if self.decoupled_weight_decay > 0.0:  # after the Adam update
+            if decay:
                 decayed = decoupled_weight_decay(
                     new[0], lr, self.decoupled_weight_decay, o=ForeachOps, coefficient=coefficient
                 )

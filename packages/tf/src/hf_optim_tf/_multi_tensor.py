@@ -150,7 +150,8 @@ class ForeachOps:
     def add(x: Any, y: Any) -> list[Any]:
         import torch
 
-        return list(_commuting(torch._foreach_add, x, y))
+        tensors, other = (x, y) if isinstance(x, list) else (y, x)
+        return list(torch._foreach_add(tensors, _operand(other)))
 
     @staticmethod
     def multiply(x: Any, y: Any) -> list[Any]:
@@ -188,10 +189,6 @@ class ForeachOps:
         import torch
 
         return list(torch._foreach_mul(x, x))  # torch.square is one rounded product too
-
-
-def _commuting(op: Callable[[Any, Any], list[Any]], x: Any, y: Any) -> list[Any]:
-    return op(x, _operand(y)) if isinstance(x, list) else op(y, _operand(x))
 
 
 def _factor(tensors: list[Any], value: Any) -> Any:
