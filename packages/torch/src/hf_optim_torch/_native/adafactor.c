@@ -1,7 +1,8 @@
 /* Adafactor's update for a list of CPU tensors, in two passes over memory: factored matrices and unfactored tensors.
  *
- * Compiled at first use by hf_optim_torch/_native/__init__.py (plain C99 + OpenMP, no torch headers) and called
- * through ctypes. The formulas are those of spec/optimizers/adafactor.json for a 2-D parameter (R: row statistics,
+ * Compiled at first use by hf_optim_torch/_native/__init__.py (C99 with GNU C's vector extension, which gcc and
+ * clang take, + OpenMP; no torch headers) and called through ctypes. The formulas are those of
+ * spec/optimizers/adafactor.json for a 2-D parameter (R: row statistics,
  * C: column statistics, both updated in place). The kernel does the tensor arithmetic only: every scalar of a step
  * (beta2t, the lr, the clipping divisor and the coefficients made of them) is computed by the caller, in Python, by
  * the functions every Adafactor path shares (hf_optim_torch/_adafactor_scalars.py). So a step is two calls:
@@ -18,7 +19,8 @@
  * g^2 is added into per-thread column sums of g^2 and of g^2 / R_i, so that the squared norm of the update needs no
  * second read of g:  sum_ij (r_i c_j g_ij)^2 = mean(R) * sum_j (sum_i g_ij^2 / R_i) / C_j.  Pass 2 reads g, p (and m)
  * and writes p (and m). Sums are accumulated in double (column sums in float over FLOAT_ROWS rows at a time, row
- * sums over FLOAT_CHUNK elements, then in double); each element's arithmetic is float32, as on the torch path.
+ * sums in float lanes over FLOAT_CHUNK elements, then in double); each element's arithmetic is float32, as on the
+ * torch path.
  *
  * The result does not depend on the number of threads: every matrix is cut into row spans (SPANS, fewer for a
  * matrix of under SPANS * FLOAT_ROWS rows; see row_spans) and SPANS column spans between the passes, whatever the
@@ -54,7 +56,7 @@
 #define SPANS 12                  /* divisible by 1, 2, 3, 4 and 6 threads; more threads than SPANS are not used */
 #define FLOAT_ROWS 32             /* rows whose column sums are accumulated in float, then added in double */
 #define ROW_GROUP 4               /* rows of pass 1 whose column contributions are added to the sums together */
-#define FLOAT_CHUNK 64            /* elements of a row (or span) whose sums of squares are added in float first */
+#define FLOAT_CHUNK 256           /* elements of a row (or span) whose sums of squares are added in float first */
 #define GROUP_BYTES (8 << 20)     /* partial column sums of one group of matrices */
 #define CONVERT_CHUNK 256         /* elements of a 16-bit parameter converted to float32 at a time */
 
@@ -191,18 +193,44 @@ static void row_span(int64_t rows, int index, int64_t *lo, int64_t *hi) {
     *hi = rows * (index + 1) / spans;
 }
 
-/* row i of matrix k in pass 1: its new R_i (stored) and, added to *sq_p, its sum of p^2; g is the row as float */
+/* Eight floats as one value of GNU C's vector extension (gcc, clang): arithmetic on it is lane by lane, so a sum kept
+ * in two of them has sixteen independent partial sums, where one float (or OpenMP's simd reduction, which compilers
+ * may keep in memory) waits on the previous addition at every element. Which elements each lane adds is fixed by the
+ * code (element j of a chunk goes to lane j % 16), so the result does not depend on the compiler's vector width. */
+#define LANES 8
+typedef float lanes_t __attribute__((vector_size(LANES * sizeof(float))));
+
+static inline lanes_t load_lanes(const float *x) {
+    lanes_t v;
+    memcpy(&v, x, sizeof v);  /* an unaligned load */
+    return v;
+}
+
+/* the lanes' sum, in a fixed order of pairs */
+static inline float lane_sum(lanes_t v) { return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7])); }
+
+/* row i of matrix k in pass 1: its new R_i (stored) and, added to *sq_p, its sum of p^2; g is the row as float. Sums
+ * of squares in float lanes over FLOAT_CHUNK elements, then in double. */
 static float row_statistic(job_t *job, int64_t k, int64_t i, const float *g, double *sq_p) {
     int64_t n = job->cols[k];
     double s = 0.0, q = 0.0, b = job->beta2t[k], decay = 1.0 - b;
-    for (int64_t j0 = 0; j0 < n; j0 += FLOAT_CHUNK) {  /* float partial sums, added in double */
-        int64_t j1 = j0 + FLOAT_CHUNK < n ? j0 + FLOAT_CHUNK : n;
-        float sf = 0.0f, qf = 0.0f, buf[FLOAT_CHUNK];
-        const float *p = as_floats(job->p[k], job->ptypes[k], i * n + j0, j1 - j0, buf);
-#pragma omp simd reduction(+ : sf, qf)
-        for (int64_t j = j0; j < j1; j++) {
-            sf += g[j] * g[j];
-            qf += p[j - j0] * p[j - j0];
+    for (int64_t j0 = 0; j0 < n; j0 += FLOAT_CHUNK) {
+        int64_t len = n - j0 < FLOAT_CHUNK ? n - j0 : FLOAT_CHUNK, j = 0;
+        float buf[FLOAT_CHUNK];
+        const float *p = as_floats(job->p[k], job->ptypes[k], i * n + j0, len, buf), *gc = g + j0;
+        lanes_t s0 = {0}, s1 = {0}, q0 = {0}, q1 = {0};
+        for (; j + 2 * LANES <= len; j += 2 * LANES) {
+            lanes_t g0 = load_lanes(gc + j), g1 = load_lanes(gc + j + LANES);
+            lanes_t p0 = load_lanes(p + j), p1 = load_lanes(p + j + LANES);
+            s0 += g0 * g0;
+            s1 += g1 * g1;
+            q0 += p0 * p0;
+            q1 += p1 * p1;
+        }
+        float sf = lane_sum(s0 + s1), qf = lane_sum(q0 + q1);
+        for (; j < len; j++) {  /* the chunk's last elements (fewer than 2 * LANES) */
+            sf += gc[j] * gc[j];
+            qf += p[j] * p[j];
         }
         s += sf;
         q += qf;
