@@ -117,6 +117,26 @@ def test_xla_adafactor_and_adam_weight_decay_in_one_tf_function() -> None:
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_adafactor_under_xla_on_cpu_sums_its_squares_apart() -> None:
+    """Under jit_compile on a CPU, each variable's g**2 + eps1, p**2 and squared update are kept out of the reductions
+    that read them (one optimization barrier each: XLA:CPU's fused reductions are slow); a graph without XLA has none.
+    The values are those of the graph path (test_xla_adafactor_and_adam_weight_decay_in_one_tf_function)."""
+    if tf.config.list_logical_devices("GPU"):
+        pytest.skip("the barriers are for XLA on CPU only; on a GPU the reductions stay fused")
+    variables = [keras.Variable(np.ones((4, 3), "float32")), keras.Variable(np.ones((3,), "float32"))]
+    grads = [tf.fill((4, 3), 0.5), tf.fill((3,), 0.5)]
+    optimizer = Adafactor()
+    optimizer.build(variables)
+
+    def step(g0: tf.Tensor, g1: tf.Tensor) -> None:
+        optimizer.apply([g0, g1], variables)
+
+    hlo = tf.function(step, jit_compile=True).experimental_get_compiler_ir(*grads)(stage="hlo")
+    assert hlo.count("opt-barrier(") == 3 * len(variables)
+    graph = tf.function(step).get_concrete_function(*grads).graph
+    assert "XlaOptimizationBarrier" not in {op.type for op in graph.get_operations()}
+
+
 def test_mixed_bfloat16_policy_trains() -> None:
     with dtype_policy("mixed_bfloat16"):
         model = _model()
