@@ -53,4 +53,3 @@ def _tensorflow_has_gpu() -> bool:
     import tensorflow as tf
 
     return bool(tf.config.list_logical_devices("GPU"))
-
