@@ -1,11 +1,12 @@
-"""Native CPU kernels, compiled at first use with the system C compiler and called through ctypes.
+"""Native CPU kernels, compiled at first use with the system C compiler (gcc or clang) and called through ctypes.
 
 Only Adafactor has one (``adafactor.c``, called by ``adafactor_call.py``), for its factored and unfactored float32
 tensors: a sequence of eager torch ops must read ``g`` and ``p`` more often than the two passes the update needs. It
-is built with OpenMP (it then runs on the team of threads torch's own CPU ops use), else for one thread. The library is compiled once per source, compiler and
-CPU into ``$HF_OPTIM_CACHE_DIR`` (default ``~/.cache/hf_optim``), the way Inductor and torch's C++ extensions
-compile at first use. Without a working compiler, or with ``HF_OPTIM_NATIVE=0``, the optimizers use their torch
-paths, which compute the same update within the spec tolerance; :func:`status` says which is in use and why.
+is built with OpenMP (it then runs on the team of threads torch's own CPU ops use), else for one thread. The
+library is compiled once per source, compiler and CPU into ``$HF_OPTIM_CACHE_DIR`` (default ``~/.cache/hf_optim``),
+the way Inductor and torch's C++ extensions compile at first use. Without a working compiler (one that takes GNU C's
+vector extension, as gcc and clang do), or with ``HF_OPTIM_NATIVE=0``, the optimizers use their torch paths, which
+compute the same update within the spec tolerance; :func:`status` says which is in use and why.
 """
 
 from __future__ import annotations
