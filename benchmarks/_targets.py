@@ -173,13 +173,15 @@ ROUND_TWO_NOTES = (
     "6.8 ms (less bandwidth to go round) 1.08x to 1.12x.",
     "- *Keras Adafactor under XLA within 5x its floor*: XLA's CPU reductions (the RMS of p, the row and column means, "
     "the update's RMS) are slow where they are fused with the elementwise op that makes their input: summing 9.5M "
-    "floats in 38 matrices takes 1.7 ms alone and 22 ms fused with the square (measured, 2 threads). Since 2026-12-05 "
-    "an optimization barrier keeps each square apart from its sums (`hf_optim_tf/_unfused.py`, TensorFlow's XLA on "
-    "CPU): 64.8 -> 36.4 ms a step measured alone. What is left is traffic: the squares are written out and read "
-    "back, and XLA:CPU reads a matrix once for its row means and once for its column means, at about 20 GB/s. A sum "
-    "taken as a product with a vector of ones would read it once, but TensorFlow runs float32 products in TF32 on "
-    "recent GPUs (and JAX in bfloat16 on TPUs by default), which would change Adafactor's numerics there. On JAX the "
-    "barriers change nothing (27.1 against 27.2 ms jitted), so it has none. Keras' own Adafactor has no barrier.",
+    "floats in 38 matrices takes 1.7 ms alone and 22 ms fused with the square (measured, 2 threads). Since 2026-12-05, "
+    "where TensorFlow's XLA compiles for a CPU, the row and column means are products with a vector of ones (Eigen's "
+    "matrix-vector kernels) and the squares of p and of the update pass an optimization barrier before their sums "
+    "(`hf_optim_tf/_sums.py`): measured alone, 69.5 ms a step before, 39 ms with barriers only, 24 to 30 ms now. "
+    "What is left: the squares are written out and read back, the matrix-vector products read a matrix once for its "
+    "row means and once for its column means, and a dot product of the flattened tensor with itself (no square "
+    "written) runs slower still under XLA:CPU (68 ms). On GPUs the sums stay reductions (TensorFlow runs float32 "
+    "products in TF32 there); on JAX a barrier changes nothing (27.1 against 27.2 ms jitted), so it has none. Keras' "
+    "own Adafactor has neither.",
     "- *Keras on JAX, hf_optim_tf.AdamW jitted <= 1.1x Keras' AdamW*, met in some runs and not in others (1.08x and "
     "1.16x): each variable keeps its own step count (as "
     "torch's per-parameter state does), so the update computes one bias-corrected step size per variable, in scalar "

@@ -91,7 +91,7 @@ def test_xla_matches_the_graph_path() -> None:
 
 def test_xla_adafactor_and_adam_weight_decay_in_one_tf_function() -> None:
     """One jit-compiled step function driving two optimizers (a single XLA compile)."""
-    shapes = {"w": (5, 3), "b": (3,)}
+    shapes = {"w": (5, 3), "b": (3,), "k": (2, 5, 3)}
     rng = np.random.default_rng(3)
     init = {k: rng.standard_normal(s).astype("float32") for k, s in shapes.items()}
     grads = [[rng.standard_normal(s).astype("float32") for s in shapes.values()] for _ in range(4)]
@@ -105,9 +105,9 @@ def test_xla_adafactor_and_adam_weight_decay_in_one_tf_function() -> None:
         opt_b.build(vb)
 
         @tf.function(jit_compile=jit)
-        def step(g0: tf.Tensor, g1: tf.Tensor) -> None:
-            opt_a.apply([g0, g1], va)
-            opt_b.apply([g0, g1], vb)
+        def step(*g: tf.Tensor) -> None:
+            opt_a.apply(list(g), va)
+            opt_b.apply(list(g), vb)
 
         for g in grads:
             step(*g)
@@ -117,24 +117,27 @@ def test_xla_adafactor_and_adam_weight_decay_in_one_tf_function() -> None:
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_adafactor_under_xla_on_cpu_sums_its_squares_apart() -> None:
-    """Under jit_compile on a CPU, each variable's g**2 + eps1, p**2 and squared update are kept out of the reductions
-    that read them (one optimization barrier each: XLA:CPU's fused reductions are slow); a graph without XLA has none.
-    The values are those of the graph path (test_xla_adafactor_and_adam_weight_decay_in_one_tf_function)."""
+def test_adafactor_under_xla_on_cpu_takes_its_sums_as_xla_cpu_runs_them_fast() -> None:
+    """Under jit_compile on a CPU, the row and column means of each factored variable are products with a vector of
+    ones (two dots each) and the squares of p and of the update pass an optimization barrier before their sums (two per
+    variable; ``hf_optim_tf/_sums.py``); a graph without XLA has neither. That the values are those of the graph path:
+    test_xla_adafactor_and_adam_weight_decay_in_one_tf_function."""
     if tf.config.list_logical_devices("GPU"):
-        pytest.skip("the barriers are for XLA on CPU only; on a GPU the reductions stay fused")
-    variables = [keras.Variable(np.ones((4, 3), "float32")), keras.Variable(np.ones((3,), "float32"))]
-    grads = [tf.fill((4, 3), 0.5), tf.fill((3,), 0.5)]
+        pytest.skip("these sums are for XLA on CPU only; on a GPU they stay reductions")
+    shapes = [(4, 3), (3,), (2, 4, 3)]  # a matrix, a vector (unfactored), a stack of matrices (factored per matrix)
+    variables = [keras.Variable(np.ones(s, "float32")) for s in shapes]
+    grads = [tf.fill(s, 0.5) for s in shapes]
     optimizer = Adafactor()
     optimizer.build(variables)
 
-    def step(g0: tf.Tensor, g1: tf.Tensor) -> None:
-        optimizer.apply([g0, g1], variables)
+    def step(*g: tf.Tensor) -> None:
+        optimizer.apply(list(g), variables)
 
     hlo = tf.function(step, jit_compile=True).experimental_get_compiler_ir(*grads)(stage="hlo")
-    assert hlo.count("opt-barrier(") == 3 * len(variables)
+    assert hlo.count("opt-barrier(") == 2 * len(shapes)
+    assert hlo.count(" dot(") == 2 * sum(len(s) >= 2 for s in shapes)
     graph = tf.function(step).get_concrete_function(*grads).graph
-    assert "XlaOptimizationBarrier" not in {op.type for op in graph.get_operations()}
+    assert not {op.type for op in graph.get_operations()} & {"XlaOptimizationBarrier", "Einsum", "BatchMatMulV2"}
 
 
 def test_mixed_bfloat16_policy_trains() -> None:

@@ -11,7 +11,7 @@ from keras import ops
 from ._formulas import adafactor_beta2t, adafactor_step_size, clip_by_rms, decoupled_weight_decay, rms
 from ._rounding import parameter_rounding_key, store_parameter
 from ._spec_optimizer import SpecOptimizer
-from ._unfused import unfused
+from ._sums import mean_over
 from ._variables import compute_dtype, numpy_value, slot_name
 
 __all__ = ["Adafactor"]
@@ -186,11 +186,11 @@ class Adafactor(SpecOptimizer):
         beta2t = adafactor_beta2t(step, self.decay_rate)
         keep = ops.cast(beta2t, dtype)
         mix = ops.cast(1.0 - beta2t, dtype)
-        squared = unfused(ops.add(ops.square(grad), ops.convert_to_tensor(self.epsilon_1, dtype=dtype)))
+        squared = ops.add(ops.square(grad), ops.convert_to_tensor(self.epsilon_1, dtype=dtype))
         if self._full[index] is None:
             row, col = self._row[index], self._col[index]
-            self.assign(row, ops.add(ops.multiply(row, keep), ops.multiply(ops.mean(squared, axis=-1), mix)))
-            self.assign(col, ops.add(ops.multiply(col, keep), ops.multiply(ops.mean(squared, axis=-2), mix)))
+            self.assign(row, ops.add(ops.multiply(row, keep), ops.multiply(mean_over(squared, -1), mix)))
+            self.assign(col, ops.add(ops.multiply(col, keep), ops.multiply(mean_over(squared, -2), mix)))
             row_factor = ops.expand_dims(ops.rsqrt(ops.divide(row, ops.mean(row, axis=-1, keepdims=True))), -1)
             col_factor = ops.expand_dims(ops.rsqrt(col), -2)
             update = ops.multiply(ops.multiply(row_factor, col_factor), grad)

@@ -23,7 +23,7 @@ from hf_optim_spec import formula
 from keras import ops
 
 from ._schedules import lower_to_keras
-from ._unfused import unfused
+from ._sums import sum_of_squares
 
 __all__ = [
     "adafactor_beta2t",
@@ -157,7 +157,7 @@ def adam_weight_decay_update(
 def rms(x: Any) -> Any:
     r"""Root mean square :math:`\lVert x\rVert_2/\sqrt{\mathrm{numel}(x)}` (a scalar of ``x``'s dtype)."""
     size = math.prod(x.shape) if len(x.shape) else 1
-    return ops.divide(ops.sqrt(ops.sum(unfused(ops.square(x)))), math.sqrt(size))
+    return ops.divide(ops.sqrt(sum_of_squares(x)), math.sqrt(size))
 
 
 def clip_by_rms(update: Any, threshold: float) -> Any:

@@ -8,8 +8,8 @@ from the schedule at the current iteration, clipping, gradient accumulation, the
 becomes one ``tf.function`` per list of variables, traced at its first use from iteration ``EAGER_ITERATIONS`` on
 and kept (at most ``MAX_TRACES`` lists per optimizer; beyond them the eager path runs). An optimizer may ask for it
 to be compiled by XLA (``xla``): the AdamW family does (10M parameters in ~200 tensors: 54 -> 20 ms a step),
-Adafactor does not (under XLA on CPU, even with its squares kept out of its sums by ``_unfused``, its step takes
-what the plain ``tf.function`` takes: 40 to 41 against 41 to 44 ms, and XLA's compile on top). Should XLA refuse to
+Adafactor does not (under XLA on CPU, even with its sums written for XLA:CPU by ``_sums``, its step takes about
+what the plain ``tf.function`` takes, and XLA's compile comes on top). Should XLA refuse to
 compile it, the step runs as a plain ``tf.function`` from then on.
 
 What runs is the same Keras and ``update_step`` code in the same order; TensorFlow's graph rewrites and XLA's
