@@ -71,7 +71,7 @@ def test_an_eager_step_is_traced_once_and_equals_the_eager_ops(name: str) -> Non
     steps = list(optimizer._traced_updates.values())
     assert len(steps) == 1, "one traced step for the one list of variables"
     assert steps[0].function.experimental_get_tracing_count() == 1, "four steps, one trace"
-    assert steps[0].xla, "compiled by XLA (measured: see _traced_update)"
+    assert steps[0].xla == (name != "Adafactor"), "XLA for the AdamW family only (measured: see _traced_update)"
     tol = hs.get(SPEC_IDS[name]).tol("float32")
     for a, b in zip(traced, eager):
         np.testing.assert_allclose(a, b, rtol=tol.rtol, atol=tol.atol)

@@ -68,7 +68,7 @@ class SpecOptimizer(CheckedRestore, keras.optimizers.Optimizer):
 
     Eager steps: on TensorFlow, an ``apply`` from eager code runs its learning rate, clipping and the update of all its
     variables as one traced ``tf.function`` per list of variables (``hf_optim_tf._traced_update``), the same Keras
-    and ``update_step`` code, compiled by XLA. The first 10
+    and ``update_step`` code; compiled by XLA where ``_TRACE_WITH_XLA`` says so (the AdamW family). The first 10
     iterations run op by op (a trace costs as much as 7 to 25 of them). On Keras' torch backend, where a step is not
     traced unless the caller compiles it, the AdamW family updates its float32 variables together with torch's
     multi-tensor ops (``hf_optim_tf._multi_tensor``), bit for bit as ``update_step`` would.
@@ -81,6 +81,8 @@ class SpecOptimizer(CheckedRestore, keras.optimizers.Optimizer):
     """The subclass's own spec parameters (Keras spelling): its attributes and ``get_config`` keys."""
     _CONFIG_ATTRIBUTES: ClassVar[Mapping[str, str]] = {}
     """``get_config`` key -> attribute, where the attribute has another name."""
+    _TRACE_WITH_XLA: ClassVar[bool] = False
+    """Whether an eager step's traced function is compiled by XLA (measured per optimizer: see ``_traced_update``)."""
     _update_lists: Callable[[list[Any], list[Any], Any], None] | None = None
     """``update_step`` for a list of float32 variables at once on the torch backend (``_multi_tensor``), or None."""
 
@@ -136,7 +138,7 @@ class SpecOptimizer(CheckedRestore, keras.optimizers.Optimizer):
 
     def _backend_apply_gradients(self, grads: Any, trainable_variables: Any) -> None:
         """Keras' step of every variable (learning rate, clipping, updates); from eager code on TensorFlow, one traced
-        call (``._traced_update``), compiled by XLA."""
+        call (``._traced_update``), compiled by XLA where the class says so (``_TRACE_WITH_XLA``)."""
         cache = self.__dict__.setdefault("_traced_updates", {})
         apply = super()._backend_apply_gradients
         traced = traced_apply(
@@ -146,6 +148,7 @@ class SpecOptimizer(CheckedRestore, keras.optimizers.Optimizer):
             trainable_variables,
             learning_rate=self._learning_rate,
             iterations=self._iterations,
+            xla=self._TRACE_WITH_XLA,
         )
         if traced is None:
             apply(grads, trainable_variables)

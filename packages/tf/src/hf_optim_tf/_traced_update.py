@@ -6,10 +6,13 @@ Python, about 100x the time the arithmetic needs for 10M parameters in ~200 tens
 train step and does not pay this. Here Keras' own ``_backend_apply_gradients`` (the learning rate read or computed
 from the schedule at the current iteration, clipping, gradient accumulation, the updates of all variables, EMA)
 becomes one ``tf.function`` per list of variables, traced at its first use from iteration ``EAGER_ITERATIONS`` on
-and kept (at most ``MAX_TRACES`` lists per optimizer; beyond them the eager path runs). XLA compiles it (10M
-parameters in ~200 tensors, a step against a plain ``tf.function``'s: AdamW 20 against 54 ms; Adafactor, whose sums
-``_sums`` writes the way XLA:CPU runs them fast, 26 against 47 ms, after a first call of 17 s against 8 s). Should
-XLA refuse to compile it, the step runs as a plain ``tf.function`` from then on.
+and kept (at most ``MAX_TRACES`` lists per optimizer; beyond them the eager path runs). An optimizer may ask for it
+to be compiled by XLA (``xla``): the AdamW family does (10M parameters in ~200 tensors: 54 -> 20 ms a step),
+Adafactor does not: with its sums written for XLA:CPU by ``_sums`` its step under XLA takes 26 against 47 ms, but
+its first call compiles for 17 s against 8 s to trace, so XLA would pay for itself only after about 400 steps (the
+AdamW family's after about 50), and short eager runs (tests, notebooks, the resume fuzz's many short runs: 3 more
+minutes of CI) would pay for it. Should XLA refuse to compile a step, it runs as a plain ``tf.function`` from then
+on.
 
 What runs is the same Keras and ``update_step`` code in the same order; TensorFlow's graph rewrites and XLA's
 fusion may round an operation differently from the eager op, as they do under ``model.fit`` and ``jit_compile``,
@@ -69,6 +72,7 @@ def traced_apply(
     *,
     learning_rate: Any,
     iterations: Any,
+    xla: bool,
 ) -> TracedStep | None:
     """The traced ``apply(grads, variables)`` for these ``variables`` and this ``learning_rate`` object (the
     optimizer's ``_learning_rate``), from ``cache`` or made and kept there; None where the step must run eagerly
@@ -85,7 +89,7 @@ def traced_apply(
     if any(isinstance(grad, tf.IndexedSlices) for grad in grads):  # sparse: a traced one has no static row count
         return None
     key = (id(learning_rate), *map(id, variables))
-    return _kept(cache, key, iterations, lambda: TracedStep(apply, variables, learning_rate))
+    return _kept(cache, key, iterations, lambda: TracedStep(apply, variables, learning_rate, xla))
 
 
 def _kept(cache: dict[tuple[int, ...], T], key: tuple[int, ...], iterations: Any, make: Callable[[], T]) -> T | None:
@@ -104,13 +108,13 @@ class TracedStep:
     so that the ids cannot be reused while it lives)."""
 
     def __init__(
-        self, apply: Callable[[list[Any], list[Any]], None], variables: Sequence[Any], learning_rate: Any
+        self, apply: Callable[[list[Any], list[Any]], None], variables: Sequence[Any], learning_rate: Any, xla: bool
     ) -> None:
         self.held = (list(variables), learning_rate)
         # a partial, not a lambda: TensorFlow counts the traces of every function made from one code object together
         # and warns of "retracing" after five, which one trace per optimizer would otherwise reach
         self.python_function = partial(_apply_to, apply, self.held[0])
-        self.xla, self.ran = True, False
+        self.xla, self.ran = xla, False
         self.function = self._trace()
 
     def _trace(self) -> Any:
