@@ -11,8 +11,8 @@ to be compiled by XLA (``xla``): the AdamW family does (10M parameters in ~200 t
 Adafactor does not: with its sums written for XLA:CPU by ``_sums`` its step under XLA takes 26 against 47 ms, but
 its first call compiles for 17 s against 8 s to trace, so XLA would pay for itself only after about 400 steps (the
 AdamW family's after about 50), and short eager runs would pay for it (tests, notebooks; the Keras resume fuzz's
-many short runs: 48 -> 57 s in its reduced form). Should XLA refuse to compile a step, it runs as a plain ``tf.function`` from then
-on.
+many short runs: 48 -> 57 s in its reduced form). Should XLA refuse to compile a step, it runs as a plain
+``tf.function`` from then on.
 
 What runs is the same Keras and ``update_step`` code in the same order; TensorFlow's graph rewrites and XLA's
 fusion may round an operation differently from the eager op, as they do under ``model.fit`` and ``jit_compile``,
