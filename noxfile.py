@@ -175,8 +175,9 @@ def conformance_backends(session: nox.Session, backend: str) -> None:
 
 @nox.session(venv_backend="none")
 def reliability(session: nox.Session) -> None:
-    """Resume fuzz, bad inputs, mixed precision, distributed and soak (the full run; HF_OPTIM_FULL=0 reduces it)."""
-    _pytest(session, "reliability")
+    """Resume fuzz, bad inputs, mixed precision, distributed and soak (the full run; HF_OPTIM_FULL=0 reduces it), in
+    two worker processes: each test runs on one core (reliability/conftest.py limits the threads)."""
+    _pytest(session, "-n", "2", "reliability")
 
 
 @nox.session(default=False, venv_backend="none")

@@ -49,6 +49,7 @@ def _suffix(fmt: str) -> str:
     return {"torch": ".pt", "keras": ".keras", "tfckpt": ""}[fmt]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("framework", _drive.FRAMEWORKS)
 def test_resume_in_a_fresh_process_is_bit_identical(framework: str, tmp_path: Path) -> None:
     if framework == "tf":

@@ -25,6 +25,7 @@ DRIFT = 2.0
 """Allowed ratio of the last tenth's median step time to the second tenth's (the machine is shared: noisy)."""
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("framework", _drive.FRAMEWORKS)
 def test_soak(framework: str, tmp_path: Path) -> None:
     report = run_worker({"task": "soak", "framework": framework, "seed": SEED, "steps": SIZES.soak_steps}, tmp_path)
