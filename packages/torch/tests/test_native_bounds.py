@@ -22,7 +22,7 @@ from typing import Any
 import hf_optim_torch
 import pytest
 import torch
-from hf_optim_torch import _native
+from hf_optim_torch import _adafactor_two_pass, _native
 from hf_optim_torch._adafactor_args import AdafactorOptions
 from hf_optim_torch._native.adafactor_call import adafactor_factored, adafactor_unfactored
 
@@ -509,6 +509,27 @@ def test_a_state_that_does_not_fit_fails_the_step_instead_of_the_process(monkeyp
     with pytest.raises(ValueError, match=r"exp_avg_sq_row has 47 elements .*expected 48"):
         optimizer.step()
     assert torch.equal(w.detach(), before)
+
+
+@pytest.mark.parametrize("key", ["exp_avg_sq_row", "exp_avg_sq_col", "RMS"])
+def test_a_statistic_on_another_device_is_not_handed_to_the_kernel(monkeypatch, lib, key) -> None:
+    """A CPU parameter whose statistic was moved to another device (``meta`` here, a GPU in the case this guards: the
+    kernel would read device memory as host memory) takes the torch path, which refuses to mix devices."""
+    monkeypatch.setitem(_native._state, "adafactor", lib)
+    taken: list[int] = []
+    real = _adafactor_two_pass.adafactor_factored
+    monkeypatch.setattr(
+        _adafactor_two_pass, "adafactor_factored", lambda *a, **k: (taken.append(len(a[1])), real(*a, **k))
+    )
+    w = torch.nn.Parameter(torch.randn(48, 32))
+    optimizer = hf_optim_torch.Adafactor([w])
+    w.grad = torch.randn(48, 32)
+    optimizer.step()
+    assert taken == [1]
+    optimizer.state[w][key] = optimizer.state[w][key].to("meta")
+    with pytest.raises((RuntimeError, NotImplementedError)):
+        optimizer.step()
+    assert taken == [1]
 
 
 # --- the threads

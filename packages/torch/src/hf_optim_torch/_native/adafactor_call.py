@@ -47,16 +47,22 @@ def native_kind(
     """``"factored"`` for a CPU matrix with float32 contiguous row and column statistics, ``"unfactored"`` for a CPU
     tensor with a float32 contiguous ``exp_avg_sq``, else None; the parameter's and the gradient's dtypes must be in
     ``dtypes`` (:func:`native_dtypes`). The tensors have passed :func:`._path_choice.fused_eligible` (contiguous, one
-    device and shape; ``m`` and ``exp_avg_sq`` float32)."""
+    device and shape; ``m`` and ``exp_avg_sq`` float32). The statistics and the RMS must be CPU tensors too: the
+    kernel would read another device's pointer as host memory (a state moved to a GPU without its parameter)."""
     if not (param.is_cpu and param.dtype in dtypes and grad.dtype in dtypes):
         return None
-    if not (rms.dtype == torch.float32 and rms.is_contiguous()):
+    if not _host_float32(rms):
         return None
     if full is not None:
         return "unfactored"
-    if param.dim() == 2 and all(t is not None and t.dtype == torch.float32 and t.is_contiguous() for t in (row, col)):
+    if param.dim() == 2 and row is not None and col is not None and _host_float32(row) and _host_float32(col):
         return "factored"
     return None
+
+
+def _host_float32(t: Tensor) -> bool:
+    """A contiguous float32 CPU tensor (the kernel's statistics and RMS)."""
+    return t.is_cpu and t.dtype == torch.float32 and t.is_contiguous()
 
 
 def _integers(tensors: list[Tensor | None], method: Callable[[Tensor], int], code: str) -> array.array:
