@@ -6,7 +6,7 @@ two-pass path (and on CPU the native C kernel) for Adafactor.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import compress, repeat
 from operator import attrgetter, is_not
 from typing import Any, Generic, TypeVar
@@ -84,7 +84,8 @@ class LayoutCache(Generic[T]):
     kernel takes for a 32x32 tensor) and what follows from it (which tensors go to the kernel, grouped by device and
     dtype) depend only on the parameters' types and on each tensor's dtype, shape, device, layout and contiguity.
     The cache keeps the decision together with those properties, reads them at every step in one C-level pass per
-    list and property (about a third of the check's cost), and decides again on any difference: another set of
+    list and property (about a third of the check's cost; each pass is compared and dropped before the next, so a
+    step allocates no snapshot for the garbage collector to count), and decides again on any difference: another set of
     parameters with gradients, ``p.data = ...``, a replaced or resized state tensor, a non-contiguous gradient.
     Nothing is skipped, and the cache holds no tensor, only the properties it compares. An optimizer keeps one per
     param group.
@@ -100,20 +101,46 @@ class LayoutCache(Generic[T]):
         """``decide()`` for the aligned ``lists`` (parameters first; None entries allowed, e.g. the statistics a
         parameter does not have) and ``key`` (whatever else the decision depends on), or the kept decision if they
         match those it was made for."""
-        try:
-            layouts: list[object] | None = [key]
-            for tensors in lists:
-                kinds = list(map(type, tensors))  # where the Nones are (and the parameters' classes)
-                layouts.append(kinds)  # type: ignore[union-attr]
-                present = compress(tensors, map(is_not, tensors, repeat(None))) if _NONE in kinds else tensors
-                present = list(present)
-                layouts += [list(map(get, present)) for get in _LAYOUT_GETTERS]  # type: ignore[union-attr,arg-type]
-        except RuntimeError:  # a tensor without strides (sparse, nested): decide in full, keep nothing
-            layouts = None
-        if layouts is None or self._decision is None or layouts != self._layouts:
-            self._decision = decide()
-            self._layouts = layouts
+        if self._decision is not None and self._layouts is not None and self._matches(lists, key):
+            return self._decision
+        self._layouts = self._read(lists, key)
+        self._decision = decide()
         return self._decision
+
+    @staticmethod
+    def _properties(tensors: list[torch.Tensor | None]) -> Iterator[list[object]]:
+        """What the decision depends on in one list, one list of values at a time: the entries' classes (where the
+        Nones are), then each getter's values over the present tensors (``is_contiguous`` raises RuntimeError on a
+        tensor without strides)."""
+        kinds = list(map(type, tensors))
+        yield kinds  # type: ignore[misc]
+        present = list(compress(tensors, map(is_not, tensors, repeat(None)))) if _NONE in kinds else tensors
+        for get in _LAYOUT_GETTERS:
+            yield list(map(get, present))  # type: ignore[arg-type]
+
+    def _read(self, lists: Sequence[list[torch.Tensor | None]], key: object) -> list[object] | None:
+        """The kept layouts of ``lists``: ``key``, then every :meth:`_properties` of every list (None for a tensor
+        without strides: sparse, nested; such a decision is made again at every call)."""
+        try:
+            return [key, *(values for tensors in lists for values in self._properties(tensors))]
+        except RuntimeError:
+            return None
+
+    def _matches(self, lists: Sequence[list[torch.Tensor | None]], key: object) -> bool:
+        """Whether ``lists`` and ``key`` have the kept layouts. Each list of values is compared as soon as it is read
+        and dropped before the next: a step then holds no snapshot of the whole layout, whose few hundred
+        ``torch.Size`` tuples would set off a collection of Python's garbage collector at every step."""
+        kept = iter(self._layouts or ())
+        if next(kept, None) != key:
+            return False
+        try:
+            for tensors in lists:
+                for values in self._properties(tensors):
+                    if values != next(kept, None):
+                        return False
+        except RuntimeError:
+            return False
+        return True
 
 
 def group_layout_cache(optimizer: object, index: int) -> LayoutCache[Any]:
