@@ -1,9 +1,9 @@
 """Reliability suite setup: reduced vs full run, thread limits, and the fresh-process worker runner.
 
-The default run is the full one (about 8.5 minutes in two xdist workers on two cores, which keeps the README's
+The default run is the full one (8.5 to 10 minutes in two xdist workers on two cores, which keeps the README's
 whole test command under 25 minutes): many interruptions, every schedule with every optimizer, 300 Hypothesis
-examples per argument, 50,000 soak steps. ``HF_OPTIM_FULL=0`` runs a reduced version for quick local iterations (fewer examples and
-steps); both exercise every item.
+examples per argument, 50,000 soak steps. ``HF_OPTIM_FULL=0`` runs a reduced version for quick local iterations
+(fewer examples and steps); both exercise every item.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 import tomllib
 
-# Before any framework initialises: one thread per framework (the suite runs in two workers on two cores), quiet TF logs.
+# Before any framework initialises: one thread per framework (the suite runs in two workers), quiet TF logs.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")

@@ -123,6 +123,24 @@ def test_a_kept_layout_decision_follows_every_change_between_steps() -> None:
             assert torch.equal(a, b), f"edit {seed}"
 
 
+def test_a_kept_layout_decision_is_made_again_for_fewer_or_more_lists() -> None:
+    """AdamW checks one more list with amsgrad: a call with a list fewer (or more) than the kept decision's is a
+    change, even where the lists it has all match."""
+    tensors = [[torch.zeros(3)], [torch.zeros(3)], [torch.zeros(3)]]
+    cache: LayoutCache[int] = LayoutCache()
+    made: list[int] = []
+
+    def decide() -> int:
+        made.append(len(made))
+        return made[-1]
+
+    assert cache.decide(tensors, decide) == 0
+    assert cache.decide(tensors, decide) == 0  # the same layouts: kept
+    assert cache.decide(tensors[:2], decide) == 1
+    assert cache.decide(tensors, decide) == 2
+    assert cache.decide(tensors, decide, key="other") == 3
+
+
 @pytest.mark.parametrize("name", [*_FACTORIES, "Adafactor"])
 def test_a_step_that_keeps_its_layout_sets_off_no_garbage_collection(name: str) -> None:
     """The layout check reads a few hundred ``torch.Size`` tuples a step; held all at once, they set off a collection

@@ -74,6 +74,7 @@ def fused_eligible(param: torch.Tensor, *tensors: torch.Tensor, dtypes: tuple[to
 #: what :func:`fused_eligible` reads of a tensor, as C-level getters (the layout, which it also reads, needs no getter:
 #: ``is_contiguous`` raises on a non-strided tensor, and the cache then checks in full)
 _NONE = type(None)
+_END = object()
 _LAYOUT_GETTERS = (attrgetter("dtype"), attrgetter("shape"), attrgetter("device"), torch.Tensor.is_contiguous)
 
 
@@ -85,8 +86,8 @@ class LayoutCache(Generic[T]):
     dtype) depend only on the parameters' types and on each tensor's dtype, shape, device, layout and contiguity.
     The cache keeps the decision together with those properties, reads them at every step in one C-level pass per
     list and property (about a third of the check's cost; each pass is compared and dropped before the next, so a
-    step allocates no snapshot for the garbage collector to count), and decides again on any difference: another set of
-    parameters with gradients, ``p.data = ...``, a replaced or resized state tensor, a non-contiguous gradient.
+    step allocates no snapshot for the garbage collector to count), and decides again on any difference: another
+    set of parameters with gradients, ``p.data = ...``, a replaced or resized state tensor, a non-contiguous gradient.
     Nothing is skipped, and the cache holds no tensor, only the properties it compares. An optimizer keeps one per
     param group.
     """
@@ -140,7 +141,7 @@ class LayoutCache(Generic[T]):
                         return False
         except RuntimeError:
             return False
-        return True
+        return next(kept, _END) is _END  # and no fewer lists than were kept (AdamW's amsgrad adds one)
 
 
 def group_layout_cache(optimizer: object, index: int) -> LayoutCache[Any]:
