@@ -119,11 +119,12 @@ class LayoutCache(Generic[T]):
         for get in _LAYOUT_GETTERS:
             yield list(map(get, present))  # type: ignore[arg-type]
 
-    def _read(self, lists: Sequence[list[torch.Tensor | None]], key: object) -> list[object] | None:
+    @classmethod
+    def _read(cls, lists: Sequence[list[torch.Tensor | None]], key: object) -> list[object] | None:
         """The kept layouts of ``lists``: ``key``, then every :meth:`_properties` of every list (None for a tensor
         without strides: sparse, nested; such a decision is made again at every call)."""
         try:
-            return [key, *(values for tensors in lists for values in self._properties(tensors))]
+            return [key, *(values for tensors in lists for values in cls._properties(tensors))]
         except RuntimeError:
             return None
 
