@@ -14,6 +14,7 @@ import hf_optim_torch
 import torch
 from _hf_style import TransformersStyleAdafactor, TransformersStyleAdamW
 from _layouts import layout_dtype, layout_shapes
+from _targets import FINE_TUNING
 from _timing import Timing, interleave, step_peak_bytes
 from hf_optim_torch import _native
 
@@ -59,6 +60,12 @@ PEERS: dict[str, tuple[Callable[[list[torch.Tensor]], torch.optim.Optimizer], st
         28,
     ),
     "hf_optim_torch.Adafactor": (hf_optim_torch.Adafactor, "adafactor", 12),
+    # the settings transformers' documentation gives for fine-tuning (a fixed lr, no parameter scaling)
+    FINE_TUNING: (
+        lambda ps: hf_optim_torch.Adafactor(ps, lr=LR, scale_parameter=False, relative_step=False),
+        "adafactor",
+        12,
+    ),
     "hf_optim_torch.Adafactor(HF_OPTIM_NATIVE=0)": (_TorchOpsAdafactor, "adafactor", 12),
     "transformers-style Adafactor loop": (TransformersStyleAdafactor, "adafactor", 12),
     "torch.optim.Adafactor": (lambda ps: torch.optim.Adafactor(ps, lr=1e-2), "adafactor", 12),

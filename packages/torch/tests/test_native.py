@@ -79,7 +79,7 @@ def test_native_kernel_runs_the_matrices_and_matches_the_torch_path(monkeypatch,
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("kwargs", VARIANTS[:4], ids=["defaults", "beta1", "unscaled", "weight_decay"])
+@pytest.mark.parametrize("kwargs", VARIANTS[:5], ids=["defaults", "beta1", "unscaled", "weight_decay", "unscaled_lr"])
 def test_native_kernel_takes_16_bit_parameters_and_gradients(monkeypatch, kernel, dtype, kwargs) -> None:
     """16-bit parameters with their 16-bit gradients: read by the kernel as they are, float32 arithmetic and state,
     parameters stored to nearest; the result is the torch path's (which upcasts) within the spec's tolerance."""
@@ -173,15 +173,19 @@ def test_the_kernels_16_bit_conversions_are_torchs_on_every_value_and_tie(kernel
         assert not wrong.any(), f"{dtype}: {x[wrong][:5].tolist()} stored as {down[wrong][:5].tolist()}"
 
 
-def test_native_kernel_on_matrices_of_more_than_one_group(monkeypatch, kernel) -> None:
-    """Wide matrices whose column sums exceed one group (GROUP_BYTES in adafactor.c): each group is its own job."""
+@pytest.mark.parametrize("kwargs", [{}, VARIANTS[4]], ids=["defaults", "unscaled_lr"])
+def test_native_kernel_on_matrices_of_more_than_one_group(monkeypatch, kernel, kwargs) -> None:
+    """Wide matrices whose column sums exceed one group (GROUP_BYTES in adafactor.c): each group is its own job.
+    Their rows are updated in several chunks (UPDATE_CHUNK), which also sum p**2 without scale_parameter."""
     shapes = [(3, 9000)] * 6 + [(2, 50000)]  # 6 x 9000 columns > one group of 43690; 50000 > a group on its own
-    native, _, matrices = _run(monkeypatch, kernel, steps=3, shapes=shapes)
+    native, native_state, matrices = _run(monkeypatch, kernel, steps=3, shapes=shapes, **kwargs)
     assert matrices == 3 * len(shapes)
-    torch_path, _, _ = _run(monkeypatch, None, steps=3, shapes=shapes)
+    torch_path, torch_state, _ = _run(monkeypatch, None, steps=3, shapes=shapes, **kwargs)
     tol = hf_optim_spec.get("adafactor").tol("float32")
     for a, b in zip(native, torch_path):
         torch.testing.assert_close(a, b, rtol=tol.rtol, atol=tol.atol)
+    for sa, sb in zip(native_state, torch_state):
+        torch.testing.assert_close(sa["RMS"], sb["RMS"], rtol=tol.rtol, atol=tol.atol)
 
 
 @pytest.mark.parametrize("shape", [(64, 48), (3000,)], ids=["matrix", "vector"])
@@ -243,14 +247,17 @@ def test_native_kernel_can_be_disabled_and_a_failed_build_falls_back(monkeypatch
     assert bool(torch.all(w < 1.0))
 
 
-def test_native_results_do_not_depend_on_the_thread_count(monkeypatch, kernel) -> None:
-    """Resume stays exact on a machine with another core count: the kernel's sums are cut the same way."""
+@pytest.mark.parametrize("kwargs", [{"beta1": 0.9}, VARIANTS[4]], ids=["beta1", "unscaled_lr"])
+def test_native_results_do_not_depend_on_the_thread_count(monkeypatch, kernel, kwargs) -> None:
+    """Resume stays exact on a machine with another core count: the kernel's sums are cut the same way (the sums of
+    p**2 of the apply call too, which it takes without scale_parameter)."""
     before = torch.get_num_threads()
     results = []
+    shapes = [*SHAPES, (100003,)]  # its spans take several chunks of pass 2 (UPDATE_CHUNK)
     try:
         for threads in (1, 2, 3, 5):
             torch.set_num_threads(threads)
-            results.append(_run(monkeypatch, kernel, steps=6, beta1=0.9))
+            results.append(_run(monkeypatch, kernel, steps=6, shapes=shapes, **kwargs))
     finally:
         torch.set_num_threads(before)
     first_params, first_state, _ = results[0]

@@ -69,6 +69,7 @@ class Call:
         self.null: set[str] = set()  # array arguments passed as NULL
         self.count = len(shapes)
         self.stats: Any = None  # the statistics call's output (the apply call's mean(R) comes from it)
+        self.rms_in_apply = 0  # 1: the apply call, not the statistics call, reads p for its RMS (both are told)
         # the apply call's work buffer, canaries either side; a ctypes array, not a tensor: a large torch op (its
         # fill) would use OpenMP threads, which a forked child (test_a_forked_child_runs...) cannot use
         self.work_numel = sum(self.cols)
@@ -136,7 +137,7 @@ class Call:
         bad_index = ctypes.c_int64(-99)
         self.stats = self._array(ctypes.c_double, [0.0] * (3 * n), "stats")
         beta2t = self._array(ctypes.c_double, [0.5] * n, "beta2t")
-        args = [*self._shared(moment), beta2t, self.stats, 1e-30, threads, ctypes.byref(bad_index)]
+        args = [*self._shared(moment), beta2t, self.stats, 1e-30, self.rms_in_apply, threads, ctypes.byref(bad_index)]
         return lib.hf_adafactor_statistics(*args), bad_index.value
 
     def apply(self, lib: Any, threads: int = 2, moment: bool = True) -> tuple[int, int]:
@@ -146,7 +147,8 @@ class Call:
         scalars = self._array(ctypes.c_double, [v for k in range(n) for v in (means[k], 1e-2, 1e-4, 1.0)], "scalars")
         work = None if "work" in self.null else ctypes.addressof(self.work) + PAD * ctypes.sizeof(ctypes.c_float)
         beta1 = 0.9 if moment else -1.0
-        args = [*self._shared(moment), scalars, work, self.work_numel, beta1, 1, threads, ctypes.byref(bad_index)]
+        own = [scalars, work, self.work_numel, beta1, 1, self.rms_in_apply, threads, ctypes.byref(bad_index)]
+        args = [*self._shared(moment), *own]
         return lib.hf_adafactor_apply(*args), bad_index.value
 
 
@@ -167,9 +169,11 @@ DTYPES = {
 @pytest.mark.parametrize("threads", [1, 2, 3, 40])
 @pytest.mark.parametrize("moment", [True, False])
 @pytest.mark.parametrize("dtypes", list(DTYPES))
-def test_a_valid_call_updates_the_buffers_and_no_canary(lib, threads, moment, dtypes) -> None:
+@pytest.mark.parametrize("rms_in_apply", [0, 1])
+def test_a_valid_call_updates_the_buffers_and_no_canary(lib, threads, moment, dtypes, rms_in_apply) -> None:
     """The control for every test below: the same buffers, unspoiled, are updated in place and only there."""
     call = Call(dtypes=DTYPES[dtypes])
+    call.rms_in_apply = rms_in_apply
     before = [v.clone() for name in BUFFERS for v in call.views[name]]
     assert call.run(lib, threads=threads, moment=moment) == (0, -1)
     after = dict(zip([(name, k) for name in BUFFERS for k in range(3)], before))
@@ -178,6 +182,33 @@ def test_a_valid_call_updates_the_buffers_and_no_canary(lib, threads, moment, dt
             written = name != "g" and (moment or name != "m")
             assert torch.equal(view, after[name, k]) != written, f"{name} of matrix {k}"
     assert call.canaries_intact()
+
+
+@pytest.mark.parametrize("dtypes", list(DTYPES))
+def test_with_rms_in_apply_the_apply_call_writes_the_rms_of_p_before_the_step(lib, dtypes) -> None:
+    """rms_in_apply (the step of an Adafactor without scale_parameter): the statistics call leaves the RMS to the
+    apply call and hands back NaN for it; the apply call writes the RMS of each parameter as it was before the step
+    (as the statistics call would have), and every other buffer comes out bit for bit as without it."""
+    results = {}
+    for rms_in_apply in (0, 1):
+        call = Call(shapes=[(5, 7), (40, 4100), (3, 1)], dtypes=DTYPES[dtypes])  # 4100: two chunks of pass 2
+        call.rms_in_apply = rms_in_apply
+        expected = [float(p.double().square().mean().sqrt()) for p in call.views["p"]]
+        rms_before = [v.clone() for v in call.views["rms"]]
+        assert call.statistics(lib) == (0, -1)
+        reported = [call.stats[3 * k + 1] for k in range(call.count)]
+        if rms_in_apply:
+            assert all(r != r for r in reported), "RMS(p) of a statistics call that did not read p should be NaN"
+            assert all(torch.equal(a, b) for a, b in zip(call.views["rms"], rms_before)), "left to the apply call"
+        else:
+            assert reported == pytest.approx(expected, rel=1e-6)
+        assert call.apply(lib) == (0, -1)
+        assert [float(v) for v in call.views["rms"]] == pytest.approx(expected, rel=1e-6)
+        results[rms_in_apply] = {name: [v.clone() for v in call.views[name]] for name in BUFFERS}
+        assert call.canaries_intact()
+    for name in BUFFERS:
+        if name != "rms":
+            assert all(torch.equal(a, b) for a, b in zip(results[0][name], results[1][name])), name
 
 
 SIZES = {

@@ -22,6 +22,11 @@
  * sums in float lanes over FLOAT_CHUNK elements, then in double); each element's arithmetic is float32, as on the
  * torch path.
  *
+ * The RMS of p enters the step's lr only with scale_parameter. Without it both calls take rms_in_apply = 1: pass 1
+ * does not read p (its stats hand back NaN for RMS(p)), and pass 2 sums the squares of each row of p before it
+ * updates it, then writes the RMS of p as it was before the step into the rms buffer, as pass 1 would have: the step
+ * reads p once instead of twice (16 B/param instead of 20).
+ *
  * The result does not depend on the number of threads: every matrix is cut into row spans (SPANS, fewer for a
  * matrix of under SPANS * FLOAT_ROWS rows; see row_spans) and SPANS column spans between the passes, whatever the
  * thread count, each span has its own partial sums, and the partial sums are
@@ -37,8 +42,9 @@
  * Nothing a caller hands over is trusted: with the pointers come the element counts of every buffer, and before it
  * reads or writes any data each call checks every matrix's shape and every buffer's count and pointer against each
  * other (see check and the HF_E_* codes). A call that fails a check returns a negative code, the index of the
- * matrix at fault, and changes nothing; so does a statistics call whose work memory cannot be allocated (the apply
- * call allocates nothing: its work buffer comes from the caller, with its size).
+ * matrix at fault, and changes nothing; so does a call whose work memory cannot be allocated (HF_E_NOMEM: the
+ * statistics calls' partial sums, and the apply calls' sums of p^2 with rms_in_apply; the factored apply call's
+ * other work buffer comes from the caller, with its size).
  */
 #include <math.h>
 #include <stdint.h>
@@ -59,6 +65,8 @@
 #define FLOAT_CHUNK 256           /* elements of a row (or span) whose sums of squares are added in float first */
 #define GROUP_BYTES (8 << 20)     /* partial column sums of one group of matrices */
 #define CONVERT_CHUNK 256         /* elements of a 16-bit parameter converted to float32 at a time */
+#define UPDATE_CHUNK 4096         /* elements of a float32 row (or span) updated at a time in pass 2 (a multiple of
+                                     FLOAT_CHUNK: summed before its update with rms_in_apply, it is still in cache) */
 
 /* the element types of a parameter or gradient (types[] of a call) */
 enum { TYPE_F32, TYPE_BF16, TYPE_F16, TYPES };
@@ -151,7 +159,7 @@ typedef struct {
     int64_t count;                /* matrices of this job (pass 1: of this group) */
     void **g, **p;                /* of the element types gtypes[k], ptypes[k] */
     float **m;                    /* NULL, or one pointer per matrix */
-    float **row, **col, **rms;    /* rms: one float per matrix, written by pass 1 */
+    float **row, **col, **rms;    /* rms: one float per matrix, written by pass 1 (by pass 2 with rms_in_apply) */
     const int64_t *rows, *cols;
     const int32_t *gtypes, *ptypes;
     const double *beta2t;         /* pass 1, per matrix: beta2t of its step */
@@ -160,12 +168,14 @@ typedef struct {
     const double *scalars;        /* pass 2, per matrix: [4 * k]: mean(R), coef, decay, m_scale */
     double beta1;
     int decay, threads;           /* decay: whether weight decay is on */
+    int rms_in_apply;             /* whether pass 2, not pass 1, sums p^2 (see the top of this file) */
     /* work */
     int64_t *col_offset;          /* pass 1, [count + 1]: start of matrix k's columns in the flat column arrays */
     int64_t widest;               /* most columns of a matrix in the group */
     double *col_sums, *weighted;  /* [SPANS][group columns]: partial sums of g^2 and g^2 / R_i per row span */
     float *float_sums;            /* [threads][2 + ROW_GROUP][widest]: column sums in float, rows of g as float */
-    double *sq_p, *norm;          /* [SPANS][count]: partial sums of p^2 (row spans), of (g^2/R)/C (column spans) */
+    double *sq_p, *norm;          /* [SPANS][count]: partial sums of p^2 (row spans), of (g^2/R)/C (column spans);
+                                     pass 2 with rms_in_apply: its row spans' sums of p^2 */
     float *col_rsqrt;             /* pass 2, [all columns]: rsqrt of the new C (the caller's work buffer) */
 } job_t;
 
@@ -209,31 +219,58 @@ static inline lanes_t load_lanes(const float *x) {
 /* the lanes' sum, in a fixed order of pairs */
 static inline float lane_sum(lanes_t v) { return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7])); }
 
-/* row i of matrix k in pass 1: its new R_i (stored) and, added to *sq_p, its sum of p^2; g is the row as float. Sums
- * of squares in float lanes over FLOAT_CHUNK elements, then in double. */
+/* sum_j x_j^2 of a chunk of at most FLOAT_CHUNK floats, in float: two vectors of LANES partial sums, then the lanes
+ * in a fixed order, then the chunk's last elements (fewer than 2 * LANES) one by one. Unless y is NULL, the same sum
+ * of y's chunk goes to *sum_y, in the same loop (two streams read together run faster than one after the other);
+ * a NULL y is a constant where it is, so the compiler drops its branches. */
+static inline float chunk_squares(const float *x, const float *y, int64_t len, float *sum_y) {
+    lanes_t s0 = {0}, s1 = {0}, q0 = {0}, q1 = {0};
+    int64_t j = 0;
+    for (; j + 2 * LANES <= len; j += 2 * LANES) {
+        lanes_t a = load_lanes(x + j), b = load_lanes(x + j + LANES);
+        s0 += a * a;
+        s1 += b * b;
+        if (y != NULL) {
+            lanes_t c = load_lanes(y + j), d = load_lanes(y + j + LANES);
+            q0 += c * c;
+            q1 += d * d;
+        }
+    }
+    float s = lane_sum(s0 + s1), q = lane_sum(q0 + q1);
+    for (; j < len; j++) {
+        s += x[j] * x[j];
+        if (y != NULL) q += y[j] * y[j];
+    }
+    if (y != NULL) *sum_y = q;
+    return s;
+}
+
+/* sum of the squares of elements [at, at + len) of a tensor of this type: chunk_squares of each FLOAT_CHUNK, added
+ * in double (the same sum for any split of the range at multiples of FLOAT_CHUNK, as each chunk's sum is added to
+ * the running total) */
+static double squares(void *x, int type, int64_t at, int64_t len, double total) {
+    for (int64_t j0 = 0; j0 < len; j0 += FLOAT_CHUNK) {
+        int64_t n = len - j0 < FLOAT_CHUNK ? len - j0 : FLOAT_CHUNK;
+        float buf[FLOAT_CHUNK];
+        total += chunk_squares(as_floats(x, type, at + j0, n, buf), NULL, n, NULL);
+    }
+    return total;
+}
+
+/* row i of matrix k in pass 1: its new R_i (stored) and, added to *sq_p, its sum of p^2 (none with rms_in_apply); g
+ * is the row as float. Sums of squares in float lanes over FLOAT_CHUNK elements, then in double. */
 static float row_statistic(job_t *job, int64_t k, int64_t i, const float *g, double *sq_p) {
     int64_t n = job->cols[k];
     double s = 0.0, q = 0.0, b = job->beta2t[k], decay = 1.0 - b;
     for (int64_t j0 = 0; j0 < n; j0 += FLOAT_CHUNK) {
-        int64_t len = n - j0 < FLOAT_CHUNK ? n - j0 : FLOAT_CHUNK, j = 0;
-        float buf[FLOAT_CHUNK];
-        const float *p = as_floats(job->p[k], job->ptypes[k], i * n + j0, len, buf), *gc = g + j0;
-        lanes_t s0 = {0}, s1 = {0}, q0 = {0}, q1 = {0};
-        for (; j + 2 * LANES <= len; j += 2 * LANES) {
-            lanes_t g0 = load_lanes(gc + j), g1 = load_lanes(gc + j + LANES);
-            lanes_t p0 = load_lanes(p + j), p1 = load_lanes(p + j + LANES);
-            s0 += g0 * g0;
-            s1 += g1 * g1;
-            q0 += p0 * p0;
-            q1 += p1 * p1;
+        int64_t len = n - j0 < FLOAT_CHUNK ? n - j0 : FLOAT_CHUNK;
+        float buf[FLOAT_CHUNK], qf = 0.0f;
+        if (job->rms_in_apply) {
+            s += chunk_squares(g + j0, NULL, len, NULL);
+        } else {
+            s += chunk_squares(g + j0, as_floats(job->p[k], job->ptypes[k], i * n + j0, len, buf), len, &qf);
+            q += qf;
         }
-        float sf = lane_sum(s0 + s1), qf = lane_sum(q0 + q1);
-        for (; j < len; j++) {  /* the chunk's last elements (fewer than 2 * LANES) */
-            sf += gc[j] * gc[j];
-            qf += p[j] * p[j];
-        }
-        s += sf;
-        q += qf;
     }
     *sq_p += q;
     float r = (float)(b * job->row[k][i] + decay * (s / (double)n) + decay * job->eps1);
@@ -338,9 +375,9 @@ static void reduce(job_t *job) {
         for (int v = 0, spans = row_spans(rows); v < spans; v++) sq_p += job->sq_p[v * job->count + k];
         double row_mean = row_sum / (double)rows, numel = (double)rows * (double)job->cols[k];
         float rms = (float)sqrt(sq_p / numel);
-        *job->rms[k] = rms;
+        if (!job->rms_in_apply) *job->rms[k] = rms;
         job->stats[3 * k] = row_mean;
-        job->stats[3 * k + 1] = (double)rms;
+        job->stats[3 * k + 1] = job->rms_in_apply ? NAN : (double)rms;
         job->stats[3 * k + 2] = row_mean * norm;
     }
 }
@@ -360,7 +397,7 @@ static void *column_factors(void *arg) {
     return NULL;
 }
 
-/* pass 2, per row span: weight decay, first moment, parameter */
+/* pass 2, per row span: weight decay, first moment, parameter (with rms_in_apply, first the row's sum of p^2) */
 static void *pass2(void *arg) {
     worker_t *w = (worker_t *)arg;
     job_t *job = (job_t *)w->job;
@@ -375,12 +412,15 @@ static void *pass2(void *arg) {
             int decay = job->decay;
             float beta1 = (float)job->beta1, one_minus = (float)(1.0 - job->beta1);
             int type = job->ptypes[k], gtype = job->gtypes[k];
-            int64_t chunk = type == TYPE_F32 && gtype == TYPE_F32 ? n : CONVERT_CHUNK;  /* float32: a whole row */
+            int64_t chunk = type == TYPE_F32 && gtype == TYPE_F32 ? UPDATE_CHUNK : CONVERT_CHUNK;
             float buf[CONVERT_CHUNK], gbuf[CONVERT_CHUNK];
+            double sq_p = 0.0;
             for (int64_t i = lo; i < hi; i++) {
                 float r = (float)(sc[1] / sqrt((double)job->row[k][i] / sc[0]));
+                double q = 0.0;  /* the row's sum of p^2, as row_statistic adds it up */
                 for (int64_t j0 = 0; j0 < n; j0 += chunk) {
                     int64_t len = n - j0 < chunk ? n - j0 : chunk;
+                    if (job->rms_in_apply) q = squares(job->p[k], type, i * n + j0, len, q);
                     const float *g = as_floats(job->g[k], gtype, i * n + j0, len, gbuf), *c = crs + j0;
                     float *p = as_floats(job->p[k], type, i * n + j0, len, buf);
                     if (decay) {
@@ -401,7 +441,9 @@ static void *pass2(void *arg) {
                     }
                     store_param(job->p[k], type, i * n + j0, len, p);
                 }
+                sq_p += q;
             }
+            if (job->rms_in_apply) job->sq_p[v * job->count + k] = sq_p;
         }
     }
     return NULL;
@@ -507,10 +549,12 @@ static int check(int64_t count, void **const buffers[BUFFERS], const int64_t *ro
  * before its first write. */
 
 /* Pass 1 of a step: R, C and the rms buffer updated in place; stats[3 * k .. 3 * k + 2] receive mean(R), RMS(p) (the
- * float stored) and the squared norm of the unclipped update of matrix k. */
+ * float stored) and the squared norm of the unclipped update of matrix k. With rms_in_apply (!= 0), p is not read,
+ * the rms buffer is left to hf_adafactor_apply and RMS(p) is handed back as NaN. */
 int hf_adafactor_statistics(int64_t count, void **g, void **p, float **m, float **row, float **col, float **rms,
                             const int64_t *rows, const int64_t *cols, const int64_t *numel, const int32_t *types,
-                            const double *beta2t, double *stats, double eps1, int threads, int64_t *bad_index) {
+                            const double *beta2t, double *stats, double eps1, int rms_in_apply, int threads,
+                            int64_t *bad_index) {
     int64_t ignored, *bad = bad_index ? bad_index : &ignored;
     void **const buffers[BUFFERS] = {g, p, (void **)m, (void **)row, (void **)col, (void **)rms};
     int problem = check(count, buffers, rows, cols, numel, types, beta2t, stats, threads, bad);
@@ -534,7 +578,8 @@ int hf_adafactor_statistics(int64_t count, void **g, void **p, float **m, float 
                      .rms = rms + first, .rows = rows + first, .cols = cols + first, .gtypes = types + first,
                      .ptypes = types + count + first,
                      .beta2t = beta2t + first,
-                     .eps1 = eps1, .stats = stats + 3 * first, .threads = threads, .col_offset = col_offset,
+                     .eps1 = eps1, .stats = stats + 3 * first, .threads = threads, .rms_in_apply = rms_in_apply != 0,
+                     .col_offset = col_offset,
                      .widest = widest, .col_sums = sums, .weighted = sums + SPANS * width, .float_sums = floats};
         job.sq_p = per_matrix;
         job.norm = per_matrix + SPANS * job.count;
@@ -552,14 +597,16 @@ int hf_adafactor_statistics(int64_t count, void **g, void **p, float **m, float 
     return failed ? HF_E_NOMEM : 0;
 }
 
-/* Pass 2 of a step, after hf_adafactor_statistics on the same buffers: scalars[4 * k .. 4 * k + 3] are matrix k's
- * mean(R), coef, decay and m_scale (see the top of this file), computed by the caller; decay != 0 turns weight decay
- * on; work is a float buffer of work_numel elements, at least the columns of all matrices together. Allocates
- * nothing. */
+/* Pass 2 of a step, after hf_adafactor_statistics on the same buffers (and with the same rms_in_apply):
+ * scalars[4 * k .. 4 * k + 3] are matrix k's mean(R), coef, decay and m_scale (see the top of this file), computed by
+ * the caller; decay != 0 turns weight decay on; work is a float buffer of work_numel elements, at least the columns
+ * of all matrices together. With rms_in_apply (!= 0) it also writes the RMS of p before the step into the rms
+ * buffer; it then allocates its partial sums first (HF_E_NOMEM, and nothing changed, when it cannot), and nothing
+ * otherwise. */
 int hf_adafactor_apply(int64_t count, void **g, void **p, float **m, float **row, float **col, float **rms,
                        const int64_t *rows, const int64_t *cols, const int64_t *numel, const int32_t *types,
-                       const double *scalars, float *work, int64_t work_numel, double beta1, int decay, int threads,
-                       int64_t *bad_index) {
+                       const double *scalars, float *work, int64_t work_numel, double beta1, int decay,
+                       int rms_in_apply, int threads, int64_t *bad_index) {
     int64_t ignored, *bad = bad_index ? bad_index : &ignored;
     void **const buffers[BUFFERS] = {g, p, (void **)m, (void **)row, (void **)col, (void **)rms};
     int problem = check(count, buffers, rows, cols, numel, types, scalars, work, threads, bad);
@@ -570,11 +617,19 @@ int hf_adafactor_apply(int64_t count, void **g, void **p, float **m, float **row
         if (total > work_numel) return HF_E_WORK;
     }
     threads = threads > SPANS ? SPANS : threads;
+    double *sq_p = NULL;
+    if (rms_in_apply && count > 0 && (sq_p = malloc(sizeof(double) * SPANS * (size_t)count)) == NULL) return HF_E_NOMEM;
     job_t job = {.count = count, .g = g, .p = p, .m = m, .row = row, .col = col, .rows = rows, .cols = cols,
                  .gtypes = types, .ptypes = types + count, .scalars = scalars, .beta1 = beta1, .decay = decay,
-                 .threads = threads, .col_rsqrt = work};
+                 .threads = threads, .rms_in_apply = rms_in_apply != 0, .sq_p = sq_p, .col_rsqrt = work};
     run_threads(&job, threads, column_factors);
     run_threads(&job, threads, pass2);
+    for (int64_t k = 0; sq_p != NULL && k < count; k++) {  /* span sums added in span order */
+        double sum = 0.0;
+        for (int v = 0; v < SPANS; v++) sum += sq_p[v * count + k];
+        *rms[k] = (float)sqrt(sum / ((double)rows[k] * (double)cols[k]));
+    }
+    free(sq_p);
     return 0;
 }
 
@@ -582,8 +637,9 @@ int hf_adafactor_apply(int64_t count, void **g, void **p, float **m, float **row
  *
  *   hf_adafactor_flat_statistics (pass 1, given b = beta2t of each tensor):
  *     V = b V + (1-b) g^2 + (1-b) eps1  (float32, in that order, as the torch path's in-place ops)
- *     returns per tensor 1 (so that its stats have the factored layout), RMS(p) (also written to the rms buffer)
- *     and sum_j g_j^2 / V_j, the squared norm of the update g rsqrt(V)
+ *     returns per tensor 1 (so that its stats have the factored layout), RMS(p) (also written to the rms buffer;
+ *     with rms_in_apply NaN, and the apply call writes it, as for matrices) and sum_j g_j^2 / V_j, the squared norm
+ *     of the update g rsqrt(V)
  *   hf_adafactor_flat_apply (pass 2, given per tensor the [mean(R), coef, decay, m_scale] of the factored call, of
  *   which mean(R) is not read):
  *     update = (g rsqrt(V)) coef;  p = p - decay p;  m = beta1 m + (1-beta1) update;  p = p - m_scale m
@@ -603,10 +659,11 @@ typedef struct {
     const int32_t *gtypes, *ptypes;
     const double *beta2t;             /* pass 1 */
     double eps1;
-    double *partial;                  /* pass 1, [SPANS][2 * count]: sums of p^2 and of g^2 / V per span */
+    double *partial;                  /* [SPANS][2 * count]: sums of p^2 and (pass 1) of g^2 / V per span */
     const double *scalars;            /* pass 2, [4 * k]: mean(R) (unused), coef, decay, m_scale */
     double beta1;
     int decay, threads;
+    int rms_in_apply;                 /* whether pass 2, not pass 1, sums p^2 */
 } flat_job_t;
 
 static void *flat_pass1(void *arg) {
@@ -621,18 +678,16 @@ static void *flat_pass1(void *arg) {
             double sq_p = 0.0, sq_u = 0.0;
             for (int64_t j0 = lo; j0 < hi; j0 += FLOAT_CHUNK) {  /* float partial sums, added in double */
                 int64_t j1 = j0 + FLOAT_CHUNK < hi ? j0 + FLOAT_CHUNK : hi;
-                float pf = 0.0f, uf = 0.0f, buf[FLOAT_CHUNK], gbuf[FLOAT_CHUNK];
-                const float *p = as_floats(job->p[k], job->ptypes[k], j0, j1 - j0, buf);
+                float uf = 0.0f, gbuf[FLOAT_CHUNK];
+                if (!job->rms_in_apply) sq_p = squares(job->p[k], job->ptypes[k], j0, j1 - j0, sq_p);
                 const float *g = as_floats(job->g[k], job->gtypes[k], j0, j1 - j0, gbuf);
-#pragma omp simd reduction(+ : pf, uf)
+#pragma omp simd reduction(+ : uf)
                 for (int64_t j = j0; j < j1; j++) {
                     float gg = g[j - j0] * g[j - j0];
                     float vj = (b * v[j] + d * gg) + de;
                     v[j] = vj;
                     uf += gg / vj;
-                    pf += p[j - j0] * p[j - j0];
                 }
-                sq_p += pf;
                 sq_u += uf;
             }
             job->partial[(int64_t)s * 2 * job->count + 2 * k] = sq_p;
@@ -653,10 +708,12 @@ static void *flat_pass2(void *arg) {
             float coef = (float)sc[1], wd_lr = (float)sc[2], step = (float)sc[3];
             float beta1 = (float)job->beta1, one_minus = (float)(1.0 - job->beta1);
             int type = job->ptypes[k], gtype = job->gtypes[k];
-            int64_t chunk = type == TYPE_F32 && gtype == TYPE_F32 ? hi - lo : CONVERT_CHUNK;  /* float32: whole span */
+            int64_t chunk = type == TYPE_F32 && gtype == TYPE_F32 ? UPDATE_CHUNK : CONVERT_CHUNK;
             float buf[CONVERT_CHUNK], gbuf[CONVERT_CHUNK];
+            double sq_p = 0.0;
             for (int64_t j0 = lo; j0 < hi; j0 += chunk) {
                 int64_t len = hi - j0 < chunk ? hi - j0 : chunk;
+                if (job->rms_in_apply) sq_p = squares(job->p[k], type, j0, len, sq_p);
                 const float *g = as_floats(job->g[k], gtype, j0, len, gbuf), *v = job->v[k] + j0;
                 float *p = as_floats(job->p[k], type, j0, len, buf);
                 if (job->decay) {
@@ -677,9 +734,22 @@ static void *flat_pass2(void *arg) {
                 }
                 store_param(job->p[k], type, j0, len, p);
             }
+            if (job->rms_in_apply) job->partial[(int64_t)s * 2 * job->count + 2 * k] = sq_p;
         }
     }
     return NULL;
+}
+
+/* the RMS of each tensor from the span sums of p^2 in partial (added in span order), into the rms buffer and, where
+ * stats is not NULL, into its stats */
+static void flat_rms(flat_job_t *job, double *stats) {
+    for (int64_t k = 0; k < job->count; k++) {
+        double sq_p = 0.0;
+        for (int s = 0; s < SPANS; s++) sq_p += job->partial[(int64_t)s * 2 * job->count + 2 * k];
+        float r = (float)sqrt(sq_p / (double)job->n[k]);
+        *job->rms[k] = r;
+        if (stats != NULL) stats[3 * k + 1] = (double)r;
+    }
 }
 
 static int flat_check(int64_t count, void **const buffers[FLAT_BUFFERS], const int64_t *n, const int64_t *numel,
@@ -711,10 +781,12 @@ static int flat_check(int64_t count, void **const buffers[FLAT_BUFFERS], const i
 }
 
 /* Pass 1 of a step of unfactored tensors: V and rms updated in place; stats[3 * k .. 3 * k + 2] receive 1, RMS(p)
- * (the float stored) and sum_j g_j^2 / V_j of tensor k. Allocates its partial sums (HF_E_NOMEM when it cannot). */
+ * (the float stored) and sum_j g_j^2 / V_j of tensor k; with rms_in_apply (!= 0), p is not read, the rms buffer is
+ * left to hf_adafactor_flat_apply and RMS(p) is handed back as NaN. Allocates its partial sums (HF_E_NOMEM when it
+ * cannot). */
 int hf_adafactor_flat_statistics(int64_t count, void **g, void **p, float **m, float **v, float **rms,
                                  const int64_t *n, const int64_t *numel, const int32_t *types, const double *beta2t,
-                                 double *stats, double eps1, int threads, int64_t *bad_index) {
+                                 double *stats, double eps1, int rms_in_apply, int threads, int64_t *bad_index) {
     int64_t ignored, *bad = bad_index ? bad_index : &ignored;
     void **const buffers[FLAT_BUFFERS] = {g, p, (void **)m, (void **)v, (void **)rms};
     int problem = flat_check(count, buffers, n, numel, types, beta2t, threads, bad);
@@ -726,38 +798,40 @@ int hf_adafactor_flat_statistics(int64_t count, void **g, void **p, float **m, f
     flat_job_t job = {.count = count, .g = g, .p = p, .v = v, .rms = rms, .n = n, .gtypes = types, .ptypes = types + count,
                       .beta2t = beta2t,
                       .eps1 = eps1,
-                      .partial = partial, .threads = threads};
+                      .partial = partial, .threads = threads, .rms_in_apply = rms_in_apply != 0};
     run_threads(&job, threads, flat_pass1);
     for (int64_t k = 0; k < count; k++) {
-        double sq_p = 0.0, sq_u = 0.0;
-        for (int s = 0; s < SPANS; s++) {
-            sq_p += partial[(int64_t)s * 2 * count + 2 * k];
-            sq_u += partial[(int64_t)s * 2 * count + 2 * k + 1];
-        }
-        float r = (float)sqrt(sq_p / (double)n[k]);
-        *rms[k] = r;
+        double sq_u = 0.0;
+        for (int s = 0; s < SPANS; s++) sq_u += partial[(int64_t)s * 2 * count + 2 * k + 1];
         stats[3 * k] = 1.0;
-        stats[3 * k + 1] = (double)r;
+        stats[3 * k + 1] = NAN;
         stats[3 * k + 2] = sq_u;
     }
+    if (!job.rms_in_apply) flat_rms(&job, stats);
     free(partial);
     return 0;
 }
 
-/* Pass 2 of a step of unfactored tensors, after hf_adafactor_flat_statistics on the same buffers (scalars as in
- * hf_adafactor_apply). Allocates nothing. */
+/* Pass 2 of a step of unfactored tensors, after hf_adafactor_flat_statistics on the same buffers and with the same
+ * rms_in_apply (scalars as in hf_adafactor_apply). With rms_in_apply it also writes the RMS of p before the step into
+ * the rms buffer, and allocates its partial sums first (HF_E_NOMEM, and nothing changed, when it cannot); without,
+ * nothing. */
 int hf_adafactor_flat_apply(int64_t count, void **g, void **p, float **m, float **v, float **rms, const int64_t *n,
                             const int64_t *numel, const int32_t *types, const double *scalars, double beta1, int decay,
-                            int threads, int64_t *bad_index) {
+                            int rms_in_apply, int threads, int64_t *bad_index) {
     int64_t ignored, *bad = bad_index ? bad_index : &ignored;
     void **const buffers[FLAT_BUFFERS] = {g, p, (void **)m, (void **)v, (void **)rms};
     int problem = flat_check(count, buffers, n, numel, types, scalars, threads, bad);
     if (problem != 0) return problem;
     threads = threads > SPANS ? SPANS : threads;
-    flat_job_t job = {.count = count, .g = g, .p = p, .m = m, .v = v, .n = n, .gtypes = types, .ptypes = types + count,
-                      .scalars = scalars,
-                      .beta1 = beta1,
-                      .decay = decay, .threads = threads};
+    double *partial = NULL;
+    if (rms_in_apply && count > 0 && (partial = malloc(sizeof(double) * 2 * SPANS * (size_t)count)) == NULL)
+        return HF_E_NOMEM;
+    flat_job_t job = {.count = count, .g = g, .p = p, .m = m, .v = v, .rms = rms, .n = n, .gtypes = types,
+                      .ptypes = types + count, .partial = partial, .scalars = scalars, .beta1 = beta1, .decay = decay,
+                      .threads = threads, .rms_in_apply = partial != NULL};
     run_threads(&job, threads, flat_pass2);
+    if (partial != NULL) flat_rms(&job, NULL);
+    free(partial);
     return 0;
 }

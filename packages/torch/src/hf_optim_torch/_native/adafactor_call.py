@@ -258,15 +258,18 @@ def _step(
     threads = torch.get_num_threads()
     bad_index = ctypes.c_int64(-1)
     stats = (ctypes.c_double * (3 * count))()
-    code = getattr(lib, calls[0])(
-        *shared, _c_array("d", beta2ts), stats, options.eps[0], threads, ctypes.byref(bad_index)
-    )
+    # the lr needs the RMS of p before the update only with scale_parameter; else the apply call sums p**2 as it
+    # reads p, and the statistics call does not read p at all
+    rms_in_apply = int(not options.scale_parameter)
+    own = (_c_array("d", beta2ts), stats, options.eps[0], rms_in_apply, threads, ctypes.byref(bad_index))
+    code = getattr(lib, calls[0])(*shared, *own)
     _raise_for(code, bad_index.value, tensors, shapes)
     moment = tensors[2] is not None
     scalars = step_scalars(stats, shapes, rels, options, moment)
     beta1 = -1.0 if options.beta1 is None else options.beta1
     decay = int(options.weight_decay != 0.0)
-    code = getattr(lib, calls[1])(*shared, scalars, *apply_work, beta1, decay, threads, ctypes.byref(bad_index))
+    own = (scalars, *apply_work, beta1, decay, rms_in_apply, threads, ctypes.byref(bad_index))
+    code = getattr(lib, calls[1])(*shared, *own)
     _raise_for(code, bad_index.value, tensors, shapes)
 
 
