@@ -216,6 +216,10 @@ ROUND_TWO_NOTES = (
     "2026-12-05 this bench donated the buffers of `stateless_apply` with its outputs in another order than its "
     "inputs, which made XLA copy every array twice (44 and 35 ms); Keras' trainer keeps the order, and so does the "
     "bench now.",
+    "- *Keras on torch, `hf_optim_tf.AdamW eager` within 10x its floor* (where missed): it runs close to the bound "
+    "here, and the machine decides: 6.2x (33 ms a step) in the run of 2026-12-05 22:46 and 10.1x (56 ms) in that of "
+    "2026-12-06 01:17, the spread of its steps 25 to 69%. Its multi-tensor path takes each 10M-element state through "
+    "about 16 torch ops a step, each at memory speed (next item).",
     "- *Keras on torch, eager, <= 1.1x Keras' own AdamW* (where missed): Keras' torch AdamW updates its moments in "
     "place (`torch._foreach_mul_`, `_foreach_add_` with `alpha=`), which rounds `m + alpha * g` once where "
     "transformers' order (and `update_step`, the Keras formula every backend runs) rounds the product and the sum "
