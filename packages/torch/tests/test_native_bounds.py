@@ -35,7 +35,7 @@ SHAPES = [(5, 7), (8, 6), (4, 9)]  # the tests spoil matrix 1: matrix 0 comes be
 PAD = 16  # canary elements on either side of every buffer
 CANARY = 1234.5
 
-E_NOMEM, E_COUNT, E_THREADS, E_ROWS, E_COLS, E_TOO_LARGE, E_WORK, E_TYPE = -1, -2, -3, -4, -5, -6, -7, -8
+E_NOMEM, E_COUNT, E_THREADS, E_ROWS, E_COLS, E_TOO_LARGE, E_WORK, E_TYPE, E_SUMS = -1, -2, -3, -4, -5, -6, -7, -8, -9
 E_NULL, E_ALIGN, E_SIZE, E_ARRAY = -10, -20, -30, -40
 
 
@@ -70,6 +70,7 @@ class Call:
         self.count = len(shapes)
         self.stats: Any = None  # the statistics call's output (the apply call's mean(R) comes from it)
         self.rms_in_apply = 0  # 1: the apply call, not the statistics call, reads p for its RMS (both are told)
+        self.sums_numel: int | None = None  # the apply call's sums buffer (None: 2 * spans * count, as it needs)
         # the apply call's work buffer, canaries either side; a ctypes array, not a tensor: a large torch op (its
         # fill) would use OpenMP threads, which a forked child (test_a_forked_child_runs...) cannot use
         self.work_numel = sum(self.cols)
@@ -147,8 +148,10 @@ class Call:
         scalars = self._array(ctypes.c_double, [v for k in range(n) for v in (means[k], 1e-2, 1e-4, 1.0)], "scalars")
         work = None if "work" in self.null else ctypes.addressof(self.work) + PAD * ctypes.sizeof(ctypes.c_float)
         beta1 = 0.9 if moment else -1.0
-        own = [scalars, work, self.work_numel, beta1, 1, self.rms_in_apply, threads, ctypes.byref(bad_index)]
-        args = [*self._shared(moment), *own]
+        sums_numel = 2 * lib.hf_adafactor_spans() * self.count if self.sums_numel is None else self.sums_numel
+        sums = None if "sums" in self.null else (ctypes.c_double * max(sums_numel, 1))()
+        own = [scalars, work, self.work_numel, beta1, 1, self.rms_in_apply, sums, sums_numel, threads]
+        args = [*self._shared(moment), *own, ctypes.byref(bad_index)]
         return lib.hf_adafactor_apply(*args), bad_index.value
 
 
@@ -209,6 +212,28 @@ def test_with_rms_in_apply_the_apply_call_writes_the_rms_of_p_before_the_step(li
     for name in BUFFERS:
         if name != "rms":
             assert all(torch.equal(a, b) for a, b in zip(results[0][name], results[1][name])), name
+
+
+@pytest.mark.parametrize("rms_in_apply", [0, 1])
+@pytest.mark.parametrize("spoil", ["one double short", "NULL"])
+def test_an_apply_call_without_room_for_its_sums_is_refused_and_nothing_is_written(lib, rms_in_apply, spoil) -> None:
+    """With rms_in_apply the apply call keeps its partial sums of p**2 in the caller's buffer (it allocates nothing,
+    so a step is never left half done for lack of memory): one too small, or none, is refused before any write.
+    Without rms_in_apply the buffer is not read, and none is needed."""
+    call = Call()
+    call.rms_in_apply = rms_in_apply
+    if spoil == "NULL":
+        call.null.add("sums")
+    else:
+        call.sums_numel = 2 * lib.hf_adafactor_spans() * call.count - 1
+    assert call.statistics(lib) == (0, -1)
+    before = call.snapshot()
+    if rms_in_apply:
+        assert call.apply(lib) == (E_SUMS, -1)
+        assert call.unchanged(before), "a refused apply call changed a buffer"
+    else:
+        assert call.apply(lib) == (0, -1)
+    assert call.canaries_intact()
 
 
 SIZES = {

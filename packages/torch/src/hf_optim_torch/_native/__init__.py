@@ -121,21 +121,24 @@ def _compile() -> tuple[ctypes.CDLL | None, str]:
     i32 = ctypes.POINTER(ctypes.c_int32)
     # count; g, p, m, row, col, rms; rows, cols, numel, types; then each call's own (see their comments in adafactor.c)
     shared = [ctypes.c_int64, *[ptrs] * 6, i64, i64, i64, i32]
-    # each call's own end in rms_in_apply, threads, bad_index
-    tail = [ctypes.c_int, ctypes.c_int, i64]
-    lib.hf_adafactor_statistics.argtypes = [*shared, f64, f64, ctypes.c_double, *tail]
+    # the statistics calls' own: beta2t, stats, eps1, rms_in_apply, threads, bad_index
+    statistics_own = [f64, f64, ctypes.c_double, ctypes.c_int, ctypes.c_int, i64]
+    # the apply calls' own end in beta1, decay, rms_in_apply, sums, sums_numel, threads, bad_index
+    apply_tail = [ctypes.c_double, ctypes.c_int, ctypes.c_int, f64, ctypes.c_int64, ctypes.c_int, i64]
+    lib.hf_adafactor_statistics.argtypes = [*shared, *statistics_own]
     lib.hf_adafactor_statistics.restype = ctypes.c_int
-    apply_own = [f64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int, *tail]
-    lib.hf_adafactor_apply.argtypes = [*shared, *apply_own]
+    lib.hf_adafactor_apply.argtypes = [*shared, f64, ctypes.c_void_p, ctypes.c_int64, *apply_tail]
     lib.hf_adafactor_apply.restype = ctypes.c_int
     # unfactored: count; g, p, m, v, rms; n, numel, types; then each call's own
     flat = [ctypes.c_int64, *[ptrs] * 5, i64, i64, i32]
-    lib.hf_adafactor_flat_statistics.argtypes = [*flat, f64, f64, ctypes.c_double, *tail]
+    lib.hf_adafactor_flat_statistics.argtypes = [*flat, *statistics_own]
     lib.hf_adafactor_flat_statistics.restype = ctypes.c_int
-    lib.hf_adafactor_flat_apply.argtypes = [*flat, f64, ctypes.c_double, ctypes.c_int, *tail]
+    lib.hf_adafactor_flat_apply.argtypes = [*flat, f64, *apply_tail]
     lib.hf_adafactor_flat_apply.restype = ctypes.c_int
     lib.hf_adafactor_types.argtypes = []
     lib.hf_adafactor_types.restype = ctypes.c_int
+    lib.hf_adafactor_spans.argtypes = []
+    lib.hf_adafactor_spans.restype = ctypes.c_int
     return lib, f"{library}"
 
 

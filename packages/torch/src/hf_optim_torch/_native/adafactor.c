@@ -42,9 +42,9 @@
  * Nothing a caller hands over is trusted: with the pointers come the element counts of every buffer, and before it
  * reads or writes any data each call checks every matrix's shape and every buffer's count and pointer against each
  * other (see check and the HF_E_* codes). A call that fails a check returns a negative code, the index of the
- * matrix at fault, and changes nothing; so does a call whose work memory cannot be allocated (HF_E_NOMEM: the
- * statistics calls' partial sums, and the apply calls' sums of p^2 with rms_in_apply; the factored apply call's
- * other work buffer comes from the caller, with its size).
+ * matrix at fault, and changes nothing; so does a statistics call whose work memory cannot be allocated (the apply
+ * calls allocate nothing: their work buffers come from the caller, with their sizes, so that a step refused for lack
+ * of memory is refused before its first write).
  */
 #include <math.h>
 #include <stdint.h>
@@ -74,6 +74,9 @@ static const int64_t type_size[TYPES] = {4, 2, 2};
 
 /* the element types this build takes, one bit per TYPE_* */
 int hf_adafactor_types(void) { return (1 << TYPE_F32) | (1 << TYPE_BF16) | (1 << TYPE_F16); }
+
+/* the spans each tensor is cut into: an apply call with rms_in_apply takes a sums buffer of 2 * SPANS * count doubles */
+int hf_adafactor_spans(void) { return SPANS; }
 
 static inline uint32_t bits_of(float f) {
     uint32_t u;
@@ -499,6 +502,7 @@ enum { ARG_ROWS = BUFFERS, ARG_COLS, ARG_NUMEL, ARG_TYPES, ARG_OWN };
 #define HF_E_TOO_LARGE (-6)    /* rows[k] * cols[k] overflows int64_t or exceeds MAX_ELEMENTS */
 #define HF_E_WORK (-7)         /* hf_adafactor_apply: the work buffer holds fewer floats than all matrices' columns */
 #define HF_E_TYPE (-8)         /* the gradient's or parameter's type code is not one of this build's */
+#define HF_E_SUMS (-9)         /* an apply call with rms_in_apply: its sums buffer is NULL, misaligned or too small */
 #define HF_E_NULL (-10)        /* - buffer: matrix k's pointer to that buffer is NULL */
 #define HF_E_ALIGN (-20)       /* - buffer: that pointer is not aligned to its element type */
 #define HF_E_SIZE (-30)        /* - buffer: its element count differs from what rows[k] and cols[k] need */
@@ -597,16 +601,22 @@ int hf_adafactor_statistics(int64_t count, void **g, void **p, float **m, float 
     return failed ? HF_E_NOMEM : 0;
 }
 
+/* whether an apply call with rms_in_apply has room for its partial sums: sums_numel doubles at sums, at least
+ * 2 * SPANS * count (the unfactored call's layout; the factored call uses the first half) */
+static int sums_fit(int rms_in_apply, int64_t count, const double *sums, int64_t sums_numel) {
+    if (!rms_in_apply || count == 0) return 1;
+    return sums != NULL && (uintptr_t)sums % sizeof(double) == 0 && sums_numel / (2 * SPANS) >= count;
+}
+
 /* Pass 2 of a step, after hf_adafactor_statistics on the same buffers (and with the same rms_in_apply):
  * scalars[4 * k .. 4 * k + 3] are matrix k's mean(R), coef, decay and m_scale (see the top of this file), computed by
  * the caller; decay != 0 turns weight decay on; work is a float buffer of work_numel elements, at least the columns
  * of all matrices together. With rms_in_apply (!= 0) it also writes the RMS of p before the step into the rms
- * buffer; it then allocates its partial sums first (HF_E_NOMEM, and nothing changed, when it cannot), and nothing
- * otherwise. */
+ * buffer, and sums (sums_numel doubles, see sums_fit) holds its partial sums. Allocates nothing. */
 int hf_adafactor_apply(int64_t count, void **g, void **p, float **m, float **row, float **col, float **rms,
                        const int64_t *rows, const int64_t *cols, const int64_t *numel, const int32_t *types,
                        const double *scalars, float *work, int64_t work_numel, double beta1, int decay,
-                       int rms_in_apply, int threads, int64_t *bad_index) {
+                       int rms_in_apply, double *sums, int64_t sums_numel, int threads, int64_t *bad_index) {
     int64_t ignored, *bad = bad_index ? bad_index : &ignored;
     void **const buffers[BUFFERS] = {g, p, (void **)m, (void **)row, (void **)col, (void **)rms};
     int problem = check(count, buffers, rows, cols, numel, types, scalars, work, threads, bad);
@@ -616,9 +626,9 @@ int hf_adafactor_apply(int64_t count, void **g, void **p, float **m, float **row
         total += cols[k];
         if (total > work_numel) return HF_E_WORK;
     }
+    if (!sums_fit(rms_in_apply, count, sums, sums_numel)) return HF_E_SUMS;
     threads = threads > SPANS ? SPANS : threads;
-    double *sq_p = NULL;
-    if (rms_in_apply && count > 0 && (sq_p = malloc(sizeof(double) * SPANS * (size_t)count)) == NULL) return HF_E_NOMEM;
+    double *sq_p = rms_in_apply ? sums : NULL;
     job_t job = {.count = count, .g = g, .p = p, .m = m, .row = row, .col = col, .rows = rows, .cols = cols,
                  .gtypes = types, .ptypes = types + count, .scalars = scalars, .beta1 = beta1, .decay = decay,
                  .threads = threads, .rms_in_apply = rms_in_apply != 0, .sq_p = sq_p, .col_rsqrt = work};
@@ -629,7 +639,6 @@ int hf_adafactor_apply(int64_t count, void **g, void **p, float **m, float **row
         for (int v = 0; v < SPANS; v++) sum += sq_p[v * count + k];
         *rms[k] = (float)sqrt(sum / ((double)rows[k] * (double)cols[k]));
     }
-    free(sq_p);
     return 0;
 }
 
@@ -814,24 +823,21 @@ int hf_adafactor_flat_statistics(int64_t count, void **g, void **p, float **m, f
 
 /* Pass 2 of a step of unfactored tensors, after hf_adafactor_flat_statistics on the same buffers and with the same
  * rms_in_apply (scalars as in hf_adafactor_apply). With rms_in_apply it also writes the RMS of p before the step into
- * the rms buffer, and allocates its partial sums first (HF_E_NOMEM, and nothing changed, when it cannot); without,
- * nothing. */
+ * the rms buffer, and sums (sums_numel doubles, see sums_fit) holds its partial sums. Allocates nothing. */
 int hf_adafactor_flat_apply(int64_t count, void **g, void **p, float **m, float **v, float **rms, const int64_t *n,
                             const int64_t *numel, const int32_t *types, const double *scalars, double beta1, int decay,
-                            int rms_in_apply, int threads, int64_t *bad_index) {
+                            int rms_in_apply, double *sums, int64_t sums_numel, int threads, int64_t *bad_index) {
     int64_t ignored, *bad = bad_index ? bad_index : &ignored;
     void **const buffers[FLAT_BUFFERS] = {g, p, (void **)m, (void **)v, (void **)rms};
     int problem = flat_check(count, buffers, n, numel, types, scalars, threads, bad);
     if (problem != 0) return problem;
+    if (!sums_fit(rms_in_apply, count, sums, sums_numel)) return HF_E_SUMS;
     threads = threads > SPANS ? SPANS : threads;
-    double *partial = NULL;
-    if (rms_in_apply && count > 0 && (partial = malloc(sizeof(double) * 2 * SPANS * (size_t)count)) == NULL)
-        return HF_E_NOMEM;
+    double *partial = rms_in_apply && count > 0 ? sums : NULL;
     flat_job_t job = {.count = count, .g = g, .p = p, .m = m, .v = v, .rms = rms, .n = n, .gtypes = types,
                       .ptypes = types + count, .partial = partial, .scalars = scalars, .beta1 = beta1, .decay = decay,
                       .threads = threads, .rms_in_apply = partial != NULL};
     run_threads(&job, threads, flat_pass2);
     if (partial != NULL) flat_rms(&job, NULL);
-    free(partial);
     return 0;
 }

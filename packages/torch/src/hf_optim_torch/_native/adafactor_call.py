@@ -87,6 +87,7 @@ _NATIVE_CALL = {
     -2: "a negative count of matrices",
     -3: "a thread count below 1",
     -7: "a work buffer smaller than the columns of all matrices",
+    -9: "a sums buffer too small for the RMS of every parameter",
 }
 _NATIVE_MATRIX = {
     -4: "no rows",
@@ -268,7 +269,9 @@ def _step(
     scalars = step_scalars(stats, shapes, rels, options, moment)
     beta1 = -1.0 if options.beta1 is None else options.beta1
     decay = int(options.weight_decay != 0.0)
-    own = (scalars, *apply_work, beta1, decay, rms_in_apply, threads, ctypes.byref(bad_index))
+    # the apply call's partial sums of p**2 (it allocates nothing: a step is refused, if at all, before any write)
+    sums = (ctypes.c_double * (2 * lib.hf_adafactor_spans() * count))() if rms_in_apply else None
+    own = (scalars, *apply_work, beta1, decay, rms_in_apply, sums, len(sums or ()), threads, ctypes.byref(bad_index))
     code = getattr(lib, calls[1])(*shared, *own)
     _raise_for(code, bad_index.value, tensors, shapes)
 
