@@ -208,9 +208,12 @@ ROUND_TWO_NOTES = (
     "0.55 ms for 200): without the writes of each parameter's two scalar states (step and RMS) the 200 small "
     "variables took 3.2 to 4.7 ms against 7.1 to 8.1 ms (three runs each, one outlier at 6.4). Fewer variables means "
     "other state (one step and one RMS vector for all parameters), which changes the checkpoint layout; not done.",
-    "- *Keras Adafactor eager within 10x its floor*: the eager step is traced into a plain `tf.function` (50 to 55 ms "
-    "at 10M in ~200 tensors), not XLA-compiled as AdamW's is: under XLA it takes about 26 ms, still over the bound "
-    "for the reason above, and its first call takes 17 s against 8 s (XLA pays for itself after about 400 steps).",
+    "- *Keras Adafactor eager within 10x its floor*: since 2026-12-06 the eager step is compiled by XLA from "
+    "Adafactor's 500th iteration on (a plain `tf.function` before it; the bench times it past that iteration): 54 -> "
+    "33 ms at 10M in ~200 tensors (measured in one process, interleaved), but still over the bound, for the reason "
+    "above (the cost per variable under XLA). Not from its first traced step, as the AdamW family: its first call "
+    "under XLA costs twice a plain trace's (20.6 against 10.3 s at 10M), which the faster steps repay after about "
+    "500 steps.",
     "- *Keras on JAX, hf_optim_tf.AdamW jitted <= 1.1x Keras' AdamW*, met in some runs and not in others (1.08x and "
     "1.16x): each variable keeps its own step count (as "
     "torch's per-parameter state does), so the update computes one bias-corrected step size per variable, in scalar "

@@ -34,12 +34,16 @@ class Timing:
 
 
 def step_past_eager_iterations(optimizer: object, step: Callable[[], object]) -> None:
-    """An eager hf_optim_tf optimizer runs its first iterations op by op and its traced step from then on: ``step``
+    """An eager hf_optim_tf optimizer runs its first iterations op by op, then its traced step (on TensorFlow compiled
+    by XLA from the optimizer's XLA iteration on: Adafactor's 500th, the AdamW family's first traced one): ``step``
     past them, untimed, so that the timed rounds measure what a long eager run spends per step."""
     if type(optimizer).__module__.startswith("hf_optim_tf"):
+        import keras
         from hf_optim_tf._traced_update import EAGER_ITERATIONS
 
-        while int(optimizer.iterations) < EAGER_ITERATIONS:  # type: ignore[attr-defined]
+        xla_from = optimizer._XLA_FROM_ITERATION if keras.backend.backend() == "tensorflow" else 0  # type: ignore[attr-defined]
+        last = max(EAGER_ITERATIONS, xla_from)
+        while int(optimizer.iterations) <= last:  # type: ignore[attr-defined]
             step()
 
 

@@ -71,7 +71,9 @@ def test_an_eager_step_is_traced_once_and_equals_the_eager_ops(name: str) -> Non
     steps = list(optimizer._traced_updates.values())
     assert len(steps) == 1, "one traced step for the one list of variables"
     assert steps[0].function.experimental_get_tracing_count() == 1, "four steps, one trace"
-    assert steps[0].xla == (name != "Adafactor"), "XLA for the AdamW family only (measured: see _traced_update)"
+    assert steps[0].xla == (name != "Adafactor"), (
+        "the AdamW family compiles at once, Adafactor from its 500th iteration"
+    )
     tol = hs.get(SPEC_IDS[name]).tol("float32")
     for a, b in zip(traced, eager):
         np.testing.assert_allclose(a, b, rtol=tol.rtol, atol=tol.atol)
@@ -133,9 +135,10 @@ def test_a_function_xla_refuses_runs_as_a_plain_tf_function(monkeypatch) -> None
 
     real = _traced_update.TracedStep._trace
 
-    def refusing(self: Any) -> Any:
-        if not self.xla:
-            return real(self)
+    def refusing(self: Any, xla: bool) -> Any:
+        if not xla:
+            return real(self, xla)
+        self.xla = True
 
         def refuse(grads: Any) -> None:
             raise tf.errors.InvalidArgumentError(None, None, "Detected unsupported operations when trying to compile")
@@ -242,6 +245,54 @@ def test_the_first_eager_iterations_run_op_by_op_and_a_resumed_run_takes_the_sam
     assert int(state[0]) == resume_at, "the first optimizer variable is Keras' iteration count"
     _, tail, resumed_traced_at = run(resume_at, steps, (head, state))
     assert resumed_traced_at == [resume_at], "a run resumed past the eager iterations traces at its first call"
+    for a, b in zip(straight, tail):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_adafactor_is_compiled_from_its_xla_iteration_and_a_resumed_run_takes_the_same_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Adafactor's eager step: a plain tf.function below ``_XLA_FROM_ITERATION``, compiled by XLA from there (one trace
+    each), within the spec's tolerance of the op-by-op run; a run resumed past that iteration in a fresh optimizer is
+    compiled at its first call and ends where the uninterrupted run does, bit for bit."""
+    import tensorflow as tf
+
+    assert hf_optim_tf.Adafactor._XLA_FROM_ITERATION == _traced_update.ADAFACTOR_XLA_ITERATIONS == 500
+    xla_from, steps, resume_at = 3, 6, 4
+    monkeypatch.setattr(hf_optim_tf.Adafactor, "_XLA_FROM_ITERATION", xla_from)
+    rng = np.random.default_rng(2)
+    grads = [[tf.constant(rng.standard_normal(s).astype("float32")) for s in SHAPES] for _ in range(steps)]
+    start = [rng.standard_normal(s).astype("float32") for s in SHAPES]
+
+    def run(first: int, last: int, restored: tuple[list[np.ndarray], list[np.ndarray]] | None = None) -> Any:
+        variables = [keras.Variable(v) for v in (start if restored is None else restored[0])]
+        optimizer = OPTIMIZERS["Adafactor"](1e-2)
+        optimizer.build(variables)
+        if restored is not None:
+            for variable, value in zip(optimizer.variables, restored[1]):
+                variable.assign(value)
+        compiled, traces = [], []
+        for t in range(first, last):
+            optimizer.apply_gradients(zip(grads[t], variables))
+            for step in optimizer._traced_updates.values():  # none when functions run eagerly
+                compiled.append(step.xla)
+                traces.append(step.function.experimental_get_tracing_count())
+        return optimizer, [v.numpy() for v in variables], compiled, traces
+
+    _, straight, compiled, traces = run(0, steps)
+    assert compiled == [t >= xla_from for t in range(steps)], compiled
+    assert traces == [1] * steps, "one trace as a plain tf.function, one under XLA"
+    tf.config.run_functions_eagerly(True)
+    try:
+        _, eager, _, _ = run(0, steps)
+    finally:
+        tf.config.run_functions_eagerly(False)
+    tol = hs.get("adafactor").tol("float32")
+    for a, b in zip(straight, eager):
+        np.testing.assert_allclose(a, b, rtol=tol.rtol, atol=tol.atol)
+    head_optimizer, head, _, _ = run(0, resume_at)
+    _, tail, resumed, _ = run(resume_at, steps, (head, [v.numpy() for v in head_optimizer.variables]))
+    assert resumed == [True] * (steps - resume_at), "a run resumed past the XLA iteration is compiled at once"
     for a, b in zip(straight, tail):
         np.testing.assert_array_equal(a, b)
 

@@ -12,6 +12,7 @@ from ._formulas import adafactor_beta2t, adafactor_step_size, clip_by_rms, decou
 from ._rounding import parameter_rounding_key, store_parameter
 from ._spec_optimizer import SpecOptimizer
 from ._sums import mean_over
+from ._traced_update import ADAFACTOR_XLA_ITERATIONS
 from ._variables import compute_dtype, numpy_value, slot_name
 
 __all__ = ["Adafactor"]
@@ -91,7 +92,7 @@ class Adafactor(SpecOptimizer):
     """
 
     _SPEC_ID = "adafactor"
-    _TRACE_WITH_XLA = False  # its first XLA call costs 17 s against 8 s to trace: see _traced_update
+    _XLA_FROM_ITERATION = ADAFACTOR_XLA_ITERATIONS  # its first call under XLA costs twice a plain trace's
     _CONFIG = (
         "epsilon_1",
         "epsilon_2",

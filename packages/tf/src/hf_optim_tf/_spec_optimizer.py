@@ -68,7 +68,8 @@ class SpecOptimizer(CheckedRestore, keras.optimizers.Optimizer):
 
     Eager steps: on TensorFlow, an ``apply`` from eager code runs its learning rate, clipping and the update of all its
     variables as one traced ``tf.function`` per list of variables (``hf_optim_tf._traced_update``), the same Keras
-    and ``update_step`` code; compiled by XLA unless the class's ``_TRACE_WITH_XLA`` says otherwise (Adafactor). The
+    and ``update_step`` code, compiled by XLA from iteration ``_XLA_FROM_ITERATION`` on (as a plain
+    ``tf.function`` before, and where XLA refuses it). The
     first 10 iterations run op by op (a trace costs as much as 7 to 25 of them). On Keras' torch backend, where a step is not
     traced unless the caller compiles it, the AdamW family updates its float32 variables together with torch's
     multi-tensor ops (``hf_optim_tf._multi_tensor``), bit for bit as ``update_step`` would.
@@ -81,9 +82,9 @@ class SpecOptimizer(CheckedRestore, keras.optimizers.Optimizer):
     """The subclass's own spec parameters (Keras spelling): its attributes and ``get_config`` keys."""
     _CONFIG_ATTRIBUTES: ClassVar[Mapping[str, str]] = {}
     """``get_config`` key -> attribute, where the attribute has another name."""
-    _TRACE_WITH_XLA: ClassVar[bool] = True
-    """Whether an eager step's traced function is compiled by XLA (measured per optimizer: see ``_traced_update``; the
-    AdamW family at 10M parameters in ~200 tensors: 54 -> 20 ms a step)."""
+    _XLA_FROM_ITERATION: ClassVar[int] = 0
+    """The iteration from which an eager step's traced function is compiled by XLA (0: from its first traced step, as
+    for the AdamW family; Adafactor's first call under XLA costs more: see ``_traced_update``)."""
     _update_lists: Callable[[list[Any], list[Any], Any], None] | None = None
     """``update_step`` for a list of float32 variables at once on the torch backend (``_multi_tensor``), or None."""
 
@@ -139,7 +140,7 @@ class SpecOptimizer(CheckedRestore, keras.optimizers.Optimizer):
 
     def _backend_apply_gradients(self, grads: Any, trainable_variables: Any) -> None:
         """Keras' step of every variable (learning rate, clipping, updates); from eager code on TensorFlow, one traced
-        call (``._traced_update``), compiled by XLA where the class says so (``_TRACE_WITH_XLA``)."""
+        call (``._traced_update``), compiled by XLA from ``_XLA_FROM_ITERATION`` on."""
         cache = self.__dict__.setdefault("_traced_updates", {})
         apply = super()._backend_apply_gradients
         traced = traced_apply(
@@ -149,7 +150,7 @@ class SpecOptimizer(CheckedRestore, keras.optimizers.Optimizer):
             trainable_variables,
             learning_rate=self._learning_rate,
             iterations=self._iterations,
-            xla=self._TRACE_WITH_XLA,
+            xla_from=self._XLA_FROM_ITERATION,
         )
         if traced is None:
             apply(grads, trainable_variables)

@@ -6,13 +6,15 @@ Python, about 100x the time the arithmetic needs for 10M parameters in ~200 tens
 train step and does not pay this. Here Keras' own ``_backend_apply_gradients`` (the learning rate read or computed
 from the schedule at the current iteration, clipping, gradient accumulation, the updates of all variables, EMA)
 becomes one ``tf.function`` per list of variables, traced at its first use from iteration ``EAGER_ITERATIONS`` on
-and kept (at most ``MAX_TRACES`` lists per optimizer; beyond them the eager path runs). An optimizer may ask for it
-to be compiled by XLA (``xla``): the AdamW family does (10M parameters in ~200 tensors: 54 -> 20 ms a step),
-Adafactor does not: with its sums written for XLA:CPU by ``_sums`` its step under XLA takes 26 against 47 ms, but
-its first call compiles for 17 s against 8 s to trace, so XLA would pay for itself only after about 400 steps (the
-AdamW family's after about 50), and short eager runs would pay for it (tests, notebooks; the Keras resume fuzz's
-many short runs: 48 -> 57 s in its reduced form). Should XLA refuse to compile a step, it runs as a plain
-``tf.function`` from then on.
+and kept (at most ``MAX_TRACES`` lists per optimizer; beyond them the eager path runs). From iteration ``xla_from``
+(the optimizer's choice) on, the step is compiled by XLA, which fuses each variable's ops into a few loops. Measured
+at 10M parameters in ~200 tensors, two threads: AdamW 54 -> 20 ms a step, Adafactor (its sums as ``_sums`` writes them
+for XLA:CPU) 54 -> 33 ms; the first call costs more under XLA than a plain trace does (AdamW 7.5 against 5.8 s,
+Adafactor 20.6 against 10.3 s), so XLA pays for itself after about 50 steps for AdamW and 500 for Adafactor. The AdamW
+family therefore compiles at its first traced step; Adafactor runs as a plain ``tf.function`` up to iteration
+``ADAFACTOR_XLA_ITERATIONS`` and compiled from there: a run that stops before it never pays for XLA, and a longer one
+pays for both (one plain trace more than the better choice, about 10 s at 10M) and gains 20 ms a step for as long as
+it goes on. Should XLA refuse to compile a step, it runs as a plain ``tf.function`` from then on.
 
 What runs is the same Keras and ``update_step`` code in the same order; TensorFlow's graph rewrites and XLA's
 fusion may round an operation differently from the eager op, as they do under ``model.fit`` and ``jit_compile``,
@@ -33,10 +35,12 @@ compiled).
 The first ``EAGER_ITERATIONS`` iterations of an optimizer run op by op, on both backends. Tracing (and compiling)
 costs as much as 7 to 25 op-by-op steps (measured on 2 cores: AdamW and Adafactor, 5 parameters in 2 variables and
 10M in 196), so a short eager loop (a test, a notebook cell, a debugging session) never pays for it, and a long one
-pays at most about twice what the better choice would have cost. The choice depends on the optimizer's
-``iterations`` alone, which a checkpoint restores: a run resumed in a fresh process takes the same path at every
-step as the run it continues (its op-by-op and traced steps may differ in the last bit, as said above). Once a list
-of variables has its traced step, its steps stay traced (the count is not read again: 40 µs per read on TensorFlow).
+pays at most about twice what the better choice would have cost. The choices (op by op, traced, compiled by XLA)
+depend on the optimizer's ``iterations`` alone, which a checkpoint restores: a run resumed in a fresh process takes
+the same path at every step as the run it continues (its op-by-op, traced and compiled steps may differ in the last
+bit, as said above). Once a list of variables has its traced step, its steps stay traced, and once it is compiled,
+compiled: the count (40 µs per read on TensorFlow) is read again only while a plain step waits for its XLA
+iteration.
 
 Left eager on TensorFlow: calls already inside a ``tf.function`` (``model.fit``, a traced loop), calls under a
 ``tf.distribute`` strategy (Keras' cross-replica update must stay as it is), a learning rate given as a plain
@@ -54,7 +58,15 @@ from typing import Any, TypeVar
 import keras
 import numpy as np
 
-__all__ = ["EAGER_ITERATIONS", "MAX_TRACES", "JittedUpdate", "TracedStep", "jitted_update", "traced_apply"]
+__all__ = [
+    "ADAFACTOR_XLA_ITERATIONS",
+    "EAGER_ITERATIONS",
+    "MAX_TRACES",
+    "JittedUpdate",
+    "TracedStep",
+    "jitted_update",
+    "traced_apply",
+]
 
 T = TypeVar("T")
 
@@ -62,6 +74,8 @@ T = TypeVar("T")
 MAX_TRACES = 8
 #: iterations an optimizer runs op by op before its eager step is traced (see the module docstring)
 EAGER_ITERATIONS = 10
+#: Adafactor's eager step is compiled by XLA from this iteration on, a plain ``tf.function`` before (module docstring)
+ADAFACTOR_XLA_ITERATIONS = 500
 
 
 def traced_apply(
@@ -72,11 +86,12 @@ def traced_apply(
     *,
     learning_rate: Any,
     iterations: Any,
-    xla: bool,
+    xla_from: int,
 ) -> TracedStep | None:
     """The traced ``apply(grads, variables)`` for these ``variables`` and this ``learning_rate`` object (the
-    optimizer's ``_learning_rate``), from ``cache`` or made and kept there; None where the step must run eagerly
-    (see the module docstring), as it does while the optimizer's ``iterations`` are below ``EAGER_ITERATIONS``."""
+    optimizer's ``_learning_rate``), from ``cache`` or made and kept there, compiled by XLA once ``iterations`` reach
+    ``xla_from``; None where the step must run eagerly (see the module docstring), as it does while the optimizer's
+    ``iterations`` are below ``EAGER_ITERATIONS``."""
     if keras.backend.backend() != "tensorflow":
         return None
     import tensorflow as tf
@@ -89,7 +104,7 @@ def traced_apply(
     if any(isinstance(grad, tf.IndexedSlices) for grad in grads):  # sparse: a traced one has no static row count
         return None
     key = (id(learning_rate), *map(id, variables))
-    return _kept(cache, key, iterations, lambda: TracedStep(apply, variables, learning_rate, xla))
+    return _kept(cache, key, iterations, lambda: TracedStep(apply, variables, learning_rate, iterations, xla_from))
 
 
 def _kept(cache: dict[tuple[int, ...], T], key: tuple[int, ...], iterations: Any, make: Callable[[], T]) -> T | None:
@@ -104,27 +119,40 @@ def _kept(cache: dict[tuple[int, ...], T], key: tuple[int, ...], iterations: Any
 
 
 class TracedStep:
-    """One kept step: its ``tf.function``, whether XLA compiles it, and the objects its cache key names by id (held,
-    so that the ids cannot be reused while it lives)."""
+    """One kept step: its ``tf.function``, whether XLA compiles it, the iteration from which it is to (None once it
+    does, or once XLA has refused it), and the objects its cache key names by id (held, so that the ids cannot be
+    reused while it lives)."""
 
     def __init__(
-        self, apply: Callable[[list[Any], list[Any]], None], variables: Sequence[Any], learning_rate: Any, xla: bool
+        self,
+        apply: Callable[[list[Any], list[Any]], None],
+        variables: Sequence[Any],
+        learning_rate: Any,
+        iterations: Any,
+        xla_from: int,
     ) -> None:
         self.held = (list(variables), learning_rate)
         # a partial, not a lambda: TensorFlow counts the traces of every function made from one code object together
         # and warns of "retracing" after five, which one trace per optimizer would otherwise reach
         self.python_function = partial(_apply_to, apply, self.held[0])
-        self.xla, self.ran = xla, False
-        self.function = self._trace()
+        self.iterations, self.xla_from = iterations, xla_from
+        self.xla, self.ran, self.function = False, False, None
 
-    def _trace(self) -> Any:
+    def _trace(self, xla: bool) -> Any:
         import tensorflow as tf
 
-        return tf.function(self.python_function, autograph=False, jit_compile=self.xla)
+        self.xla, self.ran = xla, False
+        return tf.function(self.python_function, autograph=False, jit_compile=xla)
 
     def __call__(self, grads: Sequence[Any]) -> None:
         import tensorflow as tf
 
+        # the count is read (40 us) only while a plain step waits for its XLA iteration
+        if self.xla_from is not None and int(self.iterations) >= self.xla_from:
+            self.xla_from = None
+            self.function = self._trace(xla=True)
+        elif self.function is None:
+            self.function = self._trace(xla=False)
         # a trace converts Python numbers through NumPy, which warns where a float32 overflows (epsilon=1e308);
         # an eager op makes the same inf without a warning
         with np.errstate(over="ignore"):
@@ -134,8 +162,7 @@ class TracedStep:
                 if self.ran or not self.xla:
                     raise
                 # XLA refused the function at its first call (nothing ran): a plain tf.function from now on
-                self.xla = False
-                self.function = self._trace()
+                self.function = self._trace(xla=False)
                 self.function(list(grads))
         self.ran = True
 
