@@ -260,6 +260,14 @@ static double squares(void *x, int type, int64_t at, int64_t len, double total) 
     return total;
 }
 
+/* the RMS of a tensor of numel elements from its spans' partial sums of squares, sums[v * stride] for span v < spans,
+ * added in span order (so that it does not depend on which thread summed which span) */
+static float span_rms(const double *sums, int spans, int64_t stride, double numel) {
+    double sum = 0.0;
+    for (int v = 0; v < spans; v++) sum += sums[v * stride];
+    return (float)sqrt(sum / numel);
+}
+
 /* row i of matrix k in pass 1: its new R_i (stored) and, added to *sq_p, its sum of p^2 (none with rms_in_apply); g
  * is the row as float. Sums of squares in float lanes over FLOAT_CHUNK elements, then in double. */
 static float row_statistic(job_t *job, int64_t k, int64_t i, const float *g, double *sq_p) {
@@ -372,12 +380,11 @@ static void *columns(void *arg) {
 static void reduce(job_t *job) {
     for (int64_t k = 0; k < job->count; k++) {
         int64_t rows = job->rows[k];
-        double row_sum = 0.0, norm = 0.0, sq_p = 0.0;
+        double row_sum = 0.0, norm = 0.0;
         for (int64_t i = 0; i < rows; i++) row_sum += job->row[k][i];
         for (int v = 0; v < SPANS; v++) norm += job->norm[v * job->count + k];
-        for (int v = 0, spans = row_spans(rows); v < spans; v++) sq_p += job->sq_p[v * job->count + k];
-        double row_mean = row_sum / (double)rows, numel = (double)rows * (double)job->cols[k];
-        float rms = (float)sqrt(sq_p / numel);
+        double row_mean = row_sum / (double)rows;
+        float rms = span_rms(job->sq_p + k, row_spans(rows), job->count, (double)rows * (double)job->cols[k]);
         if (!job->rms_in_apply) *job->rms[k] = rms;
         job->stats[3 * k] = row_mean;
         job->stats[3 * k + 1] = job->rms_in_apply ? NAN : (double)rms;
@@ -634,11 +641,8 @@ int hf_adafactor_apply(int64_t count, void **g, void **p, float **m, float **row
                  .threads = threads, .rms_in_apply = rms_in_apply != 0, .sq_p = sq_p, .col_rsqrt = work};
     run_threads(&job, threads, column_factors);
     run_threads(&job, threads, pass2);
-    for (int64_t k = 0; sq_p != NULL && k < count; k++) {  /* span sums added in span order */
-        double sum = 0.0;
-        for (int v = 0; v < SPANS; v++) sum += sq_p[v * count + k];
-        *rms[k] = (float)sqrt(sum / ((double)rows[k] * (double)cols[k]));
-    }
+    for (int64_t k = 0; sq_p != NULL && k < count; k++)
+        *rms[k] = span_rms(sq_p + k, SPANS, count, (double)rows[k] * (double)cols[k]);
     return 0;
 }
 
@@ -753,9 +757,7 @@ static void *flat_pass2(void *arg) {
  * stats is not NULL, into its stats */
 static void flat_rms(flat_job_t *job, double *stats) {
     for (int64_t k = 0; k < job->count; k++) {
-        double sq_p = 0.0;
-        for (int s = 0; s < SPANS; s++) sq_p += job->partial[(int64_t)s * 2 * job->count + 2 * k];
-        float r = (float)sqrt(sq_p / (double)job->n[k]);
+        float r = span_rms(job->partial + 2 * k, SPANS, 2 * job->count, (double)job->n[k]);
         *job->rms[k] = r;
         if (stats != NULL) stats[3 * k + 1] = (double)r;
     }
