@@ -331,7 +331,9 @@ def _report(
         "Adafactor 12 B/param, plus 8 B/param of unfactored second moments) over the measured bandwidth. "
         "*State*: optimizer state tensors. *Step extra*: peak resident memory during one step beyond what was "
         "resident before it (temporaries; 0 when they reuse freed heap pages). Keras *eager*: "
-        "`optimizer.apply(grads, variables)` from Python; Keras *jit*: the same call inside a `tf.function` with "
+        "`optimizer.apply(grads, variables)` from Python (hf_optim_tf's timed once past their first 10 iterations, "
+        "which run op by op, and past their XLA iteration, Adafactor's 500th: what a long eager run spends a step); "
+        "Keras *jit*: the same call inside a `tf.function` with "
         "`jit_compile=True` that reads the gradients from variables, as a compiled training step holds them (not as "
         "~200 arguments, whose handling by `tf.function` costs ~2.5 ms a call that no training step pays).",
         "",
