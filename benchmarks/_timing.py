@@ -36,15 +36,19 @@ class Timing:
 def step_past_eager_iterations(optimizer: object, step: Callable[[], object]) -> None:
     """An eager hf_optim_tf optimizer runs its first iterations op by op, then its traced step (on TensorFlow compiled
     by XLA from the optimizer's XLA iteration on: Adafactor's 500th, the AdamW family's first traced one): ``step``
-    past them, untimed, so that the timed rounds measure what a long eager run spends per step."""
+    past them, untimed, so that the timed rounds measure what a long eager run spends per step. Past the op-by-op
+    iterations its iteration count is set to the XLA iteration, as a run restored from a checkpoint there has it
+    (the count chooses the path; Adafactor's numerics use each variable's own step), rather than stepped there."""
     if type(optimizer).__module__.startswith("hf_optim_tf"):
         import keras
         from hf_optim_tf._traced_update import EAGER_ITERATIONS
 
-        xla_from = optimizer._XLA_FROM_ITERATION if keras.backend.backend() == "tensorflow" else 0  # type: ignore[attr-defined]
-        last = max(EAGER_ITERATIONS, xla_from)
-        while int(optimizer.iterations) <= last:  # type: ignore[attr-defined]
+        iterations = optimizer.iterations  # type: ignore[attr-defined]
+        while int(iterations) < EAGER_ITERATIONS:
             step()
+        if keras.backend.backend() == "tensorflow":
+            iterations.assign(max(int(iterations), optimizer._XLA_FROM_ITERATION))  # type: ignore[attr-defined]
+        step()  # the trace (and XLA's compilation)
 
 
 def interleave(
