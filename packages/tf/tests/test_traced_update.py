@@ -306,3 +306,73 @@ def test_many_optimizers_traced_once_each_raise_no_retracing_warning(caplog: pyt
         for _ in range(8):
             _train("AdamW", steps=1)
     assert not [r for r in caplog.records if "retracing" in r.getMessage()]
+
+
+def test_a_direct_call_takes_only_gradients_like_those_it_was_made_for() -> None:
+    """A ``DirectCall`` runs what its ``tf.function`` ran, and only for eager tensors of the same dtypes and shapes."""
+    import tensorflow as tf
+
+    total = tf.Variable(0.0)
+
+    @tf.function(autograph=False)
+    def add(grads: list[Any]) -> None:
+        total.assign_add(tf.add_n([tf.reduce_sum(tf.cast(g, tf.float32)) for g in grads]))
+
+    grads = [tf.constant([1.0, 2.0]), tf.constant([[3.0]])]
+    add(grads)
+    direct = _traced_update.DirectCall.of(add, grads)
+    assert direct is not None, "TensorFlow's concrete functions have the call DirectCall relies on"
+    assert direct.takes([tf.constant([5.0, 6.0]), tf.constant([[7.0]])])
+    assert not direct.takes([tf.constant([5.0, 6.0], tf.float64), tf.constant([[7.0]])]), "another dtype"
+    assert not direct.takes([tf.constant([5.0, 6.0, 7.0]), tf.constant([[7.0]])]), "another shape"
+    assert not direct.takes([np.array([5.0, 6.0], np.float32), tf.constant([[7.0]])]), "not a tensor"
+    assert not direct.takes([tf.constant([5.0, 6.0])]), "fewer gradients"
+    direct([tf.constant([5.0, 6.0]), tf.constant([[7.0]])])
+    assert float(total.numpy()) == 24.0, "the direct call ran the function on its gradients, with its variable"
+    assert add.experimental_get_tracing_count() == 1, "no trace of its own"
+    assert _traced_update.DirectCall.of(add, [np.array([1.0], np.float32)]) is None, "made for eager tensors only"
+
+
+@pytest.mark.parametrize("name", ["AdamW", "Adafactor"])
+def test_eager_steps_called_directly_end_bit_for_bit_where_dispatched_ones_do(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past its first traced call, an eager step calls what its ``tf.function`` ran without its dispatch: the same
+    variables to the bit as the same run dispatched at every step; gradients of another kind (NumPy arrays) in the
+    middle of the run go through the ``tf.function`` (without a trace of their own: their trace type is a tensor's) and
+    leave the result as it is."""
+    import tensorflow as tf
+
+    monkeypatch.setattr(hf_optim_tf.Adafactor, "_XLA_FROM_ITERATION", 3)  # both modes of Adafactor's step
+    calls: list[bool] = []
+    real = _traced_update.DirectCall.__call__
+
+    def counted(self: Any, grads: list[Any]) -> None:
+        calls.append(True)
+        real(self, grads)
+
+    monkeypatch.setattr(_traced_update.DirectCall, "__call__", counted)
+
+    def run(numpy_at: int | None) -> list[np.ndarray]:
+        rng = np.random.default_rng(0)
+        variables = [keras.Variable(rng.standard_normal(s).astype("float32")) for s in SHAPES]
+        optimizer = OPTIMIZERS[name](1e-2)
+        for step in range(7):
+            values = [rng.standard_normal(s).astype("float32") for s in SHAPES]
+            grads = values if step == numpy_at else [tf.constant(v) for v in values]
+            optimizer.apply_gradients(zip(grads, variables))
+        traced = next(iter(optimizer._traced_updates.values()))
+        assert traced.function.experimental_get_tracing_count() == 1, "NumPy gradients have a tensor's trace type"
+        return [v.numpy() for v in variables]
+
+    # every step but the first of each function (Adafactor: a plain one, then from iteration 3 under XLA) is direct
+    direct = run(None)
+    assert len(calls) == (5 if name == "Adafactor" else 6)
+    del calls[:]
+    with_numpy = run(5)
+    assert len(calls) == (4 if name == "Adafactor" else 5), "the NumPy step dispatched, the steps after it direct"
+    monkeypatch.setattr(_traced_update.DirectCall, "takes", lambda self, grads: False)
+    dispatched = run(None)
+    for a, b, c in zip(direct, dispatched, with_numpy):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
