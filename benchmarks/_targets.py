@@ -210,8 +210,11 @@ ROUND_TWO_NOTES = (
     "other state (one step and one RMS vector for all parameters), which changes the checkpoint layout; not done.",
     "- *Keras Adafactor eager within 10x its floor*: since 2026-12-06 the eager step is compiled by XLA from "
     "Adafactor's 500th iteration on (a plain `tf.function` before it; the bench times it past that iteration): 54 -> "
-    "33 ms at 10M in ~200 tensors (measured in one process, interleaved), but still over the bound, for the reason "
-    "above (the cost per variable under XLA). Not from its first traced step, as the AdamW family: its first call "
+    "33 ms at 10M in ~200 tensors (measured in one process, interleaved); and since then a traced step that has run "
+    "is called again without `tf.function`'s argument dispatch (`DirectCall` in `hf_optim_tf/_traced_update.py`; "
+    "about 4 ms for ~200 gradients: 31.1 -> 27.2 ms, measured likewise), so that it takes about what its jit row "
+    "takes (run of 2026-12-06 09:17: 26.1 against 26.0 ms, 9.7x the floor). Where it is over the bound, it is for the "
+    "reason above (the cost per variable under XLA). Not from its first traced step, as the AdamW family: its first call "
     "under XLA costs twice a plain trace's (20.6 against 10.3 s at 10M), which the faster steps repay after about "
     "500 steps.",
     "- *Keras on JAX, hf_optim_tf.AdamW jitted <= 1.1x Keras' AdamW*, met in some runs and not in others (1.08x and "

@@ -189,9 +189,8 @@ class DirectCall:
     tensors, then the function's captured inputs, read at every call; a gradient tape, if any, records it the same
     way), so a direct call runs exactly what the ``tf.function`` would. Gradients of another type, dtype or shape go
     through the ``tf.function`` (and a trace of their own where their trace type differs); where they are tensors,
-    their concrete function becomes the one called directly. ``_call_flat`` is TensorFlow's own,
-    not public: where a TensorFlow version lacks it, or names its arguments otherwise, every call goes through the
-    ``tf.function``.
+    their concrete function becomes the one called directly. ``_call_flat`` is TensorFlow's own, not public: where a
+    TensorFlow version lacks it, or names its arguments otherwise, every call goes through the ``tf.function``.
     """
 
     __slots__ = ("concrete", "shapes", "types")
