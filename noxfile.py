@@ -157,20 +157,24 @@ def keras_backends(session: nox.Session, backend: str) -> None:
 
 @nox.session(venv_backend="none")
 def conformance(session: nox.Session) -> None:
-    """Every spec case x every framework, torch <-> Keras side by side; writes docs/conformance.md."""
+    """Every spec case x every framework, torch <-> Keras side by side; writes docs/conformance.md and fails where it
+    lists other rows or counts than the committed one (tools/check_report.py)."""
     _pytest(session, "conformance")
+    _run(session, "python", "tools/check_report.py", "docs/conformance.md")
 
 
 @nox.session(default=False)
 @nox.parametrize("backend", KERAS_BACKENDS)
 def conformance_backends(session: nox.Session, backend: str) -> None:
-    """The conformance suite with Keras on JAX / torch, no TensorFlow; writes docs/conformance-<backend>.md."""
+    """The conformance suite with Keras on JAX / torch, no TensorFlow; writes docs/conformance-<backend>.md (drift
+    checked as docs/conformance.md is)."""
     session.install(*CONSTRAINTS, "-e", "packages/spec", "-e", "packages/torch", "-e", f"packages/tf[{backend}]")
     session.install(*CONSTRAINTS, *sorted({*_group("torch", "test"), *_group("tf", "test")}))
     session.run("python", "-c", "import importlib.util as u, sys; sys.exit(u.find_spec('tensorflow') is not None)")
     session.run(
         "python", "-m", "pytest", "conformance", *session.posargs, env={"PYTHONHASHSEED": "0", "KERAS_BACKEND": backend}
     )
+    session.run("python", "tools/check_report.py", f"docs/conformance-{backend}.md")
 
 
 @nox.session(venv_backend="none")

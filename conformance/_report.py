@@ -1,7 +1,9 @@
 """Results the tests record while they run, written as docs/conformance.md at the end of a full run.
 
-The file is deterministic (no timestamps, sorted rows, numbers rounded to 2 significant digits) so
-that the drift check can diff it.
+The file is deterministic (no timestamps, sorted rows, numbers rounded to 2 significant digits) so that two runs
+on one machine write the same file, and the drift check of ``nox -s conformance`` (``tools/check_report.py``) fails
+where a run lists other rows or counts than the committed report (its measured numbers are reported, not failed on:
+their last bits may depend on the machine).
 """
 
 from __future__ import annotations
