@@ -167,6 +167,49 @@ def test_an_eager_step_on_jax_is_jitted_once_and_equals_the_op_by_op_update(name
     np.testing.assert_allclose(float(optimizer.learning_rate), 0.01 * 0.5**3, rtol=1e-6)  # three reductions seen
 
 
+def _numpy(variable: keras.Variable) -> np.ndarray:
+    return keras.ops.convert_to_numpy(keras.ops.copy(variable.value))  # (NumPy 2 warns on a tf.Variable itself)
+
+
+def test_a_jitted_update_stores_a_value_of_the_variables_kind_directly_and_converts_any_other() -> None:
+    """``_traced_update._store`` (the JAX update's assignments; it runs on any backend): a value of the variable's dtype
+    and shape goes to the variable as it is; another dtype is converted to the variable's, as ``assign`` does; another
+    shape is refused by ``assign``, naming both shapes, and the variable keeps its value."""
+    from hf_optim_tf._traced_update import _store
+
+    variable = keras.Variable(np.zeros((2, 3), np.float32))
+    _store(variable, keras.ops.ones((2, 3), "float32"))
+    np.testing.assert_array_equal(_numpy(variable), np.ones((2, 3), np.float32))
+    _store(variable, keras.ops.full((2, 3), 1.5, "bfloat16"))
+    assert keras.backend.standardize_dtype(variable.value.dtype) == "float32", "converted to the variable's dtype"
+    np.testing.assert_array_equal(_numpy(variable), np.full((2, 3), 1.5, np.float32))
+    with pytest.raises(ValueError, match=r"variable.shape=\(2, 3\).*value.shape=\S*\(?\[?3, 2"):
+        _store(variable, keras.ops.zeros((3, 2), "float32"))
+    np.testing.assert_array_equal(_numpy(variable), np.full((2, 3), 1.5, np.float32))
+    # which way each value goes (TensorFlow's _direct_assign would cast a value of another dtype, JAX's would not)
+    for value, way in [
+        (np.ones((2, 3), np.float32), "direct"),
+        (np.ones((2, 3), np.float16), "assign"),
+        (np.ones((3, 2), np.float32), "assign"),
+    ]:
+        recorder = _AssignRecorder(np.zeros((2, 3), np.float32))
+        _store(recorder, value)
+        assert recorder.ways == [way], (value.dtype, value.shape)
+
+
+class _AssignRecorder:
+    """A variable's members that ``_store`` reads, recording which way a value went."""
+
+    def __init__(self, current: np.ndarray) -> None:
+        self._value, self.ways = current, []
+
+    def _direct_assign(self, value: object) -> None:
+        self.ways.append("direct")
+
+    def assign(self, value: object) -> None:
+        self.ways.append("assign")
+
+
 def test_a_missing_backend_names_the_extra_to_install() -> None:
     """``import hf_optim_tf`` with KERAS_BACKEND set to a backend that is not installed: an ImportError naming the
     backend package and the extra, not Keras' ModuleNotFoundError from deep inside its import (a fresh process)."""
