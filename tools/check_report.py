@@ -40,22 +40,19 @@ def _cells(line: str) -> list[str]:
 
 def split(text: str) -> tuple[list[str], int]:
     """The report's lines with every measured cell replaced by a mask, and the count of measured cells."""
-    lines, measured, masked = [], 0, set()
-    for line in text.splitlines():
+    lines: list[str] = []
+    measured, masked = 0, None  # masked: the measured columns of the table being read (None outside a table)
+    for row in text.splitlines():
+        line = row
         if not line.startswith("|"):
-            masked = set()  # a table ends at the first line that is not a row
-            lines.append(line)
-            continue
-        cells = _cells(line)
-        if not masked and not set(cells) <= {"---"}:  # a header row: the measured columns of this table
-            masked = {i for i, name in enumerate(cells) if name in MEASURED} or {-1}
-        elif all(set(cell) <= {"-"} for cell in cells):
-            lines.append(line)
-            continue
-        else:
-            measured += sum(1 for i in masked if 0 <= i < len(cells))
-            cells = [_MASK if i in masked else cell for i, cell in enumerate(cells)]
-        lines.append("| " + " | ".join(cells) + " |")
+            masked = None  # a table ends at the first line that is not a row
+        elif masked is None:  # a table's header row
+            masked = {i for i, name in enumerate(_cells(line)) if name in MEASURED}
+        elif masked and not line.startswith("|---"):
+            cells = _cells(line)
+            measured += sum(1 for i in masked if i < len(cells))
+            line = "| " + " | ".join(_MASK if i in masked else cell for i, cell in enumerate(cells)) + " |"
+        lines.append(line)
     return lines, measured
 
 
