@@ -50,7 +50,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _layouts import layout_shapes
-from _timing import Timing, interleave, step_past_eager_iterations, step_peak_bytes
+from _timing import Timing, freeze_imports, interleave, step_past_eager_iterations, step_peak_bytes
 
 SIZE = 10_000_000
 LAYOUT = "transformer"
@@ -319,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     # JAX without x64 gives 32 bits where Keras or hf_optim_tf ask for 64 (step counts, float64 scalars) and warns
     warnings.filterwarnings("ignore", "Explicitly requested dtype", UserWarning)
     versions = _versions()
+    freeze_imports()
     _log(f"{versions['devices']}, {threads} CPUs; jax {versions['jax']}, optax {versions['optax']}")
     shapes = layout_shapes(LAYOUT, SIZE)
     if args.bandwidth is None:

@@ -39,6 +39,11 @@ PEERS: dict[str, tuple[Callable[[], keras.optimizers.Optimizer], str, int]] = {
 }
 
 
+ADAFACTOR = frozenset({"hf_optim_tf.Adafactor", "keras.optimizers.Adafactor"})
+"""The Adafactor peers: at 100M in ~200 tensors ``run.py`` leaves them out unless ``--full``, as their XLA
+compilations take 20 s each there and the 10M table, of the same ~200 tensors, has them."""
+
+
 def _state_bytes(optimizer: keras.optimizers.Optimizer, variables: list[keras.Variable]) -> int:
     own = {id(v) for v in variables}
     return sum(
@@ -57,8 +62,10 @@ def run_optimizers(
     jit: bool = True,
     eager: bool = True,
     log: Callable[[str], None] = print,
+    leave_out: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
-    """Every Keras peer eager and/or under jit_compile on its own variables, interleaved; then memory."""
+    """Every Keras peer but those named in ``leave_out``, eager and/or under jit_compile on its own variables,
+    interleaved; then memory."""
     rng = np.random.default_rng(0)
     shapes = layout_shapes(layout, size)
     values = [(rng.standard_normal(s, dtype=np.float32) * 0.02) for s in shapes]
@@ -69,6 +76,8 @@ def run_optimizers(
     compile_seconds: dict[str, float] = {}
     variables: dict[str, list[keras.Variable]] = {}
     for name, (build, _, _) in PEERS.items():
+        if name in leave_out:
+            continue
         optimizer = build()
         own = [keras.Variable(v, name=f"w{i}") for i, v in enumerate(values)]
         optimizer.build(own)

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _jax_bench import _keras_peers, floor_bytes
 from _jax_bench import launch as launch_script
 from _layouts import layout_shapes
-from _timing import interleave, step_past_eager_iterations, step_peak_bytes
+from _timing import freeze_imports, interleave, step_past_eager_iterations, step_peak_bytes
 
 LAYOUTS = (("10M", "transformer", 10_000_000), ("small", "small_vectors", 0))
 REFERENCE = "keras.optimizers.AdamW eager"
@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    freeze_imports()
     layouts = {}
     for size, layout, total in LAYOUTS:
         print(f"[{time.strftime('%H:%M:%S')}] keras on torch: {size} {layout}", flush=True)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Timing", "interleave", "rss_bytes", "step_past_eager_iterations", "step_peak_bytes"]
+__all__ = ["Timing", "freeze_imports", "interleave", "rss_bytes", "step_past_eager_iterations", "step_peak_bytes"]
 
 
 @dataclass
@@ -34,33 +34,59 @@ class Timing:
 
 
 def step_past_eager_iterations(optimizer: object, step: Callable[[], object]) -> None:
-    """An eager hf_optim_tf optimizer runs its first iterations op by op, then its traced step (on TensorFlow compiled
-    by XLA from the optimizer's XLA iteration on: Adafactor's 500th, the AdamW family's first traced one): ``step``
-    past them, untimed, so that the timed rounds measure what a long eager run spends per step. Past the op-by-op
-    iterations its iteration count is set to the XLA iteration, as a run restored from a checkpoint there has it
-    (the count chooses the path; Adafactor's numerics use each variable's own step), rather than stepped there."""
+    """An eager hf_optim_tf optimizer runs its first ``EAGER_ITERATIONS`` iterations op by op, then its traced step (on
+    TensorFlow compiled by XLA from the optimizer's XLA iteration on: Adafactor's 500th, the AdamW family's first
+    traced one): its iteration count is set past them, as a run restored from a checkpoint there has it (the count
+    chooses the path; Adafactor's numerics use each variable's own step), and ``step`` runs once, untimed (the trace
+    and XLA's compilation), so that the timed rounds measure what a long eager run spends per step. Stepping through
+    the op-by-op iterations instead took about a second each at ~200 tensors, for no number in the report."""
     if type(optimizer).__module__.startswith("hf_optim_tf"):
         import keras
         from hf_optim_tf._traced_update import EAGER_ITERATIONS
 
         iterations = optimizer.iterations  # type: ignore[attr-defined]
-        while int(iterations) < EAGER_ITERATIONS:
-            step()
+        past = EAGER_ITERATIONS
         if keras.backend.backend() == "tensorflow":
-            iterations.assign(max(int(iterations), optimizer._XLA_FROM_ITERATION))  # type: ignore[attr-defined]
+            past = max(past, optimizer._XLA_FROM_ITERATION)  # type: ignore[attr-defined]
+        iterations.assign(max(int(iterations), past))
         step()  # the trace (and XLA's compilation)
 
 
+def freeze_imports() -> None:
+    """Move every object alive now (the modules of torch, TensorFlow, Keras, JAX) out of the garbage collector's
+    reach (``gc.freeze``): :func:`step_peak_bytes` collects before every measurement, which took 0.3 to 0.4 s with
+    these modules loaded, and takes milliseconds after this. Call it once, after the imports, before any peer exists:
+    frozen objects are only ever freed by their reference counts."""
+    gc.collect()
+    gc.freeze()
+
+
+#: a peer stops taking part in the rounds once its timed steps add up to this many seconds, after at least
+#: ``MIN_ROUNDS`` of them: the slow peers (informative only: transformers-style loops at 80M parameters, 1.4 s a step,
+#: Keras' own eager step at ~200 tensors, 1 s) then take a few rounds, the fast ones (every target's) all of them
+BUDGET_S = 5.0
+MIN_ROUNDS = 6
+
+
 def interleave(
-    steps: Mapping[str, Callable[[], object]], *, warmup: int, rounds: int, sync: Callable[[], object] | None = None
+    steps: Mapping[str, Callable[[], object]],
+    *,
+    warmup: int,
+    rounds: int,
+    sync: Callable[[], object] | None = None,
+    budget: float = BUDGET_S,
 ) -> dict[str, Timing]:
-    """Time every peer ``rounds`` times after ``warmup`` untimed rounds, all peers once per round.
+    """Time every peer up to ``rounds`` times after ``warmup`` untimed rounds, all peers once per round.
 
     Each round runs the peers in a new random order (seeded: the same orders every run), so that every peer has the
     same neighbours as often as any other. A peer that leaves the caches cold (a Python loop allocating a tensor per
     parameter) slows the one after it: with the order only alternating, the peers next to it in the list were timed
     slower (hf AdamWeightDecay, 200 tensors of 32: 1.07x torch's fused AdamW beside the transformers-style loop,
     1.00x away from it, measured in one process).
+
+    A peer whose timed steps add up to ``budget`` seconds, after at least ``MIN_ROUNDS`` rounds, sits out the rounds
+    left: its times are those of the first rounds, so that :func:`ratio_stats` pairs them with the same rounds of any
+    other peer.
     """
     names = list(steps)
     timings = {name: Timing() for name in names}
@@ -68,13 +94,16 @@ def interleave(
     for round_ in range(warmup + rounds):
         order = orders.sample(names, len(names))
         for name in order:
+            times = timings[name].times
+            if len(times) >= MIN_ROUNDS and sum(times) >= budget:
+                continue
             start = time.perf_counter()
             steps[name]()
             if sync is not None:
                 sync()
             elapsed = time.perf_counter() - start
             if round_ >= warmup:
-                timings[name].times.append(elapsed)
+                times.append(elapsed)
     return timings
 
 

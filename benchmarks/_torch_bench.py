@@ -72,6 +72,9 @@ PEERS: dict[str, tuple[Callable[[list[torch.Tensor]], torch.optim.Optimizer], st
 }
 CPU_ONLY = frozenset({"hf_optim_torch.Adafactor(HF_OPTIM_NATIVE=0)"})
 """Peers that differ from another only on CPU (the native kernel is a CPU kernel)."""
+SLOW_ADAMW = frozenset({"torch.optim.AdamW(foreach=True)", "transformers-style AdamW loop"})
+"""AdamW peers five to six times torch's fused step at every size, whose ratios the 10M tables give: ``run.py``
+leaves them out at 80M/100M unless ``--full`` (about 10 s a layout there)."""
 # the exact (non-fused) paths, timed at the small size only to show what the fast paths gain
 EXACT_PEERS: dict[str, tuple[Callable[[list[torch.Tensor]], torch.optim.Optimizer], str, int]] = {
     "hf_optim_torch.AdamW(fused=False)": (
@@ -125,9 +128,17 @@ def cuda_step_peak_bytes(step: Callable[[], object]) -> int:
 
 
 def run_optimizers(
-    size: int, layout: str, *, warmup: int, rounds: int, exact: bool, device: str = "cpu"
+    size: int,
+    layout: str,
+    *,
+    warmup: int,
+    rounds: int,
+    exact: bool,
+    device: str = "cpu",
+    leave_out: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
-    """All torch peers on one parameter set (shared tensors), interleaved; then each one's memory.
+    """All torch peers but those named in ``leave_out`` on one parameter set (shared tensors), interleaved; then each
+    one's memory.
 
     On CUDA every timed step ends with a device synchronisation, and the step memory is the allocator's peak;
     the peer with the native CPU kernel switched off is left out (it is the same path as the default there).
@@ -140,8 +151,8 @@ def run_optimizers(
     for p in params:
         p.grad = torch.randn_like(p) * 1e-3
     peers = dict(PEERS, **(EXACT_PEERS if exact else {}), **(BF16_PEERS if dtype == torch.bfloat16 else {}))
-    if cuda:
-        peers = {name: peer for name, peer in peers.items() if name not in CPU_ONLY}
+    leave_out |= CPU_ONLY if cuda else frozenset()
+    peers = {name: peer for name, peer in peers.items() if name not in leave_out}
     optimizers = {name: build(params) for name, (build, _, _) in peers.items()}
     timings: dict[str, Timing] = interleave(
         {name: opt.step for name, opt in optimizers.items()},

@@ -54,7 +54,7 @@ def _gpu() -> list[str]:
 
 
 def _targets(results: dict[tuple[str, str], Any], bandwidth: float, big: str) -> list[str]:
-    from run import _ratio
+    from _targets import peer_ratio
 
     out = [
         f"## Targets (issue 6, item 4), {big} parameters",
@@ -74,12 +74,12 @@ def _targets(results: dict[tuple[str, str], Any], bandwidth: float, big: str) ->
             f"({ours['floor_bytes'] / ours['timing'].median / 1e9:.0f} of {bandwidth / 1e9:.0f} GB/s) | "
             f"{'yes' if share >= 0.8 else 'no'} |"
         )
-        ratio, spread = _ratio(rows, "hf_optim_torch.AdamW", FUSED)
+        ratio, spread = peer_ratio(rows, "hf_optim_torch.AdamW", FUSED)
         out.append(
             f"| AdamW <= 1.1x torch.optim.AdamW(fused=True) | {label} | {ratio:.2f}x (±{spread * ratio / 2:.2f}) | "
             f"{'yes' if ratio <= 1.1 else 'no'} |"
         )
-        ratio, spread = _ratio(rows, "hf_optim_torch.Adafactor", "torch.optim.Adafactor")
+        ratio, spread = peer_ratio(rows, "hf_optim_torch.Adafactor", "torch.optim.Adafactor")
         out.append(
             f"| Adafactor against torch.optim.Adafactor (no target) | {label} | {ratio:.2f}x its time "
             f"(±{spread * ratio / 2:.2f}) | |"

@@ -9,9 +9,11 @@ per-round ratios, so a slow spell of the machine hits both sides of a ratio. Int
 The default run (about 10 minutes on 2 cores) covers the layouts of CONFIGS: 10M parameters in 1 tensor and in ~200
 transformer tensors (torch: also in bfloat16), 200 tensors of 32 and of 32x32 elements (the fixed host cost per tensor), 80M in one 1-D tensor
 and (torch) in 240 tensors of the odd width 577, and 100M in ~200 tensors. torch at 10M: 3 warm-up + 20 timed rounds;
-the small layouts 10 + 60; the rest 2 + 12; the Keras peers run eagerly at 10M only (at 80M/100M under jit_compile
-only). ``--full`` runs 3 + 20 rounds everywhere and adds the eager Keras peers at 80M/100M; ``--quick`` is a smoke run
-of the 10M and small layouts with few rounds. Then, with ``--jax-python`` (`nox -s bench` passes the python of
+the small layouts 10 + 60; the rest 2 + 12; a peer whose timed steps add up to 5 s sits out the rounds left after 6
+(``_timing.BUDGET_S``: the slow, informative peers); the Keras peers run eagerly at 10M only (at 80M/100M under
+jit_compile only); torch's two slow AdamW peers and, at 100M in ~200 tensors, the Keras Adafactor peers run at 10M
+only (``_left_out``). ``--full`` runs 3 + 20 rounds everywhere, every peer everywhere, and adds the eager Keras peers
+at 80M/100M; ``--quick`` is a smoke run of the 10M and small layouts with few rounds. Then, with ``--jax-python`` (`nox -s bench` passes the python of
 .nox/bench_jax), Keras on JAX beside optax at 10M in ~200 tensors, 3 + 20 rounds (about a minute and a half):
 benchmarks/_jax_bench.py in its own process with KERAS_BACKEND=jax; Keras on torch, eager (``model.fit``'s step there),
 10M in ~200 tensors and 200 tensors of 32: benchmarks/_keras_torch_bench.py, KERAS_BACKEND=torch, its own process. If
@@ -36,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import _keras_torch_bench  # its report section: Keras on torch runs in a process of its own
 from _targets import JAX_REFERENCE, layout_title, peer_ratio, round_two_targets
+from _timing import BUDGET_S, MIN_ROUNDS, freeze_imports
 
 THREADS = 2
 HERE = Path(__file__).parent
@@ -98,7 +101,7 @@ def _mb(nbytes: int | None) -> str:
 
 def _table(result: dict[str, Any], reference: str, bandwidth: float, *, keras: bool = False) -> list[str]:
     rows = result["rows"]
-    head = f"| peer | × {reference} (IQR) | median ms | spread (IQR/median) | × bandwidth floor | floor ms | state MiB | step extra MiB |"
+    head = f"| peer | × {reference} (IQR) | median ms | spread (IQR/median) | timed rounds | × bandwidth floor | floor ms | state MiB | step extra MiB |"
     if keras:
         head += " XLA compile s |"
     out = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -107,7 +110,7 @@ def _table(result: dict[str, Any], reference: str, bandwidth: float, *, keras: b
         timing = row["timing"]
         floor = row["floor_bytes"] / bandwidth
         line = (
-            f"| {name} | {ratio:.2f} (±{spread * ratio / 2:.2f}) | {_ms(timing.median)} | {timing.spread:.0%} | "
+            f"| {name} | {ratio:.2f} (±{spread * ratio / 2:.2f}) | {_ms(timing.median)} | {timing.spread:.0%} | {len(timing.times)} | "
             f"{timing.median / floor:.1f} | {_ms(floor)} | {_mb(row['state_bytes'])} | {_mb(row['step_extra_bytes'])} |"
         )
         if keras:
@@ -166,15 +169,37 @@ def _keras_eager(args: argparse.Namespace, size: str) -> bool:
     return args.quick or args.full or args.no_jit or size == "10M"
 
 
+def _left_out(args: argparse.Namespace, framework: str, size: str, layout: str) -> frozenset[str]:
+    """The peers the default run leaves out of a layout (``--full`` and ``--quick`` none): at 80M/100M torch's two
+    slow AdamW peers, at 100M in ~200 tensors the Keras Adafactor peers (see _torch_bench.SLOW_ADAMW and
+    _keras_bench.ADAFACTOR; the 10M tables have them all)."""
+    import _keras_bench  # (imported by main already, after the thread settings)
+    import _torch_bench
+
+    if args.full or args.quick or size in ("10M", "small"):
+        return frozenset()
+    if framework == "torch":
+        return _torch_bench.SLOW_ADAMW
+    return _keras_bench.ADAFACTOR if layout == "transformer" else frozenset()
+
+
 def _plan_text(args: argparse.Namespace) -> str:
+    slow = (
+        f"a peer whose timed steps add up to {BUDGET_S:.0f} s sits out the rounds left after {MIN_ROUNDS} of them (the "
+        "slow peers: transformers-style loops, torch.optim.Adafactor at 80M/100M, Keras' own eager steps at ~200 "
+        "tensors)"
+    )
     if args.quick:
         return "1 warm-up then 5 timed rounds"
     if args.full:
-        return "3 warm-up then 20 timed rounds (--full); eager Keras peers at every size"
+        return f"3 warm-up then 20 timed rounds (--full); eager Keras peers at every size; {slow}"
     eager = "eager Keras peers at 10M only" if not args.no_jit else "eager Keras peers at every size"
     return (
         "3 warm-up then 20 timed rounds for torch at 10M, 10 then 60 for the 200 small tensors, 2 then 12 for torch "
-        f"at 80M/100M and for Keras; {eager} (`--full`: 20 rounds everywhere and eager Keras at 80M/100M too)"
+        f"at 80M/100M and for Keras; {slow}; {eager}; torch.optim.AdamW(foreach=True) and the transformers-style "
+        "AdamW loop at 10M only, and the Keras Adafactor peers not at 100M in ~200 tensors (their XLA compilations "
+        "take 20 s each there; the 10M tables have them all) (`--full`: 20 rounds everywhere, every peer at every "
+        "size, and eager Keras at 80M/100M too)"
     )
 
 
@@ -203,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     import _torch_bench
     import keras
 
+    freeze_imports()
     configs = [
         c for c in CONFIGS if (not args.quick or c[0] in ("10M", "small")) and any(_selected(args, f) for f in c[2])
     ]
@@ -220,7 +246,12 @@ def main(argv: list[str] | None = None) -> int:
             _log(f"torch {size} {layout}")
             warmup, rounds = _rounds(args, "torch", size)
             torch_results[size, layout] = _torch_bench.run_optimizers(
-                SIZES[size], layout, warmup=warmup, rounds=rounds, exact=size in ("10M", "small")
+                SIZES[size],
+                layout,
+                warmup=warmup,
+                rounds=rounds,
+                exact=size in ("10M", "small"),
+                leave_out=_left_out(args, "torch", size, layout),
             )
         if _selected(args, "keras") and "keras" in frameworks:
             _log(f"keras {size} {layout}")
@@ -233,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
                 jit=not args.no_jit,
                 eager=_keras_eager(args, size),
                 log=_log,
+                leave_out=_left_out(args, "keras", size, layout),
             )
             keras.backend.clear_session()
     jax_result = None
@@ -331,8 +363,9 @@ def _report(
         "Adafactor 12 B/param, plus 8 B/param of unfactored second moments) over the measured bandwidth. "
         "*State*: optimizer state tensors. *Step extra*: peak resident memory during one step beyond what was "
         "resident before it (temporaries; 0 when they reuse freed heap pages). Keras *eager*: "
-        "`optimizer.apply(grads, variables)` from Python (hf_optim_tf's timed once past their first 10 iterations, "
-        "which run op by op, and past their XLA iteration, Adafactor's 500th: what a long eager run spends a step); "
+        "`optimizer.apply(grads, variables)` from Python (hf_optim_tf's timed with their iteration count set past the "
+        "first 10 iterations, which run op by op, and past their XLA iteration, Adafactor's 500th: what a long eager "
+        "run spends a step); "
         "Keras *jit*: the same call inside a `tf.function` with "
         "`jit_compile=True` that reads the gradients from variables, as a compiled training step holds them (not as "
         "~200 arguments, whose handling by `tf.function` costs ~2.5 ms a call that no training step pays).",
