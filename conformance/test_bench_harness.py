@@ -1,0 +1,79 @@
+"""The benchmark harness (``benchmarks/``): which rounds a slow peer sits out, and the report code of the GPU run,
+which only a lent GPU machine runs whole (an import of a renamed function there would fail at the end of a run)."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture
+def bench(monkeypatch: pytest.MonkeyPatch) -> object:
+    """``import`` of a module of ``benchmarks/`` (they import each other by their bare names)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    return importlib.import_module
+
+
+def _steps(clock: list[float], seconds: dict[str, float], calls: dict[str, int]) -> dict[str, object]:
+    def step(name: str) -> object:
+        def run() -> None:
+            calls[name] += 1
+            clock[0] += seconds[name]
+
+        return run
+
+    return {name: step(name) for name in seconds}
+
+
+def test_a_slow_peer_sits_out_the_rounds_after_its_budget(bench, monkeypatch: pytest.MonkeyPatch) -> None:
+    timing: ModuleType = bench("_timing")
+    clock = [0.0]
+    monkeypatch.setattr(timing, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    seconds = {"fast": 0.01, "slow": 2.0, "middling": 0.7}
+    calls = dict.fromkeys(seconds, 0)
+    timings = timing.interleave(_steps(clock, seconds, calls), warmup=2, rounds=10, budget=5.0)
+    # fast: every round; slow: MIN_ROUNDS (12 s by then); middling: until its times add up to 5 s (8 x 0.7 = 5.6)
+    assert timing.MIN_ROUNDS == 6
+    assert {name: len(t.times) for name, t in timings.items()} == {"fast": 10, "slow": 6, "middling": 8}
+    assert calls == {"fast": 12, "slow": 8, "middling": 10}  # warm-up rounds are not counted against the budget
+    assert timings["slow"].times == pytest.approx([2.0] * 6)
+    ratio, _ = timing.ratio_stats(timings["slow"], timings["fast"])  # the rounds both took part in
+    assert ratio == pytest.approx(200.0)
+
+
+def test_without_a_budget_every_peer_takes_every_round(bench, monkeypatch: pytest.MonkeyPatch) -> None:
+    timing: ModuleType = bench("_timing")
+    clock = [0.0]
+    monkeypatch.setattr(timing, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    seconds = {"fast": 0.01, "slow": 2.0}
+    calls = dict.fromkeys(seconds, 0)
+    timings = timing.interleave(_steps(clock, seconds, calls), warmup=1, rounds=9, budget=float("inf"))
+    assert [len(t.times) for t in timings.values()] == [9, 9]
+
+
+def test_the_gpu_report_renders_its_targets_and_tables(bench) -> None:
+    timing: ModuleType = bench("_timing")
+    cuda: ModuleType = bench("cuda")
+    run: ModuleType = bench("run")
+
+    def row(seconds: list[float]) -> dict[str, object]:
+        return {"timing": timing.Timing(seconds), "floor_bytes": 28e9, "state_bytes": 1, "step_extra_bytes": 0}
+
+    rows = {
+        "hf_optim_torch.AdamW": row([0.011, 0.012, 0.011, 0.013]),
+        cuda.FUSED: row([0.010, 0.010, 0.010, 0.010]),
+        "hf_optim_torch.Adafactor": row([0.02, 0.02, 0.02, 0.02]),
+        "torch.optim.Adafactor": row([0.04, 0.04, 0.04, 0.04]),
+    }
+    result = {"rows": rows, "tensors": 1, "params": 10**9}
+    targets = "\n".join(cuda._targets({("1B", "one_tensor"): result}, 4e12, "1B"))
+    assert "| AdamW <= 1.1x torch.optim.AdamW(fused=True) | 1 tensor | 1.15x" in targets
+    assert "| Adafactor against torch.optim.Adafactor (no target) | 1 tensor | 0.50x its time" in targets
+    table = run._table(result, cuda.FUSED, 4e12)
+    assert table[0].startswith("| peer | × torch.optim.AdamW(fused=True) (IQR) | median ms |")
+    assert "| hf_optim_torch.AdamW | 1.15 (±" in table[2] and "| 4 |" in table[2]  # its 4 timed rounds
