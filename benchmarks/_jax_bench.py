@@ -137,10 +137,14 @@ def _fresh(values: list[Any]) -> list[Any]:
     return [jnp.array(v, copy=True) for v in values]
 
 
-def keras_eager(build: Callable[[], Any], values: list[Any], grads: list[Any]) -> tuple[Callable[[], None], int]:
-    """(one eager ``apply_gradients`` on the optimizer's own keras.Variables, its state bytes)."""
-    import jax
+def keras_eager(
+    build: Callable[[], Any], values: list[Any], grads: list[Any], *, wait: Callable[[list[Any]], object] | None = None
+) -> tuple[Callable[[], None], int]:
+    """(one eager ``apply_gradients`` on the optimizer's own keras.Variables, its state bytes: its non-scalar
+    variables'). ``wait`` (on JAX ``jax.block_until_ready``) gets the new values of the variables and of the state
+    after each step. ``_keras_torch_bench`` times the same step on the torch backend."""
     import keras
+    import numpy as np
 
     optimizer = build()
     variables = [keras.Variable(v, name=f"w{i}") for i, v in enumerate(values)]
@@ -148,10 +152,12 @@ def keras_eager(build: Callable[[], Any], values: list[Any], grads: list[Any]) -
 
     def step() -> None:
         optimizer.apply_gradients(zip(grads, variables))
-        jax.block_until_ready([v.value for v in variables] + [v.value for v in optimizer.variables])
+        if wait is not None:
+            wait([v.value for v in variables] + [v.value for v in optimizer.variables])
 
     step_past_eager_iterations(optimizer, step)
-    return step, _nbytes([v.value for v in optimizer.variables])
+    state = sum(math.prod(v.shape) * np.dtype(v.dtype).itemsize for v in optimizer.variables if len(v.shape))
+    return step, state
 
 
 def keras_jit(build: Callable[[], Any], values: list[Any], grads: list[Any]) -> tuple[Carried, int]:
@@ -202,6 +208,7 @@ def optax_jit(build: Callable[[], Any], values: list[Any], grads: list[Any]) -> 
 
 def run(shapes: list[tuple[int, ...]], *, warmup: int, rounds: int, log: Callable[[str], None]) -> dict[str, Any]:
     """Every peer on its own copy of the parameters, interleaved; then each one's step memory."""
+    import jax
     import jax.numpy as jnp
     import numpy as np
 
@@ -228,7 +235,7 @@ def run(shapes: list[tuple[int, ...]], *, warmup: int, rounds: int, log: Callabl
         }
 
     for name, (build, family) in _keras_peers().items():
-        add(name, "eager", family, *keras_eager(build, values, grads))
+        add(name, "eager", family, *keras_eager(build, values, grads, wait=jax.block_until_ready))
         add(name, "jit", family, *keras_jit(build, values, grads))
     for name, (build, family) in _optax_peers().items():
         add(name, "jit", family, *optax_jit(build, values, grads))

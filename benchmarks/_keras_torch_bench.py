@@ -27,28 +27,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _jax_bench import _keras_peers, floor_bytes
+from _jax_bench import _keras_peers, floor_bytes, keras_eager
 from _jax_bench import launch as launch_script
 from _layouts import layout_shapes
-from _timing import freeze_imports, interleave, step_past_eager_iterations, step_peak_bytes
+from _timing import freeze_imports, interleave, step_peak_bytes
 
 LAYOUTS = (("10M", "transformer", 10_000_000), ("small", "small_vectors", 0))
 REFERENCE = "keras.optimizers.AdamW eager"
-
-
-def _eager(build: Callable[[], Any], values: list[Any], grads: list[Any]) -> tuple[Callable[[], None], int]:
-    """(one eager ``apply_gradients`` on the optimizer's own keras.Variables, its state bytes)."""
-    import keras
-
-    optimizer = build()
-    variables = [keras.Variable(v, name=f"w{i}") for i, v in enumerate(values)]
-    optimizer.build(variables)
-
-    def step() -> None:
-        optimizer.apply_gradients(zip(grads, variables))
-
-    step_past_eager_iterations(optimizer, step)
-    return step, sum(math.prod(v.shape) * 4 for v in optimizer.variables if len(v.shape))
 
 
 def run(shapes: list[tuple[int, ...]], *, warmup: int, rounds: int) -> dict[str, Any]:
@@ -60,7 +45,7 @@ def run(shapes: list[tuple[int, ...]], *, warmup: int, rounds: int) -> dict[str,
     grads = [torch.from_numpy(rng.standard_normal(s, dtype=np.float32) * 1e-3) for s in shapes]
     steps, rows = {}, {}
     for name, (build, family) in _keras_peers().items():
-        step, state = _eager(build, values, grads)
+        step, state = keras_eager(build, values, grads)
         steps[f"{name} eager"] = step
         rows[f"{name} eager"] = {"family": family, "floor_bytes": floor_bytes(family, shapes), "state_bytes": state}
     timings = interleave(steps, warmup=warmup, rounds=rounds)
