@@ -65,3 +65,54 @@ def test_torch_kernel_scalars_reproduce_the_update_with_its_decay(decay_first: b
     wanted = p * (1.0 - decay) - step_size * u if decay_first else (p - step_size * u) * (1.0 - decay)
     assert kernel == pytest.approx(wanted, rel=1e-15)
     assert eps == 1e-6
+
+
+def _loop_run(name: str, lr: float | torch.Tensor, dtype: torch.dtype) -> list[torch.Tensor]:
+    """Twelve for-loop steps of ``name`` on three parameters in one group (two of ``dtype``, one float32), one of
+    them without a gradient at every third step (AdamW's own step count then falls behind); the parameters and
+    every state tensor after them."""
+    import hf_optim_torch
+
+    torch.manual_seed(0)
+    values = [torch.randn(7, dtype=torch.float64), torch.randn(5, 3, dtype=torch.float64), torch.randn(40)]
+    params = [torch.nn.Parameter(v.to(dtype if i < 2 else torch.float32)) for i, v in enumerate(values)]
+    if name == "AdamW":
+        optimizer = hf_optim_torch.AdamW(params, lr=lr, weight_decay=0.1, fused=False)
+    else:
+        optimizer = hf_optim_torch.AdamWeightDecay(params, learning_rate=lr, weight_decay_rate=0.1, fused=False)
+    for k in range(12):
+        for j, p in enumerate(params):
+            p.grad = None if (k % 3 == 1 and j == 1) else torch.randn_like(p)
+        optimizer.step()
+    return [
+        t.detach().clone() for p in params for t in (p, *optimizer.state[p].values()) if isinstance(t, torch.Tensor)
+    ]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("name", ["AdamW", "AdamWeightDecay"])
+def test_the_for_loops_scalars_made_once_per_step_value_are_those_made_per_parameter(
+    name: str, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a float lr the for-loop paths make their scalars from the steps' host values, once per step value (and
+    dtype); with a tensor lr (a float64 one: the same numbers) once per parameter from its step tensor. The results
+    are the same bits, with step counts that differ within the group and two dtypes in it."""
+    from hf_optim_torch import _adam_weight_decay, _adamw
+
+    module, function = (
+        (_adamw, "adamw_step_size") if name == "AdamW" else (_adam_weight_decay, "adam_weight_decay_factors")
+    )
+    calls: list[object] = []
+    made = getattr(module, function)
+    monkeypatch.setattr(module, function, lambda *args, **kwargs: calls.append(args) or made(*args, **kwargs))
+    on_host = _loop_run(name, 0.01, dtype)
+    host_calls = len(calls)
+    per_parameter = _loop_run(name, torch.tensor(0.01, dtype=torch.float64), dtype)
+    assert len(calls) - host_calls == 12 * 3 - 4  # every parameter with a gradient at every step
+    # once per step value (and dtype): AdamW's counts split at k = 2 (one parameter a step behind, two behind from
+    # k = 5 on): one value at the steps k = 0, 1, 4, 7, 10, two at the other seven; AdamWeightDecay's count is
+    # optimizer-wide, its factors are made per dtype: one or two a step
+    assert host_calls == (5 + 2 * 7 if name == "AdamW" else 12 * (1 if dtype == torch.float32 else 2))
+    assert len(on_host) == len(per_parameter)
+    for a, b in zip(on_host, per_parameter):
+        assert a.dtype == b.dtype and torch.equal(a, b)

@@ -5,7 +5,9 @@ how the tensors are swept; the numbers it scales them by come from here:
 
 - :func:`bias_corrected_step_size`: Adam's step size ``lr * sqrt(1 - beta2**t) / (1 - beta1**t)``, the two bias
   corrections folded into it. The same expression runs on Python floats (the fused path, from the host mirror of
-  the step) and on tensors (the for-loop and multi-tensor paths, from the step tensor: no host synchronisation).
+  the step) and on tensors (the for-loop and multi-tensor paths, from the step tensor: no host synchronisation;
+  the for-loop makes it once per step value). The two can differ in the last bit (torch's float64 ``sqrt`` is not
+  always ``math.sqrt``'s), so each path keeps to one.
 - :func:`adamw_step_size` and :func:`adamw_decay`: AdamW's step size (``lr`` without ``correct_bias``) and the
   factor of its decoupled weight decay, ``lr * weight_decay`` (transformers decays for a positive rate only).
 - :func:`adam_weight_decay_factors`: AdamWeightDecay's hyperparameters cast to the parameter dtype first, as
