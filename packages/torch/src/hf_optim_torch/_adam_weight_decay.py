@@ -15,9 +15,10 @@ from torch.optim import Optimizer
 
 from . import _docs
 from ._adam_scalars import (
-    AdamWeightDecayFactors,
     adam_weight_decay_factors,
     bias_corrected_step_size,
+    once_per_key,
+    reads_host_steps,
     torch_kernel_scalars,
 )
 from ._adam_state import adam_slots, adam_state
@@ -27,7 +28,7 @@ from ._begin_step import begin_step
 from ._docs import FUSED_DOC
 from ._gradient_clipping import clip_gradients
 from ._low_precision import rounding_keys, step_in_float32
-from ._path_choice import LayoutCache, compiling, group_layout_cache, use_foreach, use_fused
+from ._path_choice import LayoutCache, group_layout_cache, use_foreach, use_fused
 from ._state_check import CheckedOptimizer, Slot
 from ._step_block import gather_steps
 from ._step_count import count_steps, host_steps
@@ -348,9 +349,16 @@ class _AdamWeightDecayOptions(NamedTuple):
 
 
 def _for_loop_adam_weight_decay(tensors: AdamTensors, decay: list[bool], o: _AdamWeightDecayOptions) -> None:
-    """One parameter at a time, every op in the parameter dtype as TF runs it."""
-    factors = _step_factors(tensors, o)
-    for i, param in enumerate(tensors.params):
+    """One parameter at a time, every op in the parameter dtype as TF runs it; the step factors made once per dtype,
+    device and step value where the host values may be read (the count is optimizer-wide: one set per dtype)."""
+    steps, params = tensors.state_steps, tensors.params
+    keys = (
+        [(p.dtype, p.device, value) for p, value in zip(params, host_steps(steps))] if reads_host_steps(o.lr) else None
+    )
+    factors = once_per_key(
+        lambda i: adam_weight_decay_factors(o.lr, o.beta_1, o.beta_2, steps[i], params[i]), keys, len(params)
+    )
+    for i, param in enumerate(params):
         grad, exp_avg, exp_avg_sq = tensors.grads[i], tensors.exp_avgs[i], tensors.exp_avg_sqs[i]
         lr_t, alpha, one_minus_b1, one_minus_b2 = factors[i]
         if decay[i] and o.weight_decay_rate != 0.0:
@@ -362,26 +370,6 @@ def _for_loop_adam_weight_decay(tensors: AdamTensors, decay: list[bool], o: _Ada
             torch.maximum(tensors.max_exp_avg_sqs[i], exp_avg_sq, out=tensors.max_exp_avg_sqs[i])
             denom_sq = tensors.max_exp_avg_sqs[i]
         param.sub_((exp_avg * alpha).div_(denom_sq.sqrt().add_(o.epsilon)))
-
-
-def _step_factors(tensors: AdamTensors, o: _AdamWeightDecayOptions) -> list[AdamWeightDecayFactors]:
-    """Each parameter's :func:`._adam_scalars.adam_weight_decay_factors`, made once per dtype, device and step value
-    (the count is optimizer-wide: one set per dtype and device) where the values come from the steps' host mirror
-    (:func:`._step_count.host_steps`, which reads no device memory while it is current); else once per parameter:
-    under ``torch.compile`` and with a tensor ``lr`` (the configuration for captured steps). The factors are 0-dim
-    tensors that the for-loop only reads; making them costs about ten tensor operations (10M bfloat16 parameters in
-    ~200 tensors: about 10 ms a step)."""
-    steps, params = tensors.state_steps, tensors.params
-    if isinstance(o.lr, Tensor) or compiling():
-        return [adam_weight_decay_factors(o.lr, o.beta_1, o.beta_2, t, p) for t, p in zip(steps, params)]
-    made: dict[tuple[torch.dtype, torch.device, float], AdamWeightDecayFactors] = {}
-    factors = []
-    for step, param, value in zip(steps, params, host_steps(steps)):
-        key = (param.dtype, param.device, value)
-        if key not in made:
-            made[key] = adam_weight_decay_factors(o.lr, o.beta_1, o.beta_2, step, param)
-        factors.append(made[key])
-    return factors
 
 
 def _multi_tensor_adam_weight_decay(tensors: AdamTensors, decay: list[bool], o: _AdamWeightDecayOptions) -> None:

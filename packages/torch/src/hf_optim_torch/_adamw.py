@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any, ClassVar, NamedTuple
 
 import torch
@@ -10,7 +10,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from . import _docs
-from ._adam_scalars import adamw_decay, adamw_step_size, torch_kernel_scalars
+from ._adam_scalars import adamw_decay, adamw_step_size, once_per_key, reads_host_steps, torch_kernel_scalars
 from ._adam_state import adam_slots, adam_state
 from ._adam_torch_kernel_path import AdamTensors, kernel_lr, torch_kernel_path
 from ._arguments import constructor_arguments, validate_arguments
@@ -300,37 +300,27 @@ def _for_loop_adamw(tensors: AdamTensors, o: _AdamWOptions) -> None:
     2026-12-06); bit for bit the multi-tensor path in float64 (tested)."""
     decay = adamw_decay(o.lr, o.weight_decay)
     step_sizes = _step_sizes(tensors.state_steps, o)
-    for i, (param, raw_grad, exp_avg, exp_avg_sq, step_t) in enumerate(zip(*tensors[:4], tensors.state_steps)):
+    for param, raw_grad, exp_avg, exp_avg_sq, step_size in zip(*tensors[:4], step_sizes):
         grad = -raw_grad if o.maximize else raw_grad
-        if step_sizes is None:
-            step_t.add_(1)
         exp_avg.mul_(o.beta1).add_(grad * (1.0 - o.beta1))
         exp_avg_sq.mul_(o.beta2).add_((grad * (1.0 - o.beta2)).mul_(grad))
         denom = exp_avg_sq.sqrt().add_(o.eps)
-        step_size = o.step_size(step_t) if step_sizes is None else step_sizes[i]
         param.add_((exp_avg * -step_size).div_(denom))
         if decay is not None:
             param.add_(param * -decay)
 
 
-def _step_sizes(steps: list[Tensor], o: _AdamWOptions) -> list[float | Tensor] | None:
-    """Every parameter's step size, the steps advanced first (one addition for a group's block of counters:
-    :func:`._step_count.advance_steps`, which hands back their values from a host mirror without reading device
-    memory), each made once per step value and device from the step tensor of the first parameter with it: the same
-    tensor operations as per parameter, so the same bits, once instead of about ten operations per parameter
-    (bfloat16, 10M parameters in ~200 tensors: about 10 of 45 ms a step). None under ``torch.compile`` and with a
-    tensor ``lr`` (the configuration for captured steps, where no host value may be read): the for-loop then makes
-    each parameter's own."""
-    if isinstance(o.lr, Tensor) or compiling():
-        return None
-    made: dict[tuple[float, torch.device], float | Tensor] = {}
-    sizes = []
-    for step, value in zip(steps, advance_steps(steps)):
-        key = (value, step.device)
-        if key not in made:
-            made[key] = o.step_size(step)
-        sizes.append(made[key])
-    return sizes
+def _step_sizes(steps: list[Tensor], o: _AdamWOptions) -> list[float | Tensor]:
+    """Every parameter's step size from its step tensor, the steps advanced first; made once per step value and
+    device where the host values may be read (:func:`._adam_scalars.reads_host_steps`; then one addition advances
+    a group's block of counters and hands back their values: :func:`._step_count.advance_steps`)."""
+    if reads_host_steps(o.lr):
+        keys: list[Hashable] | None = [(value, step.device) for step, value in zip(steps, advance_steps(steps))]
+    else:
+        keys = None
+        for step in steps:
+            step.add_(1)
+    return once_per_key(lambda i: o.step_size(steps[i]), keys, len(steps))
 
 
 def _multi_tensor_adamw(tensors: AdamTensors, o: _AdamWOptions) -> None:
