@@ -12,7 +12,7 @@ and (torch) in 240 tensors of the odd width 577, and 100M in ~200 tensors. torch
 the small layouts 10 + 60; the rest 2 + 12; a peer whose timed steps add up to 5 s sits out the rounds left after 6
 (``_timing.BUDGET_S``: the slow, informative peers); the Keras peers run eagerly at 10M only (at 80M/100M under
 jit_compile only); torch's two slow AdamW peers and, at 100M in ~200 tensors, the Keras Adafactor peers run at 10M
-only (``_left_out``). ``--full`` runs 3 + 20 rounds everywhere, every peer everywhere, and adds the eager Keras peers
+only (``_plan.left_out``). ``--full`` runs 3 + 20 rounds everywhere, every peer everywhere, and adds the eager Keras peers
 at 80M/100M; ``--quick`` is a smoke run of the 10M and small layouts with few rounds. Then, with ``--jax-python`` (`nox -s bench` passes the python of
 .nox/bench_jax), Keras on JAX beside optax at 10M in ~200 tensors, 3 + 20 rounds (about a minute and a half):
 benchmarks/_jax_bench.py in its own process with KERAS_BACKEND=jax; Keras on torch, eager (``model.fit``'s step there),
@@ -37,8 +37,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).parent))
 
 import _keras_torch_bench  # its report section: Keras on torch runs in a process of its own
+from _plan import keras_eager_peers, left_out, plan_text, planned_rounds, selected
 from _targets import JAX_REFERENCE, layout_title, peer_ratio, round_two_targets
-from _timing import BUDGET_S, MIN_ROUNDS, freeze_imports
+from _timing import freeze_imports
 
 THREADS = 2
 HERE = Path(__file__).parent
@@ -120,10 +121,6 @@ def _table(result: dict[str, Any], reference: str, bandwidth: float, *, keras: b
     return out
 
 
-def _selected(args: argparse.Namespace, framework: str) -> bool:
-    return args.only in (None, framework)
-
-
 def _jax_section(result: dict[str, Any]) -> list[str]:
     """The report's section of Keras on JAX beside optax."""
     title = f"## Keras on JAX, {layout_title('10M', 'transformer')}"
@@ -153,56 +150,6 @@ def _jax_section(result: dict[str, Any]) -> list[str]:
     ]
 
 
-def _rounds(args: argparse.Namespace, framework: str, size: str) -> tuple[int, int]:
-    """(warm-up, timed) rounds of one configuration: 20 timed rounds where a round is cheap or with --full."""
-    if size == "small":  # milliseconds per step: many rounds are cheap
-        return (3, 20) if args.quick else (10, 60)
-    if args.quick:
-        return 1, 5
-    if args.full or (framework == "torch" and size == "10M"):
-        return 3, 20
-    return 2, 12
-
-
-def _keras_eager(args: argparse.Namespace, size: str) -> bool:
-    """Eager Keras peers: at 10M always, at 80M/100M only with --full (or when there is no XLA run)."""
-    return args.quick or args.full or args.no_jit or size == "10M"
-
-
-def _left_out(args: argparse.Namespace, framework: str, size: str, layout: str) -> frozenset[str]:
-    """The peers the default run leaves out of a layout (``--full`` and ``--quick`` none): at 80M/100M torch's two
-    slow AdamW peers, at 100M in ~200 tensors the Keras Adafactor peers (see _torch_bench.SLOW_ADAMW and
-    _keras_bench.ADAFACTOR; the 10M tables have them all)."""
-    import _keras_bench  # (imported by main already, after the thread settings)
-    import _torch_bench
-
-    if args.full or args.quick or size in ("10M", "small"):
-        return frozenset()
-    if framework == "torch":
-        return _torch_bench.SLOW_ADAMW
-    return _keras_bench.ADAFACTOR if layout == "transformer" else frozenset()
-
-
-def _plan_text(args: argparse.Namespace) -> str:
-    slow = (
-        f"a peer whose timed steps add up to {BUDGET_S:.0f} s sits out the rounds left after {MIN_ROUNDS} of them (the "
-        "slow peers: transformers-style loops, torch.optim.Adafactor at 80M/100M, Keras' own eager steps at ~200 "
-        "tensors)"
-    )
-    if args.quick:
-        return "1 warm-up then 5 timed rounds"
-    if args.full:
-        return f"3 warm-up then 20 timed rounds (--full); eager Keras peers at every size; {slow}"
-    eager = "eager Keras peers at 10M only" if not args.no_jit else "eager Keras peers at every size"
-    return (
-        "3 warm-up then 20 timed rounds for torch at 10M, 10 then 60 for the 200 small tensors, 2 then 12 for torch "
-        f"at 80M/100M and for Keras; {slow}; {eager}; torch.optim.AdamW(foreach=True) and the transformers-style "
-        "AdamW loop at 10M only, and the Keras Adafactor peers not at 100M in ~200 tensors (their XLA compilations "
-        "take 20 s each there; the 10M tables have them all) (`--full`: 20 rounds everywhere, every peer at every "
-        "size, and eager Keras at 80M/100M too)"
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group()
@@ -230,11 +177,11 @@ def main(argv: list[str] | None = None) -> int:
 
     freeze_imports()
     configs = [
-        c for c in CONFIGS if (not args.quick or c[0] in ("10M", "small")) and any(_selected(args, f) for f in c[2])
+        c for c in CONFIGS if (not args.quick or c[0] in ("10M", "small")) and any(selected(args, f) for f in c[2])
     ]
     sizes = list(dict.fromkeys(size for size, _, _ in configs if size != "small")) or ["10M"]
     started, load_start = time.time(), _load()
-    _log(f"load average {load_start}; {len(configs)} configurations; {_plan_text(args)}")
+    _log(f"load average {load_start}; {len(configs)} configurations; {plan_text(args)}")
 
     bandwidths = _torch_bench.copy_bandwidth(max(SIZES[size] for size in sizes) * 4)
     _log("bandwidth " + ", ".join(f"{k} {v / 1e9:.1f} GB/s" for k, v in bandwidths.items()))
@@ -242,47 +189,47 @@ def main(argv: list[str] | None = None) -> int:
     torch_results: dict[tuple[str, str], Any] = {}
     keras_results: dict[tuple[str, str], Any] = {}
     for size, layout, frameworks in configs:
-        if _selected(args, "torch") and "torch" in frameworks:
+        if selected(args, "torch") and "torch" in frameworks:
             _log(f"torch {size} {layout}")
-            warmup, rounds = _rounds(args, "torch", size)
+            warmup, rounds = planned_rounds(args, "torch", size)
             torch_results[size, layout] = _torch_bench.run_optimizers(
                 SIZES[size],
                 layout,
                 warmup=warmup,
                 rounds=rounds,
                 exact=size in ("10M", "small"),
-                leave_out=_left_out(args, "torch", size, layout),
+                leave_out=left_out(args, "torch", size, layout),
             )
-        if _selected(args, "keras") and "keras" in frameworks:
+        if selected(args, "keras") and "keras" in frameworks:
             _log(f"keras {size} {layout}")
-            warmup, rounds = _rounds(args, "keras", size)
+            warmup, rounds = planned_rounds(args, "keras", size)
             keras_results[size, layout] = _keras_bench.run_optimizers(
                 SIZES[size],
                 layout,
                 warmup=warmup,
                 rounds=rounds,
                 jit=not args.no_jit,
-                eager=_keras_eager(args, size),
+                eager=keras_eager_peers(args, size),
                 log=_log,
-                leave_out=_left_out(args, "keras", size, layout),
+                leave_out=left_out(args, "keras", size, layout),
             )
             keras.backend.clear_session()
     jax_result = None
-    if _selected(args, "jax"):
+    if selected(args, "jax"):
         _log("keras on jax beside optax, in its own process")
         warmup, rounds = (1, 5) if args.quick else (3, 20)
         jax_result = _jax_bench.launch(
             args.jax_python, warmup=warmup, rounds=rounds, threads=THREADS, bandwidth=max(bandwidths.values()), log=_log
         )
     keras_torch = None
-    if _selected(args, "keras"):
+    if selected(args, "keras"):
         _log("keras on torch, eager, in its own process")
         keras_torch = _keras_torch_bench.launch(args.quick, THREADS, max(bandwidths.values()), _log)
     _log("schedules")
     calls = 200 if args.quick else 1000
-    torch_sched = _torch_bench.run_schedules(calls) if _selected(args, "torch") else {}
+    torch_sched = _torch_bench.run_schedules(calls) if selected(args, "torch") else {}
     try:
-        keras_sched = _keras_bench.run_schedules(calls // 4) if _selected(args, "keras") else {}
+        keras_sched = _keras_bench.run_schedules(calls // 4) if selected(args, "keras") else {}
     except Exception as error:  # keep the optimizer results of a long run
         _log(f"Keras schedules failed: {error!r}")
         keras_sched = {}
@@ -357,7 +304,7 @@ def _report(
         "",
         "fp32 parameters and gradients (bfloat16 where a layout says so: the AdamW family's moments then are bfloat16 "
         "too, Adafactor's statistics float32). Peers of one framework share the machine in the same process, interleaved "
-        f"one step each per round, in a random order; {_plan_text(args)}. *Ratios* are medians "
+        f"one step each per round, in a random order; {plan_text(args)}. *Ratios* are medians "
         "of per-round ratios (±: half the interquartile range); *spread* is a peer's own interquartile range over "
         "its median; *timed rounds*: the rounds a peer took part in (a ratio pairs the rounds both took part in). "
         "*Bandwidth floor*: bytes the optimizer must read and write per step (AdamW family 28 B/param; "
