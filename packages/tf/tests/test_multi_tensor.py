@@ -1,5 +1,6 @@
-"""On Keras' torch backend the AdamW family updates its float32 variables at once (``hf_optim_tf._multi_tensor``):
-bit for bit what the per-variable ``update_step`` gives, which the spec cases check on that backend.
+"""On Keras' torch backend the optimizers update their float32 variables at once (``hf_optim_tf._multi_tensor``: the
+AdamW family with multi-tensor ops, Adafactor with plain torch calls): bit for bit what the per-variable
+``update_step`` gives, which the spec cases check on that backend.
 
 Runs in place with KERAS_BACKEND=torch (``nox -s keras_backends``); in the TensorFlow session each case runs once
 more in a process of its own with KERAS_BACKEND=torch (Keras reads the backend once per process)."""
@@ -31,6 +32,18 @@ CASES: dict[str, Callable[[], keras.optimizers.Optimizer]] = {
     ),
     "AdamWeightDecay-amsgrad": lambda: hf_optim_tf.AdamWeightDecay(
         learning_rate=3e-2, weight_decay_rate=0.1, amsgrad=True, fp32_math=True
+    ),
+    "Adafactor": hf_optim_tf.Adafactor,
+    "Adafactor-manual-lr": lambda: hf_optim_tf.Adafactor(
+        learning_rate=1e-2, scale_parameter=False, relative_step=False, weight_decay=0.01, clip_threshold=0.5
+    ),
+    "Adafactor-first-moment": lambda: hf_optim_tf.Adafactor(beta_1=0.9, warmup_init=True, weight_decay=0.1),
+    "Adafactor-unscaled-first-moment": lambda: hf_optim_tf.Adafactor(
+        hf_optim_tf.get_linear_schedule_with_warmup(1e-2, 2, 10),
+        beta_1=0.8,
+        first_moment="unscaled",
+        relative_step=False,
+        clipnorm=1.0,
     ),
 }
 # float32 variables take the multi-tensor path; the bfloat16 and float64 ones the per-variable path in the same call
@@ -120,4 +133,3 @@ def test_off_the_torch_backend_nothing_is_updated_at_once() -> None:
     variable, grad = keras.Variable(np.ones(3, "float32")), keras.ops.ones(3)
     fail = lambda *_: pytest.fail("updated at once off the torch backend")  # noqa: E731
     assert _multi_tensor.update_at_once(fail, [grad], [variable], 1e-2) == ([grad], [variable])
-    assert hf_optim_tf.Adafactor()._update_lists is None  # row and column statistics: per variable

@@ -8,10 +8,19 @@ from typing import Any, ClassVar
 import keras
 from keras import ops
 
-from ._formulas import adafactor_beta2t, adafactor_step_size, clip_by_rms, decoupled_weight_decay, rms
+from ._formulas import (
+    adafactor_beta2t,
+    adafactor_direction,
+    adafactor_parameter,
+    adafactor_rho,
+    adafactor_step_size,
+    decay_coefficient,
+    rms,
+)
+from ._multi_tensor import assign_all, increment, tensors, torch_ops
 from ._rounding import parameter_rounding_key, store_parameter
 from ._spec_optimizer import SpecOptimizer
-from ._sums import mean_over
+from ._sums import KERAS_OPS
 from ._traced_update import ADAFACTOR_XLA_ITERATIONS
 from ._variables import compute_dtype, numpy_value, slot_name
 
@@ -176,51 +185,90 @@ class Adafactor(SpecOptimizer):
         step = ops.cast(step_var, "float64")
         param_rms = rms(param)
         self.assign(self._rms[index], param_rms)
-        alpha = adafactor_step_size(
-            step,
-            learning_rate,
-            param_rms,
-            relative_step=self.relative_step,
-            warmup_init=self.warmup_init,
-            scale_parameter=self.scale_parameter,
-            epsilon_2=self.epsilon_2,
+        rho, keep, mix = self._step_scalars(step, learning_rate, dtype)
+        alpha = adafactor_step_size(rho, param_rms, scale_parameter=self.scale_parameter, epsilon_2=self.epsilon_2)
+        update, row, col, full = adafactor_direction(
+            KERAS_OPS,
+            grad,
+            self._row[index],
+            self._col[index],
+            self._full[index],
+            keep=keep,
+            mix=mix,
+            epsilon_1=ops.convert_to_tensor(self.epsilon_1, dtype=dtype),
+            clip_threshold=self.clip_threshold,
         )
-        beta2t = adafactor_beta2t(step, self.decay_rate)
-        keep = ops.cast(beta2t, dtype)
-        mix = ops.cast(1.0 - beta2t, dtype)
-        squared = ops.add(ops.square(grad), ops.convert_to_tensor(self.epsilon_1, dtype=dtype))
-        if self._full[index] is None:
-            row, col = self._row[index], self._col[index]
-            self.assign(row, ops.add(ops.multiply(row, keep), ops.multiply(mean_over(squared, -1), mix)))
-            self.assign(col, ops.add(ops.multiply(col, keep), ops.multiply(mean_over(squared, -2), mix)))
-            row_factor = ops.expand_dims(ops.rsqrt(ops.divide(row, ops.mean(row, axis=-1, keepdims=True))), -1)
-            col_factor = ops.expand_dims(ops.rsqrt(col), -2)
-            update = ops.multiply(ops.multiply(row_factor, col_factor), grad)
-        else:
-            full = self._full[index]
-            self.assign(full, ops.add(ops.multiply(full, keep), ops.multiply(squared, mix)))
-            update = ops.multiply(ops.rsqrt(full), grad)
-        update = clip_by_rms(update, self.clip_threshold)
-        alpha_c = ops.cast(alpha, dtype)
-        if self.beta_1 is not None:
-            exp_avg = self._exp_avg[index]
-            if self.first_moment == "unscaled":  # extension: average before the lr, then scale
-                averaged = ops.add(ops.multiply(exp_avg, self.beta_1), ops.multiply(1.0 - self.beta_1, update))
-                self.assign(exp_avg, averaged)
-                update = ops.multiply(averaged, alpha_c)
-            else:  # transformers: average the lr-scaled update
-                update = ops.multiply(update, alpha_c)
-                averaged = ops.add(ops.multiply(exp_avg, self.beta_1), ops.multiply(1.0 - self.beta_1, update))
-                self.assign(exp_avg, averaged)
-                update = averaged
-        else:
-            update = ops.multiply(update, alpha_c)
+        for state, value in ((self._row[index], row), (self._col[index], col), (self._full[index], full)):
+            if state is not None:
+                self.assign(state, value)
+        decay = None
         if self.decoupled_weight_decay != 0.0:
-            param = decoupled_weight_decay(param, alpha, self.decoupled_weight_decay)
+            decay = decay_coefficient(alpha, self.decoupled_weight_decay, dtype)
+        param, exp_avg = adafactor_parameter(
+            ops,
+            param,
+            update,
+            self._exp_avg[index],
+            alpha=ops.cast(alpha, dtype),
+            beta_1=self.beta_1,
+            first_moment=self.first_moment,
+            decay=decay,
+        )
+        if exp_avg is not None:
+            self.assign(self._exp_avg[index], exp_avg)
         key = None
         if self.stochastic_rounding and variable.dtype == "bfloat16":
             key = parameter_rounding_key(self.rounding_seed, index, step_var)
-        self.assign(variable, store_parameter(ops.subtract(param, update), variable.dtype, key))
+        self.assign(variable, store_parameter(param, variable.dtype, key))
+
+    def _step_scalars(self, step: Any, learning_rate: Any, dtype: str) -> tuple[Any, Any, Any]:
+        """:math:`\\rho_t` (float64), :math:`\\hat\\beta_{2t}` and :math:`1-\\hat\\beta_{2t}` (``dtype``) at ``step``
+        (a float64 tensor)."""
+        rho = adafactor_rho(step, learning_rate, relative_step=self.relative_step, warmup_init=self.warmup_init)
+        beta2t = adafactor_beta2t(step, self.decay_rate)
+        return rho, ops.cast(beta2t, dtype), ops.cast(1.0 - beta2t, dtype)
+
+    def _update_lists(self, grads: list[Any], variables: list[Any], learning_rate: Any) -> None:
+        """``update_step`` for float32 variables on the torch backend (``hf_optim_tf._multi_tensor``): the same
+        formulas in plain torch calls (``torch_ops()``), the same bits, without Keras' dispatch of each op. The scalars
+        of a step count are made once, the step sizes of all variables in one vector (elementwise, so each is the
+        value ``update_step`` would make), the counters advanced in one multi-tensor op."""
+        indices = [self._get_variable_index(variable) for variable in variables]
+        params = tensors(variables)
+        counts = increment(tensors([self._step[index] for index in indices]))
+        scalars = {c: self._step_scalars(ops.cast(c, "float64"), learning_rate, "float32") for c in set(counts)}
+        o = torch_ops()
+        param_rms = [rms(param, o) for param in params]
+        assign_all(tensors([self._rms[index] for index in indices]), param_rms)
+        rho = ops.stack([scalars[count][0] for count in counts])
+        alphas = adafactor_step_size(
+            rho, ops.stack(param_rms), scale_parameter=self.scale_parameter, epsilon_2=self.epsilon_2
+        )
+        decays = [None] * len(indices)
+        if self.decoupled_weight_decay != 0.0:
+            decays = list(decay_coefficient(alphas, self.decoupled_weight_decay, "float32"))
+        alphas = list(ops.cast(alphas, "float32"))
+        epsilon_1 = ops.convert_to_tensor(self.epsilon_1, dtype="float32")
+        for k, (index, param, grad) in enumerate(zip(indices, params, grads)):
+            _, keep, mix = scalars[counts[k]]
+            slots = (self._row[index], self._col[index], self._full[index], self._exp_avg[index])
+            states = [None if slot is None else tensors([slot])[0] for slot in slots]
+            update, *statistics = adafactor_direction(
+                o, grad, *states[:3], keep=keep, mix=mix, epsilon_1=epsilon_1, clip_threshold=self.clip_threshold
+            )
+            new_param, exp_avg = adafactor_parameter(
+                o,
+                param,
+                update,
+                states[3],
+                alpha=alphas[k],
+                beta_1=self.beta_1,
+                first_moment=self.first_moment,
+                decay=decays[k],
+            )
+            for target, value in zip((param, *states), (new_param, *statistics, exp_avg)):
+                if target is not None:
+                    target.copy_(value)  # a few tensors: cheaper than one multi-tensor copy
 
     def variable_state(self, variable: Any) -> dict[str, Any]:
         """The state of one model variable under the spec's names (NumPy values), like torch's

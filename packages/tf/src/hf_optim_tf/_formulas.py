@@ -1,10 +1,11 @@
 """The update formulas the Keras optimizers share, each written once, in ``keras.ops``.
 
 Adam's bias-corrected step size (:class:`~hf_optim_tf.AdamW`, :class:`~hf_optim_tf.AdamWeightDecay`), the decoupled
-weight decay (all three optimizers), and Adafactor's step size, second-moment decay ``beta2t`` and update clipping.
-The elementwise updates of AdamW and AdamWeightDecay (and the decay) take their ops as an argument ``o``:
-``keras.ops`` in ``update_step``, one variable at a time, or ``_multi_tensor.ForeachOps``, which runs the same
-formula on lists of torch tensors (Keras' torch backend: every variable of a step at once).
+weight decay (all three optimizers), and Adafactor's step size, second-moment decay ``beta2t``, statistics and update
+clipping. The tensor updates take their ops as an argument ``o``: ``keras.ops`` in ``update_step``, one variable at a
+time (for Adafactor, ``_sums.KERAS_OPS``: ``keras.ops`` with its sums), or, on Keras' torch backend, the same
+functions as torch calls (``_multi_tensor``): ``ForeachOps`` on lists of tensors (the AdamW family, every variable
+of a step at once) and ``torch_ops()`` on one tensor (Adafactor, whose statistics are reductions per variable).
 Adafactor's relative step :math:`\\rho_t` is the spec's own ``adafactor_relative_step`` expression, lowered to
 ``keras.ops`` (the parameter scale and the manual lr around it are tensors of each step, which the formula language
 cannot leave unbound, so they are applied here).
@@ -23,10 +24,13 @@ from hf_optim_spec import formula
 from keras import ops
 
 from ._schedules import lower_to_keras
-from ._sums import sum_of_squares
+from ._sums import KERAS_OPS
 
 __all__ = [
     "adafactor_beta2t",
+    "adafactor_direction",
+    "adafactor_parameter",
+    "adafactor_rho",
     "adafactor_step_size",
     "adam_step_size",
     "adam_weight_decay_update",
@@ -154,15 +158,16 @@ def adam_weight_decay_update(
     return param, exp_avg, exp_avg_sq, second
 
 
-def rms(x: Any) -> Any:
-    r"""Root mean square :math:`\lVert x\rVert_2/\sqrt{\mathrm{numel}(x)}` (a scalar of ``x``'s dtype)."""
+def rms(x: Any, o: Any = KERAS_OPS) -> Any:
+    r"""Root mean square :math:`\lVert x\rVert_2/\sqrt{\mathrm{numel}(x)}` (a scalar of ``x``'s dtype); ``o`` as in
+    :func:`adafactor_direction`."""
     size = math.prod(x.shape) if len(x.shape) else 1
-    return ops.divide(ops.sqrt(sum_of_squares(x)), math.sqrt(size))
+    return o.divide(o.sqrt(o.sum_of_squares(x)), math.sqrt(size))
 
 
-def clip_by_rms(update: Any, threshold: float) -> Any:
+def clip_by_rms(update: Any, threshold: float, o: Any = KERAS_OPS) -> Any:
     r"""Adafactor's update clipping: :math:`U / \max(1, \mathrm{RMS}(U)/d)`."""
-    return ops.divide(update, ops.maximum(ops.divide(rms(update), threshold), 1.0))
+    return o.divide(update, o.maximum(o.divide(rms(update, o), threshold), 1.0))
 
 
 def adafactor_beta2t(step: Any, decay_rate: float) -> Any:
@@ -189,26 +194,81 @@ def relative_step_formula(warmup_init: bool) -> formula.Bound:
     return spec.program.bind(params)
 
 
-def adafactor_step_size(
-    step: Any,
-    learning_rate: Any,
-    param_rms: Any,
-    *,
-    relative_step: bool,
-    warmup_init: bool,
-    scale_parameter: bool,
-    epsilon_2: float,
-) -> Any:
-    r"""Adafactor's step size :math:`\alpha_t = \max(\epsilon_2, \mathrm{RMS}(\theta))\,\rho_t` (or
-    :math:`\rho_t` without ``scale_parameter``), in float64, as torch computes it from Python floats.
-
-    :math:`\rho_t` is the spec's relative step (:func:`relative_step_formula`) with ``relative_step``, else
-    ``learning_rate``.
-    """
+def adafactor_rho(step: Any, learning_rate: Any, *, relative_step: bool, warmup_init: bool) -> Any:
+    r"""Adafactor's :math:`\rho_t` in float64: the spec's relative step (:func:`relative_step_formula`) with
+    ``relative_step``, else ``learning_rate``."""
     if relative_step:
-        rho = lower_to_keras(relative_step_formula(warmup_init), step)
-    else:
-        rho = ops.cast(learning_rate, "float64")
+        return lower_to_keras(relative_step_formula(warmup_init), step)
+    return ops.cast(learning_rate, "float64")
+
+
+def adafactor_step_size(rho: Any, param_rms: Any, *, scale_parameter: bool, epsilon_2: float) -> Any:
+    r"""Adafactor's step size :math:`\alpha_t = \max(\epsilon_2, \mathrm{RMS}(\theta))\,\rho_t` (or :math:`\rho_t`
+    without ``scale_parameter``), in float64, as torch computes it from Python floats. Elementwise: ``rho`` and
+    ``param_rms`` may hold one value per variable."""
     if scale_parameter:
         return ops.maximum(epsilon_2, ops.cast(param_rms, "float64")) * rho
     return rho
+
+
+def adafactor_direction(
+    o: Any, grad: Any, row: Any, col: Any, full: Any, *, keep: Any, mix: Any, epsilon_1: Any, clip_threshold: float
+) -> tuple[Any, Any, Any, Any]:
+    r"""Adafactor's second-moment statistics after one step and its clipped update, for one variable.
+
+    :math:`u = g^2 + \epsilon_1`; factored (``full`` None): :math:`R \leftarrow \hat\beta_{2t} R +
+    (1-\hat\beta_{2t})\,\mathrm{mean}_{-1}(u)`, :math:`C` likewise over the second-to-last axis and
+    :math:`U = g / \sqrt{(R/\mathrm{mean}_{-1} R)\,C}`; else :math:`V \leftarrow \hat\beta_{2t} V +
+    (1-\hat\beta_{2t}) u`, :math:`U = g/\sqrt V`; then :math:`U / \max(1, \mathrm{RMS}(U)/d)`.
+
+    Args:
+      o: the ops: ``KERAS_OPS`` (``keras.ops`` and the sums of ``hf_optim_tf._sums``) in ``update_step``, or
+        ``_multi_tensor.torch_ops()``, the same functions as plain torch calls (Keras' torch backend).
+      keep, mix: :math:`\hat\beta_{2t}` and :math:`1-\hat\beta_{2t}`, in the compute dtype.
+      epsilon_1: :math:`\epsilon_1` as a tensor of the compute dtype.
+
+    Returns (the clipped update, ``row``, ``col``, ``full``): the new statistics (None where the variable has none).
+    """
+    squared = o.add(o.square(grad), epsilon_1)
+    if full is None:
+        row = o.add(o.multiply(row, keep), o.multiply(o.mean_over(squared, -1), mix))
+        col = o.add(o.multiply(col, keep), o.multiply(o.mean_over(squared, -2), mix))
+        row_factor = o.expand_dims(o.rsqrt(o.divide(row, o.mean(row, axis=-1, keepdims=True))), -1)
+        col_factor = o.expand_dims(o.rsqrt(col), -2)
+        update = o.multiply(o.multiply(row_factor, col_factor), grad)
+    else:
+        full = o.add(o.multiply(full, keep), o.multiply(squared, mix))
+        update = o.multiply(o.rsqrt(full), grad)
+    return clip_by_rms(update, clip_threshold, o), row, col, full
+
+
+def adafactor_parameter(
+    o: Any,
+    param: Any,
+    update: Any,
+    exp_avg: Any,
+    *,
+    alpha: Any,
+    beta_1: float | None,
+    first_moment: str,
+    decay: Any,
+) -> tuple[Any, Any]:
+    r"""The parameter after Adafactor's step, from the clipped ``update`` of :func:`adafactor_direction`.
+
+    :math:`U \leftarrow \alpha_t U`; with ``beta_1`` :math:`m \leftarrow \beta_1 m + (1-\beta_1) U`,
+    :math:`U \leftarrow m` (``first_moment="unscaled"``: the average of the unscaled update, then scaled); with a
+    ``decay`` coefficient :math:`-\alpha_t\lambda` (:func:`decay_coefficient`), :math:`\theta \leftarrow \theta +
+    (-\alpha_t\lambda)\theta`; then :math:`\theta - U`. ``alpha`` is :math:`\alpha_t` in the compute dtype; ``o``
+    as in :func:`adafactor_direction`. Returns (the new parameter, the new ``exp_avg`` or None).
+    """
+    if beta_1 is None:
+        update = o.multiply(update, alpha)
+    elif first_moment == "unscaled":  # extension: average before the lr, then scale
+        exp_avg = o.add(o.multiply(exp_avg, beta_1), o.multiply(1.0 - beta_1, update))
+        update = o.multiply(exp_avg, alpha)
+    else:  # transformers: average the lr-scaled update
+        update = o.multiply(update, alpha)
+        exp_avg = update = o.add(o.multiply(exp_avg, beta_1), o.multiply(1.0 - beta_1, update))
+    if decay is not None:
+        param = decoupled_weight_decay(param, None, None, o=o, coefficient=decay)
+    return o.subtract(param, update), exp_avg

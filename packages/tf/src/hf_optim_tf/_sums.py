@@ -27,7 +27,7 @@ from typing import Any
 import keras
 from keras import ops
 
-__all__ = ["mean_over", "sum_of_squares"]
+__all__ = ["KERAS_OPS", "mean_over", "sum_of_squares"]
 
 
 def sum_of_squares(x: Any) -> Any:
@@ -45,6 +45,20 @@ def mean_over(x: Any, axis: int) -> Any:
     ones = ops.ones((count,), dtype=x.dtype)
     total = ops.einsum("...ij,j->...i", x, ones) if axis == -1 else ops.einsum("...ij,i->...j", x, ones)
     return ops.divide(total, ops.cast(count, x.dtype))
+
+
+class _KerasOps:
+    """``keras.ops`` with this module's two sums as two functions more: the ``o`` of Adafactor's formulas in
+    ``update_step`` (``hf_optim_tf._formulas.adafactor_direction``)."""
+
+    mean_over = staticmethod(mean_over)
+    sum_of_squares = staticmethod(sum_of_squares)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(ops, name)
+
+
+KERAS_OPS = _KerasOps()
 
 
 def _xla_cpu_barrier() -> Any:
