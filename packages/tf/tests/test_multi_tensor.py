@@ -54,6 +54,7 @@ VARIABLES = [
     ("head/kernel", (5, 3, 2), "float32"),
     ("head/bias", (2,), "bfloat16"),
     ("scale", (), "float64"),
+    ("temperature", (), "float32"),
 ]
 AT_ONCE = [name for name, _, dtype in VARIABLES if dtype == "float32"]
 
