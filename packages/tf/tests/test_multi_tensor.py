@@ -99,7 +99,8 @@ def _check(case: str) -> None:
     """``case`` both ways, with the multi-tensor path's piece and batch sizes and with small ones (every tensor
     here in several pieces, in several batches)."""
     default = _multi_tensor.PIECE, _multi_tensor.BATCH
-    for piece, batch in (default, (7, 16)):
+    sizes = (default,) if case.startswith("Adafactor") else (default, (7, 16))  # Adafactor's path has no pieces
+    for piece, batch in sizes:
         _multi_tensor.PIECE, _multi_tensor.BATCH = piece, batch
         try:
             sizes, at_once = _run(case, at_once=True)
@@ -113,19 +114,53 @@ def _check(case: str) -> None:
             np.testing.assert_array_equal(_bits(got), _bits(want), err_msg=f"{case}, pieces {piece}: variable {index}")
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_the_float32_variables_are_updated_at_once_bit_for_bit(case: str) -> None:
+def _check_left_to_update_step() -> None:
+    """A gradient on another device than its variable, or another ``floatx`` (``keras.ops`` then makes Python floats
+    tensors of it), leaves the variable to ``update_step``; a float32 one on the same device takes the path."""
+    import torch
+
+    variable = keras.Variable(np.ones(3, "float32"))
+    taken: list[int] = []
+
+    def update(grads: list[Any], variables: list[Any], learning_rate: Any) -> None:
+        taken.append(len(variables))
+
+    elsewhere = torch.ones(3, device="meta")
+    assert _multi_tensor.update_at_once(update, [elsewhere], [variable], 1e-2) == ([elsewhere], [variable])
+    grad = torch.ones(3)
+    keras.config.set_floatx("float64")
+    try:
+        assert _multi_tensor.update_at_once(update, [grad], [variable], 1e-2) == ([grad], [variable])
+    finally:
+        keras.config.set_floatx("float32")
+    assert taken == []
+    assert _multi_tensor.update_at_once(update, [grad], [variable], 1e-2) == ([], [])
+    assert taken == [1]
+
+
+def _on_the_torch_backend(name: str, *args: str) -> None:
+    """``name(*args)`` (a function of this module) here on the torch backend, else in a process of its own with
+    KERAS_BACKEND=torch (Keras reads the backend once per process)."""
     if keras.backend.backend() == "torch":
-        _check(case)
+        globals()[name](*args)
         return
     if importlib.util.find_spec("torch") is None:
         pytest.skip("the multi-tensor path is the torch backend's, and torch is not installed here")
     here = str(Path(__file__).parent)
-    program = f"import sys; sys.path.insert(0, {here!r}); import test_multi_tensor as t; t._check({case!r})"
+    program = f"import sys; sys.path.insert(0, {here!r}); import test_multi_tensor as t; t.{name}(*{args!r})"
     env = {**os.environ, "KERAS_BACKEND": "torch", "PYTHONWARNINGS": "ignore"}
     command = [sys.executable, "-c", program]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_the_float32_variables_are_updated_at_once_bit_for_bit(case: str) -> None:
+    _on_the_torch_backend("_check", case)
+
+
+def test_another_device_or_floatx_is_left_to_update_step() -> None:
+    _on_the_torch_backend("_check_left_to_update_step")
 
 
 def test_off_the_torch_backend_nothing_is_updated_at_once() -> None:

@@ -205,7 +205,7 @@ class Adafactor(SpecOptimizer):
         if self.decoupled_weight_decay != 0.0:
             decay = decay_coefficient(alpha, self.decoupled_weight_decay, dtype)
         param, exp_avg = adafactor_parameter(
-            ops,
+            KERAS_OPS,
             param,
             update,
             self._exp_avg[index],
@@ -251,8 +251,7 @@ class Adafactor(SpecOptimizer):
         epsilon_1 = ops.convert_to_tensor(self.epsilon_1, dtype="float32")
         for k, (index, param, grad) in enumerate(zip(indices, params, grads)):
             _, keep, mix = scalars[counts[k]]
-            slots = (self._row[index], self._col[index], self._full[index], self._exp_avg[index])
-            states = [None if slot is None else tensors([slot])[0] for slot in slots]
+            states = tensors([self._row[index], self._col[index], self._full[index], self._exp_avg[index]])
             update, *statistics = adafactor_direction(
                 o, grad, *states[:3], keep=keep, mix=mix, epsilon_1=epsilon_1, clip_threshold=self.clip_threshold
             )

@@ -1,4 +1,4 @@
-"""The update formulas the Keras optimizers share, each written once, in ``keras.ops``.
+"""The update formulas the Keras optimizers share, each written once, for a namespace of ``keras.ops`` functions.
 
 Adam's bias-corrected step size (:class:`~hf_optim_tf.AdamW`, :class:`~hf_optim_tf.AdamWeightDecay`), the decoupled
 weight decay (all three optimizers), and Adafactor's step size, second-moment decay ``beta2t``, statistics and update
@@ -76,7 +76,13 @@ def adam_step_size(learning_rate: Any, beta_1: float, beta_2: float, step: Any, 
 
 
 def decoupled_weight_decay(
-    param: Any, learning_rate: Any, rate: Any, *, per_element: bool = False, o: Any = ops, coefficient: Any = None
+    param: Any,
+    learning_rate: Any = None,
+    rate: Any = None,
+    *,
+    per_element: bool = False,
+    o: Any = ops,
+    coefficient: Any = None,
 ) -> Any:
     r"""The decoupled weight decay :math:`\theta - \eta\lambda\theta`, in one of transformers' two operation orders.
 
@@ -88,8 +94,10 @@ def decoupled_weight_decay(
         cast to ``param``'s dtype once, and the result is :math:`\theta + (-\eta\lambda)\,\theta`. True (tf.keras,
         AdamWeightDecay): ``learning_rate`` and ``rate`` are tensors of ``param``'s dtype and every product is
         rounded to it, :math:`\theta - (\eta\theta)\lambda`.
-      o: the namespace of the elementwise ops: ``keras.ops``, or ``ForeachOps`` for lists of tensors.
-      coefficient: where the caller has it already, the cast :math:`-\eta\lambda` (``per_element=False``).
+      o: the namespace of the elementwise ops: ``keras.ops``, ``ForeachOps`` for lists of tensors or ``torch_ops()``
+        for one tensor (``hf_optim_tf._multi_tensor``).
+      coefficient: where the caller has it already, the cast :math:`-\eta\lambda` (``per_element=False``; then
+        ``learning_rate`` and ``rate`` are not used).
     """
     if per_element:
         return o.subtract(param, o.multiply(o.multiply(learning_rate, param), rate))
@@ -270,5 +278,5 @@ def adafactor_parameter(
         update = o.multiply(update, alpha)
         exp_avg = update = o.add(o.multiply(exp_avg, beta_1), o.multiply(1.0 - beta_1, update))
     if decay is not None:
-        param = decoupled_weight_decay(param, None, None, o=o, coefficient=decay)
+        param = decoupled_weight_decay(param, o=o, coefficient=decay)
     return o.subtract(param, update), exp_avg

@@ -27,7 +27,7 @@ variables must not be written in place).
 Adafactor's statistics are reductions per variable (row and column means, the RMS of the parameter and of the
 update), so it still updates one variable after the other, but with :func:`torch_ops`: the formula's ``keras.ops``
 functions as the plain torch calls they make, without Keras' conversions and dtype checks around each, and the
-scalars of a step made once for all variables. Measured 2026-12-06, interleaved in one process, 2 threads, against
+scalars of a step made once per distinct step count. Measured 2026-12-06, interleaved in one process, 2 threads, against
 ``update_step`` one variable at a time: 10M parameters in ~200 variables 206 -> 74 ms a step (Keras' own Adafactor
 223 ms); 200 variables of 32 elements 143 -> 20.5 ms (Keras' 129 ms); of 32x32 213 -> 42 ms (Keras' 196 ms). Bit
 for bit ``update_step``'s result as well (``tests/test_multi_tensor.py``). What is left is a dozen passes over each
@@ -70,14 +70,18 @@ def update_at_once(
         return grads, variables
     import torch
     from keras.src.backend.common.stateless_scope import in_stateless_scope
+    from keras.src.backend.torch.core import get_device
 
-    if in_stateless_scope() or torch.compiler.is_compiling():
-        return grads, variables
+    if in_stateless_scope() or torch.compiler.is_compiling() or keras.config.floatx() != "float32":
+        return grads, variables  # (another floatx: keras.ops makes Python floats tensors of it, torch does not)
+    device = torch.device(get_device()).type  # where keras.ops puts its constants
     at_once = [
         isinstance(g, torch.Tensor)
         and g.dtype == torch.float32
         and v.dtype == torch.float32
         and g.shape == v.shape
+        and g.device == v.device
+        and v.device.type == device
         and g.is_contiguous()
         and v.is_contiguous()
         for g, v in zip(grads, tensors(variables))
@@ -132,11 +136,12 @@ def in_batches(update: Callable[..., None], lists: Sequence[list[Any]], per_tens
 
 
 def tensors(variables: Sequence[Any]) -> list[Any]:
-    """The torch tensors holding these Keras variables (written in place by :func:`assign_all`): each one's storage,
+    """The torch tensors holding these Keras variables (None for None; written in place by :func:`assign_all`): each
+    one's storage,
     ``_value``. ``Variable.value`` returns the same tensor here, after checks for a ``StatelessScope``, a symbolic
     call and an autocast scope that cannot apply to an optimizer step (where an autocast scope did apply, it would
     return a cast copy, and a write into it would be lost); they cost about 2 µs per variable and step."""
-    return [_storage(variable) for variable in variables]
+    return [None if variable is None else _storage(variable) for variable in variables]
 
 
 def _storage(variable: Any) -> Any:
@@ -217,8 +222,9 @@ class ForeachOps:
 def torch_ops() -> Any:
     """The ``keras.ops`` functions (and ``hf_optim_tf._sums``' sums) that Adafactor's formulas use, as the torch calls
     Keras' torch backend makes for them on float32 tensors, without its conversions: each returns what the
-    ``keras.ops`` call returns there, bit for bit. A scalar is a Python number or a 0-d tensor, as in ``keras.ops``
-    (a Python float enters a float32 op rounded to float32 either way)."""
+    ``keras.ops`` call returns there, bit for bit, where ``floatx`` is float32 and the tensors are on the device
+    Keras puts its constants on (what :func:`update_at_once` requires). A scalar is a Python number or a 0-d tensor,
+    as in ``keras.ops`` (a Python float enters a float32 op rounded to float32 either way)."""
     import torch
 
     return types.SimpleNamespace(
