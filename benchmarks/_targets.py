@@ -230,10 +230,12 @@ ROUND_TWO_NOTES = (
     "2026-12-05 this bench donated the buffers of `stateless_apply` with its outputs in another order than its "
     "inputs, which made XLA copy every array twice (44 and 35 ms); Keras' trainer keeps the order, and so does the "
     "bench now.",
-    "- *Keras on torch, `hf_optim_tf.AdamW eager` within 10x its floor* (where missed): it runs close to the bound "
-    "here, and the machine decides: 6.2x (33 ms a step) in the run of 2026-12-05 22:46 and 10.1x (56 ms) in that of "
-    "2026-12-06 01:17, the spread of its steps 25 to 69%. Its multi-tensor path takes each 10M-element state through "
-    "about 16 torch ops a step, each at memory speed (next item).",
+    "- *Keras on torch, `hf_optim_tf.AdamW eager` (and `AdamWeightDecay eager`) within 10x its floor* (where "
+    "missed): it runs close to the bound here, and the machine decides: 6.2x (33 ms a step) in the run of 2026-12-05 "
+    "22:46 and 10.1x (56 ms) in that of 2026-12-06 01:17, the spread of its steps 25 to 69%; and so does the measured "
+    "bandwidth, which sets the floor (at 43.9 GB/s 49.8 ms was 7.8x, at 58.5 GB/s 51.1 ms was 10.7x). Its "
+    "multi-tensor path takes each 10M-element state through about 16 torch ops a step, each at memory speed (next "
+    "item; measured with torch's profiler, 2026-12-06: about 35 ms of a 45 ms step is in those ops).",
     "- *Keras on torch, `hf_optim_tf.Adafactor eager` within 10x its floor*: until 2026-12-06 it went through "
     "`update_step` one variable at a time, Keras' conversion and checks around each of some 40 `keras.ops` calls "
     "(206 ms a step at 10M in ~200 tensors, 143 ms on 200 tensors of 32; Keras' own Adafactor 223 and 129 ms). Now "
