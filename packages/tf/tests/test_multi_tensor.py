@@ -99,8 +99,8 @@ def _check(case: str) -> None:
     """``case`` both ways, with the multi-tensor path's piece and batch sizes and with small ones (every tensor
     here in several pieces, in several batches)."""
     default = _multi_tensor.PIECE, _multi_tensor.BATCH
-    sizes = (default,) if case.startswith("Adafactor") else (default, (7, 16))  # Adafactor's path has no pieces
-    for piece, batch in sizes:
+    pieces = (default,) if case.startswith("Adafactor") else (default, (7, 16))  # Adafactor's path has no pieces
+    for piece, batch in pieces:
         _multi_tensor.PIECE, _multi_tensor.BATCH = piece, batch
         try:
             sizes, at_once = _run(case, at_once=True)
