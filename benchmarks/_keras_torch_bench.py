@@ -9,8 +9,8 @@ Keras' torch trainer compiles a train step only with ``jit_compile=True``; by de
 optimizer eagerly, so that is the step timed here: ``optimizer.apply_gradients(zip(grads, variables))`` from Python
 on keras.Variables, for the peers of ``_jax_bench`` (hf_optim_tf.AdamW, AdamWeightDecay, Adafactor and
 keras.optimizers.AdamW, Adafactor), each on its own copy of the same parameters and gradients, interleaved one step
-each per round in a random order (``_timing.interleave``), on two layouts: 10M parameters in ~200 tensors and 200
-tensors of 32 elements (the fixed cost per variable). Floors as run.py's, over ``--bandwidth``.
+each per round in a random order (``_timing.interleave``), on three layouts: 10M parameters in ~200 tensors, in one
+tensor (large tensors: Adafactor's pieces) and 200 tensors of 32 elements (the fixed cost per variable). Floors as run.py's, over ``--bandwidth``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from _jax_bench import launch as launch_script
 from _layouts import layout_shapes
 from _timing import freeze_imports, interleave, step_peak_bytes
 
-LAYOUTS = (("10M", "transformer", 10_000_000), ("small", "small_vectors", 0))
+LAYOUTS = (("10M", "transformer", 10_000_000), ("10M", "one_tensor", 10_000_000), ("small", "small_vectors", 0))
 REFERENCE = "keras.optimizers.AdamW eager"
 
 
@@ -71,7 +71,8 @@ def section(result: dict[str, Any], table: Callable[..., list[str]], title: Call
             f"{result['rounds']} timed rounds, every peer interleaved. *eager*: `optimizer.apply_gradients(zip(grads, "
             "variables))` from Python, the step `model.fit` runs on this backend unless `jit_compile=True`. The AdamW "
             "family updates its float32 variables with torch's multi-tensor ops (`hf_optim_tf/_multi_tensor.py`), as "
-            "Keras' own torch AdamW does; Adafactor updates one variable at a time.",
+            "Keras' own torch AdamW does; so does Adafactor with its variables of at most 2^18 elements, and the "
+            "larger ones one at a time, each on cache-sized pieces.",
             "",
             *table(part, REFERENCE, result["bandwidth"], keras=True),
             "",

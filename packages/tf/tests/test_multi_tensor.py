@@ -55,6 +55,7 @@ VARIABLES = [
     ("head/bias", (2,), "bfloat16"),
     ("scale", (), "float64"),
     ("temperature", (), "float32"),
+    ("empty/kernel", (0, 3), "float32"),  # update_step's column means of no rows: NaN
 ]
 AT_ONCE = [name for name, _, dtype in VARIABLES if dtype == "float32"]
 
@@ -96,11 +97,11 @@ def _bits(value: np.ndarray) -> np.ndarray:
 
 
 def _check(case: str) -> None:
-    """``case`` both ways, with the multi-tensor path's piece and batch sizes and with small ones (every tensor
-    here in several pieces, in several batches)."""
+    """``case`` both ways, with the multi-tensor path's piece and batch sizes and with small ones: pieces of 7
+    elements (AdamW: every tensor here in several pieces, in several batches; Adafactor: the matrices in rows) and of
+    2 (Adafactor: the vectors in pieces too)."""
     default = _multi_tensor.PIECE, _multi_tensor.BATCH
-    pieces = (default,) if case.startswith("Adafactor") else (default, (7, 16))  # Adafactor's path has no pieces
-    for piece, batch in pieces:
+    for piece, batch in (default, (7, 16), (2, 4)):
         _multi_tensor.PIECE, _multi_tensor.BATCH = piece, batch
         try:
             sizes, at_once = _run(case, at_once=True)

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 import keras
 from keras import ops
 
+from . import _multi_tensor
 from ._formulas import (
     adafactor_beta2t,
     adafactor_direction,
+    adafactor_factors,
     adafactor_parameter,
     adafactor_rho,
+    adafactor_second_moment,
+    adafactor_squared,
     adafactor_step_size,
+    adafactor_unclipped,
+    clip_divisor,
     decay_coefficient,
     rms,
 )
-from ._multi_tensor import assign_all, increment, tensors, torch_ops
+from ._multi_tensor import ForeachOps, PieceOps, assign_all, in_batches, increment, tensors
 from ._rounding import parameter_rounding_key, store_parameter
 from ._spec_optimizer import SpecOptimizer
 from ._sums import KERAS_OPS
@@ -135,6 +142,7 @@ class Adafactor(SpecOptimizer):
         **kwargs: Any,
     ) -> None:
         super().__init__(locals(), None)
+        self._piece_ops: PieceOps | None = None  # on the torch backend, made by the first ``_update_lists``
 
     def _build_state(self, var_list: list[Any]) -> None:
         """Per variable: ``step``, ``RMS``, ``exp_avg`` (with beta1), and the factored ``exp_avg_sq_row`` /
@@ -230,44 +238,130 @@ class Adafactor(SpecOptimizer):
 
     def _update_lists(self, grads: list[Any], variables: list[Any], learning_rate: Any) -> None:
         """``update_step`` for float32 variables on the torch backend (``hf_optim_tf._multi_tensor``): the same
-        formulas in plain torch calls (``torch_ops()``), the same bits, without Keras' dispatch of each op. The scalars
-        of a step count are made once, the step sizes of all variables in one vector (elementwise, so each is the
-        value ``update_step`` would make), the counters advanced in one multi-tensor op."""
+        formulas in plain torch calls, the same bits, without Keras' dispatch of each op.
+
+        The scalars of a step count are made once, the step sizes of all variables in one vector (elementwise, so
+        each is the value ``update_step`` would make), the counters advanced in one multi-tensor op. Variables of at
+        most ``PIECE`` elements then go through the formula together (:meth:`_update_together`), larger ones one
+        after the other on pieces (:meth:`_update_in_pieces`)."""
+        import torch  # (this is the torch backend: torch.stack, not keras.ops.stack and its checks of each tensor)
+
         indices = [self._get_variable_index(variable) for variable in variables]
         params = tensors(variables)
         counts = increment(tensors([self._step[index] for index in indices]))
         scalars = {c: self._step_scalars(ops.cast(c, "float64"), learning_rate, "float32") for c in set(counts)}
-        o = torch_ops()
-        param_rms = [rms(param, o) for param in params]
+        small = [k for k, param in enumerate(params) if param.numel() <= _multi_tensor.PIECE]
+        large = [k for k, param in enumerate(params) if param.numel() > _multi_tensor.PIECE]
+        o = self._piece_ops = self._piece_ops or PieceOps()
+        if large:
+            o.reserve(max(params[k].numel() for k in large), params[large[0]])
+        param_rms: list[Any] = [None] * len(params)
+        for k, value in zip(small, rms([params[k] for k in small], ForeachOps) if small else ()):
+            param_rms[k] = value
+        for k in large:
+            param_rms[k] = rms(params[k], o)
         assign_all(tensors([self._rms[index] for index in indices]), param_rms)
-        rho = ops.stack([scalars[count][0] for count in counts])
+        rho = torch.stack([scalars[count][0] for count in counts])
         alphas = adafactor_step_size(
-            rho, ops.stack(param_rms), scale_parameter=self.scale_parameter, epsilon_2=self.epsilon_2
+            rho, torch.stack(param_rms), scale_parameter=self.scale_parameter, epsilon_2=self.epsilon_2
         )
-        decays = [None] * len(indices)
+        decays = None
         if self.decoupled_weight_decay != 0.0:
-            decays = list(decay_coefficient(alphas, self.decoupled_weight_decay, "float32"))
-        alphas = list(ops.cast(alphas, "float32"))
+            decays = decay_coefficient(alphas, self.decoupled_weight_decay, "float32")
+        alphas = ops.cast(alphas, "float32")
+        states = [
+            tensors([state[index] for index in indices]) for state in (self._exp_avg, self._row, self._col, self._full)
+        ]
         epsilon_1 = ops.convert_to_tensor(self.epsilon_1, dtype="float32")
-        for k, (index, param, grad) in enumerate(zip(indices, params, grads)):
-            _, keep, mix = scalars[counts[k]]
-            states = tensors([self._row[index], self._col[index], self._full[index], self._exp_avg[index]])
-            update, *statistics = adafactor_direction(
-                o, grad, *states[:3], keep=keep, mix=mix, epsilon_1=epsilon_1, clip_threshold=self.clip_threshold
-            )
-            new_param, exp_avg = adafactor_parameter(
+        lists = [params, grads, *states]
+        # per variable, as 0-d float32 tensors (no value read back to the host): keep, mix, alpha, decay
+        per_variable = [
+            *zip(*(scalars[count][1:] for count in counts)),
+            list(alphas),
+            [None] * len(counts) if decays is None else list(decays),
+        ]
+        for k in large:
+            self._update_in_pieces(*(values[k] for values in lists), *(values[k] for values in per_variable), epsilon_1)
+        for factored in (True, False):  # the formula's branch is taken per call
+            together = [k for k in small if (states[3][k] is None) == factored]
+            if together:  # (every tensor here is whole in its batch: the lists need not share the params' shapes)
+                in_batches(
+                    functools.partial(self._update_together, epsilon_1=epsilon_1),
+                    [[values[k] for k in together] for values in lists],
+                    [tuple(values[k] for k in together) for values in per_variable],
+                )
+
+    def _update_together(
+        self, param: list[Any], grad: list[Any], exp_avg: list[Any], row: list[Any], col: list[Any], full: list[Any],
+        keep: tuple[Any, ...], mix: tuple[Any, ...], alpha: tuple[Any, ...], decay: tuple[Any, ...], *, epsilon_1: Any,
+    ) -> None:  # fmt: skip
+        """``update_step``'s formula on a batch of variables of one kind (factored or not) with ``ForeachOps``: one
+        multi-tensor op for each elementwise op, one torch call per tensor for each sum. The per-variable scalars are
+        0-d tensors (lists of them: multi-tensor products tensor by tensor); a state the batch's variables do not
+        have is a list of None, and so is ``decay`` without weight decay."""
+        old = [param, *(None if state[0] is None else state for state in (row, col, full, exp_avg))]
+        update, *statistics = adafactor_direction(
+            ForeachOps,
+            grad,
+            *old[1:4],
+            keep=list(keep),
+            mix=list(mix),
+            epsilon_1=epsilon_1,
+            clip_threshold=self.clip_threshold,
+        )
+        new_param, exp_avg = adafactor_parameter(
+            ForeachOps,
+            param,
+            update,
+            old[4],
+            alpha=list(alpha),
+            beta_1=self.beta_1,
+            first_moment=self.first_moment,
+            decay=None if decay[0] is None else list(decay),
+        )
+        new = (new_param, *statistics, exp_avg)
+        assign_all([t for ts in old if ts is not None for t in ts], [t for ts in new if ts is not None for t in ts])
+
+    def _update_in_pieces(
+        self, param: Any, grad: Any, exp_avg: Any, row: Any, col: Any, full: Any,
+        keep: Any, mix: Any, alpha: Any, decay: Any, epsilon_1: Any,
+    ) -> None:  # fmt: skip
+        """``update_step``'s formula on one variable, each elementwise stage on cache-sized pieces
+        (:meth:`PieceOps.run`) between the sums, which read whole tensors kept in two scratch buffers: ``g**2 +
+        eps1`` (factored; its row and column means), the update before clipping (its RMS), then the clipped update,
+        the first moment and the parameter, written into the variables piece by piece."""
+        o = self._piece_ops
+        if full is None:
+            (squared,) = o.run(lambda g: (adafactor_squared(o, g, epsilon_1),), [grad], [0])
+            new_row, new_col, _ = adafactor_second_moment(o, squared, row, col, None, keep=keep, mix=mix)
+            factors = adafactor_factors(o, new_row, new_col)
+            (update,) = o.run(lambda g, r, c: (adafactor_unclipped(o, g, (r, c), None),), [grad, *factors], [1])
+            row.copy_(new_row)
+            col.copy_(new_col)
+        else:
+
+            def statistics(g: Any, v: Any) -> tuple[Any, Any]:
+                squared = adafactor_squared(o, g, epsilon_1)
+                _, _, v = adafactor_second_moment(o, squared, None, None, v, keep=keep, mix=mix)
+                return v, adafactor_unclipped(o, g, None, v)
+
+            _, update = o.run(statistics, [grad, full], [full, 1])
+        divisor = clip_divisor(rms(update, o), self.clip_threshold, o)
+
+        def apply(p: Any, u: Any, m: Any) -> tuple[Any, ...]:
+            new_param, new_exp_avg = adafactor_parameter(
                 o,
-                param,
-                update,
-                states[3],
-                alpha=alphas[k],
+                p,
+                o.divide(u, divisor),
+                m,
+                alpha=alpha,
                 beta_1=self.beta_1,
                 first_moment=self.first_moment,
-                decay=decays[k],
+                decay=decay,
             )
-            for target, value in zip((param, *states), (new_param, *statistics, exp_avg)):
-                if target is not None:
-                    target.copy_(value)  # a few tensors: cheaper than one multi-tensor copy
+            return (new_param,) if m is None else (new_param, new_exp_avg)
+
+        o.run(apply, [param, update, exp_avg], [param] if exp_avg is None else [param, exp_avg])
 
     def variable_state(self, variable: Any) -> dict[str, Any]:
         """The state of one model variable under the spec's names (NumPy values), like torch's

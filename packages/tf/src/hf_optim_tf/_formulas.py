@@ -5,7 +5,8 @@ weight decay (all three optimizers), and Adafactor's step size, second-moment de
 clipping. The tensor updates take their ops as an argument ``o``: ``keras.ops`` in ``update_step``, one variable at a
 time (for Adafactor, ``_sums.KERAS_OPS``: ``keras.ops`` with its sums), or, on Keras' torch backend, the same
 functions as torch calls (``_multi_tensor``): ``ForeachOps`` on lists of tensors (the AdamW family, every variable
-of a step at once) and ``torch_ops()`` on one tensor (Adafactor, whose statistics are reductions per variable).
+of a step at once; Adafactor, its variables of at most ``PIECE`` elements) and ``PieceOps`` (``torch_ops()``) on one
+tensor (Adafactor's larger variables, its elementwise stages on pieces of the tensor).
 Adafactor's relative step :math:`\\rho_t` is the spec's own ``adafactor_relative_step`` expression, lowered to
 ``keras.ops`` (the parameter scale and the manual lr around it are tensors of each step, which the formula language
 cannot leave unbound, so they are applied here).
@@ -29,13 +30,18 @@ from ._sums import KERAS_OPS
 __all__ = [
     "adafactor_beta2t",
     "adafactor_direction",
+    "adafactor_factors",
     "adafactor_parameter",
     "adafactor_rho",
+    "adafactor_second_moment",
+    "adafactor_squared",
     "adafactor_step_size",
+    "adafactor_unclipped",
     "adam_step_size",
     "adam_weight_decay_update",
     "adamw_update",
     "clip_by_rms",
+    "clip_divisor",
     "decay_coefficient",
     "decoupled_weight_decay",
     "one_minus_power",
@@ -94,7 +100,7 @@ def decoupled_weight_decay(
         cast to ``param``'s dtype once, and the result is :math:`\theta + (-\eta\lambda)\,\theta`. True (tf.keras,
         AdamWeightDecay): ``learning_rate`` and ``rate`` are tensors of ``param``'s dtype and every product is
         rounded to it, :math:`\theta - (\eta\theta)\lambda`.
-      o: the namespace of the elementwise ops: ``keras.ops``, ``ForeachOps`` for lists of tensors or ``torch_ops()``
+      o: the namespace of the elementwise ops: ``keras.ops``, ``ForeachOps`` for lists of tensors or ``PieceOps``
         for one tensor (``hf_optim_tf._multi_tensor``).
       coefficient: where the caller has it already, the cast :math:`-\eta\lambda` (``per_element=False``; then
         ``learning_rate`` and ``rate`` are not used).
@@ -167,15 +173,27 @@ def adam_weight_decay_update(
 
 
 def rms(x: Any, o: Any = KERAS_OPS) -> Any:
-    r"""Root mean square :math:`\lVert x\rVert_2/\sqrt{\mathrm{numel}(x)}` (a scalar of ``x``'s dtype); ``o`` as in
-    :func:`adafactor_direction`."""
-    size = math.prod(x.shape) if len(x.shape) else 1
-    return o.divide(o.sqrt(o.sum_of_squares(x)), math.sqrt(size))
+    r"""Root mean square :math:`\lVert x\rVert_2/\sqrt{\mathrm{numel}(x)}` (a scalar of ``x``'s dtype; with
+    ``ForeachOps``, a list of tensors and a list of their RMS); ``o`` as in :func:`adafactor_direction`."""
+    return o.divide(o.sqrt(o.sum_of_squares(x)), _root_size(x))
+
+
+def _root_size(x: Any) -> Any:
+    """The square root of the element count of ``x``; of each tensor's for a list of tensors, as a tuple
+    (``ForeachOps``' per-tensor scalars)."""
+    if isinstance(x, list):
+        return tuple(math.sqrt(math.prod(t.shape)) for t in x)
+    return math.sqrt(math.prod(x.shape))
+
+
+def clip_divisor(update_rms: Any, threshold: float, o: Any = KERAS_OPS) -> Any:
+    r"""The divisor of Adafactor's update clipping, :math:`\max(1, \mathrm{RMS}(U)/d)`."""
+    return o.maximum(o.divide(update_rms, threshold), 1.0)
 
 
 def clip_by_rms(update: Any, threshold: float, o: Any = KERAS_OPS) -> Any:
     r"""Adafactor's update clipping: :math:`U / \max(1, \mathrm{RMS}(U)/d)`."""
-    return o.divide(update, o.maximum(o.divide(rms(update, o), threshold), 1.0))
+    return o.divide(update, clip_divisor(rms(update, o), threshold, o))
 
 
 def adafactor_beta2t(step: Any, decay_rate: float) -> Any:
@@ -227,27 +245,61 @@ def adafactor_direction(
     :math:`u = g^2 + \epsilon_1`; factored (``full`` None): :math:`R \leftarrow \hat\beta_{2t} R +
     (1-\hat\beta_{2t})\,\mathrm{mean}_{-1}(u)`, :math:`C` likewise over the second-to-last axis and
     :math:`U = g / \sqrt{(R/\mathrm{mean}_{-1} R)\,C}`; else :math:`V \leftarrow \hat\beta_{2t} V +
-    (1-\hat\beta_{2t}) u`, :math:`U = g/\sqrt V`; then :math:`U / \max(1, \mathrm{RMS}(U)/d)`.
+    (1-\hat\beta_{2t}) u`, :math:`U = g/\sqrt V`; then :math:`U / \max(1, \mathrm{RMS}(U)/d)`. The stages
+    (:func:`adafactor_squared`, :func:`adafactor_second_moment`, :func:`adafactor_factors`,
+    :func:`adafactor_unclipped`, :func:`clip_by_rms`) are public so that Keras' torch backend can run the
+    elementwise ones on pieces of a tensor (``Adafactor._update_lists``).
 
     Args:
-      o: the ops: ``KERAS_OPS`` (``keras.ops`` and the sums of ``hf_optim_tf._sums``) in ``update_step``, or
-        ``_multi_tensor.torch_ops()``, the same functions as plain torch calls (Keras' torch backend).
+      o: the ops: ``KERAS_OPS`` (``keras.ops`` and the sums of ``hf_optim_tf._sums``) in ``update_step``, or on
+        Keras' torch backend the same functions as plain torch calls: ``_multi_tensor.ForeachOps`` (lists of
+        tensors, one per variable) or ``_multi_tensor.PieceOps`` (one tensor).
       keep, mix: :math:`\hat\beta_{2t}` and :math:`1-\hat\beta_{2t}`, in the compute dtype.
       epsilon_1: :math:`\epsilon_1` as a tensor of the compute dtype.
 
     Returns (the clipped update, ``row``, ``col``, ``full``): the new statistics (None where the variable has none).
     """
-    squared = o.add(o.square(grad), epsilon_1)
+    squared = adafactor_squared(o, grad, epsilon_1)
+    row, col, full = adafactor_second_moment(o, squared, row, col, full, keep=keep, mix=mix)
+    update = adafactor_unclipped(o, grad, adafactor_factors(o, row, col), full)
+    return clip_by_rms(update, clip_threshold, o), row, col, full
+
+
+def adafactor_squared(o: Any, grad: Any, epsilon_1: Any) -> Any:
+    r""":math:`u = g^2 + \epsilon_1` (elementwise)."""
+    return o.add(o.square(grad), epsilon_1)
+
+
+def adafactor_second_moment(
+    o: Any, squared: Any, row: Any, col: Any, full: Any, *, keep: Any, mix: Any
+) -> tuple[Any, Any, Any]:
+    r"""The new (``row``, ``col``, ``full``) from ``squared`` (:math:`u`): factored (``full`` None), the row and
+    column means of :math:`u` (reductions) averaged into :math:`R` and :math:`C`; else :math:`u` averaged into
+    :math:`V` (elementwise)."""
     if full is None:
         row = o.add(o.multiply(row, keep), o.multiply(o.mean_over(squared, -1), mix))
         col = o.add(o.multiply(col, keep), o.multiply(o.mean_over(squared, -2), mix))
-        row_factor = o.expand_dims(o.rsqrt(o.divide(row, o.mean(row, axis=-1, keepdims=True))), -1)
-        col_factor = o.expand_dims(o.rsqrt(col), -2)
-        update = o.multiply(o.multiply(row_factor, col_factor), grad)
     else:
         full = o.add(o.multiply(full, keep), o.multiply(squared, mix))
-        update = o.multiply(o.rsqrt(full), grad)
-    return clip_by_rms(update, clip_threshold, o), row, col, full
+    return row, col, full
+
+
+def adafactor_factors(o: Any, row: Any, col: Any) -> tuple[Any, Any] | None:
+    r"""The factors :math:`1/\sqrt{R/\mathrm{mean}_{-1} R}` (a trailing axis of 1) and :math:`1/\sqrt C` (an axis
+    of 1 before the last) of a factored update, or None for an unfactored variable (``row`` None)."""
+    if row is None:
+        return None
+    row_factor = o.expand_dims(o.rsqrt(o.divide(row, o.mean(row, axis=-1, keepdims=True))), -1)
+    return row_factor, o.expand_dims(o.rsqrt(col), -2)
+
+
+def adafactor_unclipped(o: Any, grad: Any, factors: tuple[Any, Any] | None, full: Any) -> Any:
+    r"""The update before clipping (elementwise): :math:`g` times the outer product of ``factors``
+    (:func:`adafactor_factors`), or :math:`g/\sqrt V` without them."""
+    if factors is None:
+        return o.multiply(o.rsqrt(full), grad)
+    row_factor, col_factor = factors
+    return o.multiply(o.multiply(row_factor, col_factor), grad)
 
 
 def adafactor_parameter(

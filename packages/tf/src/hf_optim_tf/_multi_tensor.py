@@ -24,14 +24,28 @@ call. Left per variable altogether: other backends (TensorFlow traces the step, 
 step inside ``torch.compile`` (which compiles the per-variable ops itself) and inside a ``StatelessScope`` (whose
 variables must not be written in place).
 
-Adafactor's statistics are reductions per variable (row and column means, the RMS of the parameter and of the
-update), so it still updates one variable after the other, but with :func:`torch_ops`: the formula's ``keras.ops``
-functions as the plain torch calls they make, without Keras' conversions and dtype checks around each, and the
-scalars of a step made once per distinct step count. Measured 2026-12-06, interleaved in one process, 2 threads, against
-``update_step`` one variable at a time: 10M parameters in ~200 variables 206 -> 74 ms a step (Keras' own Adafactor
-223 ms); 200 variables of 32 elements 143 -> 20.5 ms (Keras' 129 ms); of 32x32 213 -> 42 ms (Keras' 196 ms). Bit
-for bit ``update_step``'s result as well (``tests/test_multi_tensor.py``). What is left is a dozen passes over each
-tensor (one per op, each op rounding as ``update_step`` rounds) and some twenty torch calls per variable.
+Adafactor runs its formula stages (``hf_optim_tf._formulas``) as the plain torch calls ``keras.ops`` makes on this
+backend, without Keras' conversions and dtype checks around each, with the scalars of a step made once per distinct
+step count. Its statistics are reductions per variable (row and column means, the RMS of the parameter and of the
+update), which it takes one torch call per tensor. Variables of at most ``PIECE`` elements go through the formula
+together, in batches (:func:`in_batches`): ``ForeachOps`` runs each elementwise op as one multi-tensor op and each
+sum per tensor. A larger variable goes alone, with :class:`PieceOps`: each elementwise stage on pieces along its
+first axis (:meth:`PieceOps.run`), into the variables or into two scratch buffers kept between steps, whose whole
+tensors the sums then read. The per-variable scalars stay 0-d tensors on the device. The sums see the values and shapes ``update_step``'s see, and an
+elementwise op gives the same bits on a piece as on a whole tensor, so the result is ``update_step``'s bit for bit
+(``tests/test_multi_tensor.py``, also with pieces of 7 and of 2 elements). Measured 2026-12-06, interleaved in one
+process, 2 threads:
+
+- against ``update_step`` one variable at a time (Keras' conversions around each op): 10M parameters in ~200
+  variables 206 -> 74 ms a step (Keras' own Adafactor 223 ms); 200 variables of 32 elements 143 -> 20.5 ms (Keras'
+  129 ms); of 32x32 213 -> 42 ms (Keras' 196 ms);
+- then the pieces and the batches, against the plain torch calls on whole tensors one variable after the other:
+  10M parameters in one variable 218 -> 53 ms; 10M in ~200 variables 63 -> 45 ms; 200 variables of 32 elements
+  19 -> 12.8 ms, of 32x32 28.5 -> 18.8 ms.
+
+What is left: about fourteen passes over each tensor (one per op, each op rounding as ``update_step`` rounds; in the
+cache where it is cut into pieces or batched), and torch's CPU multi-tensor ops call the op once per tensor (about
+2 us each).
 """
 
 from __future__ import annotations
@@ -47,6 +61,7 @@ __all__ = [
     "BATCH",
     "PIECE",
     "ForeachOps",
+    "PieceOps",
     "assign_all",
     "in_batches",
     "increment",
@@ -126,6 +141,8 @@ def in_batches(update: Callable[..., None], lists: Sequence[list[Any]], per_tens
 
     for k, tensor in enumerate(lists[0]):
         n = tensor.numel()
+        if n == 0:  # whole, as update_step takes it (an empty factored matrix's means are NaN)
+            batch.append((k, 0, -1))
         for start in range(0, n, PIECE):
             stop = min(start + PIECE, n)
             if size + stop - start > BATCH:
@@ -167,7 +184,8 @@ def assign_all(targets: list[Any], values: list[Any]) -> None:
 
 
 class ForeachOps:
-    """The ``keras.ops`` functions the AdamW family's formulas use, on lists of torch tensors, one per variable.
+    """The ``keras.ops`` functions the formulas use (the AdamW family's; Adafactor's for its variables of at most
+    ``PIECE`` elements), on lists of torch tensors, one per variable.
 
     An argument is a list of tensors, a Python number or a 0-d tensor (one scalar for every tensor), or a tuple of
     Python numbers (one per tensor); a result is a list of new tensors. Addition and multiplication take the scalar
@@ -197,13 +215,20 @@ class ForeachOps:
     def divide(x: list[Any], y: Any) -> list[Any]:
         import torch
 
-        return list(torch._foreach_div(x, _operand(y)))
+        if isinstance(y, list):
+            return list(torch._foreach_div(x, y))
+        # by a number (one, or one per tensor): torch.divide per tensor, as keras.ops.divide calls it with a Python
+        # number (on CUDA it multiplies by the reciprocal, where torch._foreach_div divides)
+        numbers = _operand(y) if isinstance(y, tuple) else [_operand(y)] * len(x)
+        return [torch.divide(t, number) for t, number in zip(x, numbers)]
 
     @staticmethod
-    def maximum(x: list[Any], y: list[Any]) -> list[Any]:
+    def maximum(x: list[Any], y: Any) -> list[Any]:
         import torch
 
-        return list(torch._foreach_maximum(x, y))
+        if isinstance(y, list):
+            return list(torch._foreach_maximum(x, y))
+        return [torch.clamp_min(t, y) for t in x]  # by a number: as torch_ops
 
     @staticmethod
     def sqrt(x: list[Any]) -> list[Any]:
@@ -216,6 +241,39 @@ class ForeachOps:
         import torch
 
         return list(torch._foreach_mul(x, x))  # torch.square is one rounded product too
+
+    # Adafactor's reciprocal square root, reductions and reshapes: one torch call per tensor, as torch_ops makes
+    # them (torch.rsqrt's CUDA kernel is its own; torch._foreach_rsqrt is not in every torch this package takes)
+
+    @staticmethod
+    def rsqrt(x: list[Any]) -> list[Any]:
+        import torch
+
+        return [torch.rsqrt(t) for t in x]
+
+    @staticmethod
+    def sum_of_squares(x: list[Any]) -> list[Any]:
+        import torch
+
+        return [torch.sum(square) for square in torch._foreach_mul(x, x)]
+
+    @staticmethod
+    def mean_over(x: list[Any], axis: int) -> list[Any]:
+        import torch
+
+        return [torch.mean(t, axis) for t in x]
+
+    @staticmethod
+    def mean(x: list[Any], axis: int, keepdims: bool = False) -> list[Any]:
+        import torch
+
+        return [torch.mean(t, axis, keepdims) for t in x]
+
+    @staticmethod
+    def expand_dims(x: list[Any], axis: int) -> list[Any]:
+        import torch
+
+        return [torch.unsqueeze(t, axis) for t in x]
 
 
 @functools.cache
@@ -241,6 +299,64 @@ def torch_ops() -> Any:
         expand_dims=torch.unsqueeze,
         sum_of_squares=lambda x: torch.sum(torch.mul(x, x)),
     )
+
+
+class PieceOps:
+    """:func:`torch_ops` for Adafactor's variables of more than ``PIECE`` elements, one at a time, with two scratch
+    buffers.
+
+    :meth:`run` runs an elementwise stage of the formula on pieces of such a tensor, writing into the variables or
+    into a scratch buffer, whose whole tensor a sum then reads; its sums of squares square the tensor piece by piece
+    into buffer 0 and sum the whole buffer, as ``torch.sum`` sums a new tensor of the same values and shape (the same
+    bits). The buffers are kept between steps (a new tensor of a few MiB would be fresh pages from the system at
+    every step): each as large as the largest variable taken so far, on its device."""
+
+    def __init__(self) -> None:
+        for name, function in vars(torch_ops()).items():
+            if name != "sum_of_squares":
+                setattr(self, name, function)
+        self._buffers: list[Any] = [None, None]
+
+    def reserve(self, numel: int, like: Any) -> None:
+        """Make both buffers hold at least ``numel`` elements of ``like``'s dtype on its device."""
+        import torch
+
+        for k, kept in enumerate(self._buffers):
+            if kept is None or kept.numel() < numel or kept.device != like.device or kept.dtype != like.dtype:
+                self._buffers[k] = None  # freed before the new one is made
+                self._buffers[k] = torch.empty(numel, dtype=like.dtype, device=like.device)
+
+    def buffer(self, k: int, like: Any) -> Any:
+        """Scratch buffer ``k`` (0 or 1) as a tensor of ``like``'s shape (its contents undefined)."""
+        self.reserve(like.numel(), like)
+        return self._buffers[k][: like.numel()].view(like.shape)
+
+    def run(self, update: Callable[..., Sequence[Any]], inputs: Sequence[Any], outputs: Sequence[Any]) -> list[Any]:
+        """``update(*inputs)`` for an elementwise ``update`` whose results have the shape of ``inputs[0]`` (a tensor
+        of more than ``PIECE`` elements), each written into its entry of ``outputs`` (a tensor of that shape; an
+        ``int`` k: scratch buffer k); returns the outputs.
+
+        The tensors are cut along their first axis into pieces of about ``PIECE`` elements (of one slice where a
+        slice is larger), so that the temporaries of ``update`` stay in the cache. An input with that first axis
+        (same rank and length) is cut with them; any other (an axis of 1 that broadcasts, fewer axes, a number, None)
+        enters every piece whole. Each piece's results are made before any is written, so an output may be an input
+        too."""
+        shape = inputs[0].shape
+        rows = shape[0]
+        step = max(1, PIECE // (inputs[0].numel() // rows))  # rows of a piece
+        outputs = [self.buffer(out, inputs[0]) if isinstance(out, int) else out for out in outputs]
+        cut = [getattr(x, "shape", ())[:1] == shape[:1] and len(x.shape) == len(shape) for x in inputs]
+        for start in range(0, rows, step):
+            piece = slice(start, min(start + step, rows))
+            results = update(*(x[piece] if c else x for x, c in zip(inputs, cut)))
+            for out, value in zip(outputs, results):
+                out[piece].copy_(value)
+        return outputs
+
+    def sum_of_squares(self, x: Any) -> Any:
+        import torch
+
+        return torch.sum(self.run(lambda piece: (self.square(piece),), [x], [0])[0])
 
 
 def _factor(tensors: list[Any], value: Any) -> Any:
