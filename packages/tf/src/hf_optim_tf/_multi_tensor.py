@@ -31,10 +31,10 @@ update), which it takes one torch call per tensor. Variables of at most ``PIECE`
 together, in batches (:func:`in_batches`): ``ForeachOps`` runs each elementwise op as one multi-tensor op and each
 sum per tensor. A larger variable goes alone, with :class:`PieceOps`: each elementwise stage on pieces along its
 first axis (:meth:`PieceOps.run`), into the variables or into two scratch buffers kept between steps, whose whole
-tensors the sums then read. The per-variable scalars stay 0-d tensors on the device. The sums see the values and shapes ``update_step``'s see, and an
-elementwise op gives the same bits on a piece as on a whole tensor, so the result is ``update_step``'s bit for bit
-(``tests/test_multi_tensor.py``, also with pieces of 7 and of 2 elements). Measured 2026-12-06, interleaved in one
-process, 2 threads:
+tensors the sums then read. The per-variable scalars stay 0-d tensors on the device. The sums see the values and
+shapes ``update_step``'s see, and an elementwise op gives the same bits on a piece as on a whole tensor, so the
+result is ``update_step``'s bit for bit (``tests/test_multi_tensor.py``, also with pieces of 7 and of 2 elements).
+Measured 2026-12-06, interleaved in one process, 2 threads:
 
 - against ``update_step`` one variable at a time (Keras' conversions around each op): 10M parameters in ~200
   variables 206 -> 74 ms a step (Keras' own Adafactor 223 ms); 200 variables of 32 elements 143 -> 20.5 ms (Keras'
@@ -154,8 +154,7 @@ def in_batches(update: Callable[..., None], lists: Sequence[list[Any]], per_tens
 
 def tensors(variables: Sequence[Any]) -> list[Any]:
     """The torch tensors holding these Keras variables (None for None; written in place by :func:`assign_all`): each
-    one's storage,
-    ``_value``. ``Variable.value`` returns the same tensor here, after checks for a ``StatelessScope``, a symbolic
+    one's storage, ``_value``. ``Variable.value`` returns the same tensor here, after checks for a ``StatelessScope``, a symbolic
     call and an autocast scope that cannot apply to an optimizer step (where an autocast scope did apply, it would
     return a cast copy, and a write into it would be lost); they cost about 2 µs per variable and step."""
     return [None if variable is None else _storage(variable) for variable in variables]
@@ -187,9 +186,11 @@ class ForeachOps:
     """The ``keras.ops`` functions the formulas use (the AdamW family's; Adafactor's for its variables of at most
     ``PIECE`` elements), on lists of torch tensors, one per variable.
 
-    An argument is a list of tensors, a Python number or a 0-d tensor (one scalar for every tensor), or a tuple of
-    Python numbers (one per tensor); a result is a list of new tensors. Addition and multiplication take the scalar
-    on either side; subtraction and division take it on the right only (the formulas need no other)."""
+    An argument is a list of tensors (also of 0-d tensors, one scalar per tensor), a Python number or a 0-d tensor
+    (one scalar for every tensor), or a tuple of Python numbers (one per tensor); a result is a list of new tensors.
+    Addition and multiplication take the scalar on either side; subtraction and division take it on the right only
+    (the formulas need no other). Division by a number, and Adafactor's reciprocal square roots, reductions and
+    reshapes, are one torch call per tensor (below)."""
 
     @staticmethod
     def add(x: Any, y: Any) -> list[Any]:
