@@ -24,7 +24,7 @@ from ._formulas import (
     decay_coefficient,
     rms,
 )
-from ._multi_tensor import ForeachOps, PieceOps, assign_all, in_batches, increment, tensors
+from ._multi_tensor import FlatOps, ForeachOps, PieceOps, assign_all, in_batches, increment, tensors
 from ._rounding import parameter_rounding_key, store_parameter
 from ._spec_optimizer import SpecOptimizer
 from ._sums import KERAS_OPS
@@ -282,11 +282,11 @@ class Adafactor(SpecOptimizer):
         ]
         for k in large:
             self._update_in_pieces(*(values[k] for values in lists), *(values[k] for values in per_variable), epsilon_1)
-        for factored in (True, False):  # the formula's branch is taken per call
+        for factored, update in ((True, self._update_together), (False, self._update_flat)):
             together = [k for k in small if (states[3][k] is None) == factored]
             if together:  # (every tensor here is whole in its batch: the lists need not share the params' shapes)
                 in_batches(
-                    functools.partial(self._update_together, epsilon_1=epsilon_1),
+                    functools.partial(update, epsilon_1=epsilon_1),
                     [[values[k] for k in together] for values in lists],
                     [tuple(values[k] for k in together) for values in per_variable],
                 )
@@ -321,6 +321,44 @@ class Adafactor(SpecOptimizer):
         )
         new = (new_param, *statistics, exp_avg)
         assign_all([t for ts in old if ts is not None for t in ts], [t for ts in new if ts is not None for t in ts])
+
+    def _update_flat(
+        self, param: list[Any], grad: list[Any], exp_avg: list[Any], row: list[Any], col: list[Any], full: list[Any],
+        keep: tuple[Any, ...], mix: tuple[Any, ...], alpha: tuple[Any, ...], decay: tuple[Any, ...], *, epsilon_1: Any,
+    ) -> None:  # fmt: skip
+        """``update_step``'s formula on a batch of unfactored variables (``row`` and ``col`` lists of None)
+        concatenated (``FlatOps``): one torch call for each elementwise op of the batch, the sums per variable; the
+        results copied back into the variables and the state."""
+        import torch
+
+        o = FlatOps(param)
+        flat = [None if ts[0] is None else o.flat(ts) for ts in (param, grad, full, exp_avg)]
+        update, _, _, new_full = adafactor_direction(
+            o,
+            flat[1],
+            None,
+            None,
+            flat[2],
+            keep=o.scalars(keep),
+            mix=o.scalars(mix),
+            epsilon_1=epsilon_1,
+            clip_threshold=self.clip_threshold,
+        )
+        new_param, new_exp_avg = adafactor_parameter(
+            o,
+            flat[0],
+            update,
+            flat[3],
+            alpha=o.scalars(alpha),
+            beta_1=self.beta_1,
+            first_moment=self.first_moment,
+            decay=None if decay[0] is None else o.scalars(decay),
+        )
+        targets = [param, full] if new_exp_avg is None else [param, full, exp_avg]
+        values = [new_param, new_full] if new_exp_avg is None else [new_param, new_full, new_exp_avg]
+        torch._foreach_copy_(
+            [t for ts in targets for t in ts], [v for ts, value in zip(targets, values) for v in o.pieces(value, ts)]
+        )
 
     def _update_in_pieces(
         self, param: Any, grad: Any, exp_avg: Any, row: Any, col: Any, full: Any,

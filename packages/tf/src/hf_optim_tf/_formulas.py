@@ -174,16 +174,9 @@ def adam_weight_decay_update(
 
 def rms(x: Any, o: Any = KERAS_OPS) -> Any:
     r"""Root mean square :math:`\lVert x\rVert_2/\sqrt{\mathrm{numel}(x)}` (a scalar of ``x``'s dtype; with
-    ``ForeachOps``, a list of tensors and a list of their RMS); ``o`` as in :func:`adafactor_direction`."""
-    return o.divide(o.sqrt(o.sum_of_squares(x)), _root_size(x))
-
-
-def _root_size(x: Any) -> Any:
-    """The square root of the element count of ``x``; of each tensor's for a list of tensors, as a tuple
-    (``ForeachOps``' per-tensor scalars)."""
-    if isinstance(x, list):
-        return tuple(math.sqrt(math.prod(t.shape)) for t in x)
-    return math.sqrt(math.prod(x.shape))
+    ``ForeachOps`` or ``FlatOps``, the RMS of each of the tensors ``x`` stands for, as per-tensor scalars); ``o`` as
+    in :func:`adafactor_direction`."""
+    return o.divide(o.sqrt(o.sum_of_squares(x)), o.root_size(x))
 
 
 def clip_divisor(update_rms: Any, threshold: float, o: Any = KERAS_OPS) -> Any:

@@ -28,13 +28,16 @@ Adafactor runs its formula stages (``hf_optim_tf._formulas``) as the plain torch
 backend, without Keras' conversions and dtype checks around each, with the scalars of a step made once per distinct
 step count. Its statistics are reductions per variable (row and column means, the RMS of the parameter and of the
 update), which it takes one torch call per tensor. Variables of at most ``PIECE`` elements go through the formula
-together, in batches (:func:`in_batches`): ``ForeachOps`` runs each elementwise op as one multi-tensor op and each
-sum per tensor. A larger variable goes alone, with :class:`PieceOps`: each elementwise stage on pieces along its
-first axis (:meth:`PieceOps.run`), into the variables or into two scratch buffers kept between steps, whose whole
-tensors the sums then read. The per-variable scalars stay 0-d tensors on the device. The sums see the values and
-shapes ``update_step``'s see, and an elementwise op gives the same bits on a piece as on a whole tensor, so the
-result is ``update_step``'s bit for bit (``tests/test_multi_tensor.py``, also with pieces of 7 and of 2 elements).
-Measured 2026-12-06, interleaved in one process, 2 threads:
+together, in batches (:func:`in_batches`): the matrices with ``ForeachOps``, which runs each elementwise op as one
+multi-tensor op and each sum per tensor; the vectors (and 0-d variables) concatenated, with :class:`FlatOps`, which
+runs each elementwise op as one torch call for the batch. A larger variable goes alone, with :class:`PieceOps`: each
+elementwise stage on pieces along its first axis (:meth:`PieceOps.run`), into the variables or into two scratch
+buffers kept between steps, whose whole tensors the sums then read. The per-variable scalars stay on the device, as
+0-d tensors or as the entries of a 1-D tensor, which the RMS and the clipping divisors of a batch go through in one
+call per op. The sums see the values and shapes ``update_step``'s see, and an elementwise op gives the same bits on
+a piece, a concatenation or a vector as on the whole tensor or the 0-d scalar, so the result is ``update_step``'s bit
+for bit (``tests/test_multi_tensor.py``, also with pieces of 7 and of 2 elements). Measured 2026-12-06, interleaved
+in one process, 2 threads:
 
 - against ``update_step`` one variable at a time (Keras' conversions around each op): 10M parameters in ~200
   variables 206 -> 74 ms a step (Keras' own Adafactor 223 ms); 200 variables of 32 elements 143 -> 20.5 ms (Keras'
@@ -51,15 +54,19 @@ cache where it is cut into pieces or batched), and torch's CPU multi-tensor ops 
 from __future__ import annotations
 
 import functools
+import math
 import types
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
 
+from ._sums import root_size
+
 __all__ = [
     "BATCH",
     "PIECE",
+    "FlatOps",
     "ForeachOps",
     "PieceOps",
     "assign_all",
@@ -187,10 +194,16 @@ class ForeachOps:
     ``PIECE`` elements), on lists of torch tensors, one per variable.
 
     An argument is a list of tensors (also of 0-d tensors, one scalar per tensor), a Python number or a 0-d tensor
-    (one scalar for every tensor), or a tuple of Python numbers (one per tensor); a result is a list of new tensors.
-    Addition and multiplication take the scalar on either side; subtraction and division take it on the right only
-    (the formulas need no other). Division by a number, and Adafactor's reciprocal square roots, reductions and
-    reshapes, are one torch call per tensor (below)."""
+    (one scalar for every tensor), a tuple of Python numbers (one per tensor), or a 1-D tensor of per-tensor scalars
+    (what :meth:`sum_of_squares` returns); a result is a list of new tensors. Addition and multiplication take the
+    scalar on either side; subtraction and division take it on the right only (the formulas need no other). Division
+    by a number, and Adafactor's reciprocal square roots, reductions and reshapes, are one torch call per tensor
+    (below).
+
+    Per-tensor scalars in a 1-D tensor go through ``sqrt``, ``divide`` and ``maximum`` (Adafactor's RMS and clipping
+    divisor) as one torch call for all tensors: an elementwise op gives each entry of a vector the bits it gives a
+    0-d tensor, and division by numbers is ``torch.divide`` by each distinct number, as ``keras.ops.divide`` calls it
+    with a Python number (on CUDA a product with the reciprocal)."""
 
     @staticmethod
     def add(x: Any, y: Any) -> list[Any]:
@@ -213,29 +226,33 @@ class ForeachOps:
         return list(torch._foreach_sub(x, _operand(y)))
 
     @staticmethod
-    def divide(x: list[Any], y: Any) -> list[Any]:
+    def divide(x: Any, y: Any) -> Any:
         import torch
 
-        if isinstance(y, list):
-            return list(torch._foreach_div(x, y))
+        if not isinstance(x, list):  # per-tensor scalars by a number or one number per scalar
+            return _divide_scalars(x, y)
+        if isinstance(y, list) or _is_scalars(y):
+            return list(torch._foreach_div(x, _operand(y)))
         # by a number (one, or one per tensor): torch.divide per tensor, as keras.ops.divide calls it with a Python
         # number (on CUDA it multiplies by the reciprocal, where torch._foreach_div divides)
         numbers = _operand(y) if isinstance(y, tuple) else [_operand(y)] * len(x)
         return [torch.divide(t, number) for t, number in zip(x, numbers)]
 
     @staticmethod
-    def maximum(x: list[Any], y: Any) -> list[Any]:
+    def maximum(x: Any, y: Any) -> Any:
         import torch
 
+        if not isinstance(x, list):  # per-tensor scalars and a number: as torch_ops
+            return torch.clamp_min(x, y)
         if isinstance(y, list):
             return list(torch._foreach_maximum(x, y))
         return [torch.clamp_min(t, y) for t in x]  # by a number: as torch_ops
 
     @staticmethod
-    def sqrt(x: list[Any]) -> list[Any]:
+    def sqrt(x: Any) -> Any:
         import torch
 
-        return list(torch._foreach_sqrt(x))
+        return list(torch._foreach_sqrt(x)) if isinstance(x, list) else torch.sqrt(x)
 
     @staticmethod
     def square(x: list[Any]) -> list[Any]:
@@ -253,10 +270,18 @@ class ForeachOps:
         return [torch.rsqrt(t) for t in x]
 
     @staticmethod
-    def sum_of_squares(x: list[Any]) -> list[Any]:
+    def sum_of_squares(x: list[Any]) -> Any:
+        """Each tensor's sum of squares, in a 1-D tensor (per-tensor scalars). Each square is summed as soon as it
+        is made: its memory is reused by the next, where squaring the whole list first would take fresh pages from
+        the system for all of them (about 5,000 page faults a step at 10M parameters in ~200 tensors)."""
         import torch
 
-        return [torch.sum(square) for square in torch._foreach_mul(x, x)]
+        return torch.stack([torch.sum(torch.mul(t, t)) for t in x])
+
+    @staticmethod
+    def root_size(x: list[Any]) -> tuple[float, ...]:
+        """The square root of each tensor's element count (the divisors of their RMS), as per-tensor numbers."""
+        return tuple(map(root_size, x))
 
     @staticmethod
     def mean_over(x: list[Any], axis: int) -> list[Any]:
@@ -299,6 +324,7 @@ def torch_ops() -> Any:
         mean_over=torch.mean,
         expand_dims=torch.unsqueeze,
         sum_of_squares=lambda x: torch.sum(torch.mul(x, x)),
+        root_size=root_size,
     )
 
 
@@ -360,6 +386,94 @@ class PieceOps:
         return torch.sum(self.run(lambda piece: (self.square(piece),), [x], [0])[0])
 
 
+class FlatOps:
+    """:func:`torch_ops` for a batch of Adafactor's unfactored variables (0-d and 1-D, of at most ``PIECE`` elements)
+    concatenated into one flat tensor, with their per-tensor scalars (RMS, clipping divisors, step sizes) in 1-D
+    tensors of one entry per variable.
+
+    Each elementwise op is one torch call for the whole batch, where ``ForeachOps`` makes one per variable (a LayerNorm
+    vector of a few hundred elements costs about as much as its op's call): a per-tensor scalar meets the flat
+    tensor's elements repeated over its tensor's span (``torch.repeat_interleave``), which gives each element the
+    bits the product, sum or quotient with the 0-d scalar gives it. :meth:`sum_of_squares` sums each tensor's span
+    apart (a view of the flat squares with the tensor's element count), as ``torch.sum`` sums the tensor itself."""
+
+    def __init__(self, tensors: list[Any]) -> None:
+        import torch
+
+        for name, function in vars(torch_ops()).items():
+            if not hasattr(FlatOps, name):  # (the elementwise ops without per-tensor operands)
+                setattr(self, name, function)
+        self.sizes = [t.numel() for t in tensors]
+        self._scalars = [k for k, t in enumerate(tensors) if t.dim() == 0]
+        self._spans = torch.tensor(self.sizes, device=tensors[0].device)
+        self._total = sum(self.sizes)
+
+    def flat(self, tensors: list[Any]) -> Any:
+        """The tensors (those this namespace was made for, or others of their shapes) as one new flat tensor."""
+        import torch
+
+        return torch.cat(torch.atleast_1d(tensors))
+
+    def pieces(self, flat: Any, like: list[Any]) -> list[Any]:
+        """Views of ``flat`` in the shapes of ``like`` (the tensors it was made of), for ``torch._foreach_copy_``."""
+        views = list(flat.split(self.sizes))
+        for k in self._scalars:
+            views[k] = views[k].view(like[k].shape)
+        return views
+
+    def scalars(self, values: tuple[Any, ...]) -> Any:
+        """Per-tensor 0-d tensors as one 0-d tensor where they are all the same one, else as a 1-D tensor."""
+        import torch
+
+        return values[0] if all(v is values[0] for v in values) else torch.stack(values)
+
+    def _spread(self, x: Any, y: Any) -> tuple[Any, Any]:
+        """``x`` and ``y`` with a per-tensor 1-D tensor repeated over the spans where it meets the flat tensor."""
+        import torch
+
+        count = len(self.sizes)
+        if count == self._total:  # one element per tensor: the per-tensor scalars are the elements' own
+            return x, y
+        lengths = [getattr(v, "ndim", 0) == 1 and v.shape[0] for v in (x, y)]
+        if lengths[0] == count and lengths[1] == self._total:
+            x = torch.repeat_interleave(x, self._spans, output_size=self._total)
+        elif lengths[1] == count and lengths[0] == self._total:
+            y = torch.repeat_interleave(y, self._spans, output_size=self._total)
+        return x, y
+
+    def add(self, x: Any, y: Any) -> Any:
+        import torch
+
+        return torch.add(*self._spread(x, y))
+
+    def multiply(self, x: Any, y: Any) -> Any:
+        import torch
+
+        return torch.multiply(*self._spread(x, y))
+
+    def subtract(self, x: Any, y: Any) -> Any:
+        import torch
+
+        return torch.subtract(*self._spread(x, y))
+
+    def divide(self, x: Any, y: Any) -> Any:
+        import torch
+
+        if isinstance(y, tuple):  # per-tensor scalars by per-tensor numbers
+            return _divide_scalars(x, y)
+        return torch.divide(*self._spread(x, y))
+
+    def sum_of_squares(self, x: Any) -> Any:
+        """Each tensor's sum of squares, in a 1-D tensor."""
+        import torch
+
+        return torch.stack([torch.sum(span) for span in torch.mul(x, x).split(self.sizes)])
+
+    def root_size(self, x: Any) -> tuple[float, ...]:
+        """The square root of each tensor's element count, as per-tensor numbers."""
+        return tuple(math.sqrt(n) for n in self.sizes)
+
+
 def _factor(tensors: list[Any], value: Any) -> Any:
     """The second operand of a multi-tensor product: a list of tensors as it is, and a scalar (or per-tensor scalars
     that are all equal, as the step sizes of one step usually are) as a 0-d tensor of the tensors' dtype and device:
@@ -369,6 +483,8 @@ def _factor(tensors: list[Any], value: Any) -> Any:
 
     if isinstance(value, list):
         return value
+    if _is_scalars(value):
+        return list(value.unbind())
     if isinstance(value, tuple):
         if value.count(value[0]) != len(value):
             return list(value)
@@ -377,9 +493,44 @@ def _factor(tensors: list[Any], value: Any) -> Any:
 
 
 def _operand(value: Any) -> Any:
-    """A list of tensors as it is; per-tensor scalars as a list of Python numbers; one scalar as a Python number."""
+    """A list of tensors as it is; per-tensor scalars as a list of Python numbers (a tuple) or of 0-d tensors (a 1-D
+    tensor); one scalar as a Python number."""
     if isinstance(value, list):
         return value
     if isinstance(value, tuple):
         return list(value)
+    if _is_scalars(value):
+        return list(value.unbind())
     return value.item() if hasattr(value, "item") else value
+
+
+def _is_scalars(value: Any) -> bool:
+    """Whether ``value`` is per-tensor scalars in a 1-D tensor."""
+    return getattr(value, "ndim", 0) == 1
+
+
+def _divide_scalars(x: Any, y: Any) -> Any:
+    """Per-tensor scalars ``x`` (a 1-D tensor) divided by ``y``: a number, a tuple of numbers (one per scalar: one
+    ``torch.divide`` for the scalars of each distinct number) or another 1-D tensor."""
+    import torch
+
+    if not isinstance(y, tuple):
+        return torch.divide(x, y)
+    if y.count(y[0]) == len(y):
+        return torch.divide(x, y[0])
+    out = torch.empty_like(x)
+    for number, where in _positions(y, x.device):
+        out[where] = torch.divide(x[where], number)
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _positions(numbers: tuple[float, ...], device: Any) -> list[tuple[float, Any]]:
+    """Each distinct number of ``numbers`` with the positions where it stands (an index tensor on ``device``);
+    kept, as the numbers are the same at every step (the square roots of the tensors' sizes)."""
+    import torch
+
+    return [
+        (number, torch.tensor([k for k, n in enumerate(numbers) if n == number], device=device))
+        for number in sorted(set(numbers))
+    ]

@@ -22,12 +22,13 @@ XLA. A TensorFlow whose internal modules moved gets the reductions too.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import keras
 from keras import ops
 
-__all__ = ["KERAS_OPS", "mean_over", "sum_of_squares"]
+__all__ = ["KERAS_OPS", "mean_over", "root_size", "sum_of_squares"]
 
 
 def sum_of_squares(x: Any) -> Any:
@@ -35,6 +36,11 @@ def sum_of_squares(x: Any) -> Any:
     square = ops.square(x)
     barrier = _xla_cpu_barrier()
     return ops.sum(square if barrier is None else barrier(square)[0])
+
+
+def root_size(x: Any) -> float:
+    """The square root of the element count of ``x`` (the divisor of its RMS)."""
+    return math.sqrt(math.prod(x.shape))
 
 
 def mean_over(x: Any, axis: int) -> Any:
@@ -52,6 +58,7 @@ class _KerasOps:
     ``update_step`` (``hf_optim_tf._formulas.adafactor_direction``)."""
 
     mean_over = staticmethod(mean_over)
+    root_size = staticmethod(root_size)
     sum_of_squares = staticmethod(sum_of_squares)
 
     def __getattr__(self, name: str) -> Any:
