@@ -255,16 +255,19 @@ class Adafactor(SpecOptimizer):
         o = self._piece_ops = self._piece_ops or PieceOps()
         if large:
             o.reserve(max(params[k].numel() for k in large), params[large[0]])
-        param_rms: list[Any] = [None] * len(params)
-        for k, value in zip(small, rms([params[k] for k in small], ForeachOps) if small else ()):
-            param_rms[k] = value
-        for k in large:
-            param_rms[k] = rms(params[k], o)
-        assign_all(tensors([self._rms[index] for index in indices]), param_rms)
-        rho = torch.stack([scalars[count][0] for count in counts])
-        alphas = adafactor_step_size(
-            rho, torch.stack(param_rms), scale_parameter=self.scale_parameter, epsilon_2=self.epsilon_2
-        )
+        small_rms = rms([params[k] for k in small], ForeachOps) if small else None  # (a 1-D tensor)
+        if large:
+            param_rms: list[Any] = [None] * len(params)
+            for k, value in zip(small, small_rms if small else ()):
+                param_rms[k] = value
+            for k in large:
+                param_rms[k] = rms(params[k], o)
+            small_rms = torch.stack(param_rms)
+        assign_all(tensors([self._rms[index] for index in indices]), list(small_rms))
+        # rho of each variable (elementwise with the RMS: one 0-d tensor where every variable has the same count)
+        rho = scalars[counts[0]][0] if len(scalars) == 1 else torch.stack([scalars[c][0] for c in counts])
+        alphas = adafactor_step_size(rho, small_rms, scale_parameter=self.scale_parameter, epsilon_2=self.epsilon_2)
+        alphas = alphas.expand(len(counts))  # (rho alone, without scale_parameter)
         decays = None
         if self.decoupled_weight_decay != 0.0:
             decays = decay_coefficient(alphas, self.decoupled_weight_decay, "float32")
