@@ -286,7 +286,8 @@ class Adafactor(SpecOptimizer):
         for k in large:
             self._update_in_pieces(*(values[k] for values in lists), *(values[k] for values in per_variable), epsilon_1)
         for factored, update in ((True, self._update_together), (False, self._update_flat)):
-            together = [k for k in small if (states[3][k] is None) == factored]
+            # by size: a batch's divisions by the square roots of the sizes then take few calls (_divide_scalars)
+            together = sorted((k for k in small if (states[3][k] is None) == factored), key=lambda k: params[k].numel())
             if together:  # (every tensor here is whole in its batch: the lists need not share the params' shapes)
                 in_batches(
                     functools.partial(update, epsilon_1=epsilon_1),

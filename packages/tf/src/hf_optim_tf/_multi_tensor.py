@@ -59,6 +59,7 @@ tensor (about 2 us each), some twenty calls per matrix.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import types
 from collections.abc import Callable, Sequence
@@ -515,27 +516,19 @@ def _is_scalars(value: Any) -> bool:
 
 
 def _divide_scalars(x: Any, y: Any) -> Any:
-    """Per-tensor scalars ``x`` (a 1-D tensor) divided by ``y``: a number, a tuple of numbers (one per scalar: one
-    ``torch.divide`` for the scalars of each distinct number) or another 1-D tensor."""
+    """Per-tensor scalars ``x`` (a 1-D tensor) divided by ``y``: a number, another 1-D tensor, or a tuple of numbers
+    (one per scalar: one ``torch.divide`` by the number for each run of equal numbers, into a slice of the result;
+    Adafactor orders its variables by size, so that the square roots of their sizes come in few runs)."""
     import torch
 
     if not isinstance(y, tuple):
         return torch.divide(x, y)
-    if y.count(y[0]) == len(y):
+    runs = [(number, len(list(run))) for number, run in itertools.groupby(y)]
+    if len(runs) == 1:
         return torch.divide(x, y[0])
     out = torch.empty_like(x)
-    for number, where in _positions(y, x.device):
-        out[where] = torch.divide(x[where], number)
+    start = 0
+    for number, length in runs:
+        torch.divide(x[start : start + length], number, out=out[start : start + length])
+        start += length
     return out
-
-
-@functools.lru_cache(maxsize=64)
-def _positions(numbers: tuple[float, ...], device: Any) -> list[tuple[float, Any]]:
-    """Each distinct number of ``numbers`` with the positions where it stands (an index tensor on ``device``);
-    kept, as the numbers are the same at every step (the square roots of the tensors' sizes)."""
-    import torch
-
-    return [
-        (number, torch.tensor([k for k, n in enumerate(numbers) if n == number], device=device))
-        for number in sorted(set(numbers))
-    ]
