@@ -56,6 +56,8 @@ VARIABLES = [
     ("scale", (), "float64"),
     ("temperature", (), "float32"),
     ("empty/kernel", (0, 3), "float32"),  # update_step's column means of no rows: NaN
+    ("empty/bias", (0,), "float32"),  # an RMS of no elements: NaN; nothing else to update
+    ("pair", (2,), "float32"),  # with the 0-d variable and the empty vector: as many elements as variables
 ]
 AT_ONCE = [name for name, _, dtype in VARIABLES if dtype == "float32"]
 

@@ -242,8 +242,9 @@ class Adafactor(SpecOptimizer):
 
         The scalars of a step count are made once, the step sizes of all variables in one vector (elementwise, so
         each is the value ``update_step`` would make), the counters advanced in one multi-tensor op. Variables of at
-        most ``PIECE`` elements then go through the formula together (:meth:`_update_together`), larger ones one
-        after the other on pieces (:meth:`_update_in_pieces`)."""
+        most ``PIECE`` elements then go through the formula together, in batches of similar sizes: the matrices
+        with multi-tensor ops (:meth:`_update_together`), the vectors and 0-d variables concatenated
+        (:meth:`_update_flat`); larger ones one after the other on pieces (:meth:`_update_in_pieces`)."""
         import torch  # (this is the torch backend: torch.stack, not keras.ops.stack and its checks of each tensor)
 
         indices = [self._get_variable_index(variable) for variable in variables]
@@ -287,7 +288,9 @@ class Adafactor(SpecOptimizer):
             self._update_in_pieces(*(values[k] for values in lists), *(values[k] for values in per_variable), epsilon_1)
         for factored, update in ((True, self._update_together), (False, self._update_flat)):
             # by size: a batch's divisions by the square roots of the sizes then take few calls (_divide_scalars)
-            together = sorted((k for k in small if (states[3][k] is None) == factored), key=lambda k: params[k].numel())
+            # (an empty unfactored variable has nothing to update beyond its count and RMS, written above)
+            kind = [k for k in small if (states[3][k] is None) == factored and (factored or params[k].numel())]
+            together = sorted(kind, key=lambda k: params[k].numel())
             if together:  # (every tensor here is whole in its batch: the lists need not share the params' shapes)
                 in_batches(
                     functools.partial(update, epsilon_1=epsilon_1),

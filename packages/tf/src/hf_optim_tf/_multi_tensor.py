@@ -201,10 +201,11 @@ class ForeachOps:
 
     An argument is a list of tensors (also of 0-d tensors, one scalar per tensor), a Python number or a 0-d tensor
     (one scalar for every tensor), a tuple of Python numbers (one per tensor), or a 1-D tensor of per-tensor scalars
-    (what :meth:`sum_of_squares` returns); a result is a list of new tensors. Addition and multiplication take the
-    scalar on either side; subtraction and division take it on the right only (the formulas need no other). Division
-    by a number, and Adafactor's reciprocal square roots, reductions and reshapes, are one torch call per tensor
-    (below).
+    (what :meth:`sum_of_squares` returns; Adafactor divides its updates by them); a result is a list of new tensors,
+    or a new 1-D tensor where per-tensor scalars in one go through ``sqrt``, ``divide`` or ``maximum``. Addition and
+    multiplication take the scalar on either side; subtraction and division take it on the right only (the formulas
+    need no other). Division by a number, and Adafactor's reciprocal square roots, reductions and reshapes, are one
+    torch call per tensor (below).
 
     Per-tensor scalars in a 1-D tensor go through ``sqrt``, ``divide`` and ``maximum`` (Adafactor's RMS and clipping
     divisor) as one torch call for all tensors: an elementwise op gives each entry of a vector the bits it gives a
@@ -400,18 +401,21 @@ class FlatOps:
     Each elementwise op is one torch call for the whole batch, where ``ForeachOps`` makes one per variable (a LayerNorm
     vector of a few hundred elements costs about as much as its op's call): a per-tensor scalar meets the flat
     tensor's elements repeated over its tensor's span (``torch.repeat_interleave``), which gives each element the
-    bits the product, sum or quotient with the 0-d scalar gives it. :meth:`sum_of_squares` sums each tensor's span
-    apart (a view of the flat squares with the tensor's element count), as ``torch.sum`` sums the tensor itself."""
+    bits the product, sum or quotient with the 0-d scalar gives it. :meth:`sum_of_squares` squares and sums each
+    tensor's span apart, as ``update_step`` squares and sums the tensor itself. Empty variables are left out (they
+    have no element to update, and a flat tensor could then have as many elements as there are variables)."""
 
     def __init__(self, tensors: list[Any]) -> None:
-        import torch
 
         for name, function in vars(torch_ops()).items():
             if not hasattr(FlatOps, name):  # (the elementwise ops without per-tensor operands)
                 setattr(self, name, function)
         self.sizes = [t.numel() for t in tensors]
+        if 0 in self.sizes:  # (a flat tensor and the per-tensor scalars could then have the same length)
+            raise ValueError(f"FlatOps takes tensors of at least one element, not of the sizes {self.sizes}")
         self._scalars = [k for k, t in enumerate(tensors) if t.dim() == 0]
-        self._spans = torch.tensor(self.sizes, device=tensors[0].device)
+        self._device = tensors[0].device
+        self._spans: Any = None
         self._total = sum(self.sizes)
 
     def flat(self, tensors: list[Any]) -> Any:
@@ -441,9 +445,13 @@ class FlatOps:
         if count == self._total:  # one element per tensor: the per-tensor scalars are the elements' own
             return x, y
         lengths = [getattr(v, "ndim", 0) == 1 and v.shape[0] for v in (x, y)]
-        if lengths[0] == count and lengths[1] == self._total:
+        if count not in lengths or self._total not in lengths:
+            return x, y
+        if self._spans is None:
+            self._spans = torch.tensor(self.sizes, device=self._device)
+        if lengths[0] == count:
             x = torch.repeat_interleave(x, self._spans, output_size=self._total)
-        elif lengths[1] == count and lengths[0] == self._total:
+        else:
             y = torch.repeat_interleave(y, self._spans, output_size=self._total)
         return x, y
 
@@ -470,10 +478,12 @@ class FlatOps:
         return torch.divide(*self._spread(x, y))
 
     def sum_of_squares(self, x: Any) -> Any:
-        """Each tensor's sum of squares, in a 1-D tensor."""
+        """Each tensor's sum of squares, in a 1-D tensor: each span squared into a new tensor and summed, as
+        ``torch.sum`` sums the square of the tensor itself (a new tensor, so aligned as that one is: CUDA's sums
+        take the elements of a misaligned span in another order)."""
         import torch
 
-        return torch.stack([torch.sum(span) for span in torch.mul(x, x).split(self.sizes)])
+        return torch.stack([torch.sum(torch.mul(span, span)) for span in x.split(self.sizes)])
 
     def root_size(self, x: Any) -> tuple[float, ...]:
         """The square root of each tensor's element count, as per-tensor numbers."""
@@ -489,8 +499,6 @@ def _factor(tensors: list[Any], value: Any) -> Any:
 
     if isinstance(value, list):
         return value
-    if _is_scalars(value):
-        return list(value.unbind())
     if isinstance(value, tuple):
         if value.count(value[0]) != len(value):
             return list(value)
@@ -516,9 +524,9 @@ def _is_scalars(value: Any) -> bool:
 
 
 def _divide_scalars(x: Any, y: Any) -> Any:
-    """Per-tensor scalars ``x`` (a 1-D tensor) divided by ``y``: a number, another 1-D tensor, or a tuple of numbers
-    (one per scalar: one ``torch.divide`` by the number for each run of equal numbers, into a slice of the result;
-    Adafactor orders its variables by size, so that the square roots of their sizes come in few runs)."""
+    """Per-tensor scalars ``x`` (a 1-D tensor) divided by ``y``: a number, or a tuple of numbers (one per scalar:
+    one ``torch.divide`` by the number for each run of equal numbers, into a slice of the result; Adafactor orders
+    its variables by size, so that the square roots of their sizes come in few runs)."""
     import torch
 
     if not isinstance(y, tuple):
