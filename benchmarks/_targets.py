@@ -264,10 +264,13 @@ ROUND_TWO_NOTES = (
     "2026-12-06 the vectors of a batch are concatenated (one torch call per op for the batch), the RMS and clipping "
     "divisors of a batch are 1-D tensors, and each square of a sum of squares is summed before the next is made "
     "(squaring all the small parameters at once took fresh pages from the system: about 5,000 page faults a step); "
-    "measured interleaved against the previous commit, 10M in ~200 tensors 56.2 -> 44.5 ms, 200 tensors of 32 14.4 "
-    "-> 8.8 ms, of 32x32 21.0 -> 18.8 ms; by parts in that hour, the 65 matrices 26 ms, the 130 vectors 6 ms (11 "
-    "before), the embedding 11 ms. Fewer passes over the matrices take fused operations (as the torch package's "
-    "native kernel), which round otherwise than `update_step`; not done.",
+    "measured against the previous commit, 200 tensors of 32 14.4 -> 8.8 ms and of 32x32 21.0 -> 18.8 ms "
+    "interleaved; 10M in ~200 tensors 0.78x to 0.94x interleaved (three runs) and 65.6-73.1 -> 35.4-54.3 ms alone in "
+    "a process (three each), but in the bench of 2026-12-06 22:19 (a slower hour: 32.4 GB/s) still 0.23x Keras' own "
+    "Adafactor (0.22x before): beside the other peers the heap gave the old path few fresh pages too. By parts in "
+    "one hour: the 65 matrices 26 ms, the 130 vectors 6 ms (11 before), the embedding 11 ms, the RMS of the "
+    "parameters about 8 ms. Fewer passes over the matrices take fused operations (as the torch package's native "
+    "kernel), which round otherwise than `update_step`; not done.",
     "- *Keras on torch, eager, <= 1.1x Keras' own AdamW* (where missed): Keras' torch AdamW updates its moments in "
     "place (`torch._foreach_mul_`, `_foreach_add_` with `alpha=`), which rounds `m + alpha * g` once where "
     "transformers' order (and `update_step`, the Keras formula every backend runs) rounds the product and the sum "

@@ -49,7 +49,7 @@ in one process, 2 threads:
   square of a sum of squares summed before the next is made (squaring all the small parameters first took fresh
   pages from the system for every square: about 5,000 page faults a step at 10M in ~200 variables), against the
   previous version: 200 variables of 32 elements 14.4 -> 8.8 ms, of 32x32 21.0 -> 18.8 ms; 10M in ~200 variables
-  56.2 -> 44.5 ms (a slower hour than the line above).
+  0.78x to 0.94x (three runs), and alone in a process 65.6-73.1 -> 35.4-54.3 ms.
 
 What is left: about fourteen passes over each tensor (one per op, each op rounding as ``update_step`` rounds; in the
 cache where it is cut into pieces or batched), and for the matrices torch's CPU multi-tensor ops call the op once per
