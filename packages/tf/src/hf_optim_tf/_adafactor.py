@@ -256,18 +256,18 @@ class Adafactor(SpecOptimizer):
         o = self._piece_ops = self._piece_ops or PieceOps()
         if large:
             o.reserve(max(params[k].numel() for k in large), params[large[0]])
-        small_rms = rms([params[k] for k in small], ForeachOps) if small else None  # (a 1-D tensor)
-        if large:
-            param_rms: list[Any] = [None] * len(params)
-            for k, value in zip(small, small_rms if small else ()):
-                param_rms[k] = value
+        param_rms = rms([params[k] for k in small], ForeachOps) if small else None  # one per variable, a 1-D tensor
+        if large:  # (the large variables' RMS in their places)
+            each: list[Any] = [None] * len(params)
+            for k, value in zip(small, param_rms if small else ()):
+                each[k] = value
             for k in large:
-                param_rms[k] = rms(params[k], o)
-            small_rms = torch.stack(param_rms)
-        assign_all(tensors([self._rms[index] for index in indices]), list(small_rms))
+                each[k] = rms(params[k], o)
+            param_rms = torch.stack(each)
+        assign_all(tensors([self._rms[index] for index in indices]), list(param_rms))
         # rho of each variable (elementwise with the RMS: one 0-d tensor where every variable has the same count)
         rho = scalars[counts[0]][0] if len(scalars) == 1 else torch.stack([scalars[c][0] for c in counts])
-        alphas = adafactor_step_size(rho, small_rms, scale_parameter=self.scale_parameter, epsilon_2=self.epsilon_2)
+        alphas = adafactor_step_size(rho, param_rms, scale_parameter=self.scale_parameter, epsilon_2=self.epsilon_2)
         alphas = alphas.expand(len(counts))  # (rho alone, without scale_parameter)
         decays = None
         if self.decoupled_weight_decay != 0.0:

@@ -209,8 +209,8 @@ class ForeachOps:
 
     Per-tensor scalars in a 1-D tensor go through ``sqrt``, ``divide`` and ``maximum`` (Adafactor's RMS and clipping
     divisor) as one torch call for all tensors: an elementwise op gives each entry of a vector the bits it gives a
-    0-d tensor, and division by numbers is ``torch.divide`` by each distinct number, as ``keras.ops.divide`` calls it
-    with a Python number (on CUDA a product with the reciprocal)."""
+    0-d tensor, and division by numbers is ``torch.divide`` by the number of each run of equal ones, as
+    ``keras.ops.divide`` calls it with a Python number (on CUDA a product with the reciprocal)."""
 
     @staticmethod
     def add(x: Any, y: Any) -> list[Any]:
@@ -277,7 +277,7 @@ class ForeachOps:
         return [torch.rsqrt(t) for t in x]
 
     @staticmethod
-    def sum_of_squares(x: list[Any]) -> Any:
+    def sum_of_squares(x: Sequence[Any]) -> Any:
         """Each tensor's sum of squares, in a 1-D tensor (per-tensor scalars). Each square is summed as soon as it
         is made: its memory is reused by the next, where squaring the whole list first would take fresh pages from
         the system for all of them (about 5,000 page faults a step at 10M parameters in ~200 tensors)."""
@@ -406,7 +406,6 @@ class FlatOps:
     have no element to update, and a flat tensor could then have as many elements as there are variables)."""
 
     def __init__(self, tensors: list[Any]) -> None:
-
         for name, function in vars(torch_ops()).items():
             if not hasattr(FlatOps, name):  # (the elementwise ops without per-tensor operands)
                 setattr(self, name, function)
@@ -478,12 +477,10 @@ class FlatOps:
         return torch.divide(*self._spread(x, y))
 
     def sum_of_squares(self, x: Any) -> Any:
-        """Each tensor's sum of squares, in a 1-D tensor: each span squared into a new tensor and summed, as
-        ``torch.sum`` sums the square of the tensor itself (a new tensor, so aligned as that one is: CUDA's sums
-        take the elements of a misaligned span in another order)."""
-        import torch
-
-        return torch.stack([torch.sum(torch.mul(span, span)) for span in x.split(self.sizes)])
+        """Each tensor's sum of squares, in a 1-D tensor: ``ForeachOps.sum_of_squares`` of the spans, each squared
+        into a new tensor, as ``update_step`` squares the tensor itself (so aligned as that one is: CUDA's sums take
+        the elements of a misaligned span in another order)."""
+        return ForeachOps.sum_of_squares(x.split(self.sizes))
 
     def root_size(self, x: Any) -> tuple[float, ...]:
         """The square root of each tensor's element count, as per-tensor numbers."""
