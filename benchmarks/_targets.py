@@ -254,7 +254,7 @@ ROUND_TWO_NOTES = (
     "(206 ms a step at 10M in ~200 tensors, 143 ms on 200 tensors of 32; Keras' own Adafactor 223 and 129 ms). Then "
     "the same formula functions ran as plain torch calls, one variable after the other (74 and 20.5 ms); since the "
     "evening of 2026-12-06 the variables of at most 2^18 elements go through them together (multi-tensor ops) and "
-    "each larger one on cache-sized pieces (`hf_optim_tf/_multi_tensor.py`), bit for bit `update_step`'s result: "
+    "each larger one on cache-sized pieces (`hf_optim_tf/_multi_tensor.py`, `_torch_ops.py`), bit for bit `update_step`'s result: "
     "measured interleaved against the one-after-the-other calls, one tensor of 10M 218 -> 53 ms (the informative "
     "row above), 10M in ~200 tensors 63 -> 45 ms, 200 tensors of 32 19 -> 12.8 ms. At 10M in ~200 tensors it stays "
     "well above 10x the floor; by parts (one hour, 64 ms a whole step): the 64 weight matrices (37K to 147K elements, "

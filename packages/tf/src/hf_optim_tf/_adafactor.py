@@ -24,10 +24,11 @@ from ._formulas import (
     decay_coefficient,
     rms,
 )
-from ._multi_tensor import FlatOps, ForeachOps, PieceOps, assign_all, in_batches, increment, tensors
+from ._multi_tensor import ForeachOps, assign_all, in_batches, increment, tensors
 from ._rounding import parameter_rounding_key, store_parameter
 from ._spec_optimizer import SpecOptimizer
 from ._sums import KERAS_OPS
+from ._torch_ops import FlatOps, PieceOps
 from ._traced_update import ADAFACTOR_XLA_ITERATIONS
 from ._variables import compute_dtype, numpy_value, slot_name
 
@@ -287,7 +288,7 @@ class Adafactor(SpecOptimizer):
         for k in large:
             self._update_in_pieces(*(values[k] for values in lists), *(values[k] for values in per_variable), epsilon_1)
         for factored, update in ((True, self._update_together), (False, self._update_flat)):
-            # by size: a batch's divisions by the square roots of the sizes then take few calls (_divide_scalars)
+            # by size: a batch's divisions by the square roots of the sizes take few calls (divide_scalars)
             # (an empty unfactored variable has nothing to update beyond its count and RMS, written above)
             kind = [k for k in small if (states[3][k] is None) == factored and (factored or params[k].numel())]
             together = sorted(kind, key=lambda k: params[k].numel())

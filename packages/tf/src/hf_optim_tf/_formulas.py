@@ -4,9 +4,9 @@ Adam's bias-corrected step size (:class:`~hf_optim_tf.AdamW`, :class:`~hf_optim_
 weight decay (all three optimizers), and Adafactor's step size, second-moment decay ``beta2t``, statistics and update
 clipping. The tensor updates take their ops as an argument ``o``: ``keras.ops`` in ``update_step``, one variable at a
 time (for Adafactor, ``_sums.KERAS_OPS``: ``keras.ops`` with its sums), or, on Keras' torch backend, the same
-functions as torch calls (``_multi_tensor``): ``ForeachOps`` on lists of tensors (the AdamW family, every variable
-of a step at once; Adafactor, its variables of at most ``PIECE`` elements) and ``PieceOps`` (``torch_ops()``) on one
-tensor (Adafactor's larger variables, its elementwise stages on pieces of the tensor).
+functions as torch calls: ``_multi_tensor.ForeachOps`` on lists of tensors (the AdamW family, every variable of a
+step at once; Adafactor, its small matrices), and Adafactor's ``_torch_ops.FlatOps`` on its small vectors concatenated
+and ``_torch_ops.PieceOps`` on one larger tensor (its elementwise stages on pieces of the tensor).
 Adafactor's relative step :math:`\\rho_t` is the spec's own ``adafactor_relative_step`` expression, lowered to
 ``keras.ops`` (the parameter scale and the manual lr around it are tensors of each step, which the formula language
 cannot leave unbound, so they are applied here).
@@ -100,8 +100,8 @@ def decoupled_weight_decay(
         cast to ``param``'s dtype once, and the result is :math:`\theta + (-\eta\lambda)\,\theta`. True (tf.keras,
         AdamWeightDecay): ``learning_rate`` and ``rate`` are tensors of ``param``'s dtype and every product is
         rounded to it, :math:`\theta - (\eta\theta)\lambda`.
-      o: the namespace of the elementwise ops: ``keras.ops``, ``ForeachOps`` for lists of tensors or ``PieceOps``
-        for one tensor (``hf_optim_tf._multi_tensor``).
+      o: the namespace of the elementwise ops: ``keras.ops``, ``_multi_tensor.ForeachOps`` for lists of tensors
+        or ``_torch_ops.PieceOps`` for one tensor.
       coefficient: where the caller has it already, the cast :math:`-\eta\lambda` (``per_element=False``; then
         ``learning_rate`` and ``rate`` are not used).
     """
@@ -246,7 +246,8 @@ def adafactor_direction(
     Args:
       o: the ops: ``KERAS_OPS`` (``keras.ops`` and the sums of ``hf_optim_tf._sums``) in ``update_step``, or on
         Keras' torch backend the same functions as plain torch calls: ``_multi_tensor.ForeachOps`` (lists of
-        tensors, one per variable) or ``_multi_tensor.PieceOps`` (one tensor).
+        tensors, one per variable), ``_torch_ops.FlatOps`` (vectors concatenated) or ``_torch_ops.PieceOps`` (one
+        tensor).
       keep, mix: :math:`\hat\beta_{2t}` and :math:`1-\hat\beta_{2t}`, in the compute dtype.
       epsilon_1: :math:`\epsilon_1` as a tensor of the compute dtype.
 
