@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,7 +132,9 @@ def _summary_lines() -> list[str]:
                 f"harmless accepted {sum(data['accepted_harmless'].values()):,}"
             )
         elif name == "bad_inputs":
-            lines.append(f"bad_inputs: {data['total']:,} bad inputs tried")
+            lines.append(
+                f"bad_inputs: {data['total']:,} bad inputs tried, {data['accepted_and_used']:,} distinct accepted ones used"
+            )
         elif name.startswith("soak_"):
             for run, r in sorted(data["runs"].items()):
                 lines.append(
@@ -153,8 +156,15 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: Any) -> None:
-    """In the xdist controller: collect a finished worker's numbers (see pytest_sessionfinish)."""
-    RECORDED.update(json.loads(getattr(node, "workeroutput", {}).get("reliability_numbers", "{}")))
+    """In the xdist controller: collect a finished worker's numbers (see pytest_sessionfinish). Each worker counts
+    the bad inputs of the tests it ran: the controller adds them up and writes the sum."""
+    for name, payload in json.loads(getattr(node, "workeroutput", {}).get("reliability_numbers", "{}")).items():
+        if name == "bad_inputs" and name in RECORDED:
+            tried = Counter(RECORDED[name]["tried"]) + Counter(payload["tried"])
+            used = RECORDED[name]["accepted_and_used"] + payload["accepted_and_used"]
+            record(name, {"tried": dict(sorted(tried.items())), "total": tried.total(), "accepted_and_used": used})
+        else:
+            RECORDED[name] = payload
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
