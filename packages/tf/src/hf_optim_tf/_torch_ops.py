@@ -1,18 +1,18 @@
-"""Adafactor's ops on Keras' torch backend, as plain torch calls (``hf_optim_tf._multi_tensor`` says when this path
-is taken). Adafactor runs its formula stages (``hf_optim_tf._formulas``) as the plain torch calls ``keras.ops`` makes on this
-backend, without Keras' conversions and dtype checks around each, with the scalars of a step made once per distinct
-step count. Its statistics are reductions per variable (row and column means, the RMS of the parameter and of the
-update), which it takes one torch call per tensor. Variables of at most ``PIECE`` elements go through the formula
-together, in batches (``_multi_tensor.in_batches``): the matrices with ``_multi_tensor.ForeachOps``, which runs each elementwise op
-as one multi-tensor op and each sum per tensor; the vectors (and 0-d variables) concatenated, with :class:`FlatOps`, which
-runs each elementwise op as one torch call for the batch. A larger variable goes alone, with :class:`PieceOps`: each
-elementwise stage on pieces along its first axis (:meth:`PieceOps.run`), into the variables or into two scratch
-buffers kept between steps, whose whole tensors the sums then read. The per-variable scalars stay on the device, as
-0-d tensors or as the entries of a 1-D tensor, which the RMS and the clipping divisors of a batch go through in one
-call per op. The sums see the values and shapes ``update_step``'s see, and an elementwise op gives the same bits on
-a piece, a concatenation or a vector as on the whole tensor or the 0-d scalar, so the result is ``update_step``'s bit
-for bit (``tests/test_multi_tensor.py``, also with pieces of 7 and of 2 elements). Measured 2026-12-06, interleaved
-in one process, 2 threads:
+"""Adafactor's ops on Keras' torch backend, as plain torch calls (``hf_optim_tf._multi_tensor`` says when this path is
+taken). Adafactor runs its formula stages (``hf_optim_tf._formulas``) as the plain torch calls ``keras.ops`` makes on
+this backend, without Keras' conversions and dtype checks around each, with the scalars of a step made once per
+distinct step count. Its statistics are reductions per variable (row and column means, the RMS of the parameter and
+of the update), which it takes one torch call per tensor. Variables of at most ``PIECE`` elements go through the
+formula together, in batches (``_multi_tensor.in_batches``): the matrices with ``_multi_tensor.ForeachOps``, which
+runs each elementwise op as one multi-tensor op and each sum per tensor; the vectors (and 0-d variables)
+concatenated, with :class:`FlatOps`, which runs each elementwise op as one torch call for the batch. A larger
+variable goes alone, with :class:`PieceOps`: each elementwise stage on pieces along its first axis
+(:meth:`PieceOps.run`), into the variables or into two scratch buffers kept between steps, whose whole tensors the
+sums then read. The per-variable scalars stay on the device, as 0-d tensors or as the entries of a 1-D tensor, which
+the RMS and the clipping divisors of a batch go through in one call per op. The sums see the values and shapes
+``update_step``'s see, and an elementwise op gives the same bits on a piece, a concatenation or a vector as on the
+whole tensor or the 0-d scalar, so the result is ``update_step``'s bit for bit (``tests/test_multi_tensor.py``, also
+with pieces of 7 and of 2 elements). Measured 2026-12-06, interleaved in one process, 2 threads:
 
 - against ``update_step`` one variable at a time (Keras' conversions around each op): 10M parameters in ~200
   variables 206 -> 74 ms a step (Keras' own Adafactor 223 ms); 200 variables of 32 elements 143 -> 20.5 ms (Keras'
