@@ -157,12 +157,17 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: Any) -> None:
     """In the xdist controller: collect a finished worker's numbers (see pytest_sessionfinish). Each worker counts
-    the bad inputs of the tests it ran: the controller adds them up and writes the sum."""
+    the bad inputs and the non-finite gradients of the tests it ran: the controller adds them up and writes the
+    sums."""
     for name, payload in json.loads(getattr(node, "workeroutput", {}).get("reliability_numbers", "{}")).items():
-        if name == "bad_inputs" and name in RECORDED:
-            tried = Counter(RECORDED[name]["tried"]) + Counter(payload["tried"])
-            used = RECORDED[name]["accepted_and_used"] + payload["accepted_and_used"]
+        kept = RECORDED.get(name)
+        if name == "bad_inputs" and kept:
+            tried = Counter(kept["tried"]) + Counter(payload["tried"])
+            used = kept["accepted_and_used"] + payload["accepted_and_used"]
             record(name, {"tried": dict(sorted(tried.items())), "total": tried.total(), "accepted_and_used": used})
+        elif name == "nonfinite" and kept:
+            checked = Counter(kept["checked"]) + Counter(payload["checked"])
+            record(name, {**payload, "checked": dict(sorted(checked.items()))})
         else:
             RECORDED[name] = payload
 

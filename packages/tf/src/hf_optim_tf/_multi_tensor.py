@@ -233,8 +233,8 @@ class ForeachOps:
 
         return list(torch._foreach_mul(x, x))  # torch.square is one rounded product too
 
-    # Adafactor's reciprocal square root, reductions and reshapes: one torch call per tensor, as _torch_ops.torch_ops makes
-    # them (torch.rsqrt's CUDA kernel is its own; torch._foreach_rsqrt is not in every torch this package takes)
+    # Adafactor's reciprocal square root, reductions and reshapes: one torch call per tensor, as _torch_ops.torch_ops
+    # makes them (torch.rsqrt's CUDA kernel is its own; torch._foreach_rsqrt is not in every torch this package takes)
 
     @staticmethod
     def rsqrt(x: list[Any]) -> list[Any]:
