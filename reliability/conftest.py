@@ -1,8 +1,8 @@
 """Reliability suite setup: reduced vs full run, thread limits, and the fresh-process worker runner.
 
 The default run is the full one (12 to 18 minutes in two xdist workers on two cores, with the machine's load; the
-README's whole test command took 20 to 31; reliability/README.md): many interruptions, every schedule with every optimizer, 300 Hypothesis
-examples per argument, 50,000 soak steps. ``HF_OPTIM_FULL=0`` runs a reduced version for quick local iterations
+README's whole test command took 20 to 31: reliability/README.md): many interruptions, every schedule with every
+optimizer, 300 Hypothesis examples per argument, 50,000 soak steps. ``HF_OPTIM_FULL=0`` runs a reduced version for quick local iterations
 (fewer examples and steps); both exercise every item.
 """
 
@@ -156,20 +156,25 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: Any) -> None:
-    """In the xdist controller: collect a finished worker's numbers (see pytest_sessionfinish). Each worker counts
-    the bad inputs and the non-finite gradients of the tests it ran: the controller adds them up and writes the
-    sums."""
+    """In the xdist controller: collect a finished worker's numbers (see pytest_sessionfinish). The fields of
+    ``COUNTED`` are counts over the tests a worker ran: the controller adds them up and writes the sums."""
     for name, payload in json.loads(getattr(node, "workeroutput", {}).get("reliability_numbers", "{}")).items():
         kept = RECORDED.get(name)
-        if name == "bad_inputs" and kept:
-            tried = Counter(kept["tried"]) + Counter(payload["tried"])
-            used = kept["accepted_and_used"] + payload["accepted_and_used"]
-            record(name, {"tried": dict(sorted(tried.items())), "total": tried.total(), "accepted_and_used": used})
-        elif name == "nonfinite" and kept:
-            checked = Counter(kept["checked"]) + Counter(payload["checked"])
-            record(name, {**payload, "checked": dict(sorted(checked.items()))})
+        if name in COUNTED and kept:
+            record(name, {**payload, **{field: _added(kept[field], payload[field]) for field in COUNTED[name]}})
         else:
             RECORDED[name] = payload
+
+
+#: per item, its fields that count over the tests each xdist worker ran (numbers, or counts per key)
+COUNTED = {"bad_inputs": ("tried", "total", "accepted_and_used"), "nonfinite": ("checked",)}
+
+
+def _added(a: Any, b: Any) -> Any:
+    """Two workers' counts added: numbers, or dicts of counts per key (the keys of both, sorted)."""
+    if isinstance(a, dict):
+        return dict(sorted((Counter(a) + Counter(b)).items()))
+    return a + b
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -4,8 +4,9 @@ For every scenario of :func:`reliability._drive.scenarios` (each optimizer alone
 optimizer; all from the registry) the test runs the uninterrupted trajectory, then a second run that checkpoints
 at the interruption points (0, every boundary of the schedule such as the end of the warmup and
 ``num_training_steps``, the last step, the end, random steps). The second run must equal the first (saving does not
-perturb anything). Fresh worker processes (``PER_WORKER`` checkpoints each) then restore every checkpoint, continue
-to the end and compare every step (parameters and learning rates) and the final optimizer state bit for bit.
+perturb anything). Fresh worker processes (at most ``PER_WORKER`` checkpoints each) then restore every checkpoint,
+continue to the end and compare every step (parameters and learning rates) and the final optimizer state bit for
+bit.
 
 Formats: torch ``state_dict`` through ``torch.save`` / ``torch.load(weights_only=True)``; Keras ``.keras`` files of
 a compiled model and ``tf.train.Checkpoint`` (both in the full run; alternating in the reduced run).
