@@ -46,9 +46,20 @@ JAX_REFERENCE = "optax.adamw jit"
 
 
 def target_row(text: str, value: float, spread: float | None, bound: float, unit: str = "x") -> str:
-    shown = f"{value:.2f}{unit}" + (f" (±{spread * value / 2:.2f})" if spread is not None else "")
-    verdict = "yes" if value <= bound else f"no, {value / bound:.2f}x the bound"
+    digits = _digits_past(value, bound)
+    shown = f"{value:.{digits}f}{unit}" + (f" (±{spread * value / 2:.2f})" if spread is not None else "")
+    over = value / bound
+    verdict = "yes" if value <= bound else f"no, {over:.{_digits_past(over, 1.0)}f}x the bound"
     return f"| {text} | {shown} | {verdict} |"
+
+
+def _digits_past(value: float, bound: float) -> int:
+    """Decimals to show ``value`` with (2 to 6): enough that a value over ``bound`` does not print as the bound
+    (a miss of 1.1004x against 1.1 reads 1.1004x, not 1.10x; its ratio to the bound 1.0004x, not 1.00x)."""
+    digits = 2
+    while digits < 6 and value > bound and round(value, digits) <= bound:
+        digits += 1
+    return digits
 
 
 def round_two_targets(
