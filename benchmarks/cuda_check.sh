@@ -2,7 +2,8 @@
 # Everything issue 6 asks of a CUDA machine, in one call (a lent GPU machine gives minutes, not hours):
 #   1. the torch conformance cases with every tensor on the GPU (HF_OPTIM_TORCH_DEVICE=cuda);
 #   2. the CUDA benchmark (benchmarks/cuda.py: 1B and 100M parameters) -> RESULTS_CUDA.md;
-#   3. the torch package's tests on that machine's torch (a check of the supported torch range).
+#   3. the torch package's tests on that machine's torch (a check of the supported torch range; on that machine
+#      tests/test_cuda_graphs.py also captures real CUDA graphs and compares their replays with eager steps).
 # Runs from a source checkout with the machine's own python3 and torch (no install): the packages come from
 # PYTHONPATH. Writes logs and reports to $OUT (default out/cuda). Usage: bash benchmarks/cuda_check.sh
 set -u -o pipefail

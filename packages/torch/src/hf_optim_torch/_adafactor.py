@@ -315,7 +315,7 @@ def _run(
     layout_cache: LayoutCache[Any] | None = None,
 ) -> None:
     """Send the tensors down their paths: the two-pass path first when ``fused`` allows, the rest to a loop."""
-    if use_fused(fused, foreach, options.lr):
+    if use_fused(fused, foreach, options.lr, tensors.params):
         rest = two_pass_adafactor(tensors, options, rounding_keys, strict=bool(fused), cache=layout_cache)
         if not rest:
             return

@@ -19,13 +19,13 @@ how the tensors are swept; the numbers it scales them by come from here:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from typing import NamedTuple, TypeVar
 
 import torch
 from torch import Tensor
 
-from ._path_choice import compiling
+from ._path_choice import capturing, compiling
 from ._torch_fused_adam import kernel_moment_ratios
 
 __all__ = [
@@ -43,11 +43,12 @@ Number = TypeVar("Number", float, Tensor)
 Made = TypeVar("Made")
 
 
-def reads_host_steps(lr: float | Tensor) -> bool:
+def reads_host_steps(lr: float | Tensor, steps: Sequence[Tensor]) -> bool:
     """Whether a for-loop may key its scalars on the steps' host values (``._step_count``'s mirror): not under
-    ``torch.compile`` (a host value would be a constant of the graph) nor with a tensor ``lr`` (the configuration for
-    captured steps, where no host value may be read)."""
-    return not isinstance(lr, Tensor) and not compiling()
+    ``torch.compile`` (a host value would be a constant of the graph), with a tensor ``lr`` (the configuration for
+    captured steps, where no host value may be read), nor while the step is captured into a CUDA graph (the
+    replays advance the counters without the mirror)."""
+    return not isinstance(lr, Tensor) and not compiling() and not capturing(steps)
 
 
 def once_per_key(make: Callable[[int], Made], keys: list[Hashable] | None, count: int) -> list[Made]:

@@ -328,7 +328,7 @@ def adam_weight_decay(
     """
     tensors = AdamTensors(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else [], state_steps)
     options = _AdamWeightDecayOptions(lr, beta_1, beta_2, epsilon, amsgrad, weight_decay_rate)
-    if use_fused(fused, foreach, lr):
+    if use_fused(fused, foreach, lr, params):
         rest = _torch_kernel_adam_weight_decay(tensors, decay, options, strict=bool(fused), cache=layout_cache)
         if not rest:
             return
@@ -353,7 +353,9 @@ def _for_loop_adam_weight_decay(tensors: AdamTensors, decay: list[bool], o: _Ada
     device and step value where the host values may be read (the count is optimizer-wide: one set per dtype)."""
     steps, params = tensors.state_steps, tensors.params
     keys = (
-        [(p.dtype, p.device, value) for p, value in zip(params, host_steps(steps))] if reads_host_steps(o.lr) else None
+        [(p.dtype, p.device, value) for p, value in zip(params, host_steps(steps))]
+        if reads_host_steps(o.lr, steps)
+        else None
     )
     factors = once_per_key(
         lambda i: adam_weight_decay_factors(o.lr, o.beta_1, o.beta_2, steps[i], params[i]), keys, len(params)

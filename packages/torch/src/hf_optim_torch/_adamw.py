@@ -270,7 +270,7 @@ def adamw(
     """
     tensors = AdamTensors(params, grads, exp_avgs, exp_avg_sqs, [], state_steps)
     options = _AdamWOptions(lr, beta1, beta2, eps, weight_decay, correct_bias, maximize)
-    if use_fused(fused, foreach, lr):
+    if use_fused(fused, foreach, lr, params):
         rest = _torch_kernel_adamw(tensors, options, strict=bool(fused), cache=layout_cache)
         if not rest:
             return
@@ -314,7 +314,7 @@ def _step_sizes(steps: list[Tensor], o: _AdamWOptions) -> list[float | Tensor]:
     """Every parameter's step size from its step tensor, the steps advanced first; made once per step value and
     device where the host values may be read (:func:`._adam_scalars.reads_host_steps`; then one addition advances
     a group's block of counters and hands back their values: :func:`._step_count.advance_steps`)."""
-    if reads_host_steps(o.lr):
+    if reads_host_steps(o.lr, steps):
         keys: list[Hashable] | None = [(value, step.device) for step, value in zip(steps, advance_steps(steps))]
     else:
         keys = None

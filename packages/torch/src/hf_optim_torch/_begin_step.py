@@ -6,6 +6,8 @@ from typing import Any
 
 import torch
 
+from ._path_choice import capturing
+from ._step_count import mark_captured
 from ._torch_fused_adam import fused_problem
 
 __all__ = ["SPARSE_LAYOUTS", "begin_step"]
@@ -25,18 +27,21 @@ def begin_step(
     Sparse gradients are rejected (``RuntimeError(sparse_error)``), and so is a float16 parameter with a gradient
     in a group with ``stochastic_rounding`` (``ValueError``: only bfloat16 storage has stochastic rounding), and,
     when ``fused_dtypes`` is given, a parameter of a ``fused=True`` group that the fused kernel cannot take
-    (``RuntimeError``, see :func:`fused_problem`). Every parameter of every group is checked before any state or
-    parameter changes, so a rejected step changes nothing. Returns the closure's loss (None without a closure).
+    (``RuntimeError``, see :func:`fused_problem`), and what a CUDA graph cannot capture (:func:`_check_capture`).
+    Every parameter of every group is checked before any state or parameter changes, so a rejected step changes
+    nothing. Returns the closure's loss (None without a closure).
     """
     loss = None
     if closure is not None:
         with torch.enable_grad():
             loss = closure()
     index = 0
+    stepped = None  # the first parameter with a gradient
     for group in optimizer.param_groups:
         rounding = group.get("stochastic_rounding", False)
         for p in group["params"]:
             if p.grad is not None:
+                stepped = p if stepped is None else stepped
                 if p.grad.layout in SPARSE_LAYOUTS:
                     raise RuntimeError(sparse_error)
                 if rounding and p.dtype == torch.float16:
@@ -49,4 +54,50 @@ def begin_step(
                     if problem is not None:
                         raise RuntimeError(f"fused=True cannot step parameter {index}: {problem}")
             index += 1
+    if stepped is not None and capturing([stepped]):
+        _check_capture(optimizer)
     return loss
+
+
+#: the group flags a captured step refuses, and why
+_NOT_CAPTURED = {
+    "fused": "its kernel takes each step's scalars as Python numbers, which every replay would repeat; leave `fused` "
+    "unset (the multi-tensor path runs while capturing)",
+    "stochastic_rounding": "its rounding keys come from each step's count on the host, which every replay would repeat",
+}
+
+
+def _check_capture(optimizer: torch.optim.Optimizer) -> None:
+    """A step being captured into a CUDA graph (``torch.cuda.graph``): refuse what a replay would get wrong, then
+    mark the step counters as advanced by the graph (``._step_count.mark_captured``).
+
+    A replay repeats the captured device work with the values the step's Python computed at capture, so a captured
+    step must compute every per-step number on the device from the state: the multi-tensor and for-loop paths do (a
+    tensor ``lr``, which a scheduler updates in place, is read on the device too; a float ``lr`` is replayed as it
+    was). Refused, before anything changes: ``fused=True`` (its kernel takes each step's scalars as Python numbers;
+    the default path is the multi-tensor one while capturing), ``stochastic_rounding=True`` on a bfloat16 parameter
+    (its keys come from each step's count on the host), and a parameter without state (the state is created
+    eagerly: torch's recipe takes a few warm-up steps on a side stream before capturing).
+    """
+    steps = []
+    index = 0
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p)
+            step = state.get("step") if state else None
+            if p.grad is not None:
+                for flag, why in _NOT_CAPTURED.items():
+                    if group.get(flag) and (flag == "fused" or p.dtype == torch.bfloat16):  # (keys: bfloat16 only)
+                        raise ValueError(
+                            f"`{flag}=True` cannot be captured into a CUDA graph: {why}. "
+                            f"Received: {flag}=True for parameter {index}"
+                        )
+                if not isinstance(step, torch.Tensor):
+                    raise RuntimeError(
+                        f"parameter {index} has no optimizer state to capture into a CUDA graph: take an eager step "
+                        "first (torch's recipe: a few warm-up steps on a side stream before torch.cuda.graph)"
+                    )
+            if isinstance(step, torch.Tensor):
+                steps.append(step)
+            index += 1
+    mark_captured(steps)

@@ -13,7 +13,15 @@ from typing import Any, Generic, TypeVar
 
 import torch
 
-__all__ = ["LayoutCache", "compiling", "fused_eligible", "group_layout_cache", "use_foreach", "use_fused"]
+__all__ = [
+    "LayoutCache",
+    "capturing",
+    "compiling",
+    "fused_eligible",
+    "group_layout_cache",
+    "use_foreach",
+    "use_fused",
+]
 
 T = TypeVar("T")
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
@@ -25,6 +33,18 @@ def compiling() -> bool:
     """Whether the code runs under ``torch.compile`` (dynamo tracing)."""
     is_compiling = getattr(torch.compiler, "is_compiling", None)
     return bool(is_compiling()) if is_compiling is not None else False
+
+
+def capturing(tensors: Sequence[torch.Tensor]) -> bool:
+    """Whether the step being run is being captured into a CUDA graph (``torch.cuda.graph``), judged by the stream
+    of the first tensor's device: ``torch.cuda.CUDAGraph.replay`` then repeats its device work, never its Python.
+    Only a CUDA tensor asks CUDA (a CPU-only torch has no capture to ask about)."""
+    return bool(tensors) and _stream_capturing(tensors[0].device)
+
+
+def _stream_capturing(device: torch.device) -> bool:
+    """Whether the current stream of ``device`` is capturing (tests stand in a capture on CPU tensors here)."""
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
 
 
 def use_foreach(foreach: bool | None, params: list[torch.Tensor]) -> bool:
@@ -40,12 +60,13 @@ def use_foreach(foreach: bool | None, params: list[torch.Tensor]) -> bool:
     return all(p.device.type not in ("cpu", "meta") and type(p) in _PLAIN for p in params)
 
 
-def use_fused(fused: bool | None, foreach: bool | None, lr: object = None) -> bool:
+def use_fused(fused: bool | None, foreach: bool | None, lr: object = None, params: Sequence[torch.Tensor] = ()) -> bool:
     """Whether to try the fused path: asked for, or by default when no ``foreach`` choice was made.
 
     Not by default under ``torch.compile`` (the fused paths take per-step Python numbers, which a compiled graph
-    would specialise on) nor with a tensor ``lr`` (the configuration meant for compiled steps: eager and compiled
-    steps then run the same path).
+    would specialise on), with a tensor ``lr`` (the configuration meant for compiled steps: eager and compiled
+    steps then run the same path), nor while the step of ``params`` is captured into a CUDA graph (its Python
+    numbers would be replayed at every step; ``begin_step`` refuses ``fused=True`` there).
     """
     if fused:
         if foreach:
@@ -53,7 +74,7 @@ def use_fused(fused: bool | None, foreach: bool | None, lr: object = None) -> bo
         return True
     if fused is not None or foreach is not None or isinstance(lr, torch.Tensor):
         return False
-    return not torch.jit.is_scripting() and not compiling()
+    return not torch.jit.is_scripting() and not compiling() and not capturing(params)
 
 
 def fused_eligible(param: torch.Tensor, *tensors: torch.Tensor, dtypes: tuple[torch.dtype, ...]) -> bool:

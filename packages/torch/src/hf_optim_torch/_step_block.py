@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["STEP_DTYPE", "StepBlock", "block_of", "block_of_view", "gather_steps"]
+__all__ = ["STEP_DTYPE", "StepBlock", "block_holding", "block_of", "block_of_view", "gather_steps"]
 
 #: dtype of the per-parameter ``state["step"]`` counter (torch.optim's convention: exact up to 2**24 steps).
 STEP_DTYPE = torch.float32
@@ -34,7 +34,7 @@ _ATTRIBUTE = "_hf_optim_step_block"
 class StepBlock:
     """What hangs on a block's 1-D tensor: weak references to its views, and the host mirror of its values."""
 
-    __slots__ = ("values", "version", "views")
+    __slots__ = ("captured", "values", "version", "views")
 
     def __init__(self, views: tuple[torch.Tensor, ...]) -> None:
         # weak: the block hangs on its base tensor, which each view keeps alive (a cycle through C++ that Python's
@@ -42,11 +42,15 @@ class StepBlock:
         self.views = tuple(weakref.ref(view) for view in views)
         self.version: int | None = None  # the base's version counter when ``values`` was read
         self.values: list[float] = []
+        # advanced by a captured CUDA graph: its replays change the values without the version counter, so the
+        # mirror is read again at every use
+        self.captured = False
 
     def current_values(self, base: torch.Tensor) -> list[float]:
-        """The steps as Python floats: from the mirror, or read once (a device sync) after an outside change."""
+        """The steps as Python floats: from the mirror, or read (a device sync) after an outside change, and at every
+        use once a CUDA graph has captured their update."""
         version = base._version
-        if version != self.version:
+        if version != self.version or self.captured:
             self.values = [float(v) for v in base.tolist()]
             self.version = version
         return self.values
@@ -65,9 +69,14 @@ def block_of(steps: list[torch.Tensor]) -> tuple[torch.Tensor, StepBlock] | None
     return base, block  # type: ignore[return-value]
 
 
+def block_holding(step: torch.Tensor) -> StepBlock | None:
+    """The block ``step`` is a view of (by its base tensor), or None."""
+    return getattr(step._base, _ATTRIBUTE, None) if step._base is not None else None
+
+
 def block_of_view(step: torch.Tensor) -> tuple[StepBlock, int] | None:
     """The block ``step`` is a view of, and its position there, or None (a linear search: not for the step path)."""
-    block: StepBlock | None = getattr(step._base, _ATTRIBUTE, None) if step._base is not None else None
+    block = block_holding(step)
     if block is not None:
         for index, view in enumerate(block.views):
             if view() is step:

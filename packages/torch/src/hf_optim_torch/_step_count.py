@@ -8,10 +8,19 @@ import weakref
 import numpy as np
 import torch
 
-from ._path_choice import compiling
-from ._step_block import STEP_DTYPE, block_of, block_of_view
+from ._path_choice import capturing, compiling
+from ._step_block import STEP_DTYPE, block_holding, block_of, block_of_view
 
-__all__ = ["STEP_DTYPE", "advance_steps", "as_step_tensor", "count_steps", "host_steps", "note_advanced", "plus_one"]
+__all__ = [
+    "STEP_DTYPE",
+    "advance_steps",
+    "as_step_tensor",
+    "count_steps",
+    "host_steps",
+    "mark_captured",
+    "note_advanced",
+    "plus_one",
+]
 
 
 def as_step_tensor(value: object, like: torch.Tensor) -> torch.Tensor:
@@ -38,6 +47,8 @@ class _StepMirror:
 
     def __init__(self) -> None:
         self._entries: dict[int, tuple[weakref.ref[torch.Tensor], int, float]] = {}
+        # steps (outside a block) whose update a CUDA graph captured: never mirrored, read at every use
+        self._captured: dict[int, weakref.ref[torch.Tensor]] = {}
 
     def _forget(self, key: int, ref: weakref.ref[torch.Tensor]) -> None:
         entry = self._entries.get(key)
@@ -49,7 +60,7 @@ class _StepMirror:
         found = block_of_view(step)
         if found is not None:
             block, index = found
-            return None if block.version is None else (block.version, block.values[index])
+            return None if block.version is None or block.captured else (block.version, block.values[index])
         entry = self._entries.get(id(step))
         return (entry[1], entry[2]) if entry is not None and entry[0]() is step else None
 
@@ -81,8 +92,9 @@ class _StepMirror:
         after = _rounded_plus_one(before)
         entries = self._entries
         for step, new, version in zip(steps, after, versions):
-            if version is not None:
-                entries[id(step)] = (entries[id(step)][0], version + 1, new)
+            entry = entries.get(id(step))
+            if version is not None and entry is not None:  # (a captured step has none)
+                entries[id(step)] = (entry[0], version + 1, new)
         return after
 
     def _read(self, steps: list[torch.Tensor]) -> tuple[list[float], list[int | None]]:
@@ -128,8 +140,29 @@ class _StepMirror:
             elif version != entry[1]:
                 del entries[id(step)]
 
+    def mark_captured(self, steps: list[torch.Tensor]) -> None:
+        """Stop mirroring ``steps``: a CUDA graph captured their update, and its replays advance them with no version
+        change the mirror could see. Each is read at every later use (a sync per eager step after a capture)."""
+        for step in steps:
+            block = block_holding(step)
+            if block is not None:
+                block.captured = True
+                continue
+            key = id(step)
+            self._entries.pop(key, None)
+            kept = self._captured.get(key)
+            if kept is None or kept() is not step:
+                self._captured[key] = weakref.ref(step, functools.partial(self._release, key))
+
+    def _release(self, key: int, ref: weakref.ref[torch.Tensor]) -> None:
+        if self._captured.get(key) is ref:
+            del self._captured[key]
+
     def _record(self, step: torch.Tensor, ref: weakref.ref[torch.Tensor] | None, version: int, value: float) -> None:
         key = id(step)
+        captured = self._captured.get(key)
+        if captured is not None and captured() is step:
+            return
         if ref is None:
             ref = weakref.ref(step, functools.partial(self._forget, key))
         self._entries[key] = (ref, version, value)
@@ -159,15 +192,22 @@ def advance_steps(steps: list[torch.Tensor]) -> list[float]:
 
 
 def count_steps(steps: list[torch.Tensor]) -> None:
-    """``step += 1`` on every tensor (one foreach op), the host mirror kept current outside ``torch.compile``.
+    """``step += 1`` on every tensor (one foreach op), the host mirror kept current outside ``torch.compile`` and
+    CUDA graph capture.
 
     Inside a compiled step the mirror is left alone (dynamo does not trace weak references): it goes stale, and the
-    next eager step reads each counter once.
+    next eager step reads each counter once. A captured step does not read it either (``begin_step`` has marked the
+    counters: :func:`mark_captured`).
     """
-    if compiling():
+    if compiling() or capturing(steps):
         torch._foreach_add_(steps, 1)
     else:
         advance_steps(steps)
+
+
+def mark_captured(steps: list[torch.Tensor]) -> None:
+    """Read these step counters from the device at every later use: a CUDA graph is capturing their update."""
+    _HOST_STEPS.mark_captured(steps)
 
 
 def note_advanced(steps: list[torch.Tensor]) -> None:
