@@ -38,8 +38,9 @@ def compiling() -> bool:
 def capturing(tensors: Sequence[torch.Tensor]) -> bool:
     """Whether the step being run is being captured into a CUDA graph (``torch.cuda.graph``), judged by the stream
     of the first tensor's device: ``torch.cuda.CUDAGraph.replay`` then repeats its device work, never its Python.
-    Only a CUDA tensor asks CUDA (a CPU-only torch has no capture to ask about)."""
-    return bool(tensors) and _stream_capturing(tensors[0].device)
+    Only a CUDA tensor asks CUDA (a CPU-only torch has no capture to ask about); under ``torch.compile`` the answer
+    is False (what inductor captures is the compiled graph, whose paths take no host values: :func:`compiling`)."""
+    return bool(tensors) and not compiling() and _stream_capturing(tensors[0].device)
 
 
 def _stream_capturing(device: torch.device) -> bool:
