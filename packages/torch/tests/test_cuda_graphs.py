@@ -28,11 +28,15 @@ def _tensor_lr(value: float = 1e-2) -> Callable[[torch.device], torch.Tensor]:
     return lambda device: torch.tensor(value, device=device)
 
 
-#: optimizer configurations a capture takes: name -> (builder(params, device), whether its lr is a tensor)
+#: optimizer configurations a capture takes: name -> builder(params, device). Without ``foreach`` a captured step
+#: takes the for-loop on CPU (the multi-tensor path on CUDA, which the ``foreach`` ones take here)
 CAPTURED: dict[str, Callable[[list[torch.Tensor], torch.device], torch.optim.Optimizer]] = {
     "AdamW": lambda ps, d: hf_optim_torch.AdamW(ps, lr=1e-2, weight_decay=0.1),
     "AdamW tensor lr": lambda ps, d: hf_optim_torch.AdamW(ps, lr=_tensor_lr()(d), weight_decay=0.1),
     "AdamW foreach": lambda ps, d: hf_optim_torch.AdamW(ps, lr=1e-2, weight_decay=0.1, foreach=True),
+    "AdamW tensor lr foreach": lambda ps, d: hf_optim_torch.AdamW(
+        ps, lr=_tensor_lr()(d), weight_decay=0.1, foreach=True
+    ),
     "AdamWeightDecay": lambda ps, d: hf_optim_torch.AdamWeightDecay(ps, learning_rate=1e-2, weight_decay_rate=0.1),
     "AdamWeightDecay foreach": lambda ps, d: hf_optim_torch.AdamWeightDecay(
         ps, learning_rate=1e-2, weight_decay_rate=0.1, foreach=True
@@ -40,6 +44,9 @@ CAPTURED: dict[str, Callable[[list[torch.Tensor], torch.device], torch.optim.Opt
     "Adafactor": lambda ps, d: hf_optim_torch.Adafactor(ps),
     "Adafactor tensor lr": lambda ps, d: hf_optim_torch.Adafactor(
         ps, lr=_tensor_lr()(d), relative_step=False, scale_parameter=False, beta1=0.9, weight_decay=0.1
+    ),
+    "Adafactor tensor lr foreach": lambda ps, d: hf_optim_torch.Adafactor(
+        ps, lr=_tensor_lr()(d), relative_step=False, beta1=0.9, weight_decay=0.1, foreach=True
     ),
     "Adafactor foreach": lambda ps, d: hf_optim_torch.Adafactor(ps, foreach=True, warmup_init=True),
 }
@@ -61,17 +68,14 @@ def _plain(value: Any) -> Any:
 class _Recorder(TorchDispatchMode):
     """Every aten op dispatched inside, with its non-tensor arguments, and every read of a tensor's values by the
     host: ``item`` and ``float()`` dispatch ``aten._local_scalar_dense``; ``tolist`` and ``numpy`` of a CPU tensor
-    dispatch nothing (on CUDA they copy to the host), so they are recorded here as ``host read: tolist``."""
+    dispatch nothing (on CUDA they copy to the host), so they are recorded here as ``host read: tolist``. A tensor
+    made from host data (``torch.tensor``: ``aten.lift_fresh``, on CUDA a copy from the host, which a capture refuses)
+    and a copy between devices count as host transfers too."""
 
     def __init__(self) -> None:
         super().__init__()
         self.ops: list[tuple[str, Any, Any]] = []
         self._patch = pytest.MonkeyPatch()
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        kwargs = kwargs or {}
-        self.ops.append((str(func), _plain(args), _plain(sorted(kwargs.items()))))
-        return func(*args, **kwargs)
 
     def __enter__(self) -> _Recorder:
         for name in ("tolist", "numpy"):
@@ -88,8 +92,19 @@ class _Recorder(TorchDispatchMode):
         super().__exit__(*exc)
         self._patch.undo()
 
-    def host_reads(self) -> list[str]:
-        return [op[0] for op in self.ops if op[0].startswith("host read") or "_local_scalar_dense" in op[0]]
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        self.ops.append((str(func), _plain(args), _plain(sorted(kwargs.items()))))
+        if func in (torch.ops.aten._to_copy.default, torch.ops.aten.copy_.default):
+            source, target = args[1 if func is torch.ops.aten.copy_.default else 0], kwargs.get("device", args[0])
+            if getattr(target, "device", target) not in (None, source.device):
+                self.ops.append(("host transfer: between devices", (), ()))
+        return func(*args, **kwargs)
+
+    def host_transfers(self) -> list[str]:
+        """What the step read back to the host or sent from it."""
+        marks = ("host read", "host transfer", "_local_scalar_dense", "lift_fresh")
+        return [op[0] for op in self.ops if any(mark in op[0] for mark in marks)]
 
 
 @pytest.fixture
@@ -154,7 +169,7 @@ def test_a_captured_step_repeats_its_device_work(name: str, capture: dict[str, b
         _new_gradients(params, seed), _new_gradients(twin, seed)
         recorded.append(_recorded_step(optimizer))
         eager.step()
-    assert not recorded[0].host_reads() and not recorded[1].host_reads(), "a captured step read a value back"
+    assert recorded[0].host_transfers() == recorded[1].host_transfers() == [], "a captured step used the host"
     first, second = recorded[0].ops, recorded[1].ops
     assert first == second, next(pair for pair in zip(first, second) if pair[0] != pair[1])
     for p, q in zip(params, twin):
@@ -231,11 +246,48 @@ def test_a_capture_refuses_what_a_replay_would_get_wrong(build: Build, match: st
     assert str(optimizer.state_dict()) == str(before[1])
 
 
+def test_a_capture_refuses_a_tensor_lr_on_another_device(capture: dict[str, bool]) -> None:
+    params = _model()
+    optimizer = hf_optim_torch.AdamW(params, lr=torch.tensor(1e-2))
+    optimizer.step()
+    optimizer.param_groups[0]["lr"] = torch.empty((), device="meta")  # (a CPU lr beside CUDA parameters, on CUDA)
+    capture["on"] = True
+    with pytest.raises(ValueError, match=r"a tensor `lr` must be on the parameters' device .* Received: lr on meta"):
+        optimizer.step()
+
+
+def test_a_capture_needs_every_state_tensor(capture: dict[str, bool]) -> None:
+    """State a step would create (a first moment switched on after the warm-up) is refused, not recorded: every
+    replay would make it zeros again."""
+    params = _model()
+    optimizer = hf_optim_torch.Adafactor(params)
+    optimizer.step()
+    optimizer.param_groups[0]["beta1"] = 0.9
+    before = copy.deepcopy(optimizer.state_dict())
+    capture["on"] = True
+    with pytest.raises(RuntimeError, match=r"parameter 0 has no state\['exp_avg'\] on its device"):
+        optimizer.step()
+    assert str(optimizer.state_dict()) == str(before)
+
+
+def test_the_functional_optimizers_refuse_fused_while_capturing(capture: dict[str, bool]) -> None:
+    params = _model()
+    moments = [[torch.zeros_like(p) for p in params] for _ in range(2)]
+    steps = [torch.tensor(1.0) for _ in params]
+    capture["on"] = True
+    with pytest.raises(ValueError, match="`fused=True` cannot be captured"):
+        hf_optim_torch.adamw(
+            params, [p.grad for p in params], *moments, steps, fused=True, lr=1e-3, beta1=0.9, beta2=0.999,
+            eps=1e-6, weight_decay=0.0, correct_bias=True,
+        )  # fmt: skip
+    assert [float(s) for s in steps] == [1.0] * len(params)
+
+
 def test_a_capture_needs_the_state_of_an_eager_step(capture: dict[str, bool]) -> None:
     params = _model()
     optimizer = hf_optim_torch.AdamW(params)
     capture["on"] = True
-    with pytest.raises(RuntimeError, match="parameter 0 has no optimizer state to capture"):
+    with pytest.raises(RuntimeError, match=r"parameter 0 has no state\['step'\] on its device"):
         optimizer.step()
     assert not optimizer.state
 
@@ -253,7 +305,11 @@ def test_graph_replays_equal_eager_steps(name: str) -> None:
     params = _model("cuda")
     twin = _twin(params)
     optimizer, eager = CAPTURED[name](params, device), CAPTURED[name](twin, device)
-    schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lambda step: 1.0 / (1 + step)) for o in (optimizer, eager)]
+    schedulers = (  # with a tensor lr (a float one is replayed as captured; Adafactor's relative step has none)
+        [torch.optim.lr_scheduler.LambdaLR(o, lambda step: 1.0 / (1 + step)) for o in (optimizer, eager)]
+        if isinstance(optimizer.param_groups[0]["lr"], torch.Tensor)
+        else []
+    )
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
@@ -272,9 +328,8 @@ def test_graph_replays_equal_eager_steps(name: str) -> None:
         _new_gradients(params, seed), _new_gradients(twin, seed)
         graph.replay()
         eager.step()
-        if isinstance(optimizer.param_groups[0]["lr"], torch.Tensor):
-            for scheduler in schedulers:
-                scheduler.step()
+        for scheduler in schedulers:
+            scheduler.step()
     torch.cuda.synchronize()
     for p, q in zip(params, twin):
         assert torch.equal(p, q)

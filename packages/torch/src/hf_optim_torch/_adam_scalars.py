@@ -119,9 +119,13 @@ def adam_weight_decay_factors(
     ``step`` holds the optimizer-wide count before this update, which is step ``step + 1``.
     """
     dtype, device = like.dtype, like.device
-    lr_t = lr.to(device=device, dtype=dtype) if isinstance(lr, Tensor) else torch.tensor(lr, dtype=dtype, device=device)
-    b1 = torch.tensor(beta_1, dtype=dtype, device=device)
-    b2 = torch.tensor(beta_2, dtype=dtype, device=device)
+    # torch.full, not torch.tensor: a fill on the device (the same rounding), where torch.tensor copies from the host,
+    # which a CUDA graph cannot capture
+    lr_t = (
+        lr.to(device=device, dtype=dtype) if isinstance(lr, Tensor) else torch.full((), lr, dtype=dtype, device=device)
+    )
+    b1 = torch.full((), beta_1, dtype=dtype, device=device)
+    b2 = torch.full((), beta_2, dtype=dtype, device=device)
     t = (step + 1).to(dtype)
     step_size = bias_corrected_step_size(lr_t, b1, b2, t)
     return AdamWeightDecayFactors(lr_t, step_size, 1.0 - b1, 1.0 - b2)  # type: ignore[arg-type]

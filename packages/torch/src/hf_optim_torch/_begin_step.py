@@ -75,16 +75,17 @@ def _check_capture(optimizer: torch.optim.Optimizer) -> None:
     step must compute every per-step number on the device from the state: the multi-tensor and for-loop paths do (a
     tensor ``lr``, which a scheduler updates in place, is read on the device too; a float ``lr`` is replayed as it
     was). Refused, before anything changes: ``fused=True`` (its kernel takes each step's scalars as Python numbers;
-    the default path is the multi-tensor one while capturing), ``stochastic_rounding=True`` on a bfloat16 parameter
-    (its keys come from each step's count on the host), and a parameter without state (the state is created
-    eagerly: torch's recipe takes a few warm-up steps on a side stream before capturing).
+    the default path is not the fused one while capturing), ``stochastic_rounding=True`` on a bfloat16 parameter
+    (its keys come from each step's count on the host), a tensor ``lr`` on another device than the parameters, and
+    a parameter whose state is not complete on its device (state is created or moved eagerly: torch's recipe takes
+    a few warm-up steps on a side stream before capturing).
     """
     steps = []
     index = 0
     for group in optimizer.param_groups:
+        lr = group.get("lr")
         for p in group["params"]:
-            state = optimizer.state.get(p)
-            step = state.get("step") if state else None
+            state = optimizer.state.get(p) or {}
             if p.grad is not None:
                 for flag, why in _NOT_CAPTURED.items():
                     if group.get(flag) and (flag == "fused" or p.dtype == torch.bfloat16):  # (keys: bfloat16 only)
@@ -92,12 +93,22 @@ def _check_capture(optimizer: torch.optim.Optimizer) -> None:
                             f"`{flag}=True` cannot be captured into a CUDA graph: {why}. "
                             f"Received: {flag}=True for parameter {index}"
                         )
-                if not isinstance(step, torch.Tensor):
-                    raise RuntimeError(
-                        f"parameter {index} has no optimizer state to capture into a CUDA graph: take an eager step "
-                        "first (torch's recipe: a few warm-up steps on a side stream before torch.cuda.graph)"
+                if isinstance(lr, torch.Tensor) and lr.device != p.device:
+                    raise ValueError(
+                        "a tensor `lr` must be on the parameters' device to be captured into a CUDA graph (a kernel "
+                        "takes another device's 0-dim tensor as a number at capture, and every replay would repeat "
+                        f"it). Received: lr on {lr.device} for parameter {index} on {p.device}"
                     )
-            if isinstance(step, torch.Tensor):
-                steps.append(step)
+                layout = optimizer._state_layout(p, group) if hasattr(optimizer, "_state_layout") else {"step": None}
+                for name in layout:
+                    value = state.get(name)
+                    if not isinstance(value, torch.Tensor) or value.device != p.device:
+                        raise RuntimeError(
+                            f"parameter {index} has no state[{name!r}] on its device to capture into a CUDA graph "
+                            "(a replay would repeat its creation): take an eager step first (torch's recipe: a few "
+                            "warm-up steps on a side stream before torch.cuda.graph)"
+                        )
+            if isinstance(state.get("step"), torch.Tensor):
+                steps.append(state["step"])
             index += 1
     mark_captured(steps)

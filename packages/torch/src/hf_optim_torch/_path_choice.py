@@ -36,15 +36,16 @@ def compiling() -> bool:
 
 
 def capturing(tensors: Sequence[torch.Tensor]) -> bool:
-    """Whether the step being run is being captured into a CUDA graph (``torch.cuda.graph``), judged by the stream
-    of the first tensor's device: ``torch.cuda.CUDAGraph.replay`` then repeats its device work, never its Python.
-    Only a CUDA tensor asks CUDA (a CPU-only torch has no capture to ask about); under ``torch.compile`` the answer
-    is False (what inductor captures is the compiled graph, whose paths take no host values: :func:`compiling`)."""
+    """Whether the step being run is being captured into a CUDA graph (``torch.cuda.graph``), judged by the current
+    CUDA stream where the first tensor is a CUDA one: ``torch.cuda.CUDAGraph.replay`` then repeats the step's device
+    work, never its Python. A CPU-only torch has no capture to ask about. Under ``torch.compile`` the answer is False
+    (its paths take no host values: :func:`compiling`)."""
     return bool(tensors) and not compiling() and _stream_capturing(tensors[0].device)
 
 
 def _stream_capturing(device: torch.device) -> bool:
-    """Whether the current stream of ``device`` is capturing (tests stand in a capture on CPU tensors here)."""
+    """Whether the current CUDA stream is capturing, for a tensor on ``device`` (tests stand in a capture on CPU
+    tensors here)."""
     return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
 
 
@@ -72,6 +73,11 @@ def use_fused(fused: bool | None, foreach: bool | None, lr: object = None, param
     if fused:
         if foreach:
             raise ValueError("`foreach` and `fused` cannot both be True.")
+        if capturing(params):  # (the optimizers refuse it in begin_step, before any group changes)
+            raise ValueError(
+                "`fused=True` cannot be captured into a CUDA graph: its kernel takes each step's scalars as Python "
+                "numbers, which every replay would repeat. Received: fused=True"
+            )
         return True
     if fused is not None or foreach is not None or isinstance(lr, torch.Tensor):
         return False
