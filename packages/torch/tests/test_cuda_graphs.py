@@ -24,29 +24,28 @@ from torch.utils._python_dispatch import TorchDispatchMode
 Build = Callable[[list[torch.Tensor]], torch.optim.Optimizer]
 
 
-def _tensor_lr(value: float = 1e-2) -> Callable[[torch.device], torch.Tensor]:
-    return lambda device: torch.tensor(value, device=device)
+def _tensor_lr(device: torch.device) -> torch.Tensor:
+    """The configurations' lr as a tensor on the parameters' device (what a scheduler updates in place)."""
+    return torch.tensor(1e-2, device=device)
 
 
 #: optimizer configurations a capture takes: name -> builder(params, device). Without ``foreach`` a captured step
 #: takes the for-loop on CPU (the multi-tensor path on CUDA, which the ``foreach`` ones take here)
 CAPTURED: dict[str, Callable[[list[torch.Tensor], torch.device], torch.optim.Optimizer]] = {
     "AdamW": lambda ps, d: hf_optim_torch.AdamW(ps, lr=1e-2, weight_decay=0.1),
-    "AdamW tensor lr": lambda ps, d: hf_optim_torch.AdamW(ps, lr=_tensor_lr()(d), weight_decay=0.1),
+    "AdamW tensor lr": lambda ps, d: hf_optim_torch.AdamW(ps, lr=_tensor_lr(d), weight_decay=0.1),
     "AdamW foreach": lambda ps, d: hf_optim_torch.AdamW(ps, lr=1e-2, weight_decay=0.1, foreach=True),
-    "AdamW tensor lr foreach": lambda ps, d: hf_optim_torch.AdamW(
-        ps, lr=_tensor_lr()(d), weight_decay=0.1, foreach=True
-    ),
+    "AdamW tensor lr foreach": lambda ps, d: hf_optim_torch.AdamW(ps, lr=_tensor_lr(d), weight_decay=0.1, foreach=True),
     "AdamWeightDecay": lambda ps, d: hf_optim_torch.AdamWeightDecay(ps, learning_rate=1e-2, weight_decay_rate=0.1),
     "AdamWeightDecay foreach": lambda ps, d: hf_optim_torch.AdamWeightDecay(
         ps, learning_rate=1e-2, weight_decay_rate=0.1, foreach=True
     ),
     "Adafactor": lambda ps, d: hf_optim_torch.Adafactor(ps),
     "Adafactor tensor lr": lambda ps, d: hf_optim_torch.Adafactor(
-        ps, lr=_tensor_lr()(d), relative_step=False, scale_parameter=False, beta1=0.9, weight_decay=0.1
+        ps, lr=_tensor_lr(d), relative_step=False, scale_parameter=False, beta1=0.9, weight_decay=0.1
     ),
     "Adafactor tensor lr foreach": lambda ps, d: hf_optim_torch.Adafactor(
-        ps, lr=_tensor_lr()(d), relative_step=False, beta1=0.9, weight_decay=0.1, foreach=True
+        ps, lr=_tensor_lr(d), relative_step=False, beta1=0.9, weight_decay=0.1, foreach=True
     ),
     "Adafactor foreach": lambda ps, d: hf_optim_torch.Adafactor(ps, foreach=True, warmup_init=True),
 }
@@ -159,14 +158,16 @@ def test_a_captured_step_repeats_its_device_work(name: str, capture: dict[str, b
     twin = _twin(params)
     optimizer, eager = CAPTURED[name](params, torch.device("cpu")), CAPTURED[name](twin, torch.device("cpu"))
     for seed in range(3):  # eager warm-up: the state exists
-        _new_gradients(params, seed), _new_gradients(twin, seed)
+        _new_gradients(params, seed)
+        _new_gradients(twin, seed)
         optimizer.step()
         eager.step()
     _take_the_captured_path(eager)
     recorded = []
     capture["on"] = True
     for seed in (3, 4):
-        _new_gradients(params, seed), _new_gradients(twin, seed)
+        _new_gradients(params, seed)
+        _new_gradients(twin, seed)
         recorded.append(_recorded_step(optimizer))
         eager.step()
     assert recorded[0].host_transfers() == recorded[1].host_transfers() == [], "a captured step used the host"
@@ -181,7 +182,8 @@ def test_a_captured_step_repeats_its_device_work(name: str, capture: dict[str, b
 def test_the_fused_paths_would_replay_one_steps_numbers(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Why a capture leaves the fused paths: outside a capture, their consecutive steps differ in the Python numbers
     they hand the kernel (the step size; Adafactor's beta2t and lr), which a graph would freeze (Adafactor's torch-ops
-    two-pass path, the one CUDA takes: the native CPU kernel is switched off here)."""
+    two-pass path, which CUDA takes for tensors of 64M elements or more: the native CPU kernel is switched off
+    here)."""
     monkeypatch.setitem(_native._state, "adafactor", None)
     optimizer = CAPTURED[name](_model(), torch.device("cpu"))
     for _ in range(3):
@@ -325,7 +327,8 @@ def test_graph_replays_equal_eager_steps(name: str) -> None:
     with torch.cuda.graph(graph):
         optimizer.step()
     for seed in range(3, 9):
-        _new_gradients(params, seed), _new_gradients(twin, seed)
+        _new_gradients(params, seed)
+        _new_gradients(twin, seed)
         graph.replay()
         eager.step()
         for scheduler in schedulers:
