@@ -1,9 +1,9 @@
 """Reliability suite setup: reduced vs full run, thread limits, and the fresh-process worker runner.
 
-The default run is the full one (12 to 18 minutes in two xdist workers on two cores, with the machine's load; the
-README's whole test command took 20 to 31: reliability/README.md): many interruptions, every schedule with every
-optimizer, 300 Hypothesis examples per argument, 50,000 soak steps. ``HF_OPTIM_FULL=0`` runs a reduced version for quick local iterations
-(fewer examples and steps); both exercise every item.
+The default run is the full one (6.5 to 18 minutes in two xdist workers on two cores, with the machine's load; the
+README's whole test command took 12 to 31: reliability/README.md): many interruptions, every schedule with every
+optimizer, 300 Hypothesis examples per argument, 50,000 soak steps. ``HF_OPTIM_FULL=0`` runs a reduced version for
+quick local iterations (fewer examples and steps); both exercise every item.
 """
 
 from __future__ import annotations

@@ -50,8 +50,8 @@ def torch_ops() -> Any:
     """The ``keras.ops`` functions (and ``hf_optim_tf._sums``' sums) that Adafactor's formulas use, as the torch calls
     Keras' torch backend makes for them on float32 tensors, without its conversions: each returns what the
     ``keras.ops`` call returns there, bit for bit, where ``floatx`` is float32 and the tensors are on the device
-    Keras puts its constants on (what ``_multi_tensor.update_at_once`` requires). A scalar is a Python number or a 0-d tensor,
-    as in ``keras.ops`` (a Python float enters a float32 op rounded to float32 either way)."""
+    Keras puts its constants on (what ``_multi_tensor.update_at_once`` requires). A scalar is a Python number or a 0-d
+    tensor, as in ``keras.ops`` (a Python float enters a float32 op rounded to float32 either way)."""
     import torch
 
     return types.SimpleNamespace(

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from ._path_choice import capturing
+from ._path_choice import FUSED_NOT_CAPTURED, capturing
 from ._step_count import mark_captured
 from ._torch_fused_adam import fused_problem
 
@@ -36,12 +36,10 @@ def begin_step(
         with torch.enable_grad():
             loss = closure()
     index = 0
-    stepped = None  # the first parameter with a gradient
     for group in optimizer.param_groups:
         rounding = group.get("stochastic_rounding", False)
         for p in group["params"]:
             if p.grad is not None:
-                stepped = p if stepped is None else stepped
                 if p.grad.layout in SPARSE_LAYOUTS:
                     raise RuntimeError(sparse_error)
                 if rounding and p.dtype == torch.float16:
@@ -54,6 +52,7 @@ def begin_step(
                     if problem is not None:
                         raise RuntimeError(f"fused=True cannot step parameter {index}: {problem}")
             index += 1
+    stepped = next((p for group in optimizer.param_groups for p in group["params"] if p.grad is not None), None)
     if stepped is not None and capturing([stepped]):
         _check_capture(optimizer)
     return loss
@@ -61,8 +60,7 @@ def begin_step(
 
 #: the group flags a captured step refuses, and why
 _NOT_CAPTURED = {
-    "fused": "its kernel takes each step's scalars as Python numbers, which every replay would repeat; leave `fused` "
-    "unset (the multi-tensor path runs while capturing)",
+    "fused": FUSED_NOT_CAPTURED,
     "stochastic_rounding": "its rounding keys come from each step's count on the host, which every replay would repeat",
 }
 
@@ -99,8 +97,7 @@ def _check_capture(optimizer: torch.optim.Optimizer) -> None:
                         "takes another device's 0-dim tensor as a number at capture, and every replay would repeat "
                         f"it). Received: lr on {lr.device} for parameter {index} on {p.device}"
                     )
-                layout = optimizer._state_layout(p, group) if hasattr(optimizer, "_state_layout") else {"step": None}
-                for name in layout:
+                for name in optimizer._state_layout(p, group):  # type: ignore[attr-defined]
                     value = state.get(name)
                     if not isinstance(value, torch.Tensor) or value.device != p.device:
                         raise RuntimeError(

@@ -14,6 +14,7 @@ from typing import Any, Generic, TypeVar
 import torch
 
 __all__ = [
+    "FUSED_NOT_CAPTURED",
     "LayoutCache",
     "capturing",
     "compiling",
@@ -24,6 +25,11 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+#: why ``fused=True`` cannot be captured into a CUDA graph (``use_fused``, ``begin_step``)
+FUSED_NOT_CAPTURED = (
+    "its kernel takes each step's scalars as Python numbers, which every replay would repeat; leave `fused` unset "
+    "(the path a capture takes then is not the fused one)"
+)
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
 _STRIDED = torch.strided
 _FUSED_DEVICES = ("cpu", "cuda")
@@ -75,8 +81,7 @@ def use_fused(fused: bool | None, foreach: bool | None, lr: object = None, param
             raise ValueError("`foreach` and `fused` cannot both be True.")
         if capturing(params):  # (the optimizers refuse it in begin_step, before any group changes)
             raise ValueError(
-                "`fused=True` cannot be captured into a CUDA graph: its kernel takes each step's scalars as Python "
-                "numbers, which every replay would repeat. Received: fused=True"
+                f"`fused=True` cannot be captured into a CUDA graph: {FUSED_NOT_CAPTURED}. Received: fused=True"
             )
         return True
     if fused is not None or foreach is not None or isinstance(lr, torch.Tensor):

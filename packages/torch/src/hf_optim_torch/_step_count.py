@@ -7,6 +7,7 @@ import weakref
 
 import numpy as np
 import torch
+from torch.utils.weak import WeakIdKeyDictionary
 
 from ._path_choice import capturing, compiling
 from ._step_block import STEP_DTYPE, block_holding, block_of, block_of_view
@@ -48,7 +49,7 @@ class _StepMirror:
     def __init__(self) -> None:
         self._entries: dict[int, tuple[weakref.ref[torch.Tensor], int, float]] = {}
         # steps (outside a block) whose update a CUDA graph captured: never mirrored, read at every use
-        self._captured: dict[int, weakref.ref[torch.Tensor]] = {}
+        self._captured: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
     def _forget(self, key: int, ref: weakref.ref[torch.Tensor]) -> None:
         entry = self._entries.get(key)
@@ -148,21 +149,13 @@ class _StepMirror:
             if block is not None:
                 block.captured = True
                 continue
-            key = id(step)
-            self._entries.pop(key, None)
-            kept = self._captured.get(key)
-            if kept is None or kept() is not step:
-                self._captured[key] = weakref.ref(step, functools.partial(self._release, key))
-
-    def _release(self, key: int, ref: weakref.ref[torch.Tensor]) -> None:
-        if self._captured.get(key) is ref:
-            del self._captured[key]
+            self._entries.pop(id(step), None)
+            self._captured[step] = True
 
     def _record(self, step: torch.Tensor, ref: weakref.ref[torch.Tensor] | None, version: int, value: float) -> None:
-        key = id(step)
-        captured = self._captured.get(key)
-        if captured is not None and captured() is step:
+        if step in self._captured:
             return
+        key = id(step)
         if ref is None:
             ref = weakref.ref(step, functools.partial(self._forget, key))
         self._entries[key] = (ref, version, value)
