@@ -68,6 +68,58 @@ def test_a_resized_embedding_is_rejected_naming_group_parameter_key_and_shapes(n
     _rejects(name, _trained(name, path), match, path, rows=12)
 
 
+def _two_groups(name: str, path: str) -> tuple[torch.optim.Optimizer, list[torch.nn.Parameter]]:
+    """An optimizer of two param groups, stepped twice; the resized parameter is in the second group."""
+    params = _params()
+    optimizer = BUILDERS[name]([{"params": params[1:]}, {"params": params[:1]}], **PATHS[path])
+    for seed in range(2):
+        gen = torch.Generator().manual_seed(seed)
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=gen)
+        optimizer.step()
+    return optimizer, params
+
+
+def _unchanged_by_a_refused_step(optimizer: torch.optim.Optimizer, params: list[torch.Tensor], match: str) -> None:
+    before = copy.deepcopy(optimizer.state_dict()), [p.detach().clone() for p in params]
+    with pytest.raises(ValueError, match=match):
+        optimizer.step()
+    after = optimizer.state_dict(), params
+    assert all(torch.equal(a, b) for a, b in zip(before[1], after[1])), "a refused step changed a parameter"
+    for index, state in before[0]["state"].items():
+        for key, value in state.items():
+            assert torch.equal(torch.as_tensor(after[0]["state"][index][key]), torch.as_tensor(value)), (index, key)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("name", BUILDERS)
+def test_a_parameter_resized_under_its_state_is_refused_before_any_group_steps(name: str, path: str) -> None:
+    # `p.data = ...` of another shape (an embedding resized in place): its gradient fits it, its state does not
+    optimizer, params = _two_groups(name, path)
+    key = "exp_avg" if name != "adafactor_relative" else "exp_avg_sq_row"
+    params[0].data = torch.randn(12, 8)
+    params[0].grad = torch.randn(12, 8)
+    needs = "(12, 8)" if key == "exp_avg" else "(12,)"
+    has = "(10, 8)" if key == "exp_avg" else "(10,)"
+    match = (
+        rf"param group 1, parameter 0 \(shape \(12, 8\)\): its state `{key}` has shape {re.escape(has)}, which does "
+        rf"not fit the parameter \(it needs {re.escape(needs)}\)"
+    )
+    _unchanged_by_a_refused_step(optimizer, params, match)
+    del optimizer.state[params[0]]  # the remedy the message gives: the parameter starts afresh
+    optimizer.step()
+    assert optimizer.state[params[0]]["step"] == 1
+
+
+@pytest.mark.parametrize("name", BUILDERS)
+def test_a_parameter_reshaped_in_place_after_its_gradient_is_refused(name: str) -> None:
+    optimizer, params = _two_groups(name, "default")
+    with torch.no_grad():
+        params[0].t_()  # (10, 8) -> (8, 10); its gradient stays (10, 8)
+    match = r"param group 1, parameter 0 \(shape \(8, 10\)\): its gradient has shape \(10, 8\)"
+    _unchanged_by_a_refused_step(optimizer, params, match)
+
+
 @pytest.mark.parametrize(("saved", "loaded"), [(a, b) for a in BUILDERS for b in BUILDERS if a[:5] != b[:5]])
 def test_another_optimizers_state_is_rejected(saved: str, loaded: str) -> None:
     _rejects(loaded, _trained(saved), r"(lacks the hyperparameters|must hold exactly)")
