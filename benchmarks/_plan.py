@@ -16,8 +16,8 @@ def selected(args: argparse.Namespace, framework: str) -> bool:
 
 def planned_rounds(args: argparse.Namespace, framework: str, size: str) -> tuple[int, int]:
     """(warm-up, timed) rounds of one configuration: 20 timed rounds where a round is cheap or with --full."""
-    if size == "small":  # milliseconds per step: many rounds are cheap
-        return (3, 20) if args.quick else (10, 60)
+    if size == "small":  # milliseconds per step: many rounds are cheap, and they narrow the medians' intervals
+        return (3, 20) if args.quick else (10, 150)
     if args.quick:
         return 1, 5
     if args.full or (framework == "torch" and size == "10M"):
@@ -56,7 +56,7 @@ def plan_text(args: argparse.Namespace) -> str:
         return f"3 warm-up then 20 timed rounds (--full); eager Keras peers at every size; {slow}"
     eager = "eager Keras peers at 10M only" if not args.no_jit else "eager Keras peers at every size"
     return (
-        "3 warm-up then 20 timed rounds for torch at 10M, 10 then 60 for the 200 small tensors, 2 then 12 for torch "
+        "3 warm-up then 20 timed rounds for torch at 10M, 10 then 150 for the 200 small tensors, 2 then 12 for torch "
         f"at 80M/100M and for Keras; {slow}; {eager}; torch.optim.AdamW(foreach=True) and the transformers-style "
         "AdamW loop at 10M only, and the Keras Adafactor peers not at 100M in ~200 tensors (their XLA compilations "
         "take 20 s each there; the 10M tables have them all) (`--full`: 20 rounds everywhere, every peer at every "

@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import math
 import random
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Timing", "freeze_imports", "interleave", "rss_bytes", "step_past_eager_iterations", "step_peak_bytes"]
+__all__ = [
+    "Timing",
+    "freeze_imports",
+    "interleave",
+    "median_interval",
+    "ratio_interval",
+    "rss_bytes",
+    "step_past_eager_iterations",
+    "step_peak_bytes",
+]
 
 
 @dataclass
@@ -105,6 +115,29 @@ def interleave(
             if round_ >= warmup:
                 times.append(elapsed)
     return timings
+
+
+def median_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float] | None:
+    """A confidence interval for the median of ``values`` that assumes nothing about their distribution: the k-th
+    smallest and the k-th largest value, k the largest count with P(Binomial(n, 1/2) < k) <= (1 - confidence) / 2
+    (the median lies below the k-th smallest of n independent draws only if fewer than k fall below it). None where
+    n is too small for any such k (under 6 values at 95%). Consecutive rounds share the machine's state (its other
+    load, its clock), so their draws are not quite independent, and the interval is a little narrower than it
+    claims: read it as the least uncertainty of the median, not the most."""
+    n = len(values)
+    tail, k = 0.0, 0
+    while k < n and tail + math.comb(n, k) / 2**n <= (1.0 - confidence) / 2:
+        tail += math.comb(n, k) / 2**n
+        k += 1
+    if k == 0:
+        return None
+    ordered = sorted(values)
+    return ordered[k - 1], ordered[n - k]
+
+
+def ratio_interval(numerator: Timing, denominator: Timing) -> tuple[float, float] | None:
+    """:func:`median_interval` of the per-round ratios that :func:`ratio_stats` takes the median of."""
+    return median_interval([a / b for a, b in zip(numerator.times, denominator.times)])
 
 
 def ratio_stats(numerator: Timing, denominator: Timing) -> tuple[float, float]:

@@ -77,3 +77,23 @@ def test_the_gpu_report_renders_its_targets_and_tables(bench) -> None:
     table = run._table(result, cuda.FUSED, 4e12)
     assert table[0].startswith("| peer | × torch.optim.AdamW(fused=True) (IQR) | median ms |")
     assert "| hf_optim_torch.AdamW | 1.15 (±" in table[2] and "| 4 |" in table[2]  # its 4 timed rounds
+
+
+@pytest.mark.parametrize(("n", "expected"), [(12, (3, 10)), (20, (6, 15)), (60, (22, 39))])
+def test_the_median_interval_is_the_textbook_order_statistics(bench, n: int, expected: tuple[int, int]) -> None:
+    # the distribution-free 95% intervals of a median found in statistics tables: the r-th smallest and largest of n
+    timing: ModuleType = bench("_timing")
+    values = [float(v) for v in range(n, 0, -1)]  # shuffled order must not matter: reversed here
+    assert timing.median_interval(values) == expected
+    assert timing.median_interval([1.0, 2.0, 3.0, 4.0, 5.0]) is None  # too few for 95%
+
+
+def test_a_target_is_decided_only_by_its_whole_interval(bench) -> None:
+    targets: ModuleType = bench("_targets")
+    met = targets.target_row("t", 1.05, 0.1, 1.1, interval=(1.0, 1.09))
+    missed = targets.target_row("t", 1.2, 0.1, 1.1, interval=(1.12, 1.3))
+    spans = targets.target_row("t", 1.05, 0.1, 1.1, interval=(0.99, 1.13))
+    assert met.endswith("| yes |") and "95% CI 1.00 to 1.09" in met
+    assert missed.endswith("| no, 1.09x the bound |")
+    assert spans.endswith("| not decided: the CI spans 1.1x |")
+    assert targets.target_row("t", 1.05, None, 1.1).endswith("| yes |")  # no interval: the median decides
