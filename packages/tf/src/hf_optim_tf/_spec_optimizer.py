@@ -50,10 +50,10 @@ def _check_gradient_shapes(grads: Any, variables: Any) -> None:
         want = getattr(variable, "_shape", None)  # (a tuple, which Variable.shape copies at every read)
         if want is None:
             want = tuple(variable.shape)
-        shape = gradient.shape  # (a tf.IndexedSlices has its dense shape)
+        shape = getattr(gradient, "shape", None)  # (a tf.IndexedSlices has its dense shape)
         if isinstance(shape, tuple):  # NumPy's, JAX's, torch's torch.Size
             got = shape
-        elif shape.rank is None:  # a tf.TensorShape of unknown rank
+        elif getattr(shape, "rank", None) is None:  # a Python number (converted later), an unknown TensorShape
             continue
         else:
             got = tuple(shape.as_list())  # (None for a dimension unknown at trace time)
@@ -62,7 +62,8 @@ def _check_gradient_shapes(grads: Any, variables: Any) -> None:
         if len(got) != len(want) or any(g is not None and g != w for g, w in zip(got, want)):
             raise ValueError(
                 "Argument `grads` must hold one gradient of its variable's shape per variable; nothing was updated. "
-                f"Received: a gradient of shape {tuple(got)} for variable {variable.path!r} of shape {tuple(want)}"
+                f"Received: a gradient of shape {tuple(got)} for variable {getattr(variable, 'path', variable)!r} of shape "
+                f"{tuple(want)}"
             )
 
 

@@ -74,8 +74,8 @@ def _check_shapes(optimizer: torch.optim.Optimizer) -> None:
     parameters had when they were last checked, so that a step reads one shape per parameter (about 15 µs for 200
     parameters) and looks at the state only of a group in which a shape changed, or on its first step. A state changed
     by hand is not compared here (``load_state_dict`` checks a loaded one; the native kernel checks every size it is
-    handed). Left out under ``torch.compile`` (dynamo guards every shape it traced: a new
-    shape traces the step again, and the state's shapes meet the parameter's there).
+    handed). Left out under ``torch.compile`` (dynamo guards every shape it traced: a new shape traces the step
+    again, and the state's shapes meet the parameter's there).
     """
     if compiling():
         return
