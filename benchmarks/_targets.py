@@ -47,7 +47,7 @@ def peer_target(text: str, rows: dict[str, Any], name: str, reference: str, boun
 
     ratio, spread = peer_ratio(rows, name, reference)
     interval = ratio_interval(rows[name]["timing"], rows[reference]["timing"])
-    return target_row(text, ratio, spread, bound, interval=interval)
+    return target_row(text, ratio, spread, bound, interval=interval, by_interval=True)
 
 
 def floor_target(text: str, timing: Any, floor: float, bound: float) -> str:
@@ -57,7 +57,7 @@ def floor_target(text: str, timing: Any, floor: float, bound: float) -> str:
 
     interval = median_interval(timing.times)
     scaled = None if interval is None else (interval[0] / floor, interval[1] / floor)
-    return target_row(text, timing.median / floor, None, bound, unit="x floor", interval=scaled)
+    return target_row(text, timing.median / floor, None, bound, unit="x floor", interval=scaled, by_interval=True)
 
 
 FUSED = "torch.optim.AdamW(fused=True)"
@@ -74,11 +74,13 @@ def target_row(
     bound: float,
     unit: str = "x",
     interval: tuple[float, float] | None = None,
+    by_interval: bool = False,
 ) -> str:
     """A target's table row: the measured median (± half its interquartile range) and whether it is within
-    ``bound``. With ``interval`` (the 95% confidence interval of the median, :func:`_timing.median_interval`) the
-    verdict is "yes" only where the whole interval is within the bound, "no" only where all of it is over, and
-    otherwise "not decided": a run cannot tell which side of the bound the median is on."""
+    ``bound``. With ``by_interval`` the verdict comes from ``interval`` (the 95% confidence interval of the median,
+    :func:`_timing.median_interval`): "yes" only where the whole interval is within the bound, "no" only where all of
+    it is over, and otherwise "not decided", as it is where too few rounds give no interval (``--quick``: 5); a run
+    cannot tell then which side of the bound the median is on. Without it, the median decides."""
     digits = _digits_past(value, bound)
     shown = f"{value:.{digits}f}{unit}" + (f" (±{spread * value / 2:.2f})" if spread is not None else "")
     if interval is not None:
@@ -86,8 +88,10 @@ def target_row(
         shown += f"; 95% CI {low:.{digits}f} to {high:.{digits}f}"
     over = value / bound
     missed = f"no, {over:.{_digits_past(over, 1.0)}f}x the bound"
-    if interval is None:
+    if not by_interval:
         verdict = "yes" if value <= bound else missed
+    elif interval is None:
+        verdict = "not decided: too few rounds for a 95% CI"
     elif interval[1] <= bound:
         verdict = "yes"
     elif interval[0] > bound:

@@ -90,10 +90,12 @@ def test_the_median_interval_is_the_textbook_order_statistics(bench, n: int, exp
 
 def test_a_target_is_decided_only_by_its_whole_interval(bench) -> None:
     targets: ModuleType = bench("_targets")
-    met = targets.target_row("t", 1.05, 0.1, 1.1, interval=(1.0, 1.09))
-    missed = targets.target_row("t", 1.2, 0.1, 1.1, interval=(1.12, 1.3))
-    spans = targets.target_row("t", 1.05, 0.1, 1.1, interval=(0.99, 1.13))
+    met = targets.target_row("t", 1.05, 0.1, 1.1, interval=(1.0, 1.09), by_interval=True)
+    missed = targets.target_row("t", 1.2, 0.1, 1.1, interval=(1.12, 1.3), by_interval=True)
+    spans = targets.target_row("t", 1.05, 0.1, 1.1, interval=(0.99, 1.13), by_interval=True)
+    few = targets.target_row("t", 1.05, 0.1, 1.1, interval=None, by_interval=True)
     assert met.endswith("| yes |") and "95% CI 1.00 to 1.09" in met
     assert missed.endswith("| no, 1.09x the bound |")
     assert spans.endswith("| not decided: the CI spans 1.1x |")
-    assert targets.target_row("t", 1.05, None, 1.1).endswith("| yes |")  # no interval: the median decides
+    assert few.endswith("| not decided: too few rounds for a 95% CI |")
+    assert targets.target_row("t", 1.05, None, 1.1).endswith("| yes |")  # not by its interval: the median decides

@@ -190,6 +190,29 @@ def test_a_gradient_of_another_shape_is_refused_before_any_variable_changes(name
     assert all(np.array_equal(x, y) for x, y in zip(before, after)), "a refused step changed a variable or the state"
 
 
+@pytest.mark.parametrize("shape", [(), (1,), (1, 3)], ids=["scalar", "one", "one-row"])
+def test_a_gradient_that_broadcasts_to_its_variable_is_taken_as_keras_takes_it(shape: tuple[int, ...]) -> None:
+    variables = [keras.Variable(np.ones((4, 3), "float32"), name="a")]
+    ours, theirs = AdamW(1e-2), AdamW(1e-2)
+    twins = [keras.Variable(v.numpy(), name="a") for v in variables]
+    ours.apply_gradients([(keras.ops.full(shape, 0.5), variables[0])])  # broadcast by the update's ops
+    theirs.apply_gradients([(keras.ops.full((4, 3), 0.5), twins[0])])
+    np.testing.assert_array_equal(_numpy(variables[0]), _numpy(twins[0]))
+
+
+def test_a_refused_step_leaves_an_overwrite_with_gradient_variable_alone() -> None:
+    """Keras' ``apply`` assigns the gradients of ``overwrite_with_gradient`` variables (float8 scales) before it
+    updates the others: the check comes before that."""
+    scale = keras.Variable(np.ones(2, "float32"), name="scale")
+    scale.overwrite_with_gradient = True
+    b = keras.Variable(np.ones(3, "float32"), name="b")
+    optimizer = AdamW(1e-2)
+    optimizer.apply_gradients([(keras.ops.ones(2), scale), (keras.ops.ones(3), b)])
+    with pytest.raises(ValueError, match="for variable 'b' of shape"):
+        optimizer.apply_gradients([(keras.ops.full((2,), 7.0), scale), (keras.ops.ones(5), b)])
+    np.testing.assert_array_equal(_numpy(scale), np.ones(2, "float32"))
+
+
 def _numpy(variable: keras.Variable) -> np.ndarray:
     return keras.ops.convert_to_numpy(keras.ops.copy(variable.value))  # (NumPy 2 warns on a tf.Variable itself)
 

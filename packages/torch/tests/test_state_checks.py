@@ -111,6 +111,40 @@ def test_a_parameter_resized_under_its_state_is_refused_before_any_group_steps(n
     assert optimizer.state[params[0]]["step"] == 1
 
 
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize(("before", "after"), [((10, 8), (80,)), ((80,), (10, 8))])
+def test_an_adafactor_parameter_of_another_rank_is_refused_for_its_statistics(before, after, path: str) -> None:
+    # without beta1 only the second-moment statistics have the parameter's shape: factored rows and columns for a
+    # matrix, one per element for a vector; the state of one rank lacks the other's
+    params = [torch.nn.Parameter(torch.ones(3, 4)), torch.nn.Parameter(torch.ones(before))]
+    optimizer = Adafactor([{"params": params[:1]}, {"params": params[1:]}], **PATHS[path])
+    for p in params:
+        p.grad = torch.full(p.shape, 0.5)
+    optimizer.step()
+    params[1].data = torch.ones(after)
+    params[1].grad = torch.full(after, 0.5)
+    needed = "exp_avg_sq" if len(after) == 1 else "exp_avg_sq_row"
+    match = (
+        rf"param group 1, parameter 0 \(shape {re.escape(str(after))}\): its state has no `{needed}`, which it needs"
+    )
+    _unchanged_by_a_refused_step(optimizer, params, match)
+
+
+def test_a_frozen_parameter_resized_under_its_state_is_refused_only_once_it_has_a_gradient() -> None:
+    optimizer, params = _two_groups("adamw", "default")
+    with torch.no_grad():
+        params[0].data = torch.randn(12, 8)  # resized while it has no gradient: the other parameters step on
+    params[0].grad = None
+    before = params[1].detach().clone()
+    optimizer.step()
+    optimizer.step()
+    assert not torch.equal(params[1], before)
+    params[0].grad = torch.randn(12, 8)
+    _unchanged_by_a_refused_step(
+        optimizer, params, r"param group 1, parameter 0 \(shape \(12, 8\)\): its state `exp_avg`"
+    )
+
+
 @pytest.mark.parametrize("name", BUILDERS)
 def test_a_parameter_reshaped_in_place_after_its_gradient_is_refused(name: str) -> None:
     optimizer, params = _two_groups(name, "default")

@@ -61,6 +61,7 @@ class Adafactor(CheckedOptimizer, Optimizer):
         "stochastic_rounding": False,
         "rounding_seed": 0,
     }
+    _CREATED_WHEN_MISSING: ClassVar[frozenset[str]] = frozenset({"exp_avg"})  # beta1 set on a group without one
 
     def __init__(
         self,

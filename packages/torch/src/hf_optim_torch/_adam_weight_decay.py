@@ -66,6 +66,7 @@ class AdamWeightDecay(CheckedOptimizer, Optimizer):
         "stochastic_rounding": False,
         "rounding_seed": 0,
     }
+    _CREATED_WHEN_MISSING: ClassVar[frozenset[str]] = frozenset({"max_exp_avg_sq"})  # amsgrad turned on
 
     def __init__(
         self,

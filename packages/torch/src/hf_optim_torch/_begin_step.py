@@ -65,46 +65,77 @@ _SHAPE = attrgetter("shape")
 
 
 def _check_shapes(optimizer: torch.optim.Optimizer) -> None:
-    """Refuse a step when a parameter no longer fits its state or its gradient (ValueError), before anything changes.
+    """Refuse a step when a parameter with a gradient no longer fits its state or its gradient (ValueError), before
+    anything changes.
 
     A parameter can change shape under the optimizer: ``p.data = torch.empty(...)`` (an embedding resized in place,
-    without a new ``Parameter``) or an in-place view op such as ``p.t_()``. Its state still has the old shape, and the
-    step would fail inside the update, as a broadcast error, after the parameters before it had been stepped (or the
-    native kernel would refuse its sizes, after the groups before it). Each param group keeps the shapes its
-    parameters had when they were last checked, so that a step reads one shape per parameter (about 15 µs for 200
-    parameters) and looks at the state only of a group in which a shape changed, or on its first step. A state changed
-    by hand is not compared here (``load_state_dict`` checks a loaded one; the native kernel checks every size it is
-    handed). Left out under ``torch.compile`` (dynamo guards every shape it traced: a new shape traces the step
-    again, and the state's shapes meet the parameter's there).
+    without a new ``Parameter``) or an in-place view op such as ``p.t_()``. Its state still has the old shape (or, for
+    Adafactor, the statistics of the other rank: factored rows and columns for a vector), and the step would fail
+    inside the update, as a broadcast or index error, after the parameters before it had been stepped, or step on
+    with statistics of the wrong shape. Each param group keeps the shapes its parameters had when they were last
+    checked, so that a step reads one shape per parameter (about 15 µs for 200 parameters) and looks at the state
+    only of a parameter whose shape changed, or at a group's first step. A parameter without a gradient is not
+    stepped, so a state that no longer fits it is left alone until it has one (a frozen embedding resized under its
+    old state). Not compared at every step: a state tensor replaced by hand (``load_state_dict`` checks a loaded one;
+    the native kernel checks every size it is handed) and a gradient reshaped in place after ``backward``. Left out
+    under ``torch.compile`` (dynamo guards every shape it traced: a new shape traces the step again, where the
+    state's shapes meet the parameter's and the trace fails before the step runs).
     """
     if compiling():
         return
-    kept: dict[int, list[torch.Size]] = optimizer.__dict__.setdefault("_checked_shapes", {})
+    kept: dict[int, list[torch.Size | None]] = optimizer.__dict__.setdefault("_checked_shapes", {})
     for g, group in enumerate(optimizer.param_groups):
         params = group["params"]
-        shapes = list(map(_SHAPE, params))
-        if kept.get(g) == shapes:
+        shapes: list[torch.Size | None] = list(map(_SHAPE, params))
+        old = kept.get(g)
+        if old == shapes:
             continue
-        for index, param in enumerate(params):
+        same = old is not None and len(old) == len(shapes)
+        for index, (param, shape) in enumerate(zip(params, shapes)):
+            if same and old[index] == shape:  # type: ignore[index]
+                continue
+            if param.grad is None:  # not stepped: a state that does not fit is looked at again at every step
+                if not _fits(optimizer, group, param):
+                    shapes[index] = None
+                continue
             _check_fit(optimizer, group, param, f"param group {g}, parameter {index} (shape {tuple(param.shape)})")
         kept[g] = shapes
 
 
+def _fits(optimizer: torch.optim.Optimizer, group: dict[str, Any], param: torch.Tensor) -> bool:
+    try:
+        _check_fit(optimizer, group, param, "")
+    except ValueError:
+        return False
+    return True
+
+
 def _check_fit(optimizer: torch.optim.Optimizer, group: dict[str, Any], param: torch.Tensor, where: str) -> None:
-    """A ValueError naming the gradient or the state key of ``param`` that does not have the shape ``param`` needs."""
+    """A ValueError naming the gradient or the state key of ``param`` that does not have the shape ``param`` needs, or
+    the state key it needs and its state lacks (the optimizer's ``_state_layout``; a key the optimizer creates where
+    it is missing, ``_CREATED_WHEN_MISSING``, may be absent)."""
     grad = param.grad
     if grad is not None and grad.shape != param.shape:
         raise ValueError(f"{where}: its gradient has shape {tuple(grad.shape)}; it must have the parameter's shape")
     state = optimizer.state.get(param)
     if not state:
         return
+    remedy = (
+        "was the parameter resized after its state was made (`p.data = ...`)? Drop its state "
+        "(`del optimizer.state[p]`: it starts afresh) or load a checkpoint made for this shape"
+    )
+    optional = optimizer._CREATED_WHEN_MISSING  # type: ignore[attr-defined]
     for key, slot in optimizer._state_layout(param, group).items():  # type: ignore[attr-defined]
+        if slot.shape is None:
+            continue
         value = state.get(key)
-        if slot.shape is not None and isinstance(value, torch.Tensor) and tuple(value.shape) != slot.shape:
+        if value is None and key not in optional:
+            held = sorted(str(k) for k in state)
+            raise ValueError(f"{where}: its state has no `{key}`, which it needs (it holds {held}): {remedy}")
+        if isinstance(value, torch.Tensor) and tuple(value.shape) != slot.shape:
             raise ValueError(
                 f"{where}: its state `{key}` has shape {tuple(value.shape)}, which does not fit the parameter (it "
-                f"needs {slot.shape}): was the parameter resized after its state was made (`p.data = ...`)? Drop "
-                "its state (`del optimizer.state[p]`: it starts afresh) or load a checkpoint made for this shape"
+                f"needs {slot.shape}): {remedy}"
             )
 
 

@@ -272,6 +272,9 @@ class CheckedOptimizer:
     _GROUP_KEYS: ClassVar[Mapping[str, str]]
     #: group keys an older checkpoint may lack, with the value ``__setstate__`` gives them
     _LEGACY_DEFAULTS: ClassVar[Mapping[str, Any]] = {}
+    #: state keys a step creates where a parameter's state lacks them (a flag such as ``amsgrad`` turned on after
+    #: steps); the others must be there once a parameter has state
+    _CREATED_WHEN_MISSING: ClassVar[frozenset[str]] = frozenset()
 
     def _state_layout(self, param: torch.Tensor, group: Mapping[str, Any]) -> Mapping[str, Slot]:
         raise NotImplementedError
