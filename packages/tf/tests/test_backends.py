@@ -194,7 +194,7 @@ def test_a_gradient_of_another_shape_is_refused_before_any_variable_changes(name
 def test_a_gradient_that_broadcasts_to_its_variable_is_taken_as_keras_takes_it(shape: tuple[int, ...]) -> None:
     variables = [keras.Variable(np.ones((4, 3), "float32"), name="a")]
     ours, theirs = AdamW(1e-2), AdamW(1e-2)
-    twins = [keras.Variable(v.numpy(), name="a") for v in variables]
+    twins = [keras.Variable(np.ones((4, 3), "float32"), name="a")]
     ours.apply_gradients([(keras.ops.full(shape, 0.5), variables[0])])  # broadcast by the update's ops
     theirs.apply_gradients([(keras.ops.full((4, 3), 0.5), twins[0])])
     np.testing.assert_array_equal(_numpy(variables[0]), _numpy(twins[0]))
