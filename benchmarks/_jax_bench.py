@@ -280,6 +280,9 @@ def launch(
     for part in result.get("layouts", {"": result}).values():
         for row in part["rows"].values():
             row["timing"] = Timing(row.pop("times"))
+        probe = part.get("probe")
+        if probe is not None:
+            probe["timing"] = Timing(probe.pop("times"))
     return result
 
 

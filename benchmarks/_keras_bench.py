@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 from _layouts import layout_shapes
-from _timing import interleave, step_past_eager_iterations, step_peak_bytes
+from _timing import Probe, interleave, probe_result, probed, step_past_eager_iterations, step_peak_bytes
 
 __all__ = ["PEERS", "run_optimizers", "run_schedules"]
 
@@ -63,9 +63,11 @@ def run_optimizers(
     eager: bool = True,
     log: Callable[[str], None] = print,
     leave_out: frozenset[str] = frozenset(),
+    probe: Probe | None = None,
 ) -> dict[str, Any]:
     """Every Keras peer but those named in ``leave_out``, eager and/or under jit_compile on its own variables,
-    interleaved; then memory."""
+    interleaved (with ``probe``, if any, as one more peer: the bandwidth of each round, for the floors); then
+    memory."""
     rng = np.random.default_rng(0)
     shapes = layout_shapes(layout, size)
     values = [(rng.standard_normal(s, dtype=np.float32) * 0.02) for s in shapes]
@@ -96,7 +98,8 @@ def run_optimizers(
             compile_seconds[name] = time.perf_counter() - start
             log(f"    compiled {name} in {compile_seconds[name]:.1f} s")
             steps[f"{name} jit"] = compiled
-    timings = interleave(steps, warmup=warmup, rounds=rounds)
+    timings = interleave(probed(steps, probe), warmup=warmup, rounds=rounds)
+    measured = probe_result(timings, probe)
     rows = {}
     for step_name, step in steps.items():
         name, mode = step_name.rsplit(" ", 1)
@@ -111,7 +114,7 @@ def run_optimizers(
             + (8 * sum(math.prod(s) for s in shapes if len(s) < 2) if family == "adafactor" else 0),
             "compile_s": compile_seconds.get(name) if mode == "jit" else None,
         }
-    return {"tensors": len(shapes), "params": sum(math.prod(s) for s in shapes), "rows": rows}
+    return {"tensors": len(shapes), "params": sum(math.prod(s) for s in shapes), "rows": rows, "probe": measured}
 
 
 def _compiled_apply(

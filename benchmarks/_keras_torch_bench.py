@@ -10,7 +10,9 @@ optimizer eagerly, so that is the step timed here: ``optimizer.apply_gradients(z
 on keras.Variables, for the peers of ``_jax_bench`` (hf_optim_tf.AdamW, AdamWeightDecay, Adafactor and
 keras.optimizers.AdamW, Adafactor), each on its own copy of the same parameters and gradients, interleaved one step
 each per round in a random order (``_timing.interleave``), on three layouts: 10M parameters in ~200 tensors, in one
-tensor (large tensors: Adafactor's pieces) and 200 tensors of 32 elements (the fixed cost per variable). Floors as run.py's, over ``--bandwidth``.
+tensor (large tensors: Adafactor's pieces) and 200 tensors of 32 elements (the fixed cost per variable). Floors as run.py's:
+at 10M over the bandwidth a probe measures in each round (``_torch_bench.bandwidth_probe``), on the small tensors over
+``--bandwidth``.
 """
 
 from __future__ import annotations
@@ -30,13 +32,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _jax_bench import _keras_peers, floor_bytes, keras_eager
 from _jax_bench import launch as launch_script
 from _layouts import layout_shapes
-from _timing import freeze_imports, interleave, step_peak_bytes
+from _timing import Probe, freeze_imports, interleave, probe_result, probed, step_peak_bytes
 
 LAYOUTS = (("10M", "transformer", 10_000_000), ("10M", "one_tensor", 10_000_000), ("small", "small_vectors", 0))
 REFERENCE = "keras.optimizers.AdamW eager"
 
 
-def run(shapes: list[tuple[int, ...]], *, warmup: int, rounds: int) -> dict[str, Any]:
+def run(shapes: list[tuple[int, ...]], *, warmup: int, rounds: int, probe: Probe | None = None) -> dict[str, Any]:
     import numpy as np
     import torch
 
@@ -48,11 +50,17 @@ def run(shapes: list[tuple[int, ...]], *, warmup: int, rounds: int) -> dict[str,
         step, state = keras_eager(build, values, grads)
         steps[f"{name} eager"] = step
         rows[f"{name} eager"] = {"family": family, "floor_bytes": floor_bytes(family, shapes), "state_bytes": state}
-    timings = interleave(steps, warmup=warmup, rounds=rounds)
+    timings = interleave(probed(steps, probe), warmup=warmup, rounds=rounds)
+    measured = probe_result(timings, probe)
     for name, step in steps.items():
         rows[name]["times"] = timings[name].times
         rows[name]["step_extra_bytes"] = step_peak_bytes(step)
-    return {"tensors": len(shapes), "params": sum(math.prod(s) for s in shapes), "rows": rows}
+    return {
+        "tensors": len(shapes),
+        "params": sum(math.prod(s) for s in shapes),
+        "rows": rows,
+        "probe": None if measured is None else {"times": measured["timing"].times, "bytes": measured["bytes"]},
+    }
 
 
 def section(result: dict[str, Any], table: Callable[..., list[str]], title: Callable[[str, str], str]) -> list[str]:
@@ -102,13 +110,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("run with KERAS_BACKEND=torch")
     import keras
     import torch
+    from _torch_bench import bandwidth_probe
 
     torch.set_num_threads(args.threads)
     freeze_imports()
+    probe = bandwidth_probe()
     layouts = {}
     for size, layout, total in LAYOUTS:
         print(f"[{time.strftime('%H:%M:%S')}] keras on torch: {size} {layout}", flush=True)
-        layouts[layout] = run(layout_shapes(layout, total), warmup=args.warmup, rounds=args.rounds)
+        # no probe among the small tensors: its 256 MiB would leave their steps cold caches, which they do not have
+        shapes, kept = layout_shapes(layout, total), probe if size != "small" else None
+        layouts[layout] = run(shapes, warmup=args.warmup, rounds=args.rounds, probe=kept)
     result = {
         "layouts": layouts,
         "keras": keras.__version__,

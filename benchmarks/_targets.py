@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 __all__ = [
@@ -10,6 +11,8 @@ __all__ = [
     "JAX_REFERENCE",
     "LAYOUT_LABEL",
     "ROUND_TWO_NOTES",
+    "floor_info",
+    "floor_ratio",
     "floor_target",
     "info_row",
     "jax_targets",
@@ -50,14 +53,38 @@ def peer_target(text: str, rows: dict[str, Any], name: str, reference: str, boun
     return target_row(text, ratio, spread, bound, interval=interval, by_interval=True)
 
 
-def floor_target(text: str, timing: Any, floor: float, bound: float) -> str:
-    """The :func:`target_row` of a peer's median step time over its bandwidth floor (seconds), with the confidence
-    interval of that median."""
-    from _timing import median_interval
+def floor_ratio(result: dict[str, Any], name: str, bandwidth: float) -> tuple[float, tuple[float, float] | None, float]:
+    """Peer ``name``'s step time over its bandwidth floor in ``result`` (a table): the median, its 95% confidence
+    interval, and the floor in seconds.
 
-    interval = median_interval(timing.times)
-    scaled = None if interval is None else (interval[0] / floor, interval[1] / floor)
-    return target_row(text, timing.median / floor, None, bound, unit="x floor", interval=scaled, by_interval=True)
+    Where the table timed a bandwidth probe in its rounds (``result["probe"]``), each round's ratio is to the floor
+    at the bandwidth of that round (:func:`_timing.floor_ratios`), and the floor shown is at the probe's median
+    bandwidth; else (the small layouts, where a probe would leave the steps cold caches; a GPU run) the floor is at
+    ``bandwidth``, the run's measurement at its start."""
+    from _timing import floor_ratios, median_interval
+
+    row = result["rows"][name]
+    probe = result.get("probe")
+    if probe is None:
+        floor = row["floor_bytes"] / bandwidth
+        ratios = [t / floor for t in row["timing"].times]
+    else:
+        floor = row["floor_bytes"] * probe["timing"].median / probe["bytes"]
+        ratios = floor_ratios(row["timing"], row["floor_bytes"], probe["timing"], probe["bytes"])
+    return statistics.median(ratios), median_interval(ratios), floor
+
+
+def floor_target(text: str, result: dict[str, Any], name: str, bandwidth: float, bound: float) -> str:
+    """The :func:`target_row` of peer ``name``'s :func:`floor_ratio` in ``result``, decided by its interval."""
+    ratio, interval, _ = floor_ratio(result, name, bandwidth)
+    return target_row(text, ratio, None, bound, unit="x floor", interval=interval, by_interval=True)
+
+
+def floor_info(text: str, result: dict[str, Any], name: str, bandwidth: float) -> str:
+    """An informative row (no bound) of peer ``name``'s :func:`floor_ratio` and its median step time."""
+    ratio, _, _ = floor_ratio(result, name, bandwidth)
+    seconds = result["rows"][name]["timing"].median
+    return f"| {text} (informative) | {ratio:.1f}x floor ({seconds * 1e3:.1f} ms) | n/a |"
 
 
 FUSED = "torch.optim.AdamW(fused=True)"
@@ -136,14 +163,13 @@ def round_two_targets(
         lines.append(
             peer_target(f"torch Adafactor <= 2x {FUSED}, {where}", rows, "hf_optim_torch.Adafactor", FUSED, 2.0)
         )
-    keras_10m = keras_results.get(("10M", "transformer"), {}).get("rows", {})
+    keras_10m = keras_results.get(("10M", "transformer"), {"rows": {}})
     eager = [(f"hf_optim_tf.{name} eager", 10.0) for name in ("AdamW", "AdamWeightDecay", "Adafactor")]
     for step, bound in (*eager, ("hf_optim_tf.Adafactor jit", 5.0)):
-        row = keras_10m.get(step)
-        if row is None:
+        if step not in keras_10m["rows"]:
             continue
         text = f"Keras `{step}` within {bound:g}x its bandwidth floor, 10M in ~200 tensors"
-        lines.append(floor_target(text, row["timing"], row["floor_bytes"] / bandwidth, bound))
+        lines.append(floor_target(text, keras_10m, step, bandwidth, bound))
     return [*lines, *jax_targets(jax_result), *keras_torch_targets(keras_torch), "", *ROUND_TWO_NOTES, ""]
 
 
@@ -173,12 +199,8 @@ def jax_targets(result: dict[str, Any] | None) -> list[str]:
     )
     lines.append(info_row(adafactor, rows, "hf_optim_tf.Adafactor jit", "optax.adafactor jit"))
     for name in ("hf_optim_tf.AdamW", "hf_optim_tf.AdamWeightDecay", "hf_optim_tf.Adafactor"):
-        row = rows[f"{name} eager"]
-        floor = row["floor_bytes"] / result["bandwidth"]
-        lines.append(
-            f"| {where}: `{name} eager` against its bandwidth floor (informative) "
-            f"| {row['timing'].median / floor:.1f}x floor ({row['timing'].median * 1e3:.1f} ms) | n/a |"
-        )
+        text = f"{where}: `{name} eager` against its bandwidth floor"
+        lines.append(floor_info(text, result, f"{name} eager", result["bandwidth"]))
     return lines
 
 
@@ -200,19 +222,16 @@ def keras_torch_targets(result: dict[str, Any] | None) -> list[str]:
     for layout, where in layouts:
         if layout not in result["layouts"]:
             continue  # (a report from before the one-tensor layout)
-        rows = result["layouts"][layout]["rows"]
+        part = result["layouts"][layout]
+        rows = part["rows"]
         if layout != "small_vectors":
             for name in names:
-                row = rows[f"{name} eager"]
-                floor = row["floor_bytes"] / result["bandwidth"]
-                text = f"Keras on torch, {where}: `{name} eager` within 10x its bandwidth floor"
                 if layout == "transformer":
-                    lines.append(floor_target(text, row["timing"], floor, 10.0))
+                    text = f"Keras on torch, {where}: `{name} eager` within 10x its bandwidth floor"
+                    lines.append(floor_target(text, part, f"{name} eager", result["bandwidth"], 10.0))
                 else:  # the issue's bound is for ~200 tensors
-                    lines.append(
-                        f"| Keras on torch, {where}: `{name} eager` against its bandwidth floor (informative) "
-                        f"| {row['timing'].median / floor:.1f}x floor ({row['timing'].median * 1e3:.1f} ms) | n/a |"
-                    )
+                    text = f"Keras on torch, {where}: `{name} eager` against its bandwidth floor"
+                    lines.append(floor_info(text, part, f"{name} eager", result["bandwidth"]))
         for name in names[:2]:
             text = f"Keras on torch, {where}: {name} eager (`model.fit`'s default step) <= 1.1x keras.optimizers.AdamW"
             lines.append(peer_target(text, rows, f"{name} eager", "keras.optimizers.AdamW eager", 1.1))

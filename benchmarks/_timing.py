@@ -13,10 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
+    "PROBE",
+    "Probe",
     "Timing",
+    "floor_ratios",
     "freeze_imports",
     "interleave",
     "median_interval",
+    "probe_result",
+    "probed",
     "ratio_interval",
     "rss_bytes",
     "step_past_eager_iterations",
@@ -133,6 +138,42 @@ def median_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[
         return None
     ordered = sorted(values)
     return ordered[k - 1], ordered[n - k]
+
+
+#: the name under which a table's bandwidth probe (a streaming op of known bytes, ``_torch_bench.bandwidth_probe``)
+#: is timed in the rounds of its peers, one call a round like theirs
+PROBE = "bandwidth probe"
+
+
+@dataclass
+class Probe:
+    """A streaming op of known bytes (``_torch_bench.bandwidth_probe``): timed in a table's rounds with its peers, it
+    measures the bandwidth of each round (:func:`floor_ratios`)."""
+
+    step: Callable[[], object]
+    nbytes: int  # bytes read and written by one call
+
+
+def probed(steps: Mapping[str, Callable[[], object]], probe: Probe | None) -> dict[str, Callable[[], object]]:
+    """``steps`` and, where there is a probe, the probe as one more peer (:data:`PROBE`)."""
+    return {**steps, PROBE: probe.step} if probe is not None else dict(steps)
+
+
+def probe_result(timings: dict[str, Timing], probe: Probe | None) -> dict[str, object] | None:
+    """The probe's part of a table (``{"timing", "bytes"}``), taken out of ``timings``; None without a probe."""
+    if probe is None:
+        return None
+    return {"timing": timings.pop(PROBE), "bytes": probe.nbytes}
+
+
+def floor_ratios(timing: Timing, floor_bytes: float, probe: Timing, probe_bytes: float) -> list[float]:
+    """Each round's step time over that round's bandwidth floor: ``floor_bytes`` at the bandwidth the probe measured
+    in the same round (``probe_bytes`` over its time), for the rounds both took part in.
+
+    The machine's bandwidth moves between two levels about 2x apart while a run lasts (benchmarks/NOTES.md); a floor
+    from one measurement at the start of a run made every "x floor" figure of the run follow the level of that
+    moment. A ratio to the floor of its own round is a ratio of two things timed together, as the peers' are."""
+    return [t * probe_bytes / (p * floor_bytes) for t, p in zip(timing.times, probe.times)]
 
 
 def ratio_interval(numerator: Timing, denominator: Timing) -> tuple[float, float] | None:

@@ -15,10 +15,18 @@ import torch
 from _hf_style import TransformersStyleAdafactor, TransformersStyleAdamW
 from _layouts import layout_dtype, layout_shapes
 from _targets import FINE_TUNING
-from _timing import Timing, interleave, step_peak_bytes
+from _timing import Probe, Timing, interleave, probe_result, probed, step_peak_bytes
 from hf_optim_torch import _native
 
-__all__ = ["CPU_ONLY", "PEERS", "copy_bandwidth", "cuda_step_peak_bytes", "run_optimizers", "run_schedules"]
+__all__ = [
+    "CPU_ONLY",
+    "PEERS",
+    "bandwidth_probe",
+    "copy_bandwidth",
+    "cuda_step_peak_bytes",
+    "run_optimizers",
+    "run_schedules",
+]
 
 LR = 1e-3
 WEIGHT_DECAY = 0.01
@@ -136,9 +144,10 @@ def run_optimizers(
     exact: bool,
     device: str = "cpu",
     leave_out: frozenset[str] = frozenset(),
+    probe: Probe | None = None,
 ) -> dict[str, Any]:
-    """All torch peers but those named in ``leave_out`` on one parameter set (shared tensors), interleaved; then each
-    one's memory.
+    """All torch peers but those named in ``leave_out`` on one parameter set (shared tensors), interleaved (with
+    ``probe``, if any, as one more peer: the bandwidth of each round, for the floors); then each one's memory.
 
     On CUDA every timed step ends with a device synchronisation, and the step memory is the allocator's peak;
     the peer with the native CPU kernel switched off is left out (it is the same path as the default there).
@@ -155,11 +164,12 @@ def run_optimizers(
     peers = {name: peer for name, peer in peers.items() if name not in leave_out}
     optimizers = {name: build(params) for name, (build, _, _) in peers.items()}
     timings: dict[str, Timing] = interleave(
-        {name: opt.step for name, opt in optimizers.items()},
+        probed({name: opt.step for name, opt in optimizers.items()}, probe),
         warmup=warmup,
         rounds=rounds,
         sync=torch.cuda.synchronize if cuda else None,
     )
+    measured = probe_result(timings, probe)
     rows = {}
     for name, opt in optimizers.items():
         _, family, per_param = peers[name]
@@ -171,7 +181,22 @@ def run_optimizers(
             "floor_bytes": _floor_bytes(family, shapes, per_param, params[0].element_size()),
         }
     del optimizers, params
-    return {"tensors": len(shapes), "params": sum(math.prod(s) for s in shapes), "rows": rows}
+    return {"tensors": len(shapes), "params": sum(math.prod(s) for s in shapes), "rows": rows, "probe": measured}
+
+
+#: the probe's tensor: 8 times the last-level cache of the bench machine (32 MiB), so that a call streams from memory
+PROBE_BYTES = 256 * 2**20
+
+
+def bandwidth_probe(nbytes: int = PROBE_BYTES) -> Probe:
+    """``x.mul_(1.0)`` in place on ``nbytes`` of random float32 (each call reads and writes them: the op that measured
+    the highest bandwidth of :func:`copy_bandwidth`'s, about 5 to 10 ms a call here), for the rounds of a table."""
+    x = torch.rand(nbytes // 4)  # not zeros: a device can move zeros faster than data
+
+    def step() -> None:
+        x.mul_(1.0)
+
+    return Probe(step, 2 * x.numel() * x.element_size())
 
 
 def copy_bandwidth(nbytes: int, repeats: int = 7, device: str = "cpu") -> dict[str, float]:

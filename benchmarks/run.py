@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -38,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import _keras_torch_bench  # its report section: Keras on torch runs in a process of its own
 from _plan import keras_eager_peers, left_out, plan_text, planned_rounds, selected
-from _targets import FUSED, JAX_REFERENCE, layout_title, peer_ratio, peer_target, round_two_targets
+from _targets import FUSED, JAX_REFERENCE, floor_ratio, layout_title, peer_ratio, peer_target, round_two_targets
 from _timing import freeze_imports
 
 THREADS = 2
@@ -109,16 +110,44 @@ def _table(result: dict[str, Any], reference: str, bandwidth: float, *, keras: b
     for name, row in rows.items():
         ratio, spread = peer_ratio(rows, name, reference)
         timing = row["timing"]
-        floor = row["floor_bytes"] / bandwidth
+        over_floor, _, floor = floor_ratio(result, name, bandwidth)
         line = (
             f"| {name} | {ratio:.2f} (±{spread * ratio / 2:.2f}) | {_ms(timing.median)} | {timing.spread:.0%} | {len(timing.times)} | "
-            f"{timing.median / floor:.1f} | {_ms(floor)} | {_mb(row['state_bytes'])} | {_mb(row['step_extra_bytes'])} |"
+            f"{over_floor:.1f} | {_ms(floor)} | {_mb(row['state_bytes'])} | {_mb(row['step_extra_bytes'])} |"
         )
         if keras:
             compile_s = row.get("compile_s")
             line += f" {compile_s:.1f} |" if compile_s is not None else " |"
         out.append(line)
     return out
+
+
+def _gb(bytes_per_second: float) -> str:
+    return f"{bytes_per_second / 1e9:.1f}"
+
+
+def _probe_text(probes: dict[str, list[float]]) -> str:
+    """Each table's probe: the median and range of its rounds' bandwidths (GB/s)."""
+    parts = [f"{title} {_gb(statistics.median(v))} ({_gb(min(v))} to {_gb(max(v))})" for title, v in probes.items()]
+    return "; ".join(parts) or "none"
+
+
+def _probe_bandwidths(
+    torch_results: dict[tuple[str, str], Any],
+    keras_results: dict[tuple[str, str], Any],
+    keras_torch: dict[str, Any] | None,
+) -> dict[str, list[float]]:
+    """The bandwidth the probe measured in each round (bytes/s) of every table that timed it, by table."""
+    tables = {f"torch, {layout_title(*key)}": result for key, result in torch_results.items()}
+    tables |= {f"Keras, {layout_title(*key)}": result for key, result in keras_results.items()}
+    if keras_torch is not None and "layouts" in keras_torch:
+        tables |= {f"Keras on torch, {layout_title(size, layout)}": keras_torch["layouts"][layout]
+                   for size, layout, _ in _keras_torch_bench.LAYOUTS}  # fmt: skip
+    return {
+        title: [result["probe"]["bytes"] / t for t in result["probe"]["timing"].times]
+        for title, result in tables.items()
+        if result.get("probe") is not None
+    }
 
 
 def _jax_section(result: dict[str, Any]) -> list[str]:
@@ -128,7 +157,7 @@ def _jax_section(result: dict[str, Any]) -> list[str]:
         return [title, "", f"Not run: {result['error']}", ""]
     v = result["versions"]
     floors = (
-        "the bandwidth above (torch's streaming ops in the main process, passed on the command line)"
+        "the median bandwidth of the probes' rounds in the main process (above), passed on the command line"
         if result["bandwidth_source"] == "given"
         else f"{result['bandwidth'] / 1e9:.1f} GB/s ({result['bandwidth_source']})"
     )
@@ -185,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
 
     bandwidths = _torch_bench.copy_bandwidth(max(SIZES[size] for size in sizes) * 4)
     _log("bandwidth " + ", ".join(f"{k} {v / 1e9:.1f} GB/s" for k, v in bandwidths.items()))
+    probe = _torch_bench.bandwidth_probe()  # timed in the rounds of every table but the small tensors'
 
     torch_results: dict[tuple[str, str], Any] = {}
     keras_results: dict[tuple[str, str], Any] = {}
@@ -199,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
                 rounds=rounds,
                 exact=size in ("10M", "small"),
                 leave_out=left_out(args, "torch", size, layout),
+                probe=probe if size != "small" else None,
             )
         if selected(args, "keras") and "keras" in frameworks:
             _log(f"keras {size} {layout}")
@@ -212,19 +243,24 @@ def main(argv: list[str] | None = None) -> int:
                 eager=keras_eager_peers(args, size),
                 log=_log,
                 leave_out=left_out(args, "keras", size, layout),
+                probe=probe if size != "small" else None,
             )
             keras.backend.clear_session()
+    del probe
+    # the floors without a probe (the small layouts, JAX's informative rows): the median bandwidth of the probes' rounds
+    probed = [b for per_round in _probe_bandwidths(torch_results, keras_results, None).values() for b in per_round]
+    bandwidth = statistics.median(probed) if probed else max(bandwidths.values())
     jax_result = None
     if selected(args, "jax"):
         _log("keras on jax beside optax, in its own process")
         warmup, rounds = (1, 5) if args.quick else (3, 20)
         jax_result = _jax_bench.launch(
-            args.jax_python, warmup=warmup, rounds=rounds, threads=THREADS, bandwidth=max(bandwidths.values()), log=_log
+            args.jax_python, warmup=warmup, rounds=rounds, threads=THREADS, bandwidth=bandwidth, log=_log
         )
     keras_torch = None
     if selected(args, "keras"):
         _log("keras on torch, eager, in its own process")
-        keras_torch = _keras_torch_bench.launch(args.quick, THREADS, max(bandwidths.values()), _log)
+        keras_torch = _keras_torch_bench.launch(args.quick, THREADS, bandwidth, _log)
     _log("schedules")
     calls = 200 if args.quick else 1000
     torch_sched = _torch_bench.run_schedules(calls) if selected(args, "torch") else {}
@@ -241,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         args,
         sizes,
         bandwidths,
+        bandwidth,
         torch_results,
         keras_results,
         jax_result,
@@ -263,6 +300,7 @@ def _report(
     args: argparse.Namespace,
     sizes: list[str],
     bandwidths: dict[str, float],
+    bandwidth: float,
     torch_results: dict[tuple[str, str], Any],
     keras_results: dict[tuple[str, str], Any],
     jax_result: dict[str, Any] | None,
@@ -276,8 +314,10 @@ def _report(
     tf_version: str,
     keras_version: str,
 ) -> str:
+    from _torch_bench import PROBE_BYTES  # (imported by main, after the thread settings)
+
     big = sizes[-1]
-    bandwidth = max(bandwidths.values())
+    probes = _probe_bandwidths(torch_results, keras_results, keras_torch)
     lines = [
         "# Benchmarks",
         "",
@@ -294,10 +334,15 @@ def _report(
         f"- torch {torch_version}, tensorflow {tf_version}, keras {keras_version}; {THREADS} intra-op threads each",
         f"- Load average (1, 5, 15 min) at start: {load_start}; at end: {load_end}. On a shared machine, other "
         "processes' load slows both sides of a ratio (peers are interleaved) but widens the spread.",
-        f"- Memory bandwidth, bytes read + written per second by large streaming torch ops on {SIZES[big] * 4 / 2**20:.0f} MiB "
-        "tensors (best is used for the floors): "
-        + ", ".join(f"{k} {v / 1e9:.1f} GB/s" for k, v in bandwidths.items())
-        + f"; **{bandwidth / 1e9:.1f} GB/s**",
+        f"- Memory bandwidth at the start, bytes read + written per second by large streaming torch ops on "
+        f"{SIZES[big] * 4 / 2**20:.0f} MiB tensors: "
+        + ", ".join(f"{k} {v / 1e9:.1f} GB/s" for k, v in bandwidths.items()),
+        f"- Memory bandwidth in the rounds of each table (the floors' bandwidth): a probe, `x.mul_(1.0)` in place on "
+        f"{PROBE_BYTES / 2**20:.0f} MiB of float32 (the op of the highest of those), timed once a round as "
+        "one more peer; median and range of its rounds, GB/s: "
+        + _probe_text(probes)
+        + f". Tables without a probe (the 200 small tensors, whose steps it would leave cold caches; Keras on JAX, "
+        f"another process and environment) take the median of the probes' rounds: **{_gb(bandwidth)} GB/s**.",
         f"- Adafactor's native kernel (`hf_optim_torch._native.status()`): {_native_status()}",
         "- CUDA (1B parameters, device bandwidth, the GPU paths, conformance on the GPU): RESULTS_CUDA.md, "
         "written by `benchmarks/cuda.py` on a GPU machine.",
@@ -312,7 +357,10 @@ def _report(
         "benchmarks/NOTES.md); *spread* is a peer's own interquartile range over "
         "its median; *timed rounds*: the rounds a peer took part in (a ratio pairs the rounds both took part in). "
         "*Bandwidth floor*: bytes the optimizer must read and write per step (AdamW family 28 B/param; "
-        "Adafactor 12 B/param, plus 8 B/param of unfactored second moments) over the measured bandwidth. "
+        "Adafactor 12 B/param, plus 8 B/param of unfactored second moments) over the bandwidth; *× bandwidth floor*, "
+        "and the floor targets: the median of each round's step time over the floor at the bandwidth the probe "
+        "measured in that round (the machine's bandwidth moves between two levels about 2x apart during a run: "
+        "benchmarks/NOTES.md); *floor ms*: at the probe's median bandwidth. "
         "*State*: optimizer state tensors. *Step extra*: peak resident memory during one step beyond what was "
         "resident before it (temporaries; 0 when they reuse freed heap pages). Keras *eager*: "
         "`optimizer.apply(grads, variables)` from Python (hf_optim_tf's timed with their iteration count set past the "

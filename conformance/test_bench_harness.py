@@ -99,3 +99,37 @@ def test_a_target_is_decided_only_by_its_whole_interval(bench) -> None:
     assert spans.endswith("| not decided: the CI spans 1.1x |")
     assert few.endswith("| not decided: too few rounds for a 95% CI |")
     assert targets.target_row("t", 1.05, None, 1.1).endswith("| yes |")  # not by its interval: the median decides
+
+
+def test_a_floor_ratio_is_to_the_bandwidth_of_its_own_round(bench, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the machine's bandwidth halves in the second half of the run: the probe and the step both take twice as long
+    timing: ModuleType = bench("_timing")
+    targets: ModuleType = bench("_targets")
+    clock = [0.0]
+    monkeypatch.setattr(timing, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    calls = [0]
+
+    def slow() -> float:  # two calls a round (the peer's and the probe's): the bandwidth halves from round 6 on
+        calls[0] += 1
+        return 2.0 if calls[0] > 12 else 1.0
+
+    def step() -> None:
+        clock[0] += 0.030 * slow()  # 3x its floor of 0.010 s at the probe's bandwidth of the same round
+
+    def probe_step() -> None:
+        clock[0] += 0.005 * slow()  # 1e9 bytes in 5 ms: 200 GB/s, then 100 GB/s
+
+    probe = timing.Probe(probe_step, 10**9)
+    timings = timing.interleave(timing.probed({"peer": step}, probe), warmup=0, rounds=12, budget=float("inf"))
+    measured = timing.probe_result(timings, probe)
+    assert set(timings) == {"peer"} and len(measured["timing"].times) == 12  # the probe is no peer of the table
+    assert sorted(measured["timing"].times) == pytest.approx([0.005] * 6 + [0.010] * 6)  # both bandwidths
+    rows = {"peer": {"timing": timings["peer"], "floor_bytes": 2 * 10**9}}
+    ratio, interval, _ = targets.floor_ratio({"rows": rows, "probe": measured}, "peer", 200e9)
+    assert ratio == pytest.approx(3.0) and interval == pytest.approx((3.0, 3.0))
+    # over one bandwidth for the whole run (the start's, 200 GB/s) the same steps read 3x or 6x: the verdict would
+    # follow the hour, not the optimizer
+    ratio, interval, floor = targets.floor_ratio({"rows": rows}, "peer", 200e9)
+    assert floor == pytest.approx(0.010) and interval[0] == pytest.approx(3.0) and interval[1] == pytest.approx(6.0)
+    row = targets.floor_target("t", {"rows": rows, "probe": measured}, "peer", 200e9, 5.0)
+    assert row == "| t | 3.00x floor; 95% CI 3.00 to 3.00 | yes |"
