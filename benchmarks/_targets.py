@@ -322,7 +322,8 @@ ROUND_TWO_NOTES = (
     "- *Keras on torch, `hf_optim_tf.AdamW eager` (and `AdamWeightDecay eager`) within 10x its floor* (where "
     "missed): it runs close to the bound here, and the machine decides: 6.2x (33 ms a step) in the run of 2026-12-05 "
     "22:46 and 10.1x (56 ms) in that of 2026-12-06 01:17, the spread of its steps 25 to 69%; and so does the measured "
-    "bandwidth, which sets the floor (at 43.9 GB/s 49.8 ms was 7.8x, at 58.5 GB/s 51.1 ms was 10.7x). Its "
+    "bandwidth, which sets the floor (at 43.9 GB/s 49.8 ms was 7.8x, at 58.5 GB/s 51.1 ms was 10.7x; since "
+    "2026-12-07 each round's step is over the floor at the bandwidth measured in that round). Its "
     "multi-tensor path takes each 10M-element state through about 16 torch ops a step, each at memory speed (next "
     "item; measured with torch's profiler, 2026-12-06: about 35 ms of a 45 ms step is in those ops).",
     "- *Keras on torch, `hf_optim_tf.Adafactor eager` within 10x its floor*: until 2026-12-06 it went through "

@@ -203,8 +203,9 @@ def copy_bandwidth(nbytes: int, repeats: int = 7, device: str = "cpu") -> dict[s
     """Memory bandwidth (bytes read + written per second) of large streaming torch ops, each the median of runs.
 
     ``copy``: ``dst.copy_(src)``; ``scale``: ``x.mul_(1.0)`` in place; ``add``: ``torch.add(x, y, out=z)``.
-    The best of them is the machine's bandwidth for the floors (an optimizer can stream at least that fast).
-    On CUDA each run is timed from a device synchronisation to the next.
+    On CUDA the best of them is the device's bandwidth for the floors (an optimizer can stream at least that fast);
+    on CPU the report lists them, and the floors take the bandwidth of each round (:func:`bandwidth_probe`), as the
+    machine's moves during a run. On CUDA each run is timed from a device synchronisation to the next.
     """
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     x = torch.rand(nbytes // 4, device=device)  # not zeros: a device can move zeros faster than data
