@@ -182,6 +182,31 @@ def test_transformers_int_steps_and_float64_state_load_as_torch_casts_them() -> 
         assert torch.equal(optimizer.state[p]["exp_avg"], clean["state"][key]["exp_avg"])
 
 
+@pytest.mark.parametrize("edit", ["int", "float64"])
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("name", BUILDERS)
+def test_a_step_set_by_hand_in_a_live_state_counts_as_a_loaded_one(name: str, path: str, edit: str) -> None:
+    # a step written into the state after the optimizer has run (as transformers' code writes it: a Python int, or a
+    # tensor of another dtype) is taken as the count at the next step, as the same state loaded from a checkpoint
+    saved = _trained(name, path)
+    for entry in saved["state"].values():
+        entry["step"] = torch.tensor(7.0)
+    loaded = BUILDERS[name](_params(), **PATHS[path])
+    loaded.load_state_dict(copy.deepcopy(saved))
+    edited = BUILDERS[name](_params(), **PATHS[path])
+    edited.load_state_dict(copy.deepcopy(saved))
+    for p in edited.param_groups[0]["params"]:
+        edited.state[p]["step"] = 7 if edit == "int" else torch.tensor(7.0, dtype=torch.float64)
+    for optimizer in (loaded, edited):
+        gen = torch.Generator().manual_seed(5)
+        for p in optimizer.param_groups[0]["params"]:
+            p.grad = torch.randn(p.shape, generator=gen)
+        optimizer.step()
+    for a, b in zip(loaded.param_groups[0]["params"], edited.param_groups[0]["params"]):
+        assert torch.equal(a, b)
+        assert edited.state[b]["step"].dtype == torch.float32 and float(edited.state[b]["step"]) == 8.0
+
+
 @pytest.mark.parametrize("key", ["exp_avg_sq", "max_exp_avg_sq"])
 def test_a_negative_second_moment_is_rejected(key: str) -> None:
     sd = _trained("adam_weight_decay")

@@ -27,7 +27,7 @@ from ._low_precision import LOW_PRECISION, rounding_keys
 from ._path_choice import LayoutCache, compiling, group_layout_cache, use_foreach, use_fused
 from ._state_check import COUNTER, CheckedOptimizer, Slot
 from ._step_block import gather_steps
-from ._step_count import as_step_tensor, note_advanced
+from ._step_count import STEP_DTYPE, as_step_tensor, note_advanced
 
 __all__ = ["Adafactor", "adafactor"]
 
@@ -184,10 +184,10 @@ class Adafactor(CheckedOptimizer, Optimizer):
             grad = p.grad
             if grad is None:
                 continue
-            dtype = torch.float32 if grad.dtype in LOW_PRECISION else grad.dtype  # of the state (16-bit: float32)
             state = self.state[p]
             if not state:
                 created = True
+                dtype = _state_dtype(grad)
                 state["step"] = as_step_tensor(0, p)
                 if use_first_moment:
                     state["exp_avg"] = torch.zeros_like(grad, dtype=dtype, memory_format=torch.preserve_format)
@@ -197,12 +197,16 @@ class Adafactor(CheckedOptimizer, Optimizer):
                 else:
                     state["exp_avg_sq"] = torch.zeros_like(grad, dtype=dtype, memory_format=torch.preserve_format)
                 state["RMS"] = grad.new_zeros((), dtype=dtype)
-            else:
-                state["step"] = as_step_tensor(state["step"], p)
+            else:  # (a state ready for the step, the usual case, costs no call)
+                step = state["step"]
+                if type(step) is not Tensor or step.dtype is not STEP_DTYPE or step.device != p.device:
+                    state["step"] = as_step_tensor(step, p)
                 if not isinstance(state["RMS"], Tensor):  # a transformers checkpoint holds RMS=0 before a step
-                    state["RMS"] = torch.tensor(float(state["RMS"]), dtype=dtype, device=grad.device)
+                    state["RMS"] = torch.tensor(float(state["RMS"]), dtype=_state_dtype(grad), device=grad.device)
                 if use_first_moment and "exp_avg" not in state:  # beta1 set on a group that had none
-                    state["exp_avg"] = torch.zeros_like(grad, dtype=dtype, memory_format=torch.preserve_format)
+                    state["exp_avg"] = torch.zeros_like(
+                        grad, dtype=_state_dtype(grad), memory_format=torch.preserve_format
+                    )
             params.append(p)
             grads.append(grad)
             state_steps.append(state["step"])
@@ -256,6 +260,11 @@ class Adafactor(CheckedOptimizer, Optimizer):
 
 
 Adafactor.__doc__ = ADAFACTOR_DOC
+
+
+def _state_dtype(grad: Tensor) -> torch.dtype:
+    """The dtype of a parameter's state: its gradient's, float32 for a 16-bit one (whose arithmetic is float32)."""
+    return torch.float32 if grad.dtype in LOW_PRECISION else grad.dtype
 
 
 def adafactor(

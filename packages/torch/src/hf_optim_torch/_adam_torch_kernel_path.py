@@ -101,15 +101,22 @@ def torch_kernel_path(
         got = sorted({(str(tensors.params[i].dtype), tensors.params[i].device.type) for i in rest})
         raise RuntimeError(f"fused=True supports dense contiguous {names} tensors on CPU or CUDA; got {got}")
     constant = {"beta1": beta1, "beta2": beta2, "amsgrad": amsgrad, "maximize": maximize}
+    count = len(params)
     for device, indices in buckets:
-        by_step: dict[tuple[float, bool], list[int]] = {}
-        values = steps([tensors.state_steps[i] for i in indices])
+        whole = len(indices) == count  # every parameter, in order (the usual case: its lists are used as they are)
+        values = steps(tensors.state_steps if whole else [tensors.state_steps[i] for i in indices])
         flags = [True] * len(indices) if decayed is None else [decayed[i] for i in indices]
-        for i, key in zip(indices, zip(values, flags)):
-            by_step.setdefault(key, []).append(i)
+        by_step: dict[tuple[float, bool], list[int]] = {}
+        if len(set(values)) == 1 and len(set(flags)) == 1:  # one step and one decay for all: one kernel call
+            by_step[values[0], flags[0]] = indices
+        else:
+            for i, key in zip(indices, zip(values, flags)):
+                by_step.setdefault(key, []).append(i)
         for (t, decays), group in by_step.items():
             lr, weight_decay, eps = scalars(device, t, decays)
-            lists = [[lst[i] for i in group] for lst in (params, grads, exp_avgs, exp_avg_sqs)]
-            lists += [[maxes[i] for i in group] if amsgrad else [], [saturated_step(device)] * len(group)]
+            picked = [params, grads, exp_avgs, exp_avg_sqs] + ([maxes] if amsgrad else [])
+            if len(group) != count:
+                picked = [[lst[i] for i in group] for lst in picked]
+            lists = [*picked[:4], picked[4] if amsgrad else [], [saturated_step(device)] * len(group)]
             torch._fused_adamw_(*lists, lr=lr, weight_decay=weight_decay, eps=eps, **constant)
     return rest

@@ -31,7 +31,7 @@ from ._low_precision import rounding_keys, step_in_float32
 from ._path_choice import LayoutCache, group_layout_cache, use_foreach, use_fused
 from ._state_check import CheckedOptimizer, Slot
 from ._step_block import gather_steps
-from ._step_count import count_steps, host_steps
+from ._step_count import STEP_DTYPE, count_steps, host_steps
 from ._weight_decay_selection import do_use_weight_decay
 
 __all__ = ["AdamWeightDecay", "adam_weight_decay"]
@@ -179,9 +179,17 @@ class AdamWeightDecay(CheckedOptimizer, Optimizer):
             steps: list[Tensor] = []
             decay: list[bool] = []
             positions: list[int] = []
+            states = self.state
             for position, (p, flag) in enumerate(zip(group_params, self._decay_flags(group))):
-                state = adam_state(self.state[p], p, amsgrad)
-                step = state["step"]
+                state = states[p]
+                step = state.get("step")
+                if (
+                    type(step) is not Tensor
+                    or step.dtype is not STEP_DTYPE
+                    or step.device != p.device
+                    or (amsgrad and "max_exp_avg_sq" not in state)
+                ):  # (a state ready for the step, the usual case, costs no call)
+                    step = adam_state(state, p, amsgrad)["step"]
                 steps.append(step)
                 grad = p.grad
                 if grad is None:

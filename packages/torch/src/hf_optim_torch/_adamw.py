@@ -20,7 +20,7 @@ from ._low_precision import rounding_keys, step_in_float32
 from ._path_choice import LayoutCache, compiling, group_layout_cache, use_foreach, use_fused
 from ._state_check import CheckedOptimizer, Slot
 from ._step_block import gather_steps
-from ._step_count import advance_steps, note_advanced
+from ._step_count import STEP_DTYPE, advance_steps, note_advanced
 
 __all__ = ["AdamW", "adamw"]
 
@@ -95,13 +95,18 @@ class AdamW(CheckedOptimizer, Optimizer):
     ) -> None:
         # torch.compile handles a method of this name and signature specially (torch.optim's convention)
         created = False
+        states = self.state
         for p in group["params"]:
-            if p.grad is None:
+            grad = p.grad
+            if grad is None:
                 continue
-            created = created or not self.state[p]
-            state = adam_state(self.state[p], p)
+            state = states[p]
+            step = state.get("step")
+            if type(step) is not Tensor or step.dtype is not STEP_DTYPE or step.device != p.device:
+                created = created or not state  # (a state ready for the step, the usual case, costs no call)
+                adam_state(state, p)
             params.append(p)
-            grads.append(p.grad)
+            grads.append(grad)
             exp_avgs.append(state["exp_avg"])
             exp_avg_sqs.append(state["exp_avg_sq"])
             state_steps.append(state["step"])
