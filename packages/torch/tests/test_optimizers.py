@@ -335,6 +335,17 @@ def test_adam_weight_decay_patterns_match_parameter_names() -> None:
     optimizer.step()  # zero gradients: only the decay moves a parameter
     moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert moved == {"0.weight"}
+    # parameters without a gradient: each of the others keeps its own flag (the excluded 1.weight stays put)
+    model[0].weight.grad = model[0].bias.grad = None
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    optimizer.step()
+    moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert moved == set(), moved
+    model[1].bias.grad = None
+    model[0].weight.grad = torch.zeros_like(model[0].weight)
+    optimizer.step()
+    moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert moved == {"0.weight"}, moved
     with pytest.raises(ValueError, match="parameter names"):
         hf_optim_torch.AdamWeightDecay(model.parameters(), weight_decay_rate=0.1, exclude_from_weight_decay=["bias"])
     grouped = hf_optim_torch.AdamWeightDecay(

@@ -176,11 +176,9 @@ class AdamWeightDecay(CheckedOptimizer, Optimizer):
                 gather_steps([self.state[p] for p in group_params])  # one counter tensor (._step_block)
             tensors = AdamTensors([], [], [], [], [], [])
             params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps = tensors
-            steps: list[Tensor] = []
-            decay: list[bool] = []
-            positions: list[int] = []
             states = self.state
-            for position, (p, flag) in enumerate(zip(group_params, self._decay_flags(group))):
+            flags = self._decay_flags(group)
+            for p in group_params:
                 state = states[p]
                 step = state.get("step")
                 if (
@@ -190,11 +188,9 @@ class AdamWeightDecay(CheckedOptimizer, Optimizer):
                     or (amsgrad and "max_exp_avg_sq" not in state)
                 ):  # (a state ready for the step, the usual case, costs no call)
                     step = adam_state(state, p, amsgrad)["step"]
-                steps.append(step)
                 grad = p.grad
                 if grad is None:
                     continue
-                positions.append(position)
                 params.append(p)
                 grads.append(grad if clipped_by_param is None else clipped_by_param[id(p)])
                 exp_avgs.append(state["exp_avg"])
@@ -202,8 +198,10 @@ class AdamWeightDecay(CheckedOptimizer, Optimizer):
                 if amsgrad:
                     max_exp_avg_sqs.append(state["max_exp_avg_sq"])
                 state_steps.append(step)
-                decay.append(flag)
-            group_steps.append(steps)
+            # every parameter's step advances (Keras ``iterations``); the usual case: every parameter has a gradient
+            whole = len(params) == len(group_params)
+            group_steps.append(state_steps if whole else [states[p]["step"] for p in group_params])
+            decay = flags if whole else [flag for p, flag in zip(group_params, flags) if p.grad is not None]
             first, offset = offset, offset + len(group_params)
             if not params:
                 continue
@@ -224,7 +222,8 @@ class AdamWeightDecay(CheckedOptimizer, Optimizer):
                 continue
             keys = None
             if group["stochastic_rounding"]:  # keyed by the optimizer-wide step t of this update
-                keys = rounding_keys(group["rounding_seed"], params, [first + j for j in positions], state_steps)
+                positions = [first + j for j, p in enumerate(group_params) if p.grad is not None]
+                keys = rounding_keys(group["rounding_seed"], params, positions, state_steps)
             step_in_float32(adam_weight_decay, params, grads, states, [state_steps, decay], keys, **hyper)
         # The step count is optimizer-wide (Keras ``iterations``): it advances for every parameter, with or
         # without a gradient; the update above used ``step + 1``.

@@ -39,8 +39,15 @@ def begin_step(
             loss = closure()
     index = 0
     for group in optimizer.param_groups:
+        params = group["params"]
         rounding = group.get("stochastic_rounding", False)
-        for p in group["params"]:
+        fused = fused_dtypes is not None and group.get("fused")
+        if not rounding and not fused:  # the usual group: only the gradients' layouts to check (one pass)
+            if not SPARSE_LAYOUTS.isdisjoint({grad.layout for p in params if (grad := p.grad) is not None}):
+                raise RuntimeError(sparse_error)
+            index += len(params)
+            continue
+        for p in params:
             if p.grad is not None:
                 if p.grad.layout in SPARSE_LAYOUTS:
                     raise RuntimeError(sparse_error)
@@ -49,7 +56,7 @@ def begin_step(
                         "`stochastic_rounding=True` supports bfloat16 parameters; got a float16 parameter "
                         f"(index {index})"
                     )
-                if fused_dtypes is not None and group.get("fused"):
+                if fused:
                     problem = fused_problem(p, group, fused_dtypes)
                     if problem is not None:
                         raise RuntimeError(f"fused=True cannot step parameter {index}: {problem}")
