@@ -356,6 +356,25 @@ def test_adam_weight_decay_patterns_match_parameter_names() -> None:
     assert grouped.param_groups[0]["param_names"][0] == "0.weight"
 
 
+def test_adam_weight_decay_needs_one_name_per_parameter() -> None:
+    """A group with fewer names than parameters is refused when added, and at a step (names edited since) before any
+    group changes; before, the parameters past the last name were silently never stepped."""
+    a, b, c = (torch.nn.Parameter(torch.ones(2)) for _ in range(3))
+    with pytest.raises(ValueError, match="3 parameters and 2 'param_names'"):
+        hf_optim_torch.AdamWeightDecay([{"params": [a, b, c], "names": ["a", "b"]}], weight_decay_rate=0.1)
+    optimizer = hf_optim_torch.AdamWeightDecay([("a", a)], weight_decay_rate=0.1)
+    with pytest.raises(ValueError, match="2 parameters and 1 'param_names'"):
+        optimizer.add_param_group({"params": [b, c], "param_names": ["b"]})
+    assert len(optimizer.param_groups) == 1
+    optimizer.add_param_group({"params": [b, c], "param_names": ["b", "c"]})
+    optimizer.param_groups[1]["param_names"].pop()  # edited by hand after the group was added
+    for p in (a, b, c):
+        p.grad = torch.ones(2)
+    with pytest.raises(ValueError, match="2 parameters and 1 'param_names'"):
+        optimizer.step()
+    assert all(torch.equal(p, torch.ones(2)) for p in (a, b, c)) and not optimizer.state
+
+
 def test_adam_weight_decay_step_is_optimizer_wide() -> None:
     a, b = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(2))
     optimizer = hf_optim_torch.AdamWeightDecay([("a", a), ("b", b)])

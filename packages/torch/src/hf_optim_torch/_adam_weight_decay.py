@@ -127,13 +127,23 @@ class AdamWeightDecay(CheckedOptimizer, Optimizer):
                 "names: pass `model.named_parameters()` (or param groups with 'param_names')."
             )
         # match the patterns now: a compiled step then finds the flags in the cache (dynamo does not trace `re`)
-        self._decay_flags(group)
+        try:
+            self._decay_flags(group)
+        except ValueError:
+            self.param_groups.pop()
+            raise
 
     def _state_layout(self, param: Tensor, group: Mapping[str, Any]) -> dict[str, Slot]:
         return adam_slots(param, group["amsgrad"])
 
     def _decay_flags(self, group: dict[str, Any]) -> list[bool]:
+        """Whether each parameter of ``group`` is decayed (its name matched against the patterns once per change)."""
         names = group.get("param_names") or [None] * len(group["params"])
+        if len(names) != len(group["params"]):  # (torch does not compare them; zip would drop the parameters after)
+            raise ValueError(
+                f"AdamWeightDecay needs one name per parameter: a param group has {len(group['params'])} parameters "
+                f"and {len(names)} 'param_names'"
+            )
         include, exclude = group["include_in_weight_decay"], group["exclude_from_weight_decay"]
         rate = group["weight_decay_rate"]
         key = (tuple(names), tuple(include or ()), tuple(exclude or ()), float(rate))
@@ -159,6 +169,7 @@ class AdamWeightDecay(CheckedOptimizer, Optimizer):
         groups = self.param_groups
         if all(p.grad is None for group in groups for p in group["params"]):
             return loss
+        group_flags = [self._decay_flags(group) for group in groups]  # (a misnamed group refused before any step)
         bounds = {key: self.defaults[key] for key in _CLIP_KEYS}
         clipped_by_param = None  # id(param) -> its clipped gradient; None: no clipping, the gradients as they are
         if any(bound and bound > 0 for bound in bounds.values()):
@@ -177,7 +188,7 @@ class AdamWeightDecay(CheckedOptimizer, Optimizer):
             tensors = AdamTensors([], [], [], [], [], [])
             params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps = tensors
             states = self.state
-            flags = self._decay_flags(group)
+            flags = group_flags[index]
             for p in group_params:
                 state = states[p]
                 step = state.get("step")
@@ -216,7 +227,7 @@ class AdamWeightDecay(CheckedOptimizer, Optimizer):
                 "weight_decay_rate": group["weight_decay_rate"],
                 "layout_cache": group_layout_cache(self, index),
             }
-            states = [exp_avgs, exp_avg_sqs, max_exp_avg_sqs]
+            moments = [exp_avgs, exp_avg_sqs, max_exp_avg_sqs]
             if not group["fp32_math"]:
                 adam_weight_decay(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, decay, **hyper)
                 continue
@@ -224,7 +235,7 @@ class AdamWeightDecay(CheckedOptimizer, Optimizer):
             if group["stochastic_rounding"]:  # keyed by the optimizer-wide step t of this update
                 positions = [first + j for j, p in enumerate(group_params) if p.grad is not None]
                 keys = rounding_keys(group["rounding_seed"], params, positions, state_steps)
-            step_in_float32(adam_weight_decay, params, grads, states, [state_steps, decay], keys, **hyper)
+            step_in_float32(adam_weight_decay, params, grads, moments, [state_steps, decay], keys, **hyper)
         # The step count is optimizer-wide (Keras ``iterations``): it advances for every parameter, with or
         # without a gradient; the update above used ``step + 1``.
         for steps in group_steps:
