@@ -37,30 +37,27 @@ def begin_step(
     if closure is not None:
         with torch.enable_grad():
             loss = closure()
-    index = 0
+    index = 0  # the parameter's position among all parameters (in the errors)
     for group in optimizer.param_groups:
         params = group["params"]
+        if not SPARSE_LAYOUTS.isdisjoint({grad.layout for p in params if (grad := p.grad) is not None}):
+            raise RuntimeError(sparse_error)
         rounding = group.get("stochastic_rounding", False)
         fused = fused_dtypes is not None and group.get("fused")
-        if not rounding and not fused:  # the usual group: only the gradients' layouts to check (one pass)
-            if not SPARSE_LAYOUTS.isdisjoint({grad.layout for p in params if (grad := p.grad) is not None}):
-                raise RuntimeError(sparse_error)
-            index += len(params)
-            continue
-        for p in params:
-            if p.grad is not None:
-                if p.grad.layout in SPARSE_LAYOUTS:
-                    raise RuntimeError(sparse_error)
+        if rounding or fused:  # per parameter only where a group asks for more than the default paths take
+            for position, p in enumerate(params, start=index):
+                if p.grad is None:
+                    continue
                 if rounding and p.dtype == torch.float16:
                     raise ValueError(
                         "`stochastic_rounding=True` supports bfloat16 parameters; got a float16 parameter "
-                        f"(index {index})"
+                        f"(index {position})"
                     )
                 if fused:
                     problem = fused_problem(p, group, fused_dtypes)
                     if problem is not None:
-                        raise RuntimeError(f"fused=True cannot step parameter {index}: {problem}")
-            index += 1
+                        raise RuntimeError(f"fused=True cannot step parameter {position}: {problem}")
+        index += len(params)
     _check_shapes(optimizer)
     stepped = next((p for group in optimizer.param_groups for p in group["params"] if p.grad is not None), None)
     if stepped is not None and capturing([stepped]):
