@@ -161,17 +161,33 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
     for name, payload in json.loads(getattr(node, "workeroutput", {}).get("reliability_numbers", "{}")).items():
         kept = RECORDED.get(name)
         if name in COUNTED and kept:
-            record(name, {**payload, **{field: _added(kept[field], payload[field]) for field in COUNTED[name]}})
+            record(name, {**payload, **{field: added(kept[field], payload[field]) for field in COUNTED[name]}})
         else:
             RECORDED[name] = payload
 
 
-#: per item, its fields that count over the tests each xdist worker ran (numbers, or counts per key)
-COUNTED = {"bad_inputs": ("tried", "total", "accepted_and_used"), "nonfinite": ("checked",)}
+_RESUME_COUNTED = (
+    "scenarios",
+    "interruptions",
+    "restored_and_checked",
+    "worker_processes",
+    "tests",
+    "formats",
+    "problems",
+    "first_problems",
+    "unbuildable",
+)
+#: per item, its fields that count over the tests each xdist worker ran (numbers, counts per key, or lists)
+COUNTED = {
+    "bad_inputs": ("tried", "total", "accepted_and_used"),
+    "nonfinite": ("checked",),
+    "resume_torch": _RESUME_COUNTED,
+    "resume_tf": _RESUME_COUNTED,
+}
 
 
-def _added(a: Any, b: Any) -> Any:
-    """Two workers' counts added: numbers, or dicts of counts per key (the keys of both, sorted)."""
+def added(a: Any, b: Any) -> Any:
+    """Two counts added: numbers, dicts of counts per key (the keys of both, sorted), or lists (concatenated)."""
     if isinstance(a, dict):
         return dict(sorted((Counter(a) + Counter(b)).items()))
     return a + b
@@ -209,8 +225,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """The ``slow`` tests first, then strict xfails from xfails.toml (entries that match nothing are an error when the
     whole suite is collected).
 
-    The suite runs in two xdist workers (``nox -s reliability``); started first, the few long tests (the Keras resume
-    fuzz alone takes about 6 of the 13 minutes of one process) overlap the many short ones instead of ending the run.
+    The suite runs in two xdist workers (``nox -s reliability``); started first, the few long tests (the shards of the
+    Keras resume fuzz, the malformed checkpoints, the soak) overlap the many short ones instead of ending the run.
     """
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: the order is otherwise kept
     entries = _xfails()

@@ -15,6 +15,8 @@ a compiled model and ``tf.train.Checkpoint`` (both in the full run; alternating 
 from __future__ import annotations
 
 import pickle
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ import numpy as np
 import pytest
 
 from reliability import _drive, _runs
-from reliability.conftest import SEED, SIZES, record, run_worker
+from reliability.conftest import SEED, SIZES, added, record, run_worker
 from testsupport.compare import bitwise_differences
 from testsupport.spec_args import MissingApi
 
@@ -40,8 +42,9 @@ def _save(framework: str, run: Any, fmt: str, path: Path) -> None:
 
 
 #: checkpoints restored per fresh worker process: Keras restores and continues about 5 a second on a 2-core machine
-#: (446 in 83 s), and all 1,700 of its full run in one process went past ``run_worker``'s 600 s on a CI machine
-PER_WORKER = 300
+#: (446 in 83 s), and all 1,700 of its full run in one process went past ``run_worker``'s 600 s on a CI machine; a
+#: shard of the full run has about 400 (one process each: each process spends 5 to 10 s importing Keras)
+PER_WORKER = 450
 
 
 def _formats(framework: str, index: int) -> list[str]:
@@ -55,22 +58,46 @@ def _suffix(fmt: str) -> str:
     return {"torch": ".pt", "keras": ".keras", "tfckpt": ""}[fmt]
 
 
+#: the scenarios of each framework are split among this many tests, which the two xdist workers share: the Keras
+#: resume fuzz was one test of 640 s, the longest of the session by far, which left the other worker idle at the end
+SHARDS = {"torch": 1, "tf": 4}
+_SHARD_CASES = [(framework, shard) for framework in _drive.FRAMEWORKS for shard in range(SHARDS[framework])]
+#: what every shard adds to its framework's ``resume_<framework>`` numbers (summed in the module's teardown here and
+#: across xdist workers by ``conftest.COUNTED``)
+TOTALS: dict[str, dict[str, Any]] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _write_totals() -> Iterator[None]:
+    yield
+    for framework, totals in TOTALS.items():
+        record(f"resume_{framework}", {**totals, "seed": SEED})
+
+
+def _add(framework: str, numbers: dict[str, Any]) -> None:
+    kept = TOTALS.setdefault(framework, {})
+    for field, value in numbers.items():
+        kept[field] = added(kept[field], value) if field in kept else value
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("framework", _drive.FRAMEWORKS)
-def test_resume_in_a_fresh_process_is_bit_identical(framework: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("framework", "shard"), _SHARD_CASES, ids=[f"{f}-{s}" for f, s in _SHARD_CASES])
+def test_resume_in_a_fresh_process_is_bit_identical(framework: str, shard: int, tmp_path: Path) -> None:
     if framework == "tf":
         import keras
 
         keras.utils.set_random_seed(0)
     Run = _runs.TorchRun if framework == "torch" else _runs.TfRun
-    rng = np.random.default_rng(SEED)
-    scenarios = _drive.scenarios(framework, SIZES.full, SEED)
+    every = _drive.scenarios(framework, SIZES.full, SEED)
+    # scenario k of the framework draws its interruption points from its own generator, so a scenario gets the same
+    # points in whichever shard it runs
+    scenarios = [(k, scn) for k, scn in enumerate(every) if k % SHARDS[framework] == shard]
     expected: dict[str, Any] = {}
     items: list[dict[str, Any]] = []
     perturbed: list[str] = []
     unbuildable: list[str] = []
-    counter = 0
-    for scn in scenarios:
+    counter = shard
+    for k, scn in scenarios:
         try:
             reference = Run(scn)
         except (TypeError, ValueError, MissingApi) as error:  # reported below, after every other scenario ran
@@ -82,7 +109,7 @@ def test_resume_in_a_fresh_process_is_bit_identical(framework: str, tmp_path: Pa
             trajectory.append(reference.snapshot())
         expected[scn["id"]] = (trajectory, reference.final_state())
 
-        points = _drive.interruptions(scn, SIZES.full, rng)
+        points = _drive.interruptions(scn, SIZES.full, np.random.default_rng([SEED, k]))
         saving = Run(scn)
         for t in range(scn["steps"] + 1):
             if t in points:
@@ -114,15 +141,15 @@ def test_resume_in_a_fresh_process_is_bit_identical(framework: str, tmp_path: Pa
         for start in range(0, len(items), PER_WORKER)
     ]
     report = {"checked": sum(r["checked"] for r in reports), "problems": [p for r in reports for p in r["problems"]]}
-    record(
-        f"resume_{framework}",
+    _add(
+        framework,
         {
             "scenarios": len(scenarios),
             "interruptions": len(items),
             "restored_and_checked": report["checked"],
             "worker_processes": len(reports),
-            "seed": SEED,
-            "formats": sorted({item["format"] for item in items}),
+            "tests": 1,
+            "formats": dict(sorted(Counter(item["format"] for item in items).items())),
             "problems": len(report["problems"]),
             "first_problems": report["problems"][:30],
             "unbuildable": unbuildable,
