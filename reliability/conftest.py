@@ -221,14 +221,20 @@ def _matches(pattern: str, name: str) -> bool:
     return re.fullmatch(".*".join(re.escape(part) for part in pattern.split("*")), name) is not None
 
 
+def _expected_seconds(item: pytest.Item) -> float:
+    """How long a test is marked to take (``pytest.mark.slow(seconds=...)``; 1 for a bare ``slow``, 0 unmarked)."""
+    marker = item.get_closest_marker("slow")
+    return 0.0 if marker is None else float(marker.kwargs.get("seconds", 1))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The ``slow`` tests first, then strict xfails from xfails.toml (entries that match nothing are an error when the
-    whole suite is collected).
+    """The ``slow`` tests first, the longest first, then strict xfails from xfails.toml (entries that match nothing are
+    an error when the whole suite is collected).
 
     The suite runs in two xdist workers (``nox -s reliability``); started first, the few long tests (the shards of the
     Keras resume fuzz, the malformed checkpoints, the soak) overlap the many short ones instead of ending the run.
     """
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: the order is otherwise kept
+    items.sort(key=_expected_seconds, reverse=True)  # stable: the order is otherwise kept
     entries = _xfails()
     used: set[str] = set()
     for item in items:

@@ -71,7 +71,7 @@ def _run(env: dict[str, str], items: list[dict[str, Any]], workdir: Path) -> tup
     return json.loads(report_path.read_text(encoding="utf-8"))["reports"], None
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=200)
 def test_malformed_checkpoints_are_rejected_or_harmless(tmp_path: Path) -> None:
     reports: list[dict[str, Any]] = []
     crashes: list[str] = []

@@ -61,7 +61,13 @@ def _suffix(fmt: str) -> str:
 #: the scenarios of each framework are split among this many tests, which the two xdist workers share: the Keras
 #: resume fuzz was one test of 640 s, the longest of the session by far, which left the other worker idle at the end
 SHARDS = {"torch": 1, "tf": 4}
-_SHARD_CASES = [(framework, shard) for framework in _drive.FRAMEWORKS for shard in range(SHARDS[framework])]
+#: about how long one shard takes on a 2-core machine (the order the workers take the long tests in)
+_SECONDS = {"torch": 25, "tf": 200}
+_SHARD_CASES = [
+    pytest.param(framework, shard, id=f"{framework}-{shard}", marks=pytest.mark.slow(seconds=_SECONDS[framework]))
+    for framework in _drive.FRAMEWORKS
+    for shard in range(SHARDS[framework])
+]
 #: what every shard adds to its framework's ``resume_<framework>`` numbers (summed in the module's teardown here and
 #: across xdist workers by ``conftest.COUNTED``)
 TOTALS: dict[str, dict[str, Any]] = {}
@@ -80,8 +86,7 @@ def _add(framework: str, numbers: dict[str, Any]) -> None:
         kept[field] = added(kept[field], value) if field in kept else value
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(("framework", "shard"), _SHARD_CASES, ids=[f"{f}-{s}" for f, s in _SHARD_CASES])
+@pytest.mark.parametrize(("framework", "shard"), _SHARD_CASES)
 def test_resume_in_a_fresh_process_is_bit_identical(framework: str, shard: int, tmp_path: Path) -> None:
     if framework == "tf":
         import keras

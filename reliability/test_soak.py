@@ -29,8 +29,13 @@ AdamWeightDecay, 2026-12-07), with no change in the work per step; a step whose 
 grows every step) makes every later step slower, the fastest one too."""
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("framework", _drive.FRAMEWORKS)
+#: about how long each framework's soak takes on a 2-core machine (the order the workers take the long tests in)
+_SECONDS = {"torch": 60, "tf": 100}
+
+
+@pytest.mark.parametrize(
+    "framework", [pytest.param(f, marks=pytest.mark.slow(seconds=_SECONDS[f])) for f in _drive.FRAMEWORKS]
+)
 def test_soak(framework: str, tmp_path: Path) -> None:
     report = run_worker({"task": "soak", "framework": framework, "seed": SEED, "steps": SIZES.soak_steps}, tmp_path)
     report.pop("_stderr", None)
