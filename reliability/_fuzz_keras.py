@@ -9,7 +9,10 @@ try) through one route:
   ``{"0": array, ...}``, as Keras' stores are);
 * ``set_weights``: ``optimizer.set_weights(list of arrays)``;
 * ``tf_checkpoint``: ``tf.train.Checkpoint(optimizer=target).restore(path)`` of a checkpoint written from an object
-  graph with the optimizer's structure (``_variables/<i>``), or the real checkpoint of another optimizer.
+  graph with the optimizer's structure (``_variables/<i>``), or the real checkpoint of another optimizer (TensorFlow
+  backend only; TensorFlow is imported for this route alone).
+
+The backend is Keras' ``KERAS_BACKEND`` (TensorFlow when unset); the first two routes run on every backend.
 
 Every mutation is labelled. ``harmful`` ones must be rejected with a ValueError/TypeError whose message names the
 mutated state key (or, for a structural mutation, the variables), leaving every variable as it was; ``harmless:<why>``
@@ -36,17 +39,16 @@ from typing import Any
 import hf_optim_tf as ht
 import keras
 import numpy as np
-import tensorflow as tf
+from hf_optim_tf._variables import numpy_value
 
 from testsupport.compare import same_bits
 from testsupport.keras_adapter import keras_variable
 
 from ._fuzz_keras_mutations import Mutation, Trained, state_mutations
 
-tf.get_logger().setLevel("ERROR")  # TF warns about every unmatched checkpoint value of the rejected restores
-
 OPTIMIZERS = ("adamw", "adafactor", "adam_weight_decay")
 ROUTES = ("keras_store", "set_weights", "tf_checkpoint")
+TF_ONLY_ROUTES = frozenset({"tf_checkpoint"})
 DTYPES = ("float32", "bfloat16")
 SHAPES = {"dense/kernel": (3, 5), "dense/bias": (5,), "attention/kernel": (2, 3, 4), "layer_norm/gamma": (5,)}
 TRAIN_STEPS = 3
@@ -74,11 +76,26 @@ def _variables(dtype: str) -> list[keras.Variable]:
 
 def _grads(dtype: str, step: int) -> list[Any]:
     rng = np.random.default_rng(100 + step)
-    return [tf.constant(rng.standard_normal(shape).astype(np.float32), dtype=dtype) for shape in SHAPES.values()]
+    return [
+        keras.ops.convert_to_tensor(rng.standard_normal(shape).astype(np.float32), dtype=dtype)
+        for shape in SHAPES.values()
+    ]
 
 
 def _values(variables: list[Any]) -> list[np.ndarray]:
-    return [np.array(v.numpy()) for v in variables]
+    return [np.array(numpy_value(v)) for v in variables]
+
+
+def routes() -> tuple[str, ...]:
+    """The routes this process's Keras backend has."""
+    return tuple(r for r in ROUTES if keras.backend.backend() == "tensorflow" or r not in TF_ONLY_ROUTES)
+
+
+def _tf() -> Any:
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")  # TF warns about every unmatched checkpoint value of the rejected restores
+    return tf
 
 
 def _train(spec_id: str, dtype: str, variant: int = 0) -> Trained:
@@ -132,6 +149,7 @@ class _Checkpoints:
         self.count = 0
 
     def write(self, values: list[Any]) -> str:
+        tf = _tf()
         fake = tf.__internal__.tracking.AutoTrackable()
         fake._variables = [tf.Variable(v) for v in values]
         self.count += 1
@@ -139,7 +157,7 @@ class _Checkpoints:
 
     def write_real(self, optimizer: Any) -> str:
         self.count += 1
-        return tf.train.Checkpoint(optimizer=optimizer).write(os.path.join(self.root, f"r{self.count}"))
+        return _tf().train.Checkpoint(optimizer=optimizer).write(os.path.join(self.root, f"r{self.count}"))
 
     def close(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
@@ -151,7 +169,7 @@ def _restore(route: str, target: _Target, payload: Any) -> None:
     elif route == "set_weights":
         target.optimizer.set_weights(payload)
     else:
-        tf.train.Checkpoint(optimizer=target.optimizer).restore(payload)
+        _tf().train.Checkpoint(optimizer=target.optimizer).restore(payload)
 
 
 def _payload(route: str, mutation: Mutation, checkpoints: _Checkpoints) -> Any:
@@ -180,13 +198,14 @@ def _setup(spec_id: str, dtype: str) -> tuple[Trained, dict[str, Trained], _Targ
 
 def run_batch(spec_id: str, route: str, dtype: str, seed: int, count: int) -> dict[str, Any]:
     """``count`` seeded mutations of one optimizer's state restored through ``route``; the tally (module docstring)."""
-    if spec_id not in OPTIMIZERS or route not in ROUTES or dtype not in DTYPES:
-        raise ValueError(f"unknown batch ({spec_id!r}, {route!r}, {dtype!r})")
+    if spec_id not in OPTIMIZERS or route not in routes() or dtype not in DTYPES:
+        raise ValueError(f"unknown batch ({spec_id!r}, {route!r}, {dtype!r}) on {keras.backend.backend()!r}")
     trained, others, target = _setup(spec_id, dtype)
     rng = random.Random(f"{seed}:{spec_id}:{route}:{dtype}")
     checkpoints = _Checkpoints()
     report: dict[str, Any] = {
         "framework": "tf",
+        "backend": keras.backend.backend(),
         "optimizer": spec_id,
         "route": route,
         "dtype": dtype,

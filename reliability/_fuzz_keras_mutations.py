@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import keras
 import numpy as np
 from hf_optim_tf._state_check import COUNTER_KEYS, NONNEGATIVE_KEYS
 
@@ -185,6 +186,23 @@ def state_mutations(
         other_optimizer,
         other_optimizer,
     ]
+    narrow = [i for i in counters if values[i].dtype.itemsize < 8]  # Keras int32 iterations; int64 on JAX without x64
+    if narrow:
+
+        def counter_beyond_storage() -> Mutation:
+            i = rng.choice(narrow)
+            bad = rng.choice([2**31, 2**32, 2**40, 2**63 - 1])
+            new = np.array(bad, dtype=np.int64) if rng.random() < 0.5 else np.array(float(bad), dtype=np.float64)
+            return one(i, new, f"counter_{bad}_beyond_{values[i].dtype}")
+
+        factories.append(counter_beyond_storage)
+    if route in ("keras_store", "set_weights"):
+
+        def backend_tensors() -> Mutation:  # as a user hands over another optimizer's variables' values
+            changed = [keras.ops.convert_to_tensor(v) for v in values]
+            return Mutation("backend_tensors", "harmless:backend_tensors", changed, (), "all values")
+
+        factories.append(backend_tensors)
     if route == "keras_store":
 
         def renamed_key() -> Mutation:

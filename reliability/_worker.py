@@ -79,6 +79,8 @@ def main(argv: list[str]) -> int:
     # Keras warns when a .keras file saved before the first step (optimizer not built yet) is loaded into a built
     # optimizer; the state is all zeros then, and the bitwise trajectory comparison checks the outcome.
     warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer", category=UserWarning)
+    # Keras on JAX without x64 asks for int64 (step counts) and gets int32, with this warning (not ours).
+    warnings.filterwarnings("ignore", message="Explicitly requested dtype", category=UserWarning)
     handlers = {"resume": _resume}
     if task["task"] not in handlers:
         from reliability import _tasks

@@ -1,5 +1,6 @@
 """What must hold on every Keras backend (KERAS_BACKEND = tensorflow, jax, torch): no TensorFlow off TensorFlow,
-stochastic rounding with the spec's bits, a plateau schedule seen by the compiled train step, .keras resume.
+stochastic rounding with the spec's bits, a plateau schedule seen by the compiled train step, .keras resume,
+checked restores of the backend's tensors and of values its variables cannot hold.
 
 Runs in the TensorFlow test session and, with ``test_spec_cases.py``, once per other backend (``nox -s
 keras_backends``; KERAS_BACKEND is read when Keras is imported, so one process per backend)."""
@@ -18,6 +19,7 @@ from _tf_helpers import BACKEND
 from hf_optim_spec.rounding import round_stochastic, rounding_bits, rounding_key
 from hf_optim_tf import AdamW, create_optimizer, get_cosine_schedule_with_warmup, get_scheduler
 from hf_optim_tf._rounding import parameter_rounding_key, round_stochastic_bfloat16
+from hf_optim_tf._variables import numpy_value
 
 X = np.random.default_rng(0).standard_normal((64, 6)).astype("float32")
 Y = (X @ np.random.default_rng(1).standard_normal((6, 2))).astype("float32")
@@ -254,6 +256,82 @@ class _AssignRecorder:
 
     def assign(self, value: object) -> None:
         self.ways.append("assign")
+
+
+def _restore_one(route: str, optimizer: keras.optimizers.Optimizer, index: int, value: np.ndarray) -> None:
+    values = [_numpy(v) for v in optimizer.variables]
+    values[index] = value
+    if route == "keras_store":
+        optimizer.load_own_variables({str(i): v for i, v in enumerate(values)})
+    else:
+        optimizer.set_weights(values)
+
+
+@pytest.mark.parametrize("route", ["keras_store", "set_weights"])
+def test_state_given_as_the_backends_tensors_restores_exactly(route: str) -> None:
+    """Another optimizer's state as the backend's tensors (``variable.value``), bfloat16 included, and a trainable
+    variable's value as the learning rate (on torch: a tensor that requires grad). Keras takes them, so does the check
+    (torch refuses ``.numpy()`` on both)."""
+    variable = keras.Variable(np.linspace(-1.0, 1.0, 6, dtype=np.float32), dtype="bfloat16", name="w")
+    source = AdamW(1e-2)
+    source.apply([keras.ops.ones(6, "bfloat16")], [variable])
+    target = AdamW(1e-3)
+    target.build([variable])
+    values = [v.value for v in source.variables]
+    index = next(slot.index for slot in target._restore_slots() if slot.key == "learning_rate")
+    values[index] = keras.Variable(0.5, trainable=True).value
+    if route == "keras_store":
+        target.load_own_variables({str(i): v for i, v in enumerate(values)})
+    else:
+        target.set_weights(values)
+    want = [np.asarray(numpy_value(v), np.float32) for v in source.variables]  # exact: bfloat16, small ints
+    want[index] = np.float32(0.5)
+    for got, expected in zip(target.variables, want):
+        np.testing.assert_array_equal(np.asarray(numpy_value(got), np.float32), expected)
+
+
+@pytest.mark.parametrize("route", ["keras_store", "set_weights"])
+@pytest.mark.parametrize("key", ["iterations", "step"])
+def test_a_restored_step_count_must_fit_the_integer_the_backend_keeps_it_in(route: str, key: str) -> None:
+    """2**31 fits an int64 step count as TensorFlow and torch keep it; JAX without x64 keeps int64 in int32, where it
+    would wrap to -2**31: refused there, naming the key, with nothing assigned."""
+    variable = keras.Variable(np.ones(3, "float32"), name="w")
+    optimizer = AdamW(1e-2)
+    optimizer.apply_gradients([(keras.ops.ones(3), variable)])
+    index = next(slot.index for slot in optimizer._restore_slots() if slot.key == key)
+    before = [_numpy(v) for v in optimizer.variables]
+    for value in (np.array(2**31, np.int64), np.array(2.0**31)):
+        if before[index].dtype.itemsize < 8:
+            with pytest.raises(ValueError, match=rf"`{key}`.*at most 2147483647"):
+                _restore_one(route, optimizer, index, value)
+            for got, want in zip([_numpy(v) for v in optimizer.variables], before):
+                np.testing.assert_array_equal(got, want)
+        else:
+            _restore_one(route, optimizer, index, value)
+            assert int(_numpy(optimizer.variables[index])) == 2**31
+
+
+@pytest.mark.parametrize("route", ["keras_store", "set_weights"])
+def test_a_restored_float64_value_must_fit_the_float_the_backend_keeps_it_in(route: str) -> None:
+    """With floatx float64 the learning rate is a float64 variable, which JAX without x64 keeps in float32: 1e300
+    would become inf there and is refused; TensorFlow and torch keep it."""
+    previous = keras.config.floatx()
+    keras.config.set_floatx("float64")
+    try:
+        variable = keras.Variable(np.ones(3), name="w")
+        optimizer = AdamW(1e-2)
+        optimizer.build([variable])
+    finally:
+        keras.config.set_floatx(previous)
+    index = next(slot.index for slot in optimizer._restore_slots() if slot.key == "learning_rate")
+    before = _numpy(optimizer.variables[index])
+    if before.dtype == np.float32:
+        with pytest.raises(ValueError, match=r"`learning_rate`.*beyond the range of float32"):
+            _restore_one(route, optimizer, index, np.array(1e300))
+        np.testing.assert_array_equal(_numpy(optimizer.variables[index]), before)
+    else:
+        _restore_one(route, optimizer, index, np.array(1e300))
+        assert float(_numpy(optimizer.variables[index])) == 1e300
 
 
 def test_a_missing_backend_names_the_extra_to_install() -> None:

@@ -119,7 +119,7 @@ class MetricSchedule(StagedRestore, keras.optimizers.schedules.LearningRateSched
 
     def _restore_slots(self) -> list[StateSlot]:
         return [
-            StateSlot(index, variable, key, label="state variable")
+            StateSlot(index, variable, key, label="state variable", mirror=True)
             for index, (key, variable) in enumerate(self._state.items())
         ]
 

@@ -19,6 +19,10 @@ and assigns nothing unless all of them pass. The rules (:func:`checked_value`):
   string values are rejected;
 * ``iterations`` and ``step`` are non-negative integers: an integer dtype, or a float holding finite integral values,
   within the range of the counter's dtype;
+* ranges are those of the dtype the backend stores the variable in (:attr:`StateSlot.stored_dtype`): JAX without
+  ``jax_enable_x64`` keeps an ``int64`` variable in int32 and a ``float64`` one in float32, and assigning a larger
+  value would wrap it (a step count of 2**31 becomes -2**31) or make it inf (the metric schedules, whose state is
+  kept exactly on the host there, check against the variable's dtype);
 * second moments (``exp_avg_sq``, ``exp_avg_sq_row``, ``exp_avg_sq_col``, ``max_exp_avg_sq``) and Adafactor's
   ``RMS`` are not negative (NaN is let through: a NaN gradient leaves it there); ``learning_rate`` is finite and
   >= 0.
@@ -62,6 +66,8 @@ class StateSlot:
         key: the state key (``iterations``, ``learning_rate``, ``exp_avg``, ``step``, ...).
         owner: ``path`` of the model variable the state belongs to (None for the optimizer's own variables).
         owner_shape: that model variable's shape.
+        mirror: the variable mirrors state kept exactly on the host (the metric schedules off TensorFlow): the range
+            of :attr:`dtype` applies, not that of the backend's storage.
     """
 
     index: int
@@ -70,6 +76,7 @@ class StateSlot:
     owner: str | None = None
     owner_shape: tuple[int, ...] | None = None
     label: str = "optimizer variable"
+    mirror: bool = False
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -78,6 +85,15 @@ class StateSlot:
     @property
     def dtype(self) -> str:
         return str(keras.backend.standardize_dtype(self.variable.dtype))
+
+    @property
+    def stored_dtype(self) -> str:
+        """The dtype the backend holds a value of :attr:`dtype` in (JAX without x64: 32 bits for 64-bit types)."""
+        dtype = self.dtype
+        if self.mirror or not dtype.endswith("64") or dtype.startswith("complex"):
+            return dtype
+        probe = keras.ops.convert_to_tensor(np.zeros((), _numpy_dtype(dtype)))  # as assign converts, without a warning
+        return str(keras.backend.standardize_dtype(probe.dtype))
 
     def describe(self, owner: str) -> str:
         if self.owner is None:
@@ -114,8 +130,18 @@ def short_repr(value: Any) -> str:
 
 def _as_array(value: Any, what: str, source: str) -> np.ndarray:
     try:
+        if isinstance(value, keras.Variable):
+            value = value.value
         numpy = getattr(value, "numpy", None)
-        return np.asarray(numpy() if callable(numpy) else value)
+        if not callable(numpy):
+            return np.asarray(value)
+        try:
+            return np.asarray(numpy())
+        except Exception:
+            if not keras.ops.is_tensor(value):
+                raise
+            # a torch tensor whose .numpy() refuses (bfloat16, on a GPU, requiring grad): as Keras converts it
+            return np.asarray(keras.ops.convert_to_numpy(value))
     except Exception as error:  # ragged lists, objects NumPy cannot hold
         raise TypeError(
             f"{what} must be an array. Received: {source}={short_repr(value)} ({type(error).__name__}: {error})"
@@ -129,7 +155,7 @@ def _upcast(array: np.ndarray) -> np.ndarray:
 
 def _checked_counter(array: np.ndarray, got: str, slot: StateSlot, what: str, source: str) -> np.ndarray:
     target = _numpy_dtype(slot.dtype)
-    limit = int(np.iinfo(target).max)
+    limit = int(np.iinfo(_numpy_dtype(slot.stored_dtype)).max)
     rule = f"{what} must be a non-negative integer (at most {limit})"
     if _kind(got) == "int":
         if array.size and (int(array.min()) < 0 or int(array.max()) > limit):
@@ -147,14 +173,16 @@ def _checked_counter(array: np.ndarray, got: str, slot: StateSlot, what: str, so
 
 
 def _checked_floats(array: np.ndarray, slot: StateSlot, what: str, source: str) -> np.ndarray:
+    stored = slot.stored_dtype
     with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below
         converted = array.astype(_numpy_dtype(slot.dtype))
+        held = converted if stored == slot.dtype else array.astype(_numpy_dtype(stored))
     if array.size == 0:
         return converted
-    before, after = _upcast(array), _upcast(converted)
+    before, after = _upcast(array), _upcast(held)
     if (np.isfinite(before) & ~np.isfinite(after)).any():
         raise ValueError(
-            f"{what} holds finite values beyond the range of {slot.dtype}. Received: {source} with largest magnitude "
+            f"{what} holds finite values beyond the range of {stored}. Received: {source} with largest magnitude "
             f"{float(np.nanmax(np.abs(before[np.isfinite(before)])))}"
         )
     if slot.key in NONNEGATIVE_KEYS and (before < 0).any():
