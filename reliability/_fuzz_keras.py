@@ -45,11 +45,8 @@ from testsupport.compare import same_bits
 from testsupport.keras_adapter import keras_variable
 
 from ._fuzz_keras_mutations import Mutation, Trained, state_mutations
+from ._fuzz_plan import DTYPES, OPTIMIZERS, empty_report, keras_routes
 
-OPTIMIZERS = ("adamw", "adafactor", "adam_weight_decay")
-ROUTES = ("keras_store", "set_weights", "tf_checkpoint")
-TF_ONLY_ROUTES = frozenset({"tf_checkpoint"})
-DTYPES = ("float32", "bfloat16")
 SHAPES = {"dense/kernel": (3, 5), "dense/bias": (5,), "attention/kernel": (2, 3, 4), "layer_norm/gamma": (5,)}
 TRAIN_STEPS = 3
 
@@ -84,11 +81,6 @@ def _grads(dtype: str, step: int) -> list[Any]:
 
 def _values(variables: list[Any]) -> list[np.ndarray]:
     return [np.array(numpy_value(v)) for v in variables]
-
-
-def routes() -> tuple[str, ...]:
-    """The routes this process's Keras backend has."""
-    return tuple(r for r in ROUTES if keras.backend.backend() == "tensorflow" or r not in TF_ONLY_ROUTES)
 
 
 def _tf() -> Any:
@@ -198,25 +190,12 @@ def _setup(spec_id: str, dtype: str) -> tuple[Trained, dict[str, Trained], _Targ
 
 def run_batch(spec_id: str, route: str, dtype: str, seed: int, count: int) -> dict[str, Any]:
     """``count`` seeded mutations of one optimizer's state restored through ``route``; the tally (module docstring)."""
-    if spec_id not in OPTIMIZERS or route not in routes() or dtype not in DTYPES:
+    if spec_id not in OPTIMIZERS or route not in keras_routes(keras.backend.backend()) or dtype not in DTYPES:
         raise ValueError(f"unknown batch ({spec_id!r}, {route!r}, {dtype!r}) on {keras.backend.backend()!r}")
     trained, others, target = _setup(spec_id, dtype)
     rng = random.Random(f"{seed}:{spec_id}:{route}:{dtype}")
     checkpoints = _Checkpoints()
-    report: dict[str, Any] = {
-        "framework": "tf",
-        "backend": keras.backend.backend(),
-        "optimizer": spec_id,
-        "route": route,
-        "dtype": dtype,
-        "tried": 0,
-        "rejected": 0,
-        "accepted_harmless": {},
-        "silent": [],
-        "unclear": [],
-        "changed": [],
-        "false_rejections": [],
-    }
+    report = empty_report("tf", spec_id, route, dtype) | {"backend": keras.backend.backend()}
     try:
         clean = Mutation("clean", "harmless:clean", list(trained.values), (), "the saved state")
         target.reset()

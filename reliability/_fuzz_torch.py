@@ -19,24 +19,11 @@ from typing import Any
 
 import torch
 
+from ._fuzz_plan import OPTIMIZERS, empty_report, native_env
 from ._fuzz_torch_mutations import SAME, state_dict_mutations
 
-OPTIMIZERS = ("adamw", "adafactor", "adam_weight_decay")
-PATHS = {
-    "adamw": ("for-loop", "foreach", "fused"),
-    "adam_weight_decay": ("for-loop", "foreach", "fused"),
-    "adafactor": ("for-loop", "foreach", "fused", "native"),
-}
-"""Code paths per optimizer: ``fused`` is the default path (Adafactor's with the native kernel off), ``native`` the
-default Adafactor path with its C kernel (the worker sets HF_OPTIM_NATIVE accordingly)."""
-DTYPES = ("float32", "bfloat16")
 SHAPES = {"emb": (10, 8), "w3": (2, 3, 4), "bias": (8,), "ln": (8,)}
 GROUPS = (("emb", "w3"), ("bias", "ln"))
-
-
-def native_env(spec_id: str, path: str) -> dict[str, str]:
-    """The environment a batch runs in: the native Adafactor kernel only on its own path."""
-    return {"HF_OPTIM_NATIVE": "1" if (spec_id, path) == ("adafactor", "native") else "0"}
 
 
 def path_kwargs(path: str) -> dict[str, Any]:
@@ -114,13 +101,6 @@ def _groups_view(optimizer: Any) -> list[dict[str, Any]]:
     return [{k: copy.deepcopy(v) for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
 
 
-def _new_report(target: str, route: str, dtype: str) -> dict[str, Any]:
-    """An empty batch report (the layout ``test_malformed_state`` reads, shared with ``_fuzz_keras``)."""
-    counts = {"tried": 0, "rejected": 0, "accepted_harmless": {}, "kinds": {}}
-    findings: dict[str, list[str]] = {"silent": [], "unclear": [], "changed": [], "false_rejections": []}
-    return {"framework": "torch", "optimizer": target, "route": route, "dtype": dtype, **counts, **findings}
-
-
 def run_batch(spec_id: str, path: str, dtype: str, seed: int, count: int) -> dict[str, Any]:
     """``count`` mutated checkpoints of ``spec_id`` on ``path`` with ``dtype`` parameters (see the module doc)."""
     import hf_optim_torch._native as native
@@ -151,7 +131,7 @@ def run_batch(spec_id: str, path: str, dtype: str, seed: int, count: int) -> dic
 
     makers = state_dict_mutations(sd, others, rng, SHAPES)
     names = sorted(makers)
-    report = _new_report(spec_id, path, dtype) | {"native": native.status()}
+    report = empty_report("torch", spec_id, path, dtype) | {"kinds": {}, "native": native.status()}
     reference_cache: list[list[torch.Tensor]] = []
     for i in range(count):
         kind = names[i % len(names)] if i < len(names) else rng.choice(names)
@@ -251,7 +231,7 @@ def run_schedule_batch(seed: int, count: int) -> dict[str, Any]:
         ("a list", [1, 2, 3]),
         ("a dict", {"a": 1}),
     ]
-    report = _new_report("schedulers", "load_state_dict", "-")
+    report = empty_report("torch", "schedulers", "load_state_dict", "-") | {"kinds": {}}
     names = sorted(build)
     for i in range(count):
         name = names[i % len(names)]

@@ -7,17 +7,52 @@ Tasks:
 * ``soak``: a long run of one optimizer with a schedule; RSS and step times.
 * ``tf_mirrored``: MirroredStrategy on two logical CPUs vs one device (AdamWeightDecay + GradientAccumulator).
 
-The report (JSON) goes to ``task["report"]``.
+The report (JSON) goes to ``task["report"]``. :func:`launch` runs one (the parent's side; it imports no framework).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    """This process's environment for a worker: the repository importable, a fixed hash seed, plus ``extra``."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    env.setdefault("PYTHONHASHSEED", "0")
+    return {**env, **extra}
+
+
+def launch(
+    task: dict[str, Any], workdir: Path, env: dict[str, str] | None = None, timeout: float = 600
+) -> tuple[subprocess.CompletedProcess[str], Any]:
+    """Run ``task`` in a fresh worker process (environment ``env``, default :func:`worker_env`); the finished process
+    and its report, which is None when the process wrote none (it crashed)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    task_path = workdir / f"task-{task['task']}-{time.monotonic_ns()}.json"
+    report_path = task_path.with_suffix(".report.json")
+    task_path.write_text(json.dumps({**task, "report": str(report_path)}), encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, "-m", "reliability._worker", str(task_path)],
+        cwd=ROOT,
+        env=worker_env() if env is None else env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    ok = proc.returncode == 0 and report_path.exists()
+    return proc, json.loads(report_path.read_text(encoding="utf-8")) if ok else None
 
 
 def _resume(task: dict[str, Any]) -> dict[str, Any]:

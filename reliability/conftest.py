@@ -11,9 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +26,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from reliability._worker import ROOT, launch
+
 FULL = os.environ.get("HF_OPTIM_FULL", "1") not in ("", "0")
 
 
@@ -62,41 +60,20 @@ def sizes() -> Sizes:
     return SIZES
 
 
-def worker_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
-    env.setdefault("PYTHONHASHSEED", "0")
-    return env
-
-
 def run_worker(task: dict[str, Any], workdir: Path, timeout: float = 600) -> dict[str, Any]:
     """Run ``python -m reliability._worker`` on ``task`` in a fresh process; return its JSON report.
 
     A crash of the worker fails the calling test with the worker's output.
     """
-    workdir.mkdir(parents=True, exist_ok=True)
-    task_path = workdir / f"task-{task['task']}-{time.monotonic_ns()}.json"
-    report_path = task_path.with_suffix(".report.json")
-    task = {**task, "report": str(report_path)}
-    task_path.write_text(json.dumps(task), encoding="utf-8")
-    proc = subprocess.run(
-        [sys.executable, "-m", "reliability._worker", str(task_path)],
-        cwd=ROOT,
-        env=worker_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if proc.returncode != 0 or not report_path.exists():
+    proc, report = launch(task, workdir, timeout=timeout)
+    if report is None:
         pytest.fail(
             f"worker {task['task']} exited with {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n"
             f"--- stderr\n{proc.stderr[-8000:]}",
             pytrace=False,
         )
-    report: dict[str, Any] = json.loads(report_path.read_text(encoding="utf-8"))
     report["_stderr"] = proc.stderr
-    return report
+    return report  # type: ignore[no-any-return]
 
 
 RESULTS = ROOT / "out" / "reliability"
@@ -112,6 +89,19 @@ def record(name: str, numbers: dict[str, Any]) -> None:
     payload = {"run": SIZES.label, **numbers}
     RECORDED[name] = payload
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def tally(name: str, numbers: dict[str, Any]) -> None:
+    """Add one test's numbers to item ``name`` (an item measured by several tests) and write the sums: the fields of
+    ``COUNTED[name]`` add up, the others are the last test's."""
+    record(name, merged(RECORDED.get(name), numbers, COUNTED[name]))
+
+
+def merged(kept: dict[str, Any] | None, numbers: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+    """``numbers`` with ``fields`` added to those of ``kept`` (numbers, counts per key, or lists; see :func:`added`)."""
+    if not kept:
+        return numbers
+    return {**kept, **numbers, **{field: added(kept[field], numbers[field]) for field in fields}}
 
 
 def _summary_lines() -> list[str]:
@@ -159,9 +149,8 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
     """In the xdist controller: collect a finished worker's numbers (see pytest_sessionfinish). The fields of
     ``COUNTED`` are counts over the tests a worker ran: the controller adds them up and writes the sums."""
     for name, payload in json.loads(getattr(node, "workeroutput", {}).get("reliability_numbers", "{}")).items():
-        kept = RECORDED.get(name)
-        if name in COUNTED and kept:
-            record(name, {**payload, **{field: added(kept[field], payload[field]) for field in COUNTED[name]}})
+        if name in COUNTED:
+            record(name, merged(RECORDED.get(name), payload, COUNTED[name]))
         else:
             RECORDED[name] = payload
 
@@ -180,6 +169,18 @@ _RESUME_COUNTED = (
 #: per item, its fields that count over the tests each xdist worker ran (numbers, counts per key, or lists)
 COUNTED = {
     "bad_inputs": ("tried", "total", "accepted_and_used"),
+    "malformed_state": (
+        "mutations",
+        "per_optimizer_and_framework",
+        "batches",
+        "crashes",
+        "rejected",
+        "accepted_harmless",
+        "silent",
+        "unclear",
+        "changed",
+        "false_rejections",
+    ),
     "nonfinite": ("checked",),
     "resume_torch": _RESUME_COUNTED,
     "resume_tf": _RESUME_COUNTED,

@@ -21,7 +21,8 @@ from typing import Any
 import hf_optim_spec as hs
 import pytest
 
-from reliability.conftest import ROOT, SIZES, record, run_worker, worker_env
+from reliability._worker import ROOT, worker_env
+from reliability.conftest import SIZES, record, run_worker
 
 OPTIMIZERS = ["adamw", "adafactor"]  # the two the issue names for the sharded check
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import pickle
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ import numpy as np
 import pytest
 
 from reliability import _drive, _runs
-from reliability.conftest import SEED, SIZES, added, record, run_worker
+from reliability.conftest import SEED, SIZES, run_worker, tally
 from testsupport.compare import bitwise_differences
 from testsupport.spec_args import MissingApi
 
@@ -68,22 +67,6 @@ _SHARD_CASES = [
     for framework in _drive.FRAMEWORKS
     for shard in range(SHARDS[framework])
 ]
-#: what every shard adds to its framework's ``resume_<framework>`` numbers (summed in the module's teardown here and
-#: across xdist workers by ``conftest.COUNTED``)
-TOTALS: dict[str, dict[str, Any]] = {}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _write_totals() -> Iterator[None]:
-    yield
-    for framework, totals in TOTALS.items():
-        record(f"resume_{framework}", {**totals, "seed": SEED})
-
-
-def _add(framework: str, numbers: dict[str, Any]) -> None:
-    kept = TOTALS.setdefault(framework, {})
-    for field, value in numbers.items():
-        kept[field] = added(kept[field], value) if field in kept else value
 
 
 @pytest.mark.parametrize(("framework", "shard"), _SHARD_CASES)
@@ -146,8 +129,8 @@ def test_resume_in_a_fresh_process_is_bit_identical(framework: str, shard: int, 
         for start in range(0, len(items), PER_WORKER)
     ]
     report = {"checked": sum(r["checked"] for r in reports), "problems": [p for r in reports for p in r["problems"]]}
-    _add(
-        framework,
+    tally(
+        f"resume_{framework}",
         {
             "scenarios": len(scenarios),
             "interruptions": len(items),
@@ -158,6 +141,7 @@ def test_resume_in_a_fresh_process_is_bit_identical(framework: str, shard: int, 
             "problems": len(report["problems"]),
             "first_problems": report["problems"][:30],
             "unbuildable": unbuildable,
+            "seed": SEED,
         },
     )
     assert not unbuildable, "scenarios that could not be built:\n" + "\n".join(unbuildable)

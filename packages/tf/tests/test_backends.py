@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import hf_optim_tf
 import keras
@@ -19,6 +20,7 @@ from _tf_helpers import BACKEND
 from hf_optim_spec.rounding import round_stochastic, rounding_bits, rounding_key
 from hf_optim_tf import AdamW, create_optimizer, get_cosine_schedule_with_warmup, get_scheduler
 from hf_optim_tf._rounding import parameter_rounding_key, round_stochastic_bfloat16
+from hf_optim_tf._state_check import StateSlot
 from hf_optim_tf._variables import numpy_value
 
 X = np.random.default_rng(0).standard_normal((64, 6)).astype("float32")
@@ -258,13 +260,18 @@ class _AssignRecorder:
         self.ways.append("assign")
 
 
-def _restore_one(route: str, optimizer: keras.optimizers.Optimizer, index: int, value: np.ndarray) -> None:
-    values = [_numpy(v) for v in optimizer.variables]
-    values[index] = value
+def _restore(route: str, optimizer: keras.optimizers.Optimizer, values: list[Any]) -> None:
     if route == "keras_store":
         optimizer.load_own_variables({str(i): v for i, v in enumerate(values)})
     else:
         optimizer.set_weights(values)
+
+
+def _restore_one(route: str, optimizer: keras.optimizers.Optimizer, index: int, value: np.ndarray) -> None:
+    """The optimizer's own state with variable ``index`` replaced by ``value``."""
+    values = [_numpy(v) for v in optimizer.variables]
+    values[index] = value
+    _restore(route, optimizer, values)
 
 
 @pytest.mark.parametrize("route", ["keras_store", "set_weights"])
@@ -280,10 +287,7 @@ def test_state_given_as_the_backends_tensors_restores_exactly(route: str) -> Non
     values = [v.value for v in source.variables]
     index = next(slot.index for slot in target._restore_slots() if slot.key == "learning_rate")
     values[index] = keras.Variable(0.5, trainable=True).value
-    if route == "keras_store":
-        target.load_own_variables({str(i): v for i, v in enumerate(values)})
-    else:
-        target.set_weights(values)
+    _restore(route, target, values)
     want = [np.asarray(numpy_value(v), np.float32) for v in source.variables]  # exact: bfloat16, small ints
     want[index] = np.float32(0.5)
     for got, expected in zip(target.variables, want):
@@ -332,6 +336,37 @@ def test_a_restored_float64_value_must_fit_the_float_the_backend_keeps_it_in(rou
     else:
         _restore_one(route, optimizer, index, np.array(1e300))
         assert float(_numpy(optimizer.variables[index])) == 1e300
+
+
+@pytest.mark.parametrize("route", ["keras_store", "set_weights"])
+def test_restored_values_are_checked_against_the_dtype_the_backend_stores_them_in(
+    route: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What JAX without x64 does (64-bit state kept in 32 bits), simulated on every backend through
+    ``StateSlot.stored_dtype``: a step count and a float64 learning rate are checked against the narrower dtype, not
+    the declared one, and refused with nothing assigned (the tests above see the real storage, which TensorFlow and
+    torch never narrow)."""
+    narrowed = {"int64": "int32", "float64": "float32"}
+    monkeypatch.setattr(StateSlot, "stored_dtype", property(lambda slot: narrowed.get(slot.dtype, slot.dtype)))
+    previous = keras.config.floatx()
+    keras.config.set_floatx("float64")
+    try:
+        variable = keras.Variable(np.ones(3), name="w")
+        optimizer = AdamW(1e-2)
+        optimizer.apply_gradients([(keras.ops.ones(3, "float64"), variable)])
+    finally:
+        keras.config.set_floatx(previous)
+    slots = {slot.key: slot.index for slot in optimizer._restore_slots()}
+    before = [_numpy(v) for v in optimizer.variables]
+    refused = [
+        ("iterations", np.array(2**31, np.int64), r"`iterations`.*at most 2147483647"),
+        ("learning_rate", np.array(1e300), r"`learning_rate`.*beyond the range of float32"),
+    ]
+    for key, value, message in refused:
+        with pytest.raises(ValueError, match=message):
+            _restore_one(route, optimizer, slots[key], value)
+        for got, want in zip([_numpy(v) for v in optimizer.variables], before):
+            np.testing.assert_array_equal(got, want)
 
 
 def test_a_missing_backend_names_the_extra_to_install() -> None:
