@@ -47,6 +47,7 @@ class CheckedRestore(StagedRestore):
             if variable is not None:
                 known[id(variable)] = (owner, key)
         slots = []
+        storage: dict[str, str] = {}  # (the backend's storage dtypes, asked once for all slots)
         for index, variable in enumerate(self.variables):  # type: ignore[attr-defined]
             owner, key = known.get(id(variable), (None, str(getattr(variable, "name", "?"))))
             slots.append(
@@ -56,6 +57,7 @@ class CheckedRestore(StagedRestore):
                     key,
                     None if owner is None else variable_path(owner),
                     None if owner is None else tuple(int(d) for d in owner.shape),
+                    storage=storage,
                 )
             )
         return slots
