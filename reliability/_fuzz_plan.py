@@ -9,6 +9,7 @@ reports' lists :data:`FINDINGS` (``_fuzz_torch`` / ``_fuzz_keras`` fill them).
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,8 +91,14 @@ def keras_batches(backend: str, seed: int, count: int) -> list[Batch]:
 
 
 def run(batch: Batch, workdir: Path, timeout: float = 900) -> tuple[list[dict[str, Any]], str | None]:
-    """The batch's reports, or the crash (exit status and the end of the output) when its process died."""
-    proc, report = launch({"task": "fuzz_state", "items": batch.items}, workdir, worker_env(**batch.env), timeout)
+    """The batch's reports, or the crash (exit status and the end of the output) when its process died or hung."""
+    try:
+        proc, report = launch({"task": "fuzz_state", "items": batch.items}, workdir, worker_env(**batch.env), timeout)
+    except subprocess.TimeoutExpired as hung:
+        output = "".join(
+            o.decode(errors="replace") if isinstance(o, bytes) else o or "" for o in (hung.output, hung.stderr)
+        )
+        return [], f"{batch.name}: still running after {timeout:g} s, stopped: {output[-3000:]}"
     if report is None:
         return [], f"{batch.name}: exit status {proc.returncode}: {(proc.stdout + proc.stderr)[-3000:]}"
     return report["reports"], None

@@ -6,12 +6,14 @@ Tasks:
   fresh process, continue each run to its end and compare it bit for bit with the uninterrupted run.
 * ``soak``: a long run of one optimizer with a schedule; RSS and step times.
 * ``tf_mirrored``: MirroredStrategy on two logical CPUs vs one device (AdamWeightDecay + GradientAccumulator).
+* ``fuzz_state``: malformed-checkpoint batches (``_fuzz_plan``, ``_fuzz_torch``, ``_fuzz_keras``).
 
 The report (JSON) goes to ``task["report"]``. :func:`launch` runs one (the parent's side; it imports no framework).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import pickle
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+_TASK_NUMBERS = itertools.count()  # (task files of threads launching at once get distinct names)
 
 
 def worker_env(**extra: str) -> dict[str, str]:
@@ -30,6 +33,7 @@ def worker_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
     env.setdefault("PYTHONHASHSEED", "0")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # (TensorFlow's start-up lines would fill a crash's output)
     return {**env, **extra}
 
 
@@ -39,7 +43,7 @@ def launch(
     """Run ``task`` in a fresh worker process (environment ``env``, default :func:`worker_env`); the finished process
     and its report, which is None when the process wrote none (it crashed)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    task_path = workdir / f"task-{task['task']}-{time.monotonic_ns()}.json"
+    task_path = workdir / f"task-{task['task']}-{next(_TASK_NUMBERS)}-{time.monotonic_ns()}.json"
     report_path = task_path.with_suffix(".report.json")
     task_path.write_text(json.dumps({**task, "report": str(report_path)}), encoding="utf-8")
     proc = subprocess.run(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -189,8 +188,8 @@ COUNTED = {
 
 def added(a: Any, b: Any) -> Any:
     """Two counts added: numbers, dicts of counts per key (the keys of both, sorted), or lists (concatenated)."""
-    if isinstance(a, dict):
-        return dict(sorted((Counter(a) + Counter(b)).items()))
+    if isinstance(a, dict):  # (not Counter's +, which drops the keys whose sum is 0)
+        return {key: a.get(key, 0) + b.get(key, 0) for key in sorted(a.keys() | b.keys())}
     return a + b
 
 

@@ -61,8 +61,27 @@ def test_malformed_checkpoints_are_rejected_or_harmless(batch: _fuzz_plan.Batch,
     assert crash is None, f"the fuzz process crashed: {crash}"
     for name, entries in findings.items():
         assert not entries, f"{len(entries)} {name} (of {tried} mutations):\n" + "\n".join(entries[:30])
-    # a torch mutation that does not apply to the state drawn is skipped uncounted; nearly all apply
-    assert tried >= 0.9 * batch.count, f"{tried} mutations tried of the {batch.count} asked for"
+    fields = ("framework", "optimizer", "route", "dtype")
+    assert [[r[f] for f in fields] for r in reports] == [[i[f] for f in fields] for i in batch.items]
+    for report, item in zip(reports, batch.items):
+        # a torch mutation that does not apply to the state drawn is skipped uncounted (nearly all apply); a Keras
+        # batch draws again until it has its count
+        least = item["count"] if framework == "tf" else 0.9 * item["count"]
+        assert report["tried"] >= least, f"{report['tried']} mutations tried of the {item['count']} asked for"
+
+
+def test_the_plan_covers_every_optimizer_path_route_and_dtype() -> None:
+    """What the batches above must add up to (the numbers README.md and docs/guarantees.md quote)."""
+    items = [item for batch in BATCHES for item in batch.items]
+    torch = {(i["optimizer"], i["route"], i["dtype"]) for i in items if i["framework"] == "torch"}
+    keras = {(i["optimizer"], i["route"], i["dtype"]) for i in items if i["framework"] == "tf"}
+    assert len(torch) + len(keras) == len(items)  # (no item twice)
+    for spec_id in _fuzz_plan.OPTIMIZERS:
+        for dtype in _fuzz_plan.DTYPES:
+            assert {(spec_id, path, dtype) for path in _fuzz_plan.TORCH_PATHS[spec_id]} <= torch
+            assert {(spec_id, route, dtype) for route in _fuzz_plan.KERAS_ROUTES} <= keras
+    assert ("schedulers", "load_state_dict", "-") in torch
+    assert sum(batch.count for batch in BATCHES) == (13_200 if SIZES.full else 1_620)
 
 
 @pytest.mark.parametrize("path", _fuzz_plan.TORCH_PATHS["adafactor"])

@@ -17,10 +17,9 @@ import numpy as np
 import pytest
 
 from reliability import _drive, _runs
-from reliability.conftest import SEED, SIZES, record
+from reliability.conftest import SEED, SIZES, tally
 
 OPTIMIZERS = [s.id for s in _drive.specs_of("optimizer")]
-COUNTS: dict[str, int] = {}
 
 
 def _scenario(spec_id: str) -> dict:
@@ -82,8 +81,7 @@ def test_nonfinite_gradient_propagates_and_is_not_skipped(spec_id: str, framewor
         assert all(k.startswith(f"state:{bad_name}:") for k in [*stuck, *changed]), sorted({*stuck, *changed})
     steps = _step_counts(framework, poisoned)
     assert steps and all(s == scn["steps"] for s in steps), f"step counters {steps}: a step was skipped"
-    COUNTS[f"{framework}:{spec_id}"] = COUNTS.get(f"{framework}:{spec_id}", 0) + 1
-    record("nonfinite", {"checked": dict(sorted(COUNTS.items())), "steps_after_the_bad_one": scn["steps"] - 1})
+    tally("nonfinite", {"checked": {f"{framework}:{spec_id}": 1}, "steps_after_the_bad_one": scn["steps"] - 1})
 
 
 def _step_counts(framework: str, run: object) -> list[int]:

@@ -2,15 +2,17 @@
 AdamW family with multi-tensor ops, Adafactor with plain torch calls): bit for bit what the per-variable
 ``update_step`` gives, which the spec cases check on that backend.
 
-Runs in place with KERAS_BACKEND=torch (``nox -s keras_backends``); in the TensorFlow session each case runs once
-more in a process of its own with KERAS_BACKEND=torch (Keras reads the backend once per process)."""
+Runs in place with KERAS_BACKEND=torch (``nox -s keras_backends``); in the TensorFlow session the cases run once more,
+together, in a process of their own with KERAS_BACKEND=torch (Keras reads the backend once per process)."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -141,29 +143,57 @@ def _check_left_to_update_step() -> None:
     assert taken == [1]
 
 
-def _on_the_torch_backend(name: str, *args: str) -> None:
-    """``name(*args)`` (a function of this module) here on the torch backend, else in a process of its own with
-    KERAS_BACKEND=torch (Keras reads the backend once per process)."""
+CHECKS = [*(f"_check:{case}" for case in sorted(CASES)), "_check_left_to_update_step"]
+"""The checks of this module that run on the torch backend, as ``function:argument``."""
+
+
+def _run_checks() -> dict[str, str]:
+    """Every check of ``CHECKS`` in this process: the traceback of each one that failed, "" for the others."""
+    failures = {}
+    for check in CHECKS:
+        name, _, argument = check.partition(":")
+        try:
+            globals()[name](*filter(None, [argument]))
+        except Exception:
+            failures[check] = traceback.format_exc()
+        else:
+            failures[check] = ""
+    return failures
+
+
+@pytest.fixture(scope="module")
+def torch_backend_failures() -> dict[str, str]:
+    """What :func:`_run_checks` gives on the torch backend: here when Keras runs on torch, else in one process of its
+    own with KERAS_BACKEND=torch (Keras reads the backend once per process; one process for all the checks, not one
+    each: about 7 s of imports a process on 2 cores)."""
     if keras.backend.backend() == "torch":
-        globals()[name](*args)
-        return
+        return _run_checks()
     if importlib.util.find_spec("torch") is None:
         pytest.skip("the multi-tensor path is the torch backend's, and torch is not installed here")
     here = str(Path(__file__).parent)
-    program = f"import sys; sys.path.insert(0, {here!r}); import test_multi_tensor as t; t.{name}(*{args!r})"
+    program = (
+        f"import json, sys; sys.path.insert(0, {here!r}); import test_multi_tensor as t; "
+        "print('\\n' + json.dumps(t._run_checks()))"
+    )
     env = {**os.environ, "KERAS_BACKEND": "torch", "PYTHONWARNINGS": "ignore"}
     command = [sys.executable, "-c", program]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
+    failures: dict[str, str] = json.loads(done.stdout.splitlines()[-1])
+    return failures
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_the_float32_variables_are_updated_at_once_bit_for_bit(case: str) -> None:
-    _on_the_torch_backend("_check", case)
+def test_the_float32_variables_are_updated_at_once_bit_for_bit(
+    case: str, torch_backend_failures: dict[str, str]
+) -> None:
+    failure = torch_backend_failures[f"_check:{case}"]
+    assert not failure, failure
 
 
-def test_another_device_or_floatx_is_left_to_update_step() -> None:
-    _on_the_torch_backend("_check_left_to_update_step")
+def test_another_device_or_floatx_is_left_to_update_step(torch_backend_failures: dict[str, str]) -> None:
+    failure = torch_backend_failures["_check_left_to_update_step"]
+    assert not failure, failure
 
 
 def test_off_the_torch_backend_nothing_is_updated_at_once() -> None:

@@ -68,9 +68,10 @@ class StateSlot:
         owner_shape: that model variable's shape.
         mirror: the variable mirrors state kept exactly on the host (the metric schedules off TensorFlow): the range
             of :attr:`dtype` applies, not that of the backend's storage.
-        storage: :attr:`stored_dtype` of each dtype asked for so far, shared by the slots of one restore (the
-            backend is asked once per dtype and restore: about 90 us a time on TensorFlow, and a step count per
-            variable makes ~200 of them; not longer, as JAX's x64 setting can change between restores).
+        storage: :attr:`stored_dtype` of each dtype asked for so far, shared by the slots of one
+            ``_restore_slots()`` call (``load_own_variables`` and ``set_weights`` make one call per restore and ask
+            the backend once per dtype, not once per step count: about 90 us each on TensorFlow, ~200 variables;
+            not kept longer, as JAX's x64 setting can change between restores).
     """
 
     index: int
