@@ -195,8 +195,8 @@ def mutation(session: nox.Session) -> None:
     """Plant known mistakes in every tier (tools/mutations.toml) in a copy of HEAD; fails unless the tests catch each.
 
     About 13 to 44 minutes on two cores (101 mistakes: 43.6 on 2026-12-07 beside other jobs; 99: 27.9 that morning; 91:
-    13.4 hours before), so not in the default run. ``-- --write`` records the table in docs/mutation.md, ``-- --worktree`` tests the working tree's files instead
-    of HEAD, ``-- -k text`` runs the matching mistakes only.
+    13.4 hours before), so not in the default run. ``-- --write`` records the table in docs/mutation.md,
+    ``-- --worktree`` tests the working tree's files instead of HEAD, ``-- -k text`` runs the matching mistakes only.
     """
     _run(session, "python", "tools/mutation.py", *session.posargs)
 

@@ -29,12 +29,12 @@ BATCHES = _fuzz_plan.torch_batches(SEED, TORCH_COUNT, SCHEDULE_COUNT) + _fuzz_pl
     "tensorflow", SEED, KERAS_COUNT
 )
 #: about how long a batch takes on a 2-core machine in the full run (the order the workers take the long tests in)
-_SECONDS = {"torch": 10, "keras": 45}
+_SECONDS = {"torch": 10, "tf": 45}
 
 
 @pytest.mark.parametrize(
     "batch",
-    [pytest.param(b, id=b.name, marks=pytest.mark.slow(seconds=_SECONDS[b.name.split("-")[0]])) for b in BATCHES],
+    [pytest.param(b, id=b.name, marks=pytest.mark.slow(seconds=_SECONDS[b.items[0]["framework"]])) for b in BATCHES],
 )
 def test_malformed_checkpoints_are_rejected_or_harmless(batch: _fuzz_plan.Batch, tmp_path: Path) -> None:
     reports, crash = _fuzz_plan.run(batch, tmp_path)
