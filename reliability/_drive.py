@@ -195,11 +195,16 @@ def scenarios(framework: str, full: bool, seed: int) -> list[dict[str, Any]]:
     return out
 
 
-def interruptions(scenario: Mapping[str, Any], full: bool, rng: np.random.Generator) -> list[int]:
-    """Steps to interrupt at: 0, every boundary (and its neighbours in the full run), the last step, random ones."""
+def fixed_interruptions(scenario: Mapping[str, Any], full: bool) -> set[int]:
+    """Steps every run is interrupted at: 0, every boundary (and its neighbours in the full run), the last step, the
+    end."""
     steps = scenario["steps"]
     points = {0, steps - 1, steps}
     for b in scenario["bounds"]:
         points.update({b - 1, b, b + 1} if full else {b})
-    points.update(int(x) for x in rng.integers(1, steps, size=6 if full else 1))
-    return sorted(p for p in points if 0 <= p <= steps)
+    return {p for p in points if 0 <= p <= steps}
+
+
+def random_interruptions(scenario: Mapping[str, Any], full: bool, rng: np.random.Generator) -> set[int]:
+    """Random steps to interrupt at besides the fixed ones (6 draws in the full run, 1 in the reduced one)."""
+    return {int(x) for x in rng.integers(1, scenario["steps"], size=6 if full else 1)}
