@@ -125,7 +125,7 @@ def regen(session: nox.Session) -> None:
 @nox.parametrize("package", list(Package), ids=[str(p) for p in Package])
 def tests(session: nox.Session, package: Package) -> None:
     """Run one package's own unit tests in two worker processes (on 2 cores, 2026-12-07: spec 52 -> 32 s, torch 66 ->
-    49 s; Keras' 7 minutes are mostly tracing, per test)."""
+    49 s; tf 169 s, after its tests stopped running a full gc.collect() each: 365 s before)."""
     _pytest(session, "-n", "2", f"packages/{package}/tests")
 
 

@@ -371,6 +371,25 @@ def test_deferred_restore_with_extra_state_is_rejected(tmp_path: Path) -> None:
     assert int(lazy.iterations.numpy()) == 0
 
 
+@pytest.mark.parametrize("name", MAKERS)
+def test_a_checkpoint_restore_describes_the_optimizer_once_whatever_its_size(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every value a ``tf.train.Checkpoint`` restore assigns is checked against the same description of the
+    optimizer, made when the first value arrives: once per value made a restore quadratic in the number of
+    variables (24.9 s for AdamW over 400 model variables, against 2.2 s)."""
+    source, _ = _trained(name)
+    saved = _values(source)
+    path = tf.train.Checkpoint(optimizer=source).write(str(tmp_path / "c"))
+    target, _ = _fresh(name)
+    calls = []
+    describe = type(target)._restore_slots
+    monkeypatch.setattr(type(target), "_restore_slots", lambda self: calls.append(1) or describe(self))
+    tf.train.Checkpoint(optimizer=target).restore(path)
+    assert len(calls) == 1, f"{len(calls)} descriptions of {len(target.variables)} variables in one restore"
+    _assert_values(target, saved)
+
+
 def test_checkpoint_written_by_the_hooked_variables_is_plain(tmp_path: Path) -> None:
     """The hooks change nothing that is saved: plain TF variables restore the same values and dtypes from it."""
     source, _ = _trained("adamw")

@@ -57,8 +57,13 @@ class _Restore:
     """The checkpoint's dtype of every key (read once per restore)."""
     staged: dict[int, tuple[Any, Any]] = field(default_factory=dict)
     started: bool = False
+    slots: dict[int, StateSlot] = field(default_factory=dict)
+    """id(variable) -> the owner's description of it, made once when the first value arrives (not once per value:
+    that was quadratic in the number of variables, 3.8 s to restore AdamW over 200 model variables)."""
     initial: set[int] = field(default_factory=set)
     """id() of the owner's variables when the first value arrived."""
+    waiting: set[int] = field(default_factory=set)
+    """id() of the variables of ``initial`` the restore assigns whose value has not arrived yet."""
     deferred: bool = False
     """The owner was not complete (an optimizer not built): the rest arrives while ``build`` creates it."""
     previous: dict[int, tuple[Any, np.ndarray]] = field(default_factory=dict)
@@ -232,10 +237,12 @@ class StagedRestore:
         if restore.started and restore.deferred and id(variable) not in restore.initial:
             restore.staged[id(variable)] = (variable, value)
             return
-        slots = self._restore_slots()
         if not restore.started:
+            slots = self._restore_slots()
             restore.started = True
-            restore.initial = {id(slot.variable) for slot in slots}
+            restore.slots = {id(slot.variable): slot for slot in slots}
+            restore.initial = set(restore.slots)
+            restore.waiting = restore.initial & restore.keys.keys()
             try:
                 complete = self._restore_complete()
                 if complete or any(id(slot.variable) not in restore.keys for slot in slots):
@@ -243,13 +250,16 @@ class StagedRestore:
                 restore.deferred = not complete and bool(self._pending(restore.uid))
             except ValueError as error:
                 raise self._reject(restore, error) from None
-        slot = next(s for s in slots if s.variable is variable)
+        if id(variable) not in restore.slots:  # created since the first value arrived: describe the owner again
+            restore.slots = {id(slot.variable): slot for slot in self._restore_slots()}
+        slot = restore.slots[id(variable)]
         try:
             converted = checked_value(slot, value, self._source(restore, variable), type(self).__name__)
         except (TypeError, ValueError) as error:
             raise self._reject(restore, error) from None
         restore.staged[id(variable)] = (variable, converted)
-        if not {k for k in restore.keys if k in restore.initial} <= set(restore.staged):
+        restore.waiting.discard(id(variable))
+        if restore.waiting:
             return
         for staged_variable, staged_value in restore.staged.values():
             if restore.deferred:
