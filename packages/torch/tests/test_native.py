@@ -10,6 +10,7 @@ import hf_optim_torch
 import pytest
 import torch
 from hf_optim_torch import _adafactor_two_pass, _native
+from hf_optim_torch._native import adafactor_call
 
 #: float32 matrices and unfactored tensors (native), and a 3-D parameter (torch paths)
 SHAPES = [(128, 96), (7, 3), (1, 5), (300, 1), (64,), (5000,), (2, 3, 4)]
@@ -251,6 +252,7 @@ def test_native_kernel_can_be_disabled_and_a_failed_build_falls_back(monkeypatch
 def test_native_results_do_not_depend_on_the_thread_count(monkeypatch, kernel, kwargs) -> None:
     """Resume stays exact on a machine with another core count: the kernel's sums are cut the same way (the sums of
     p**2 of the apply call too, which it takes without scale_parameter)."""
+    monkeypatch.setattr(adafactor_call, "PARALLEL_ELEMENTS", 0)  # every call on the threads asked for, small ones too
     before = torch.get_num_threads()
     results = []
     shapes = [*SHAPES, (100003,)]  # its spans take several chunks of pass 2 (UPDATE_CHUNK)
@@ -264,6 +266,37 @@ def test_native_results_do_not_depend_on_the_thread_count(monkeypatch, kernel, k
     for params, state, _ in results[1:]:
         assert all(torch.equal(a, b) for a, b in zip(params, first_params))
         assert all(torch.equal(sa[k], sb[k]) for sa, sb in zip(state, first_state) for k in sa)
+
+
+class _ThreadsRecorded:
+    """The kernel, with the thread count of each of its update calls recorded (their second-to-last argument)."""
+
+    def __init__(self, lib: Any) -> None:
+        self._lib = lib
+        self.threads: list[int] = []
+
+    def __getattr__(self, name: str) -> Any:
+        function = getattr(self._lib, name)
+        if not name.endswith(("_statistics", "_apply")):
+            return function
+        return lambda *args: (self.threads.append(args[-2]), function(*args))[1]
+
+
+@pytest.mark.parametrize(("shapes", "parallel"), [([(100, 300), (8,)], False), ([(200, 200), (50000,)], True)])
+def test_native_calls_over_few_elements_run_on_the_calling_thread(monkeypatch, kernel, shapes, parallel) -> None:
+    """A call over fewer than PARALLEL_ELEMENTS elements does not start the OpenMP team (whose start and join cost
+    more than it saves there, and far more on a busy machine: 200 param groups of 8 elements, 477 -> 96 ms a step
+    beside two busy processes on 2 cores); a larger one runs on torch's threads."""
+    before = torch.get_num_threads()
+    recorded = _ThreadsRecorded(kernel)
+    try:
+        torch.set_num_threads(2)
+        _run(monkeypatch, recorded, steps=2, shapes=shapes[:1])
+        _run(monkeypatch, recorded, steps=2, shapes=shapes[1:], kind="unfactored")
+    finally:
+        torch.set_num_threads(before)
+    assert len(recorded.threads) == 8, "two calls a step, two steps, for the matrix and for the vector"
+    assert recorded.threads == [2 if parallel else 1] * 8
 
 
 def test_native_kernel_builds_into_an_empty_cache(monkeypatch, tmp_path, kernel) -> None:

@@ -466,7 +466,8 @@ static void *pass2(void *arg) {
  * of the spans; where OpenMP grants fewer threads than asked, the granted ones run the other indices' shares too,
  * so the result is the same. Without OpenMP (a compiler without -fopenmp), inside another parallel region, or in a
  * forked child of the process that first used the team (libgomp cannot use its threads there), a call runs on the
- * calling thread alone. */
+ * calling thread alone. The caller asks for one thread for a call over fewer than 2^15 elements
+ * (adafactor_call.PARALLEL_ELEMENTS), where starting and joining the team costs more than it saves. */
 #ifdef _OPENMP
 static pid_t team_pid;            /* the process whose OpenMP team the kernel uses; 0 before the first parallel call */
 #endif

@@ -125,6 +125,11 @@ def _native_error(code: int, index: int, tensors: list[Any], shapes: list[tuple[
     )
 
 
+#: a call over fewer elements runs on the calling thread alone: starting and joining the OpenMP team costs more than
+#: it saves there (the result is the same for every thread count)
+PARALLEL_ELEMENTS = 1 << 15
+
+
 class NativeLayout(NamedTuple):
     """What a native call's arguments hold that depends only on its tensors' shapes and dtypes: the shapes
     (``(rows, columns)``, ``(1, n)`` unfactored), their C arrays, every buffer's element count and the gradients' and
@@ -134,6 +139,8 @@ class NativeLayout(NamedTuple):
     sizes: tuple[Any, ...]
     numel: Any
     types: Any
+    elements: int
+    """The parameters' elements, all tensors together."""
 
 
 def native_layout(kind: str, tensors: list[list[Tensor | None] | None]) -> NativeLayout:
@@ -159,6 +166,7 @@ def native_layout(kind: str, tensors: list[list[Tensor | None] | None]) -> Nativ
         sizes,
         (ctypes.c_int64 * len(numel)).from_buffer(numel),
         (ctypes.c_int32 * len(types)).from_buffer(types),
+        sum(rows * cols for rows, cols in shapes),
     )
 
 
@@ -256,7 +264,7 @@ def _step(
     tensors[0] = [g.contiguous() for g in tensors[0]]  # a no-op for the contiguous gradients fused_eligible admitted
     pointers = (None if kind is None else _pointers(kind) for kind in tensors)
     shared = (count, *pointers, *layout.sizes, layout.numel, layout.types)
-    threads = torch.get_num_threads()
+    threads = torch.get_num_threads() if layout.elements >= PARALLEL_ELEMENTS else 1
     bad_index = ctypes.c_int64(-1)
     stats = (ctypes.c_double * (3 * count))()
     # the lr needs the RMS of p before the update only with scale_parameter; else the apply call sums p**2 as it
