@@ -43,17 +43,17 @@ def _save(framework: str, run: Any, fmt: str, path: Path) -> None:
 
 #: checkpoints restored per fresh worker process: Keras restores and continues about 5 a second on a 2-core machine
 #: (446 in 83 s), and all 1,700 of its full run in one process went past ``run_worker``'s 600 s on a CI machine; a
-#: shard of the full run has about 400 (one process each: each process spends 5 to 10 s importing Keras)
+#: shard of the full run has about 330 (one process each: each process spends 5 to 10 s importing Keras)
 PER_WORKER = 450
 
 
-def _formats(framework: str, index: int, every: bool) -> list[str]:
-    """The formats to checkpoint in at the ``index``-th interruption: Keras' two formats at once where ``every``,
-    else one of them in turn."""
+def _formats(framework: str, turn: int, every: bool) -> list[str]:
+    """The formats to checkpoint in at one interruption: Keras' two formats at once where ``every``, else the one
+    whose ``turn`` it is (the count of single-format interruptions so far)."""
     if framework == "torch":
         return ["torch"]
     both = ["keras", "tfckpt"]
-    return both if every else [both[index % 2]]
+    return both if every else [both[turn % 2]]
 
 
 def _suffix(fmt: str) -> str:
@@ -88,6 +88,7 @@ def test_resume_in_a_fresh_process_is_bit_identical(framework: str, shard: int, 
     perturbed: list[str] = []
     unbuildable: list[str] = []
     counter = shard
+    turn = shard
     for k, scn in scenarios:
         try:
             reference = Run(scn)
@@ -107,11 +108,13 @@ def test_resume_in_a_fresh_process_is_bit_identical(framework: str, shard: int, 
         saving = Run(scn)
         for t in range(scn["steps"] + 1):
             if t in points:
-                for fmt in _formats(framework, counter, every=SIZES.full and t in fixed):
+                every = SIZES.full and t in fixed
+                for fmt in _formats(framework, turn, every):
                     path = tmp_path / f"ckpt-{counter}{_suffix(fmt)}"
                     _save(framework, saving, fmt, path)
                     items.append({"scenario": scn, "k": t, "format": fmt, "path": str(path)})
                 counter += 1
+                turn += not every
             if t < scn["steps"]:
                 saving.step(t)
                 perturbed += bitwise_differences(

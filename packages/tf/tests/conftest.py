@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -24,6 +25,11 @@ if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
 
 import keras
 
+# (an older Keras without the argument gets the plain call)
+_KEEP_MEMORY = (
+    {"free_memory": False} if "free_memory" in inspect.signature(keras.backend.clear_session).parameters else {}
+)
+
 
 @pytest.fixture(autouse=True)
 def _fresh_keras_state() -> Iterator[None]:
@@ -31,7 +37,7 @@ def _fresh_keras_state() -> Iterator[None]:
     yield
     # Keras' default also runs a full gc.collect(), which costs 0.4 to 1 s with TensorFlow loaded: 407 of the 690
     # core-seconds of this suite (2026-12-07). Python's own collector still frees cycles as it goes.
-    keras.backend.clear_session(free_memory=False)
+    keras.backend.clear_session(**_KEEP_MEMORY)
 
 
 @pytest.fixture(scope="session")

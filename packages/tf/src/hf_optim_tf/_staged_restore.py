@@ -59,7 +59,8 @@ class _Restore:
     started: bool = False
     slots: dict[int, StateSlot] = field(default_factory=dict)
     """id(variable) -> the owner's description of it, made once when the first value arrives (not once per value:
-    that was quadratic in the number of variables, 3.8 s to restore AdamW over 200 model variables)."""
+    that was quadratic in the number of variables, 24.9 s instead of 2.2 s to restore AdamW over 400 model
+    variables)."""
     initial: set[int] = field(default_factory=set)
     """id() of the owner's variables when the first value arrived."""
     waiting: set[int] = field(default_factory=set)
@@ -252,7 +253,13 @@ class StagedRestore:
                 raise self._reject(restore, error) from None
         if id(variable) not in restore.slots:  # created since the first value arrived: describe the owner again
             restore.slots = {id(slot.variable): slot for slot in self._restore_slots()}
-        slot = restore.slots[id(variable)]
+        slot = restore.slots.get(id(variable))
+        if slot is None:
+            error = ValueError(
+                f"The checkpoint restores a variable that {type(self).__name__} does not list among its own "
+                f"({self._source(restore, variable)})"
+            )
+            raise self._reject(restore, error) from None
         try:
             converted = checked_value(slot, value, self._source(restore, variable), type(self).__name__)
         except (TypeError, ValueError) as error:

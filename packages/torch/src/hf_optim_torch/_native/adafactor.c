@@ -480,10 +480,12 @@ static void run_threads(void *job, int threads, void *(*fn)(void *)) {
     }
 #ifdef _OPENMP
     pid_t self = getpid();
-    if (threads > 1 && !omp_in_parallel()) {
+    if (!omp_in_parallel()) {
+        /* the first calling process claims the team even with one thread asked for: a child it forks later then
+         * runs on one thread, whether or not the parent's calls were large enough to start the team */
         pid_t expected = 0;
         __atomic_compare_exchange_n(&team_pid, &expected, self, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
-        if (__atomic_load_n(&team_pid, __ATOMIC_ACQUIRE) == self) {
+        if (threads > 1 && __atomic_load_n(&team_pid, __ATOMIC_ACQUIRE) == self) {
 #pragma omp parallel num_threads(threads)
             {
                 int granted = omp_get_num_threads();
