@@ -20,7 +20,7 @@ from ._adafactor_args import AdafactorOptions, AdafactorTensors
 from ._adafactor_doc import ADAFACTOR_DOC
 from ._adafactor_loops import loop_adafactor, multi_tensor_adafactor
 from ._adafactor_scalars import lr_at
-from ._adafactor_two_pass import two_pass_adafactor
+from ._adafactor_two_pass import NativeCalls, native_calls, two_pass_adafactor
 from ._arguments import constructor_arguments, validate_arguments
 from ._begin_step import begin_step
 from ._low_precision import LOW_PRECISION, rounding_keys
@@ -226,6 +226,14 @@ class Adafactor(CheckedOptimizer, Optimizer):
             closure (`Callable`, *optional*): A closure that reevaluates the model and returns the loss.
         """
         loss = begin_step(self, closure, "Adafactor does not support sparse gradients.")
+        calls = native_calls(self)  # the groups' native calls, made together once every group has been through
+        try:
+            self._step_groups(calls)
+        finally:  # (where a group raised, the groups before it are stepped in full, as without the joined calls)
+            calls.run()
+        return loss
+
+    def _step_groups(self, calls: NativeCalls) -> None:
         offset = 0  # position of the group's first parameter among all parameters (stochastic rounding keys)
         for index, group in enumerate(self.param_groups):
             params: list[Tensor] = []
@@ -253,10 +261,10 @@ class Adafactor(CheckedOptimizer, Optimizer):
                 foreach=group["foreach"],
                 fused=group["fused"],
                 layout_cache=group_layout_cache(self, index),
+                calls=calls,
             )
             if keys is not None:
                 note_advanced([s for s, key in zip(tensors.state_steps, keys) if key is not None])
-        return loss
 
 
 Adafactor.__doc__ = ADAFACTOR_DOC
@@ -323,10 +331,11 @@ def _run(
     foreach: bool | None,
     fused: bool | None,
     layout_cache: LayoutCache[Any] | None = None,
+    calls: NativeCalls | None = None,
 ) -> None:
     """Send the tensors down their paths: the two-pass path first when ``fused`` allows, the rest to a loop."""
     if use_fused(fused, foreach, options.lr, tensors.params):
-        rest = two_pass_adafactor(tensors, options, rounding_keys, strict=bool(fused), cache=layout_cache)
+        rest = two_pass_adafactor(tensors, options, rounding_keys, strict=bool(fused), cache=layout_cache, calls=calls)
         if not rest:
             return
         tensors = tensors.pick(rest)

@@ -23,6 +23,7 @@ from ._native.adafactor_call import (
     NativeLayout,
     adafactor_factored,
     adafactor_unfactored,
+    join_layouts,
     native_dtypes,
     native_kind,
     native_layout,
@@ -31,7 +32,7 @@ from ._path_choice import LayoutCache, fused_eligible
 from ._scratch import scratch
 from ._step_count import advance_steps, note_advanced
 
-__all__ = ["TWO_PASS_DTYPES", "two_pass_adafactor"]
+__all__ = ["TWO_PASS_DTYPES", "NativeCalls", "native_calls", "two_pass_adafactor"]
 
 #: parameter dtypes the two-pass path takes (its arithmetic is float32 for all three)
 TWO_PASS_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -60,6 +61,100 @@ class _Routes(NamedTuple):
     stepped: list[int]  # the others, in order: through the native kernel or swept here
     native: dict[str, tuple[list[int], NativeLayout]]  # per call: its tensors and their layout
     swept: list[int]
+
+
+class NativeCall(NamedTuple):
+    """One call of the native kernel (its statistics and apply calls) over some CPU tensors of one kind."""
+
+    lib: Any
+    kind: str  # "factored" or "unfactored"
+    buffers: list[Any]  # in the kernel's order: gradients, parameters, exp_avg or None, statistics, RMS
+    layout: NativeLayout
+    rels: list[float]  # per tensor: the relative step (or the manual lr), beta2t, the weight decay
+    beta2ts: list[float]
+    weight_decays: list[float]
+    options: AdafactorOptions  # the rest, one for the call
+
+    def joins(self, other: NativeCall) -> bool:
+        """Whether the two can be one call: of one kind, with equal options where the kernel takes one value per
+        call (eps, the clipping threshold, beta1 and the first moment's variant, ``scale_parameter``, whether weight
+        decay is on)."""
+        a, b = self.options, other.options
+        return (
+            (self.lib, self.kind) == (other.lib, other.kind)
+            and (a.eps, a.clip_threshold, a.beta1, a.scale_parameter)
+            == (b.eps, b.clip_threshold, b.beta1, b.scale_parameter)
+            and (a.beta1 is None or a.first_moment == b.first_moment)
+            and (a.weight_decay != 0.0) == (b.weight_decay != 0.0)
+        )
+
+    def run(self) -> None:
+        grads, params, *rest = self.buffers
+        call = adafactor_factored if self.kind == "factored" else adafactor_unfactored
+        call(
+            self.lib,
+            params,
+            grads,
+            *rest,
+            rels=self.rels,
+            beta2ts=self.beta2ts,
+            weight_decays=self.weight_decays,
+            options=self.options,
+            layout=self.layout,
+        )
+
+
+class NativeCalls:
+    """The native calls of one optimizer step, held until :meth:`run` and then made together: the calls of param
+    groups that can be one (:meth:`NativeCall.joins`; groups that differ in their lr or weight decay, as layer-wise
+    learning rates make them, can) are joined into one, which spares each group the cost of its own calls (about
+    100 us). The result is the same: the kernel computes each tensor on its own. An optimizer keeps one
+    (:func:`native_calls`) and with it the joined layouts of its last steps, made again only when a group's own
+    layout (kept while its tensors' layouts stay the same) is another."""
+
+    def __init__(self) -> None:
+        self._pending: list[NativeCall] = []
+        self._joined: dict[tuple[int, ...], tuple[tuple[NativeLayout, ...], NativeLayout]] = {}
+
+    def add(self, call: NativeCall) -> None:
+        self._pending.append(call)
+
+    def run(self) -> None:
+        """Make the calls held, joined where they can be; none is held afterwards, even when one raises."""
+        pending, self._pending = self._pending, []
+        while pending:
+            together: list[NativeCall] = []
+            left: list[NativeCall] = []
+            for call in pending:
+                (together if pending[0].joins(call) else left).append(call)
+            pending = left
+            (together[0] if len(together) == 1 else self._join(together)).run()
+
+    def _join(self, calls: list[NativeCall]) -> NativeCall:
+        layouts = tuple(call.layout for call in calls)
+        key = tuple(map(id, layouts))
+        kept = self._joined.get(key)
+        if kept is None or any(a is not b for a, b in zip(kept[0], layouts)):  # (an id reused by another layout)
+            if len(self._joined) >= _JOINS_KEPT:
+                self._joined.clear()
+            kept = self._joined[key] = (layouts, join_layouts(list(layouts)))
+        first = calls[0]
+        buffers = [None if first.buffers[b] is None else [t for call in calls for t in call.buffers[b]]
+                   for b in range(len(first.buffers))]  # fmt: skip
+        joined = [[x for call in calls for x in getattr(call, name)] for name in ("rels", "beta2ts", "weight_decays")]
+        return NativeCall(first.lib, first.kind, buffers, kept[1], *joined, first.options)
+
+
+#: joined layouts an optimizer keeps (a step joins one or two per kind: with and without weight decay)
+_JOINS_KEPT = 8
+
+
+def native_calls(optimizer: object) -> NativeCalls:
+    """The :class:`NativeCalls` ``optimizer`` keeps (made at first use, never saved)."""
+    calls = optimizer.__dict__.get("_native_calls")
+    if calls is None:
+        calls = optimizer.__dict__["_native_calls"] = NativeCalls()
+    return calls
 
 
 def _native_buffers(
@@ -91,6 +186,7 @@ def two_pass_adafactor(
     *,
     strict: bool,
     cache: LayoutCache[Any] | None = None,
+    calls: NativeCalls | None = None,
 ) -> list[int]:
     """The two-pass path (see :class:`hf_optim_torch.Adafactor`): two sweeps per tensor, one reused buffer.
 
@@ -98,7 +194,9 @@ def two_pass_adafactor(
     bfloat16/float16 parameters rounded to nearest, whose gradients and states are float32); small
     unfactored tensors (at most ``_SMALL`` elements) that it does not take run together on the multi-tensor path.
     Runs the parameters it can take and returns the indices of the others (an error when ``strict``). ``cache``
-    keeps that routing while the tensors' layouts stay the same (see :class:`._path_choice.LayoutCache`).
+    keeps that routing while the tensors' layouts stay the same (see :class:`._path_choice.LayoutCache`). ``calls``
+    (an optimizer's, for its whole step) holds the native calls for :meth:`NativeCalls.run`, which joins those of
+    several groups; without it they are made here.
     """
     params, grads, state_steps, rms_values, exp_avgs, row_vars, col_vars, full_vars = tensors
     lib = _native.adafactor_library() if not isinstance(options.lr, Tensor) else None
@@ -164,18 +262,23 @@ def two_pass_adafactor(
     rel_of = {i: scalars[t][0] for i, t in zip(routes.stepped, steps)}
     beta2t_of = {i: scalars[t][1] for i, t in zip(routes.stepped, steps)}
     for kind, (picked, layout) in routes.native.items():
-        grads_picked, params_picked, *buffers = _native_buffers(tensors, options, kind, picked)
-        call = adafactor_factored if kind == "factored" else adafactor_unfactored
-        call(
+        buffers = _native_buffers(tensors, options, kind, picked)
+        if options.maximize:
+            buffers[0] = [-g for g in buffers[0]]  # type: ignore[union-attr]
+        call = NativeCall(
             lib,
-            params_picked,  # type: ignore[arg-type]
-            [-g for g in grads_picked] if options.maximize else grads_picked,  # type: ignore[union-attr,misc]
-            *buffers,  # type: ignore[arg-type]
-            rels=[rel_of[i] for i in picked],  # type: ignore[misc]
-            beta2ts=[beta2t_of[i] for i in picked],
-            options=options,
-            layout=layout,
+            kind,
+            buffers,
+            layout,
+            [rel_of[i] for i in picked],  # type: ignore[misc]
+            [beta2t_of[i] for i in picked],
+            [options.weight_decay] * len(picked),
+            options,
         )
+        if calls is None or options.maximize:  # (a maximizing call's negated gradients are not held)
+            call.run()
+        else:
+            calls.add(call)
     for i in routes.swept:
         grad = grads[i].float()  # a no-op for float32; a 16-bit gradient is read here in float32
         _two_pass_tensor(

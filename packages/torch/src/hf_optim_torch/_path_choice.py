@@ -109,6 +109,8 @@ def fused_eligible(param: torch.Tensor, *tensors: torch.Tensor, dtypes: tuple[to
 _NONE = type(None)
 _END = object()
 _LAYOUT_GETTERS = (attrgetter("dtype"), attrgetter("shape"), attrgetter("device"), torch.Tensor.is_contiguous)
+#: lists of at most this many tensors are read one tensor at a time (:meth:`LayoutCache._properties`)
+_SHORT = 16
 
 
 class LayoutCache(Generic[T]):
@@ -145,7 +147,11 @@ class LayoutCache(Generic[T]):
     def _properties(tensors: list[torch.Tensor | None]) -> Iterator[list[object]]:
         """What the decision depends on in one list, one list of values at a time: the entries' classes (where the
         Nones are), then each getter's values over the present tensors (``is_contiguous`` raises RuntimeError on a
-        tensor without strides)."""
+        tensor without strides). A short list (a param group of a few tensors) is read in one pass instead, a tuple
+        of those values per tensor: that costs less than six passes there."""
+        if len(tensors) <= _SHORT:
+            yield [None if t is None else (type(t), t.dtype, t.shape, t.device, t.is_contiguous()) for t in tensors]
+            return
         kinds = list(map(type, tensors))
         yield kinds  # type: ignore[misc]
         present = list(compress(tensors, map(is_not, tensors, repeat(None)))) if _NONE in kinds else tensors

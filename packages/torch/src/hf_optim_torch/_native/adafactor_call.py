@@ -19,6 +19,7 @@ __all__ = [
     "NativeLayout",
     "adafactor_factored",
     "adafactor_unfactored",
+    "join_layouts",
     "native_dtypes",
     "native_kind",
     "native_layout",
@@ -170,6 +171,28 @@ def native_layout(kind: str, tensors: list[list[Tensor | None] | None]) -> Nativ
     )
 
 
+def join_layouts(layouts: list[NativeLayout]) -> NativeLayout:
+    """The :class:`NativeLayout` of one call over the tensors of ``layouts``' calls (of one kind), in their order."""
+    counts = [len(layout.shapes) for layout in layouts]
+    blocks = {name: len(getattr(layouts[0], name)) // counts[0] for name in ("numel", "types")}
+
+    def joined(name: str, dtype: Any, kind: Any) -> Any:  # each buffer's block of every call, buffer by buffer
+        parts = [np.frombuffer(getattr(layout, name), dtype=dtype).reshape(blocks[name], -1) for layout in layouts]
+        values = np.ascontiguousarray(np.concatenate(parts, axis=1)).reshape(-1)
+        return (kind * values.size).from_buffer(values)
+
+    sizes = tuple(
+        _c_array("q", [n for layout in layouts for n in layout.sizes[i]]) for i in range(len(layouts[0].sizes))
+    )
+    return NativeLayout(
+        [shape for layout in layouts for shape in layout.shapes],
+        sizes,
+        joined("numel", np.int64, ctypes.c_int64),
+        joined("types", np.int32, ctypes.c_int32),
+        sum(layout.elements for layout in layouts),
+    )
+
+
 def adafactor_factored(
     lib: Any,
     params: list[Tensor],
@@ -183,6 +206,7 @@ def adafactor_factored(
     beta2ts: list[float],
     options: AdafactorOptions,
     layout: NativeLayout | None = None,
+    weight_decays: list[float] | None = None,
 ) -> None:
     """One step of factored CPU matrices through the native kernel (``_native/adafactor.c``): two calls.
 
@@ -193,7 +217,8 @@ def adafactor_factored(
     raises a ValueError naming the matrix, the buffer and both counts. Parameters and gradients may be float32,
     bfloat16 or float16 (the kernel computes in float32 and stores parameters rounded to nearest); every other
     tensor is float32. ``layout`` (:func:`native_layout` of these tensors, kept by the caller) spares reading the
-    shapes and dtypes again; the kernel checks the counts either way.
+    shapes and dtypes again; the kernel checks the counts either way. ``weight_decays`` gives each matrix its own
+    (default: ``options.weight_decay`` for all); weight decay is on for the call where any of them is not 0.
     """
     tensors = [grads, params, exp_avgs, rows, cols, rms_values]
     layout = layout or native_layout("factored", tensors)
@@ -207,6 +232,7 @@ def adafactor_factored(
         rels=rels,
         beta2ts=beta2ts,
         options=options,
+        weight_decays=weight_decays,
     )
 
 
@@ -222,6 +248,7 @@ def adafactor_unfactored(
     beta2ts: list[float],
     options: AdafactorOptions,
     layout: NativeLayout | None = None,
+    weight_decays: list[float] | None = None,
 ) -> None:
     """One step of unfactored CPU tensors (1-D parameters, any shape read flat) through the native kernel.
 
@@ -238,6 +265,7 @@ def adafactor_unfactored(
         rels=rels,
         beta2ts=beta2ts,
         options=options,
+        weight_decays=weight_decays,
     )
 
 
@@ -257,10 +285,13 @@ def _step(
     rels: list[float],
     beta2ts: list[float],
     options: AdafactorOptions,
+    weight_decays: list[float] | None,
 ) -> None:
     """The statistics call, the step's scalars from its sums, then the apply call (refusals raised as errors)."""
     shapes = layout.shapes
     count = len(shapes)
+    if weight_decays is None:
+        weight_decays = [options.weight_decay] * count
     tensors[0] = [g.contiguous() for g in tensors[0]]  # a no-op for the contiguous gradients fused_eligible admitted
     pointers = (None if kind is None else _pointers(kind) for kind in tensors)
     shared = (count, *pointers, *layout.sizes, layout.numel, layout.types)
@@ -274,9 +305,9 @@ def _step(
     code = getattr(lib, calls[0])(*shared, *own)
     _raise_for(code, bad_index.value, tensors, shapes)
     moment = tensors[2] is not None
-    scalars = step_scalars(stats, shapes, rels, options, moment)
+    scalars = step_scalars(stats, shapes, rels, weight_decays, options, moment)
     beta1 = -1.0 if options.beta1 is None else options.beta1
-    decay = int(options.weight_decay != 0.0)
+    decay = int(any(weight_decay != 0.0 for weight_decay in weight_decays))
     # the apply call's partial sums of p**2 (it allocates nothing: a step is refused, if at all, before any write)
     sums = (ctypes.c_double * (2 * lib.hf_adafactor_spans() * count))() if rms_in_apply else None
     own = (scalars, *apply_work, beta1, decay, rms_in_apply, sums, len(sums or ()), threads, ctypes.byref(bad_index))
@@ -285,14 +316,19 @@ def _step(
 
 
 def step_scalars(
-    stats: Any, shapes: list[tuple[int, int]], rels: list[float], options: AdafactorOptions, moment: bool
+    stats: Any,
+    shapes: list[tuple[int, int]],
+    rels: list[float],
+    weight_decays: list[float],
+    options: AdafactorOptions,
+    moment: bool,
 ) -> Any:
     """``[mean(R), coef, decay, m_scale]`` of every matrix (a C array of doubles), from its ``[mean(R), RMS, squared
     norm]`` statistics: the float64 operations of :mod:`.._adafactor_scalars` on NumPy arrays, one entry per matrix.
 
     ``coef`` multiplies the normalised update: the lr over the clipping divisor, or only the reciprocal of the
     divisor when the first moment averages the unscaled update (then ``m_scale``, else 1, is the lr); ``decay`` is
-    ``weight_decay`` times the lr.
+    the matrix's weight decay (``weight_decays``) times its lr.
     """
     unscaled = moment and options.first_moment == "unscaled"
     row_mean, rms, update_sq = np.frombuffer(stats, dtype=np.float64).reshape(len(shapes), 3).T
@@ -306,7 +342,7 @@ def step_scalars(
         clip = clip_divisor(np.sqrt(update_sq / numel), options.clip_threshold)
         out[:, 0] = row_mean
         out[:, 1] = 1.0 / clip if unscaled else lr / clip
-        out[:, 2] = options.weight_decay * lr
+        out[:, 2] = np.array(weight_decays, dtype=np.float64) * lr
         out[:, 3] = lr if unscaled else 1.0
     return (ctypes.c_double * out.size).from_buffer(out)
 
