@@ -90,7 +90,8 @@ def test_steps_survive_save_load_and_hand_edits(name: str) -> None:
     assert _steps(other, other_params) == [5.0, 5.0, 12.0, 10.0, 5.0, 5.0]
 
 
-def test_a_kept_layout_decision_follows_every_change_between_steps() -> None:
+@pytest.mark.parametrize("n", [4, 40], ids=["short lists", "long lists"])  # read a tensor at a time, or in passes
+def test_a_kept_layout_decision_follows_every_change_between_steps(n: int) -> None:
     """Each edit changes what the full check would decide; the cached run must equal an uncached one."""
     edits: list[Callable[[list[torch.Tensor], list[torch.Tensor]], None]] = [
         lambda ps, gs: None,
@@ -98,8 +99,12 @@ def test_a_kept_layout_decision_follows_every_change_between_steps() -> None:
         lambda ps, gs: None,
         lambda ps, gs: gs.__setitem__(1, gs[1].double()),  # a gradient of another dtype
         lambda ps, gs: None,
+        lambda ps, gs: gs.__setitem__(-1, gs[-1].reshape(4, 3)),  # another shape of the same size
+        lambda ps, gs: None,
+        lambda ps, gs: gs.__setitem__(-1, gs[-1].to("meta")),  # another device
+        lambda ps, gs: None,
     ]
-    cached_params, plain_params = _params(4, seed=5), _params(4, seed=5)
+    cached_params, plain_params = _params(n, seed=5), _params(n, seed=5)
     state = {id(ps): _fresh_state(ps) for ps in (cached_params, plain_params)}
     cache: LayoutCache[object] = LayoutCache()
     for seed, edit in enumerate(edits):
@@ -141,24 +146,27 @@ def test_a_kept_layout_decision_is_made_again_for_fewer_or_more_lists() -> None:
     assert cache.decide(tensors, decide, key="other") == 3
 
 
+@pytest.mark.parametrize("groups", [1, 200])
 @pytest.mark.parametrize("name", [*_FACTORIES, "Adafactor"])
-def test_a_step_that_keeps_its_layout_sets_off_no_garbage_collection(name: str) -> None:
+def test_a_step_that_keeps_its_layout_sets_off_no_garbage_collection(name: str, groups: int) -> None:
     """The layout check reads a few hundred ``torch.Size`` tuples a step; held all at once, they set off a collection
     of Python's garbage collector at every step (every tenth one of the older objects too, and now and then a full
     one: 0.13 s in a process holding torch). Compared and dropped list by list, they set off none."""
     factory = _FACTORIES.get(name, Adafactor)
     gen = torch.Generator().manual_seed(0)
     params = [torch.nn.Parameter(torch.randn((32, 32) if i % 2 else (32,), generator=gen)) for i in range(200)]
-    optimizer = factory(params)
+    optimizer = factory(params if groups == 1 else [{"params": params[i::groups]} for i in range(groups)])
     for p in params:
         p.grad = torch.randn(p.shape, generator=gen)
     optimizer.step()  # the first step decides, and creates the state
     collections: list[int] = []
     count = lambda phase, info: collections.append(info["generation"]) if phase == "start" else None  # noqa: E731
     threshold = gc.get_threshold()
-    gc.collect()
-    gc.callbacks.append(count)
     gc.set_threshold(700)  # CPython's default: a collection once allocations exceed deallocations by 700
+    gc.collect()
+    for _ in range(10):  # the steps right after a full collection set off a few (200 groups of Adafactor: 6)
+        optimizer.step()
+    gc.callbacks.append(count)
     try:
         for _ in range(50):
             optimizer.step()
@@ -176,9 +184,10 @@ def _fresh_state(params: list[torch.nn.Parameter]) -> tuple[list[torch.Tensor], 
     )
 
 
-def test_a_replaced_state_tensor_of_the_wrong_size_never_reaches_the_kernel() -> None:
+@pytest.mark.parametrize("n", [3, 40], ids=["short lists", "long lists"])
+def test_a_replaced_state_tensor_of_the_wrong_size_never_reaches_the_kernel(n: int) -> None:
     """torch's CPU kernel checks no sizes: a cached 'eligible' verdict must not outlive a replaced state tensor."""
-    params = _params(3)
+    params = _params(n)
     optimizer = AdamW(params, lr=1e-2)
     _grads(params, 1)
     optimizer.step()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import shutil
 from typing import Any
 
@@ -307,3 +308,27 @@ def test_native_kernel_builds_into_an_empty_cache(monkeypatch, tmp_path, kernel)
     assert [p.suffix for p in (tmp_path / "cache").iterdir()] == [".so"], "only the library is left behind"
     native, _, matrices = _run(monkeypatch, _native.adafactor_library(), steps=2)
     assert matrices == 2 * 4 and all(bool(torch.isfinite(p).all()) for p in native)
+
+
+def test_a_native_step_leaves_no_garbage_for_the_collector(monkeypatch, kernel) -> None:
+    """ctypes keeps an array type only while an array of it lives, and a type is a reference cycle: a step that made
+    its argument types anew would leave them for Python's garbage collector at every step after a collection (the
+    kernel's calls keep theirs: ``adafactor_call.array_type``)."""
+    monkeypatch.setitem(_native._state, "adafactor", kernel)
+    gen = torch.Generator().manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(shape, generator=gen)) for shape in [(48, 32), (16,), (8, 8)]]
+    optimizer = hf_optim_torch.Adafactor([{"params": params[:2]}, {"params": params[2:], "weight_decay": 0.1}])
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=gen)
+    optimizer.step()
+    gc.collect()
+    debug = gc.get_debug()
+    gc.set_debug(gc.DEBUG_SAVEALL)  # what a collection would free is kept in gc.garbage instead
+    try:
+        optimizer.step()
+        gc.collect()
+        left = [type(o).__name__ for o in gc.garbage]
+    finally:
+        gc.set_debug(debug)
+        gc.garbage.clear()
+    assert left == []

@@ -9,6 +9,7 @@ rest through :func:`_two_pass_tensor` in row blocks that stay in cache. Every te
 from __future__ import annotations
 
 import math
+from itertools import repeat
 from typing import Any, NamedTuple
 
 import torch
@@ -63,32 +64,52 @@ class _Routes(NamedTuple):
     swept: list[int]
 
 
-class NativeCall(NamedTuple):
-    """One call of the native kernel (its statistics and apply calls) over some CPU tensors of one kind."""
+class _Call:
+    """A native call (the kernel's statistics and apply calls) over CPU tensors of one kind, from one or several
+    param groups: the kernel takes a relative step (or manual lr), a beta2t and a weight decay per tensor, and the
+    rest of :class:`AdafactorOptions` once for the call."""
 
-    lib: Any
-    kind: str  # "factored" or "unfactored"
-    buffers: list[Any]  # in the kernel's order: gradients, parameters, exp_avg or None, statistics, RMS
-    layout: NativeLayout
-    rels: list[float]  # per tensor: the relative step (or the manual lr), beta2t, the weight decay
-    beta2ts: list[float]
-    weight_decays: list[float]
-    options: AdafactorOptions  # the rest, one for the call
+    __slots__ = ("beta2ts", "buffers", "kind", "layouts", "lib", "options", "rels", "weight_decays")
 
-    def joins(self, other: NativeCall) -> bool:
-        """Whether the two can be one call: of one kind, with equal options where the kernel takes one value per
-        call (eps, the clipping threshold, beta1 and the first moment's variant, ``scale_parameter``, whether weight
-        decay is on)."""
-        a, b = self.options, other.options
+    def __init__(self, lib: Any, kind: str, options: AdafactorOptions) -> None:
+        self.lib, self.kind, self.options = lib, kind, options
+        self.buffers: list[list[Any] | None] | None = None  # in the kernel's order (see _native_buffers)
+        self.layouts: list[NativeLayout] = []  # each group's, in order
+        self.rels: list[float] = []
+        self.beta2ts: list[float] = []
+        self.weight_decays: list[float] = []
+
+    def takes(self, lib: Any, kind: str, options: AdafactorOptions) -> bool:
+        """Whether a group's call with these can be part of this one: equal where the kernel takes one value per
+        call (eps, the clipping threshold, beta1 and the first moment's variant, ``scale_parameter``, and whether
+        weight decay is on)."""
+        a, b = self.options, options
         return (
-            (self.lib, self.kind) == (other.lib, other.kind)
+            (self.lib, self.kind) == (lib, kind)
             and (a.eps, a.clip_threshold, a.beta1, a.scale_parameter)
             == (b.eps, b.clip_threshold, b.beta1, b.scale_parameter)
             and (a.beta1 is None or a.first_moment == b.first_moment)
             and (a.weight_decay != 0.0) == (b.weight_decay != 0.0)
         )
 
-    def run(self) -> None:
+    def extend(
+        self, buffers: list[Any], layout: NativeLayout, rels: list[float], beta2ts: list[float], weight_decay: float
+    ) -> None:
+        """Add a group's tensors (extending lists made once per call: a step holds no objects per group, whose
+        count would set off Python's garbage collector)."""
+        if self.buffers is None:
+            self.buffers = [None if tensors is None else list(tensors) for tensors in buffers]
+        else:
+            for mine, more in zip(self.buffers, buffers):
+                if mine is not None:
+                    mine.extend(more)
+        self.layouts.append(layout)
+        self.rels.extend(rels)
+        self.beta2ts.extend(beta2ts)
+        self.weight_decays.extend(repeat(weight_decay, len(rels)))
+
+    def run(self, layout: NativeLayout) -> None:
+        assert self.buffers is not None
         grads, params, *rest = self.buffers
         call = adafactor_factored if self.kind == "factored" else adafactor_unfactored
         call(
@@ -100,49 +121,55 @@ class NativeCall(NamedTuple):
             beta2ts=self.beta2ts,
             weight_decays=self.weight_decays,
             options=self.options,
-            layout=self.layout,
+            layout=layout,
         )
 
 
 class NativeCalls:
     """The native calls of one optimizer step, held until :meth:`run` and then made together: the calls of param
-    groups that can be one (:meth:`NativeCall.joins`; groups that differ in their lr or weight decay, as layer-wise
+    groups that can be one (:meth:`_Call.takes`; groups that differ in their lr or weight decay, as layer-wise
     learning rates make them, can) are joined into one, which spares each group the cost of its own calls (about
     100 us). The result is the same: the kernel computes each tensor on its own. An optimizer keeps one
     (:func:`native_calls`) and with it the joined layouts of its last steps, made again only when a group's own
     layout (kept while its tensors' layouts stay the same) is another."""
 
     def __init__(self) -> None:
-        self._pending: list[NativeCall] = []
-        self._joined: dict[tuple[int, ...], tuple[tuple[NativeLayout, ...], NativeLayout]] = {}
+        self._pending: list[_Call] = []
+        self._joined: dict[tuple[int, ...], tuple[list[NativeLayout], NativeLayout]] = {}
 
-    def add(self, call: NativeCall) -> None:
-        self._pending.append(call)
+    def add(
+        self,
+        lib: Any,
+        kind: str,
+        buffers: list[Any],
+        layout: NativeLayout,
+        rels: list[float],
+        beta2ts: list[float],
+        options: AdafactorOptions,
+    ) -> None:
+        """Hold a group's call of ``kind`` (its buffers in the kernel's order, their layout, per tensor the relative
+        step and beta2t), in the call of an earlier group that it can join if there is one."""
+        call = next((call for call in self._pending if call.takes(lib, kind, options)), None)
+        if call is None:
+            call = _Call(lib, kind, options)
+            self._pending.append(call)
+        call.extend(buffers, layout, rels, beta2ts, options.weight_decay)
 
     def run(self) -> None:
-        """Make the calls held, joined where they can be; none is held afterwards, even when one raises."""
+        """Make the calls held; none is held afterwards, even when one raises."""
         pending, self._pending = self._pending, []
-        while pending:
-            together: list[NativeCall] = []
-            left: list[NativeCall] = []
-            for call in pending:
-                (together if pending[0].joins(call) else left).append(call)
-            pending = left
-            (together[0] if len(together) == 1 else self._join(together)).run()
+        for call in pending:
+            call.run(call.layouts[0] if len(call.layouts) == 1 else self._join(call.layouts))
 
-    def _join(self, calls: list[NativeCall]) -> NativeCall:
-        layouts = tuple(call.layout for call in calls)
+    def _join(self, layouts: list[NativeLayout]) -> NativeLayout:
+        """The layout of one call over the tensors of ``layouts``, joined once while the groups' layouts stay."""
         key = tuple(map(id, layouts))
         kept = self._joined.get(key)
         if kept is None or any(a is not b for a, b in zip(kept[0], layouts)):  # (an id reused by another layout)
             if len(self._joined) >= _JOINS_KEPT:
                 self._joined.clear()
-            kept = self._joined[key] = (layouts, join_layouts(list(layouts)))
-        first = calls[0]
-        buffers = [None if first.buffers[b] is None else [t for call in calls for t in call.buffers[b]]
-                   for b in range(len(first.buffers))]  # fmt: skip
-        joined = [[x for call in calls for x in getattr(call, name)] for name in ("rels", "beta2ts", "weight_decays")]
-        return NativeCall(first.lib, first.kind, buffers, kept[1], *joined, first.options)
+            kept = self._joined[key] = (layouts, join_layouts(layouts))
+        return kept[1]
 
 
 #: joined layouts an optimizer keeps (a step joins one or two per kind: with and without weight decay)
@@ -265,20 +292,10 @@ def two_pass_adafactor(
         buffers = _native_buffers(tensors, options, kind, picked)
         if options.maximize:
             buffers[0] = [-g for g in buffers[0]]  # type: ignore[union-attr]
-        call = NativeCall(
-            lib,
-            kind,
-            buffers,
-            layout,
-            [rel_of[i] for i in picked],  # type: ignore[misc]
-            [beta2t_of[i] for i in picked],
-            [options.weight_decay] * len(picked),
-            options,
-        )
-        if calls is None or options.maximize:  # (a maximizing call's negated gradients are not held)
-            call.run()
-        else:
-            calls.add(call)
+        held = calls if calls is not None and not options.maximize else NativeCalls()
+        held.add(lib, kind, buffers, layout, [rel_of[i] for i in picked], [beta2t_of[i] for i in picked], options)
+        if held is not calls:  # (a maximizing call's negated gradients are not held)
+            held.run()
     for i in routes.swept:
         grad = grads[i].float()  # a no-op for float32; a 16-bit gradient is read here in float32
         _two_pass_tensor(

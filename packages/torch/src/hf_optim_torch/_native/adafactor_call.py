@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import array
 import ctypes
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -66,6 +67,14 @@ def _host_float32(t: Tensor) -> bool:
     return t.is_cpu and t.dtype == torch.float32 and t.is_contiguous()
 
 
+@functools.lru_cache(maxsize=64)
+def array_type(kind: Any, length: int) -> Any:
+    """ctypes' type of arrays of ``length`` values of ``kind``, kept. ctypes keeps an array type only while an array
+    of it lives, and a type is a reference cycle: each step would make its types again (dozens of objects that only
+    the garbage collector frees, and a collection of young objects every few steps)."""
+    return kind * length
+
+
 def _integers(tensors: list[Tensor | None], method: Callable[[Tensor], int], code: str) -> array.array:
     """``method`` of each tensor (0 for None) in an array.array of C integers (a tenth of ctypes' own init)."""
     try:
@@ -76,7 +85,7 @@ def _integers(tensors: list[Tensor | None], method: Callable[[Tensor], int], cod
 
 def _pointers(tensors: list[Tensor | None]) -> Any:
     """A C array of the tensors' data pointers (NULL for None)."""
-    return (ctypes.c_void_p * len(tensors)).from_buffer(_integers(tensors, Tensor.data_ptr, "Q"))
+    return array_type(ctypes.c_void_p, len(tensors)).from_buffer(_integers(tensors, Tensor.data_ptr, "Q"))
 
 
 #: the buffers of one matrix in the native kernel's order (its numel array; HF_E_* - buffer in adafactor.c), and
@@ -165,8 +174,8 @@ def native_layout(kind: str, tensors: list[list[Tensor | None] | None]) -> Nativ
     return NativeLayout(
         shapes,  # type: ignore[arg-type]
         sizes,
-        (ctypes.c_int64 * len(numel)).from_buffer(numel),
-        (ctypes.c_int32 * len(types)).from_buffer(types),
+        array_type(ctypes.c_int64, len(numel)).from_buffer(numel),
+        array_type(ctypes.c_int32, len(types)).from_buffer(types),
         sum(rows * cols for rows, cols in shapes),
     )
 
@@ -179,7 +188,7 @@ def join_layouts(layouts: list[NativeLayout]) -> NativeLayout:
     def joined(name: str, dtype: Any, kind: Any) -> Any:  # each buffer's block of every call, buffer by buffer
         parts = [np.frombuffer(getattr(layout, name), dtype=dtype).reshape(blocks[name], -1) for layout in layouts]
         values = np.ascontiguousarray(np.concatenate(parts, axis=1)).reshape(-1)
-        return (kind * values.size).from_buffer(values)
+        return array_type(kind, values.size).from_buffer(values)
 
     sizes = tuple(
         _c_array("q", [n for layout in layouts for n in layout.sizes[i]]) for i in range(len(layouts[0].sizes))
@@ -272,7 +281,7 @@ def adafactor_unfactored(
 def _c_array(code: str, values: list[Any]) -> Any:
     """``values`` as a C array of int64 (``"q"``) or double (``"d"``), built through array.array."""
     kind = ctypes.c_int64 if code == "q" else ctypes.c_double
-    return (kind * len(values)).from_buffer(array.array(code, values))
+    return array_type(kind, len(values)).from_buffer(array.array(code, values))
 
 
 def _step(
@@ -297,7 +306,7 @@ def _step(
     shared = (count, *pointers, *layout.sizes, layout.numel, layout.types)
     threads = torch.get_num_threads() if layout.elements >= PARALLEL_ELEMENTS else 1
     bad_index = ctypes.c_int64(-1)
-    stats = (ctypes.c_double * (3 * count))()
+    stats = array_type(ctypes.c_double, 3 * count)()
     # the lr needs the RMS of p before the update only with scale_parameter; else the apply call sums p**2 as it
     # reads p, and the statistics call does not read p at all
     rms_in_apply = int(not options.scale_parameter)
@@ -309,7 +318,7 @@ def _step(
     beta1 = -1.0 if options.beta1 is None else options.beta1
     decay = int(any(weight_decay != 0.0 for weight_decay in weight_decays))
     # the apply call's partial sums of p**2 (it allocates nothing: a step is refused, if at all, before any write)
-    sums = (ctypes.c_double * (2 * lib.hf_adafactor_spans() * count))() if rms_in_apply else None
+    sums = array_type(ctypes.c_double, 2 * lib.hf_adafactor_spans() * count)() if rms_in_apply else None
     own = (scalars, *apply_work, beta1, decay, rms_in_apply, sums, len(sums or ()), threads, ctypes.byref(bad_index))
     code = getattr(lib, calls[1])(*shared, *own)
     _raise_for(code, bad_index.value, tensors, shapes)
@@ -344,7 +353,7 @@ def step_scalars(
         out[:, 1] = 1.0 / clip if unscaled else lr / clip
         out[:, 2] = np.array(weight_decays, dtype=np.float64) * lr
         out[:, 3] = lr if unscaled else 1.0
-    return (ctypes.c_double * out.size).from_buffer(out)
+    return array_type(ctypes.c_double, out.size).from_buffer(out)
 
 
 def _raise_for(code: int, index: int, tensors: list[Any], shapes: list[tuple[int, int]]) -> None:
