@@ -1,14 +1,23 @@
 """Parameter layouts of the benchmark: one flat tensor, ~200 tensors shaped like a transformer's (also in bfloat16),
 240 tensors of a transformer with an odd width (d = 577: no size divides by a vector width), and 200 small tensors
-(fixed host cost)."""
+(fixed host cost), also each in a param group of its own (as a layer-wise learning rate makes them)."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
-__all__ = ["LAYOUTS", "layout_dtype", "layout_shapes"]
+__all__ = ["LAYOUTS", "layout_dtype", "layout_shapes", "param_groups"]
 
-LAYOUTS = ("one_tensor", "transformer", "transformer_bf16", "odd_transformer", "small_vectors", "small_matrices")
+LAYOUTS = (
+    "one_tensor",
+    "transformer",
+    "transformer_bf16",
+    "odd_transformer",
+    "small_vectors",
+    "small_matrices",
+    "small_groups",
+)
 ODD_WIDTH = 577
 SMALL_COUNT = 200
 _LAYERS = 16  # 12 tensors per layer + embeddings + final norm: 16 layers give 198 tensors
@@ -57,6 +66,12 @@ def layout_shapes(layout: str, total: int) -> list[tuple[int, ...]]:
         return _odd_transformer(total)
     if layout == "small_vectors":
         return [(32,)] * SMALL_COUNT
-    if layout == "small_matrices":
+    if layout in ("small_matrices", "small_groups"):
         return [(32, 32)] * SMALL_COUNT
     raise ValueError(f"unknown layout {layout!r}; choose from {LAYOUTS}")
+
+
+def param_groups(layout: str, params: list[Any]) -> list[Any]:
+    """What an optimizer of ``layout`` is given: its parameters, or for ``small_groups`` one param group per parameter
+    (with the optimizer's defaults: what it costs is the same whatever each group's lr)."""
+    return [{"params": [p]} for p in params] if layout == "small_groups" else params

@@ -30,6 +30,7 @@ LAYOUT_LABEL = {
     "odd_transformer": "240 tensors of width 577",
     "small_vectors": "200 tensors of 32",
     "small_matrices": "200 tensors of 32x32",
+    "small_groups": "200 param groups of one 32x32 tensor",
 }
 
 

@@ -13,7 +13,7 @@ import hf_optim_spec
 import hf_optim_torch
 import torch
 from _hf_style import TransformersStyleAdafactor, TransformersStyleAdamW
-from _layouts import layout_dtype, layout_shapes
+from _layouts import layout_dtype, layout_shapes, param_groups
 from _targets import FINE_TUNING
 from _timing import Probe, Timing, interleave, probe_result, probed, step_peak_bytes
 from hf_optim_torch import _native
@@ -162,7 +162,7 @@ def run_optimizers(
     peers = dict(PEERS, **(EXACT_PEERS if exact else {}), **(BF16_PEERS if dtype == torch.bfloat16 else {}))
     leave_out |= CPU_ONLY if cuda else frozenset()
     peers = {name: peer for name, peer in peers.items() if name not in leave_out}
-    optimizers = {name: build(params) for name, (build, _, _) in peers.items()}
+    optimizers = {name: build(param_groups(layout, params)) for name, (build, _, _) in peers.items()}
     timings: dict[str, Timing] = interleave(
         probed({name: opt.step for name, opt in optimizers.items()}, probe),
         warmup=warmup,

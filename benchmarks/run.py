@@ -53,6 +53,7 @@ CONFIGS = (
     ("10M", "transformer_bf16", ("torch",)),
     ("small", "small_vectors", ("torch",)),
     ("small", "small_matrices", ("torch",)),
+    ("small", "small_groups", ("torch",)),
     ("80M", "one_tensor", BOTH),
     ("80M", "odd_transformer", ("torch",)),
     ("100M", "transformer", BOTH),
