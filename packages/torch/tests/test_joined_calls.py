@@ -7,7 +7,6 @@ that fails leaves the groups as a step without joining would.
 
 from __future__ import annotations
 
-import shutil
 from typing import Any
 
 import hf_optim_torch
@@ -27,15 +26,6 @@ GROUPS: list[tuple[list[tuple[int, ...]], dict[str, Any]]] = [
 ]
 #: the calls a step makes per kind when the groups are joined, from the comments above
 JOINED_CALLS = {"factored": 4, "unfactored": 3}
-
-
-@pytest.fixture
-def kernel() -> Any:
-    if shutil.which("cc") is None and shutil.which("gcc") is None:
-        pytest.skip("no C compiler on this machine: the native kernel cannot be built (the torch paths run)")
-    lib = _native.adafactor_library()
-    assert lib is not None, _native.status()
-    return lib
 
 
 class _Recorded:

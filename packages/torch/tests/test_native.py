@@ -26,15 +26,6 @@ VARIANTS = [
 ]
 
 
-@pytest.fixture
-def kernel() -> Any:
-    if shutil.which("cc") is None and shutil.which("gcc") is None:
-        pytest.skip("no C compiler on this machine: the native kernel cannot be built (the torch paths run)")
-    lib = _native.adafactor_library()
-    assert lib is not None, _native.status()
-    return lib
-
-
 def _run(
     monkeypatch: pytest.MonkeyPatch,
     lib: Any,
