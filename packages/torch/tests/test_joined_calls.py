@@ -43,12 +43,17 @@ class _Recorded:
         return lambda *args: (self.counts[kind].append(args[0]), function(*args))[1]
 
 
-def _optimizer(seed: int = 0, **defaults: Any) -> tuple[torch.optim.Optimizer, list[torch.nn.Parameter]]:
+def _optimizer(
+    seed: int = 0, bfloat16_groups: bool = False, **defaults: Any
+) -> tuple[torch.optim.Optimizer, list[torch.nn.Parameter]]:
+    """An Adafactor over GROUPS (with ``bfloat16_groups``, the parameters of every second group in bfloat16: a
+    joined call of several dtypes)."""
     gen = torch.Generator().manual_seed(seed)
     groups, params = [], []
     defaults = {"relative_step": False, "scale_parameter": False, "lr": 1e-3} | defaults
     for i, (shapes, options) in enumerate(GROUPS):
-        ps = [torch.nn.Parameter(torch.randn(shape, generator=gen)) for shape in shapes]
+        dtype = torch.bfloat16 if bfloat16_groups and i % 2 else torch.float32
+        ps = [torch.nn.Parameter(torch.randn(shape, generator=gen).to(dtype)) for shape in shapes]
         params += ps
         group = {"params": ps, **options}
         if defaults["relative_step"]:  # no manual lr: the groups differ in their decay rate instead
@@ -62,7 +67,7 @@ def _train(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter], s
     gen = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         for p in params:
-            p.grad = torch.randn(p.shape, generator=gen)
+            p.grad = torch.randn(p.shape, generator=gen).to(p.dtype)
         optimizer.step()
 
 
@@ -71,7 +76,11 @@ def _snapshot(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter]
     return [p.detach().clone() for p in params] + [v.clone() for v in state]
 
 
-@pytest.mark.parametrize("defaults", [{}, {"scale_parameter": True, "relative_step": True, "lr": None}])
+@pytest.mark.parametrize(
+    "defaults",
+    [{}, {"scale_parameter": True, "relative_step": True, "lr": None}, {"bfloat16_groups": True}],
+    ids=["manual lr", "relative step", "bfloat16 groups"],
+)
 def test_joined_calls_give_the_bits_of_one_call_per_group(monkeypatch, kernel, defaults) -> None:
     monkeypatch.setitem(_native._state, "adafactor", recorded := _Recorded(kernel))
     joined, params = _optimizer(**defaults)
