@@ -6,10 +6,11 @@ Every peer of one framework runs on the same parameters in the same process, int
 per round, in a random order), median of the timed rounds after warm-up rounds. Ratios are medians of the
 per-round ratios, so a slow spell of the machine hits both sides of a ratio. Intra-op threads: 2 (torch and TF).
 
-The default run (about 10 minutes on 2 cores) covers the layouts of CONFIGS: 10M parameters in 1 tensor and in ~200
-transformer tensors (torch: also in bfloat16), 200 tensors of 32 and of 32x32 elements (the fixed host cost per tensor), 80M in one 1-D tensor
+The default run (about 12 minutes on 2 cores) covers the layouts of CONFIGS: 10M parameters in 1 tensor and in ~200
+transformer tensors (torch: also in bfloat16), 200 tensors of 32 and of 32x32 elements (the fixed host cost per tensor) and
+200 param groups of one 32x32 tensor (per group), 80M in one 1-D tensor
 and (torch) in 240 tensors of the odd width 577, and 100M in ~200 tensors. torch at 10M: 3 warm-up + 20 timed rounds;
-the small layouts 10 + 60; the rest 2 + 12; a peer whose timed steps add up to 5 s sits out the rounds left after 6
+the small layouts 10 + 150; the rest 2 + 12; a peer whose timed steps add up to 5 s sits out the rounds left after 6
 (``_timing.BUDGET_S``: the slow, informative peers); the Keras peers run eagerly at 10M only (at 80M/100M under
 jit_compile only); torch's two slow AdamW peers and, at 100M in ~200 tensors, the Keras Adafactor peers run at 10M
 only (``_plan.left_out``). ``--full`` runs 3 + 20 rounds everywhere, every peer everywhere, and adds the eager Keras peers

@@ -234,6 +234,7 @@ class Adafactor(CheckedOptimizer, Optimizer):
         return loss
 
     def _step_groups(self, calls: NativeCalls) -> None:
+        """Every group's step, its native calls held in ``calls``."""
         offset = 0  # position of the group's first parameter among all parameters (stochastic rounding keys)
         for index, group in enumerate(self.param_groups):
             params: list[Tensor] = []
