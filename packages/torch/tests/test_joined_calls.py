@@ -99,22 +99,28 @@ def test_joined_calls_give_the_bits_of_one_call_per_group(monkeypatch, kernel, d
         assert torch.equal(a, b)
 
 
-def test_a_refused_joined_call_changes_no_group(monkeypatch, kernel) -> None:
-    """The kernel checks every buffer of a call before it writes: a state that does not fit its parameter in one
-    group leaves the groups joined with it unchanged too (each group of its own call: those before it stepped)."""
+def test_a_refused_joined_call_leaves_out_only_the_refused_group(monkeypatch, kernel) -> None:
+    """The kernel checks every tensor of a call before it writes any. A state that does not fit its parameter in one
+    group: the joined call is made again group by group, so every other group steps as it would have (those joined
+    with it, and the calls after it), and the refused matrix is left as it was, as when each group made its own call."""
     monkeypatch.setitem(_native._state, "adafactor", kernel)
     optimizer, params = _optimizer()
-    _train(optimizer, params, steps=1)
-    second = optimizer.param_groups[1]["params"][0]
-    optimizer.state[second]["exp_avg_sq_row"] = torch.ones(31)
-    before = [p.detach().clone() for p in params]
+    reference, reference_params = _optimizer()
+    for opt, ps in ((optimizer, params), (reference, reference_params)):
+        _train(opt, ps, steps=1)
+    bad = optimizer.param_groups[1]["params"][0]
+    optimizer.state[bad]["exp_avg_sq_row"] = torch.ones(31)
+    before = bad.detach().clone()
     with pytest.raises(ValueError, match=r"exp_avg_sq_row has 31 elements .*expected 32"):
         _train(optimizer, params, steps=1, seed=2)
-    first_call = [p for shapes_group in optimizer.param_groups[:2] for p in shapes_group["params"] if p.dim() == 2]
-    first_call += [p for p in optimizer.param_groups[5]["params"] if p.dim() == 2]
-    for p, old in zip(params, before, strict=True):
-        if any(p is q for q in first_call):
-            assert torch.equal(p.detach(), old), "a matrix of the refused call"
+    _train(reference, reference_params, steps=1, seed=2)
+    assert torch.equal(bad.detach(), before)
+    others = [(p, q) for p, q in zip(params, reference_params, strict=True) if p is not bad]
+    for p, q in others:
+        assert torch.equal(p.detach(), q.detach())
+        for key, value in reference.state[q].items():
+            assert torch.equal(optimizer.state[p][key], value), key
+    assert float(optimizer.state[bad]["step"]) == 2.0, "counted, as when its group made its own call"
 
 
 def test_a_group_that_raises_leaves_the_groups_before_it_stepped(monkeypatch, kernel) -> None:
@@ -131,3 +137,18 @@ def test_a_group_that_raises_leaves_the_groups_before_it_stepped(monkeypatch, ke
     _train(reference, reference_params, steps=1)
     for a, b in zip(_snapshot(optimizer, params), _snapshot(reference, reference_params), strict=True):
         assert torch.equal(a, b)
+
+
+def test_a_group_that_raises_keeps_its_error_beside_a_refusal(monkeypatch, kernel) -> None:
+    """Both at once: the error of the group that raised is the one raised, the kernel's refusal its context."""
+    monkeypatch.setitem(_native._state, "adafactor", kernel)
+    optimizer, params = _optimizer()
+    _train(optimizer, params, steps=1)
+    optimizer.state[optimizer.param_groups[1]["params"][0]]["exp_avg_sq_row"] = torch.ones(31)
+    odd = torch.nn.Parameter(torch.randn(6, 4, dtype=torch.float64))
+    optimizer.add_param_group({"params": [odd], "fused": True})
+    odd.grad = torch.randn(6, 4, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="fused=True supports") as raised:
+        _train(optimizer, params, steps=1, seed=2)
+    assert isinstance(raised.value.__context__, ValueError)
+    assert "exp_avg_sq_row has 31 elements" in str(raised.value.__context__)

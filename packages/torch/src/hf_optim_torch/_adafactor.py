@@ -229,8 +229,12 @@ class Adafactor(CheckedOptimizer, Optimizer):
         calls = native_calls(self)  # the groups' native calls, made together once every group has been through
         try:
             self._step_groups(calls)
-        finally:  # (where a group raised, the groups before it are stepped in full, as without the joined calls)
-            calls.run()
+        except BaseException as error:
+            refused = calls.run()  # the groups before the one that raised are stepped in full, as without joining
+            if refused and error.__context__ is None:
+                error.__context__ = refused[0]
+            raise
+        calls.raise_refused(calls.run())
         return loss
 
     def _step_groups(self, calls: NativeCalls) -> None:

@@ -108,6 +108,21 @@ class _Call:
         self.beta2ts.extend(beta2ts)
         self.weight_decays.extend(repeat(weight_decay, len(rels)))
 
+    def parts(self) -> list[_Call]:
+        """This call as the calls of its groups, one each."""
+        assert self.buffers is not None
+        parts, start = [], 0
+        for layout in self.layouts:
+            end = start + len(layout.shapes)
+            part = _Call(self.lib, self.kind, self.options)
+            part.buffers = [None if tensors is None else tensors[start:end] for tensors in self.buffers]
+            part.layouts = [layout]
+            part.rels, part.beta2ts = self.rels[start:end], self.beta2ts[start:end]
+            part.weight_decays = self.weight_decays[start:end]
+            parts.append(part)
+            start = end
+        return parts
+
     def run(self, layout: NativeLayout) -> None:
         assert self.buffers is not None
         grads, params, *rest = self.buffers
@@ -155,11 +170,34 @@ class NativeCalls:
             self._pending.append(call)
         call.extend(buffers, layout, rels, beta2ts, options.weight_decay)
 
-    def run(self) -> None:
-        """Make the calls held; none is held afterwards, even when one raises."""
+    def run(self) -> list[ValueError]:
+        """Make every call held (none is held afterwards) and return the kernel's refusals. The kernel checks every
+        tensor of a call before it writes any: a joined call it refuses is made again group by group, so that, as
+        when each group made its own call, only the group whose tensors it refuses is left out."""
         pending, self._pending = self._pending, []
+        refused: list[ValueError] = []
         for call in pending:
-            call.run(call.layouts[0] if len(call.layouts) == 1 else self._join(call.layouts))
+            try:
+                call.run(call.layouts[0] if len(call.layouts) == 1 else self._join(call.layouts))
+                continue
+            except ValueError as error:
+                if len(call.layouts) == 1:
+                    refused.append(error)
+                    continue
+            for part in call.parts():
+                try:
+                    part.run(part.layouts[0])
+                except ValueError as error:
+                    refused.append(error)
+        return refused
+
+    @staticmethod
+    def raise_refused(refused: list[ValueError]) -> None:
+        """Raise the refusals :meth:`run` returned, if any (several as one ValueError)."""
+        if len(refused) == 1:
+            raise refused[0]
+        if refused:
+            raise ValueError(f"{len(refused)} native calls were refused: " + "; ".join(map(str, refused)))
 
     def _join(self, layouts: list[NativeLayout]) -> NativeLayout:
         """The layout of one call over the tensors of ``layouts``, joined once while the groups' layouts stay."""
@@ -295,7 +333,7 @@ def two_pass_adafactor(
         held = calls if calls is not None and not options.maximize else NativeCalls()
         held.add(lib, kind, buffers, layout, [rel_of[i] for i in picked], [beta2t_of[i] for i in picked], options)
         if held is not calls:  # (a maximizing call's negated gradients are not held)
-            held.run()
+            held.raise_refused(held.run())
     for i in routes.swept:
         grad = grads[i].float()  # a no-op for float32; a 16-bit gradient is read here in float32
         _two_pass_tensor(
