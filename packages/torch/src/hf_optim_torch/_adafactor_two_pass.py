@@ -77,7 +77,7 @@ class _Call:
         self.layouts: list[NativeLayout] = []  # each group's, in order
         self.rels: list[float] = []
         self.beta2ts: list[float] = []
-        self.weight_decays: list[float] = []
+        self.weight_decays: list[float] | None = None  # per tensor, once a group's differs from the first's
 
     def takes(self, lib: Any, kind: str, options: AdafactorOptions) -> bool:
         """Whether a group's call with these can be part of this one: equal where the kernel takes one value per
@@ -95,18 +95,21 @@ class _Call:
     def extend(
         self, buffers: list[Any], layout: NativeLayout, rels: list[float], beta2ts: list[float], weight_decay: float
     ) -> None:
-        """Add a group's tensors (extending lists made once per call: a step holds no objects per group, whose
-        count would set off Python's garbage collector)."""
+        """Add a group's tensors: its lists (made for this call) become the call's, and later groups extend them (a
+        step holds no objects per group, whose count would set off Python's garbage collector)."""
         if self.buffers is None:
-            self.buffers = [None if tensors is None else list(tensors) for tensors in buffers]
+            self.buffers, self.rels, self.beta2ts = buffers, rels, beta2ts
         else:
             for mine, more in zip(self.buffers, buffers):
                 if mine is not None:
                     mine.extend(more)
+            if self.weight_decays is None and weight_decay != self.options.weight_decay:
+                self.weight_decays = [self.options.weight_decay] * len(self.rels)
+            self.rels.extend(rels)
+            self.beta2ts.extend(beta2ts)
+        if self.weight_decays is not None:
+            self.weight_decays.extend(repeat(weight_decay, len(rels)))
         self.layouts.append(layout)
-        self.rels.extend(rels)
-        self.beta2ts.extend(beta2ts)
-        self.weight_decays.extend(repeat(weight_decay, len(rels)))
 
     def parts(self) -> list[_Call]:
         """This call as the calls of its groups, one each."""
@@ -118,7 +121,7 @@ class _Call:
             part.buffers = [None if tensors is None else tensors[start:end] for tensors in self.buffers]
             part.layouts = [layout]
             part.rels, part.beta2ts = self.rels[start:end], self.beta2ts[start:end]
-            part.weight_decays = self.weight_decays[start:end]
+            part.weight_decays = None if self.weight_decays is None else self.weight_decays[start:end]
             parts.append(part)
             start = end
         return parts

@@ -299,8 +299,6 @@ def _step(
     """The statistics call, the step's scalars from its sums, then the apply call (refusals raised as errors)."""
     shapes = layout.shapes
     count = len(shapes)
-    if weight_decays is None:
-        weight_decays = [options.weight_decay] * count
     tensors[0] = [g.contiguous() for g in tensors[0]]  # a no-op for the contiguous gradients fused_eligible admitted
     pointers = (None if kind is None else _pointers(kind) for kind in tensors)
     shared = (count, *pointers, *layout.sizes, layout.numel, layout.types)
@@ -316,7 +314,7 @@ def _step(
     moment = tensors[2] is not None
     scalars = step_scalars(stats, shapes, rels, weight_decays, options, moment)
     beta1 = -1.0 if options.beta1 is None else options.beta1
-    decay = int(any(weight_decay != 0.0 for weight_decay in weight_decays))
+    decay = int(options.weight_decay != 0.0 if weight_decays is None else any(wd != 0.0 for wd in weight_decays))
     # the apply call's partial sums of p**2 (it allocates nothing: a step is refused, if at all, before any write)
     sums = array_type(ctypes.c_double, 2 * lib.hf_adafactor_spans() * count)() if rms_in_apply else None
     own = (scalars, *apply_work, beta1, decay, rms_in_apply, sums, len(sums or ()), threads, ctypes.byref(bad_index))
@@ -328,7 +326,7 @@ def step_scalars(
     stats: Any,
     shapes: list[tuple[int, int]],
     rels: list[float],
-    weight_decays: list[float],
+    weight_decays: list[float] | None,
     options: AdafactorOptions,
     moment: bool,
 ) -> Any:
@@ -337,7 +335,7 @@ def step_scalars(
 
     ``coef`` multiplies the normalised update: the lr over the clipping divisor, or only the reciprocal of the
     divisor when the first moment averages the unscaled update (then ``m_scale``, else 1, is the lr); ``decay`` is
-    the matrix's weight decay (``weight_decays``) times its lr.
+    the matrix's weight decay (``weight_decays``, or ``options.weight_decay`` for all where None) times its lr.
     """
     unscaled = moment and options.first_moment == "unscaled"
     row_mean, rms, update_sq = np.frombuffer(stats, dtype=np.float64).reshape(len(shapes), 3).T
@@ -351,7 +349,7 @@ def step_scalars(
         clip = clip_divisor(np.sqrt(update_sq / numel), options.clip_threshold)
         out[:, 0] = row_mean
         out[:, 1] = 1.0 / clip if unscaled else lr / clip
-        out[:, 2] = np.array(weight_decays, dtype=np.float64) * lr
+        out[:, 2] = (options.weight_decay if weight_decays is None else np.array(weight_decays)) * lr
         out[:, 3] = lr if unscaled else 1.0
     return array_type(ctypes.c_double, out.size).from_buffer(out)
 
