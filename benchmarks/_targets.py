@@ -264,7 +264,7 @@ ROUND_TWO_NOTES = (
     "costs about what torch's fused step does here. Since 2026-12-07 a group's lists of up to 16 tensors are "
     "checked a tensor at a time (one pass instead of six per list), and Adafactor's native calls of the groups are "
     "joined into one per step where their call-wide options agree (its kernel takes a relative step, beta2t and "
-    "weight decay per tensor: `NativeCalls` in `_adafactor_two_pass.py`; the same bits, tested): measured alone, "
+    "weight decay per tensor: `NativeCalls` in `_adafactor_native_calls.py`; the same bits, tested): measured alone, "
     "interleaved with torch's fused AdamW, old and new code in turn, Adafactor 42.3-45.7 -> 14.8-15.5 ms (5.1-5.4x "
     "-> 1.9x torch's fused AdamW), AdamW 1.98x -> 1.80-1.87x, AdamWeightDecay 1.68x -> 1.57x. Where the AdamW "
     "family is over its bound, it is that Python per group: fewer than torch's would take a plan of the whole step "

@@ -1,4 +1,4 @@
-"""Adafactor's native calls of several param groups, joined into one (``_adafactor_two_pass.NativeCalls``).
+"""Adafactor's native calls of several param groups, joined into one (``_adafactor_native_calls.NativeCalls``).
 
 Joining exists for speed only (200 param groups of one 32x32 matrix: about 300 -> 110 us a group and step): these
 tests show that it never changes a bit, that only groups whose call-wide options agree are joined, and that a step
@@ -12,7 +12,7 @@ from typing import Any
 import hf_optim_torch
 import pytest
 import torch
-from hf_optim_torch import _adafactor_two_pass, _native
+from hf_optim_torch import _adafactor_native_calls, _native
 
 #: (shapes, group options) of each group; every group differs from the first in its lr (in its decay rate where the
 #: relative step sets the lr)
@@ -90,7 +90,7 @@ def test_joined_calls_give_the_bits_of_one_call_per_group(monkeypatch, kernel, d
     }, "one call per kind and class of joinable groups, per step"
     assert sum(recorded.counts["factored"][:4]) == sum(len([s for s in g[0] if len(s) == 2]) for g in GROUPS)
 
-    monkeypatch.setattr(_adafactor_two_pass._Call, "takes", lambda *_: False)
+    monkeypatch.setattr(_adafactor_native_calls._Call, "takes", lambda *_: False)
     separate, separate_params = _optimizer(**defaults)
     _train(separate, separate_params, steps=4)
     per_group = sum(any(len(s) == 2 for s in shapes) for shapes, _ in GROUPS)

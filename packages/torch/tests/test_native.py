@@ -10,7 +10,7 @@ import hf_optim_spec
 import hf_optim_torch
 import pytest
 import torch
-from hf_optim_torch import _adafactor_two_pass, _native
+from hf_optim_torch import _adafactor_native_calls, _native
 from hf_optim_torch._native import adafactor_call
 
 #: float32 matrices and unfactored tensors (native), and a 3-D parameter (torch paths)
@@ -39,9 +39,9 @@ def _run(
     the torch paths), and how many tensors its calls of ``kind`` (factored / unfactored) took."""
     monkeypatch.setitem(_native._state, "adafactor", lib)
     calls: list[int] = []
-    real = getattr(_adafactor_two_pass, f"adafactor_{kind}")
+    real = getattr(_adafactor_native_calls, f"adafactor_{kind}")
     counted = lambda *a, **k: (calls.append(len(a[1])), real(*a, **k))  # noqa: E731
-    monkeypatch.setattr(_adafactor_two_pass, f"adafactor_{kind}", counted)
+    monkeypatch.setattr(_adafactor_native_calls, f"adafactor_{kind}", counted)
     gen = torch.Generator().manual_seed(0)
     params = [torch.nn.Parameter(torch.randn(s, generator=gen).to(dtype)) for s in shapes]
     optimizer = hf_optim_torch.Adafactor(params, **kwargs)

@@ -22,7 +22,7 @@ from typing import Any
 import hf_optim_torch
 import pytest
 import torch
-from hf_optim_torch import _adafactor_two_pass, _native
+from hf_optim_torch import _adafactor_native_calls, _native
 from hf_optim_torch._adafactor_args import AdafactorOptions
 from hf_optim_torch._native.adafactor_call import adafactor_factored, adafactor_unfactored
 
@@ -573,9 +573,9 @@ def test_a_statistic_on_another_device_is_not_handed_to_the_kernel(monkeypatch, 
     kernel would read device memory as host memory) takes the torch path, which refuses to mix devices."""
     monkeypatch.setitem(_native._state, "adafactor", lib)
     taken: list[int] = []
-    real = _adafactor_two_pass.adafactor_factored
+    real = _adafactor_native_calls.adafactor_factored
     monkeypatch.setattr(
-        _adafactor_two_pass, "adafactor_factored", lambda *a, **k: (taken.append(len(a[1])), real(*a, **k))
+        _adafactor_native_calls, "adafactor_factored", lambda *a, **k: (taken.append(len(a[1])), real(*a, **k))
     )
     w = torch.nn.Parameter(torch.randn(48, 32))
     optimizer = hf_optim_torch.Adafactor([w])

@@ -19,8 +19,9 @@ from torch.optim import Optimizer
 from ._adafactor_args import AdafactorOptions, AdafactorTensors
 from ._adafactor_doc import ADAFACTOR_DOC
 from ._adafactor_loops import loop_adafactor, multi_tensor_adafactor
+from ._adafactor_native_calls import NativeCalls, native_calls
 from ._adafactor_scalars import lr_at
-from ._adafactor_two_pass import NativeCalls, native_calls, two_pass_adafactor
+from ._adafactor_two_pass import two_pass_adafactor
 from ._arguments import constructor_arguments, validate_arguments
 from ._begin_step import begin_step
 from ._low_precision import LOW_PRECISION, rounding_keys
