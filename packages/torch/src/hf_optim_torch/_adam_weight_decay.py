@@ -21,13 +21,14 @@ from ._adam_scalars import (
     torch_kernel_scalars,
 )
 from ._adam_state import adam_slots, adam_state
-from ._adam_torch_kernel_path import AdamTensors, kernel_lr, torch_kernel_path
+from ._adam_torch_kernel_path import AdamTensors, by_part, kernel_lr, kernel_parts, torch_kernel_path
 from ._adam_weight_decay_doc import ADAM_WEIGHT_DECAY_DOC
 from ._arguments import constructor_arguments, validate_arguments
 from ._begin_step import begin_step
 from ._gradient_clipping import clip_gradients
+from ._groups_call import GroupsCall
 from ._low_precision import rounding_keys, step_in_float32
-from ._path_choice import LayoutCache, group_layout_cache, use_foreach, use_fused
+from ._path_choice import LayoutCache, compiling, group_layout_cache, use_foreach, use_fused
 from ._state_check import CheckedOptimizer, Slot
 from ._step_block import gather_steps
 from ._step_count import STEP_DTYPE, count_steps, host_steps
@@ -176,14 +177,15 @@ class AdamWeightDecay(CheckedOptimizer, Optimizer):
             clipped = clip_gradients([p.grad for p in present], **bounds)  # type: ignore[misc]
             clipped_by_param = dict(zip(map(id, present), clipped))
 
-        group_steps: list[list[Tensor]] = []  # every parameter's, per group (a group's may be one tensor: ._step_block)
+        counted: list[list[Tensor]] = []  # every parameter's step, per call or fp32_math group
+        call: GroupsCall | None = None  # consecutive groups that step as one call
         offset = 0  # position of the group's first parameter among all parameters (stochastic rounding keys)
         for index, group in enumerate(groups):
             group_params, amsgrad = group["params"], group["amsgrad"]
-            if group_params and not self.state[group_params[0]]:  # Keras builds every variable at step 1
+            created = bool(group_params) and not self.state[group_params[0]]
+            if created:  # Keras builds every variable at step 1
                 for p in group_params:
                     adam_state(self.state[p], p, amsgrad)
-                gather_steps([self.state[p] for p in group_params])  # one counter tensor (._step_block)
             tensors = AdamTensors([], [], [], [], [], [])
             params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps = tensors
             states = self.state
@@ -210,36 +212,60 @@ class AdamWeightDecay(CheckedOptimizer, Optimizer):
                 state_steps.append(step)
             # every parameter's step advances (Keras ``iterations``); the usual case: every parameter has a gradient
             whole = len(params) == len(group_params)
-            group_steps.append(state_steps if whole else [states[p]["step"] for p in group_params])
+            steps = state_steps if whole else [states[p]["step"] for p in group_params]
             decay = flags if whole else [flag for p, flag in zip(group_params, flags) if p.grad is not None]
             first, offset = offset, offset + len(group_params)
+            options = _AdamWeightDecayOptions(
+                group["lr"], group["beta_1"], group["beta_2"], group["epsilon"], amsgrad, group["weight_decay_rate"]
+            )
+            if not group["fp32_math"]:
+                key = (group["foreach"], group["fused"], amsgrad, isinstance(options.lr, Tensor))
+                if call is not None and call.key != key:
+                    counted.append(self._step_call(call))
+                    call = None
+                if call is None:
+                    call = GroupsCall(key, index)
+                call.add(tensors, options, created, decay, steps, group_params)
+                continue
+            if call is not None:
+                counted.append(self._step_call(call))
+                call = None
+            if created and not compiling():  # one counter tensor for the group's steps (see ._step_block)
+                gather_steps([self.state[p] for p in group_params])
+                steps = [states[p]["step"] for p in group_params]
+                state_steps = [states[p]["step"] for p in params]
+            counted.append(steps)
             if not params:
                 continue
-            hyper: dict[str, Any] = {
-                "foreach": group["foreach"],
-                "fused": group["fused"],
-                "lr": group["lr"],
-                "beta_1": group["beta_1"],
-                "beta_2": group["beta_2"],
-                "epsilon": group["epsilon"],
-                "amsgrad": amsgrad,
-                "weight_decay_rate": group["weight_decay_rate"],
-                "layout_cache": group_layout_cache(self, index),
-            }
-            moments = [exp_avgs, exp_avg_sqs, max_exp_avg_sqs]
-            if not group["fp32_math"]:
-                adam_weight_decay(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, decay, **hyper)
-                continue
+            hyper = options._asdict() | {"foreach": group["foreach"], "fused": group["fused"]}
+            hyper["layout_cache"] = group_layout_cache(self, index)
             keys = None
             if group["stochastic_rounding"]:  # keyed by the optimizer-wide step t of this update
                 positions = [first + j for j, p in enumerate(group_params) if p.grad is not None]
                 keys = rounding_keys(group["rounding_seed"], params, positions, state_steps)
+            moments = [exp_avgs, exp_avg_sqs, max_exp_avg_sqs]
             step_in_float32(adam_weight_decay, params, grads, moments, [state_steps, decay], keys, **hyper)
+        if call is not None:
+            counted.append(self._step_call(call))
         # The step count is optimizer-wide (Keras ``iterations``): it advances for every parameter, with or
         # without a gradient; the update above used ``step + 1``.
-        for steps in group_steps:
+        for steps in counted:
             count_steps(steps)
         return loss
+
+    def _step_call(self, call: GroupsCall) -> list[Tensor]:
+        """Step the groups of ``call`` as one call of the functional core, their new counters first gathered in one
+        tensor (see ._step_block); returns the counters to advance after the update (every parameter's)."""
+        tensors = call.tensors
+        if call.created and not compiling():
+            states = self.state
+            call.counted[:] = gather_steps([states[p] for p in call.every])
+            tensors.state_steps[:] = [states[p]["step"] for p in tensors.params]
+        if tensors.params:
+            foreach, fused, _, _ = call.key
+            options, parts, cache = call.options, call.parts, group_layout_cache(self, call.first)
+            adam_weight_decay_groups(tensors, call.decay, options, parts, foreach, fused, cache)
+        return call.counted
 
 
 AdamWeightDecay.__doc__ = ADAM_WEIGHT_DECAY_DOC
@@ -273,13 +299,30 @@ def adam_weight_decay(
     """
     tensors = AdamTensors(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else [], state_steps)
     options = _AdamWeightDecayOptions(lr, beta_1, beta_2, epsilon, amsgrad, weight_decay_rate)
-    if use_fused(fused, foreach, lr, params):
-        rest = _torch_kernel_adam_weight_decay(tensors, decay, options, strict=bool(fused), cache=layout_cache)
-        if not rest:
-            return
-        tensors, decay = tensors.pick(rest), [decay[i] for i in rest]
-    sweep = _multi_tensor_adam_weight_decay if use_foreach(foreach, tensors.params) else _for_loop_adam_weight_decay
-    sweep(tensors, decay, options)
+    adam_weight_decay_groups(tensors, decay, [options], [len(params)], foreach, fused, layout_cache)
+
+
+def adam_weight_decay_groups(
+    tensors: AdamTensors,
+    decay: list[bool],
+    options: list[_AdamWeightDecayOptions],
+    parts: list[int],
+    foreach: bool | None,
+    fused: bool | None,
+    layout_cache: LayoutCache[Any] | None,
+) -> None:
+    """AdamWeightDecay over the tensors of several param groups, the consecutive parts of ``tensors`` (of lengths
+    ``parts``), each with its ``options`` (equal in what a call takes once: the path and ``amsgrad``). The fused path
+    steps them in one call (one layout check for all; one kernel call per group)."""
+    if use_fused(fused, foreach, options[0].lr, tensors.params):
+        rest = _torch_kernel_adam_weight_decay(tensors, decay, options, parts, strict=bool(fused), cache=layout_cache)
+    else:
+        rest = list(range(len(tensors.params)))
+    for part, indices in by_part(rest, parts):
+        whole = len(indices) == len(tensors.params)
+        picked, flags = (tensors, decay) if whole else (tensors.pick(indices), [decay[i] for i in indices])
+        sweep = _multi_tensor_adam_weight_decay if use_foreach(foreach, picked.params) else _for_loop_adam_weight_decay
+        sweep(picked, flags, options[part])
 
 
 class _AdamWeightDecayOptions(NamedTuple):
@@ -359,35 +402,42 @@ def _multi_tensor_adam_weight_decay(tensors: AdamTensors, decay: list[bool], o: 
 def _torch_kernel_adam_weight_decay(
     tensors: AdamTensors,
     decay: list[bool],
-    o: _AdamWeightDecayOptions,
+    options: list[_AdamWeightDecayOptions],
+    parts: list[int],
     *,
     strict: bool,
     cache: LayoutCache[Any] | None,
 ) -> list[int]:
-    """torch's fused AdamW kernel with the reparametrisation in :class:`AdamWeightDecay`'s docstring.
+    """torch's fused AdamW kernel with the reparametrisation in :class:`AdamWeightDecay`'s docstring, over the parts
+    (param groups) of ``tensors``, each with its ``options``.
 
     Runs the float32 tensors and returns the indices of the others (an error when ``strict``). ``state_steps``
     hold the count before this step.
     """
-    lr = kernel_lr(o.lr, strict)
-    if lr is None:
-        return list(range(len(tensors.params)))
+    lrs = [kernel_lr(o.lr, strict) for o in options]
 
-    def scalars(device: torch.device, t: float, decays: bool) -> tuple[float, float, float]:
-        step_size = bias_corrected_step_size(lr, o.beta_1, o.beta_2, t)
-        kernel = {"beta1": o.beta_1, "beta2": o.beta_2, "eps": o.epsilon, "t": t}
-        factor = lr * o.weight_decay_rate if decays else 0.0
-        return torch_kernel_scalars(device, step_size=step_size, decay=factor, decay_first=True, **kernel)
+    def run(tensors: AdamTensors, parts: list[int], kept: list[int], picked: list[int] | None) -> list[int]:
+        def scalars(device: torch.device, t: float, decays: bool, part: int) -> dict[str, float]:
+            o, lr = options[kept[part]], lrs[kept[part]]
+            assert lr is not None
+            step_size = bias_corrected_step_size(lr, o.beta_1, o.beta_2, t)
+            kernel = {"beta1": o.beta_1, "beta2": o.beta_2, "eps": o.epsilon, "t": t}
+            factor = lr * o.weight_decay_rate if decays else 0.0
+            lr_k, decay_k, eps_k = torch_kernel_scalars(
+                device, step_size=step_size, decay=factor, decay_first=True, **kernel
+            )
+            return {"lr": lr_k, "weight_decay": decay_k, "eps": eps_k, "beta1": o.beta_1, "beta2": o.beta_2}
 
-    return torch_kernel_path(
-        tensors,
-        strict=strict,
-        dtypes=_KERNEL_DTYPES,
-        steps=lambda steps: [value + 1.0 for value in host_steps(steps)],
-        decayed=decay if o.weight_decay_rate != 0.0 else [False] * len(decay),
-        scalars=scalars,
-        beta1=o.beta_1,
-        beta2=o.beta_2,
-        maximize=False,
-        cache=cache,
-    )
+        return torch_kernel_path(
+            tensors,
+            strict=strict,
+            dtypes=_KERNEL_DTYPES,
+            steps=lambda steps: [value + 1.0 for value in host_steps(steps)],
+            decayed=decay if picked is None else [decay[i] for i in picked],
+            scalars=scalars,
+            maximize=False,
+            parts=parts,
+            cache=cache if picked is None else None,
+        )
+
+    return kernel_parts(tensors, parts, [lr is not None for lr in lrs], run)

@@ -12,10 +12,11 @@ from torch.optim import Optimizer
 from . import _docs
 from ._adam_scalars import adamw_decay, adamw_step_size, once_per_key, reads_host_steps, torch_kernel_scalars
 from ._adam_state import adam_slots, adam_state
-from ._adam_torch_kernel_path import AdamTensors, kernel_lr, torch_kernel_path
+from ._adam_torch_kernel_path import AdamTensors, by_part, kernel_lr, kernel_parts, torch_kernel_path
 from ._arguments import constructor_arguments, validate_arguments
 from ._begin_step import begin_step
 from ._docs import FUSED_DOC
+from ._groups_call import GroupsCall
 from ._low_precision import rounding_keys, step_in_float32
 from ._path_choice import LayoutCache, compiling, group_layout_cache, use_foreach, use_fused
 from ._state_check import CheckedOptimizer, Slot
@@ -92,8 +93,10 @@ class AdamW(CheckedOptimizer, Optimizer):
         exp_avgs: list[Tensor],
         exp_avg_sqs: list[Tensor],
         state_steps: list[Tensor],
-    ) -> None:
-        # torch.compile handles a method of this name and signature specially (torch.optim's convention)
+    ) -> bool:
+        """Append the stepped parameters of ``group`` (those with a gradient) and their state to the lists, the state
+        made where missing; returns whether any was made. torch.compile handles a method of this name and signature
+        specially (torch.optim's convention): it runs it eagerly while tracing, on lists that start empty."""
         created = False
         states = self.state
         for p in group["params"]:
@@ -110,8 +113,7 @@ class AdamW(CheckedOptimizer, Optimizer):
             exp_avgs.append(state["exp_avg"])
             exp_avg_sqs.append(state["exp_avg_sq"])
             state_steps.append(state["step"])
-        if created and not compiling():  # one counter tensor for the group's steps (see ._step_block)
-            state_steps[:] = gather_steps([self.state[p] for p in params])
+        return created
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -126,29 +128,35 @@ class AdamW(CheckedOptimizer, Optimizer):
             "Adam does not support sparse gradients, please consider SparseAdam instead",
             fused_dtypes=_KERNEL_DTYPES,
         )
+        call: GroupsCall | None = None  # consecutive groups that step as one call
         offset = 0  # position of the group's first parameter among all parameters (stochastic rounding keys)
         for index, group in enumerate(self.param_groups):
-            params, grads, exp_avgs, exp_avg_sqs, _, state_steps = AdamTensors([], [], [], [], [], [])
-            self._init_group(group, params, grads, exp_avgs, exp_avg_sqs, state_steps)
+            tensors = AdamTensors([], [], [], [], [], [])
+            params, grads, exp_avgs, exp_avg_sqs, _, state_steps = tensors
+            created = self._init_group(group, params, grads, exp_avgs, exp_avg_sqs, state_steps)
             first, offset = offset, offset + len(group["params"])
             if not params:
                 continue
             beta1, beta2 = group["betas"]
-            hyper: dict[str, Any] = {
-                "foreach": group["foreach"],
-                "fused": group["fused"],
-                "lr": group["lr"],
-                "beta1": beta1,
-                "beta2": beta2,
-                "eps": group["eps"],
-                "weight_decay": group["weight_decay"],
-                "correct_bias": group["correct_bias"],
-                "maximize": group["maximize"],
-                "layout_cache": group_layout_cache(self, index),
-            }
+            options = _AdamWOptions(
+                group["lr"], beta1, beta2, group["eps"], group["weight_decay"], group["correct_bias"], group["maximize"]
+            )
             if not group["fp32_math"]:
-                adamw(params, grads, exp_avgs, exp_avg_sqs, state_steps, **hyper)
+                key = (group["foreach"], group["fused"], options.maximize, isinstance(options.lr, Tensor))
+                if call is not None and call.key != key:
+                    self._step_call(call)
+                    call = None
+                if call is None:
+                    call = GroupsCall(key, index)
+                call.add(tensors, options, created)
                 continue
+            if call is not None:
+                self._step_call(call)
+                call = None
+            if created and not compiling():  # one counter tensor for the group's steps (see ._step_block)
+                state_steps[:] = gather_steps([self.state[p] for p in params])
+            hyper = options._asdict() | {"foreach": group["foreach"], "fused": group["fused"]}
+            hyper["layout_cache"] = group_layout_cache(self, index)
             keys = None
             if group["stochastic_rounding"]:
                 indices = [first + j for j, p in enumerate(group["params"]) if p.grad is not None]
@@ -156,7 +164,18 @@ class AdamW(CheckedOptimizer, Optimizer):
             step_in_float32(adamw, params, grads, [exp_avgs, exp_avg_sqs], [state_steps], keys, **hyper)
             if keys is not None:
                 note_advanced([s for s, key in zip(state_steps, keys) if key is not None])
+        if call is not None:
+            self._step_call(call)
         return loss
+
+    def _step_call(self, call: GroupsCall) -> None:
+        """Step the groups of ``call`` as one call of the functional core, their new counters first gathered in one
+        tensor (see ._step_block)."""
+        tensors = call.tensors
+        if call.created and not compiling():
+            tensors.state_steps[:] = gather_steps([self.state[p] for p in tensors.params])
+        foreach, fused, _, _ = call.key
+        adamw_groups(tensors, call.options, call.parts, foreach, fused, group_layout_cache(self, call.first))
 
 
 AdamW.__doc__ = rf"""Adam with decoupled weight decay, with the numerics of ``transformers.AdamW`` (v4.49).
@@ -275,13 +294,28 @@ def adamw(
     """
     tensors = AdamTensors(params, grads, exp_avgs, exp_avg_sqs, [], state_steps)
     options = _AdamWOptions(lr, beta1, beta2, eps, weight_decay, correct_bias, maximize)
-    if use_fused(fused, foreach, lr, params):
-        rest = _torch_kernel_adamw(tensors, options, strict=bool(fused), cache=layout_cache)
-        if not rest:
-            return
-        tensors = tensors.pick(rest)
-    sweep = _multi_tensor_adamw if use_foreach(foreach, tensors.params) else _for_loop_adamw
-    sweep(tensors, options)
+    adamw_groups(tensors, [options], [len(params)], foreach, fused, layout_cache)
+
+
+def adamw_groups(
+    tensors: AdamTensors,
+    options: list[_AdamWOptions],
+    parts: list[int],
+    foreach: bool | None,
+    fused: bool | None,
+    layout_cache: LayoutCache[Any] | None,
+) -> None:
+    """AdamW over the tensors of several param groups, the consecutive parts of ``tensors`` (of lengths ``parts``),
+    each with its ``options`` (equal in what a call takes once: the path and ``maximize``). The fused path steps them
+    in one call (one layout check and one step-counter addition for all; one kernel call per group)."""
+    if use_fused(fused, foreach, options[0].lr, tensors.params):
+        rest = _torch_kernel_adamw(tensors, options, parts, strict=bool(fused), cache=layout_cache)
+    else:
+        rest = list(range(len(tensors.params)))
+    for part, indices in by_part(rest, parts):
+        picked = tensors if len(indices) == len(tensors.params) else tensors.pick(indices)
+        sweep = _multi_tensor_adamw if use_foreach(foreach, picked.params) else _for_loop_adamw
+        sweep(picked, options[part])
 
 
 class _AdamWOptions(NamedTuple):
@@ -359,38 +393,46 @@ def _multi_tensor_adamw(tensors: AdamTensors, o: _AdamWOptions) -> None:
 
 
 def _torch_kernel_adamw(
-    tensors: AdamTensors, o: _AdamWOptions, *, strict: bool, cache: LayoutCache[Any] | None
+    tensors: AdamTensors,
+    options: list[_AdamWOptions],
+    parts: list[int],
+    *,
+    strict: bool,
+    cache: LayoutCache[Any] | None,
 ) -> list[int]:
-    """torch's fused AdamW kernel with the reparametrisation in :class:`AdamW`'s docstring.
+    """torch's fused AdamW kernel with the reparametrisation in :class:`AdamW`'s docstring, over the parts (param
+    groups) of ``tensors``, each with its ``options``.
 
     Runs the tensors it can take and returns the indices of the others (an error when ``strict``, i.e.
     ``fused=True``). The bias correction, the learning rate and the decay are folded into the kernel's ``lr`` and
     ``weight_decay`` (:func:`._adam_scalars.torch_kernel_scalars`).
     """
-    everything = list(range(len(tensors.params)))
-    lr = kernel_lr(o.lr, strict)
-    if lr is None:
-        return everything
-    decay = adamw_decay(lr, o.weight_decay) or 0.0
-    if decay == 1.0:  # the update is multiplied by 1 - decay == 0: there is no kernel lr to fold it into
-        if strict:
-            raise RuntimeError("fused=True cannot run lr * weight_decay == 1")
-        return everything
+    lrs = [kernel_lr(o.lr, strict) for o in options]
+    decays = [0.0 if lr is None else adamw_decay(lr, o.weight_decay) or 0.0 for lr, o in zip(lrs, options)]
+    if strict and 1.0 in decays:  # the update is multiplied by 1 - decay == 0: there is no kernel lr to fold it into
+        raise RuntimeError("fused=True cannot run lr * weight_decay == 1")
 
-    def scalars(device: torch.device, t: float, decays: bool) -> tuple[float, float, float]:
-        step_size = adamw_step_size(lr, o.beta1, o.beta2, t, o.correct_bias)
-        kernel = {"beta1": o.beta1, "beta2": o.beta2, "eps": o.eps, "t": t}
-        return torch_kernel_scalars(device, step_size=step_size, decay=decay, decay_first=False, **kernel)
+    def run(tensors: AdamTensors, parts: list[int], kept: list[int], picked: list[int] | None) -> list[int]:
+        def scalars(device: torch.device, t: float, decays_part: bool, part: int) -> dict[str, float]:
+            o, lr, decay = options[kept[part]], lrs[kept[part]], decays[kept[part]]
+            assert lr is not None
+            step_size = adamw_step_size(lr, o.beta1, o.beta2, t, o.correct_bias)
+            kernel = {"beta1": o.beta1, "beta2": o.beta2, "eps": o.eps, "t": t}
+            lr_k, decay_k, eps_k = torch_kernel_scalars(
+                device, step_size=step_size, decay=decay, decay_first=False, **kernel
+            )
+            return {"lr": lr_k, "weight_decay": decay_k, "eps": eps_k, "beta1": o.beta1, "beta2": o.beta2}
 
-    return torch_kernel_path(
-        tensors,
-        strict=strict,
-        dtypes=_KERNEL_DTYPES if strict else _KERNEL_DEFAULT_DTYPES,
-        steps=advance_steps,
-        decayed=None,
-        scalars=scalars,
-        beta1=o.beta1,
-        beta2=o.beta2,
-        maximize=o.maximize,
-        cache=cache,
-    )
+        return torch_kernel_path(
+            tensors,
+            strict=strict,
+            dtypes=_KERNEL_DTYPES if strict else _KERNEL_DEFAULT_DTYPES,
+            steps=advance_steps,
+            decayed=None,
+            scalars=scalars,
+            maximize=options[0].maximize,
+            parts=parts,
+            cache=cache if picked is None else None,
+        )
+
+    return kernel_parts(tensors, parts, [lr is not None and decay != 1.0 for lr, decay in zip(lrs, decays)], run)

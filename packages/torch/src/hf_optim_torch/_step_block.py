@@ -1,12 +1,13 @@
-"""Step counters gathered in one tensor per param group and device, so that ``step += 1`` is one op, not one per
-parameter.
+"""Step counters gathered in one tensor per device for the param groups that step as one call, so that ``step += 1``
+is one op, not one per parameter.
 
 Each parameter keeps its own ``state["step"]``, a 0-dim float32 tensor, as in torch.optim and in every checkpoint.
 On CPU, incrementing N of them with ``torch._foreach_add_`` dispatches N additions (about 2 µs each: 0.4 ms a step
 for 200 parameters, more than torch's fused kernel needs to update 200 tensors of 32x32). When an optimizer
-creates or loads the steps of a group, :func:`gather_steps` makes them 0-dim *views* of one 1-D tensor (a block),
-one element per parameter, and a step whose counters are exactly one block's views, in order, adds 1 to the block
-once. Anything else (some parameters without a gradient, a step replaced by hand) takes the per-tensor path, which
+creates the steps of a call (one param group, or AdamW's and AdamWeightDecay's groups that step together) or loads a
+group's, :func:`gather_steps` makes them 0-dim *views* of one 1-D tensor (a block), one element per parameter, and a
+step whose counters are exactly the views of whole blocks, one block after another, adds 1 to each block once.
+Anything else (some parameters without a gradient, a step replaced by hand) takes the per-tensor path, which
 is always correct. The views share the block's version counter, so the host mirror of the steps
 (:mod:`._step_count`) keeps one entry per block: one version check instead of one per parameter.
 
@@ -23,7 +24,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["STEP_DTYPE", "StepBlock", "block_holding", "block_of", "block_of_view", "gather_steps"]
+__all__ = ["STEP_DTYPE", "StepBlock", "block_holding", "block_of", "block_of_view", "blocks_of", "gather_steps"]
 
 #: dtype of the per-parameter ``state["step"]`` counter (torch.optim's convention: exact up to 2**24 steps).
 STEP_DTYPE = torch.float32
@@ -56,17 +57,31 @@ class StepBlock:
         return self.values
 
 
+def blocks_of(steps: list[torch.Tensor]) -> list[tuple[torch.Tensor, StepBlock]] | None:
+    """The blocks whose views are exactly ``steps``, one whole block after another, each in order (with the blocks'
+    tensors), or None. One block is the steps of a param group, or of several that step as one call."""
+    found: list[tuple[torch.Tensor, StepBlock]] = []
+    start, count = 0, len(steps)
+    while start < count:
+        base = steps[start]._base
+        block: StepBlock | None = getattr(base, _ATTRIBUTE, None) if base is not None else None
+        if block is None:
+            return None
+        end = start + len(block.views)
+        views = steps if start == 0 and end == count else steps[start:end]
+        if end > count or not all(map(is_, views, map(call, block.views))):
+            return None
+        if base.is_inference():  # no version counter to mirror by: the per-tensor path reads these every time
+            return None
+        found.append((base, block))  # type: ignore[arg-type]
+        start = end
+    return found or None
+
+
 def block_of(steps: list[torch.Tensor]) -> tuple[torch.Tensor, StepBlock] | None:
     """The block whose views are exactly ``steps``, in order (and the block's tensor), or None."""
-    if not steps:
-        return None
-    base = steps[0]._base
-    block: StepBlock | None = getattr(base, _ATTRIBUTE, None) if base is not None else None
-    if block is None or len(block.views) != len(steps) or not all(map(is_, steps, map(call, block.views))):
-        return None
-    if base.is_inference():  # no version counter to mirror by: the per-tensor path reads these every time
-        return None
-    return base, block  # type: ignore[return-value]
+    found = blocks_of(steps)
+    return found[0] if found is not None and len(found) == 1 else None
 
 
 def block_holding(step: torch.Tensor) -> StepBlock | None:

@@ -10,7 +10,7 @@ import torch
 from torch.utils.weak import WeakIdKeyDictionary
 
 from ._path_choice import capturing, compiling
-from ._step_block import STEP_DTYPE, block_holding, block_of, block_of_view
+from ._step_block import STEP_DTYPE, block_holding, block_of_view, blocks_of
 
 __all__ = [
     "STEP_DTYPE",
@@ -70,9 +70,9 @@ class _StepMirror:
 
     def values(self, steps: list[torch.Tensor]) -> list[float]:
         """The current values of ``steps``: from the mirror where it is current, else read (once) and recorded."""
-        found = block_of(steps)
+        found = blocks_of(steps)
         if found is not None:
-            return list(found[1].current_values(found[0]))
+            return [value for base, block in found for value in block.current_values(base)]
         return self._read(steps)[0]
 
     def advance(self, steps: list[torch.Tensor]) -> list[float]:
@@ -81,13 +81,14 @@ class _StepMirror:
         The mirror records each tensor at the version one past the one it was read at: a tensor listed twice (two
         increments) then disagrees with it and is read again at its next use.
         """
-        found = block_of(steps)
-        if found is not None:  # the steps of a whole group: one addition (see ._step_block)
-            base, block = found
-            block.values = _rounded_plus_one(block.current_values(base))
-            base.add_(1)
-            block.version = base._version
-            return list(block.values)
+        found = blocks_of(steps)
+        if found is not None:  # the steps of whole groups: one addition per block (see ._step_block)
+            rounded: dict[float, float] = {}
+            for base, block in found:
+                block.values = _rounded_plus_one(block.current_values(base), rounded)
+                base.add_(1)
+                block.version = base._version
+            return block.values[:] if len(found) == 1 else [value for _, block in found for value in block.values]
         before, versions = self._read(steps)
         torch._foreach_add_(steps, 1)
         after = _rounded_plus_one(before)
@@ -121,11 +122,11 @@ class _StepMirror:
 
     def note(self, steps: list[torch.Tensor]) -> None:
         """Record that a code path did ``step += 1`` (one in-place op) on every tensor (see :func:`note_advanced`)."""
-        found = block_of(steps)
-        if found is not None:  # each view was advanced once: the block's version moved by len(steps)
-            base, block = found
-            if block.version is not None and base._version == block.version + len(steps):
-                block.values, block.version = _rounded_plus_one(block.values), base._version
+        found = blocks_of(steps)
+        if found is not None:  # each view was advanced once: a block's version moved by its length
+            for base, block in found:
+                if block.version is not None and base._version == block.version + len(block.views):
+                    block.values, block.version = _rounded_plus_one(block.values), base._version
             return
         entries = self._entries
         for step in steps:
@@ -173,9 +174,13 @@ def plus_one(value: float) -> float:
     return float(np.float32(value + 1.0))  # the rounding of the float32 counter
 
 
-def _rounded_plus_one(values: list[float]) -> list[float]:
-    """``plus_one`` of each value, computed once per distinct value (the steps of a group are usually equal)."""
-    rounded = {value: plus_one(value) for value in set(values)}
+def _rounded_plus_one(values: list[float], rounded: dict[float, float] | None = None) -> list[float]:
+    """``plus_one`` of each value, computed once per distinct value (the steps of a group are usually equal; ``rounded``
+    keeps them across the blocks of a call)."""
+    if rounded is None:
+        rounded = {}
+    for value in set(values).difference(rounded):
+        rounded[value] = plus_one(value)
     return [rounded[value] for value in values]
 
 
