@@ -1,10 +1,10 @@
-"""AdamW's and AdamWeightDecay's param groups stepped as one call (``_groups_call.GroupsCall``).
+"""Param groups stepped as one call (``_groups_call.GroupsCall``): AdamW, AdamWeightDecay, Adafactor.
 
-Consecutive groups that agree in what a call takes once (the path, ``maximize``, ``amsgrad``) step in one call of the
-functional core: one layout check and one step-counter addition for all, one kernel call per group. It exists for
-speed only (200 groups of one 32x32 tensor: about 80 -> 40 us a group and step): these tests show that it never
-changes a bit against one optimizer per group, that the groups' counters are one tensor, and that a call that fails
-changes nothing.
+Consecutive groups that agree in what a call takes once (the path; AdamW's ``maximize``, AdamWeightDecay's
+``amsgrad``) step in one call of the functional core: one layout check and one step-counter addition for all, a
+kernel call per group (Adafactor's native calls are then joined where they can be). It exists for speed only (200
+groups of one 32x32 tensor: about 80-90 -> 40-50 us a group and step): these tests show that it never changes a bit
+against one optimizer per group, that the groups' counters are one tensor, and that a call that fails changes nothing.
 """
 
 from __future__ import annotations
@@ -40,22 +40,36 @@ _GROUPS: dict[str, list[tuple[list[tuple[int, ...]], dict[str, Any]]]] = {
         ([(6,)], {"learning_rate": 6e-3, "fp32_math": True}),  # stepped in float32 on its own
         ([(3, 4), (5,)], {"learning_rate": 7e-3, "weight_decay_rate": 0.3}),  # a call of its own
     ],
+    "Adafactor": [
+        ([(6, 5), (7,)], {"lr": 1e-2, "weight_decay": 0.1}),
+        ([(4, 4), (2, 3, 4)], {"lr": None, "relative_step": True, "warmup_init": True}),  # joins the first
+        ([(5, 3), (2,)], {"lr": 2e-3, "beta1": 0.9, "scale_parameter": False, "clip_threshold": 0.5}),  # joins
+        ([(3, 3)], {"lr": 3e-3, "beta1": 0.8, "first_moment": "unscaled", "eps": (1e-20, 1e-2)}),  # joins
+        ([(8,), (2, 2)], {"lr": 4e-3, "decay_rate": -0.5, "maximize": True}),  # joins
+        ([(4, 2)], {"lr": 5e-3, "dtype": torch.bfloat16}),  # joins (bfloat16 parameters)
+        ([(3, 2)], {"lr": 5e-3, "dtype": torch.float64}),  # joins (not the two-pass path's dtype: the loop)
+        ([(3, 3)], {"lr": 4e-3, "fused": False}),  # another path: a call of its own
+        ([(5, 2)], {"lr": 1e-3, "dtype": torch.bfloat16, "stochastic_rounding": True}),  # stepped on its own
+        ([(3, 4), (5,)], {"lr": 7e-3, "weight_decay": 0.3}),  # a call of its own
+    ],
 }
 #: the kernel calls of a step where every parameter has a gradient: one per group on the fused path (the loop's
 #: groups make none: AdamW's fused=False and lr * weight_decay == 1 groups, AdamWeightDecay's fused=False group)
-_KERNEL_CALLS = {"AdamW": 6, "AdamWeightDecay": 6}
+_KERNEL_CALLS = {"AdamW": 6, "AdamWeightDecay": 6, "Adafactor": None}
 
 
 def _optimizer(name: str, groups: list[tuple[list[tuple[int, ...]], dict[str, Any]]], seed: int = 0) -> Any:
     gen = torch.Generator().manual_seed(seed)
     param_groups = []
     for shapes, options in groups:
-        params = [torch.nn.Parameter(torch.randn(shape, generator=gen)) for shape in shapes]
-        group = {"params": params, **options}
+        dtype = options.get("dtype", torch.float32)
+        params = [torch.nn.Parameter(torch.randn(shape, generator=gen).to(dtype)) for shape in shapes]
+        group = {"params": params, **{k: v for k, v in options.items() if k != "dtype"}}
         if "learning_rate" in group:
             group["lr"] = group.pop("learning_rate")
         param_groups.append(group)
-    return getattr(hf_optim_torch, name)(param_groups)
+    defaults = {"lr": 1e-3, "relative_step": False} if name == "Adafactor" else {}  # (manual lr by default)
+    return getattr(hf_optim_torch, name)(param_groups, **defaults)
 
 
 def _params(optimizer: Any) -> list[torch.nn.Parameter]:
@@ -65,12 +79,14 @@ def _params(optimizer: Any) -> list[torch.nn.Parameter]:
 def _grads(params: list[torch.nn.Parameter], gen: torch.Generator, step: int) -> None:
     for i, p in enumerate(params):
         # at step 2, every third parameter has no gradient (AdamW skips it; AdamWeightDecay still counts it)
-        p.grad = None if step == 2 and i % 3 == 1 else torch.randn(p.shape, generator=gen)
+        p.grad = None if step == 2 and i % 3 == 1 else torch.randn(p.shape, generator=gen).to(p.dtype)
 
 
-def _snapshot(optimizer: Any) -> list[torch.Tensor]:
+def _snapshot(optimizer: Any, group: int | None = None) -> list[torch.Tensor]:
+    """The parameters and states of every group, or of one."""
     out = []
-    for p in _params(optimizer):
+    groups = optimizer.param_groups if group is None else [optimizer.param_groups[group]]
+    for p in (p for g in groups for p in g["params"]):
         out.append(p.detach().clone())
         out += [v.clone() for _, v in sorted(optimizer.state[p].items())]
     return out
@@ -82,22 +98,24 @@ def test_groups_stepped_as_one_call_equal_one_optimizer_per_group_bit_for_bit(
 ) -> None:
     groups = _GROUPS[name]
     joined = _optimizer(name, groups)
-    alone = [_optimizer(name, groups) for _ in groups]  # the same parameters, one group stepped by each
-    every = [_params(optimizer) for optimizer in alone]  # (all of them get the joined optimizer's gradients)
-    for k, optimizer in enumerate(alone):
-        optimizer.param_groups[:] = [optimizer.param_groups[k]]
+    # the same parameters, each optimizer stepping one group: the others get no gradients (so that every parameter
+    # keeps its position among all, which keys stochastic rounding)
+    alone = [_optimizer(name, groups) for _ in groups]
     kernel, calls = torch._fused_adamw_, []
     monkeypatch.setattr(torch, "_fused_adamw_", lambda *a, **k: (calls.append(len(a[0])), kernel(*a, **k)))
     for step in range(4):
         _grads(_params(joined), torch.Generator().manual_seed(step), step)
         calls.clear()
         joined.step()
-        if step == 1:  # (at step 0 the kernel is also probed once per betas; after step 2 the counts differ)
+        if step == 1 and _KERNEL_CALLS[name] is not None:  # (at step 0 the kernel is also probed once per betas)
             assert len(calls) == _KERNEL_CALLS[name], calls
         for k, optimizer in enumerate(alone):
-            _grads(every[k], torch.Generator().manual_seed(step), step)
+            _grads(_params(optimizer), torch.Generator().manual_seed(step), step)
+            for j, group in enumerate(optimizer.param_groups):
+                for p in group["params"] if j != k else ():
+                    p.grad = None
             optimizer.step()
-    expected = [t for optimizer in alone for t in _snapshot(optimizer)]
+    expected = [t for k, optimizer in enumerate(alone) for t in _snapshot(optimizer, k)]
     got = _snapshot(joined)
     assert len(got) == len(expected)
     for a, b in zip(got, expected):

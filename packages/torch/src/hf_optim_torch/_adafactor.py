@@ -24,6 +24,7 @@ from ._adafactor_scalars import lr_at
 from ._adafactor_two_pass import two_pass_adafactor
 from ._arguments import constructor_arguments, validate_arguments
 from ._begin_step import begin_step
+from ._groups_call import GroupsCall, by_part
 from ._low_precision import LOW_PRECISION, rounding_keys
 from ._path_choice import LayoutCache, compiling, group_layout_cache, use_foreach, use_fused
 from ._state_check import COUNTER, CheckedOptimizer, Slot
@@ -175,9 +176,10 @@ class Adafactor(CheckedOptimizer, Optimizer):
             lrs.append(self._get_lr(group, state) if "step" in state else None)
         return lrs
 
-    def _init_group(self, group: dict[str, Any], *lists: list[Any]) -> None:
+    def _init_group(self, group: dict[str, Any], *lists: list[Any]) -> bool:
         """Append to ``lists`` (the lists of :class:`AdafactorTensors`, in its order) the tensors of the group's
-        parameters that have a gradient, their state created or completed first."""
+        parameters that have a gradient, their state created or completed first; returns whether any state was
+        created. torch.compile runs a method of this name eagerly while tracing, on lists that start empty."""
         params, grads, state_steps, rms_values, exp_avgs, row_vars, col_vars, full_vars = lists
         use_first_moment = group["beta1"] is not None
         created = False
@@ -216,8 +218,7 @@ class Adafactor(CheckedOptimizer, Optimizer):
             row_vars.append(state.get("exp_avg_sq_row"))
             col_vars.append(state.get("exp_avg_sq_col"))
             full_vars.append(state.get("exp_avg_sq"))
-        if created and not compiling():  # one counter tensor for the group's steps (see ._step_block)
-            state_steps[:] = gather_steps([self.state[p] for p in params])
+        return created
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -239,38 +240,58 @@ class Adafactor(CheckedOptimizer, Optimizer):
         return loss
 
     def _step_groups(self, calls: NativeCalls) -> None:
-        """Every group's step, its native calls held in ``calls``."""
+        """Every group's step, its native calls held in ``calls``; consecutive groups that agree in the path step as
+        one call (see ._groups_call), those with stochastic rounding one by one."""
+        call: GroupsCall | None = None
         offset = 0  # position of the group's first parameter among all parameters (stochastic rounding keys)
         for index, group in enumerate(self.param_groups):
-            params: list[Tensor] = []
-            grads: list[Tensor] = []
-            state_steps: list[Tensor] = []
-            rms_values: list[Tensor] = []
-            exp_avgs: list[Tensor | None] = []
-            row_vars: list[Tensor | None] = []
-            col_vars: list[Tensor | None] = []
-            full_vars: list[Tensor | None] = []
-            self._init_group(group, params, grads, state_steps, rms_values, exp_avgs, row_vars, col_vars, full_vars)
-            tensors = AdafactorTensors(params, grads, state_steps, rms_values, exp_avgs, row_vars, col_vars, full_vars)
+            tensors = AdafactorTensors([], [], [], [], [], [], [], [])
+            created = self._init_group(group, *tensors)
             first, offset = offset, offset + len(group["params"])
             if not tensors.params:
                 continue
-            keys = None
-            if group["stochastic_rounding"]:
-                indices = [first + j for j, p in enumerate(group["params"]) if p.grad is not None]
-                keys = rounding_keys(group["rounding_seed"], tensors.params, indices, tensors.state_steps)
             options = AdafactorOptions(*[group[name] for name in _OPTIONS])
+            if not group["stochastic_rounding"]:
+                key = (group["foreach"], group["fused"], isinstance(options.lr, Tensor))
+                if call is not None and call.key != key:
+                    self._step_call(call, calls)
+                    call = None
+                if call is None:
+                    call = GroupsCall(key, index)
+                call.add(tensors, options, created)
+                continue
+            if call is not None:
+                self._step_call(call, calls)
+                call = None
+            if created and not compiling():  # one counter tensor for the group's steps (see ._step_block)
+                tensors.state_steps[:] = gather_steps([self.state[p] for p in tensors.params])
+            indices = [first + j for j, p in enumerate(group["params"]) if p.grad is not None]
+            keys = rounding_keys(group["rounding_seed"], tensors.params, indices, tensors.state_steps)
+            cache = group_layout_cache(self, index)
             _run(
                 tensors,
-                options,
+                [options],
                 keys,
                 foreach=group["foreach"],
                 fused=group["fused"],
-                layout_cache=group_layout_cache(self, index),
+                layout_cache=cache,
                 calls=calls,
             )
-            if keys is not None:
-                note_advanced([s for s, key in zip(tensors.state_steps, keys) if key is not None])
+            note_advanced([s for s, key in zip(tensors.state_steps, keys) if key is not None])
+        if call is not None:
+            self._step_call(call, calls)
+
+    def _step_call(self, call: GroupsCall, calls: NativeCalls) -> None:
+        """Step the groups of ``call`` as one call of the functional core, their new counters first gathered in one
+        tensor (see ._step_block)."""
+        tensors = call.tensors
+        if call.created and not compiling():
+            tensors.state_steps[:] = gather_steps([self.state[p] for p in tensors.params])
+        foreach, fused, _ = call.key
+        cache = group_layout_cache(self, call.first)
+        _run(
+            tensors, call.options, None, foreach=foreach, fused=fused, layout_cache=cache, calls=calls, parts=call.parts
+        )
 
 
 Adafactor.__doc__ = ADAFACTOR_DOC
@@ -326,26 +347,33 @@ def adafactor(
         first_moment, maximize,
     )  # fmt: skip
     tensors = AdafactorTensors(params, grads, state_steps, rms_values, exp_avgs, row_vars, col_vars, full_vars)
-    _run(tensors, options, rounding_keys, foreach=foreach, fused=fused, layout_cache=layout_cache)
+    _run(tensors, [options], rounding_keys, foreach=foreach, fused=fused, layout_cache=layout_cache)
 
 
 def _run(
     tensors: AdafactorTensors,
-    options: AdafactorOptions,
+    options: list[AdafactorOptions],
     rounding_keys: list[int | None] | None,
     *,
     foreach: bool | None,
     fused: bool | None,
     layout_cache: LayoutCache[Any] | None = None,
     calls: NativeCalls | None = None,
+    parts: list[int] | None = None,
 ) -> None:
-    """Send the tensors down their paths: the two-pass path first when ``fused`` allows, the rest to a loop."""
-    if use_fused(fused, foreach, options.lr, tensors.params):
-        rest = two_pass_adafactor(tensors, options, rounding_keys, strict=bool(fused), cache=layout_cache, calls=calls)
-        if not rest:
-            return
-        tensors = tensors.pick(rest)
-        if rounding_keys is not None:
-            rounding_keys = [rounding_keys[i] for i in rest]
-    path = multi_tensor_adafactor if use_foreach(foreach, tensors.params) else loop_adafactor
-    path(tensors.float32_grads(), options, rounding_keys)
+    """Send the tensors down their paths: the two-pass path first when ``fused`` allows, the rest to a loop. The
+    tensors are those of the param groups whose ``options`` are given, the consecutive parts of the lists (of lengths
+    ``parts``; None: one group)."""
+    if parts is None:
+        parts = [len(tensors.params)]
+    if use_fused(fused, foreach, options[0].lr, tensors.params):
+        rest = two_pass_adafactor(
+            tensors, options, parts, rounding_keys, strict=bool(fused), cache=layout_cache, calls=calls
+        )
+    else:
+        rest = list(range(len(tensors.params)))
+    for part, indices in by_part(rest, parts):
+        picked = tensors if len(indices) == len(tensors.params) else tensors.pick(indices)
+        keys = None if rounding_keys is None else [rounding_keys[i] for i in indices]
+        path = multi_tensor_adafactor if use_foreach(foreach, picked.params) else loop_adafactor
+        path(picked.float32_grads(), options[part], keys)

@@ -19,6 +19,7 @@ from ._adafactor_args import AdafactorOptions, AdafactorTensors
 from ._adafactor_loops import multi_tensor_adafactor
 from ._adafactor_native_calls import NativeCalls, native_buffers
 from ._adafactor_scalars import clip_divisor, second_moment_decay, step_lr, unscaled_lr
+from ._groups_call import by_part
 from ._low_precision import dtype_scalar, store
 from ._native.adafactor_call import NativeLayout, native_dtypes, native_kind, native_layout
 from ._path_choice import LayoutCache, fused_eligible
@@ -47,13 +48,14 @@ _CUDA_SWEEP = 1 << 26
 
 class _Routes(NamedTuple):
     """Where the tensors of a call go (indices into its lists): the path's, the others, the native kernel's calls,
-    the small ones for the multi-tensor path."""
+    the small ones for the multi-tensor path; and the part (param group) of each tensor."""
 
     rest: list[int]
     small: list[int]
     stepped: list[int]  # the others, in order: through the native kernel or swept here
-    native: dict[str, tuple[list[int], NativeLayout]]  # per call: its tensors and their layout
+    native: dict[tuple[int, str], tuple[list[int], NativeLayout]]  # per part and kind: its tensors and their layout
     swept: list[int]
+    part_of: list[int]
 
 
 def _row_blocks(batches: int, n_rows: int, n_cols: int, device: torch.device) -> list[tuple[int, int, int]]:
@@ -64,7 +66,8 @@ def _row_blocks(batches: int, n_rows: int, n_cols: int, device: torch.device) ->
 
 def two_pass_adafactor(
     tensors: AdafactorTensors,
-    options: AdafactorOptions,
+    options: list[AdafactorOptions],
+    parts: list[int],
     rounding_keys: list[int | None] | None = None,
     *,
     strict: bool,
@@ -73,20 +76,23 @@ def two_pass_adafactor(
 ) -> list[int]:
     """The two-pass path (see :class:`hf_optim_torch.Adafactor`): two sweeps per tensor, one reused buffer.
 
-    CPU tensors go to the native kernel (one call for the matrices, one for the unfactored tensors; float32, and
-    bfloat16/float16 parameters rounded to nearest, whose gradients and states are float32); small
-    unfactored tensors (at most ``_SMALL`` elements) that it does not take run together on the multi-tensor path.
-    Runs the parameters it can take and returns the indices of the others (an error when ``strict``). ``cache``
-    keeps that routing while the tensors' layouts stay the same (see :class:`._path_choice.LayoutCache`). ``calls``
-    (an optimizer's, for its whole step) holds the native calls for :meth:`NativeCalls.run`, which joins those of
-    several groups; without it they are made here.
+    ``tensors`` are those of one or several param groups, the consecutive parts of the lists (of lengths ``parts``),
+    each with its ``options`` (equal in whether the lr is a tensor). CPU tensors go to the native kernel (per group,
+    one call for the matrices and one for the unfactored tensors; float32, and bfloat16/float16 parameters rounded
+    to nearest, whose gradients and states are float32); small unfactored tensors (at most ``_SMALL`` elements) that
+    it does not take run together on the multi-tensor path. Runs the parameters it can take and returns the indices
+    of the others (an error when ``strict``). ``cache`` keeps that routing while the tensors' layouts stay the same
+    (see :class:`._path_choice.LayoutCache`). ``calls`` (an optimizer's, for its whole step) holds the native calls
+    for :meth:`NativeCalls.run`, which joins those of groups whose call-wide options agree; without it they are made
+    here.
     """
     params, grads, state_steps, rms_values, exp_avgs, row_vars, col_vars, full_vars = tensors
-    lib = _native.adafactor_library() if not isinstance(options.lr, Tensor) else None
+    lib = _native.adafactor_library() if not isinstance(options[0].lr, Tensor) else None
     if torch.compiler.is_compiling():
         lib = None
 
     def decide() -> _Routes:
+        part_of = [part for part, length in enumerate(parts) for _ in range(length)]
         eligible: list[int] = []
         rest: list[int] = []
         for i, param in enumerate(params):
@@ -104,7 +110,7 @@ def two_pass_adafactor(
                 and (strict or param.is_cpu or param.numel() >= _CUDA_SWEEP)
             )
             (eligible if ok else rest).append(i)
-        native: dict[str, list[int]] = {"factored": [], "unfactored": []}  # CPU tensors: the C kernel
+        native: dict[tuple[int, str], list[int]] = {}  # CPU tensors: the C kernel, per part and kind
         if lib is not None:
             dtypes = native_dtypes(lib)
             for i in eligible:
@@ -112,51 +118,57 @@ def two_pass_adafactor(
                     continue  # stochastic rounding to bfloat16: stored by the torch path (see _low_precision.store)
                 kind = native_kind(params[i], grads[i], row_vars[i], col_vars[i], full_vars[i], rms_values[i], dtypes)
                 if kind is not None:
-                    native[kind].append(i)
+                    native.setdefault((part_of[i], kind), []).append(i)
         taken = {i for indices in native.values() for i in indices}
         small = [i for i in eligible if i not in taken and full_vars[i] is not None and params[i].numel() <= _SMALL]
         taken_small = set(small)
         stepped = [i for i in eligible if i not in taken_small]
-        calls = {kind: (picked, native_layout(kind, native_buffers(tensors, options, kind, picked)))
-                 for kind, picked in native.items() if picked}  # fmt: skip
-        return _Routes(rest, small, stepped, calls, [i for i in stepped if i not in taken])
+        calls = {(part, kind): (picked, native_layout(kind, native_buffers(tensors, options[part], kind, picked)))
+                 for (part, kind), picked in native.items()}  # fmt: skip
+        return _Routes(rest, small, stepped, calls, [i for i in stepped if i not in taken], part_of)
 
     checked = [params, grads, rms_values, exp_avgs, row_vars, col_vars, full_vars]
-    key = (strict, lib is not None, rounding_keys is None)  # with keys, a bfloat16 parameter has one every step
+    # with keys, a bfloat16 parameter has one every step
+    key = (strict, lib is not None, rounding_keys is None, parts[0] if len(parts) == 1 else tuple(parts))
     routes = cache.decide(checked, decide, key=key) if cache is not None else decide()
-    rest, small = routes.rest, routes.small
+    rest, small, part_of = routes.rest, routes.small, routes.part_of
     if strict and rest:
         raise RuntimeError(
             "fused=True supports dense contiguous float32/bfloat16/float16 parameters on CPU or CUDA; got "
             f"{sorted({(str(params[i].dtype), params[i].device.type) for i in rest})}"
         )
-    if small:
-        keys = None if rounding_keys is None else [rounding_keys[i] for i in small]
-        multi_tensor_adafactor(tensors.pick(small).float32_grads(), options, keys)
-        note_advanced([state_steps[i] for i in small])
+    for part, indices in by_part(small, parts):
+        keys = None if rounding_keys is None else [rounding_keys[i] for i in indices]
+        multi_tensor_adafactor(tensors.pick(indices).float32_grads(), options[part], keys)
+        note_advanced([state_steps[i] for i in indices])
     if not routes.stepped:
         return rest
     steps = advance_steps([state_steps[i] for i in routes.stepped])
-    scalars: dict[float, tuple[float | Tensor, float]] = {}  # the steps of one call are usually all equal
-    for t in steps:
-        if t not in scalars:
-            rel = unscaled_lr(options.lr, t, relative_step=options.relative_step, warmup_init=options.warmup_init)
-            scalars[t] = (rel, second_moment_decay(t, options.decay_rate))
-    rel_of = {i: scalars[t][0] for i, t in zip(routes.stepped, steps)}
-    beta2t_of = {i: scalars[t][1] for i, t in zip(routes.stepped, steps)}
-    for kind, (picked, layout) in routes.native.items():
-        buffers = native_buffers(tensors, options, kind, picked)
-        if options.maximize:
+    scalars: dict[tuple[int, float], tuple[float | Tensor, float]] = {}  # a group's steps are usually all equal
+    rel_of: dict[int, float | Tensor] = {}
+    beta2t_of: dict[int, float] = {}
+    for i, t in zip(routes.stepped, steps):
+        made = scalars.get((part_of[i], t))
+        if made is None:
+            o = options[part_of[i]]
+            rel = unscaled_lr(o.lr, t, relative_step=o.relative_step, warmup_init=o.warmup_init)
+            made = scalars[part_of[i], t] = (rel, second_moment_decay(t, o.decay_rate))
+        rel_of[i], beta2t_of[i] = made
+    for (part, kind), (picked, layout) in routes.native.items():
+        o = options[part]
+        buffers = native_buffers(tensors, o, kind, picked)
+        if o.maximize:
             buffers[0] = [-g for g in buffers[0]]  # type: ignore[union-attr]
-        held = calls if calls is not None and not options.maximize else NativeCalls()
-        held.add(lib, kind, buffers, layout, [rel_of[i] for i in picked], [beta2t_of[i] for i in picked], options)
+        held = calls if calls is not None and not o.maximize else NativeCalls()
+        held.add(lib, kind, buffers, layout, [rel_of[i] for i in picked], [beta2t_of[i] for i in picked], o)
         if held is not calls:  # (a maximizing call's negated gradients are not held)
             held.raise_refused(held.run())
     for i in routes.swept:
+        o = options[part_of[i]]
         grad = grads[i].float()  # a no-op for float32; a 16-bit gradient is read here in float32
         _two_pass_tensor(
             params[i],
-            -grad if options.maximize else grad,
+            -grad if o.maximize else grad,
             rms_values[i],
             exp_avgs[i],
             row_vars[i],
@@ -164,7 +176,7 @@ def two_pass_adafactor(
             full_vars[i],
             rel=rel_of[i],
             beta2t=beta2t_of[i],
-            options=options,
+            options=o,
             rounding_key=None if rounding_keys is None else rounding_keys[i],
         )
     return rest

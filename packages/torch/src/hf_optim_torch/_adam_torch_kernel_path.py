@@ -13,10 +13,11 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from ._groups_call import by_part, first_at_least
 from ._path_choice import LayoutCache, fused_eligible
 from ._torch_fused_adam import saturated_step
 
-__all__ = ["AdamTensors", "by_part", "kernel_lr", "kernel_parts", "torch_kernel_path"]
+__all__ = ["AdamTensors", "kernel_lr", "kernel_parts", "torch_kernel_path"]
 
 
 class AdamTensors(NamedTuple):
@@ -32,27 +33,6 @@ class AdamTensors(NamedTuple):
     def pick(self, indices: list[int]) -> AdamTensors:
         """The tensors of the parameters at ``indices``, in that order."""
         return AdamTensors(*([lst[i] for i in indices] if lst else lst for lst in self))
-
-
-def by_part(indices: list[int], parts: Sequence[int]) -> list[tuple[int, list[int]]]:
-    """``indices`` (ascending, into lists made of consecutive parts of lengths ``parts``) split by part: ``(part, its
-    indices)`` for each part that has any."""
-    found, first, end = [], 0, 0
-    for part, length in enumerate(parts):
-        end += length
-        last = _position(indices, end, first)
-        if last > first:
-            found.append((part, indices[first:last]))
-        first = last
-    return found
-
-
-def _position(indices: list[int], end: int, first: int) -> int:
-    """The position of the first of ``indices`` (ascending) from ``first`` on that is at least ``end`` (a loop, which
-    torch.compile traces; ``bisect`` it does not)."""
-    while first < len(indices) and indices[first] < end:
-        first += 1
-    return first
 
 
 def kernel_parts(
@@ -157,7 +137,7 @@ def torch_kernel_path(
         flags = [True] * len(indices) if decayed is None else [decayed[i] for i in indices]
         first = 0  # the positions in ``indices`` of the part's tensors: first to last
         for part, end in enumerate(ends):
-            last = end if whole else _position(indices, end, first)
+            last = end if whole else first_at_least(indices, end, first)
             if first == last:
                 continue
             by_step: dict[tuple[float, bool], list[int] | range] = {}

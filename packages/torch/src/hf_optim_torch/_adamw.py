@@ -12,11 +12,11 @@ from torch.optim import Optimizer
 from . import _docs
 from ._adam_scalars import adamw_decay, adamw_step_size, once_per_key, reads_host_steps, torch_kernel_scalars
 from ._adam_state import adam_slots, adam_state
-from ._adam_torch_kernel_path import AdamTensors, by_part, kernel_lr, kernel_parts, torch_kernel_path
+from ._adam_torch_kernel_path import AdamTensors, kernel_lr, kernel_parts, torch_kernel_path
 from ._arguments import constructor_arguments, validate_arguments
 from ._begin_step import begin_step
 from ._docs import FUSED_DOC
-from ._groups_call import GroupsCall
+from ._groups_call import GroupsCall, by_part
 from ._low_precision import rounding_keys, step_in_float32
 from ._path_choice import LayoutCache, compiling, group_layout_cache, use_foreach, use_fused
 from ._state_check import CheckedOptimizer, Slot

@@ -1,21 +1,21 @@
-"""Param groups that step as one call of AdamW's or AdamWeightDecay's functional core.
+"""Param groups that step as one call of an optimizer's functional core (AdamW, AdamWeightDecay, Adafactor).
 
 Layer-wise learning rates make hundreds of groups of a few tensors each. Stepped one call per group, each group pays
-the fixed cost of a call (the path choice, the layout check, a step-counter addition, about 40 µs); the fused kernel
-itself takes one lr per call, so the groups' kernel calls stay separate, but the rest is done once for consecutive
-groups that agree in what a call takes once (its ``key``: the path, ``maximize``, ``amsgrad``). The groups' tensors
-are kept in one set of lists, each group a part of them with its own hyperparameters.
+the fixed cost of a call (the path choice, the layout check, a step-counter addition: 40 to 60 µs); the kernels take
+one lr per call (torch's fused AdamW) or join the groups' calls themselves (Adafactor's native calls), but the rest is
+done once for consecutive groups that agree in what a call takes once (its ``key``: the path, and for AdamW
+``maximize``, for AdamWeightDecay ``amsgrad``). The groups' tensors are kept in one set of lists, each group a part of
+them (:func:`by_part`) with its own hyperparameters.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from torch import Tensor
 
-from ._adam_torch_kernel_path import AdamTensors
-
-__all__ = ["GroupsCall"]
+__all__ = ["GroupsCall", "by_part", "first_at_least"]
 
 
 class GroupsCall:
@@ -32,7 +32,7 @@ class GroupsCall:
 
     def __init__(self, key: tuple[Any, ...], first: int) -> None:
         self.key, self.first = key, first
-        self.tensors = AdamTensors([], [], [], [], [], [])
+        self.tensors: Any = None  # the tensor lists of the optimizer (AdamTensors, AdafactorTensors)
         self.options: list[Any] = []
         self.parts: list[int] = []
         self.created = False
@@ -42,7 +42,7 @@ class GroupsCall:
 
     def add(
         self,
-        tensors: AdamTensors,
+        tensors: Any,
         options: Any,
         created: bool,
         decay: list[bool] | None = None,
@@ -63,3 +63,24 @@ class GroupsCall:
         if counted is not None and every is not None:
             self.counted.extend(counted)
             self.every.extend(every)
+
+
+def by_part(indices: list[int], parts: Sequence[int]) -> list[tuple[int, list[int]]]:
+    """``indices`` (ascending, into lists made of consecutive parts of lengths ``parts``) split by part: ``(part, its
+    indices)`` for each part that has any."""
+    found, first, end = [], 0, 0
+    for part, length in enumerate(parts):
+        end += length
+        last = first_at_least(indices, end, first)
+        if last > first:
+            found.append((part, indices[first:last]))
+        first = last
+    return found
+
+
+def first_at_least(indices: list[int], end: int, first: int) -> int:
+    """The position of the first of ``indices`` (ascending) from ``first`` on that is at least ``end`` (a loop, which
+    torch.compile traces; ``bisect`` it does not)."""
+    while first < len(indices) and indices[first] < end:
+        first += 1
+    return first
