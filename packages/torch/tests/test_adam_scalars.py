@@ -51,7 +51,7 @@ def test_adam_weight_decay_factors_are_cast_to_the_parameter_dtype_first() -> No
 def test_torch_kernel_scalars_reproduce_the_update_with_its_decay(decay_first: bool) -> None:
     """The kernel's p (1 - lr' wd') - lr' u equals the optimizer's update in either decay order (CPU: q = r = 1)."""
     step_size, decay, p, u = 0.003, 0.02, 1.7, 0.4
-    lr, weight_decay, eps = torch_kernel_scalars(
+    kernel = torch_kernel_scalars(
         torch.device("cpu"),
         step_size=step_size,
         decay=decay,
@@ -61,10 +61,11 @@ def test_torch_kernel_scalars_reproduce_the_update_with_its_decay(decay_first: b
         eps=1e-6,
         t=3.0,
     )
-    kernel = p * (1.0 - lr * weight_decay) - lr * u
+    lr, weight_decay = kernel["lr"], kernel["weight_decay"]
+    updated = p * (1.0 - lr * weight_decay) - lr * u
     wanted = p * (1.0 - decay) - step_size * u if decay_first else (p - step_size * u) * (1.0 - decay)
-    assert kernel == pytest.approx(wanted, rel=1e-15)
-    assert eps == 1e-6
+    assert updated == pytest.approx(wanted, rel=1e-15)
+    assert (kernel["eps"], kernel["beta1"], kernel["beta2"]) == (1e-6, 0.9, 0.999)
 
 
 def _loop_run(name: str, lr: float | torch.Tensor, dtype: torch.dtype) -> list[torch.Tensor]:

@@ -24,7 +24,7 @@ from ._adafactor_scalars import lr_at
 from ._adafactor_two_pass import two_pass_adafactor
 from ._arguments import constructor_arguments, validate_arguments
 from ._begin_step import begin_step
-from ._groups_call import GroupsCall, by_part
+from ._groups_call import GroupsCall, StepCalls, by_part
 from ._low_precision import LOW_PRECISION, rounding_keys
 from ._path_choice import LayoutCache, compiling, group_layout_cache, use_foreach, use_fused
 from ._state_check import COUNTER, CheckedOptimizer, Slot
@@ -232,7 +232,7 @@ class Adafactor(CheckedOptimizer, Optimizer):
         try:
             self._step_groups(calls)
         except BaseException as error:
-            refused = calls.run()  # the groups before the one that raised are stepped in full, as without joining
+            refused = calls.run()  # the native calls held for the groups already routed are made in full
             if refused and error.__context__ is None:
                 error.__context__ = refused[0]
             raise
@@ -242,7 +242,7 @@ class Adafactor(CheckedOptimizer, Optimizer):
     def _step_groups(self, calls: NativeCalls) -> None:
         """Every group's step, its native calls held in ``calls``; consecutive groups that agree in the path step as
         one call (see ._groups_call), those with stochastic rounding one by one."""
-        call: GroupsCall | None = None
+        groups_calls = StepCalls(lambda call: self._step_call(call, calls))  # groups that step as one call
         offset = 0  # position of the group's first parameter among all parameters (stochastic rounding keys)
         for index, group in enumerate(self.param_groups):
             tensors = AdafactorTensors([], [], [], [], [], [], [], [])
@@ -253,16 +253,9 @@ class Adafactor(CheckedOptimizer, Optimizer):
             options = AdafactorOptions(*[group[name] for name in _OPTIONS])
             if not group["stochastic_rounding"]:
                 key = (group["foreach"], group["fused"], isinstance(options.lr, Tensor))
-                if call is not None and call.key != key:
-                    self._step_call(call, calls)
-                    call = None
-                if call is None:
-                    call = GroupsCall(key, index)
-                call.add(tensors, options, created)
+                groups_calls.add(key, index, tensors, options, created)
                 continue
-            if call is not None:
-                self._step_call(call, calls)
-                call = None
+            groups_calls.flush()
             if created and not compiling():  # one counter tensor for the group's steps (see ._step_block)
                 tensors.state_steps[:] = gather_steps([self.state[p] for p in tensors.params])
             indices = [first + j for j, p in enumerate(group["params"]) if p.grad is not None]
@@ -278,8 +271,7 @@ class Adafactor(CheckedOptimizer, Optimizer):
                 calls=calls,
             )
             note_advanced([s for s, key in zip(tensors.state_steps, keys) if key is not None])
-        if call is not None:
-            self._step_call(call, calls)
+        groups_calls.flush()
 
     def _step_call(self, call: GroupsCall, calls: NativeCalls) -> None:
         """Step the groups of ``call`` as one call of the functional core, their new counters first gathered in one

@@ -12,7 +12,7 @@ how the tensors are swept; the numbers it scales them by come from here:
   factor of its decoupled weight decay, ``lr * weight_decay`` (transformers decays for a positive rate only).
 - :func:`adam_weight_decay_factors`: AdamWeightDecay's hyperparameters cast to the parameter dtype first, as
   TensorFlow does, with the step size of the cast values.
-- :func:`torch_kernel_scalars`: the ``lr``, ``weight_decay`` and ``eps`` that make torch's fused AdamW kernel
+- :func:`torch_kernel_scalars`: the ``lr``, ``weight_decay``, ``eps`` (and betas) that make torch's fused AdamW kernel
   compute either update, including the correction for a kernel that rounds its moment weights (CUDA).
 """
 
@@ -141,8 +141,9 @@ def torch_kernel_scalars(
     beta2: float,
     eps: float,
     t: float,
-) -> tuple[float, float, float]:
-    """``(lr, weight_decay, eps)`` for torch's fused AdamW kernel at step ``t``, given no step count of its own.
+) -> dict[str, float]:
+    """The numbers torch's fused AdamW kernel takes at step ``t``, given no step count of its own: its ``lr``,
+    ``weight_decay``, ``eps``, ``beta1`` and ``beta2`` keyword arguments.
 
     With an infinite step the kernel computes ``p (1 - lr' wd') - lr' m / (sqrt(v) + eps')``. An update
     ``p - step_size m / (sqrt(v) + eps)`` with the decay ``p (1 - decay)`` before it (``decay_first``, AdamWeightDecay)
@@ -155,4 +156,4 @@ def torch_kernel_scalars(
     kernel_step = step_size * math.sqrt(r) / q
     kernel_lr = kernel_step if decay_first else kernel_step * (1.0 - decay)
     kernel_decay = decay / kernel_lr if decay != 0.0 and kernel_lr != 0.0 else 0.0
-    return kernel_lr, kernel_decay, eps * math.sqrt(r)
+    return {"lr": kernel_lr, "weight_decay": kernel_decay, "eps": eps * math.sqrt(r), "beta1": beta1, "beta2": beta2}

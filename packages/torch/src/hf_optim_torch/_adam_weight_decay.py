@@ -26,7 +26,7 @@ from ._adam_weight_decay_doc import ADAM_WEIGHT_DECAY_DOC
 from ._arguments import constructor_arguments, validate_arguments
 from ._begin_step import begin_step
 from ._gradient_clipping import clip_gradients
-from ._groups_call import GroupsCall, by_part
+from ._groups_call import GroupsCall, StepCalls, by_part
 from ._low_precision import rounding_keys, step_in_float32
 from ._path_choice import LayoutCache, compiling, group_layout_cache, use_foreach, use_fused
 from ._state_check import CheckedOptimizer, Slot
@@ -178,7 +178,7 @@ class AdamWeightDecay(CheckedOptimizer, Optimizer):
             clipped_by_param = dict(zip(map(id, present), clipped))
 
         counted: list[list[Tensor]] = []  # every parameter's step, per call or fp32_math group
-        call: GroupsCall | None = None  # consecutive groups that step as one call
+        calls = StepCalls(lambda call: counted.append(self._step_call(call)))  # groups that step as one call
         offset = 0  # position of the group's first parameter among all parameters (stochastic rounding keys)
         for index, group in enumerate(groups):
             group_params, amsgrad = group["params"], group["amsgrad"]
@@ -220,16 +220,9 @@ class AdamWeightDecay(CheckedOptimizer, Optimizer):
             )
             if not group["fp32_math"]:
                 key = (group["foreach"], group["fused"], amsgrad, isinstance(options.lr, Tensor))
-                if call is not None and call.key != key:
-                    counted.append(self._step_call(call))
-                    call = None
-                if call is None:
-                    call = GroupsCall(key, index)
-                call.add(tensors, options, created, decay, steps, group_params)
+                calls.add(key, index, tensors, options, created, decay=decay, counted=steps, every=group_params)
                 continue
-            if call is not None:
-                counted.append(self._step_call(call))
-                call = None
+            calls.flush()
             if created and not compiling():  # one counter tensor for the group's steps (see ._step_block)
                 gather_steps([self.state[p] for p in group_params])
                 steps = [states[p]["step"] for p in group_params]
@@ -245,8 +238,7 @@ class AdamWeightDecay(CheckedOptimizer, Optimizer):
                 keys = rounding_keys(group["rounding_seed"], params, positions, state_steps)
             moments = [exp_avgs, exp_avg_sqs, max_exp_avg_sqs]
             step_in_float32(adam_weight_decay, params, grads, moments, [state_steps, decay], keys, **hyper)
-        if call is not None:
-            counted.append(self._step_call(call))
+        calls.flush()
         # The step count is optimizer-wide (Keras ``iterations``): it advances for every parameter, with or
         # without a gradient; the update above used ``step + 1``.
         for steps in counted:
@@ -423,10 +415,7 @@ def _torch_kernel_adam_weight_decay(
             step_size = bias_corrected_step_size(lr, o.beta_1, o.beta_2, t)
             kernel = {"beta1": o.beta_1, "beta2": o.beta_2, "eps": o.epsilon, "t": t}
             factor = lr * o.weight_decay_rate if decays else 0.0
-            lr_k, decay_k, eps_k = torch_kernel_scalars(
-                device, step_size=step_size, decay=factor, decay_first=True, **kernel
-            )
-            return {"lr": lr_k, "weight_decay": decay_k, "eps": eps_k, "beta1": o.beta_1, "beta2": o.beta_2}
+            return torch_kernel_scalars(device, step_size=step_size, decay=factor, decay_first=True, **kernel)
 
         return torch_kernel_path(
             tensors,

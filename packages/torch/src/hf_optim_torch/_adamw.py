@@ -16,7 +16,7 @@ from ._adam_torch_kernel_path import AdamTensors, kernel_lr, kernel_parts, torch
 from ._arguments import constructor_arguments, validate_arguments
 from ._begin_step import begin_step
 from ._docs import FUSED_DOC
-from ._groups_call import GroupsCall, by_part
+from ._groups_call import GroupsCall, StepCalls, by_part
 from ._low_precision import rounding_keys, step_in_float32
 from ._path_choice import LayoutCache, compiling, group_layout_cache, use_foreach, use_fused
 from ._state_check import CheckedOptimizer, Slot
@@ -128,7 +128,7 @@ class AdamW(CheckedOptimizer, Optimizer):
             "Adam does not support sparse gradients, please consider SparseAdam instead",
             fused_dtypes=_KERNEL_DTYPES,
         )
-        call: GroupsCall | None = None  # consecutive groups that step as one call
+        calls = StepCalls(self._step_call)  # consecutive groups that step as one call
         offset = 0  # position of the group's first parameter among all parameters (stochastic rounding keys)
         for index, group in enumerate(self.param_groups):
             tensors = AdamTensors([], [], [], [], [], [])
@@ -143,16 +143,9 @@ class AdamW(CheckedOptimizer, Optimizer):
             )
             if not group["fp32_math"]:
                 key = (group["foreach"], group["fused"], options.maximize, isinstance(options.lr, Tensor))
-                if call is not None and call.key != key:
-                    self._step_call(call)
-                    call = None
-                if call is None:
-                    call = GroupsCall(key, index)
-                call.add(tensors, options, created)
+                calls.add(key, index, tensors, options, created)
                 continue
-            if call is not None:
-                self._step_call(call)
-                call = None
+            calls.flush()
             if created and not compiling():  # one counter tensor for the group's steps (see ._step_block)
                 state_steps[:] = gather_steps([self.state[p] for p in params])
             hyper = options._asdict() | {"foreach": group["foreach"], "fused": group["fused"]}
@@ -164,8 +157,7 @@ class AdamW(CheckedOptimizer, Optimizer):
             step_in_float32(adamw, params, grads, [exp_avgs, exp_avg_sqs], [state_steps], keys, **hyper)
             if keys is not None:
                 note_advanced([s for s, key in zip(state_steps, keys) if key is not None])
-        if call is not None:
-            self._step_call(call)
+        calls.flush()
         return loss
 
     def _step_call(self, call: GroupsCall) -> None:
@@ -418,10 +410,7 @@ def _torch_kernel_adamw(
             assert lr is not None
             step_size = adamw_step_size(lr, o.beta1, o.beta2, t, o.correct_bias)
             kernel = {"beta1": o.beta1, "beta2": o.beta2, "eps": o.eps, "t": t}
-            lr_k, decay_k, eps_k = torch_kernel_scalars(
-                device, step_size=step_size, decay=decay, decay_first=False, **kernel
-            )
-            return {"lr": lr_k, "weight_decay": decay_k, "eps": eps_k, "beta1": o.beta1, "beta2": o.beta2}
+            return torch_kernel_scalars(device, step_size=step_size, decay=decay, decay_first=False, **kernel)
 
         return torch_kernel_path(
             tensors,

@@ -10,12 +10,12 @@ them (:func:`by_part`) with its own hyperparameters.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from torch import Tensor
 
-__all__ = ["GroupsCall", "by_part", "first_at_least"]
+__all__ = ["GroupsCall", "StepCalls", "by_part", "first_at_least"]
 
 
 class GroupsCall:
@@ -63,6 +63,31 @@ class GroupsCall:
         if counted is not None and every is not None:
             self.counted.extend(counted)
             self.every.extend(every)
+
+
+class StepCalls:
+    """The calls of one step: groups are added in order, and a group whose key differs from the pending call's
+    ends that call (``step(call)`` steps it) and starts the next."""
+
+    __slots__ = ("_pending", "_step")
+
+    def __init__(self, step: Callable[[GroupsCall], object]) -> None:
+        self._step = step
+        self._pending: GroupsCall | None = None
+
+    def add(self, key: tuple[Any, ...], index: int, tensors: Any, options: Any, created: bool, **more: Any) -> None:
+        """Add the ``index``-th group (see :meth:`GroupsCall.add`) to the pending call, or to a new one."""
+        if self._pending is not None and self._pending.key != key:
+            self.flush()
+        if self._pending is None:
+            self._pending = GroupsCall(key, index)
+        self._pending.add(tensors, options, created, **more)
+
+    def flush(self) -> None:
+        """Step the pending call, if any (before a group stepped on its own, and at the end of the step)."""
+        if self._pending is not None:
+            call, self._pending = self._pending, None
+            self._step(call)
 
 
 def by_part(indices: list[int], parts: Sequence[int]) -> list[tuple[int, list[int]]]:
