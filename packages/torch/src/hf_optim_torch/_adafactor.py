@@ -331,7 +331,7 @@ def adafactor(
     ``exp_avgs`` entries are None when ``beta1`` is None. See :class:`Adafactor` for the algorithm. ``fused``
     picks the two-pass path (default: float32/bfloat16/float16 CPU parameters, and CUDA ones of at least 64M
     elements, when ``foreach`` is not given; the others take the paths below), ``foreach`` the multi-tensor path
-    (default: on accelerators only). ``layout_cache`` (an optimizer keeps one per param group) spares the two-pass
+    (default: on accelerators only). ``layout_cache`` (an optimizer keeps one per call of its groups) spares the two-pass
     path's per-tensor checks while the tensors' layouts stay the same (:class:`._path_choice.LayoutCache`).
     """
     options = AdafactorOptions(

@@ -285,7 +285,7 @@ def adam_weight_decay(
     """Functional AdamWeightDecay of already clipped gradients (TF numerics); updates in place.
 
     ``state_steps`` hold the optimizer-wide count *before* this step (the caller increments them);
-    ``decay[i]`` says whether parameter ``i`` is decayed. ``layout_cache`` (an optimizer keeps one per param group)
+    ``decay[i]`` says whether parameter ``i`` is decayed. ``layout_cache`` (an optimizer keeps one per call of its groups)
     spares the fused path's per-tensor checks while the tensors' layouts stay the same
     (:class:`._path_choice.LayoutCache`).
     """

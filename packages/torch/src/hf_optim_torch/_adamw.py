@@ -281,7 +281,7 @@ def adamw(
     See :class:`AdamW` for the algorithm. ``state_steps`` are 0-dim tensors incremented here. ``fused`` picks
     torch's fused kernel (default: float32 CPU/CUDA tensors when ``foreach`` is not given, bfloat16 ones only with
     ``fused=True``; the others take the paths below), ``foreach`` the multi-tensor path (default: on accelerators
-    only). ``layout_cache`` (an optimizer keeps one per param group) spares the fused path's per-tensor checks while
+    only). ``layout_cache`` (an optimizer keeps one per call of its groups) spares the fused path's per-tensor checks while
     the tensors' layouts stay the same, see :class:`._path_choice.LayoutCache`.
     """
     tensors = AdamTensors(params, grads, exp_avgs, exp_avg_sqs, [], state_steps)

@@ -124,7 +124,7 @@ class LayoutCache(Generic[T]):
     step allocates no snapshot for the garbage collector to count), and decides again on any difference: another
     set of parameters with gradients, ``p.data = ...``, a replaced or resized state tensor, a non-contiguous gradient.
     Nothing is skipped, and the cache holds no tensor, only the properties it compares. An optimizer keeps one per
-    param group.
+    call of its param groups (a group, or consecutive groups stepped as one: ``_groups_call``).
     """
 
     __slots__ = ("_decision", "_layouts")
@@ -185,8 +185,8 @@ class LayoutCache(Generic[T]):
 
 
 def group_layout_cache(optimizer: object, index: int) -> LayoutCache[Any]:
-    """The :class:`LayoutCache` ``optimizer`` keeps for its ``index``-th param group (made at first use, never saved:
-    a cache that meets other tensors decides again)."""
+    """The :class:`LayoutCache` ``optimizer`` keeps for the call that starts at its ``index``-th param group (made at
+    first use, never saved: a cache that meets other tensors decides again)."""
     caches: dict[int, LayoutCache[Any]] = optimizer.__dict__.setdefault("_layout_caches", {})
     cache = caches.get(index)
     if cache is None:
