@@ -188,9 +188,15 @@ def test_the_fused_paths_would_replay_one_steps_numbers(name: str, monkeypatch: 
     optimizer = CAPTURED[name](_model(), torch.device("cpu"))
     for _ in range(3):
         optimizer.step()
-    first, second = _recorded_step(optimizer).ops, _recorded_step(optimizer).ops
+    first, second = _device_work(_recorded_step(optimizer).ops), _device_work(_recorded_step(optimizer).ops)
     assert len(first) == len(second)
     assert first != second
+
+
+def _device_work(ops: list[tuple[str, Any, Any]]) -> list[tuple[str, Any, Any]]:
+    """The ops without the host's reads of counters (which a step makes where its host mirror of them is not
+    current: under the recording mode, in-place ops on views move no version counter)."""
+    return [op for op in ops if op[0] != "aten._local_scalar_dense.default" and not op[0].startswith("host read")]
 
 
 def test_an_eager_step_after_replays_reads_the_counters_the_replays_advanced(capture: dict[str, bool]) -> None:

@@ -15,8 +15,8 @@ from typing import Any
 import hf_optim_torch
 import pytest
 import torch
-from hf_optim_torch._step_block import block_of, blocks_of
-from hf_optim_torch._step_count import host_steps
+from hf_optim_torch._step_block import block_of, blocks_of, gather_steps
+from hf_optim_torch._step_count import advance_steps, host_steps, note_advanced
 
 #: (shapes, group options) per optimizer; the groups differ in every hyperparameter a group may set. The comments say
 #: which groups the step joins into one call.
@@ -62,7 +62,7 @@ def _optimizer(name: str, groups: list[tuple[list[tuple[int, ...]], dict[str, An
     gen = torch.Generator().manual_seed(seed)
     param_groups = []
     for shapes, options in groups:
-        dtype = options.get("dtype", torch.float32)
+        dtype = options.get("dtype", torch.float32)  # (not an option: the parameters' dtype)
         params = [torch.nn.Parameter(torch.randn(shape, generator=gen).to(dtype)) for shape in shapes]
         group = {"params": params, **{k: v for k, v in options.items() if k != "dtype"}}
         if "learning_rate" in group:
@@ -173,3 +173,80 @@ def test_a_call_the_kernel_refuses_changes_no_group() -> None:
         optimizer.step()
     after = _snapshot(optimizer)
     assert all(torch.equal(a, b) for a, b in zip(before, after)), "no group of the call was stepped"
+
+
+class _Reads:
+    """Counts the reads of tensor values into Python (``float``, ``item``, ``tolist``): on CUDA each one waits for
+    the device."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        for name in ("__float__", "item", "tolist"):
+            real = getattr(torch.Tensor, name)
+            monkeypatch.setattr(torch.Tensor, name, self._counted(real))
+
+    def _counted(self, real: Any) -> Any:
+        def read(tensor: torch.Tensor, *args: Any) -> Any:
+            self.count += 1
+            return real(tensor, *args)
+
+        return read
+
+
+def _freeze_group_1(optimizer: Any, step: int) -> None:
+    if step >= 2:
+        for p in optimizer.param_groups[1]["params"]:
+            p.grad = None
+
+
+def _reverse_groups(optimizer: Any, step: int) -> None:
+    if step == 2:
+        optimizer.param_groups.reverse()
+
+
+def _partial_grads(optimizer: Any, step: int) -> None:
+    for i, p in enumerate(_params(optimizer)):
+        if (i + step) % 3 == 0:
+            p.grad = None
+
+
+@pytest.mark.parametrize("change", [_freeze_group_1, _reverse_groups, _partial_grads])
+@pytest.mark.parametrize("path", [{}, {"foreach": False}, {"dtype": torch.bfloat16}])
+@pytest.mark.parametrize("name", list(_GROUPS))
+def test_a_step_reads_no_counter_back_when_only_some_of_a_call_steps(
+    name: str, path: dict[str, Any], change: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The counters of a call are one tensor; when a step advances only some of them (a frozen group, groups in
+    another order, some parameters without gradients, the for-loop or float32 subset of a call), the host mirror
+    follows them view by view, so no counter is read back from the device after the first steps."""
+    lr = "learning_rate" if name == "AdamWeightDecay" else "lr"
+    optimizer = _optimizer(name, [([(4, 3), (5,)], {lr: 1e-2 * (k + 1), **path}) for k in range(4)])
+    reads = _Reads(monkeypatch)
+    counts = []
+    for step in range(8):
+        _grads(_params(optimizer), torch.Generator().manual_seed(step), -1)
+        change(optimizer, step)
+        reads.count = 0
+        optimizer.step()
+        counts.append(reads.count)
+        steps = [optimizer.state[p]["step"] for p in _params(optimizer) if "step" in optimizer.state[p]]
+        monkeypatch.undo()
+        assert host_steps(steps) == [float(s) for s in steps], "the mirror holds the counters' values"
+        reads = _Reads(monkeypatch)
+    assert counts[3:] == [0] * 5, counts
+
+
+def test_the_mirror_of_some_views_of_a_block_is_kept_only_when_exact() -> None:
+    """Views of one block share its version counter: the mirror keeps their new values only when the block moved by
+    exactly one op per listed view; a view listed twice, or a block changed besides, is read again."""
+    states: list[dict[str, Any]] = [{"step": torch.tensor(float(k))} for k in range(4)]
+    steps = gather_steps(states)
+    assert host_steps(steps) == [0.0, 1.0, 2.0, 3.0]
+    assert advance_steps([steps[0], steps[2]]) == [1.0, 3.0]  # some views: each advanced once
+    assert host_steps(steps) == [float(s) for s in steps] == [1.0, 1.0, 3.0, 3.0]
+    advance_steps([steps[1], steps[1]])  # one view twice: 1 -> 3, not 2
+    assert host_steps(steps) == [float(s) for s in steps] == [1.0, 3.0, 3.0, 3.0]
+    steps[3].add_(5)  # changed besides, then a path's own increment of two views, noted
+    torch._foreach_add_([steps[0], steps[3]], 1)
+    note_advanced([steps[0], steps[3]])
+    assert host_steps(steps) == [float(s) for s in steps] == [2.0, 3.0, 3.0, 9.0]

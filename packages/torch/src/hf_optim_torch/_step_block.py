@@ -24,7 +24,16 @@ from typing import Any
 
 import torch
 
-__all__ = ["STEP_DTYPE", "StepBlock", "block_holding", "block_of", "block_of_view", "blocks_of", "gather_steps"]
+__all__ = [
+    "STEP_DTYPE",
+    "StepBlock",
+    "block_holding",
+    "block_of",
+    "block_of_view",
+    "blocks_of",
+    "gather_steps",
+    "slot_of",
+]
 
 #: dtype of the per-parameter ``state["step"]`` counter (torch.optim's convention: exact up to 2**24 steps).
 STEP_DTYPE = torch.float32
@@ -35,12 +44,13 @@ _ATTRIBUTE = "_hf_optim_step_block"
 class StepBlock:
     """What hangs on a block's 1-D tensor: weak references to its views, and the host mirror of its values."""
 
-    __slots__ = ("captured", "values", "version", "views")
+    __slots__ = ("captured", "positions", "values", "version", "views")
 
     def __init__(self, views: tuple[torch.Tensor, ...]) -> None:
         # weak: the block hangs on its base tensor, which each view keeps alive (a cycle through C++ that Python's
         # garbage collector could not see)
         self.views = tuple(weakref.ref(view) for view in views)
+        self.positions = {id(view): index for index, view in enumerate(views)}  # (checked against ``views``)
         self.version: int | None = None  # the base's version counter when ``values`` was read
         self.values: list[float] = []
         # advanced by a captured CUDA graph: its replays change the values without the version counter, so the
@@ -82,6 +92,19 @@ def block_of(steps: list[torch.Tensor]) -> tuple[torch.Tensor, StepBlock] | None
     """The block whose views are exactly ``steps``, in order (and the block's tensor), or None."""
     found = blocks_of(steps)
     return found[0] if found is not None and len(found) == 1 else None
+
+
+def slot_of(step: torch.Tensor) -> tuple[torch.Tensor, StepBlock, int] | None:
+    """The block ``step`` is a view of, with the block's tensor and the view's position there, or None (also for an
+    inference tensor, which has no version counter to mirror by)."""
+    base = step._base
+    block: StepBlock | None = getattr(base, _ATTRIBUTE, None) if base is not None else None
+    if block is None:
+        return None
+    index = block.positions.get(id(step))
+    if index is None or block.views[index]() is not step or base.is_inference():
+        return None
+    return base, block, index  # type: ignore[return-value]
 
 
 def block_holding(step: torch.Tensor) -> StepBlock | None:

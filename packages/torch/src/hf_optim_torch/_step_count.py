@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 import weakref
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.weak import WeakIdKeyDictionary
 
 from ._path_choice import capturing, compiling
-from ._step_block import STEP_DTYPE, block_holding, block_of_view, blocks_of
+from ._step_block import STEP_DTYPE, StepBlock, block_holding, block_of_view, blocks_of, slot_of
 
 __all__ = [
     "STEP_DTYPE",
@@ -35,6 +36,38 @@ def as_step_tensor(value: object, like: torch.Tensor) -> torch.Tensor:
             return value.to(device=like.device, dtype=STEP_DTYPE)
         return value
     return torch.tensor(float(value), dtype=STEP_DTYPE, device=like.device)  # type: ignore[arg-type]
+
+
+class _Advanced:
+    """Some views of one block, each advanced once by an in-place op of its own (so the block's shared version counter
+    moved once per view): their positions and new values, for the block's mirror."""
+
+    __slots__ = ("base", "block", "count", "news", "version")
+
+    def __init__(self, base: torch.Tensor, block: StepBlock) -> None:
+        self.base, self.block, self.version = base, block, block.version
+        self.news: dict[int, float] = {}
+        self.count = 0
+
+    def add(self, index: int, new: float) -> None:
+        self.news[index] = new
+        self.count += 1
+
+    def record(self) -> None:
+        """Keep the new values in the block's mirror if the block moved by exactly these ops (each view once, nothing
+        else); otherwise forget its values, which are read again at their next use."""
+        block = self.block
+        if (
+            self.version is not None
+            and len(self.news) == self.count
+            and self.base._version == self.version + self.count
+        ):
+            values = block.values
+            for index, new in self.news.items():
+                values[index] = new
+            block.version = self.base._version
+        else:  # (e.g. under a Python dispatch mode, in-place ops on views move no version counter)
+            block.version = None
 
 
 class _StepMirror:
@@ -93,16 +126,32 @@ class _StepMirror:
         torch._foreach_add_(steps, 1)
         after = _rounded_plus_one(before)
         entries = self._entries
+        in_blocks: dict[int, _Advanced] = {}  # views of blocks, by block: their positions and new values
         for step, new, version in zip(steps, after, versions):
+            if type(version) is tuple:  # a view of a block (``slot_of``)
+                base, block, index = version
+                advanced = in_blocks.get(id(block))
+                if advanced is None:
+                    advanced = in_blocks[id(block)] = _Advanced(base, block)
+                advanced.add(index, new)
+                continue
             entry = entries.get(id(step))
             if version is not None and entry is not None:  # (a captured step has none)
                 entries[id(step)] = (entry[0], version + 1, new)
+        for advanced in in_blocks.values():
+            advanced.record()
         return after
 
-    def _read(self, steps: list[torch.Tensor]) -> tuple[list[float], list[int | None]]:
-        """The values of ``steps`` and their version counters (None for inference tensors, which have none)."""
+    def _read(self, steps: list[torch.Tensor]) -> tuple[list[float], list[Any]]:
+        """The values of ``steps`` and their version counters (None for inference tensors, which have none); for a
+        view of a block, its ``slot_of`` instead, its value from the block's mirror."""
         entries, values, versions = self._entries, [], []
         for step in steps:
+            slot = slot_of(step)
+            if slot is not None:  # the views of a block share its version counter: the block's mirror keeps them
+                values.append(slot[1].current_values(slot[0])[slot[2]])
+                versions.append(slot)
+                continue
             try:
                 version = step._version
             except RuntimeError:  # inference tensors keep no version counter: read every time
@@ -129,7 +178,17 @@ class _StepMirror:
                     block.values, block.version = _rounded_plus_one(block.values), base._version
             return
         entries = self._entries
+        in_blocks: dict[int, _Advanced] = {}
         for step in steps:
+            slot = slot_of(step)
+            if slot is not None:
+                base, block, index = slot
+                advanced = in_blocks.get(id(block))
+                if advanced is None:
+                    advanced = in_blocks[id(block)] = _Advanced(base, block)
+                if block.version is not None:
+                    advanced.add(index, plus_one(block.values[index]))
+                continue
             entry = entries.get(id(step))
             if entry is None or entry[0]() is not step:
                 continue
@@ -141,6 +200,9 @@ class _StepMirror:
                 entries[id(step)] = (entry[0], version, plus_one(entry[2]))
             elif version != entry[1]:
                 del entries[id(step)]
+        for advanced in in_blocks.values():
+            if advanced.base._version != advanced.version:  # (else already current: the path used advance_steps)
+                advanced.record()
 
     def mark_captured(self, steps: list[torch.Tensor]) -> None:
         """Stop mirroring ``steps``: a CUDA graph captured their update, and its replays advance them with no version
