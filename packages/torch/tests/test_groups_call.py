@@ -210,17 +210,27 @@ def _partial_grads(optimizer: Any, step: int) -> None:
             p.grad = None
 
 
-@pytest.mark.parametrize("change", [_freeze_group_1, _reverse_groups, _partial_grads])
-@pytest.mark.parametrize("path", [{}, {"foreach": False}, {"dtype": torch.bfloat16}])
+def _no_change(optimizer: Any, step: int) -> None:
+    pass
+
+
+@pytest.mark.parametrize("change", [_freeze_group_1, _reverse_groups, _partial_grads, _no_change])
+@pytest.mark.parametrize("path", [{}, {"foreach": False}, {"dtype": torch.bfloat16}, {"mixed": torch.float64}])
 @pytest.mark.parametrize("name", list(_GROUPS))
 def test_a_step_reads_no_counter_back_when_only_some_of_a_call_steps(
     name: str, path: dict[str, Any], change: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The counters of a call are one tensor; when a step advances only some of them (a frozen group, groups in
-    another order, some parameters without gradients, the for-loop or float32 subset of a call), the host mirror
-    follows them view by view, so no counter is read back from the device after the first steps."""
+    another order, some parameters without gradients, the for-loop or float32 subset of a call) or a path besides the
+    fused one advances some (a call of two paths), the host mirror follows them view by view, so no counter is read
+    back from the device after the first steps."""
     lr = "learning_rate" if name == "AdamWeightDecay" else "lr"
-    optimizer = _optimizer(name, [([(4, 3), (5,)], {lr: 1e-2 * (k + 1), **path}) for k in range(4)])
+    # "mixed": every second group of that dtype, which the fused or two-pass path leaves to the loop: a call of two paths
+    mixed = path.get("mixed")
+    groups = [([(4, 3), (5,)], {lr: 1e-2 * (k + 1), **path}) for k in range(4)]
+    if mixed is not None:
+        groups = [(shapes, {lr: o[lr]} | ({"dtype": mixed} if k % 2 else {})) for k, (shapes, o) in enumerate(groups)]
+    optimizer = _optimizer(name, groups)
     reads = _Reads(monkeypatch)
     counts = []
     for step in range(8):
@@ -229,11 +239,10 @@ def test_a_step_reads_no_counter_back_when_only_some_of_a_call_steps(
         reads.count = 0
         optimizer.step()
         counts.append(reads.count)
-        steps = [optimizer.state[p]["step"] for p in _params(optimizer) if "step" in optimizer.state[p]]
-        monkeypatch.undo()
-        assert host_steps(steps) == [float(s) for s in steps], "the mirror holds the counters' values"
-        reads = _Reads(monkeypatch)
     assert counts[3:] == [0] * 5, counts
+    monkeypatch.undo()
+    steps = [optimizer.state[p]["step"] for p in _params(optimizer) if "step" in optimizer.state[p]]
+    assert host_steps(steps) == [float(s) for s in steps], "the mirror holds the counters' values"
 
 
 def test_the_mirror_of_some_views_of_a_block_is_kept_only_when_exact() -> None:

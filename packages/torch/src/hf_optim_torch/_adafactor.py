@@ -369,3 +369,4 @@ def _run(
         keys = None if rounding_keys is None else [rounding_keys[i] for i in indices]
         path = multi_tensor_adafactor if use_foreach(foreach, picked.params) else loop_adafactor
         path(picked.float32_grads(), options[part], keys)
+        note_advanced(picked.state_steps)  # (their counters may share a tensor with the two-pass path's: its mirror)

@@ -308,6 +308,7 @@ def adamw_groups(
         picked = tensors if len(indices) == len(tensors.params) else tensors.pick(indices)
         sweep = _multi_tensor_adamw if use_foreach(foreach, picked.params) else _for_loop_adamw
         sweep(picked, options[part])
+        note_advanced(picked.state_steps)  # (their counters may share a tensor with the fused path's: its mirror)
 
 
 class _AdamWOptions(NamedTuple):
