@@ -6,7 +6,7 @@ Every peer of one framework runs on the same parameters in the same process, int
 per round, in a random order), median of the timed rounds after warm-up rounds. Ratios are medians of the
 per-round ratios, so a slow spell of the machine hits both sides of a ratio. Intra-op threads: 2 (torch and TF).
 
-The default run (about 12 minutes on 2 cores) covers the layouts of CONFIGS: 10M parameters in 1 tensor and in ~200
+The default run (12 to 15 minutes on 2 cores) covers the layouts of CONFIGS: 10M parameters in 1 tensor and in ~200
 transformer tensors (torch: also in bfloat16), 200 tensors of 32 and of 32x32 elements (the fixed host cost per tensor) and
 200 param groups of one 32x32 tensor (per group), 80M in one 1-D tensor
 and (torch) in 240 tensors of the odd width 577, and 100M in ~200 tensors. torch at 10M: 3 warm-up + 20 timed rounds;
